@@ -1,0 +1,125 @@
+#include "fetcher/codec/gzip.h"
+
+#include <libdeflate.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "fmt/format.h"
+
+namespace lazypull::codec {
+namespace {
+
+// Owns a zlib inflate stream.
+class Inflater {
+ public:
+  Inflater() = default;
+  ~Inflater() {
+    if (initialized_) inflateEnd(&stream_);
+  }
+  Inflater(const Inflater&) = delete;
+  Inflater& operator=(const Inflater&) = delete;
+
+  absl::Status Init() {
+    // 16 + MAX_WBITS: gzip wrapper only (no raw deflate, no zlib wrapper).
+    if (inflateInit2(&stream_, 16 + MAX_WBITS) != Z_OK) {
+      return absl::InternalError("gunzip: inflateInit2 failed");
+    }
+    initialized_ = true;
+    return absl::OkStatus();
+  }
+  z_stream* stream() { return &stream_; }
+
+ private:
+  z_stream stream_{};
+  bool initialized_ = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::string> Gunzip(std::string_view compressed, const GunzipOptions& options) {
+  if (compressed.empty()) return absl::DataLossError("gunzip: empty input");
+  Inflater inflater;
+  if (auto st = inflater.Init(); !st.ok()) return st;
+  z_stream* zs = inflater.stream();
+  zs->next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
+  uint64_t remaining_in = compressed.size();
+
+  std::string out;
+  // Start with a guess (typical ratio), never above the cap + 1 byte used to detect overflow.
+  const uint64_t hard_limit = options.max_output;
+  out.resize(std::min<uint64_t>(std::max<uint64_t>(compressed.size() * 4, 4096), hard_limit + 1));
+  uint64_t produced = 0;
+  int members = 0;
+  for (;;) {
+    if (zs->avail_in == 0) {
+      uInt take = static_cast<uInt>(std::min<uint64_t>(remaining_in, 1u << 30));
+      zs->avail_in = take;
+      remaining_in -= take;
+    }
+    if (produced == out.size()) {
+      if (produced > hard_limit) break;
+      out.resize(std::min<uint64_t>(out.size() * 2, hard_limit + 1));
+    }
+    uint64_t space = out.size() - produced;
+    zs->next_out = reinterpret_cast<Bytef*>(out.data() + produced);
+    zs->avail_out = static_cast<uInt>(std::min<uint64_t>(space, 1u << 30));
+    uInt avail_before = zs->avail_out;
+    int rc = inflate(zs, Z_NO_FLUSH);
+    produced += avail_before - zs->avail_out;
+    if (produced > hard_limit) break;
+    if (rc == Z_STREAM_END) {
+      ++members;
+      if (zs->avail_in == 0 && remaining_in == 0) {
+        out.resize(produced);
+        return out;
+      }
+      if (!options.allow_multiple_members) {
+        return absl::InvalidArgumentError(fmt::format(
+            "gunzip: {} trailing bytes after the gzip member", zs->avail_in + remaining_in));
+      }
+      if (inflateReset(zs) != Z_OK) return absl::InternalError("gunzip: inflateReset failed");
+      continue;
+    }
+    if (rc == Z_BUF_ERROR) {
+      // No progress possible: either out of input mid-member or out of output space.
+      if (zs->avail_in == 0 && remaining_in == 0) {
+        return absl::DataLossError(
+            fmt::format("gunzip: truncated input: {} bytes end inside gzip member {}",
+                        compressed.size(), members + 1));
+      }
+      continue;
+    }
+    if (rc != Z_OK) {
+      return absl::DataLossError(fmt::format("gunzip: corrupt gzip member {} at input byte {}: {}",
+                                             members + 1,
+                                             compressed.size() - remaining_in - zs->avail_in,
+                                             zs->msg != nullptr ? zs->msg : "inflate error"));
+    }
+    if (zs->avail_in == 0 && remaining_in == 0 && zs->avail_out != 0) {
+      return absl::DataLossError(
+          fmt::format("gunzip: truncated input: stream ends inside gzip member {}", members + 1));
+    }
+  }
+  return absl::ResourceExhaustedError(fmt::format(
+      "gunzip: decompressed size exceeds the limit of {} bytes (possible gzip bomb)", hard_limit));
+}
+
+absl::StatusOr<std::string> GzipCompress(std::string_view data, int level) {
+  if (level < 0 || level > 12) {
+    return absl::InvalidArgumentError(
+        fmt::format("gzip: compression level {} not in 0..12", level));
+  }
+  std::unique_ptr<libdeflate_compressor, decltype(&libdeflate_free_compressor)> c(
+      libdeflate_alloc_compressor(level), &libdeflate_free_compressor);
+  if (c == nullptr) return absl::ResourceExhaustedError("gzip: cannot allocate compressor");
+  std::string out(libdeflate_gzip_compress_bound(c.get(), data.size()), '\0');
+  size_t n = libdeflate_gzip_compress(c.get(), data.data(), data.size(), out.data(), out.size());
+  if (n == 0) return absl::InternalError("gzip: compression output exceeded its bound");
+  out.resize(n);
+  return out;
+}
+
+}  // namespace lazypull::codec
