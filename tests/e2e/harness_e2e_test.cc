@@ -1,0 +1,52 @@
+// Checks the containerd/image harness itself against containerd's built-in overlayfs
+// snapshotter: an image built by ImageBuilder, pushed to a real registry, pulled and run by a
+// private containerd. If this fails, lazypull's e2e failures are harness failures.
+#include <gtest/gtest.h>
+
+#include "tests/harness/containerd_process.h"
+#include "tests/harness/image_builder.h"
+#include "tests/harness/registry_process.h"
+#include "tests/harness/test_env.h"
+
+namespace lazypull::testing {
+namespace {
+
+TEST(HarnessE2eTest, BuiltImageRunsOnOverlayfs) {
+  TempDir dir("lp-h");
+  ImageBuilder builder(dir.Sub("image"));
+  builder.AddLayer(LayerChanges::Busybox());
+  LayerChanges second;
+  second.files = {{"/data/hello.txt", "hello from layer 1\n", 0640}};
+  second.symlinks = {{"/data/link", "hello.txt"}};
+  builder.AddLayer(second);
+  LayerChanges third;
+  third.deletions = {"/data/link"};
+  third.files = {{"/data/hello.txt", "hello from layer 2\n", 0600}};
+  builder.AddLayer(third);
+  builder.SetCmd({"/bin/sh"});
+  auto image = builder.Build("v1");
+  ASSERT_TRUE(image.ok()) << image.status();
+  ASSERT_EQ(image->layer_digests.size(), 3u);
+  ASSERT_EQ(image->layer_diff_ids.size(), 3u);
+
+  auto registry = RegistryProcess::Start(dir.path());
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  ASSERT_TRUE((*registry)->PushOciLayout(image->layout_dir, "v1", "harness/busybox:v1").ok());
+
+  auto containerd = ContainerdProcess::Start(dir.Sub("containerd"));
+  ASSERT_TRUE(containerd.ok()) << containerd.status();
+  auto& ctr = **containerd;
+  const std::string ref = (*registry)->host() + "/harness/busybox:v1";
+  auto pull = ctr.CtrOk(
+      {"-n", "harness", "images", "pull", "--plain-http", "--snapshotter", "overlayfs", ref});
+  ASSERT_TRUE(pull.ok()) << pull.status();
+  auto run =
+      ctr.CtrOk({"-n", "harness", "run", "--rm", "--snapshotter", "overlayfs", ref, "h1", "/bin/sh",
+                 "-c", "cat /data/hello.txt; stat -c %a /data/hello.txt; ls /data"});
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(*run, "hello from layer 2\n600\nhello.txt\n");
+  EXPECT_TRUE(ctr.Stop().ok());
+}
+
+}  // namespace
+}  // namespace lazypull::testing

@@ -1,0 +1,133 @@
+#include "tests/harness/containerd_process.h"
+
+#include <signal.h>
+
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "fmt/format.h"
+#include "tests/harness/test_env.h"
+
+namespace lazypull::testing {
+namespace {
+
+std::string BuildConfig(const std::string& work_dir, const ContainerdOptions& options) {
+  std::string config = fmt::format(
+      "version = 2\n"
+      "root = \"{0}/root\"\n"
+      "state = \"{0}/state\"\n"
+      "{1}"
+      "[grpc]\n  address = \"{0}/containerd.sock\"\n"
+      "[ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n"
+      "[debug]\n  level = \"{2}\"\n"
+      "[metrics]\n  address = \"\"\n"
+      // Else containerd installs into /opt/containerd.
+      "[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{0}/opt\"\n",
+      work_dir, options.enable_cri ? "" : "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+      options.log_level);
+  if (!options.proxy_snapshotter_socket.empty()) {
+    config += fmt::format("[proxy_plugins.{}]\n  type = \"snapshot\"\n  address = \"{}\"\n",
+                          options.proxy_snapshotter_name, options.proxy_snapshotter_socket);
+  }
+  if (options.enable_cri) {
+    config += fmt::format(
+        "[plugins.\"io.containerd.grpc.v1.cri\"]\n"
+        "  [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n"
+        "    snapshotter = \"{}\"\n"
+        "    disable_snapshot_annotations = false\n"
+        "    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n"
+        "      SystemdCgroup = false\n",
+        options.proxy_snapshotter_socket.empty() ? "overlayfs" : options.proxy_snapshotter_name);
+  }
+  config += options.extra_config;
+  return config;
+}
+
+std::vector<std::string> NonEmptyLines(const std::string& text) {
+  return absl::StrSplit(text, '\n', absl::SkipWhitespace());
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ContainerdProcess>> ContainerdProcess::Start(
+    const std::string& work_dir, ContainerdOptions options) {
+  std::unique_ptr<ContainerdProcess> c(new ContainerdProcess());
+  c->work_dir_ = work_dir;
+  c->root_ = work_dir + "/root";
+  c->state_ = work_dir + "/state";
+  c->address_ = work_dir + "/containerd.sock";
+  c->config_path_ = work_dir + "/config.toml";
+  if (c->address_.size() >= 100) {
+    return absl::InvalidArgumentError(
+        fmt::format("containerd socket path too long for a unix socket: {}", c->address_));
+  }
+  absl::Status st = WriteFile(c->config_path_, BuildConfig(work_dir, options));
+  if (!st.ok()) return st;
+  auto proc =
+      Subprocess::Start({"containerd", "--config", c->config_path_}, work_dir + "/containerd.log");
+  if (!proc.ok()) return proc.status();
+  c->process_ = std::move(*proc);
+
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  std::string last_output;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!c->process_.running()) {
+      return absl::UnavailableError(
+          fmt::format("containerd exited at start; log:\n{}", c->ReadLog()));
+    }
+    auto r = c->Ctr({"version"}, std::chrono::seconds(10));
+    if (r.ok() && r->exit_code == 0) return c;
+    if (r.ok()) last_output = r->output;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return absl::DeadlineExceededError(
+      fmt::format("containerd at {} did not answer `ctr version` within 30 s (last: {}); log:\n{}",
+                  c->address_, last_output, c->ReadLog()));
+}
+
+ContainerdProcess::~ContainerdProcess() { (void)Stop(); }
+
+absl::StatusOr<CommandResult> ContainerdProcess::Ctr(const std::vector<std::string>& args,
+                                                     std::chrono::seconds timeout) {
+  std::vector<std::string> argv = {"ctr", "--address", address_};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv, timeout);
+}
+
+absl::StatusOr<std::string> ContainerdProcess::CtrOk(const std::vector<std::string>& args,
+                                                     std::chrono::seconds timeout) {
+  auto r = Ctr(args, timeout);
+  if (!r.ok()) return r.status();
+  if (r->exit_code != 0) {
+    return absl::InternalError(
+        fmt::format("`ctr {}` exited {}: {}", absl::StrJoin(args, " "), r->exit_code, r->output));
+  }
+  return r->output;
+}
+
+void ContainerdProcess::KillLeftoverTasks() {
+  auto namespaces = Ctr({"namespaces", "ls", "-q"}, std::chrono::seconds(10));
+  if (!namespaces.ok() || namespaces->exit_code != 0) return;
+  for (const std::string& ns : NonEmptyLines(namespaces->output)) {
+    auto tasks = Ctr({"-n", ns, "tasks", "ls", "-q"}, std::chrono::seconds(10));
+    if (!tasks.ok() || tasks->exit_code != 0) continue;
+    for (const std::string& id : NonEmptyLines(tasks->output)) {
+      (void)Ctr({"-n", ns, "tasks", "kill", "-a", "-s", "SIGKILL", id}, std::chrono::seconds(10));
+      (void)Ctr({"-n", ns, "tasks", "delete", "-f", id}, std::chrono::seconds(20));
+    }
+  }
+}
+
+absl::Status ContainerdProcess::Stop() {
+  if (!process_.running()) return absl::OkStatus();
+  KillLeftoverTasks();
+  process_.Signal(SIGTERM);
+  if (process_.Wait(std::chrono::seconds(10)).ok()) return absl::OkStatus();
+  process_.Kill();
+  return absl::DeadlineExceededError(
+      fmt::format("containerd (root {}) ignored SIGTERM for 10 s and was killed", root_));
+}
+
+}  // namespace lazypull::testing

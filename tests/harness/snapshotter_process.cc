@@ -1,0 +1,110 @@
+#include "tests/harness/snapshotter_process.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "fmt/format.h"
+#include "tests/harness/test_env.h"
+
+namespace lazypull::testing {
+namespace {
+
+// The last `max_bytes` of a log, enough to explain a failure without flooding the test output.
+std::string Tail(const std::string& log, size_t max_bytes = 8192) {
+  return log.size() <= max_bytes ? log : "..." + log.substr(log.size() - max_bytes);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SnapshotterProcess>> SnapshotterProcess::Start(
+    const std::string& work_dir, SnapshotterOptions options) {
+  return StartWith(work_dir, work_dir + "/root", work_dir + "/lazypull.sock", std::move(options));
+}
+
+absl::StatusOr<std::unique_ptr<SnapshotterProcess>> SnapshotterProcess::StartWith(
+    const std::string& work_dir, const std::string& root, const std::string& socket,
+    SnapshotterOptions options) {
+  if (socket.size() >= 100) {
+    return absl::InvalidArgumentError(
+        fmt::format("snapshotter socket path too long for a unix socket: {}", socket));
+  }
+  std::unique_ptr<SnapshotterProcess> s(new SnapshotterProcess());
+  s->work_dir_ = work_dir;
+  s->root_ = root;
+  s->socket_ = socket;
+  s->options_ = std::move(options);
+  if (s->options_.binary.empty()) s->options_.binary = BinaryDir() + "/bin/lazypull-snapshotter";
+  if (!s->options_.config_toml.empty()) {
+    absl::Status st = WriteFile(work_dir + "/config.toml", s->options_.config_toml);
+    if (!st.ok()) return st;
+  }
+  absl::Status st = s->Launch();
+  if (!st.ok()) return st;
+  return s;
+}
+
+absl::Status SnapshotterProcess::Launch() {
+  if (access(options_.binary.c_str(), X_OK) != 0) {
+    return absl::NotFoundError(fmt::format("snapshotter binary {} is missing", options_.binary));
+  }
+  std::vector<std::string> argv = {options_.binary, "--root",          root_, "--address", socket_,
+                                   "--log-level",   options_.log_level};
+  if (!options_.config_toml.empty()) {
+    argv.push_back("--config");
+    argv.push_back(work_dir_ + "/config.toml");
+  }
+  argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
+  auto proc = Subprocess::Start(argv, work_dir_ + "/snapshotter.log");
+  if (!proc.ok()) return proc.status();
+  process_ = std::move(*proc);
+
+  auto deadline = std::chrono::steady_clock::now() + options_.ready_timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!process_.running()) {
+      return absl::UnavailableError(
+          fmt::format("lazypull-snapshotter (root {}) exited before serving; log:\n{}", root_,
+                      Tail(ReadLog())));
+    }
+    if (WaitForUnixSocket(socket_, std::chrono::milliseconds(50)).ok()) {
+      return absl::OkStatus();
+    }
+  }
+  process_.Kill();
+  return absl::DeadlineExceededError(
+      fmt::format("lazypull-snapshotter socket {} not ready after {} ms; log:\n{}", socket_,
+                  options_.ready_timeout.count(), Tail(ReadLog())));
+}
+
+SnapshotterProcess::~SnapshotterProcess() { (void)Stop(); }
+
+absl::Status SnapshotterProcess::Stop(std::chrono::milliseconds grace) {
+  if (!process_.running()) return absl::OkStatus();
+  process_.Signal(SIGTERM);
+  auto status = process_.Wait(grace);
+  if (!status.ok()) {
+    process_.Kill();
+    return absl::DeadlineExceededError(fmt::format(
+        "lazypull-snapshotter did not exit within {} ms of SIGTERM and was killed; log:\n{}",
+        grace.count(), Tail(ReadLog())));
+  }
+  if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+    return absl::InternalError(
+        fmt::format("lazypull-snapshotter exited with wait status {:#x} after SIGTERM; log:\n{}",
+                    *status, Tail(ReadLog())));
+  }
+  return absl::OkStatus();
+}
+
+void SnapshotterProcess::Kill() { process_.Kill(); }
+
+absl::Status SnapshotterProcess::Restart() {
+  absl::Status stopped = Stop();
+  absl::Status started = Launch();
+  if (!started.ok()) return started;
+  return stopped;
+}
+
+}  // namespace lazypull::testing
