@@ -1,0 +1,581 @@
+#include "fetcher/cache/chunk_cache.h"
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "base/logging.h"
+#include "fmt/format.h"
+
+namespace lazypull {
+
+struct ChunkCache::Entry {
+  std::string hex;
+  uint64_t id = 0;  // distinguishes a re-stored chunk from the entry a reader looked up
+  uint64_t size = 0;
+  int64_t stamp = 0;  // LRU stamp as last persisted in the file's mtime
+  bool verified = false;
+  LruList::iterator lru_it;
+  std::shared_ptr<const UniqueFd> fd;  // set iff the entry is in fd_lru_
+  LruList::iterator fd_it;
+};
+
+struct ChunkCache::InFlight {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  absl::Status status;
+  std::shared_ptr<const std::string> data;  // verified bytes when status is OK
+};
+
+namespace {
+
+constexpr int kStoredAttempts = 3;
+
+using FdList = std::vector<std::shared_ptr<const UniqueFd>>;
+
+bool IsLowerHex(std::string_view s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+int64_t WallNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Pretty(const std::string& hex) { return "sha256:" + hex; }
+
+bool IsMiss(const absl::Status& s) { return absl::IsNotFound(s) || absl::IsDataLoss(s); }
+
+absl::StatusOr<size_t> CopyRange(std::string_view chunk, const std::string& hex, uint64_t offset,
+                                 char* buf, size_t length) {
+  if (offset > chunk.size()) {
+    return absl::OutOfRangeError(
+        fmt::format("chunk {}: offset {} past its size {}", Pretty(hex), offset, chunk.size()));
+  }
+  size_t n = static_cast<size_t>(std::min<uint64_t>(length, chunk.size() - offset));
+  if (n > 0) std::memcpy(buf, chunk.data() + offset, n);
+  return n;
+}
+
+}  // namespace
+
+ChunkCache::ChunkCache(CacheConfig config, std::shared_ptr<CacheFs> fs, UniqueFd lock)
+    : config_(std::move(config)),
+      fs_(std::move(fs)),
+      lock_fd_(std::move(lock)),
+      chunks_dir_(config_.dir + "/chunks"),
+      tmp_dir_(config_.dir + "/tmp") {}
+
+ChunkCache::~ChunkCache() = default;
+
+absl::StatusOr<std::unique_ptr<ChunkCache>> ChunkCache::Open(const CacheConfig& config,
+                                                             std::shared_ptr<CacheFs> fs) {
+  if (config.dir.empty()) {
+    return absl::InvalidArgumentError("chunk cache: no directory configured (cache.dir)");
+  }
+  if (config.max_bytes == 0) {
+    return absl::InvalidArgumentError("chunk cache: cache.max_bytes must be positive");
+  }
+  if (fs == nullptr) fs = NewPosixCacheFs();
+  if (absl::Status s = fs->MakeDirs(config.dir); !s.ok()) return s;
+  auto lock = fs->LockFile(config.dir + "/lock");
+  if (!lock.ok()) return lock.status();
+  std::unique_ptr<ChunkCache> cache(new ChunkCache(config, std::move(fs), std::move(*lock)));
+  if (absl::Status s = cache->Load(); !s.ok()) return s;
+  return cache;
+}
+
+absl::Status ChunkCache::Load() {
+  if (absl::Status s = fs_->MakeDirs(tmp_dir_); !s.ok()) return s;
+  if (absl::Status s = fs_->MakeDirs(chunks_dir_); !s.ok()) return s;
+
+  // We own the directory (flock), so anything in tmp/ is a write a crash interrupted.
+  auto temps = fs_->ListDir(tmp_dir_);
+  if (!temps.ok()) return temps.status();
+  size_t removed_temps = 0;
+  for (const CacheDirEntry& t : *temps) {
+    std::string path = tmp_dir_ + "/" + t.name;
+    absl::Status s = fs_->Remove(path);
+    if (!s.ok() && !absl::IsNotFound(s)) return s;
+    ++removed_temps;
+  }
+
+  // Pre-create every shard so storing a chunk never needs a mkdir.
+  for (int i = 0; i < 256; ++i) {
+    if (absl::Status s = fs_->MakeDirs(fmt::format("{}/{:02x}", chunks_dir_, i)); !s.ok()) {
+      return s;
+    }
+  }
+
+  struct Found {
+    std::string hex;
+    uint64_t size;
+    int64_t stamp;
+  };
+  std::vector<Found> found;
+  auto shards = fs_->ListDir(chunks_dir_);
+  if (!shards.ok()) return shards.status();
+  for (const CacheDirEntry& shard : *shards) {
+    if (!shard.is_dir || shard.name.size() != 2 || !IsLowerHex(shard.name)) {
+      LogWarn("chunk cache: ignoring unexpected entry", {{"path", chunks_dir_ + "/" + shard.name}});
+      continue;
+    }
+    std::string shard_dir = chunks_dir_ + "/" + shard.name;
+    auto files = fs_->ListDir(shard_dir);
+    if (!files.ok()) return files.status();
+    for (const CacheDirEntry& f : *files) {
+      std::string path = shard_dir + "/" + f.name;
+      bool named_right =
+          f.name.size() == 64 && IsLowerHex(f.name) && f.name.compare(0, 2, shard.name) == 0;
+      auto info = named_right ? fs_->Stat(path) : absl::StatusOr<CacheFileInfo>(CacheFileInfo{});
+      if (!info.ok()) return info.status();
+      if (!named_right || !info->is_regular) {
+        LogWarn("chunk cache: ignoring unexpected entry", {{"path", path}});
+        continue;
+      }
+      found.push_back({f.name, info->size, info->mtime_ns});
+    }
+  }
+  std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) {
+    return a.stamp != b.stamp ? a.stamp < b.stamp : a.hex < b.hex;
+  });
+
+  FdList closing;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const Found& f : found) {  // oldest first, each pushed to the front
+      Entry& e = entries_[f.hex];
+      e.hex = f.hex;
+      e.id = next_entry_id_++;
+      e.size = f.size;
+      e.stamp = f.stamp;
+      e.verified = false;  // written by an earlier process: hash before serving
+      lru_.push_front(&e);
+      e.lru_it = lru_.begin();
+      bytes_stored_ += f.size;
+      last_stamp_ = std::max(last_stamp_, f.stamp);
+    }
+    EvictLocked(nullptr, &closing);
+  }
+  LogInfo("chunk cache opened", {{"dir", config_.dir},
+                                 {"entries", found.size()},
+                                 {"bytes", bytes_stored_},
+                                 {"max_bytes", config_.max_bytes},
+                                 {"removed_temp_files", removed_temps}});
+  return absl::OkStatus();
+}
+
+std::string ChunkCache::ShardDir(const std::string& hex) const {
+  return chunks_dir_ + "/" + hex.substr(0, 2);
+}
+
+std::string ChunkCache::PathOf(const std::string& hex) const { return ShardDir(hex) + "/" + hex; }
+
+std::string ChunkCache::ChunkPath(const Digest& digest) const { return PathOf(digest.hex()); }
+
+int64_t ChunkCache::NextStampLocked() {
+  last_stamp_ = std::max(WallNanos(), last_stamp_ + 1);
+  return last_stamp_;
+}
+
+bool ChunkCache::Contains(const Digest& digest) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return entries_.count(digest.hex()) > 0;
+}
+
+ChunkCacheStats ChunkCache::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  ChunkCacheStats s = counters_;
+  s.entries = entries_.size();
+  s.bytes_stored = bytes_stored_;
+  s.open_fds = fd_lru_.size();
+  return s;
+}
+
+void ChunkCache::EraseLocked(Entry* entry, FdList* closing) {
+  if (entry->fd) {
+    closing->push_back(std::move(entry->fd));
+    fd_lru_.erase(entry->fd_it);
+  }
+  lru_.erase(entry->lru_it);
+  bytes_stored_ -= entry->size;
+  std::string key = entry->hex;  // `entry` dies with the map node
+  entries_.erase(key);
+}
+
+void ChunkCache::EvictLocked(const Entry* keep, FdList* closing) {
+  while (bytes_stored_ > config_.max_bytes && !lru_.empty()) {
+    Entry* victim = lru_.back();
+    if (victim == keep) break;  // keep is the newest, at the front: nothing older is left
+    // Unlinked under the lock so a concurrent re-store of the same digest cannot race with
+    // it. Readers holding the fd keep reading the unlinked inode safely.
+    std::string path = PathOf(victim->hex);
+    absl::Status s = fs_->Remove(path);
+    if (!s.ok() && !absl::IsNotFound(s)) {
+      LogWarn("chunk cache: cannot remove evicted chunk",
+              {{"path", path}, {"error", s.ToString()}});
+    }
+    EraseLocked(victim, closing);
+    ++counters_.evictions;
+  }
+}
+
+void ChunkCache::CacheFdLocked(Entry* entry, std::shared_ptr<const UniqueFd> fd, FdList* closing) {
+  if (config_.max_open_files == 0 || entry->fd) return;
+  entry->fd = std::move(fd);
+  fd_lru_.push_front(entry);
+  entry->fd_it = fd_lru_.begin();
+  while (fd_lru_.size() > config_.max_open_files) {
+    Entry* victim = fd_lru_.back();
+    closing->push_back(std::move(victim->fd));
+    victim->fd.reset();
+    fd_lru_.pop_back();
+  }
+}
+
+void ChunkCache::DropIfSame(const std::string& hex, uint64_t id, bool corrupt) {
+  FdList closing;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(hex);
+  if (it == entries_.end() || it->second.id != id) return;
+  std::string path = PathOf(hex);
+  absl::Status s = fs_->Remove(path);
+  if (!s.ok() && !absl::IsNotFound(s)) {
+    LogWarn("chunk cache: cannot remove chunk file", {{"path", path}, {"error", s.ToString()}});
+  }
+  EraseLocked(&it->second, &closing);
+  if (corrupt) ++counters_.corrupt_removed;
+}
+
+absl::StatusOr<size_t> ChunkCache::ReadStored(const std::string& hex, uint64_t offset, char* buf,
+                                              size_t length) {
+  std::shared_ptr<const UniqueFd> fd;
+  bool verified = false;
+  uint64_t size = 0;
+  uint64_t id = 0;
+  int64_t touch_stamp = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(hex);
+    if (it == entries_.end()) {
+      ++counters_.misses;
+      return absl::NotFoundError(fmt::format("chunk {} is not in the cache", Pretty(hex)));
+    }
+    Entry& e = it->second;
+    if (offset > e.size) {
+      return absl::OutOfRangeError(
+          fmt::format("chunk {}: offset {} past its size {}", Pretty(hex), offset, e.size));
+    }
+    ++counters_.hits;
+    lru_.splice(lru_.begin(), lru_, e.lru_it);
+    if (e.fd) {
+      fd_lru_.splice(fd_lru_.begin(), fd_lru_, e.fd_it);
+      fd = e.fd;
+    }
+    verified = e.verified;
+    size = e.size;
+    id = e.id;
+    int64_t interval_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(config_.lru_persist_interval).count();
+    if (WallNanos() - e.stamp >= interval_ns) {
+      e.stamp = NextStampLocked();
+      touch_stamp = e.stamp;
+    }
+  }
+
+  const std::string path = PathOf(hex);
+  bool opened = false;
+  if (!fd) {
+    auto f = fs_->OpenForRead(path);
+    if (!f.ok()) {
+      if (absl::IsNotFound(f.status())) {
+        // Deleted behind our back: forget it, and let the caller fetch it again.
+        LogWarn("chunk cache: chunk file vanished", {{"digest", Pretty(hex)}, {"path", path}});
+        DropIfSame(hex, id, /*corrupt=*/false);
+      }
+      return f.status();
+    }
+    fd = std::make_shared<const UniqueFd>(std::move(*f));
+    opened = true;
+  }
+
+  absl::StatusOr<size_t> result;
+  if (!verified) {
+    // First use in this process of a file an earlier process wrote: hash all of it. One
+    // extra byte is read to notice a file that grew.
+    std::string whole(size + 1, '\0');
+    auto n = fs_->ReadAt(fd->get(), 0, whole.data(), whole.size(), path);
+    if (!n.ok()) return n.status();
+    whole.resize(*n);
+    Digest actual = Digest::Of(whole);
+    if (*n != size || actual.hex() != hex) {
+      LogWarn("chunk cache: stored chunk does not verify; removed", {{"digest", Pretty(hex)},
+                                                                     {"path", path},
+                                                                     {"actual", actual.ToString()},
+                                                                     {"size", *n},
+                                                                     {"expected_size", size}});
+      DropIfSame(hex, id, /*corrupt=*/true);
+      return absl::DataLossError(
+          fmt::format("chunk cache: file {} does not match chunk {} (got {}, {} bytes); removed",
+                      path, Pretty(hex), actual.ToString(), *n));
+    }
+    result = CopyRange(whole, hex, offset, buf, length);
+  } else {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(length, size - offset));
+    result = fs_->ReadAt(fd->get(), offset, buf, want, path);
+    if (result.ok() && *result < want) {
+      LogWarn("chunk cache: stored chunk is truncated; removed",
+              {{"digest", Pretty(hex)}, {"path", path}});
+      DropIfSame(hex, id, /*corrupt=*/true);
+      return absl::DataLossError(
+          fmt::format("chunk cache: file {} of chunk {} is shorter than {} bytes; removed", path,
+                      Pretty(hex), size));
+    }
+    if (!result.ok()) return result;
+  }
+
+  if (opened || !verified) {
+    FdList closing;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(hex);
+    if (it != entries_.end() && it->second.id == id) {
+      it->second.verified = true;
+      if (opened) CacheFdLocked(&it->second, fd, &closing);
+    }
+  }
+  if (touch_stamp != 0) {
+    // Best effort: a lost stamp only makes the post-restart LRU order less exact.
+    absl::Status s = fs_->SetMtime(fd->get(), touch_stamp, path);
+    if (!s.ok()) LogDebug("chunk cache: cannot persist access time", {{"error", s.ToString()}});
+  }
+  return result;
+}
+
+absl::StatusOr<size_t> ChunkCache::Read(const Digest& digest, uint64_t offset, char* buf,
+                                        size_t length) {
+  return ReadStored(digest.hex(), offset, buf, length);
+}
+
+absl::Status ChunkCache::Store(const std::string& hex, std::string_view data) {
+  if (data.size() > config_.max_bytes) {
+    return absl::ResourceExhaustedError(
+        fmt::format("chunk cache: chunk {} ({} bytes) is larger than cache.max_bytes ({})",
+                    Pretty(hex), data.size(), config_.max_bytes));
+  }
+  int64_t stamp;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (entries_.count(hex)) return absl::OkStatus();  // stored once, whoever asks
+    stamp = NextStampLocked();
+  }
+
+  const std::string tmp = fmt::format("{}/{}.{}", tmp_dir_, hex, tmp_counter_.fetch_add(1));
+  const std::string final_path = PathOf(hex);
+  auto fail = [&](const absl::Status& s) {
+    absl::Status r = fs_->Remove(tmp);
+    if (!r.ok() && !absl::IsNotFound(r)) {
+      LogWarn("chunk cache: cannot remove temp file", {{"path", tmp}, {"error", r.ToString()}});
+    }
+    return absl::Status(s.code(), fmt::format("chunk cache: cannot store chunk {}: {}", Pretty(hex),
+                                              std::string(s.message())));
+  };
+  {
+    auto fd = fs_->CreateExclusive(tmp);
+    if (!fd.ok()) return fail(fd.status());
+    if (absl::Status s = fs_->WriteAll(fd->get(), data, tmp); !s.ok()) return fail(s);
+    if (absl::Status s = fs_->SetMtime(fd->get(), stamp, tmp); !s.ok()) return fail(s);
+    if (absl::Status s = fs_->Sync(fd->get(), tmp); !s.ok()) return fail(s);
+  }
+
+  FdList closing;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (entries_.count(hex)) {  // a concurrent Put of the same chunk won
+    fs_->Remove(tmp).IgnoreError();
+    return absl::OkStatus();
+  }
+  if (absl::Status s = fs_->Rename(tmp, final_path); !s.ok()) return fail(s);
+  Entry& e = entries_[hex];
+  e.hex = hex;
+  e.id = next_entry_id_++;
+  e.size = data.size();
+  e.stamp = stamp;
+  e.verified = true;  // the bytes were verified in memory before they were written
+  lru_.push_front(&e);
+  e.lru_it = lru_.begin();
+  bytes_stored_ += e.size;
+  counters_.bytes_written += e.size;
+  EvictLocked(&e, &closing);
+  return absl::OkStatus();
+}
+
+absl::Status ChunkCache::Put(const Digest& digest, std::string_view data) {
+  if (absl::Status s = digest.Verify(data); !s.ok()) {
+    return absl::DataLossError(fmt::format("chunk cache: refusing to store chunk {}: {}",
+                                           digest.ToString(), std::string(s.message())));
+  }
+  return Store(digest.hex(), data);
+}
+
+absl::Status ChunkCache::Complete(const std::string& hex, const std::shared_ptr<InFlight>& flight,
+                                  absl::StatusOr<std::string> data) {
+  absl::Status result;
+  std::shared_ptr<const std::string> bytes;
+  if (!data.ok()) {
+    result = data.status();
+  } else {
+    Digest actual = Digest::Of(*data);
+    if (actual.hex() != hex) {
+      result =
+          absl::DataLossError(fmt::format("fetched chunk {} does not verify: got {} ({} bytes)",
+                                          Pretty(hex), actual.ToString(), data->size()));
+    } else {
+      bytes = std::make_shared<const std::string>(std::move(*data));
+      if (absl::Status s = Store(hex, *bytes); !s.ok()) {
+        // The bytes are verified, so they are still served; only caching failed.
+        LogWarn("chunk cache: serving a fetched chunk without caching it",
+                {{"digest", Pretty(hex)}, {"error", s.ToString()}});
+        std::lock_guard<std::mutex> lock(mu_);
+        ++counters_.store_errors;
+      }
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!result.ok()) ++counters_.fetch_errors;
+    auto it = in_flight_.find(hex);
+    if (it != in_flight_.end() && it->second == flight) in_flight_.erase(it);
+  }
+  {
+    std::lock_guard<std::mutex> lock(flight->mu);
+    flight->done = true;
+    flight->status = result;
+    flight->data = std::move(bytes);
+  }
+  flight->cv.notify_all();
+  return result;
+}
+
+absl::StatusOr<std::shared_ptr<const std::string>> ChunkCache::FetchShared(const Digest& digest,
+                                                                           const FetchFn& fetch,
+                                                                           bool stored_is_enough) {
+  const std::string& hex = digest.hex();
+  std::shared_ptr<InFlight> flight;
+  bool leader = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = in_flight_.find(hex);
+    if (it != in_flight_.end()) {
+      flight = it->second;
+      ++counters_.fetch_waits;
+    } else if (stored_is_enough && entries_.count(hex)) {
+      return nullptr;  // stored by a fetch that finished after the caller's miss
+    } else {
+      flight = std::make_shared<InFlight>();
+      in_flight_.emplace(hex, flight);
+      ++counters_.fetches;
+      leader = true;
+    }
+  }
+  if (leader) {
+    absl::StatusOr<std::string> data;
+    try {
+      data = fetch();
+    } catch (const std::exception& e) {  // a FetchFn must not throw; never let it escape
+      data = absl::InternalError(fmt::format("fetch of chunk {} threw: {}", Pretty(hex), e.what()));
+    } catch (...) {
+      data = absl::InternalError(fmt::format("fetch of chunk {} threw", Pretty(hex)));
+    }
+    Complete(hex, flight, std::move(data)).IgnoreError();  // result is published via flight
+  }
+  std::unique_lock<std::mutex> lock(flight->mu);
+  flight->cv.wait(lock, [&] { return flight->done; });
+  if (!flight->status.ok()) return flight->status;
+  return flight->data;
+}
+
+absl::StatusOr<size_t> ChunkCache::ReadOrFetch(const Digest& digest, uint64_t offset, char* buf,
+                                               size_t length, const FetchFn& fetch) {
+  for (int attempt = 1;; ++attempt) {
+    absl::StatusOr<size_t> stored = ReadStored(digest.hex(), offset, buf, length);
+    if (stored.ok() || !IsMiss(stored.status())) return stored;
+    auto data = FetchShared(digest, fetch, /*stored_is_enough=*/attempt < kStoredAttempts);
+    if (!data.ok()) return data.status();
+    if (*data != nullptr) return CopyRange(**data, digest.hex(), offset, buf, length);
+  }
+}
+
+absl::StatusOr<std::string> ChunkCache::GetOrFetch(const Digest& digest, const FetchFn& fetch) {
+  const std::string& hex = digest.hex();
+  for (int attempt = 1;; ++attempt) {
+    std::optional<uint64_t> size;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = entries_.find(hex);
+      if (it != entries_.end()) size = it->second.size;
+    }
+    if (size.has_value()) {
+      std::string out(*size, '\0');
+      absl::StatusOr<size_t> n = ReadStored(hex, 0, out.data(), out.size());
+      if (n.ok() && *n == out.size()) return out;
+      if (!n.ok() && !IsMiss(n.status())) return n.status();
+    } else {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++counters_.misses;
+    }
+    auto data = FetchShared(digest, fetch, /*stored_is_enough=*/attempt < kStoredAttempts);
+    if (!data.ok()) return data.status();
+    if (*data != nullptr) return std::string(**data);
+  }
+}
+
+std::unique_ptr<ChunkCache::FetchLease> ChunkCache::TryLease(const Digest& digest) {
+  std::shared_ptr<InFlight> flight;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (entries_.count(digest.hex()) || in_flight_.count(digest.hex())) return nullptr;
+    flight = std::make_shared<InFlight>();
+    in_flight_.emplace(digest.hex(), flight);
+    ++counters_.fetches;
+  }
+  return std::unique_ptr<FetchLease>(new FetchLease(this, digest, std::move(flight)));
+}
+
+ChunkCache::FetchLease::FetchLease(ChunkCache* cache, Digest digest,
+                                   std::shared_ptr<InFlight> flight)
+    : cache_(cache), digest_(std::move(digest)), flight_(std::move(flight)) {}
+
+ChunkCache::FetchLease::~FetchLease() {
+  if (flight_) {
+    Fail(absl::AbortedError(
+        fmt::format("fetch of chunk {} was abandoned by its owner", digest_.ToString())));
+  }
+}
+
+absl::Status ChunkCache::FetchLease::Fulfill(std::string data) {
+  if (!flight_) {
+    return absl::FailedPreconditionError(
+        fmt::format("lease of chunk {} already resolved", digest_.ToString()));
+  }
+  std::shared_ptr<InFlight> flight = std::move(flight_);
+  return cache_->Complete(digest_.hex(), flight, std::move(data));
+}
+
+void ChunkCache::FetchLease::Fail(absl::Status error) {
+  if (!flight_) return;
+  if (error.ok()) {
+    error = absl::InternalError(
+        fmt::format("lease of chunk {} failed with an OK status", digest_.ToString()));
+  }
+  std::shared_ptr<InFlight> flight = std::move(flight_);
+  cache_->Complete(digest_.hex(), flight, std::move(error)).IgnoreError();
+}
+
+}  // namespace lazypull

@@ -1,0 +1,215 @@
+// ChunkCache: verified, content-addressed, size-bounded on-disk cache of layer chunks.
+//
+// A chunk is stored under the sha256 digest of its UNCOMPRESSED bytes, so equal chunks of
+// different layers or images are stored once. On disk, under CacheConfig::dir:
+//
+//   lock                      flock'ed while a ChunkCache owns the directory
+//   chunks/<hex[0:2]>/<hex>   one file per chunk, mode 0444, its mtime is the LRU stamp
+//   tmp/<hex>.<n>             chunks being written; removed when the cache is opened
+//
+// Integrity ("no unverified byte is served"):
+//   * Put/fetch: bytes are hashed in memory and must match the digest before anything is
+//     written; a mismatch is DataLoss and nothing is stored or returned.
+//   * Atomicity: a chunk is written to tmp/, fsync'ed and renamed into chunks/, so a crash
+//     (even SIGKILL mid-write) never leaves a partial chunk under its final name; Open()
+//     deletes whatever tmp/ holds.
+//   * Disk: files found by Open() (left by an earlier process) are untrusted. The first read
+//     of such a file in this process hashes the whole file before any byte is served; a
+//     mismatch deletes the file (DataLoss for Read, a fresh fetch for ReadOrFetch). Files
+//     written by this process are trusted because their bytes were verified in memory.
+//     Short reads of a verified file (truncated behind our back) are also DataLoss and drop
+//     the entry. The remaining hole is a same-size in-place rewrite of a verified file by
+//     another root process while we run; files are 0444 in a 0700 directory to make that a
+//     deliberate act, outside the threat model (as for containerd's content store).
+//
+// LRU: total bytes stay <= max_bytes by evicting least recently used chunks. Order survives
+// restarts via each file's mtime (set to a strictly increasing stamp when stored, refreshed
+// on a hit at most once per lru_persist_interval, so hits cost no extra syscall).
+//
+// Single-flight: concurrent ReadOrFetch/GetOrFetch callers that miss the same digest share
+// ONE call of the fetch function; the others wait and get its bytes or its error. TryLease()
+// lets a caller that fetches several chunks in one merged range request claim each of them.
+//
+// Hot path: a hit is a hash lookup under a mutex plus one pread on a cached open fd (a
+// bounded LRU of fds, CacheConfig::max_open_files).
+//
+// Thread-safety: all methods are thread-safe. The ChunkCache must outlive every FetchLease.
+#ifndef LAZYPULL_FETCHER_CACHE_CHUNK_CACHE_H_
+#define LAZYPULL_FETCHER_CACHE_CHUNK_CACHE_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/unique_fd.h"
+#include "fetcher/cache/cache_config.h"
+#include "fetcher/cache/cache_fs.h"
+#include "lazypull/digest.h"
+
+namespace lazypull {
+
+// Counters since Open() (entries/bytes_stored/open_fds are current values).
+struct ChunkCacheStats {
+  uint64_t hits = 0;             // reads served from disk
+  uint64_t misses = 0;           // reads that found no stored chunk
+  uint64_t fetches = 0;          // fetch function calls (leases fulfilled or failed)
+  uint64_t fetch_waits = 0;      // misses that joined a fetch already in flight
+  uint64_t fetch_errors = 0;     // fetches that failed or returned bytes not matching
+  uint64_t entries = 0;          // chunks stored now
+  uint64_t bytes_stored = 0;     // bytes of the chunks stored now
+  uint64_t bytes_written = 0;    // bytes ever written into the cache by this process
+  uint64_t evictions = 0;        // chunks evicted by the size limit
+  uint64_t corrupt_removed = 0;  // files dropped because their bytes did not verify
+  uint64_t store_errors = 0;     // fetched chunks that could not be stored (e.g. ENOSPC)
+  uint64_t open_fds = 0;         // chunk fds held by the fd cache now
+};
+
+class ChunkCache {
+ public:
+  // Returns the chunk's bytes. Called at most once per single-flight group; may run on any
+  // caller's thread.
+  using FetchFn = std::function<absl::StatusOr<std::string>()>;
+
+  class FetchLease;
+
+  // Opens the cache at config.dir (created if missing): takes the directory lock, deletes
+  // temp leftovers, scans stored chunks (untrusted until first read) and rebuilds the LRU
+  // order from their mtimes, then evicts down to max_bytes. InvalidArgument if config.dir
+  // is empty; FailedPrecondition if another ChunkCache (in any process) owns the directory;
+  // file-system errors otherwise. `fs` defaults to the real POSIX file system.
+  static absl::StatusOr<std::unique_ptr<ChunkCache>> Open(const CacheConfig& config,
+                                                          std::shared_ptr<CacheFs> fs = nullptr);
+
+  ~ChunkCache();
+  ChunkCache(const ChunkCache&) = delete;
+  ChunkCache& operator=(const ChunkCache&) = delete;
+
+  // Copies bytes [offset, offset + length) of a stored chunk into `buf` and returns how many
+  // were copied (fewer than `length` only at the end of the chunk). NotFound if the chunk is
+  // not stored; OutOfRange if offset > chunk size; DataLoss if the file on disk does not
+  // verify (the file is deleted). Never blocks on fetches in flight.
+  absl::StatusOr<size_t> Read(const Digest& digest, uint64_t offset, char* buf, size_t length);
+
+  // Like Read, but on a miss joins the fetch in flight for `digest` or calls `fetch` once
+  // for everyone. Fetched bytes are verified (DataLoss if they do not match; nothing is
+  // stored or returned), stored, then copied out. If storing fails (disk full, ...), the
+  // verified bytes are still returned and the failure is logged and counted (store_errors).
+  // A fetch error is returned unchanged to every waiter.
+  absl::StatusOr<size_t> ReadOrFetch(const Digest& digest, uint64_t offset, char* buf,
+                                     size_t length, const FetchFn& fetch);
+
+  // The whole chunk, from disk or through a shared fetch (same semantics as ReadOrFetch).
+  absl::StatusOr<std::string> GetOrFetch(const Digest& digest, const FetchFn& fetch);
+
+  // Verifies `data` against `digest` and stores it. OK without writing if the chunk is
+  // already stored (equal chunks are stored once). DataLoss on mismatch; ResourceExhausted
+  // on ENOSPC/EDQUOT or when the chunk alone exceeds max_bytes; other I/O errors keep their
+  // errno-derived code. On any error no entry is visible.
+  absl::Status Put(const Digest& digest, std::string_view data);
+
+  // Claims the fetch of `digest` for a caller that fetches it itself (e.g. with other chunks
+  // in one merged range request). Returns nullptr if the chunk is already stored or someone
+  // else's fetch is in flight (then ReadOrFetch waits for it). Otherwise the caller must
+  // Fulfill or Fail the lease; readers of `digest` meanwhile wait for it.
+  std::unique_ptr<FetchLease> TryLease(const Digest& digest);
+
+  // Whether the chunk is stored (not whether it would verify).
+  bool Contains(const Digest& digest) const;
+
+  ChunkCacheStats stats() const;
+  const CacheConfig& config() const { return config_; }
+  // The final path of a chunk's file (whether or not it exists). For tests and operators.
+  std::string ChunkPath(const Digest& digest) const;
+
+ private:
+  struct Entry;
+  struct InFlight;
+  using LruList = std::list<Entry*>;
+
+  ChunkCache(CacheConfig config, std::shared_ptr<CacheFs> fs, UniqueFd lock);
+  absl::Status Load();
+
+  // Serves a hit. NotFound if not stored (or the file vanished); DataLoss if it does not
+  // verify (entry and file removed).
+  absl::StatusOr<size_t> ReadStored(const std::string& hex, uint64_t offset, char* buf,
+                                    size_t length);
+  // Verifies, stores (or logs why not) and publishes the result of a fetch to waiters.
+  absl::Status Complete(const std::string& hex, const std::shared_ptr<InFlight>& flight,
+                        absl::StatusOr<std::string> data);
+  // Writes a verified chunk to disk and indexes it; evicts to the limit.
+  absl::Status Store(const std::string& hex, std::string_view data);
+  // Joins or starts the single-flight fetch of `hex`; returns the shared result.
+  // Returns null (OK) instead when `stored_is_enough` and the chunk got stored meanwhile.
+  absl::StatusOr<std::shared_ptr<const std::string>> FetchShared(const Digest& digest,
+                                                                 const FetchFn& fetch,
+                                                                 bool stored_is_enough);
+
+  // Removes `entry` from the index; caller holds mu_. The fd (if any) is moved to `closing`
+  // so it is closed after the lock is released.
+  void EraseLocked(Entry* entry, std::vector<std::shared_ptr<const UniqueFd>>* closing);
+  void EvictLocked(const Entry* keep, std::vector<std::shared_ptr<const UniqueFd>>* closing);
+  void CacheFdLocked(Entry* entry, std::shared_ptr<const UniqueFd> fd,
+                     std::vector<std::shared_ptr<const UniqueFd>>* closing);
+  // Drops the entry for `hex` if it is still the one with `id` and deletes its file.
+  void DropIfSame(const std::string& hex, uint64_t id, bool corrupt);
+  int64_t NextStampLocked();
+  std::string ShardDir(const std::string& hex) const;
+  std::string PathOf(const std::string& hex) const;
+
+  const CacheConfig config_;
+  const std::shared_ptr<CacheFs> fs_;
+  const UniqueFd lock_fd_;
+  const std::string chunks_dir_;
+  const std::string tmp_dir_;
+  std::atomic<uint64_t> tmp_counter_{0};
+
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Entry> entries_;  // by hex digest; node-stable
+  LruList lru_;                                     // front = most recently used
+  LruList fd_lru_;  // entries holding an open fd; front = most recently used
+  std::unordered_map<std::string, std::shared_ptr<InFlight>> in_flight_;
+  uint64_t bytes_stored_ = 0;
+  uint64_t next_entry_id_ = 1;
+  int64_t last_stamp_ = 0;
+  ChunkCacheStats counters_;  // entries/bytes_stored/open_fds are filled in by stats()
+};
+
+// The right to fetch one chunk (see ChunkCache::TryLease). Move-only; not thread-safe.
+// Destroying an unresolved lease fails it with Aborted so waiters never hang.
+class ChunkCache::FetchLease {
+ public:
+  ~FetchLease();
+  FetchLease(const FetchLease&) = delete;
+  FetchLease& operator=(const FetchLease&) = delete;
+
+  const Digest& digest() const { return digest_; }
+
+  // Publishes the fetched bytes: verifies them (DataLoss, and waiters get the same error,
+  // if they do not match), stores them (a storage failure is logged and counted, and still
+  // returns OK because the verified bytes were served to waiters), wakes the waiters.
+  absl::Status Fulfill(std::string data);
+  // Publishes a fetch failure to every waiter. `error` must not be OK.
+  void Fail(absl::Status error);
+
+ private:
+  friend class ChunkCache;
+  FetchLease(ChunkCache* cache, Digest digest, std::shared_ptr<InFlight> flight);
+
+  ChunkCache* cache_;
+  Digest digest_;
+  std::shared_ptr<InFlight> flight_;  // null once resolved
+};
+
+}  // namespace lazypull
+
+#endif  // LAZYPULL_FETCHER_CACHE_CHUNK_CACHE_H_

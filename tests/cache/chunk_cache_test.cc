@@ -1,0 +1,574 @@
+#include "fetcher/cache/chunk_cache.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <latch>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/cache/fault_cache_fs.h"
+#include "tests/harness/subprocess.h"
+#include "tests/harness/test_env.h"
+
+namespace lazypull {
+namespace {
+
+using ::lazypull::testing::FaultCacheFs;
+using ::lazypull::testing::PatternBytes;
+using ::lazypull::testing::TempDir;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+// Regular files below `dir`, as paths relative to it, sorted.
+std::vector<std::string> FilesUnder(const std::string& dir) {
+  std::vector<std::string> out;
+  if (!fs::exists(dir)) return out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) out.push_back(fs::relative(e.path(), dir).string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+CacheConfig Config(const std::string& dir, uint64_t max_bytes = uint64_t{1} << 30) {
+  CacheConfig c;
+  c.dir = dir;
+  c.max_bytes = max_bytes;
+  c.lru_persist_interval = std::chrono::milliseconds(0);
+  return c;
+}
+
+std::unique_ptr<ChunkCache> MustOpen(const CacheConfig& config,
+                                     std::shared_ptr<CacheFs> cache_fs = nullptr) {
+  auto cache = ChunkCache::Open(config, std::move(cache_fs));
+  EXPECT_TRUE(cache.ok()) << cache.status();
+  return cache.ok() ? std::move(*cache) : nullptr;
+}
+
+std::string ReadAll(ChunkCache& cache, const Digest& d, size_t size) {
+  std::string out(size, '\0');
+  auto n = cache.Read(d, 0, out.data(), out.size());
+  EXPECT_TRUE(n.ok()) << n.status();
+  if (!n.ok()) return "";
+  out.resize(*n);
+  return out;
+}
+
+ChunkCache::FetchFn Serve(std::string data, std::atomic<int>* calls) {
+  return [data = std::move(data), calls]() -> absl::StatusOr<std::string> {
+    ++*calls;
+    return data;
+  };
+}
+
+void FlipByteInFile(const std::string& path, size_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(f) << path;
+  f.seekg(offset);
+  char c;
+  f.get(c);
+  f.seekp(offset);
+  f.put(static_cast<char>(c ^ 0x01));
+}
+
+TEST(ChunkCacheTest, PutThenReadReturnsExactBytesAndSubRanges) {
+  TempDir tmp;
+  auto cache = MustOpen(Config(tmp.path()));
+  std::string data = PatternBytes(100000, 1);
+  Digest d = Digest::Of(data);
+  ASSERT_TRUE(cache->Put(d, data).ok());
+  EXPECT_TRUE(cache->Contains(d));
+  EXPECT_EQ(ReadAll(*cache, d, data.size()), data);
+
+  char buf[1000];
+  auto n = cache->Read(d, 12345, buf, sizeof(buf));
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, sizeof(buf));
+  EXPECT_EQ(std::string(buf, *n), data.substr(12345, 1000));
+  // A range running past the end is cut at the end; past the end is OutOfRange.
+  n = cache->Read(d, data.size() - 10, buf, sizeof(buf));
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(std::string(buf, *n), data.substr(data.size() - 10));
+  n = cache->Read(d, data.size(), buf, sizeof(buf));
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 0u);
+  EXPECT_EQ(cache->Read(d, data.size() + 1, buf, 1).status().code(), absl::StatusCode::kOutOfRange);
+
+  EXPECT_EQ(cache->Read(Digest::Of("other"), 0, buf, 1).status().code(),
+            absl::StatusCode::kNotFound);
+  // The file is the chunk, under its digest, and read-only.
+  EXPECT_EQ(cache->ChunkPath(d), tmp.path() + "/chunks/" + d.hex().substr(0, 2) + "/" + d.hex());
+  auto on_disk = testing::ReadFile(cache->ChunkPath(d));
+  ASSERT_TRUE(on_disk.ok());
+  EXPECT_EQ(*on_disk, data);
+  struct stat st;
+  ASSERT_EQ(::stat(cache->ChunkPath(d).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0444u);
+  ChunkCacheStats s = cache->stats();
+  EXPECT_EQ(s.entries, 1u);
+  EXPECT_EQ(s.bytes_stored, data.size());
+  EXPECT_EQ(s.misses, 1u);
+}
+
+TEST(ChunkCacheTest, EqualChunksOfDifferentLayersAreStoredOnce) {
+  TempDir tmp;
+  auto cache = MustOpen(Config(tmp.path()));
+  std::string shared = PatternBytes(65536, 2);
+  std::string other = PatternBytes(4096, 3);
+  Digest d = Digest::Of(shared);
+  // Layer A stores it through a fetch, layer B through Put, image C asks for it again.
+  std::atomic<int> calls{0};
+  auto a = cache->GetOrFetch(d, Serve(shared, &calls));
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a, shared);
+  ASSERT_TRUE(cache->Put(d, shared).ok());
+  ASSERT_TRUE(cache->Put(Digest::Of(other), other).ok());
+  auto c = cache->GetOrFetch(d, Serve(shared, &calls));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(*c, shared);
+  EXPECT_EQ(calls.load(), 1);
+
+  Digest od = Digest::Of(other);
+  std::vector<std::string> want = {d.hex().substr(0, 2) + "/" + d.hex(),
+                                   od.hex().substr(0, 2) + "/" + od.hex()};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(FilesUnder(tmp.path() + "/chunks"), want);
+  ChunkCacheStats s = cache->stats();
+  EXPECT_EQ(s.entries, 2u);
+  EXPECT_EQ(s.bytes_stored, shared.size() + other.size());
+  EXPECT_EQ(s.bytes_written, shared.size() + other.size());
+  EXPECT_EQ(s.fetches, 1u);
+}
+
+TEST(ChunkCacheTest, CorruptFetchedOrPutBytesAreNeverStoredOrReturned) {
+  TempDir tmp;
+  auto cache = MustOpen(Config(tmp.path()));
+  std::string data = PatternBytes(50000, 4);
+  Digest d = Digest::Of(data);
+  std::string bad = data;
+  bad[777] ^= 0x40;
+
+  absl::Status put = cache->Put(d, bad);
+  EXPECT_EQ(put.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(put.message()), HasSubstr(d.ToString()));
+
+  std::atomic<int> calls{0};
+  auto got = cache->GetOrFetch(d, Serve(bad, &calls));
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(got.status().message()), HasSubstr(d.ToString()));
+  std::vector<char> buf(100);
+  auto n = cache->ReadOrFetch(d, 700, buf.data(), buf.size(), Serve(bad, &calls));
+  EXPECT_EQ(n.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(calls.load(), 2);
+
+  EXPECT_FALSE(cache->Contains(d));
+  EXPECT_TRUE(FilesUnder(tmp.path() + "/chunks").empty());
+  EXPECT_TRUE(FilesUnder(tmp.path() + "/tmp").empty());
+  EXPECT_EQ(cache->stats().fetch_errors, 2u);
+
+  // The good bytes are then stored and served normally.
+  auto good = cache->GetOrFetch(d, Serve(data, &calls));
+  ASSERT_TRUE(good.ok());
+  EXPECT_EQ(*good, data);
+  EXPECT_TRUE(cache->Contains(d));
+}
+
+TEST(ChunkCacheTest, FileCorruptedOnDiskIsDetectedBeforeAnyByteIsServed) {
+  TempDir tmp;
+  std::string data = PatternBytes(300000, 5);
+  Digest d = Digest::Of(data);
+  std::string path;
+  {
+    auto cache = MustOpen(Config(tmp.path()));
+    ASSERT_TRUE(cache->Put(d, data).ok());
+    path = cache->ChunkPath(d);
+  }
+  FlipByteInFile(path, 299999);  // the last byte: a sub-range read of the start must fail too
+
+  auto cache = MustOpen(Config(tmp.path()));
+  ASSERT_TRUE(cache->Contains(d));
+  char buf[16];
+  auto n = cache->Read(d, 0, buf, sizeof(buf));
+  EXPECT_EQ(n.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(n.status().message()), HasSubstr(d.ToString()));
+  EXPECT_FALSE(cache->Contains(d));
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_EQ(cache->stats().corrupt_removed, 1u);
+
+  // ReadOrFetch on a corrupted file refetches instead of failing.
+  {
+    auto again = MustOpen(Config(tmp.path() + "/second"));
+    ASSERT_TRUE(again->Put(d, data).ok());
+  }
+  FlipByteInFile(tmp.path() + "/second/chunks/" + d.hex().substr(0, 2) + "/" + d.hex(), 10);
+  auto second = MustOpen(Config(tmp.path() + "/second"));
+  std::atomic<int> calls{0};
+  n = second->ReadOrFetch(d, 5, buf, sizeof(buf), Serve(data, &calls));
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(std::string(buf, *n), data.substr(5, 16));
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(*testing::ReadFile(second->ChunkPath(d)), data);
+}
+
+TEST(ChunkCacheTest, FileTruncatedBehindOurBackIsDataLoss) {
+  TempDir tmp;
+  auto cache = MustOpen(Config(tmp.path()));
+  std::string data = PatternBytes(8192, 6);
+  Digest d = Digest::Of(data);
+  ASSERT_TRUE(cache->Put(d, data).ok());
+  ASSERT_EQ(::truncate(cache->ChunkPath(d).c_str(), 4096), 0);
+  char buf[100];
+  auto n = cache->Read(d, 8000, buf, sizeof(buf));
+  EXPECT_EQ(n.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(cache->Contains(d));
+}
+
+// A helper process stores a 4 MiB chunk and is SIGKILLed at `stage`.
+void CrashWhileStoring(const std::string& stage) {
+  TempDir tmp;
+  std::string dir = tmp.Sub("cache");
+  std::string ready = tmp.Sub("ready");
+  std::string data = PatternBytes(4 << 20, 7);
+  Digest d = Digest::Of(data);
+  std::string final_path = dir + "/chunks/" + d.hex().substr(0, 2) + "/" + d.hex();
+
+  auto child = testing::Subprocess::Start(
+      {testing::BinaryDir() + "/bin/cache_crash_helper", dir, stage, ready}, tmp.Sub("log"));
+  ASSERT_TRUE(child.ok()) << child.status();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!fs::exists(ready) && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_TRUE(child->running()) << child->ReadLog();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(fs::exists(ready)) << child->ReadLog();
+
+  // The writer is stopped mid-store: the bytes exist only as a temp file.
+  std::vector<std::string> temps = FilesUnder(dir + "/tmp");
+  ASSERT_EQ(temps.size(), 1u);
+  uint64_t temp_size = fs::file_size(dir + "/tmp/" + temps[0]);
+  EXPECT_EQ(temp_size, stage == "write" ? data.size() / 2 : data.size());
+  EXPECT_FALSE(fs::exists(final_path));
+  // While it lives, the directory is locked against a second owner.
+  auto locked = ChunkCache::Open(Config(dir));
+  EXPECT_EQ(locked.status().code(), absl::StatusCode::kFailedPrecondition);
+
+  child->Kill();
+  EXPECT_FALSE(fs::exists(final_path));
+
+  auto cache = MustOpen(Config(dir));
+  ASSERT_NE(cache, nullptr);
+  EXPECT_FALSE(cache->Contains(d));
+  EXPECT_TRUE(FilesUnder(dir + "/tmp").empty());
+  EXPECT_TRUE(FilesUnder(dir + "/chunks").empty());
+  char buf[1];
+  EXPECT_EQ(cache->Read(d, 0, buf, 1).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(cache->Put(d, data).ok());
+  EXPECT_EQ(ReadAll(*cache, d, data.size()), data);
+}
+
+TEST(ChunkCacheTest, KillMidWriteLeavesNoVisiblePartialChunk) { CrashWhileStoring("write"); }
+
+TEST(ChunkCacheTest, KillBeforeRenameLeavesNoVisibleChunk) { CrashWhileStoring("rename"); }
+
+TEST(ChunkCacheTest, EvictionRespectsLimitAndLruOrder) {
+  TempDir tmp;
+  auto cache = MustOpen(Config(tmp.path(), 4000));
+  std::vector<std::string> chunks;
+  std::vector<Digest> ds;
+  for (uint32_t i = 0; i < 6; ++i) {
+    chunks.push_back(PatternBytes(1000, 100 + i));
+    ds.push_back(Digest::Of(chunks.back()));
+  }
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(cache->Put(ds[i], chunks[i]).ok());
+  EXPECT_EQ(cache->stats().bytes_stored, 4000u);
+  // Touch 0 and 1: now 2 is the least recently used, then 3.
+  EXPECT_EQ(ReadAll(*cache, ds[0], 1000), chunks[0]);
+  char b;
+  ASSERT_TRUE(cache->Read(ds[1], 999, &b, 1).ok());
+  ASSERT_TRUE(cache->Put(ds[4], chunks[4]).ok());
+  EXPECT_FALSE(cache->Contains(ds[2]));
+  EXPECT_TRUE(cache->Contains(ds[3]));
+  ASSERT_TRUE(cache->Put(ds[5], chunks[5]).ok());
+  EXPECT_FALSE(cache->Contains(ds[3]));
+  for (int i : {0, 1, 4, 5}) EXPECT_TRUE(cache->Contains(ds[i])) << i;
+  EXPECT_FALSE(fs::exists(cache->ChunkPath(ds[2])));
+  EXPECT_FALSE(fs::exists(cache->ChunkPath(ds[3])));
+  EXPECT_EQ(FilesUnder(tmp.path() + "/chunks").size(), 4u);
+  ChunkCacheStats s = cache->stats();
+  EXPECT_EQ(s.bytes_stored, 4000u);
+  EXPECT_EQ(s.evictions, 2u);
+
+  // A chunk larger than the whole cache is refused by Put but still served by a fetch.
+  std::string huge = PatternBytes(5000, 200);
+  EXPECT_EQ(cache->Put(Digest::Of(huge), huge).code(), absl::StatusCode::kResourceExhausted);
+  std::atomic<int> calls{0};
+  auto got = cache->GetOrFetch(Digest::Of(huge), Serve(huge, &calls));
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, huge);
+  EXPECT_EQ(cache->stats().entries, 4u);
+}
+
+TEST(ChunkCacheTest, RestartKeepsEntriesAndLruOrder) {
+  TempDir tmp;
+  std::vector<std::string> chunks;
+  std::vector<Digest> ds;
+  for (uint32_t i = 0; i < 4; ++i) {
+    chunks.push_back(PatternBytes(1000 + i, 300 + i));
+    ds.push_back(Digest::Of(chunks.back()));
+  }
+  {
+    auto cache = MustOpen(Config(tmp.path(), 1000000));
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(cache->Put(ds[i], chunks[i]).ok());
+    EXPECT_EQ(ReadAll(*cache, ds[0], chunks[0].size()), chunks[0]);  // order now 1, 2, 0
+  }
+  // A stale temp file from some crash is removed on open.
+  ASSERT_TRUE(testing::WriteFile(tmp.path() + "/tmp/deadbeef.3", "partial").ok());
+  {
+    auto cache = MustOpen(Config(tmp.path(), 1000000));
+    EXPECT_TRUE(FilesUnder(tmp.path() + "/tmp").empty());
+    ChunkCacheStats s = cache->stats();
+    EXPECT_EQ(s.entries, 3u);
+    EXPECT_EQ(s.bytes_stored, 1000u + 1001u + 1002u);
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(ReadAll(*cache, ds[i], chunks[i].size()), chunks[i]);
+    EXPECT_EQ(cache->stats().hits, 3u);
+    EXPECT_EQ(cache->stats().corrupt_removed, 0u);
+  }
+  // The reads above made the order (old to new) 0, 1, 2. Reopened with room for two chunks,
+  // 0 goes first; the next store then evicts 1.
+  {
+    auto cache = MustOpen(Config(tmp.path(), 2100));
+    EXPECT_FALSE(cache->Contains(ds[0]));
+    EXPECT_TRUE(cache->Contains(ds[1]));
+    EXPECT_TRUE(cache->Contains(ds[2]));
+    EXPECT_EQ(cache->stats().evictions, 1u);
+    ASSERT_TRUE(cache->Put(ds[3], chunks[3]).ok());
+    EXPECT_FALSE(cache->Contains(ds[1]));
+    EXPECT_TRUE(cache->Contains(ds[2]));
+  }
+}
+
+TEST(ChunkCacheTest, RestartRebuildsLruOrderFromAccessNotInsertion) {
+  TempDir tmp;
+  std::vector<std::string> chunks;
+  std::vector<Digest> ds;
+  for (uint32_t i = 0; i < 4; ++i) {
+    chunks.push_back(PatternBytes(1000, 400 + i));
+    ds.push_back(Digest::Of(chunks.back()));
+  }
+  {
+    auto cache = MustOpen(Config(tmp.path(), 3000));
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(cache->Put(ds[i], chunks[i]).ok());
+    char b;
+    ASSERT_TRUE(cache->Read(ds[0], 0, &b, 1).ok());  // order (old→new): 1, 2, 0
+  }
+  auto cache = MustOpen(Config(tmp.path(), 3000));
+  ASSERT_TRUE(cache->Put(ds[3], chunks[3]).ok());
+  EXPECT_FALSE(cache->Contains(ds[1]));
+  EXPECT_TRUE(cache->Contains(ds[0]));
+  EXPECT_TRUE(cache->Contains(ds[2]));
+}
+
+TEST(ChunkCacheTest, ThirtyTwoConcurrentReadersCauseOneFetch) {
+  TempDir tmp;
+  auto cache = MustOpen(Config(tmp.path()));
+  std::string data = PatternBytes(1 << 20, 8);
+  Digest d = Digest::Of(data);
+  std::atomic<int> calls{0};
+  auto slow_fetch = [&]() -> absl::StatusOr<std::string> {
+    ++calls;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return data;
+  };
+  constexpr int kReaders = 32;
+  std::latch start(kReaders);
+  std::vector<std::string> got(kReaders);
+  std::vector<absl::Status> status(kReaders);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kReaders; ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      if (i % 2 == 0) {
+        auto r = cache->GetOrFetch(d, slow_fetch);
+        status[i] = r.status();
+        if (r.ok()) got[i] = *r;
+      } else {
+        // Odd readers read their own 4 KiB sub-range, as FUSE reads do.
+        std::string buf(4096, '\0');
+        auto n = cache->ReadOrFetch(d, i * 4096, buf.data(), buf.size(), slow_fetch);
+        status[i] = n.status();
+        if (n.ok()) got[i] = buf.substr(0, *n);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(calls.load(), 1);
+  for (int i = 0; i < kReaders; ++i) {
+    ASSERT_TRUE(status[i].ok()) << i << ": " << status[i];
+    EXPECT_EQ(got[i], i % 2 == 0 ? data : data.substr(i * 4096, 4096)) << i;
+  }
+  ChunkCacheStats s = cache->stats();
+  EXPECT_EQ(s.fetches, 1u);
+  EXPECT_EQ(s.entries, 1u);
+  EXPECT_EQ(s.fetch_waits + s.hits, static_cast<uint64_t>(kReaders - 1));
+}
+
+TEST(ChunkCacheTest, ConcurrentReadersShareOneFetchError) {
+  TempDir tmp;
+  auto cache = MustOpen(Config(tmp.path()));
+  Digest d = Digest::Of("never fetched");
+  std::atomic<int> calls{0};
+  auto failing = [&]() -> absl::StatusOr<std::string> {
+    ++calls;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return absl::UnavailableError("registry 127.0.0.1:1 unreachable");
+  };
+  constexpr int kReaders = 32;
+  std::latch start(kReaders);
+  std::vector<absl::Status> status(kReaders);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kReaders; ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      status[i] = cache->GetOrFetch(d, failing).status();
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(calls.load(), 1);
+  for (const auto& s : status) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(std::string(s.message()), HasSubstr("127.0.0.1:1"));
+  }
+  EXPECT_FALSE(cache->Contains(d));
+  // A failure is not remembered: the next reader fetches again.
+  std::atomic<int> ok_calls{0};
+  EXPECT_TRUE(cache->GetOrFetch(d, Serve("never fetched", &ok_calls)).ok());
+  EXPECT_EQ(ok_calls.load(), 1);
+}
+
+TEST(ChunkCacheTest, LeasedChunkIsAwaitedNotRefetched) {
+  TempDir tmp;
+  auto cache = MustOpen(Config(tmp.path()));
+  std::string data = PatternBytes(20000, 9);
+  Digest d = Digest::Of(data);
+  auto lease = cache->TryLease(d);
+  ASSERT_NE(lease, nullptr);
+  EXPECT_EQ(cache->TryLease(d), nullptr);  // already claimed
+
+  std::atomic<int> calls{0};
+  std::string got;
+  std::thread reader([&] {
+    auto r = cache->GetOrFetch(d, Serve(data, &calls));
+    if (r.ok()) got = *r;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(lease->Fulfill(data).ok());
+  reader.join();
+  EXPECT_EQ(got, data);
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_TRUE(cache->Contains(d));
+  EXPECT_EQ(cache->TryLease(d), nullptr);  // stored
+
+  // An abandoned lease wakes its waiters with Aborted; a bad one with DataLoss.
+  std::string other = PatternBytes(100, 10);
+  Digest od = Digest::Of(other);
+  auto abandoned = cache->TryLease(od);
+  ASSERT_NE(abandoned, nullptr);
+  absl::Status waiter_status;
+  std::thread waiter([&] {
+    char buf[10];
+    waiter_status = cache->ReadOrFetch(od, 0, buf, sizeof(buf), Serve(other, &calls)).status();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  abandoned.reset();
+  waiter.join();
+  EXPECT_EQ(waiter_status.code(), absl::StatusCode::kAborted);
+  auto bad = cache->TryLease(od);
+  ASSERT_NE(bad, nullptr);
+  EXPECT_EQ(bad->Fulfill("not it").code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(cache->Contains(od));
+  EXPECT_EQ(calls.load(), 0);
+}
+
+TEST(ChunkCacheTest, NoSpaceOnWriteGivesClearErrorAndNoVisibleEntry) {
+  TempDir tmp;
+  auto faulty = std::make_shared<FaultCacheFs>();
+  auto cache = MustOpen(Config(tmp.path()), faulty);
+  std::string data = PatternBytes(100000, 11);
+  Digest d = Digest::Of(data);
+  faulty->write_errno = ENOSPC;
+
+  absl::Status s = cache->Put(d, data);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(s.message()), HasSubstr(d.ToString()));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("No space left on device"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr(tmp.path() + "/tmp/"));
+  EXPECT_FALSE(cache->Contains(d));
+  EXPECT_TRUE(FilesUnder(tmp.path() + "/chunks").empty());
+  EXPECT_TRUE(FilesUnder(tmp.path() + "/tmp").empty());
+
+  // A read that fetches is still served the verified bytes; only caching failed.
+  std::atomic<int> calls{0};
+  auto got = cache->GetOrFetch(d, Serve(data, &calls));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, data);
+  EXPECT_FALSE(cache->Contains(d));
+  EXPECT_EQ(cache->stats().store_errors, 1u);
+  EXPECT_TRUE(FilesUnder(tmp.path()).size() == 1u);  // just the lock file
+
+  faulty->write_errno = 0;
+  ASSERT_TRUE(cache->Put(d, data).ok());
+  EXPECT_EQ(ReadAll(*cache, d, data.size()), data);
+}
+
+TEST(ChunkCacheTest, FailedRenameLeavesNoEntryAndNoTempFile) {
+  TempDir tmp;
+  auto faulty = std::make_shared<FaultCacheFs>();
+  auto cache = MustOpen(Config(tmp.path()), faulty);
+  std::string data = PatternBytes(1000, 12);
+  Digest d = Digest::Of(data);
+  faulty->rename_errno = EIO;
+  absl::Status s = cache->Put(d, data);
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr("rename"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr(d.ToString()));
+  EXPECT_FALSE(cache->Contains(d));
+  EXPECT_EQ(FilesUnder(tmp.path()), std::vector<std::string>{"lock"});
+}
+
+TEST(ChunkCacheTest, OpenFdCacheIsBounded) {
+  TempDir tmp;
+  CacheConfig config = Config(tmp.path());
+  config.max_open_files = 2;
+  auto cache = MustOpen(config);
+  std::vector<std::string> chunks;
+  for (uint32_t i = 0; i < 5; ++i) {
+    chunks.push_back(PatternBytes(3000, 500 + i));
+    ASSERT_TRUE(cache->Put(Digest::Of(chunks[i]), chunks[i]).ok());
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (const auto& c : chunks) EXPECT_EQ(ReadAll(*cache, Digest::Of(c), c.size()), c);
+  }
+  EXPECT_EQ(cache->stats().open_fds, 2u);
+  EXPECT_EQ(cache->stats().hits, 15u);
+}
+
+TEST(ChunkCacheTest, OpenRejectsMissingDirAndSecondOwner) {
+  TempDir tmp;
+  EXPECT_EQ(ChunkCache::Open(CacheConfig{}).status().code(), absl::StatusCode::kInvalidArgument);
+  auto first = MustOpen(Config(tmp.path()));
+  auto second = ChunkCache::Open(Config(tmp.path()));
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr(tmp.path() + "/lock"));
+  first.reset();
+  EXPECT_TRUE(ChunkCache::Open(Config(tmp.path())).ok());
+}
+
+}  // namespace
+}  // namespace lazypull
