@@ -1,0 +1,67 @@
+// MountConfig: how lazy layers are mounted and fetched; the `[mount]` TOML section.
+//
+//   [mount]
+//   backend = "fuse"               # "fuse" | "erofs" (later issue) | "auto" (= fuse for now)
+//   fetch_timeout = "30s"          # a read waiting longer for the registry fails with EIO
+//   prefetch = true                # fetch the eStargz prioritized range at mount
+//   background_fetch = true        # then fetch the whole layer in the background
+//   background_concurrency = 2     # background requests in flight per layer
+//   background_bandwidth = 0       # bytes/s per layer, integer or "20MiB"; 0 = unlimited
+//   max_request_size = "16MiB"     # largest merged range request of a read
+//   fuse_threads = 16              # max FUSE worker threads per mounted layer
+//   attr_timeout = "24h"           # kernel cache lifetime of entries/attributes
+//
+// Value type; thread-compatible.
+#ifndef LAZYPULL_MOUNT_MOUNT_CONFIG_H_
+#define LAZYPULL_MOUNT_MOUNT_CONFIG_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <toml++/toml.h>
+
+#include "absl/status/statusor.h"
+#include "fetcher/layer_reader/layer_reader.h"
+
+namespace lazypull::mount {
+
+enum class BackendKind { kFuse, kErofs, kAuto };
+std::string_view BackendKindName(BackendKind kind);
+
+// Options of the FUSE backend.
+struct FuseOptions {
+  // Upper bound of worker threads of one mount's multi-threaded session loop.
+  unsigned max_threads = 16;
+  // Entry and attribute cache lifetime handed to the kernel. Layers are immutable, so long.
+  std::chrono::seconds attr_timeout{24 * 3600};
+  // Largest read request and kernel readahead, in bytes.
+  unsigned max_read = 1 << 20;
+  // `allow_other` + `default_permissions`: non-root readers get the normal permission checks
+  // instead of EACCES (overlayfs as root works either way).
+  bool allow_other = true;
+  // How long Unmount waits for the session to end before aborting the FUSE connection
+  // (it stays alive while something, e.g. an overlay mount, still uses the lazy mount).
+  std::chrono::milliseconds unmount_timeout{2000};
+};
+
+struct MountConfig {
+  BackendKind backend = BackendKind::kFuse;
+  FuseOptions fuse;
+  // Fetch behaviour of every layer (executor and cache are filled in by the owner).
+  LayerReaderOptions reader;
+};
+
+// Parses the `[mount]` section (the section's table). Missing keys keep defaults.
+// InvalidArgument naming `mount.<key>` for unknown keys, wrong types or bad values.
+absl::StatusOr<MountConfig> ParseMountConfig(const toml::table& section);
+
+// "250ms", "30s", "5m", "24h", or an integer number of milliseconds. InvalidArgument
+// otherwise.
+absl::StatusOr<std::chrono::milliseconds> ParseDuration(std::string_view text);
+
+}  // namespace lazypull::mount
+
+#endif  // LAZYPULL_MOUNT_MOUNT_CONFIG_H_

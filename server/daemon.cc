@@ -1,0 +1,111 @@
+#include "server/daemon.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "base/logging.h"
+#include "base/unique_fd.h"
+
+namespace lazypull {
+namespace {
+
+absl::Status MakeDirs(const std::string& path, std::filesystem::perms perms) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) return absl::OkStatus();
+  std::filesystem::create_directories(path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("mkdir ", path, ": ", ec.message()));
+  std::filesystem::permissions(path, perms, ec);
+  return absl::OkStatus();
+}
+
+// True when something accepts connections on the unix socket `path`.
+bool SocketIsLive(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return false;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
+                                                      RemoteLayerHandler* remote) {
+  using std::filesystem::perms;
+  if (absl::Status s = MakeDirs(config.root, perms::owner_all); !s.ok()) return s;
+  absl::StatusOr<RootLock> lock = RootLock::Acquire(config.root);
+  if (!lock.ok()) return lock.status();
+  std::unique_ptr<Daemon> d(new Daemon(config, std::move(*lock)));
+
+  absl::StatusOr<std::unique_ptr<Snapshotter>> snapshotter =
+      Snapshotter::Open({.root = config.root, .remote = remote});
+  if (!snapshotter.ok()) return snapshotter.status();
+  d->snapshotter_ = std::move(*snapshotter);
+  d->service_ = std::make_unique<SnapshotsService>(d->snapshotter_.get());
+
+  const std::string& address = config.address;
+  if (address.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "socket path too long (max ", sizeof(sockaddr_un{}.sun_path) - 1, " bytes): ", address));
+  }
+  std::string socket_dir = std::filesystem::path(address).parent_path().string();
+  if (!socket_dir.empty()) {
+    if (absl::Status s =
+            MakeDirs(socket_dir, perms::owner_all | perms::group_exec | perms::others_exec);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (SocketIsLive(address)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("socket ", address, " is in use by another process"));
+  }
+  ::unlink(address.c_str());  // stale socket from a crashed instance
+
+  grpc::ServerBuilder builder;
+  int selected_port = -1;
+  builder.AddListeningPort("unix:" + address, grpc::InsecureServerCredentials(), &selected_port);
+  builder.RegisterService(d->service_.get());
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  d->server_ = builder.BuildAndStart();
+  if (d->server_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on unix socket ", address));
+  }
+  if (::chmod(address.c_str(), config.socket_mode) != 0) {
+    absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("chmod ", address));
+    d->Shutdown(absl::ZeroDuration());
+    return s;
+  }
+  LogInfo("lazypull-snapshotter serving",
+          {{"address", address},
+           {"root", config.root},
+           {"mount_backend", MountBackendName(config.mount_backend)},
+           {"pid", ::getpid()}});
+  return d;
+}
+
+void Daemon::Shutdown(absl::Duration grace) {
+  std::lock_guard<std::mutex> lock(shutdown_mu_);
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (server_ != nullptr) {
+    // Stops accepting; in-flight RPCs may finish until the deadline, then are cancelled.
+    server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
+    server_->Wait();
+    ::unlink(config_.address.c_str());
+  }
+  LogInfo("lazypull-snapshotter stopped", {{"address", config_.address}});
+}
+
+Daemon::~Daemon() { Shutdown(); }
+
+}  // namespace lazypull

@@ -1,0 +1,55 @@
+// Daemon: the running snapshotter — root lock, Snapshotter, gRPC server on a unix socket.
+//
+// Start order: create root, take <root>/lazypull.lock (a second instance on the same root
+// fails here), open metadata, bind the socket (a stale socket file is replaced; a live one is
+// refused), chmod it to config.socket_mode. Shutdown: stop accepting, let in-flight RPCs
+// finish (up to a grace period, then cancel them), remove the socket, release the lock.
+#ifndef LAZYPULL_SERVER_DAEMON_H_
+#define LAZYPULL_SERVER_DAEMON_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <mutex>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/config.h"
+#include "server/remote_layer_handler.h"
+#include "server/root_lock.h"
+#include "server/service.h"
+#include "server/snapshotter.h"
+
+namespace lazypull {
+
+class Daemon {
+ public:
+  // `remote` may be null (no remote snapshots); not owned, must outlive the Daemon.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonConfig& config,
+                                                       RemoteLayerHandler* remote = nullptr);
+  // Shuts down (see Shutdown) if still running.
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Idempotent; thread-safe. In-flight RPCs get `grace` to finish.
+  void Shutdown(absl::Duration grace = absl::Seconds(10));
+
+  Snapshotter& snapshotter() { return *snapshotter_; }
+  const DaemonConfig& config() const { return config_; }
+
+ private:
+  Daemon(DaemonConfig config, RootLock lock) : config_(std::move(config)), lock_(std::move(lock)) {}
+
+  DaemonConfig config_;
+  RootLock lock_;
+  std::unique_ptr<Snapshotter> snapshotter_;
+  std::unique_ptr<SnapshotsService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::mutex shutdown_mu_;
+  bool shut_down_ = false;
+};
+
+}  // namespace lazypull
+
+#endif  // LAZYPULL_SERVER_DAEMON_H_

@@ -1,0 +1,62 @@
+// lazypull-snapshotter: containerd remote snapshotter daemon.
+//
+//   lazypull-snapshotter [--config FILE] [--address SOCK] [--root DIR] [--log-level LEVEL]
+//
+// Flags override the TOML config file, which overrides the built-in defaults. Runs in the
+// foreground; SIGTERM/SIGINT shut it down cleanly. Exit code 1 on startup errors.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+
+#include "base/logging.h"
+#include "server/config.h"
+#include "server/daemon.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"lazypull-snapshotter: containerd remote snapshotter (lazy image pulling)"};
+  std::string config_path, address, root, log_level;
+  app.add_option("--config", config_path, "TOML config file (default: none, built-in defaults)");
+  app.add_option("--address", address, "gRPC unix socket (default /run/lazypull/lazypull.sock)");
+  app.add_option("--root", root, "state directory (default /var/lib/lazypull)");
+  app.add_option("--log-level", log_level, "debug|info|warn|error (default info)");
+  CLI11_PARSE(app, argc, argv);
+
+  absl::StatusOr<lazypull::DaemonConfig> config = lazypull::LoadDaemonConfig(config_path);
+  if (!config.ok()) {
+    lazypull::LogError("invalid configuration", {{"error", config.status().ToString()}});
+    return 1;
+  }
+  if (!address.empty()) config->address = address;
+  if (!root.empty()) config->root = root;
+  if (!log_level.empty()) config->log_level = log_level;
+  absl::StatusOr<lazypull::LogLevel> level = lazypull::ParseLogLevel(config->log_level);
+  if (!level.ok()) {
+    lazypull::LogError("invalid log level", {{"error", level.status().ToString()}});
+    return 1;
+  }
+  lazypull::SetLogLevel(*level);
+
+  // Block the shutdown signals in every thread (gRPC's included) and take them synchronously.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  absl::StatusOr<std::unique_ptr<lazypull::Daemon>> daemon = lazypull::Daemon::Start(*config);
+  if (!daemon.ok()) {
+    lazypull::LogError("cannot start lazypull-snapshotter",
+                       {{"error", daemon.status().ToString()}});
+    std::fprintf(stderr, "lazypull-snapshotter: %s\n", daemon.status().ToString().c_str());
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  lazypull::LogInfo("shutting down", {{"signal", strsignal(sig)}});
+  (*daemon)->Shutdown();
+  daemon->reset();
+  return 0;
+}
