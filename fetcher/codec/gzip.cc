@@ -49,7 +49,7 @@ absl::StatusOr<std::string> Gunzip(std::string_view compressed, const GunzipOpti
 
   std::string out;
   // Start with a guess (typical ratio), never above the cap + 1 byte used to detect overflow.
-  const uint64_t hard_limit = options.max_output;
+  const uint64_t hard_limit = options.stop_after != 0 ? options.stop_after : options.max_output;
   out.resize(std::min<uint64_t>(std::max<uint64_t>(compressed.size() * 4, 4096), hard_limit + 1));
   uint64_t produced = 0;
   int members = 0;
@@ -69,6 +69,10 @@ absl::StatusOr<std::string> Gunzip(std::string_view compressed, const GunzipOpti
     uInt avail_before = zs->avail_out;
     int rc = inflate(zs, Z_NO_FLUSH);
     produced += avail_before - zs->avail_out;
+    if (options.stop_after != 0 && produced >= options.stop_after) {
+      out.resize(options.stop_after);
+      return out;
+    }
     if (produced > hard_limit) break;
     if (rc == Z_STREAM_END) {
       ++members;

@@ -20,6 +20,11 @@ struct GunzipOptions {
   // Whether `compressed` may hold several concatenated members (as a .tar.gz of eStargz).
   // If false, bytes after the first member's trailer are InvalidArgument.
   bool allow_multiple_members = true;
+  // If non-zero: stop as soon as this many bytes are produced and return exactly them (the
+  // rest of the input, including the member trailer, is not checked). For reading one file
+  // out of a gzip member shared with others; callers verify the bytes by digest. Overrides
+  // max_output.
+  uint64_t stop_after = 0;
 };
 
 // Decompresses `compressed`, which must start at a member header and end exactly at a member

@@ -1,0 +1,22 @@
+// Options shared by the layer format readers.
+#ifndef LAZYPULL_FETCHER_FORMAT_FORMAT_OPTIONS_H_
+#define LAZYPULL_FETCHER_FORMAT_FORMAT_OPTIONS_H_
+
+#include <cstdint>
+
+#include "fetcher/format/layer_index_builder.h"
+
+namespace lazypull::format {
+
+struct FormatReadOptions {
+  // Tree/chunk rules; build.allow_missing_digests also accepts a layer whose TOC digest /
+  // manifest checksum annotation is absent (the TOC is then unauthenticated).
+  IndexBuildOptions build;
+  // Largest TOC accepted, compressed and decompressed (TOC bomb protection). 150 MiB as
+  // containers/storage.
+  uint64_t max_toc_size = 150ull << 20;
+};
+
+}  // namespace lazypull::format
+
+#endif  // LAZYPULL_FETCHER_FORMAT_FORMAT_OPTIONS_H_
