@@ -1,6 +1,7 @@
 #include "tests/harness/snapshotter_process.h"
 
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,7 +37,11 @@ absl::StatusOr<std::unique_ptr<SnapshotterProcess>> SnapshotterProcess::StartWit
   s->root_ = root;
   s->socket_ = socket;
   s->options_ = std::move(options);
-  if (s->options_.binary.empty()) s->options_.binary = BinaryDir() + "/bin/lazypull-snapshotter";
+  if (s->options_.binary.empty()) {
+    const char* env = getenv("LAZYPULL_SNAPSHOTTER_BIN");
+    s->options_.binary = env != nullptr && *env != '\0' ? std::string(env)
+                                                        : BinaryDir() + "/bin/lazypull-snapshotter";
+  }
   if (!s->options_.config_toml.empty()) {
     absl::Status st = WriteFile(work_dir + "/config.toml", s->options_.config_toml);
     if (!st.ok()) return st;

@@ -23,7 +23,9 @@ struct SnapshotterOptions {
   std::vector<std::string> extra_args;
   // How long Start/Restart wait for the socket to accept connections.
   std::chrono::milliseconds ready_timeout = std::chrono::seconds(30);
-  // Binary to run; empty = BinaryDir() + "/bin/lazypull-snapshotter".
+  // Binary to run; empty = $LAZYPULL_SNAPSHOTTER_BIN if set (e.g. bench's lazypull-refproxy, to
+  // check a test against containerd's overlayfs behind the same proxy), else
+  // BinaryDir() + "/bin/lazypull-snapshotter".
   std::string binary;
 };
 
