@@ -252,7 +252,12 @@ void ChunkCache::DropIfSame(const std::string& hex, uint64_t id, bool corrupt) {
     LogWarn("chunk cache: cannot remove chunk file", {{"path", path}, {"error", s.ToString()}});
   }
   EraseLocked(&it->second, &closing);
-  if (corrupt) ++counters_.corrupt_removed;
+  if (corrupt) {
+    ++counters_.corrupt_removed;
+    // The lookup counted a hit, but nothing was served from disk.
+    --counters_.hits;
+    ++counters_.misses;
+  }
 }
 
 absl::StatusOr<size_t> ChunkCache::ReadStored(const std::string& hex, uint64_t offset, char* buf,

@@ -201,6 +201,8 @@ TEST(ChunkCacheTest, FileCorruptedOnDiskIsDetectedBeforeAnyByteIsServed) {
   EXPECT_FALSE(cache->Contains(d));
   EXPECT_FALSE(fs::exists(path));
   EXPECT_EQ(cache->stats().corrupt_removed, 1u);
+  EXPECT_EQ(cache->stats().hits, 0u);
+  EXPECT_EQ(cache->stats().misses, 1u);
 
   // ReadOrFetch on a corrupted file refetches instead of failing.
   {
