@@ -1,0 +1,18 @@
+// Subcommands of the `lazypull` binary. Each Register* function adds one CLI11 subcommand to
+// `app` and binds its callback; the callback returns the process exit code through `*exit_code`
+// (0 on success). A new subcommand is a new <name>_command.cc plus one line in
+// lazypull_main.cc.
+#ifndef LAZYPULL_TOOLS_COMMANDS_H_
+#define LAZYPULL_TOOLS_COMMANDS_H_
+
+#include "CLI/CLI.hpp"
+
+namespace lazypull::tools {
+
+// `lazypull convert --format estargz|zstd:chunked [--plain-http] [--prioritize FILE ...]
+//  [--prioritize-list PATH] [--chunk-size N] SRC DST`
+void RegisterConvertCommand(CLI::App& app, int* exit_code);
+
+}  // namespace lazypull::tools
+
+#endif  // LAZYPULL_TOOLS_COMMANDS_H_
