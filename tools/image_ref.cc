@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "fmt/format.h"
+#include "tools/registry_image_store.h"
 
 namespace lazypull::tools {
 
@@ -18,8 +19,7 @@ absl::StatusOr<std::unique_ptr<convert::ImageStore>> OpenImageRef(const std::str
     }
     return convert::OpenOciLayout(dir, tag);
   }
-  return absl::UnimplementedError(
-      fmt::format("registry references ({}) need the registry client (fetcher/registry)", ref));
+  return OpenRegistryImageStore(ref, plain_http);
 }
 
 }  // namespace lazypull::tools
