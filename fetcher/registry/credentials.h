@@ -1,0 +1,39 @@
+// CredentialStore: registry credentials from the daemon's TOML (`[registry.auths."host"]`)
+// and from a docker `config.json` (`auths` entries with `auth`, `username`/`password` or
+// `identitytoken`). TOML entries win. Credential helpers (credsStore) are not supported.
+#ifndef LAZYPULL_FETCHER_REGISTRY_CREDENTIALS_H_
+#define LAZYPULL_FETCHER_REGISTRY_CREDENTIALS_H_
+
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "fetcher/registry/registry_config.h"
+
+namespace lazypull::registry {
+
+// Thread-safe (immutable after construction; config.json is re-read on each lookup so edits
+// take effect without a restart).
+class CredentialStore {
+ public:
+  CredentialStore(std::map<std::string, HostCredentials> per_host, std::string docker_config);
+
+  // Credentials for `host` ("docker.io", "127.0.0.1:5000", a mirror's host). Empty
+  // credentials when none are configured. A docker config.json that exists but is malformed is
+  // InvalidArgument naming the file (never its contents).
+  absl::StatusOr<HostCredentials> Lookup(std::string_view host) const;
+
+ private:
+  const std::map<std::string, HostCredentials> per_host_;
+  const std::string docker_config_;
+};
+
+// Parses a docker config.json text into host → credentials (keys normalised: scheme and path
+// stripped, index.docker.io / registry-1.docker.io → docker.io).
+absl::StatusOr<std::map<std::string, HostCredentials>> ParseDockerConfig(std::string_view text,
+                                                                         std::string_view file);
+
+}  // namespace lazypull::registry
+
+#endif  // LAZYPULL_FETCHER_REGISTRY_CREDENTIALS_H_

@@ -1,0 +1,77 @@
+// HttpTransport: the narrow network seam of the registry client. One call = one HTTP exchange
+// (no redirects followed, no retries, no auth logic), so a test can substitute any fault and
+// the client's policies stay testable. CurlTransport is the real implementation.
+#ifndef LAZYPULL_FETCHER_REGISTRY_HTTP_TRANSPORT_H_
+#define LAZYPULL_FETCHER_REGISTRY_HTTP_TRANSPORT_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace lazypull::registry {
+
+struct TlsOptions {
+  bool skip_verify = false;
+  std::vector<std::string> ca_files;  // added to the system CAs
+  // (certificate, key) PEM file pairs; key may be empty when the cert file holds it.
+  std::vector<std::pair<std::string, std::string>> client_pairs;
+};
+
+using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
+
+struct HttpRequest {
+  std::string method = "GET";  // GET, HEAD, PUT, POST, PATCH, DELETE
+  std::string url;
+  HttpHeaders headers;    // may include Authorization (never logged)
+  std::string_view body;  // request body; must outlive Send()
+  TlsOptions tls;
+  std::chrono::milliseconds connect_timeout{10000};
+  std::chrono::milliseconds timeout{60000};  // whole exchange; 0 = none
+  // Abort when slower than 1 KiB/s for this long (guards bodies without a total timeout).
+  std::chrono::milliseconds low_speed_time{30000};
+  // When set, the body of a 2xx response is streamed here (with its status) instead of stored;
+  // return false to stop the transfer early (the response then has stopped_by_sink = true and
+  // is OK).
+  std::function<bool(int status, std::string_view data)> body_sink;
+  // Non-2xx bodies (and 2xx ones without a sink) beyond this are an error.
+  uint64_t max_body_bytes = 64ull << 20;
+};
+
+struct HttpResponse {
+  int status = 0;
+  HttpHeaders headers;      // names lower-cased, in arrival order
+  std::string body;         // empty if streamed to body_sink
+  uint64_t body_bytes = 0;  // bytes received (stored or streamed)
+  bool stopped_by_sink = false;
+  std::string http_version;  // "1.1", "2"
+
+  // First value of header `lower_name`, or "" when absent.
+  std::string Header(std::string_view lower_name) const;
+  std::vector<std::string> Headers(std::string_view lower_name) const;
+};
+
+// Thread-safe: Send may be called concurrently.
+class HttpTransport {
+ public:
+  virtual ~HttpTransport() = default;
+  // Performs one exchange. Any HTTP status is OK (the caller interprets it). Errors: Unavailable
+  // for connection failures / resets / a body shorter than Content-Length, DeadlineExceeded for
+  // timeouts, FailedPrecondition for TLS verification failures, Internal otherwise. Messages name
+  // method and URL (never headers).
+  virtual absl::StatusOr<HttpResponse> Send(const HttpRequest& request) = 0;
+};
+
+// The libcurl transport: a pool of easy handles sharing DNS, TLS sessions and the connection
+// cache (keep-alive, connection reuse), HTTP/2 over TLS when the server offers it.
+std::unique_ptr<HttpTransport> NewCurlTransport();
+
+}  // namespace lazypull::registry
+
+#endif  // LAZYPULL_FETCHER_REGISTRY_HTTP_TRANSPORT_H_

@@ -1,0 +1,167 @@
+// RegistryClient: an OCI distribution client — resolve, fetch (digest-verified), range reads,
+// and push — over HttpTransport, with per-host auth (Authorizer), containerd hosts.toml
+// mirrors with fallback to the upstream, retries with jittered exponential backoff, a bounded
+// total time per operation, and a cap on concurrent requests per host.
+//
+// Errors name host, repository, digest, HTTP status, and what was retried. Codes: NotFound
+// (404 / unknown manifest or blob), Unauthenticated / PermissionDenied (auth), DataLoss (bytes
+// that fail verification after all retries), Unavailable / DeadlineExceeded (transport),
+// FailedPrecondition (TLS verification), InvalidArgument (malformed manifests, bad input).
+#ifndef LAZYPULL_FETCHER_REGISTRY_REGISTRY_CLIENT_H_
+#define LAZYPULL_FETCHER_REGISTRY_REGISTRY_CLIENT_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "fetcher/oci/descriptor.h"
+#include "fetcher/oci/image_config.h"
+#include "fetcher/oci/manifest.h"
+#include "fetcher/oci/platform.h"
+#include "fetcher/registry/authorizer.h"
+#include "fetcher/registry/credentials.h"
+#include "fetcher/registry/hosts.h"
+#include "fetcher/registry/http_transport.h"
+#include "fetcher/registry/reference.h"
+#include "fetcher/registry/registry_config.h"
+#include "lazypull/blob_reader.h"
+
+namespace lazypull::registry {
+
+// A manifest or index as fetched: its descriptor (media type, digest of `bytes`, size) and the
+// exact bytes (the digest is over them).
+struct FetchedManifest {
+  oci::Descriptor descriptor;
+  std::string bytes;
+};
+
+// The result of resolving a reference to one platform's image manifest.
+struct ResolvedImage {
+  Reference reference;
+  oci::Descriptor manifest_descriptor;
+  std::string manifest_bytes;
+  oci::Manifest manifest;
+  std::optional<oci::Descriptor> index_descriptor;  // set when the tag named an index
+};
+
+// Counters for tests and `lazypull status` (monotonic).
+struct RegistryStats {
+  uint64_t requests = 0;
+  uint64_t retries = 0;
+  uint64_t bytes_received = 0;
+  uint64_t mirror_fallbacks = 0;
+};
+
+// Thread-safe: all methods may be called concurrently. BlobReaders from OpenBlob borrow the
+// client: it must outlive them.
+class RegistryClient {
+ public:
+  // `transport` is owned (NewCurlTransport() in production; a fake in unit tests).
+  RegistryClient(RegistryConfig config, std::unique_ptr<HttpTransport> transport);
+  ~RegistryClient();
+  RegistryClient(const RegistryClient&) = delete;
+  RegistryClient& operator=(const RegistryClient&) = delete;
+
+  const RegistryConfig& config() const { return config_; }
+
+  // --- Pull side -------------------------------------------------------------------------
+
+  // GET the manifest or index named by `ref` (its digest if set, else its tag). Verifies the
+  // bytes against the reference digest, or against the Docker-Content-Digest header when
+  // resolving a tag; retries on mismatch, then DataLoss.
+  absl::StatusOr<FetchedManifest> FetchManifest(const Reference& ref);
+
+  // Resolves `ref` to the image manifest for `platform` (default: HostPlatform()), following
+  // an index / manifest list. NotFound when the index has no matching platform.
+  absl::StatusOr<ResolvedImage> Resolve(const Reference& ref,
+                                        std::optional<oci::Platform> platform = std::nullopt);
+
+  // GET a whole blob into memory, verified against desc.digest and desc.size. ResourceExhausted
+  // if desc.size > max_bytes.
+  absl::StatusOr<std::string> FetchBlob(const Reference& ref, const oci::Descriptor& desc,
+                                        uint64_t max_bytes = 256ull << 20);
+  // Fetches and parses the image config of `manifest`.
+  absl::StatusOr<oci::ImageConfig> FetchConfig(const Reference& ref, const oci::Manifest& manifest);
+
+  // Streams a whole blob to `sink` as (offset, bytes) pieces in order. A dropped connection
+  // resumes with a Range request from the last byte received; a digest mismatch at the end
+  // restarts from offset 0 (so the sink must accept rewrites, e.g. pwrite). Returns OK only
+  // after the full blob matched desc.digest.
+  absl::Status FetchBlobStream(const Reference& ref, const oci::Descriptor& desc,
+                               const std::function<absl::Status(uint64_t, std::string_view)>& sink);
+  // FetchBlobStream into `path` via `path.tmp-*` + rename: `path` appears only when verified.
+  absl::Status FetchBlobToFile(const Reference& ref, const oci::Descriptor& desc,
+                               const std::string& path);
+
+  // Reads [offset, offset+length) of a blob with a Range request. Accepts 206 (Content-Range
+  // must match exactly) and 200 (the full body; only the needed part is kept). A short or
+  // mismatching answer is retried. When `expected` is given the bytes must hash to it (e.g. a
+  // chunk digest from a TOC); otherwise retried, then DataLoss — corrupted bytes are never
+  // returned. OutOfRange if the range exceeds desc.size.
+  absl::StatusOr<std::string> ReadRange(const Reference& ref, const oci::Descriptor& desc,
+                                        uint64_t offset, uint64_t length,
+                                        const std::optional<Digest>& expected = std::nullopt);
+
+  // A BlobReader over a registry blob (Range reads; ReadRanges merges ranges that are adjacent
+  // or within config.merge_gap_bytes into one request).
+  std::unique_ptr<BlobReader> OpenBlob(const Reference& ref, const oci::Descriptor& desc);
+
+  // --- Push side -------------------------------------------------------------------------
+
+  // HEAD a blob: true if present, false on 404.
+  absl::StatusOr<bool> BlobExists(const Reference& ref, const Digest& digest);
+
+  // Uploads a blob unless already present. Tries a cross-repository mount from `mount_from`
+  // (a repository on the same registry) first when given. Blobs up to
+  // config.upload_chunk_bytes are uploaded monolithically (POST + PUT), larger ones in chunks
+  // (PATCH with Content-Range, then PUT ?digest=). `content` must have size desc.size; its
+  // bytes are hashed while uploading and must match desc.digest (else InvalidArgument before
+  // the final PUT).
+  absl::Status PushBlob(const Reference& ref, const oci::Descriptor& desc, BlobReader& content,
+                        const std::string& mount_from = "");
+  absl::Status PushBlob(const Reference& ref, const oci::Descriptor& desc,
+                        std::string_view content);
+
+  // PUTs a manifest or index under ref's tag (or digest when it has no tag). Returns the
+  // digest of `bytes`; a Docker-Content-Digest answer that differs is DataLoss.
+  absl::StatusOr<Digest> PushManifest(const Reference& ref, const std::string& media_type,
+                                      std::string_view bytes);
+
+  RegistryStats stats() const;
+  Authorizer& authorizer() { return *authorizer_; }
+
+ private:
+  struct Call;
+  class HostLimiter;
+  class RegistryBlobReader;
+
+  absl::StatusOr<std::vector<RegistryHost>> HostsFor(const Reference& ref, uint32_t capability);
+  // Runs `call` against the hosts for `ref` that have the capability, in order, falling back to
+  // the next host on failure (except NotFound from the upstream). Returns the response of the
+  // host that answered with an accepted status.
+  absl::StatusOr<HttpResponse> Execute(const Reference& ref, Call& call);
+  // Runs `call` against one host with auth, redirects and retries.
+  absl::StatusOr<HttpResponse> ExecuteOnHost(const Reference& ref, const RegistryHost& host,
+                                             Call& call);
+  absl::Status UploadBlob(const Reference& ref, const RegistryHost& host,
+                          const oci::Descriptor& desc, BlobReader& content,
+                          const std::string& mount_from);
+
+  const RegistryConfig config_;
+  std::unique_ptr<HttpTransport> transport_;
+  CredentialStore credentials_;
+  std::unique_ptr<Authorizer> authorizer_;
+  std::unique_ptr<HostLimiter> limiter_;
+  std::atomic<uint64_t> requests_{0}, retries_{0}, bytes_received_{0}, mirror_fallbacks_{0};
+};
+
+}  // namespace lazypull::registry
+
+#endif  // LAZYPULL_FETCHER_REGISTRY_REGISTRY_CLIENT_H_

@@ -1,0 +1,179 @@
+// Unit tests of the registry pieces that need no network: references, hosts.toml, config,
+// credentials, WWW-Authenticate parsing.
+#include "fetcher/registry/authorizer.h"
+#include "fetcher/registry/credentials.h"
+#include "fetcher/registry/hosts.h"
+#include "fetcher/registry/reference.h"
+#include "fetcher/registry/registry_config.h"
+#include "gtest/gtest.h"
+#include "tests/harness/test_env.h"
+
+namespace lazypull::registry {
+namespace {
+
+TEST(ReferenceTest, ParsesLikeDocker) {
+  auto r = ParseReference("ubuntu");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->host, "docker.io");
+  EXPECT_EQ(r->repository, "library/ubuntu");
+  EXPECT_EQ(r->tag, "latest");
+  EXPECT_EQ(r->ToString(), "docker.io/library/ubuntu:latest");
+
+  r = ParseReference("127.0.0.1:5000/team/app:v1.2@sha256:" + std::string(64, 'c'));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->host, "127.0.0.1:5000");
+  EXPECT_EQ(r->repository, "team/app");
+  EXPECT_EQ(r->tag, "v1.2");
+  EXPECT_EQ(r->ManifestReference(), "sha256:" + std::string(64, 'c'));
+
+  r = ParseReference("localhost/app");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->host, "localhost");
+  r = ParseReference("user/app:3");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->host, "docker.io");
+  EXPECT_EQ(r->repository, "user/app");
+  r = ParseReference("index.docker.io/library/busybox");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->host, "docker.io");
+
+  for (const char* bad :
+       {"", "UPPER/case", "host:5000/app:", "app@sha256:12", "a//b", "ghcr.io/app:bad tag"}) {
+    auto st = ParseReference(bad).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_TRUE(IsLocalhost("127.0.0.1:5000"));
+  EXPECT_TRUE(IsLocalhost("localhost"));
+  EXPECT_FALSE(IsLocalhost("example.com:5000"));
+}
+
+TEST(HostsTomlTest, MirrorsInFileOrderThenUpstream) {
+  testing::TempDir dir;
+  RegistryConfig c;
+  auto hosts = ParseHostsToml(c, "docker.io", R"(
+server = "https://registry-1.docker.io"
+capabilities = ["pull", "resolve"]
+
+[host."https://zz-mirror.example"]
+  capabilities = ["pull"]
+  ca = "mirror-ca.crt"
+  client = [["c.cert", "c.key"]]
+  [host."https://zz-mirror.example".header]
+    x-test = "1"
+
+[host."http://aa-mirror.example:5000/custom/prefix"]
+  override_path = true
+  skip_verify = true
+)",
+                              dir.path());
+  ASSERT_TRUE(hosts.ok()) << hosts.status();
+  ASSERT_EQ(hosts->size(), 3u);
+  EXPECT_EQ((*hosts)[0].ApiRoot(), "https://zz-mirror.example/v2");
+  EXPECT_EQ((*hosts)[0].capabilities, static_cast<uint32_t>(kCapPull));
+  ASSERT_EQ((*hosts)[0].tls.ca_files.size(), 1u);
+  EXPECT_EQ((*hosts)[0].tls.ca_files[0], dir.path() + "/mirror-ca.crt");
+  ASSERT_EQ((*hosts)[0].tls.client_pairs.size(), 1u);
+  EXPECT_EQ((*hosts)[0].tls.client_pairs[0].second, dir.path() + "/c.key");
+  ASSERT_EQ((*hosts)[0].headers.size(), 1u);
+  EXPECT_EQ((*hosts)[0].headers[0].first, "x-test");
+  EXPECT_EQ((*hosts)[1].ApiRoot(), "http://aa-mirror.example:5000/custom/prefix");
+  EXPECT_TRUE((*hosts)[1].tls.skip_verify);
+  EXPECT_TRUE((*hosts)[1].mirror);
+  EXPECT_EQ((*hosts)[2].ApiRoot(), "https://registry-1.docker.io/v2");
+  EXPECT_FALSE((*hosts)[2].mirror);
+  EXPECT_EQ((*hosts)[2].capabilities, static_cast<uint32_t>(kCapPull | kCapResolve));
+
+  auto bad =
+      ParseHostsToml(c, "x.io", "[host.\"https://m\"]\ncapabilities = [\"fly\"]\n", dir.path());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("hosts.toml"), std::string::npos) << bad.status();
+}
+
+TEST(HostsTomlTest, DefaultsWithoutFiles) {
+  testing::TempDir dir;
+  RegistryConfig c;
+  c.config_path = dir.path();
+  auto h = ResolveRegistryHosts(c, "docker.io");
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->back().ApiRoot(), "https://registry-1.docker.io/v2");
+  h = ResolveRegistryHosts(c, "127.0.0.1:5000");
+  EXPECT_EQ(h->back().ApiRoot(), "http://127.0.0.1:5000/v2");
+  c.plain_http_localhost = false;
+  h = ResolveRegistryHosts(c, "127.0.0.1:5000");
+  EXPECT_EQ(h->back().ApiRoot(), "https://127.0.0.1:5000/v2");
+  // _default applies to hosts without their own directory.
+  ASSERT_TRUE(
+      testing::WriteFile(dir.Sub("_default/hosts.toml"), "[host.\"https://mirror.local\"]\n").ok());
+  h = ResolveRegistryHosts(c, "quay.io");
+  ASSERT_TRUE(h.ok());
+  ASSERT_EQ(h->size(), 2u);
+  EXPECT_EQ((*h)[0].host, "mirror.local");
+  EXPECT_EQ((*h)[1].ApiRoot(), "https://quay.io/v2");
+}
+
+TEST(RegistryConfigTest, ParsesSectionStrictly) {
+  auto doc = toml::parse(R"(
+[registry]
+config_path = "/tmp/certs.d"
+docker_config = "/tmp/config.json"
+plain_http = ["reg.local:5000"]
+max_retries = 2
+request_timeout_ms = 1500
+[registry.auths."reg.local:5000"]
+auth = "dTpw"
+)");
+  auto c = ParseRegistryConfig(*doc["registry"].as_table());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->config_path, "/tmp/certs.d");
+  EXPECT_EQ(c->max_retries, 2);
+  EXPECT_EQ(c->request_timeout.count(), 1500);
+  EXPECT_EQ(c->auths.at("reg.local:5000").username, "u");
+  EXPECT_EQ(c->auths.at("reg.local:5000").password, "p");
+  EXPECT_TRUE(c->plain_http.count("reg.local:5000"));
+
+  auto bad = toml::parse("[registry]\nmax_retries = -1\n");
+  auto st = ParseRegistryConfig(*bad["registry"].as_table()).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("max_retries"), std::string::npos);
+  auto unknown = toml::parse("[registry]\ncofig_path = \"x\"\n");
+  st = ParseRegistryConfig(*unknown["registry"].as_table()).status();
+  EXPECT_NE(st.message().find("cofig_path"), std::string::npos);
+  auto secret = toml::parse("[registry.auths.\"h\"]\npassword = 7\n");
+  st = ParseRegistryConfig(*secret["registry"].as_table()).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CredentialsTest, DockerConfigAndTomlPrecedence) {
+  testing::TempDir dir;
+  ASSERT_TRUE(testing::WriteFile(dir.Sub("config.json"), R"({"auths":{
+    "https://index.docker.io/v1/":{"auth":"aHViOnNlY3JldA=="},
+    "reg.local:5000":{"username":"a","password":"b"},
+    "tok.local":{"identitytoken":"refresh-me"}}})")
+                  .ok());
+  CredentialStore store({{"reg.local:5000", {"toml-user", "toml-pass", ""}}},
+                        dir.Sub("config.json"));
+  EXPECT_EQ(store.Lookup("docker.io")->username, "hub");
+  EXPECT_EQ(store.Lookup("docker.io")->password, "secret");
+  EXPECT_EQ(store.Lookup("reg.local:5000")->username, "toml-user");
+  EXPECT_EQ(store.Lookup("tok.local")->identity_token, "refresh-me");
+  EXPECT_TRUE(store.Lookup("other.io")->empty());
+  ASSERT_TRUE(testing::WriteFile(dir.Sub("config.json"), "{\"auths\": [").ok());
+  auto st = store.Lookup("other.io").status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(WwwAuthenticateTest, ParsesChallenges) {
+  auto c = ParseWwwAuthenticate(
+      R"(Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/ubuntu:pull,push")");
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].scheme, "bearer");
+  EXPECT_EQ(c[0].params["realm"], "https://auth.docker.io/token");
+  EXPECT_EQ(c[0].params["scope"], "repository:library/ubuntu:pull,push");
+  c = ParseWwwAuthenticate(R"(Basic realm="Registry Realm")");
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].scheme, "basic");
+  EXPECT_EQ(c[0].params["realm"], "Registry Realm");
+}
+
+}  // namespace
+}  // namespace lazypull::registry
