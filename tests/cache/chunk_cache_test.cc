@@ -421,6 +421,40 @@ TEST(ChunkCacheTest, ThirtyTwoConcurrentReadersCauseOneFetch) {
   EXPECT_EQ(s.fetch_waits + s.hits, static_cast<uint64_t>(kReaders - 1));
 }
 
+TEST(ChunkCacheTest, ConcurrentReadsStoresAndEvictionsServeOnlyExactBytes) {
+  TempDir tmp;
+  CacheConfig config = Config(tmp.path(), 8 * 4096);
+  config.max_open_files = 3;
+  auto cache = MustOpen(config);
+  std::vector<std::string> chunks;
+  for (uint32_t i = 0; i < 20; ++i) chunks.push_back(PatternBytes(4096, 600 + i));
+  std::atomic<int> fetches{0};
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      uint32_t x = 12345 + t;
+      for (int op = 0; op < 400; ++op) {
+        x = x * 1103515245 + 12345;
+        const std::string& c = chunks[(x >> 8) % chunks.size()];
+        size_t off = (x >> 3) % 4000;
+        char buf[64];
+        auto n = cache->ReadOrFetch(Digest::Of(c), off, buf, sizeof(buf), Serve(c, &fetches));
+        if (!n.ok() || std::string(buf, *n) != c.substr(off, 64)) ++wrong;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  ChunkCacheStats s = cache->stats();
+  EXPECT_LE(s.bytes_stored, 8u * 4096);
+  EXPECT_LE(s.open_fds, 3u);
+  EXPECT_EQ(FilesUnder(tmp.path() + "/chunks").size(), s.entries);
+  EXPECT_EQ(s.fetches, static_cast<uint64_t>(fetches.load()));
+  EXPECT_GE(fetches.load(), 20);
+  EXPECT_GT(s.evictions, 0u);
+}
+
 TEST(ChunkCacheTest, ConcurrentReadersShareOneFetchError) {
   TempDir tmp;
   auto cache = MustOpen(Config(tmp.path()));
