@@ -1,0 +1,51 @@
+// Writes the seed corpora for the fuzz targets into argv[1]/<target>/ (valid blobs of both
+// formats and variants, their TOCs, and compressed frames), built with the test blob builder.
+#include <sys/stat.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "fetcher/codec/gzip.h"
+#include "fetcher/codec/zstd.h"
+#include "tests/format/test_blob_builder.h"
+
+namespace {
+
+void Write(const std::string& dir, const std::string& name, const std::string& data) {
+  mkdir(dir.c_str(), 0755);
+  std::ofstream(dir + "/" + name, std::ios::binary) << data;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace lazypull::format::testing;
+  if (argc != 2) return 2;
+  std::string out = argv[1];
+  mkdir(out.c_str(), 0755);
+  std::vector<TestEntry> e;
+  e.push_back({.name = "./", .type = '5', .mode = 0755});
+  e.push_back({.name = "./a/f", .type = '0', .data = std::string(3000, 'q') + "tail",
+               .xattrs = {{"user.x", "y"}}});
+  e.push_back({.name = "./a/z", .type = '0', .data = std::string(2000, '\0') + "z"});
+  e.push_back({.name = "./a/h", .type = '1', .link = "./a/f"});
+  e.push_back({.name = "./a/s", .type = '2', .link = "f"});
+  e.push_back({.name = "./d/.wh.x", .type = '0'});
+  e.push_back({.name = "./o/.wh..wh..opq", .type = '0'});
+  e.push_back({.name = "./dev/c", .type = '3', .dev_major = 1, .dev_minor = 5});
+  e.push_back({.name = "./dev/p", .type = '6'});
+  auto es = BuildEstargz(e, {.chunk_size = 1000, .prioritized = 2});
+  auto es_legacy = BuildEstargz(e, {.legacy_footer = true});
+  auto zc = BuildZstdChunked(e, {.chunk_size = 1000});
+  auto zc_legacy = BuildZstdChunked(e, {.chunk_size = 1000, .legacy = true});
+  Write(out + "/estargz_fuzzer", "blob", es.blob);
+  Write(out + "/estargz_fuzzer", "legacy", es_legacy.blob);
+  Write(out + "/zstd_chunked_fuzzer", "current", zc.blob);
+  Write(out + "/zstd_chunked_fuzzer", "legacy", zc_legacy.blob);
+  Write(out + "/toc_json_fuzzer", "estargz.json", es.toc_json);
+  Write(out + "/toc_json_fuzzer", "zstd.json", zc.toc_json);
+  Write(out + "/codec_fuzzer", "gz", *lazypull::codec::GzipCompress("hello gzip member"));
+  Write(out + "/codec_fuzzer", "zst", *lazypull::codec::ZstdCompress("hello zstd frame"));
+  return 0;
+}

@@ -1,0 +1,19 @@
+// libFuzzer target: a whole zstd:chunked blob located by its footer (both variants).
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "fetcher/format/zstd_chunked_reader.h"
+#include "tests/fuzz/fuzz_util.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace lazypull;
+  using namespace lazypull::format;
+  auto blob = NewStringBlobReader(std::string(reinterpret_cast<const char*>(data), size));
+  FormatReadOptions options;
+  options.build.allow_missing_digests = true;
+  options.max_toc_size = 8 << 20;
+  auto index = ReadZstdChunkedIndex(*blob, {}, options);
+  if (index.ok()) ExerciseIndex(*index, blob.get());
+  return 0;
+}
