@@ -21,7 +21,7 @@ struct ChunkCache::Entry {
   int64_t stamp = 0;  // LRU stamp as last persisted in the file's mtime
   bool verified = false;
   LruList::iterator lru_it;
-  std::shared_ptr<const UniqueFd> fd;  // set iff the entry is in fd_lru_
+  std::shared_ptr<const OpenChunk> fd;  // set iff the entry is in fd_lru_
   LruList::iterator fd_it;
 };
 
@@ -36,8 +36,6 @@ struct ChunkCache::InFlight {
 namespace {
 
 constexpr int kStoredAttempts = 3;
-
-using FdList = std::vector<std::shared_ptr<const UniqueFd>>;
 
 bool IsLowerHex(std::string_view s) {
   return std::all_of(s.begin(), s.end(),
@@ -228,7 +226,7 @@ void ChunkCache::EvictLocked(const Entry* keep, FdList* closing) {
   }
 }
 
-void ChunkCache::CacheFdLocked(Entry* entry, std::shared_ptr<const UniqueFd> fd, FdList* closing) {
+void ChunkCache::CacheFdLocked(Entry* entry, std::shared_ptr<const OpenChunk> fd, FdList* closing) {
   if (config_.max_open_files == 0 || entry->fd) return;
   entry->fd = std::move(fd);
   fd_lru_.push_front(entry);
@@ -262,7 +260,7 @@ void ChunkCache::DropIfSame(const std::string& hex, uint64_t id, bool corrupt) {
 
 absl::StatusOr<size_t> ChunkCache::ReadStored(const std::string& hex, uint64_t offset, char* buf,
                                               size_t length) {
-  std::shared_ptr<const UniqueFd> fd;
+  std::shared_ptr<const OpenChunk> fd;
   bool verified = false;
   uint64_t size = 0;
   uint64_t id = 0;
@@ -296,9 +294,9 @@ absl::StatusOr<size_t> ChunkCache::ReadStored(const std::string& hex, uint64_t o
     }
   }
 
-  const std::string path = PathOf(hex);
   bool opened = false;
   if (!fd) {
+    std::string path = PathOf(hex);
     auto f = fs_->OpenForRead(path);
     if (!f.ok()) {
       if (absl::IsNotFound(f.status())) {
@@ -308,16 +306,17 @@ absl::StatusOr<size_t> ChunkCache::ReadStored(const std::string& hex, uint64_t o
       }
       return f.status();
     }
-    fd = std::make_shared<const UniqueFd>(std::move(*f));
+    fd = std::make_shared<const OpenChunk>(OpenChunk{std::move(*f), std::move(path)});
     opened = true;
   }
+  const std::string& path = fd->path;
 
   absl::StatusOr<size_t> result;
   if (!verified) {
     // First use in this process of a file an earlier process wrote: hash all of it. One
     // extra byte is read to notice a file that grew.
     std::string whole(size + 1, '\0');
-    auto n = fs_->ReadAt(fd->get(), 0, whole.data(), whole.size(), path);
+    auto n = fs_->ReadAt(fd->fd.get(), 0, whole.data(), whole.size(), path);
     if (!n.ok()) return n.status();
     whole.resize(*n);
     Digest actual = Digest::Of(whole);
@@ -335,7 +334,7 @@ absl::StatusOr<size_t> ChunkCache::ReadStored(const std::string& hex, uint64_t o
     result = CopyRange(whole, hex, offset, buf, length);
   } else {
     size_t want = static_cast<size_t>(std::min<uint64_t>(length, size - offset));
-    result = fs_->ReadAt(fd->get(), offset, buf, want, path);
+    result = fs_->ReadAt(fd->fd.get(), offset, buf, want, path);
     if (result.ok() && *result < want) {
       LogWarn("chunk cache: stored chunk is truncated; removed",
               {{"digest", Pretty(hex)}, {"path", path}});
@@ -358,7 +357,7 @@ absl::StatusOr<size_t> ChunkCache::ReadStored(const std::string& hex, uint64_t o
   }
   if (touch_stamp != 0) {
     // Best effort: a lost stamp only makes the post-restart LRU order less exact.
-    absl::Status s = fs_->SetMtime(fd->get(), touch_stamp, path);
+    absl::Status s = fs_->SetMtime(fd->fd.get(), touch_stamp, path);
     if (!s.ok()) LogDebug("chunk cache: cannot persist access time", {{"error", s.ToString()}});
   }
   return result;

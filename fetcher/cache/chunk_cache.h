@@ -134,6 +134,12 @@ class ChunkCache {
  private:
   struct Entry;
   struct InFlight;
+  // An open chunk file; its path is kept so a hit allocates nothing.
+  struct OpenChunk {
+    UniqueFd fd;
+    std::string path;
+  };
+  using FdList = std::vector<std::shared_ptr<const OpenChunk>>;
   using LruList = std::list<Entry*>;
 
   ChunkCache(CacheConfig config, std::shared_ptr<CacheFs> fs, UniqueFd lock);
@@ -156,10 +162,9 @@ class ChunkCache {
 
   // Removes `entry` from the index; caller holds mu_. The fd (if any) is moved to `closing`
   // so it is closed after the lock is released.
-  void EraseLocked(Entry* entry, std::vector<std::shared_ptr<const UniqueFd>>* closing);
-  void EvictLocked(const Entry* keep, std::vector<std::shared_ptr<const UniqueFd>>* closing);
-  void CacheFdLocked(Entry* entry, std::shared_ptr<const UniqueFd> fd,
-                     std::vector<std::shared_ptr<const UniqueFd>>* closing);
+  void EraseLocked(Entry* entry, FdList* closing);
+  void EvictLocked(const Entry* keep, FdList* closing);
+  void CacheFdLocked(Entry* entry, std::shared_ptr<const OpenChunk> file, FdList* closing);
   // Drops the entry for `hex` if it is still the one with `id` and deletes its file.
   void DropIfSame(const std::string& hex, uint64_t id, bool corrupt);
   int64_t NextStampLocked();
