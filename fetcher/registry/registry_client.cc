@@ -436,7 +436,6 @@ absl::Status RegistryClient::FetchBlobStream(
     if (received > 0) h->emplace_back("Range", fmt::format("bytes={}-", received));
   };
   call.sink = [&](int status, std::string_view data) -> bool {
-    if (body_pos == 0 && status == 200) body_pos = 0;  // a 200 restarts at byte 0
     if (status == 206 && body_pos < attempt_start) body_pos = attempt_start;
     uint64_t begin = body_pos, end = body_pos + data.size();
     body_pos = end;

@@ -379,6 +379,25 @@ TEST_F(RegistryFaultTest, PersistentErrorIsClear) {
   }
 }
 
+TEST_F(RegistryFaultTest, TotalTimeIsBounded) {
+  proxy_->AddRule({.kind = FaultKind::kStatus,
+                   .path_contains = blob_path(),
+                   .status = 503,
+                   .retry_after = "1",
+                   .times = -1});
+  auto config = TestConfig();
+  config.max_retries = 100;
+  config.total_timeout = std::chrono::milliseconds(2500);
+  auto client = NewClient(config);
+  auto start = std::chrono::steady_clock::now();
+  auto st = client->ReadRange(ref_, layer_, 0, 10).status();
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+  EXPECT_TRUE(Contains(st.message(), "total time limit 2500 ms")) << st;
+  EXPECT_TRUE(Contains(st.message(), "HTTP 503")) << st;
+  EXPECT_LT(took, std::chrono::milliseconds(3500));
+}
+
 TEST_F(RegistryFaultTest, ConnectionsAreReusedAndCapped) {
   auto config = TestConfig();
   config.max_concurrency_per_host = 2;
