@@ -83,6 +83,24 @@ absl::Status LayerIndexBuilder::CountEntry(std::string_view path) {
 absl::StatusOr<Ino> LayerIndexBuilder::EnsureDir(std::string_view full,
                                                  const std::vector<std::string_view>& parts,
                                                  size_t n) {
+  // TOCs list a directory's files together: remember the last parent resolved.
+  std::string joined;
+  for (size_t i = 0; i < n; ++i) {
+    if (i > 0) joined.push_back('/');
+    joined.append(parts[i]);
+  }
+  if (last_dir_ino_ != 0 && joined == last_dir_key_) return last_dir_ino_;
+  auto resolved = EnsureDirSlow(full, parts, n);
+  if (resolved.ok()) {
+    last_dir_key_ = std::move(joined);
+    last_dir_ino_ = *resolved;
+  }
+  return resolved;
+}
+
+absl::StatusOr<Ino> LayerIndexBuilder::EnsureDirSlow(std::string_view full,
+                                                     const std::vector<std::string_view>& parts,
+                                                     size_t n) {
   Ino cur = kRootIno;
   std::string key;
   for (size_t i = 0; i < n; ++i) {

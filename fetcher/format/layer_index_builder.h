@@ -91,6 +91,8 @@ class LayerIndexBuilder {
   absl::StatusOr<StrRef> Intern(std::string_view s);
   absl::StatusOr<Ino> EnsureDir(std::string_view dir_path,
                                 const std::vector<std::string_view>& parts, size_t n);
+  absl::StatusOr<Ino> EnsureDirSlow(std::string_view dir_path,
+                                    const std::vector<std::string_view>& parts, size_t n);
   // Creates the node for `path` (whiteouts translated). Returns 0 (and OK) for entries that
   // are dropped (opaque markers, aufs metadata).
   absl::StatusOr<Ino> AddNode(std::string_view path, uint32_t mode, const EntryMeta& meta,
@@ -113,6 +115,8 @@ class LayerIndexBuilder {
   };
   std::vector<TmpDirent> tmp_dirents_;
   std::vector<PendingLink> links_;
+  std::string last_dir_key_;  // cache of the last EnsureDir result
+  Ino last_dir_ino_ = 0;
   std::optional<ByteRange> prefetch_range_;
   bool no_prefetch_landmark_ = false;
 };
