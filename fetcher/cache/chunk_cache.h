@@ -62,7 +62,7 @@ namespace lazypull {
 struct ChunkCacheStats {
   uint64_t hits = 0;             // reads served from disk
   uint64_t misses = 0;           // reads that found no stored chunk
-  uint64_t fetches = 0;          // fetch function calls (leases fulfilled or failed)
+  uint64_t fetches = 0;          // fetch function calls plus leases granted
   uint64_t fetch_waits = 0;      // misses that joined a fetch already in flight
   uint64_t fetch_errors = 0;     // fetches that failed or returned bytes not matching
   uint64_t entries = 0;          // chunks stored now
