@@ -13,8 +13,7 @@ nlohmann::json LayerMountStatus::ToJson() const {
   return j;
 }
 
-absl::StatusOr<std::unique_ptr<LayerMountBackend>> NewLayerMountBackend(
-    const MountConfig& config) {
+absl::StatusOr<std::unique_ptr<LayerMountBackend>> NewLayerMountBackend(const MountConfig& config) {
   switch (config.backend) {
     case BackendKind::kFuse:
     case BackendKind::kAuto:

@@ -71,14 +71,12 @@ class LayerMountBackend {
   // Mounts request.reader->index() at request.target_dir. InvalidArgument for a bad request,
   // FailedPrecondition when the kernel refuses (no /dev/fuse, not root, ...), with the target
   // in the message. The returned handle must not outlive the backend.
-  virtual absl::StatusOr<std::unique_ptr<MountedLayer>> Mount(
-      const LayerMountRequest& request) = 0;
+  virtual absl::StatusOr<std::unique_ptr<MountedLayer>> Mount(const LayerMountRequest& request) = 0;
 };
 
 // The backend selected by config.backend: "fuse" and "auto" give FUSE; "erofs" is
 // Unimplemented until the EROFS backend exists.
-absl::StatusOr<std::unique_ptr<LayerMountBackend>> NewLayerMountBackend(
-    const MountConfig& config);
+absl::StatusOr<std::unique_ptr<LayerMountBackend>> NewLayerMountBackend(const MountConfig& config);
 
 }  // namespace lazypull::mount
 

@@ -32,7 +32,7 @@ absl::StatusOr<uint64_t> GetSize(const toml::node& node, std::string_view key, b
   std::string text = *node.value<std::string>();
   if (allow_zero && (text == "0" || text == "0B")) return 0;
   auto size = ParseByteSize(text);
-  if (!size.ok()) return KeyError(key, size.status().message());
+  if (!size.ok()) return KeyError(key, std::string(size.status().message()));
   return *size;
 }
 
@@ -46,7 +46,7 @@ absl::StatusOr<std::chrono::milliseconds> GetDuration(const toml::node& node,
   } else {
     return KeyError(key, "must be a duration string or integer milliseconds");
   }
-  if (!d.ok()) return KeyError(key, d.status().message());
+  if (!d.ok()) return KeyError(key, std::string(d.status().message()));
   if (d->count() <= 0) return KeyError(key, "must be positive");
   return *d;
 }
@@ -73,11 +73,16 @@ absl::StatusOr<std::chrono::milliseconds> ParseDuration(std::string_view text) {
   }
   std::string_view unit(ptr, text.data() + text.size() - ptr);
   uint64_t ms_per_unit = 0;
-  if (unit.empty() || unit == "ms") ms_per_unit = 1;
-  else if (unit == "s") ms_per_unit = 1000;
-  else if (unit == "m") ms_per_unit = 60'000;
-  else if (unit == "h") ms_per_unit = 3'600'000;
-  else return absl::InvalidArgumentError(fmt::format("bad duration unit in \"{}\"", text));
+  if (unit.empty() || unit == "ms")
+    ms_per_unit = 1;
+  else if (unit == "s")
+    ms_per_unit = 1000;
+  else if (unit == "m")
+    ms_per_unit = 60'000;
+  else if (unit == "h")
+    ms_per_unit = 3'600'000;
+  else
+    return absl::InvalidArgumentError(fmt::format("bad duration unit in \"{}\"", text));
   if (value > (uint64_t{1} << 40) / ms_per_unit) {
     return absl::InvalidArgumentError(fmt::format("duration \"{}\" is too long", text));
   }
@@ -91,10 +96,14 @@ absl::StatusOr<MountConfig> ParseMountConfig(const toml::table& section) {
     if (key == "backend") {
       auto v = node.value<std::string>();
       if (!v || !node.is_string()) return KeyError(key, "must be a string");
-      if (*v == "fuse") config.backend = BackendKind::kFuse;
-      else if (*v == "erofs") config.backend = BackendKind::kErofs;
-      else if (*v == "auto") config.backend = BackendKind::kAuto;
-      else return KeyError(key, fmt::format("\"{}\" is not fuse, erofs or auto", *v));
+      if (*v == "fuse")
+        config.backend = BackendKind::kFuse;
+      else if (*v == "erofs")
+        config.backend = BackendKind::kErofs;
+      else if (*v == "auto")
+        config.backend = BackendKind::kAuto;
+      else
+        return KeyError(key, fmt::format("\"{}\" is not fuse, erofs or auto", *v));
     } else if (key == "fetch_timeout") {
       auto d = GetDuration(node, key);
       if (!d.ok()) return d.status();

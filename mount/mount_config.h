@@ -15,13 +15,13 @@
 #ifndef LAZYPULL_MOUNT_MOUNT_CONFIG_H_
 #define LAZYPULL_MOUNT_MOUNT_CONFIG_H_
 
+#include <toml++/toml.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
-
-#include <toml++/toml.h>
 
 #include "absl/status/statusor.h"
 #include "fetcher/layer_reader/layer_reader.h"

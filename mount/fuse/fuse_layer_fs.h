@@ -1,0 +1,41 @@
+// The read-only FUSE file system of one lazy layer: libfuse3 low-level callbacks answering
+// from the LayerIndex (inodes, attributes, directories, symlinks, xattrs) and the
+// LayerReader (file bytes).
+//
+// Inode numbers are the LayerIndex's (1 = root = FUSE_ROOT_ID); nothing is created or freed
+// per lookup, so forget is a no-op. Attributes: nanosecond mtimes (atime = ctime = mtime),
+// whiteouts are char 0:0 (from the index), hardlinks share an inode and its nlink,
+// st_blocks counts the non-hole bytes. Errors: ENOENT, ENOTDIR, ENODATA, ERANGE, EROFS for
+// opens for writing, EIO for any failed read (the LayerReader logs layer, file and chunk).
+// No exception ever leaves a callback. Thread-safe: the callbacks only read immutable state
+// and the thread-safe LayerReader.
+#ifndef LAZYPULL_MOUNT_FUSE_FUSE_LAYER_FS_H_
+#define LAZYPULL_MOUNT_FUSE_FUSE_LAYER_FS_H_
+
+#ifndef FUSE_USE_VERSION
+#define FUSE_USE_VERSION 312
+#endif
+#include <fuse3/fuse_lowlevel.h>
+
+#include <memory>
+
+#include "fetcher/layer_reader/layer_reader.h"
+#include "mount/mount_config.h"
+
+namespace lazypull::mount {
+
+// The state the callbacks see (fuse_req_userdata). Must outlive the session.
+struct FuseLayerFsContext {
+  std::shared_ptr<LayerReader> reader;
+  FuseOptions options;
+};
+
+// The callback table; pass a FuseLayerFsContext* as the session's userdata.
+const fuse_lowlevel_ops& FuseLayerFsOps();
+
+// stat of `ino` as the file system presents it (for tests and the readdirplus path).
+bool FuseLayerStat(const format::LayerIndex& index, format::Ino ino, struct stat* st);
+
+}  // namespace lazypull::mount
+
+#endif  // LAZYPULL_MOUNT_FUSE_FUSE_LAYER_FS_H_
