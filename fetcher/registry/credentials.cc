@@ -1,5 +1,7 @@
 #include "fetcher/registry/credentials.h"
 
+#include <sys/stat.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -75,14 +77,23 @@ absl::StatusOr<HostCredentials> CredentialStore::Lookup(std::string_view host) c
     if (NormalizeHostKey(k) == key) return v;
   }
   if (docker_config_.empty()) return HostCredentials{};
-  std::ifstream in(docker_config_, std::ios::binary);
-  if (!in) return HostCredentials{};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto parsed = ParseDockerConfig(ss.str(), docker_config_);
-  if (!parsed.ok()) return parsed.status();
-  auto it = parsed->find(key);
-  if (it == parsed->end()) return HostCredentials{};
+  struct stat st;
+  if (::stat(docker_config_.c_str(), &st) != 0) return HostCredentials{};
+  int64_t mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  std::lock_guard<std::mutex> l(mu_);
+  if (mtime_ns != cached_mtime_ns_ || st.st_size != cached_size_) {
+    std::ifstream in(docker_config_, std::ios::binary);
+    if (!in) return HostCredentials{};
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto parsed = ParseDockerConfig(ss.str(), docker_config_);
+    if (!parsed.ok()) return parsed.status();
+    cached_ = std::move(*parsed);
+    cached_mtime_ns_ = mtime_ns;
+    cached_size_ = st.st_size;
+  }
+  auto it = cached_.find(key);
+  if (it == cached_.end()) return HostCredentials{};
   return it->second;
 }
 

@@ -5,6 +5,7 @@
 #define LAZYPULL_FETCHER_REGISTRY_CREDENTIALS_H_
 
 #include <map>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -13,8 +14,8 @@
 
 namespace lazypull::registry {
 
-// Thread-safe (immutable after construction; config.json is re-read on each lookup so edits
-// take effect without a restart).
+// Thread-safe. config.json is re-parsed only when its mtime or size changes, so edits take
+// effect without a restart and a lookup per request stays cheap.
 class CredentialStore {
  public:
   CredentialStore(std::map<std::string, HostCredentials> per_host, std::string docker_config);
@@ -27,6 +28,10 @@ class CredentialStore {
  private:
   const std::map<std::string, HostCredentials> per_host_;
   const std::string docker_config_;
+  mutable std::mutex mu_;
+  mutable int64_t cached_mtime_ns_ = -1;
+  mutable int64_t cached_size_ = -1;
+  mutable std::map<std::string, HostCredentials> cached_;
 };
 
 // Parses a docker config.json text into host → credentials (keys normalised: scheme and path

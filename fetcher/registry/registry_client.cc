@@ -141,10 +141,23 @@ RegistryStats RegistryClient::stats() const {
 
 absl::StatusOr<std::vector<RegistryHost>> RegistryClient::HostsFor(const Reference& ref,
                                                                    uint32_t capability) {
-  auto hosts = ResolveRegistryHosts(config_, ref.host);
-  if (!hosts.ok()) return hosts.status();
+  std::vector<RegistryHost> all;
+  {
+    std::lock_guard<std::mutex> l(hosts_mu_);
+    auto it = hosts_cache_.find(ref.host);
+    if (it != hosts_cache_.end() && Clock::now() - it->second.first < std::chrono::seconds(5)) {
+      all = it->second.second;
+    }
+  }
+  if (all.empty()) {
+    auto hosts = ResolveRegistryHosts(config_, ref.host);
+    if (!hosts.ok()) return hosts.status();
+    all = std::move(*hosts);
+    std::lock_guard<std::mutex> l(hosts_mu_);
+    hosts_cache_[ref.host] = {Clock::now(), all};
+  }
   std::vector<RegistryHost> out;
-  for (auto& h : *hosts) {
+  for (auto& h : all) {
     if (h.capabilities & capability) out.push_back(std::move(h));
   }
   if (out.empty()) {

@@ -11,6 +11,7 @@
 #define LAZYPULL_FETCHER_REGISTRY_REGISTRY_CLIENT_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -159,6 +160,11 @@ class RegistryClient {
   CredentialStore credentials_;
   std::unique_ptr<Authorizer> authorizer_;
   std::unique_ptr<HostLimiter> limiter_;
+  // hosts.toml is re-read at most every few seconds per registry name (containerd re-reads it
+  // per resolve; lazypull reads per range request, so it caches briefly).
+  std::mutex hosts_mu_;
+  std::map<std::string, std::pair<std::chrono::steady_clock::time_point, std::vector<RegistryHost>>>
+      hosts_cache_;
   std::atomic<uint64_t> requests_{0}, retries_{0}, bytes_received_{0}, mirror_fallbacks_{0};
 };
 
