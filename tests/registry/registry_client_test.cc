@@ -224,6 +224,20 @@ TEST(RegistryAuthTest, BearerTokenFlowCachesAndRefreshes) {
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ((*tokens)->token_requests() - before, 2);
 
+  // A docker config.json identitytoken: OAuth2 refresh-token POST to the realm.
+  (*tokens)->AcceptRefreshToken("refresh-abc");
+  ASSERT_TRUE(
+      WriteFile(dir.Sub("config-oauth.json"),
+                "{\"auths\":{\"" + (*reg)->host() + "\":{\"identitytoken\":\"refresh-abc\"}}}")
+          .ok());
+  auto oauth_config = TestConfig();
+  oauth_config.docker_config = dir.Sub("config-oauth.json");
+  auto oauth = NewClient(oauth_config);
+  auto via_oauth = oauth->FetchBlob(ref, img->layers[0]);
+  ASSERT_TRUE(via_oauth.ok()) << via_oauth.status();
+  EXPECT_EQ(*via_oauth, img->layer_bytes[0]);
+  EXPECT_EQ((*tokens)->oauth_requests(), 1);
+
   // Bad credentials: PermissionDenied from the token server, naming the realm host.
   auto bad = TestConfig();
   bad.auths[(*reg)->host()] = {"bob", "nope", ""};

@@ -194,6 +194,48 @@ void TokenServer::Handle(int fd) {
   }
   requests_++;
   std::string line = buf.substr(0, buf.find("\r\n"));
+  if (line.starts_with("POST ")) {
+    // OAuth2 refresh-token grant: the form is the body.
+    size_t head_end = buf.find("\r\n\r\n") + 4;
+    std::string lower_head = buf.substr(0, head_end);
+    for (auto& c : lower_head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    size_t cl = 0;
+    if (auto p = lower_head.find("content-length:"); p != std::string::npos) {
+      cl = std::strtoul(lower_head.c_str() + p + 15, nullptr, 10);
+    }
+    while (buf.size() < head_end + cl) {
+      ssize_t n = ::recv(fd, tmp, sizeof(tmp), 0);
+      if (n <= 0) return;
+      buf.append(tmp, static_cast<size_t>(n));
+    }
+    std::string form = buf.substr(head_end, cl);
+    oauth_requests_++;
+    std::string want_token;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      want_token = refresh_token_;
+    }
+    bool ok = false;
+    for (absl::string_view kv : absl::StrSplit(form, '&')) {
+      if (absl::StartsWith(kv, "refresh_token=")) {
+        ok = !want_token.empty() &&
+             UrlDecode(std::string_view(kv.data() + 14, kv.size() - 14)) == want_token;
+      }
+    }
+    std::string resp;
+    if (!ok) {
+      resp = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    } else {
+      nlohmann::json body = {{"access_token", MakeJwt(form, false)}, {"expires_in", 300}};
+      std::string b = body.dump();
+      resp = fmt::format(
+          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n"
+          "Connection: close\r\n\r\n{}",
+          b.size(), b);
+    }
+    ::send(fd, resp.data(), resp.size(), MSG_NOSIGNAL);
+    return;
+  }
   std::string target = line.substr(line.find(' ') + 1);
   target = target.substr(0, target.find(' '));
   std::string query =

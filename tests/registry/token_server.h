@@ -34,6 +34,13 @@ class TokenServer {
   // The next `n` tokens are already expired for the registry (exp in the past) while the
   // response claims expires_in=300, so the client caches them and must refresh on 401.
   void IssueExpiredTokens(int n) { expired_left_ = n; }
+  // Also accept OAuth2 POST requests (grant_type=refresh_token) carrying this token, as docker
+  // does for config.json `identitytoken` entries; answered with `access_token`.
+  void AcceptRefreshToken(const std::string& token) {
+    std::lock_guard<std::mutex> l(mu_);
+    refresh_token_ = token;
+  }
+  int oauth_requests() const { return oauth_requests_.load(); }
   // Scopes of every token request, in order.
   std::vector<std::string> scopes() const;
 
@@ -50,6 +57,8 @@ class TokenServer {
   std::atomic<bool> stopping_{false};
   std::atomic<int> requests_{0};
   std::atomic<int> expired_left_{0};
+  std::atomic<int> oauth_requests_{0};
+  std::string refresh_token_;
   std::thread thread_;
   mutable std::mutex mu_;
   std::vector<std::string> scopes_;
