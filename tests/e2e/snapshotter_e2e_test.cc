@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <regex>
 #include <thread>
@@ -160,6 +161,20 @@ class SnapshotterE2eTest : public ::testing::Test {
     auto out = containerd_->CtrOk(args);
     EXPECT_TRUE(out.ok()) << out.status();
     return out.ok() ? *out : "";
+  }
+
+  // After the daemon restarts, containerd's gRPC client redials only after its backoff: poll
+  // until `ctr snapshots ls` works again. Returns the seconds it took, or -1 after 60 s.
+  double WaitForReconnect(const std::string& ns) {
+    auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < std::chrono::seconds(60)) {
+      auto r = containerd_->Ctr({"-n", ns, "snapshots", "--snapshotter", "lazypull", "ls"});
+      if (r.ok() && r->exit_code == 0) {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return -1;
   }
 
   std::string LazypullSnapshotsDir() const { return snapshotter_->root() + "/snapshots"; }
@@ -322,6 +337,48 @@ TEST_F(SnapshotterE2eTest, CtrSnapshotsBehaveLikeOverlayfs) {
   EXPECT_EQ(std::count(empty_ls.begin(), empty_ls.end(), '\n'), 1) << empty_ls;  // header only
   EXPECT_EQ(snap(lp, {"ls"}), empty_ls);
   for (const Side& s : sides) Ctr(s.ns, {"images", "rm", ref_});
+}
+
+// containerd keeps running while the daemon restarts (clean stop, then kill -9): pulled
+// snapshots survive, calls fail as unavailable while it is down, and containerd reconnects.
+TEST_F(SnapshotterE2eTest, SurvivesDaemonRestartUnderContainerd) {
+  const std::string ns = "e2e-restart";
+  Ctr(ns, {"images", "pull", "--plain-http", "--snapshotter", "lazypull", ref_});
+  std::string ls_before = Ctr(ns, {"snapshots", "--snapshotter", "lazypull", "ls"});
+
+  // SIGTERM: clean exit (status 0) and the socket is removed.
+  absl::Status stopped = snapshotter_->Stop();
+  ASSERT_TRUE(stopped.ok()) << stopped;
+  EXPECT_NE(access(snapshotter_->socket().c_str(), F_OK), 0) << "socket left after SIGTERM";
+  auto down = containerd_->Ctr({"-n", ns, "snapshots", "--snapshotter", "lazypull", "ls"});
+  ASSERT_TRUE(down.ok());
+  EXPECT_NE(down->exit_code, 0);
+  EXPECT_THAT(down->output, ::testing::HasSubstr("unavailable"));
+
+  ASSERT_TRUE(snapshotter_->Restart().ok());
+  ASSERT_GE(WaitForReconnect(ns), 0) << "containerd never reconnected to the restarted daemon";
+  EXPECT_EQ(Ctr(ns, {"snapshots", "--snapshotter", "lazypull", "ls"}), ls_before);
+  EXPECT_EQ(Ctr(ns, {"run", "--rm", "--snapshotter", "lazypull", ref_, "c1", "/bin/sh", "-c",
+                     "cat /data/hello.txt"}),
+            "hello from layer 2\n");
+
+  // kill -9 with a container's snapshot active, then restart on the same root.
+  EXPECT_EQ(Ctr(ns, {"run", "--snapshotter", "lazypull", ref_, "c2", "/bin/sh", "-c", kRunScript}),
+            kRunOutput);
+  std::string mounts_before =
+      Ctr(ns, {"snapshots", "--snapshotter", "lazypull", "mounts", "/mnt", "c2"});
+  snapshotter_->Kill();
+  absl::Status restarted = snapshotter_->Restart();
+  ASSERT_TRUE(restarted.ok()) << restarted;
+  ASSERT_GE(WaitForReconnect(ns), 0) << "containerd never reconnected to the restarted daemon";
+  EXPECT_EQ(Ctr(ns, {"snapshots", "--snapshotter", "lazypull", "mounts", "/mnt", "c2"}),
+            mounts_before);
+  auto written = ReadFile(MountOption(mounts_before, "upperdir") + "/written.txt");
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_EQ(*written, "written by the container");
+  Ctr(ns, {"containers", "rm", "c2"});
+  EXPECT_EQ(Ctr(ns, {"snapshots", "--snapshotter", "lazypull", "ls"}), ls_before);
+  EXPECT_EQ(WaitForSnapshotDirs(LazypullSnapshotsDir(), 3), 3);
 }
 
 }  // namespace
