@@ -473,53 +473,72 @@ TEST_F(RegistryClientTest, HttpServerInHostsTomlMeansPlainHttp) {
   EXPECT_FALSE(no_hosts->Resolve(Ref("registry.example.test/plain/app:v1")).ok());
 }
 
-TEST(RegistryTlsTest, CustomCaWrongCaAndSkipVerify) {
+TEST(RegistryTlsTest, CustomCaClientCertWrongCaAndSkipVerify) {
   TempDir dir;
-  auto gen = RunShell("cd " + dir.path() +
-                      " && openssl req -x509 -newkey rsa:2048 -nodes -keyout reg.key -out reg.crt"
-                      " -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>&1"
-                      " && openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out "
-                      "other.crt -days 2 -subj /CN=127.0.0.1 -addext "
-                      "subjectAltName=IP:127.0.0.1 2>&1");
+  // reg.crt: the registry's self-signed server cert, also the CA that signs client.crt.
+  auto gen = RunShell(
+      "cd " + dir.path() +
+      " && openssl req -x509 -newkey rsa:2048 -nodes -keyout reg.key -out reg.crt -days 2"
+      " -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>&1"
+      " && openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.crt -days 2"
+      " -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>&1"
+      " && openssl req -new -newkey rsa:2048 -nodes -keyout client.key -out client.csr"
+      " -subj /CN=lazypull-client 2>&1"
+      " && openssl x509 -req -in client.csr -CA reg.crt -CAkey reg.key -CAcreateserial"
+      " -out client.crt -days 2 2>&1");
   ASSERT_TRUE(gen.ok() && gen->exit_code == 0) << (gen.ok() ? gen->output : "");
   int port = PickFreePort();
-  ASSERT_TRUE(WriteFile(dir.Sub("config.yml"),
-                        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n"
-                        "    rootdirectory: " +
-                            dir.Sub("storage") +
-                            "\nhttp:\n  addr: 127.0.0.1:" + std::to_string(port) +
-                            "\n  tls:\n    certificate: " + dir.Sub("reg.crt") +
-                            "\n    key: " + dir.Sub("reg.key") + "\n")
-                  .ok());
+  ASSERT_TRUE(
+      WriteFile(dir.Sub("config.yml"),
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n"
+                "    rootdirectory: " +
+                    dir.Sub("storage") + "\nhttp:\n  addr: 127.0.0.1:" + std::to_string(port) +
+                    "\n  tls:\n    certificate: " + dir.Sub("reg.crt") + "\n    key: " +
+                    dir.Sub("reg.key") + "\n    clientcas:\n      - " + dir.Sub("reg.crt") + "\n")
+          .ok());
   auto proc = Subprocess::Start({"docker-registry", "serve", dir.Sub("config.yml")},
                                 dir.Sub("registry.log"));
   ASSERT_TRUE(proc.ok());
   ASSERT_TRUE(WaitForTcp(port, std::chrono::seconds(20)).ok());
   std::string host = "127.0.0.1:" + std::to_string(port);
+  std::string client_line =
+      "client = [[\"" + dir.Sub("client.crt") + "\", \"" + dir.Sub("client.key") + "\"]]\n";
   auto hosts_toml = [&](const std::string& extra) {
     return WriteFile(dir.Sub("certs.d/" + host + "/hosts.toml"),
                      "server = \"https://" + host + "\"\n" + extra);
   };
+  auto ref = Ref(host + "/tls/app:v1");
 
-  ASSERT_TRUE(hosts_toml("ca = \"" + dir.Sub("reg.crt") + "\"\n").ok());
+  // Right CA and client certificate: push and pull work, over HTTP/2.
+  ASSERT_TRUE(hosts_toml("ca = \"reg.crt\"\n" + client_line).ok());
+  ASSERT_TRUE(RunShell("cp " + dir.Sub("reg.crt") + " " + dir.Sub("certs.d/" + host + "/")).ok());
   std::vector<std::string> versions;
   RegistryClient client(TestConfig(dir.Sub("certs.d")),
                         std::make_unique<RecordingTransport>(&versions));
-  auto ref = Ref(host + "/tls/app:v1");
   auto img = PushImage(client, ref, {RandomBytes(3000, 12)});
   ASSERT_TRUE(img.ok()) << img.status();
   auto blob = client.FetchBlob(ref, img->layers[0]);
   ASSERT_TRUE(blob.ok()) << blob.status();
+  EXPECT_EQ(*blob, img->layer_bytes[0]);
   ASSERT_FALSE(versions.empty());
   EXPECT_EQ(versions.back(), "2") << "Go's TLS server offers HTTP/2";
 
-  ASSERT_TRUE(hosts_toml("ca = \"" + dir.Sub("other.crt") + "\"\n").ok());
+  // No client certificate: refused by the server, error names the host.
+  ASSERT_TRUE(hosts_toml("ca = \"reg.crt\"\n").ok());
+  auto no_cert = NewClient(TestConfig(dir.Sub("certs.d")))->Resolve(ref);
+  EXPECT_FALSE(no_cert.ok());
+  EXPECT_TRUE(Contains(no_cert.status().message(), host)) << no_cert.status();
+
+  // Wrong CA: a clear TLS verification error, not retried.
+  ASSERT_TRUE(hosts_toml("ca = \"" + dir.Sub("other.crt") + "\"\n" + client_line).ok());
   auto wrong = NewClient(TestConfig(dir.Sub("certs.d")))->Resolve(ref);
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition) << wrong.status();
   EXPECT_TRUE(Contains(wrong.status().message(), "TLS")) << wrong.status();
   EXPECT_TRUE(Contains(wrong.status().message(), host)) << wrong.status();
+  EXPECT_FALSE(Contains(wrong.status().message(), "retried")) << wrong.status();
 
-  ASSERT_TRUE(hosts_toml("skip_verify = true\n").ok());
+  // skip_verify: the server certificate is not checked.
+  ASSERT_TRUE(hosts_toml("skip_verify = true\n" + client_line).ok());
   EXPECT_TRUE(NewClient(TestConfig(dir.Sub("certs.d")))->Resolve(ref).ok());
 }
 
