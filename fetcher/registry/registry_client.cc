@@ -474,7 +474,11 @@ absl::Status RegistryClient::FetchBlobStream(
             fmt::format("Content-Range \"{}\" does not start at {}", cr, attempt_start));
       }
     }
-    if (overlong) return absl::DataLossError(fmt::format("body longer than size {}", size));
+    if (overlong) {
+      received = 0;  // the server disagrees about the blob: start over
+      hash = std::make_unique<Sha256>();
+      return absl::DataLossError(fmt::format("body longer than size {}", size));
+    }
     if (received < size) {
       return absl::UnavailableError(fmt::format("short body: {} of {} bytes", received, size));
     }
