@@ -215,6 +215,10 @@ absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
     std::string url = call.absolute_url.empty()
                           ? fmt::format("{}/{}/{}", host.ApiRoot(), ref.repository, call.path)
                           : call.absolute_url;
+    // Like containerd, tell a mirror which registry the repository belongs to.
+    if (call.absolute_url.empty() && host.mirror && host.host != ref.host) {
+      url += (url.find('?') == std::string::npos ? "?ns=" : "&ns=") + ref.host;
+    }
     std::string method = call.method;
     std::string_view body = call.body;
     bool send_auth = true;
@@ -649,23 +653,48 @@ class RegistryClient::RegistryBlobReader : public BlobReader {
               [&](size_t a, size_t b) { return ranges[a].offset < ranges[b].offset; });
     std::vector<std::string> out(ranges.size());
     const uint64_t gap = client_->config_.merge_gap_bytes;
-    size_t i = 0;
-    while (i < order.size()) {
-      uint64_t start = ranges[order[i]].offset;
-      uint64_t end = ranges[order[i]].end();
-      size_t j = i + 1;
-      while (j < order.size() && ranges[order[j]].offset <= end + gap) {
-        end = std::max(end, ranges[order[j]].end());
-        ++j;
+    // Merge ranges that touch (or are within `gap`) into groups: one request per group.
+    struct Group {
+      uint64_t start, end;
+      size_t first, last;  // [first, last) in `order`
+    };
+    std::vector<Group> groups;
+    for (size_t i = 0; i < order.size();) {
+      Group g{ranges[order[i]].offset, ranges[order[i]].end(), i, i + 1};
+      while (g.last < order.size() && ranges[order[g.last]].offset <= g.end + gap) {
+        g.end = std::max(g.end, ranges[order[g.last]].end());
+        ++g.last;
       }
-      auto data = client_->ReadRange(ref_, desc_, start, end - start);
-      if (!data.ok()) return data.status();
-      for (size_t k = i; k < j; ++k) {
-        const ByteRange& r = ranges[order[k]];
-        out[order[k]] = data->substr(r.offset - start, r.length);
-      }
-      i = j;
+      groups.push_back(g);
+      i = g.last;
     }
+    // Groups are fetched in parallel (the per-host cap still bounds connections).
+    std::atomic<size_t> next{0};
+    std::mutex mu;
+    absl::Status first_error;
+    auto worker = [&] {
+      for (size_t gi = next++; gi < groups.size(); gi = next++) {
+        const Group& g = groups[gi];
+        auto data = client_->ReadRange(ref_, desc_, g.start, g.end - g.start);
+        if (!data.ok()) {
+          std::lock_guard<std::mutex> l(mu);
+          if (first_error.ok()) first_error = data.status();
+          return;
+        }
+        for (size_t k = g.first; k < g.last; ++k) {
+          const ByteRange& r = ranges[order[k]];
+          out[order[k]] = data->substr(r.offset - g.start, r.length);
+        }
+      }
+    };
+    size_t workers = std::min<size_t>(
+        groups.size(), static_cast<size_t>(std::max(1, client_->config_.max_concurrency_per_host)));
+    workers = std::min<size_t>(workers, 8);
+    std::vector<std::thread> threads;
+    for (size_t t = 1; t < workers; ++t) threads.emplace_back(worker);
+    worker();
+    for (auto& t : threads) t.join();
+    if (!first_error.ok()) return first_error;
     return out;
   }
 

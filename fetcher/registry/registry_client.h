@@ -111,7 +111,9 @@ class RegistryClient {
                                         const std::optional<Digest>& expected = std::nullopt);
 
   // A BlobReader over a registry blob (Range reads; ReadRanges merges ranges that are adjacent
-  // or within config.merge_gap_bytes into one request).
+  // or within config.merge_gap_bytes into one request, and fetches separate groups in parallel,
+  // up to min(8, max_concurrency_per_host) at a time). A mirror is sent `?ns=<registry>` as
+  // containerd does.
   std::unique_ptr<BlobReader> OpenBlob(const Reference& ref, const oci::Descriptor& desc);
 
   // --- Push side -------------------------------------------------------------------------
