@@ -19,7 +19,7 @@ absl::StatusOr<std::string> ZstdDecompress(std::string_view compressed,
   // Refuse windows above 128 MiB so a hostile frame cannot make us allocate gigabytes.
   ZSTD_DCtx_setParameter(ds.get(), ZSTD_d_windowLogMax, 27);
 
-  const uint64_t hard_limit = options.max_output;
+  const uint64_t hard_limit = options.stop_after != 0 ? options.stop_after : options.max_output;
   std::string out;
   unsigned long long declared = ZSTD_getFrameContentSize(compressed.data(), compressed.size());
   uint64_t initial = std::max<uint64_t>(compressed.size() * 4, 4096);

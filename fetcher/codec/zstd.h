@@ -21,6 +21,10 @@ inline constexpr uint64_t kZstdSkippableHeaderSize = 8;
 struct ZstdDecompressOptions {
   // Hard cap on decompressed bytes (bomb protection). Exceeding it is ResourceExhausted.
   uint64_t max_output = 64ull << 20;
+  // If non-zero: stop as soon as this many bytes are produced and return exactly them (the
+  // rest of the input is not checked; callers verify the bytes by digest). Overrides
+  // max_output. For frames that hold a chunk followed by other data (eStargz-style zstd).
+  uint64_t stop_after = 0;
 };
 
 // Decompresses one or more concatenated zstd frames (skippable frames are skipped). The input

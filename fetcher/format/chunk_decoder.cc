@@ -27,26 +27,40 @@ absl::StatusOr<std::string> DecodeChunk(const Chunk& chunk, std::string_view com
       if (compressed.size() != chunk.compressed_length) {
         return ChunkError(chunk, fmt::format("got {} compressed bytes", compressed.size()));
       }
-      auto data = codec::Gunzip(compressed, {.stop_after = chunk.inner_offset + chunk.length});
+      // The member may go on with other files' bytes and tar headers: decode it whole when
+      // that is cheap (checks the CRC), else only the prefix we need.
+      const uint64_t need = chunk.inner_offset + chunk.length;
+      auto data = codec::Gunzip(compressed, {.max_output = need + (1 << 20)});
+      if (!data.ok() && data.status().code() == absl::StatusCode::kResourceExhausted) {
+        data = codec::Gunzip(compressed, {.stop_after = need});
+      }
+      if (data.ok() && data->size() > need) data->resize(need);
       if (!data.ok()) return ChunkError(chunk, Msg(data.status()));
       if (data->size() != chunk.inner_offset + chunk.length) {
         return ChunkError(chunk, fmt::format("member holds {} bytes, need {}", data->size(),
                                              chunk.inner_offset + chunk.length));
       }
-      out = data->substr(chunk.inner_offset);
+      out = chunk.inner_offset == 0 ? std::move(*data) : data->substr(chunk.inner_offset);
       break;
     }
     case ChunkCompression::kZstdFrame: {
       if (compressed.size() != chunk.compressed_length) {
         return ChunkError(chunk, fmt::format("got {} compressed bytes", compressed.size()));
       }
-      auto data = codec::ZstdDecompress(compressed, {.max_output = chunk.length});
-      if (!data.ok()) return ChunkError(chunk, Msg(data.status()));
-      if (data->size() != chunk.length) {
-        return ChunkError(chunk,
-                          fmt::format("frame holds {} bytes, want {}", data->size(), chunk.length));
+      // containers/storage frames hold exactly the chunk; stargz-snapshotter's zstd:chunked
+      // frames may be followed by tar headers, so take the prefix and rely on the digest.
+      const uint64_t need = chunk.inner_offset + chunk.length;
+      // Whole frame first (checks its checksum); only a frame with a large tail is cut short.
+      auto data = codec::ZstdDecompress(compressed, {.max_output = need + (1 << 20)});
+      if (!data.ok() && data.status().code() == absl::StatusCode::kResourceExhausted) {
+        data = codec::ZstdDecompress(compressed, {.stop_after = need});
       }
-      out = std::move(*data);
+      if (data.ok() && data->size() > need) data->resize(need);
+      if (!data.ok()) return ChunkError(chunk, Msg(data.status()));
+      if (data->size() != need) {
+        return ChunkError(chunk, fmt::format("frame holds {} bytes, need {}", data->size(), need));
+      }
+      out = chunk.inner_offset == 0 ? std::move(*data) : data->substr(chunk.inner_offset);
       break;
     }
   }

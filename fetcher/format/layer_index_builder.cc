@@ -340,7 +340,7 @@ absl::Status LayerIndexBuilder::ResolveMemberEnds(std::vector<uint64_t> member_s
   std::sort(member_starts.begin(), member_starts.end());
   member_starts.erase(std::unique(member_starts.begin(), member_starts.end()), member_starts.end());
   for (Chunk& c : index_.chunks_) {
-    if (c.compressed_length != 0 || c.compression != ChunkCompression::kGzipMember) continue;
+    if (c.compressed_length != 0) continue;
     auto it = std::upper_bound(member_starts.begin(), member_starts.end(), c.compressed_offset);
     if (it == member_starts.end()) {
       return absl::InvalidArgumentError(fmt::format(

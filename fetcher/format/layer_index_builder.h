@@ -66,7 +66,8 @@ class LayerIndexBuilder {
   void SetPrefetchRange(ByteRange range) { prefetch_range_ = range; }
   void SetNoPrefetchLandmark() { no_prefetch_landmark_ = true; }
 
-  // eStargz: every chunk whose compressed_length is 0 gets end = the smallest element of
+  // eStargz (and stargz-snapshotter's zstd:chunked): every chunk whose compressed_length is
+  // 0 gets end = the smallest element of
   // `member_starts` greater than its compressed_offset (member_starts must include the end
   // of the data area). A chunk with no such start is InvalidArgument.
   absl::Status ResolveMemberEnds(std::vector<uint64_t> member_starts);

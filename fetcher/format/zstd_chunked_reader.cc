@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "fetcher/codec/zstd.h"
+#include "fetcher/format/estargz_reader.h"
 #include "fetcher/format/layer_index_builder.h"
 #include "fetcher/format/status_util.h"
 #include "fetcher/format/toc_common.h"
@@ -58,8 +59,20 @@ class ZstdChunkedIndexer {
       : builder_(LayerFormat::kZstdChunked, options) {}
 
   absl::Status OnEntry(TocEntry& e) {
+    if (e.offset > 0 && e.inner_offset == 0) member_starts_.push_back(e.offset);
     if (e.type == "chunk") return OnChunk(e);
     if (auto st = Flush(); !st.ok()) return st;
+    // stargz-snapshotter's zstd:chunked carries an eStargz TOC, landmarks included.
+    auto parts = LayerIndexBuilder::SplitPath(e.name);
+    if (!parts.ok()) return parts.status();
+    if (parts->size() == 1 && (*parts)[0] == kPrefetchLandmark) {
+      prefetch_end_ = static_cast<uint64_t>(e.offset);
+      return absl::OkStatus();
+    }
+    if (parts->size() == 1 && (*parts)[0] == kNoPrefetchLandmark) {
+      builder_.SetNoPrefetchLandmark();
+      return absl::OkStatus();
+    }
     auto meta = MetaFromEntry(e);
     if (!meta.ok()) return meta.status();
     if (e.type != "reg") return AddNonRegular(builder_, e, *meta);
@@ -79,6 +92,14 @@ class ZstdChunkedIndexer {
 
   absl::StatusOr<LayerIndex> Finish(const Digest& checksum, uint64_t blob_size, uint64_t data_end) {
     if (auto st = Flush(); !st.ok()) return st;
+    if (prefetch_end_ != 0) {
+      if (prefetch_end_ > data_end) return Bad("prefetch landmark past the data area");
+      builder_.SetPrefetchRange(ByteRange{0, prefetch_end_});
+    }
+    if (needs_member_ends_) {
+      member_starts_.push_back(data_end);
+      if (auto st = builder_.ResolveMemberEnds(std::move(member_starts_)); !st.ok()) return st;
+    }
     return builder_.Finish(checksum, blob_size, data_end);
   }
 
@@ -111,6 +132,7 @@ class ZstdChunkedIndexer {
                              std::string_view(e.chunk_type).substr(0, 32)));
     }
     c.compressed_offset = static_cast<uint64_t>(e.offset);
+    c.inner_offset = static_cast<uint64_t>(e.inner_offset);
     c.file_offset = chunk_offset;
     c.length = e.chunk_size > 0 ? static_cast<uint64_t>(e.chunk_size) : size_ - chunk_offset;
     if (!e.chunk_digest.empty()) {
@@ -125,7 +147,14 @@ class ZstdChunkedIndexer {
   absl::Status Flush() {
     if (!pending_) return absl::OkStatus();
     pending_ = false;
-    // Frame i ends where frame i+1 starts; the last one at the file's endOffset.
+    // Frame i ends where frame i+1 starts; the last one at the file's endOffset. Without
+    // endOffset (stargz-snapshotter's writer) frames end at the next frame start in the blob,
+    // resolved once the whole TOC is known.
+    if (end_offset_ == 0 && !chunks_.empty()) {
+      needs_member_ends_ = true;
+      for (Chunk& c : chunks_) c.compressed_length = 0;
+      return builder_.AddRegular(path_, meta_, size_, std::move(chunks_));
+    }
     for (size_t i = 0; i < chunks_.size(); ++i) {
       uint64_t end = i + 1 < chunks_.size() ? chunks_[i + 1].compressed_offset : end_offset_;
       if (end <= chunks_[i].compressed_offset) {
@@ -146,6 +175,9 @@ class ZstdChunkedIndexer {
   uint64_t size_ = 0;
   uint64_t end_offset_ = 0;
   std::vector<Chunk> chunks_;
+  std::vector<uint64_t> member_starts_;
+  bool needs_member_ends_ = false;
+  uint64_t prefetch_end_ = 0;
 };
 
 }  // namespace

@@ -180,18 +180,21 @@ class InteropTest : public ::testing::Test {
     MakeRootfs(root_);
     Sh(fmt::format("cd {} && tar --xattrs --format=pax -cf {}/layer.tar .", root_, dir_.path()));
   }
+  // Builds tests/format/estargz_gen against Debian's stargz-snapshotter Go sources.
+  void BuildGenerator() {
+    std::string gen_src = lazypull::testing::SourceDir() + "/tests/format/estargz_gen";
+    Sh(
+        fmt::format("mkdir -p {0}/src/estargz_gen && cp {1}/main.go {0}/src/estargz_gen/ && cd "
+                    "{0}/src/estargz_gen && GO111MODULE=off GOPATH={0}:/usr/share/gocode "
+                    "GOCACHE={2}/go-cache GOFLAGS= go build -o {3}/estargz_gen .",
+                    dir_.Sub("gopath"), gen_src, lazypull::testing::BinaryDir(), dir_.path()));
+  }
   TempDir dir_{"lazypull-format-interop"};
   std::string root_;
 };
 
 TEST_F(InteropTest, ReadsEstargzFromReferenceGoImplementation) {
-  std::string gen_src = lazypull::testing::SourceDir() + "/tests/format/estargz_gen";
-  std::string gopath = dir_.Sub("gopath");
-  Sh(
-      fmt::format("mkdir -p {0}/src/estargz_gen && cp {1}/main.go {0}/src/estargz_gen/ && cd "
-                  "{0}/src/estargz_gen && GO111MODULE=off GOPATH={0}:/usr/share/gocode "
-                  "GOCACHE={2}/go-cache GOFLAGS= go build -o {3}/estargz_gen .",
-                  gopath, gen_src, lazypull::testing::BinaryDir(), dir_.path()));
+  BuildGenerator();
   std::string out =
       Sh(fmt::format("{0}/estargz_gen {0}/layer.tar {0}/layer.estargz 200000 "
                      "./etc/passwd",
@@ -214,6 +217,28 @@ TEST_F(InteropTest, ReadsEstargzFromReferenceGoImplementation) {
       {std::string(kEstargzTocDigestAnnotation), toc_digest->ToString()}};
   auto opened = OpenLayerIndex(**blob, "application/vnd.oci.image.layer.v1.tar+gzip", ann);
   ASSERT_TRUE(opened.ok()) << opened.status();
+}
+
+TEST_F(InteropTest, ReadsZstdChunkedFromStargzSnapshotter) {
+  // stargz-snapshotter's own zstd:chunked: an eStargz TOC in zstd frames, legacy footer.
+  BuildGenerator();
+  std::string out =
+      Sh(fmt::format("{0}/estargz_gen {0}/layer.tar {0}/layer.zstdchunked 200000 "
+                     "./etc/passwd zstd",
+                     dir_.path()));
+  std::string json = out.substr(out.find('\n') + 1);
+  auto parsed = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(parsed.is_object()) << out;
+  std::map<std::string, std::string> ann = parsed;
+  ASSERT_TRUE(ann.count(std::string(kLegacyZstdChunkedManifestPositionKey))) << out;
+  auto blob = NewFileBlobReader(dir_.Sub("layer.zstdchunked"));
+  ASSERT_TRUE(blob.ok());
+  auto index = OpenLayerIndex(**blob, "application/vnd.oci.image.layer.v1.tar+zstd", ann);
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(index->format(), LayerFormat::kZstdChunked);
+  ASSERT_TRUE(index->prefetch_range());
+  EXPECT_FALSE(index->LookupPath(".prefetch.landmark"));
+  CompareTree(*index, **blob, root_, /*nanos=*/false);
 }
 
 TEST_F(InteropTest, ReadsZstdChunkedFromSkopeo) {

@@ -141,7 +141,6 @@ TEST(ZstdChunkedReaderTest, BadManifestEntries) {
     auto st = ReadZstdChunkedIndex(*reader, b.annotations).status();
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << what << ": " << st;
   };
-  expect_invalid([](nlohmann::json& t) { t["entries"][1].erase("endOffset"); }, "no endOffset");
   expect_invalid([](nlohmann::json& t) { t["entries"][2]["chunkType"] = "holes"; }, "chunkType");
   expect_invalid([](nlohmann::json& t) { t["entries"][2]["offset"] = 3; }, "frame order");
   expect_invalid([](nlohmann::json& t) { t["entries"][2]["name"] = "other"; }, "chunk name");
@@ -152,6 +151,17 @@ TEST(ZstdChunkedReaderTest, BadManifestEntries) {
         t["entries"].push_back({{"type", "hardlink"}, {"name", "h"}, {"linkName", "none"}});
       },
       "hardlink");
+}
+
+TEST(ZstdChunkedReaderTest, WithoutEndOffsetFramesEndAtTheNextFrame) {
+  // stargz-snapshotter's zstd:chunked writer records no endOffset.
+  BuiltBlob b = BuildZstdChunked(Entries(), {.mutate_toc = [](nlohmann::json& t) {
+                                   for (auto& e : t["entries"]) e.erase("endOffset");
+                                 }});
+  auto reader = NewStringBlobReader(b.blob);
+  auto index = ReadZstdChunkedIndex(*reader, b.annotations);
+  ASSERT_TRUE(index.ok()) << index.status();
+  CheckIndex(b, *index);
 }
 
 TEST(ZstdChunkedReaderTest, CorruptFrameIsDataLoss) {

@@ -1,11 +1,13 @@
 // estargz_gen: converts a tar into an eStargz blob with the reference Go implementation
 // (Debian's github.com/containerd/stargz-snapshotter/estargz), for interoperability tests.
 //
-// Usage: estargz_gen IN.tar OUT.blob [chunkSize] [prioritized,files,...]
-// Prints "<toc digest> <diff id>" on stdout.
+// Usage: estargz_gen IN.tar OUT.blob [chunkSize] [prioritized,files,...] [zstd]
+// Prints "<toc digest> <diff id>" on stdout; with "zstd" (stargz-snapshotter's zstd:chunked
+// compressor) a second line holds the layer annotations as JSON.
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
+	"github.com/klauspost/compress/zstd"
 )
 
 func main() {
@@ -39,6 +43,11 @@ func main() {
 	if len(os.Args) > 4 && os.Args[4] != "" {
 		opts = append(opts, estargz.WithPrioritizedFiles(strings.Split(os.Args[4], ",")))
 	}
+	var zc *zstdchunked.Compressor
+	if len(os.Args) > 5 && os.Args[5] == "zstd" {
+		zc = &zstdchunked.Compressor{CompressionLevel: zstd.SpeedDefault, Metadata: map[string]string{}}
+		opts = append(opts, estargz.WithCompression(zstdCompression{zc, &zstdchunked.Decompressor{}}))
+	}
 	blob, err := estargz.Build(io.NewSectionReader(in, 0, st.Size()), opts...)
 	if err != nil {
 		fail(err)
@@ -55,6 +64,19 @@ func main() {
 		fail(err)
 	}
 	fmt.Printf("%s %s\n", blob.TOCDigest(), blob.DiffID())
+	if zc != nil {
+		a, err := json.Marshal(zc.Metadata)
+		if err != nil {
+			fail(err)
+		}
+		fmt.Printf("%s\n", a)
+	}
+}
+
+// zstdCompression pairs stargz-snapshotter's zstd:chunked compressor and decompressor.
+type zstdCompression struct {
+	*zstdchunked.Compressor
+	*zstdchunked.Decompressor
 }
 
 func fail(err error) {
