@@ -1,9 +1,11 @@
 // Unit tests of the registry pieces that need no network: references, hosts.toml, config,
 // credentials, WWW-Authenticate parsing.
+#include "fetcher/oci/media_types.h"
 #include "fetcher/registry/authorizer.h"
 #include "fetcher/registry/credentials.h"
 #include "fetcher/registry/hosts.h"
 #include "fetcher/registry/reference.h"
+#include "fetcher/registry/registry_client.h"
 #include "fetcher/registry/registry_config.h"
 #include "gtest/gtest.h"
 #include "tests/harness/test_env.h"
@@ -173,6 +175,85 @@ TEST(WwwAuthenticateTest, ParsesChallenges) {
   ASSERT_EQ(c.size(), 1u);
   EXPECT_EQ(c[0].scheme, "basic");
   EXPECT_EQ(c[0].params["realm"], "Registry Realm");
+}
+
+// A scripted HttpTransport: answers requests from a queue and records them.
+class FakeTransport : public HttpTransport {
+ public:
+  std::vector<HttpRequest> requests;
+  std::vector<absl::StatusOr<HttpResponse>> answers;
+  absl::StatusOr<HttpResponse> Send(const HttpRequest& r) override {
+    requests.push_back(r);
+    requests.back().body_sink = nullptr;
+    if (answers.empty()) return absl::UnavailableError("no more answers");
+    auto a = answers.front();
+    answers.erase(answers.begin());
+    if (a.ok() && r.body_sink && a->status >= 200 && a->status < 300) {
+      r.body_sink(a->status, a->body);
+      a->body.clear();
+    }
+    return a;
+  }
+};
+
+HttpResponse Resp(int status, std::string body = "", HttpHeaders headers = {}) {
+  HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  r.body_bytes = r.body.size();
+  r.headers = std::move(headers);
+  return r;
+}
+
+TEST(RegistryClientFakeTest, RedirectDropsAuthorizationAndRetryAfterIsBounded) {
+  RegistryConfig config;
+  config.config_path = "";
+  config.auths["reg.test:5000"] = {"u", "p", ""};
+  config.plain_http.insert("reg.test:5000");
+  config.initial_backoff = std::chrono::milliseconds(1);
+  config.total_timeout = std::chrono::milliseconds(3000);
+  auto transport = std::make_unique<FakeTransport>();
+  FakeTransport* fake = transport.get();
+  RegistryClient client(config, std::move(transport));
+  auto ref = *ParseReference("reg.test:5000/app:v1");
+  std::string blob = "0123456789abcdef";
+  oci::Descriptor desc;
+  desc.media_type = std::string(oci::kOciLayer);
+  desc.digest = Digest::Of(blob);
+  desc.size = static_cast<int64_t>(blob.size());
+
+  fake->answers.push_back(Resp(401, "", {{"www-authenticate", "Basic realm=\"r\""}}));
+  fake->answers.push_back(Resp(307, "", {{"location", "https://storage.test/b?sig=1"}}));
+  fake->answers.push_back(Resp(206, blob.substr(2, 5), {{"content-range", "bytes 2-6/16"}}));
+  auto data = client.ReadRange(ref, desc, 2, 5);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(*data, "23456");
+  ASSERT_EQ(fake->requests.size(), 3u);
+  auto has_auth = [](const HttpRequest& r) {
+    for (const auto& [k, v] : r.headers) {
+      if (k == "Authorization") return true;
+    }
+    return false;
+  };
+  EXPECT_EQ(fake->requests[0].url, "http://reg.test:5000/v2/app/blobs/" + desc.digest.ToString());
+  EXPECT_FALSE(has_auth(fake->requests[0]));
+  EXPECT_TRUE(has_auth(fake->requests[1]));
+  EXPECT_EQ(fake->requests[2].url, "https://storage.test/b?sig=1");
+  EXPECT_FALSE(has_auth(fake->requests[2]));
+
+  // A wrong Content-Range is retried; a Retry-After beyond the total time limit is not waited.
+  fake->requests.clear();
+  fake->answers.push_back(Resp(206, blob.substr(0, 4), {{"content-range", "bytes 1-4/16"}}));
+  fake->answers.push_back(Resp(429, "", {{"retry-after", "3600"}}));
+  auto start = std::chrono::steady_clock::now();
+  auto st = client.ReadRange(ref, desc, 0, 4).status();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+  EXPECT_NE(st.message().find("HTTP 429"), absl::string_view::npos) << st;
+  EXPECT_NE(st.message().find("Content-Range"), absl::string_view::npos) << st;
+  EXPECT_EQ(fake->requests.size(), 2u);
+  // Every request carried a per-request deadline no longer than the total limit.
+  for (const auto& r : fake->requests) EXPECT_LE(r.timeout.count(), 3000);
 }
 
 }  // namespace
