@@ -24,8 +24,10 @@ class FetchExecutor {
  public:
   enum class Priority { kForeground, kBackground };
 
-  // Starts `threads` (at least 1) worker threads.
-  explicit FetchExecutor(size_t threads);
+  // Starts `threads` (at least 1) worker threads. At most `max_background` of them run
+  // background tasks at once (0 = half of them, at least 1), so the rest stay free for
+  // foreground reads however much background work is queued.
+  explicit FetchExecutor(size_t threads, size_t max_background = 0);
   ~FetchExecutor();
   FetchExecutor(const FetchExecutor&) = delete;
   FetchExecutor& operator=(const FetchExecutor&) = delete;
@@ -35,6 +37,7 @@ class FetchExecutor {
   void Submit(Priority priority, std::function<void()> task);
 
   size_t thread_count() const { return threads_.size(); }
+  size_t max_background() const { return max_background_; }
 
  private:
   void Work();
@@ -44,6 +47,8 @@ class FetchExecutor {
   std::deque<std::function<void()>> foreground_;
   std::deque<std::function<void()>> background_;
   bool stopping_ = false;
+  size_t max_background_ = 1;
+  size_t background_running_ = 0;
   std::vector<std::thread> threads_;
 };
 

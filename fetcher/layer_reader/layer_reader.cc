@@ -65,8 +65,9 @@ LayerReader::LayerReader(std::string layer_id, std::shared_ptr<const format::Lay
       options_(std::move(options)),
       executor_(options_.executor) {
   if (!executor_) {
-    executor_ = std::make_shared<FetchExecutor>(options_.foreground_threads +
-                                                options_.background_concurrency);
+    executor_ = std::make_shared<FetchExecutor>(
+        options_.foreground_threads + options_.background_concurrency,
+        options_.background_concurrency);
   }
   stats_.layer_id = layer_id_;
   stats_.prefetch = options_.prefetch ? "pending" : "off";

@@ -113,12 +113,25 @@ class FuseMountedLayer : public MountedLayer {
       return err;
     }
     conn_ = minor(st.st_dev);
+    SetReadahead(st.st_dev);
     LogInfo("lazy layer mounted",
             {{"layer", layer_id_}, {"target", target_}, {"backend", "fuse"}, {"conn", conn_}});
     return absl::OkStatus();
   }
 
   const std::string& target() const override { return target_; }
+
+  // The kernel caps FUSE readahead at the bdi default (128 KiB) whatever max_readahead says;
+  // raising it lets sequential reads reach the daemon in max_read-sized requests.
+  void SetReadahead(dev_t dev) {
+    std::string path = fmt::format("/sys/class/bdi/{}:{}/read_ahead_kb", major(dev), minor(dev));
+    UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    std::string kb = std::to_string(ctx_.options.max_read / 1024);
+    if (!fd.valid() || write(fd.get(), kb.data(), kb.size()) != static_cast<ssize_t>(kb.size())) {
+      LogDebug("cannot raise the readahead of a lazy layer mount",
+               {{"layer", layer_id_}, {"path", path}, {"error", strerror(errno)}});
+    }
+  }
 
   void StartBackground() override { ctx_.reader->StartBackground(); }
 
