@@ -94,8 +94,8 @@ absl::Status UnzstdStream(BlobReader& blob, BlobSink& out, const std::string& wh
     }
     pos += in->size();
   }
-  // Drain anything still buffered in the decoder.
-  while (true) {
+  // Drain output still buffered inside a frame that has all its input.
+  while (last_rc != 0) {
     ZSTD_inBuffer ib{nullptr, 0, 0};
     ZSTD_outBuffer ob{outbuf.data(), outbuf.size(), 0};
     size_t rc = ZSTD_decompressStream(dctx.get(), &ob, &ib);
@@ -103,8 +103,8 @@ absl::Status UnzstdStream(BlobReader& blob, BlobSink& out, const std::string& wh
       return absl::DataLossError(
           fmt::format("zstd decompress {}: {}", what, ZSTD_getErrorName(rc)));
     }
-    last_rc = rc;
     if (ob.pos == 0) break;
+    last_rc = rc;
     if (auto st = out.Append(std::string_view(outbuf.data(), ob.pos)); !st.ok()) return st;
   }
   if (last_rc != 0) {
