@@ -45,7 +45,7 @@ absl::StatusOr<BuiltImage> BuildTestImage(const std::string& dir) {
   return b.Build("v1");
 }
 
-absl::StatusOr<std::string> Run(const std::vector<std::string>& argv) {
+absl::StatusOr<std::string> RunOk(const std::vector<std::string>& argv) {
   auto r = RunCommand(argv, std::chrono::seconds(300));
   if (!r.ok()) return r.status();
   if (r->exit_code != 0) {
@@ -61,7 +61,7 @@ struct RemoteImage {
   std::vector<Digest> diff_ids;
 };
 absl::StatusOr<RemoteImage> Inspect(const std::string& ref) {
-  auto raw = Run({"skopeo", "inspect", "--tls-verify=false", "--raw", "docker://" + ref});
+  auto raw = RunOk({"skopeo", "inspect", "--tls-verify=false", "--raw", "docker://" + ref});
   if (!raw.ok()) return raw.status();
   auto manifest = oci::ParseManifest(*raw);
   if (!manifest.ok()) return manifest.status();
@@ -90,7 +90,7 @@ class ConvertE2eTest : public ::testing::Test {
   void ConvertAndCheck(const std::string& format, const std::string& tag) {
     const std::string src = registry_->host() + "/src/app:v1";
     const std::string dst = registry_->host() + "/conv/app:" + tag;
-    auto out = Run({Lazypull(), "--log-level", "warn", "convert", "--format", format,
+    auto out = RunOk({Lazypull(), "--log-level", "warn", "convert", "--format", format,
                     "--plain-http", src, dst});
     ASSERT_TRUE(out.ok()) << out.status();
     auto remote = Inspect(dst);
@@ -200,7 +200,7 @@ TEST_F(ConvertE2eTest, MultiPlatformIndexConvertsEveryPlatform) {
   ASSERT_TRUE(WriteFile(layout + "/index.json", top.dump()).ok());
 
   const std::string out_layout = dir_.Sub("out-layout");
-  auto out = Run({Lazypull(), "--log-level", "warn", "convert", "--format", "zstd:chunked",
+  auto out = RunOk({Lazypull(), "--log-level", "warn", "convert", "--format", "zstd:chunked",
                   "oci:" + layout + ":multi", "oci:" + out_layout + ":z"});
   ASSERT_TRUE(out.ok()) << out.status();
   auto top_out = ReadFile(out_layout + "/index.json");
