@@ -6,6 +6,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -176,10 +177,7 @@ class FuseMountedLayer : public MountedLayer {
     s.layer_id = layer_id_;
     s.backend = "fuse";
     s.target = target_;
-    {
-      std::lock_guard<std::mutex> lock(unmount_mu_);
-      s.mounted = mounted_;
-    }
+    s.mounted = mounted_.load();
     s.reader = ctx_.reader->Stats();
     return s;
   }
@@ -192,8 +190,8 @@ class FuseMountedLayer : public MountedLayer {
   unsigned conn_ = 0;
   std::thread loop_;
 
-  mutable std::mutex unmount_mu_;  // serializes Unmount; guards mounted_
-  bool mounted_ = false;
+  std::mutex unmount_mu_;  // serializes Unmount
+  std::atomic<bool> mounted_{false};
   std::mutex mu_;  // guards loop_done_/loop_rc_
   std::condition_variable cv_;
   bool loop_done_ = false;

@@ -80,7 +80,8 @@ absl::StatusOr<std::vector<std::string>> DetachStaleFuseMounts(const std::string
   std::vector<std::string> detached;
   absl::Status first_error;
   for (const MountPoint& m : *mounts) {
-    if (m.fstype.rfind("fuse", 0) != 0 || !IsStaleFuseMount(m.path)) continue;
+    // Only our own mounts: probing a live but hung foreign FUSE daemon could block.
+    if (m.fstype != kLazypullFuseType || !IsStaleFuseMount(m.path)) continue;
     if (umount2(m.path.c_str(), MNT_DETACH) != 0) {
       absl::Status st = absl::InternalError(
           fmt::format("detaching stale FUSE mount {}: {}", m.path, strerror(errno)));

@@ -13,6 +13,9 @@
 
 namespace lazypull::mount {
 
+// The file system type of lazypull's FUSE mounts in /proc/self/mountinfo.
+inline constexpr char kLazypullFuseType[] = "fuse.lazypull";
+
 struct MountPoint {
   std::string path;    // unescaped mount point
   std::string fstype;  // e.g. "fuse.lazypull"
@@ -25,9 +28,9 @@ absl::StatusOr<std::vector<MountPoint>> MountsUnder(const std::string& root);
 // Whether `path` is a FUSE mount whose connection is dead (statfs/stat fail with ENOTCONN).
 bool IsStaleFuseMount(const std::string& path);
 
-// Detaches (umount2 MNT_DETACH) every stale FUSE mount at or below `root`, deepest first, and
-// returns their paths. Each detach is logged. The first umount2 failure is returned as an
-// error naming the path (after trying all).
+// Detaches (umount2 MNT_DETACH) every stale lazypull FUSE mount (type kLazypullFuseType) at or
+// below `root`, deepest first, and returns their paths. Each detach is logged. The first
+// umount2 failure is returned as an error naming the path (after trying all).
 absl::StatusOr<std::vector<std::string>> DetachStaleFuseMounts(const std::string& root);
 
 }  // namespace lazypull::mount
