@@ -66,7 +66,7 @@ absl::StatusOr<RemoteImage> Inspect(const std::string& ref) {
   auto manifest = oci::ParseManifest(*raw);
   if (!manifest.ok()) return manifest.status();
   auto config =
-      Run({"skopeo", "inspect", "--tls-verify=false", "--config", "--raw", "docker://" + ref});
+      RunOk({"skopeo", "inspect", "--tls-verify=false", "--config", "--raw", "docker://" + ref});
   if (!config.ok()) return config.status();
   auto parsed = oci::ImageConfig::Parse(*config);
   if (!parsed.ok()) return parsed.status();

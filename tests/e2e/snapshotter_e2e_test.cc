@@ -381,5 +381,31 @@ TEST_F(SnapshotterE2eTest, SurvivesDaemonRestartUnderContainerd) {
   EXPECT_EQ(WaitForSnapshotDirs(LazypullSnapshotsDir(), 3), 3);
 }
 
+// A CRI-style pull (what kubelet triggers) passes containerd.io/snapshot.ref and the
+// containerd.io/snapshot/cri.* labels to Prepare/Commit; with them lazypull still unpacks
+// normally (no remote snapshot yet) and the image runs.
+TEST_F(SnapshotterE2eTest, CriStylePullCarriesSnapshotLabels) {
+  const std::string ns = "e2e-cri";
+  auto pulled = containerd_->CriPull(ns, ref_, "lazypull");
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  EXPECT_EQ(*pulled, "unpacked " + ref_ + " " + image_.manifest_digest + "\n");
+  EXPECT_EQ(CountSnapshotDirs(LazypullSnapshotsDir()), 3);
+
+  std::string ls = Ctr(ns, {"snapshots", "--snapshotter", "lazypull", "ls"});
+  std::string infos;
+  for (absl::string_view line : absl::StrSplit(ls, '\n', absl::SkipWhitespace())) {
+    std::string key(line.substr(0, line.find(' ')));
+    if (key != "KEY") infos += Ctr(ns, {"snapshots", "--snapshotter", "lazypull", "info", key});
+  }
+  for (const std::string& digest : image_.layer_digests) {
+    EXPECT_THAT(infos, ::testing::HasSubstr("\"containerd.io/snapshot/cri.layer-digest\": \"" +
+                                            digest + "\""));
+  }
+  EXPECT_THAT(infos, ::testing::HasSubstr("\"containerd.io/snapshot/cri.image-ref\": \"" + ref_));
+  EXPECT_EQ(Ctr(ns, {"run", "--rm", "--snapshotter", "lazypull", ref_, "c1", "/bin/sh", "-c",
+                     "cat /data/hello.txt"}),
+            "hello from layer 2\n");
+}
+
 }  // namespace
 }  // namespace lazypull::testing

@@ -107,6 +107,30 @@ absl::StatusOr<std::string> ContainerdProcess::CtrOk(const std::vector<std::stri
   return r->output;
 }
 
+absl::StatusOr<std::string> ContainerdProcess::CriPull(const std::string& ns,
+                                                       const std::string& ref,
+                                                       const std::string& snapshotter,
+                                                       bool plain_http,
+                                                       std::chrono::seconds timeout) {
+  std::vector<std::string> argv = {BinaryDir() + "/bin/lazypull-cripull",
+                                   "--address",
+                                   address_,
+                                   "--namespace",
+                                   ns,
+                                   "--snapshotter",
+                                   snapshotter,
+                                   fmt::format("--timeout={}s", timeout.count())};
+  if (plain_http) argv.push_back("--plain-http");
+  argv.push_back(ref);
+  auto r = RunCommand(argv, timeout + std::chrono::seconds(10));
+  if (!r.ok()) return r.status();
+  if (r->exit_code != 0) {
+    return absl::InternalError(fmt::format("lazypull-cripull {} into {} (ns {}) exited {}: {}", ref,
+                                           snapshotter, ns, r->exit_code, r->output));
+  }
+  return r->output;
+}
+
 void ContainerdProcess::KillLeftoverTasks() {
   auto namespaces = Ctr({"namespaces", "ls", "-q"}, std::chrono::seconds(10));
   if (!namespaces.ok() || namespaces->exit_code != 0) return;

@@ -64,6 +64,15 @@ class ContainerdProcess {
   absl::StatusOr<std::string> CtrOk(const std::vector<std::string>& args,
                                     std::chrono::seconds timeout = std::chrono::seconds(120));
 
+  // Pulls and unpacks `ref` into `snapshotter` in namespace `ns` the way containerd's CRI plugin
+  // does (containerd client Pull + WithPullUnpack + snapshotters.AppendInfoHandlerWrapper), via
+  // <build>/bin/lazypull-cripull, so Prepare carries containerd.io/snapshot.ref and the
+  // containerd.io/snapshot/cri.* labels (`ctr images pull` sends none). Returns the tool's output
+  // ("unpacked NAME DIGEST"); a failed pull is an error carrying its stderr.
+  absl::StatusOr<std::string> CriPull(const std::string& ns, const std::string& ref,
+                                      const std::string& snapshotter, bool plain_http = true,
+                                      std::chrono::seconds timeout = std::chrono::seconds(300));
+
   // Kills every task left in any namespace (best effort, so a failed test does not leak
   // shims), then SIGTERM, waits up to 10 s for exit, SIGKILL otherwise; always reaps. Returns
   // an error if containerd had to be killed. Idempotent.
