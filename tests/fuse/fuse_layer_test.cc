@@ -217,7 +217,8 @@ class FuseLayerTest : public ::testing::Test {
 
   // Indexes the blob, opens a fresh cache and mounts the layer at <tmp>/mnt.
   std::unique_ptr<Mounted> MountLayer(LayerReaderOptions options, std::string cache_dir = "",
-                                      const Blob* blob = nullptr) {
+                                      const Blob* blob = nullptr,
+                                      uint64_t cache_max_bytes = uint64_t{1} << 30) {
     if (blob == nullptr) blob = blob_;
     auto m = std::make_unique<Mounted>();
     auto file = NewFileBlobReader(blob->path);
@@ -232,6 +233,7 @@ class FuseLayerTest : public ::testing::Test {
     m->index = std::make_shared<const format::LayerIndex>(std::move(*index));
     CacheConfig cc;
     cc.dir = cache_dir.empty() ? tmp_.Sub("cache") : cache_dir;
+    cc.max_bytes = cache_max_bytes;
     auto cache = ChunkCache::Open(cc);
     EXPECT_TRUE(cache.ok()) << cache.status();
     m->cache = std::move(*cache);
@@ -510,10 +512,26 @@ TEST_F(FuseLayerTest, CorruptByteIsEioAndNeverCached) {
   ASSERT_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM), 0);  // no kernel readahead
   char buf[4096];
   EXPECT_EQ(pread(fd, buf, sizeof(buf), 0), 4096);  // chunk 0 is intact
+  // The failure is logged as JSON naming the layer, the file and the chunk.
+  std::string log_path = tmp_.Sub("stderr.log");
+  int saved_stderr = dup(2);
+  int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(log_fd, 0);
+  dup2(log_fd, 2);
   errno = 0;
-  EXPECT_EQ(pread(fd, buf, sizeof(buf), kChunkSize + 10), -1);
-  EXPECT_EQ(errno, EIO);
+  ssize_t got = pread(fd, buf, sizeof(buf), kChunkSize + 10);
+  int err = errno;
+  dup2(saved_stderr, 2);
+  close(saved_stderr);
+  close(log_fd);
+  EXPECT_EQ(got, -1);
+  EXPECT_EQ(err, EIO);
   close(fd);
+  std::string log = *ReadFile(log_path);
+  EXPECT_THAT(log, HasSubstr(R"("msg":"layer read failed")"));
+  EXPECT_THAT(log, HasSubstr(R"("layer":"sha256:testlayer")"));
+  EXPECT_THAT(log, HasSubstr(R"("file":"multi.bin")"));
+  EXPECT_THAT(log, HasSubstr(R"("chunk_offset":)" + std::to_string(chunk.compressed_offset)));
   EXPECT_FALSE(m->cache->Contains(chunk.digest_value()));
   EXPECT_GE(m->reader->Stats().verify_errors, 1u);
   // With the fault gone the same read succeeds (nothing bad was cached, in the kernel either).
@@ -627,6 +645,29 @@ TEST_F(FuseLayerTest, ConcurrentReadersOfOneChunkCauseOneFetch) {
   EXPECT_EQ(s.chunks_fetched, 1u);
   EXPECT_EQ(s.cache_misses, 8u);
   EXPECT_EQ(s.fetch_waits, 7u);
+}
+
+// A cache far smaller than the layer keeps evicting; every read still returns verified bytes
+// (chunks larger than the whole cache are served without being stored).
+TEST_F(FuseLayerTest, TinyCacheStillServesEveryFile) {
+  auto m = MountLayer(Lazy(), "", nullptr, /*cache_max_bytes=*/300 << 10);
+  ASSERT_NE(m, nullptr);
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const auto& e : fs::recursive_directory_iterator(m->dir)) {
+      if (!e.is_regular_file() || e.is_symlink()) continue;
+      std::string rel = fs::relative(e.path(), m->dir).string();
+      int fd = open(e.path().c_str(), O_RDONLY);
+      ASSERT_GE(fd, 0);
+      ASSERT_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+      close(fd);
+      auto got = ReadAll(e.path().string());
+      ASSERT_TRUE(got.ok()) << rel << ": " << got.status();
+      EXPECT_TRUE(*got == *ReadFile(Src() + "/" + rel)) << rel;
+    }
+  }
+  EXPECT_GT(m->cache->stats().evictions, 0u);
+  EXPECT_LE(m->cache->stats().bytes_stored, 300u << 10);
+  EXPECT_EQ(m->reader->Stats().verify_errors, 0u);
 }
 
 TEST_F(FuseLayerTest, ChunkCacheSurvivesRemount) {
