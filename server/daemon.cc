@@ -40,16 +40,36 @@ bool SocketIsLive(const std::string& path) {
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
                                                       RemoteLayerHandler* remote) {
+  return Start(config, RemoteLayerFactory(), remote);
+}
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
+                                                      const RemoteLayerFactory& factory) {
+  return Start(config, factory, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
+                                                      const RemoteLayerFactory& factory,
+                                                      RemoteLayerHandler* remote) {
   using std::filesystem::perms;
   if (absl::Status s = MakeDirs(config.root, perms::owner_all); !s.ok()) return s;
   absl::StatusOr<RootLock> lock = RootLock::Acquire(config.root);
   if (!lock.ok()) return lock.status();
   std::unique_ptr<Daemon> d(new Daemon(config, std::move(*lock)));
+  if (remote == nullptr && factory) {
+    absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> owned = factory(config);
+    if (!owned.ok()) return owned.status();
+    d->owned_remote_ = std::move(*owned);
+    remote = d->owned_remote_.get();
+  }
 
   absl::StatusOr<std::unique_ptr<Snapshotter>> snapshotter =
       Snapshotter::Open({.root = config.root, .remote = remote});
   if (!snapshotter.ok()) return snapshotter.status();
   d->snapshotter_ = std::move(*snapshotter);
+  if (remote != nullptr) {
+    if (absl::Status s = remote->FinishRestore(); !s.ok()) return s;
+  }
   d->service_ = std::make_unique<SnapshotsService>(d->snapshotter_.get());
 
   const std::string& address = config.address;

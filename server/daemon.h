@@ -9,6 +9,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 
@@ -27,6 +28,13 @@ class Daemon {
   // `remote` may be null (no remote snapshots); not owned, must outlive the Daemon.
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonConfig& config,
                                                        RemoteLayerHandler* remote = nullptr);
+
+  // Builds the daemon's own remote-layer handler once the root lock is held (so a second
+  // instance on the same root fails on the lock before touching anything). Null result: none.
+  using RemoteLayerFactory =
+      std::function<absl::StatusOr<std::unique_ptr<RemoteLayerHandler>>(const DaemonConfig&)>;
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonConfig& config,
+                                                       const RemoteLayerFactory& factory);
   // Shuts down (see Shutdown) if still running.
   ~Daemon();
   Daemon(const Daemon&) = delete;
@@ -39,10 +47,14 @@ class Daemon {
   const DaemonConfig& config() const { return config_; }
 
  private:
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonConfig& config,
+                                                       const RemoteLayerFactory& factory,
+                                                       RemoteLayerHandler* remote);
   Daemon(DaemonConfig config, RootLock lock) : config_(std::move(config)), lock_(std::move(lock)) {}
 
   DaemonConfig config_;
   RootLock lock_;
+  std::unique_ptr<RemoteLayerHandler> owned_remote_;  // outlives the snapshotter and server
   std::unique_ptr<Snapshotter> snapshotter_;
   std::unique_ptr<SnapshotsService> service_;
   std::unique_ptr<grpc::Server> server_;

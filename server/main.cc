@@ -13,6 +13,7 @@
 #include "base/logging.h"
 #include "server/config.h"
 #include "server/daemon.h"
+#include "server/remote/remote_layer_manager.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"lazypull-snapshotter: containerd remote snapshotter (lazy image pulling)"};
@@ -46,7 +47,8 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  absl::StatusOr<std::unique_ptr<lazypull::Daemon>> daemon = lazypull::Daemon::Start(*config);
+  absl::StatusOr<std::unique_ptr<lazypull::Daemon>> daemon =
+      lazypull::Daemon::Start(*config, lazypull::remote::NewRemoteLayerHandler);
   if (!daemon.ok()) {
     lazypull::LogError("cannot start lazypull-snapshotter",
                        {{"error", daemon.status().ToString()}});

@@ -50,6 +50,14 @@ class RemoteLayerHandler {
   virtual absl::Status RestoreRemoteLayer(int64_t snapshot_id, const SnapshotInfo& info,
                                           const std::string& fs_dir) = 0;
 
+  // Called once by the daemon after every RestoreRemoteLayer call and before serving gRPC, so a
+  // handler may queue restores and run them in parallel here. An error fails daemon start.
+  virtual absl::Status FinishRestore() { return absl::OkStatus(); }
+
+  // Whether the layer of snapshot `snapshot_id` can be used as a lowerdir. Unavailable when it
+  // is a remote layer that could not be re-mounted; OK for every other id.
+  virtual absl::Status CheckLayerAvailable(int64_t snapshot_id) { return absl::OkStatus(); }
+
   // Called after snapshot `snapshot_id` left the metadata and before its directory is
   // deleted (Remove, Cleanup): unmount `fs_dir` and drop caches. Must be idempotent and
   // succeed when nothing is mounted.

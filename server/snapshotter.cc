@@ -236,6 +236,11 @@ absl::StatusOr<std::vector<MountSpec>> Snapshotter::Mounts(const std::string& ke
     return absl::FailedPreconditionError(
         absl::StrCat("requested snapshot ", key, " not active or view"));
   }
+  if (options_.remote != nullptr) {
+    for (int64_t id : record->parent_ids) {
+      if (absl::Status s = options_.remote->CheckLayerAvailable(id); !s.ok()) return s;
+    }
+  }
   return MountsOf(*record);
 }
 

@@ -1,0 +1,377 @@
+#include "server/remote/remote_layer_manager.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "base/logging.h"
+#include "base/unique_fd.h"
+#include "fetcher/format/format_detector.h"
+#include "fetcher/layer_reader/layer_reader.h"
+#include "mount/fuse/stale_mounts.h"
+
+namespace lazypull::remote {
+namespace {
+
+const toml::table* Section(const toml::table& doc, std::string_view name) {
+  const toml::node* node = doc.get(name);
+  return node == nullptr ? nullptr : node->as_table();
+}
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& content) {
+  std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("create ", tmp));
+  size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("write ", tmp));
+      ::unlink(tmp.c_str());
+      return s;
+    }
+    done += static_cast<size_t>(n);
+  }
+  fd.Reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("rename ", tmp, " to ", path));
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<RemoteLayerManager::Options> RemoteLayerManager::OptionsFromToml(
+    const std::string& root, const toml::table& doc) {
+  Options options;
+  options.root = root;
+  if (const toml::table* t = Section(doc, "remote")) {
+    absl::StatusOr<RemoteConfig> c = ParseRemoteConfig(*t);
+    if (!c.ok()) return c.status();
+    options.remote = *c;
+  }
+  if (const toml::table* t = Section(doc, "registry")) {
+    absl::StatusOr<registry::RegistryConfig> c = registry::ParseRegistryConfig(*t);
+    if (!c.ok()) return c.status();
+    options.registry = *c;
+  }
+  if (const toml::table* t = Section(doc, "cache")) {
+    absl::StatusOr<CacheConfig> c = ParseCacheConfig(*t);
+    if (!c.ok()) return c.status();
+    options.cache = *c;
+  }
+  if (const toml::table* t = Section(doc, "mount")) {
+    absl::StatusOr<mount::MountConfig> c = mount::ParseMountConfig(*t);
+    if (!c.ok()) return c.status();
+    options.mount = *c;
+  }
+  return options;
+}
+
+RemoteLayerManager::RemoteLayerManager(Options options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(Options options) {
+  if (options.root.empty()) return absl::InvalidArgumentError("remote layers: root is empty");
+  if (options.cache.dir.empty()) options.cache.dir = options.root + "/cache";
+  std::unique_ptr<RemoteLayerManager> m(new RemoteLayerManager(std::move(options)));
+  Options& o = m->options_;
+  std::unique_ptr<registry::HttpTransport> transport =
+      o.transport != nullptr ? std::move(o.transport) : registry::NewCurlTransport();
+  m->client_ = std::make_unique<registry::RegistryClient>(o.registry, std::move(transport));
+  absl::StatusOr<std::unique_ptr<ChunkCache>> cache = ChunkCache::Open(o.cache);
+  if (!cache.ok()) return cache.status();
+  m->cache_ = std::move(*cache);
+  absl::StatusOr<std::unique_ptr<mount::LayerMountBackend>> backend =
+      mount::NewLayerMountBackend(o.mount);
+  if (!backend.ok()) return backend.status();
+  m->backend_ = std::move(*backend);
+  // One pool for every layer: foreground reads are served before background fetches.
+  size_t threads = o.mount.reader.foreground_threads + o.mount.reader.background_concurrency * 2;
+  m->executor_ = std::make_shared<FetchExecutor>(threads);
+  o.mount.reader.executor = m->executor_;
+
+  // A crashed daemon leaves its FUSE mounts behind; every access to them fails with ENOTCONN.
+  absl::StatusOr<std::vector<std::string>> detached =
+      mount::DetachStaleFuseMounts(o.root + "/snapshots");
+  if (!detached.ok()) {
+    LogWarn("cannot detach stale FUSE mounts", {{"error", detached.status().ToString()}});
+  } else if (!detached->empty()) {
+    LogInfo("detached stale FUSE mounts", {{"count", detached->size()}});
+  }
+  m->status_thread_ = std::thread([raw = m.get()] { raw->StatusLoop(); });
+  return m;
+}
+
+RemoteLayerManager::~RemoteLayerManager() {
+  {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    stopping_ = true;
+  }
+  status_cv_.notify_all();
+  if (status_thread_.joinable()) status_thread_.join();
+  UnmountAll();
+  WriteStatusFile().IgnoreError();
+}
+
+void RemoteLayerManager::UnmountAll() {
+  std::map<int64_t, MountedEntry> entries;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries.swap(mounted_);
+  }
+  for (auto& [id, entry] : entries) {
+    absl::Status s = entry.mounted->Unmount();
+    if (!s.ok()) {
+      LogWarn("cannot unmount remote layer", {{"snapshot_id", id},
+                                              {"layer", entry.source.layer.digest.ToString()},
+                                              {"error", s.ToString()}});
+    }
+  }
+  if (!entries.empty()) LogInfo("remote layers unmounted", {{"count", entries.size()}});
+}
+
+absl::StatusOr<registry::ResolvedImage> RemoteLayerManager::ResolveImage(
+    const registry::Reference& ref, bool allow_cached) {
+  const std::string key = ref.ToString();
+  const auto now = std::chrono::steady_clock::now();
+  if (allow_cached) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = images_.find(key);
+    // A digest reference never changes; a tag is re-resolved after manifest_cache.
+    if (it != images_.end() &&
+        (!ref.digest.empty() || now - it->second.fetched < options_.remote.manifest_cache)) {
+      return it->second.image;
+    }
+  }
+  absl::StatusOr<registry::ResolvedImage> image = client_->Resolve(ref);
+  if (!image.ok()) return image.status();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (images_.size() > 256) images_.clear();  // bound; entries are cheap to refetch
+  images_[key] = CachedImage{*image, now};
+  return image;
+}
+
+absl::StatusOr<ResolvedLayer> RemoteLayerManager::Resolve(const LayerSource& source) {
+  absl::StatusOr<registry::Reference> ref = registry::ParseReference(source.image_ref);
+  if (!ref.ok()) return ref.status();
+  if (source.manifest_digest.has_value()) ref->digest = *source.manifest_digest;
+  for (bool allow_cached : {true, false}) {
+    absl::StatusOr<registry::ResolvedImage> image = ResolveImage(*ref, allow_cached);
+    if (!image.ok()) return image.status();
+    for (const oci::Descriptor& layer : image->manifest.layers) {
+      if (layer.digest != source.layer_digest) continue;
+      ResolvedLayer resolved;
+      registry::Reference pinned = *ref;
+      pinned.tag.clear();
+      pinned.digest = image->manifest_descriptor.digest;
+      resolved.image_ref = pinned.ToString();
+      resolved.layer = layer;
+      // The manifest is authoritative; labels only fill what it lacks.
+      for (const auto& [k, v] : source.label_annotations) resolved.layer.annotations.emplace(k, v);
+      return resolved;
+    }
+    if (!ref->digest.empty()) break;  // a digest's manifest cannot change
+  }
+  return absl::NotFoundError(absl::StrCat("layer ", source.layer_digest.ToString(),
+                                          " is not in the manifest of ", source.image_ref));
+}
+
+absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedLayer& layer,
+                                            const std::string& fs_dir) {
+  absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
+  if (!ref.ok()) return ref.status();
+  std::shared_ptr<BlobReader> blob = client_->OpenBlob(*ref, layer.layer);
+  absl::StatusOr<format::LayerIndex> index =
+      format::OpenLayerIndex(*blob, layer.layer.media_type, layer.layer.annotations);
+  if (!index.ok()) return index.status();
+  const std::string format(format::LayerFormatName(index->format()));
+  const std::string layer_id = layer.layer.digest.ToString();
+  absl::StatusOr<std::unique_ptr<LayerReader>> reader =
+      LayerReader::Create(layer_id, std::make_shared<const format::LayerIndex>(std::move(*index)),
+                          blob, cache_.get(), options_.mount.reader);
+  if (!reader.ok()) return reader.status();
+  absl::StatusOr<std::unique_ptr<mount::MountedLayer>> mounted =
+      backend_->Mount({.layer_id = layer_id, .reader = std::move(*reader), .target_dir = fs_dir});
+  if (!mounted.ok()) return mounted.status();
+  (*mounted)->StartBackground();
+  std::unique_ptr<mount::MountedLayer> replaced;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    MountedEntry& entry = mounted_[snapshot_id];
+    replaced = std::move(entry.mounted);
+    entry = MountedEntry{.source = layer, .format = format, .mounted = std::move(*mounted)};
+    unavailable_.erase(snapshot_id);
+  }
+  if (replaced != nullptr) replaced->Unmount().IgnoreError();
+  LogInfo("remote layer mounted", {{"snapshot_id", snapshot_id},
+                                   {"layer", layer_id},
+                                   {"ref", layer.image_ref},
+                                   {"format", format},
+                                   {"target", fs_dir}});
+  status_cv_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Labels> RemoteLayerManager::PrepareRemoteLayer(const RemoteLayerRequest& request,
+                                                              const std::string& fs_dir) {
+  if (!options_.remote.enabled) return absl::UnimplementedError("remote layers are disabled");
+  absl::StatusOr<LayerSource> source = LayerSourceFromLabels(request.labels);
+  if (!source.ok()) return source.status();
+  absl::StatusOr<ResolvedLayer> layer = Resolve(*source);
+  absl::Status s = layer.status();
+  if (s.ok()) s = MountLayer(request.snapshot_id, *layer, fs_dir);
+  if (!s.ok()) {
+    LogInfo("layer is not lazily mountable; containerd will pull it",
+            {{"key", request.key},
+             {"ref", source->image_ref},
+             {"layer", source->layer_digest.ToString()},
+             {"reason", s.ToString()}});
+    return s;
+  }
+  return ResolvedLayerToLabels(*layer);
+}
+
+absl::Status RemoteLayerManager::RestoreRemoteLayer(int64_t snapshot_id, const SnapshotInfo& info,
+                                                    const std::string& fs_dir) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pending_restores_.push_back(PendingRestore{
+      .snapshot_id = snapshot_id, .name = info.name, .labels = info.labels, .fs_dir = fs_dir});
+  return absl::OkStatus();
+}
+
+void RemoteLayerManager::RestoreOne(const PendingRestore& pending) {
+  absl::StatusOr<ResolvedLayer> layer = ResolvedLayerFromLabels(pending.labels);
+  absl::Status s = layer.status();
+  if (s.ok()) s = MountLayer(pending.snapshot_id, *layer, pending.fs_dir);
+  if (s.ok()) return;
+  LogWarn(
+      "cannot re-mount remote layer; its snapshots are unavailable",
+      {{"snapshot", pending.name}, {"snapshot_id", pending.snapshot_id}, {"error", s.ToString()}});
+  std::lock_guard<std::mutex> lock(mu_);
+  unavailable_[pending.snapshot_id] =
+      Unavailable{.source = layer.ok() ? *layer : ResolvedLayer{}, .error = s.ToString()};
+}
+
+absl::Status RemoteLayerManager::FinishRestore() {
+  std::vector<PendingRestore> pending;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending.swap(pending_restores_);
+  }
+  if (pending.empty()) return absl::OkStatus();
+  const absl::Time start = absl::Now();
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> workers;
+  size_t n = std::min(pending.size(), std::max<size_t>(1, options_.remote.restore_concurrency));
+  for (size_t i = 0; i < n; ++i) {
+    workers.emplace_back([&] {
+      for (size_t j = next++; j < pending.size(); j = next++) RestoreOne(pending[j]);
+    });
+  }
+  for (std::thread& t : workers) t.join();
+  size_t failed;
+  std::string first_error;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    failed = unavailable_.size();
+    if (!unavailable_.empty()) first_error = unavailable_.begin()->second.error;
+  }
+  LogInfo("remote layers restored", {{"restored", pending.size() - failed},
+                                     {"failed", failed},
+                                     {"seconds", absl::ToDoubleSeconds(absl::Now() - start)}});
+  WriteStatusFile().IgnoreError();
+  if (failed > 0 && options_.remote.fail_on_restore_error) {
+    return absl::UnavailableError(absl::StrCat(failed, " remote layer(s) cannot be re-mounted ",
+                                               "(fail_on_restore_error); first: ", first_error));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemoteLayerManager::CheckLayerAvailable(int64_t snapshot_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = unavailable_.find(snapshot_id);
+  if (it == unavailable_.end()) return absl::OkStatus();
+  return absl::UnavailableError(
+      absl::StrCat("remote layer ", it->second.source.layer.digest.ToString(), " of snapshot id ",
+                   snapshot_id, " is not mounted: ", it->second.error));
+}
+
+absl::Status RemoteLayerManager::ReleaseRemoteLayer(int64_t snapshot_id,
+                                                    const std::string& fs_dir) {
+  std::unique_ptr<mount::MountedLayer> mounted;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    unavailable_.erase(snapshot_id);
+    auto it = mounted_.find(snapshot_id);
+    if (it == mounted_.end()) return absl::OkStatus();
+    mounted = std::move(it->second.mounted);
+    mounted_.erase(it);
+  }
+  absl::Status s = mounted->Unmount();
+  status_cv_.notify_all();
+  if (!s.ok()) return s;
+  LogInfo("remote layer unmounted", {{"snapshot_id", snapshot_id}, {"target", fs_dir}});
+  return absl::OkStatus();
+}
+
+size_t RemoteLayerManager::mounted_count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return mounted_.size();
+}
+
+nlohmann::json RemoteLayerManager::StatusJson() const {
+  nlohmann::json out = nlohmann::json::object();
+  out["pid"] = ::getpid();
+  out["updated"] = absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone());
+  nlohmann::json layers = nlohmann::json::array();
+  nlohmann::json unavailable = nlohmann::json::array();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [id, entry] : mounted_) {
+    nlohmann::json j = entry.mounted->Status().ToJson();
+    j["snapshot_id"] = id;
+    j["ref"] = entry.source.image_ref;
+    j["digest"] = entry.source.layer.digest.ToString();
+    j["format"] = entry.format;
+    layers.push_back(std::move(j));
+  }
+  for (const auto& [id, u] : unavailable_) {
+    unavailable.push_back(
+        {{"snapshot_id", id},
+         {"ref", u.source.image_ref},
+         {"digest",
+          u.source.layer.digest.empty() ? std::string() : u.source.layer.digest.ToString()},
+         {"error", u.error}});
+  }
+  out["layers"] = std::move(layers);
+  out["unavailable"] = std::move(unavailable);
+  return out;
+}
+
+absl::Status RemoteLayerManager::WriteStatusFile() const {
+  return WriteFileAtomically(options_.root + "/" + kStatusFileName, StatusJson().dump(2) + "\n");
+}
+
+void RemoteLayerManager::StatusLoop() {
+  std::unique_lock<std::mutex> lock(status_mu_);
+  while (!stopping_) {
+    lock.unlock();
+    if (absl::Status s = WriteStatusFile(); !s.ok()) {
+      LogDebug("cannot write status file", {{"error", s.ToString()}});
+    }
+    lock.lock();
+    status_cv_.wait_for(lock, options_.remote.status_interval);
+  }
+}
+
+}  // namespace lazypull::remote

@@ -1,0 +1,160 @@
+// RemoteLayerManager: the production RemoteLayerHandler. Turns Prepare labels into a lazily
+// mounted layer:
+//
+//   labels → LayerSource (layer_source.h) → manifest (RegistryClient::Resolve, cached per
+//   reference) → layer descriptor (annotations from the manifest, completed by those that
+//   arrived as labels) → BlobReader (registry range reads) → LayerIndex (format detection,
+//   verified TOC) → LayerReader (ChunkCache, shared FetchExecutor) → LayerMountBackend mount
+//   at the snapshot's fs dir → prefetch + background fetch.
+//
+// The resolved source is returned as labels (kSourceRefLabel, kSourceLayerLabel) that the
+// Snapshotter stores with the committed snapshot, so RestoreRemoteLayer re-mounts from
+// metadata alone. Restores are queued on `restore_concurrency` threads and awaited in
+// FinishRestore (the daemon calls it before serving gRPC). A layer that cannot be re-mounted
+// makes CheckLayerAvailable answer UNAVAILABLE (or FinishRestore fail, with
+// `[remote] fail_on_restore_error`).
+//
+// Operator status: every status_interval the manager rewrites <root>/status.json (atomically)
+// with one entry per mounted layer (see StatusJson); `lazypull status` prints it.
+//
+// Thread-safety: all methods are thread-safe. Destruction unmounts every layer, in parallel
+// with nothing: callers must have stopped RPCs first.
+#ifndef LAZYPULL_SERVER_REMOTE_REMOTE_LAYER_MANAGER_H_
+#define LAZYPULL_SERVER_REMOTE_REMOTE_LAYER_MANAGER_H_
+
+#include <toml++/toml.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "fetcher/cache/chunk_cache.h"
+#include "fetcher/layer_reader/fetch_executor.h"
+#include "fetcher/registry/registry_client.h"
+#include "mount/backend.h"
+#include "mount/mount_config.h"
+#include "nlohmann/json.hpp"
+#include "server/config.h"
+#include "server/remote/layer_source.h"
+#include "server/remote/remote_config.h"
+#include "server/remote_layer_handler.h"
+
+namespace lazypull::remote {
+
+// Status file name under the daemon root.
+inline constexpr char kStatusFileName[] = "status.json";
+
+class RemoteLayerManager final : public RemoteLayerHandler {
+ public:
+  struct Options {
+    std::string root;  // daemon root: status.json, default cache dir <root>/cache
+    RemoteConfig remote;
+    registry::RegistryConfig registry;
+    CacheConfig cache;  // cache.dir "" → <root>/cache
+    mount::MountConfig mount;
+    // Null → a libcurl transport.
+    std::unique_ptr<registry::HttpTransport> transport;
+  };
+
+  // Opens the chunk cache, creates the mount backend, lazily detaches stale FUSE mounts under
+  // <root>/snapshots (left by a crashed daemon) and starts the status writer.
+  static absl::StatusOr<std::unique_ptr<RemoteLayerManager>> Create(Options options);
+
+  // Parses the [registry], [cache], [mount] and [remote] sections of the daemon's TOML
+  // document (each optional) into Options. InvalidArgument naming the bad key.
+  static absl::StatusOr<Options> OptionsFromToml(const std::string& root, const toml::table& doc);
+
+  ~RemoteLayerManager() override;
+  RemoteLayerManager(const RemoteLayerManager&) = delete;
+  RemoteLayerManager& operator=(const RemoteLayerManager&) = delete;
+
+  // RemoteLayerHandler.
+  absl::StatusOr<Labels> PrepareRemoteLayer(const RemoteLayerRequest& request,
+                                            const std::string& fs_dir) override;
+  absl::Status RestoreRemoteLayer(int64_t snapshot_id, const SnapshotInfo& info,
+                                  const std::string& fs_dir) override;
+  absl::Status FinishRestore() override;
+  absl::Status CheckLayerAvailable(int64_t snapshot_id) override;
+  absl::Status ReleaseRemoteLayer(int64_t snapshot_id, const std::string& fs_dir) override;
+
+  // Unmounts every layer now (clean shutdown). Idempotent.
+  void UnmountAll();
+
+  // {"pid": ..., "updated": "<RFC 3339>", "layers": [{"snapshot_id": ..., "ref": ...,
+  //  "digest": ..., "format": ..., <LayerMountStatus::ToJson() fields>}],
+  //  "unavailable": [{"snapshot_id": ..., "ref": ..., "digest": ..., "error": ...}]}
+  nlohmann::json StatusJson() const;
+  // Writes StatusJson() to <root>/status.json via a temp file + rename.
+  absl::Status WriteStatusFile() const;
+
+  size_t mounted_count() const;
+  registry::RegistryClient& registry_client() { return *client_; }
+
+ private:
+  struct MountedEntry {
+    ResolvedLayer source;
+    std::string format;
+    std::unique_ptr<mount::MountedLayer> mounted;
+  };
+  struct PendingRestore {
+    int64_t snapshot_id;
+    std::string name;
+    Labels labels;
+    std::string fs_dir;
+  };
+
+  explicit RemoteLayerManager(Options options);
+
+  // Finds the layer in its image's manifest and merges its annotations.
+  absl::StatusOr<ResolvedLayer> Resolve(const LayerSource& source);
+  absl::StatusOr<registry::ResolvedImage> ResolveImage(const registry::Reference& ref,
+                                                       bool allow_cached);
+  // Opens, indexes and mounts `layer` at fs_dir and records it under snapshot_id.
+  absl::Status MountLayer(int64_t snapshot_id, const ResolvedLayer& layer,
+                          const std::string& fs_dir);
+  void RestoreOne(const PendingRestore& pending);
+  void StatusLoop();
+
+  Options options_;
+  std::unique_ptr<registry::RegistryClient> client_;
+  std::unique_ptr<ChunkCache> cache_;
+  std::unique_ptr<mount::LayerMountBackend> backend_;
+  std::shared_ptr<FetchExecutor> executor_;
+
+  mutable std::mutex mu_;
+  std::map<int64_t, MountedEntry> mounted_;  // by snapshot id
+  struct Unavailable {
+    ResolvedLayer source;
+    std::string error;
+  };
+  std::map<int64_t, Unavailable> unavailable_;
+  std::vector<PendingRestore> pending_restores_;
+  struct CachedImage {
+    registry::ResolvedImage image;
+    std::chrono::steady_clock::time_point fetched;
+  };
+  std::map<std::string, CachedImage> images_;  // by reference string
+
+  std::mutex status_mu_;
+  std::condition_variable status_cv_;
+  bool stopping_ = false;
+  std::thread status_thread_;
+};
+
+// The daemon's factory (Daemon::RemoteLayerFactory): a RemoteLayerManager configured from
+// config.table, or null when `[remote] enabled = false`. Errors: bad config sections, cache or
+// backend that cannot be opened.
+absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> NewRemoteLayerHandler(
+    const DaemonConfig& config);
+
+}  // namespace lazypull::remote
+
+#endif  // LAZYPULL_SERVER_REMOTE_REMOTE_LAYER_MANAGER_H_
