@@ -10,6 +10,7 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "base/logging.h"
 
@@ -123,13 +124,16 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   Guard(req, "read", [&] {
     if (off < 0) return (void)fuse_reply_err(req, EINVAL);
-    std::unique_ptr<char[]> buf(new char[std::max<size_t>(size, 1)]);
-    absl::StatusOr<size_t> n = Ctx(req).reader->Read(ino, off, buf.get(), size);
+    // One buffer per FUSE worker thread, reused: a fresh max_read-sized allocation per read
+    // would cost an mmap and a page fault per 4 KiB.
+    thread_local std::vector<char> buf;
+    if (buf.size() < size) buf.resize(std::max<size_t>(size, 128 << 10));
+    absl::StatusOr<size_t> n = Ctx(req).reader->Read(ino, off, buf.data(), size);
     if (!n.ok()) {
       int err = n.status().code() == absl::StatusCode::kInvalidArgument ? EISDIR : EIO;
       return (void)fuse_reply_err(req, err);
     }
-    fuse_reply_buf(req, buf.get(), *n);
+    fuse_reply_buf(req, buf.data(), *n);
   });
 }
 
