@@ -631,7 +631,7 @@ absl::StatusOr<std::string> RegistryClient::ReadRange(const Reference& ref,
   };
   auto resp = Execute(ref, call);
   if (!resp.ok()) return resp.status();
-  return std::move(out);
+  return out;
 }
 
 class RegistryClient::RegistryBlobReader : public BlobReader {

@@ -68,7 +68,7 @@ TEST(OciIndexTest, SelectsPlatform) {
       kD2 + R"(","size":2,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}}]})";
   auto idx = ParseIndex(j);
   ASSERT_TRUE(idx.ok()) << idx.status();
-  auto d = SelectPlatformManifest(*idx, {"linux", "aarch64"});
+  auto d = SelectPlatformManifest(*idx, *ParsePlatform("linux/aarch64"));
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->digest.ToString(), kD2);
   d = SelectPlatformManifest(*idx, *ParsePlatform("linux/arm/v7"));
@@ -87,8 +87,8 @@ TEST(OciPlatformTest, HostIsNormalised) {
   EXPECT_EQ(p.os, "linux");
   EXPECT_NE(p.architecture, "x86_64");
   EXPECT_NE(p.architecture, "aarch64");
-  EXPECT_TRUE(PlatformMatches({"linux", "amd64"}, {"linux", "x86_64"}));
-  EXPECT_FALSE(PlatformMatches({"linux", "arm", "v7"}, {"linux", "arm", "v6"}));
+  EXPECT_TRUE(PlatformMatches(*ParsePlatform("linux/amd64"), *ParsePlatform("linux/x86_64")));
+  EXPECT_FALSE(PlatformMatches(*ParsePlatform("linux/arm/v7"), *ParsePlatform("linux/arm/v6")));
   EXPECT_FALSE(ParsePlatform("linux//v7").ok());
 }
 
