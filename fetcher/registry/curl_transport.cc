@@ -135,7 +135,8 @@ class CurlTransport : public HttpTransport {
       curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
     } else {
       curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req.method.c_str());
-      curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req.body.data());
+      // Never NULL: curl would then read the body from stdin.
+      curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req.body.empty() ? "" : req.body.data());
       curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body.size()));
     }
 
