@@ -13,6 +13,9 @@ namespace lazypull::tools {
 //  [--prioritize-list PATH] [--chunk-size N] SRC DST`
 void RegisterConvertCommand(CLI::App& app, int* exit_code);
 
+// `lazypull status [--root DIR] [--json]` (status_command.cc)
+void RegisterStatusCommand(CLI::App& app, int* exit_code);
+
 }  // namespace lazypull::tools
 
 #endif  // LAZYPULL_TOOLS_COMMANDS_H_
