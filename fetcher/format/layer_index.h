@@ -158,7 +158,7 @@ class LayerIndex {
     uint32_t offset = 0;
     uint32_t length = 0;
   };
-  struct Node {  // 64 bytes
+  struct Node {  // 72 bytes
     uint32_t mode = 0;
     uint32_t nlink = 0;
     uint32_t uid = 0;

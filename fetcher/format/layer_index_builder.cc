@@ -33,6 +33,9 @@ std::string JoinPath(const std::vector<std::string_view>& parts) {
 
 LayerIndexBuilder::LayerIndexBuilder(LayerFormat format, IndexBuildOptions options)
     : format_(format), options_(std::move(options)) {
+  // Compactness is a requirement (200,000 files under 64 MB): keep these from growing.
+  static_assert(sizeof(Node) == 72);
+  static_assert(sizeof(Chunk) == 80);
   index_.format_ = format;
   Node root;
   root.mode = S_IFDIR | 0755;

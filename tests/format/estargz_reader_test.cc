@@ -5,6 +5,7 @@
 #include "fetcher/codec/gzip.h"
 #include "fetcher/format/chunk_decoder.h"
 #include "fetcher/format/format_detector.h"
+#include "fmt/format.h"
 #include "gtest/gtest.h"
 #include "tests/format/test_blob_builder.h"
 
@@ -272,6 +273,37 @@ TEST(FormatDetectorTest, ChoosesReader) {
   auto index = OpenLayerIndex(*reader, gz, b.annotations);
   ASSERT_TRUE(index.ok()) << index.status();
   EXPECT_EQ(index->format(), LayerFormat::kEstargz);
+}
+
+}  // namespace
+}  // namespace lazypull::format
+
+namespace lazypull::format {
+namespace {
+
+TEST(EstargzTocTarTest, SkipsPaxHeadersAndRejectsOtherEntries) {
+  auto header = [](const std::string& name, char type, size_t size) {
+    std::string h(512, '\0');
+    h.replace(0, name.size(), name);
+    std::string sz = fmt::format("{:011o}", size);
+    h.replace(124, sz.size(), sz);
+    h[156] = type;
+    return h;
+  };
+  std::string pax = "30 path=stargz.index.json\n";
+  std::string json = "{\"version\":1}";
+  std::string tar = header("PaxHeaders/x", 'x', pax.size()) + pax +
+                    std::string(512 - pax.size(), '\0') +
+                    header("stargz.index.json", '0', json.size()) + json + std::string(1024, '\0');
+  auto got = ExtractEstargzTocJson(tar);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, json);
+  EXPECT_EQ(ExtractEstargzTocJson(header("other.json", '0', 0)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ExtractEstargzTocJson(header("stargz.index.json", '0', 5000)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ExtractEstargzTocJson(std::string(100, 'x')).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
