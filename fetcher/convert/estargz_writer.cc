@@ -6,7 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
-#include "fetcher/codec/gzip.h"
+#include "fetcher/convert/frame_compressor.h"
 #include "fetcher/convert/toc_util.h"
 #include "fetcher/tar/tar_header_writer.h"
 #include "fmt/format.h"
@@ -104,7 +104,7 @@ class EntryOrder {
 class Writer {
  public:
   Writer(BlobReader& tar, const EstargzOptions& options, BlobSink& out)
-      : tar_(tar), options_(options), out_(out) {}
+      : tar_(tar), options_(options), out_(out), gzip_(options.gzip_level) {}
 
   absl::Status WriteEntry(const TarEntry& e) {
     auto header = tar_.ReadAt(e.header_offset, e.header_size());
@@ -253,7 +253,7 @@ class Writer {
 
   absl::Status FlushMember() {
     if (member_.empty()) return absl::OkStatus();
-    auto gz = codec::GzipCompress(member_, options_.gzip_level);
+    auto gz = gzip_.Compress(member_);
     if (!gz.ok()) return gz.status();
     member_.clear();
     return out_.Append(*gz);
@@ -262,6 +262,7 @@ class Writer {
   BlobReader& tar_;
   const EstargzOptions& options_;
   BlobSink& out_;
+  GzipMemberCompressor gzip_;
   std::string member_;
   Sha256 diff_sha_;
   uint64_t uncompressed_size_ = 0;

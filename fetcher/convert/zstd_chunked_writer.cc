@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "fetcher/codec/zstd.h"
+#include "fetcher/convert/frame_compressor.h"
 #include "fetcher/convert/toc_util.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
@@ -67,7 +68,7 @@ struct Chunk {
 class Writer {
  public:
   Writer(BlobReader& tar, const ZstdChunkedOptions& options, BlobSink& out)
-      : tar_(tar), options_(options), out_(out) {}
+      : tar_(tar), options_(options), out_(out), zstd_(options.zstd_level) {}
 
   absl::Status WriteEntry(const TarEntry& e) {
     // Previous padding and this entry's header blocks.
@@ -181,14 +182,14 @@ class Writer {
     r.diff_id = diff_sha_.Finish();
     r.uncompressed_size = uncompressed_size_;
 
-    auto split = codec::ZstdCompress(tarsplit_, options_.zstd_level);
+    auto split = zstd_.Compress(tarsplit_);
     if (!split.ok()) return split.status();
     nlohmann::ordered_json toc;
     toc["version"] = 1;
     toc["entries"] = std::move(toc_);
     toc["tarSplitDigest"] = Digest::Of(*split).ToString();
     std::string manifest = toc.dump();
-    auto compressed = codec::ZstdCompress(manifest, options_.zstd_level);
+    auto compressed = zstd_.Compress(manifest);
     if (!compressed.ok()) return compressed.status();
     r.manifest_checksum = Digest::Of(*compressed);
     r.manifest_offset = out_.size() + codec::kZstdSkippableHeaderSize;
@@ -256,7 +257,7 @@ class Writer {
 
   absl::Status FlushFrame() {
     if (frame_.empty()) return absl::OkStatus();
-    auto z = codec::ZstdCompress(frame_, options_.zstd_level);
+    auto z = zstd_.Compress(frame_);
     if (!z.ok()) return z.status();
     frame_.clear();
     return out_.Append(*z);
@@ -329,6 +330,7 @@ class Writer {
   BlobReader& tar_;
   const ZstdChunkedOptions& options_;
   BlobSink& out_;
+  ZstdFrameCompressor zstd_;
   uint64_t pos_ = 0;  // next tar byte not yet written
   std::string frame_;
   Sha256 diff_sha_;
