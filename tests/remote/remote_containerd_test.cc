@@ -1,0 +1,136 @@
+// Remote snapshots through a real containerd with a real client (issue 5, test b):
+// `ctr-remote images rpull --snapshotter lazypull --plain-http REF` then
+// `ctr run --snapshotter lazypull REF ...`, for eStargz made by `ctr-remote images convert`,
+// eStargz made by `lazypull convert`, and zstd:chunked made by skopeo. Every layer must be
+// mounted lazily (committed as a remote snapshot), and the container must see the image.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "tests/harness/containerd_process.h"
+#include "tests/harness/image_builder.h"
+#include "tests/harness/registry_process.h"
+#include "tests/harness/snapshotter_process.h"
+#include "tests/harness/test_env.h"
+#include "tests/remote/remote_test_util.h"
+
+namespace lazypull::testing {
+namespace {
+
+constexpr char kRunScript[] =
+    "cat /data/hello.txt; cat /etc/greeting; md5sum /data/big.bin | cut -c1-32; "
+    "test -e /old/gone.txt || echo gone-is-gone; ls /old";
+
+class RemoteContainerdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ImageBuilder builder(dir_.Sub("image"));
+    builder.AddLayer(LayerChanges::Busybox());
+    LayerChanges data = BigFilesLayer();
+    data.files.push_back({"/data/hello.txt", "hello from a lazy layer\n"});
+    builder.AddLayer(data);
+    builder.AddLayer(DeletionsLayer());
+    builder.SetCmd({"/bin/sh"});
+    auto image = builder.Build("v1");
+    ASSERT_TRUE(image.ok()) << image.status();
+    image_ = *image;
+    auto registry = RegistryProcess::Start(dir_.Sub("registry"));
+    ASSERT_TRUE(registry.ok()) << registry.status();
+    registry_ = std::move(*registry);
+    ASSERT_TRUE(registry_->PushOciLayout(image_.layout_dir, "v1", "src:v1").ok());
+
+    ASSERT_EQ(mkdir(dir_.Sub("lp").c_str(), 0755), 0);
+    SnapshotterOptions sopts;
+    sopts.config_toml = "[remote]\nstatus_interval_ms = 200\n";
+    auto snapshotter = SnapshotterProcess::Start(dir_.Sub("lp"), sopts);
+    ASSERT_TRUE(snapshotter.ok()) << snapshotter.status();
+    snapshotter_ = std::move(*snapshotter);
+    ContainerdOptions options;
+    options.proxy_snapshotter_socket = snapshotter_->socket();
+    ASSERT_EQ(mkdir(dir_.Sub("cd").c_str(), 0755), 0);
+    auto containerd = ContainerdProcess::Start(dir_.Sub("cd"), options);
+    ASSERT_TRUE(containerd.ok()) << containerd.status();
+    containerd_ = std::move(*containerd);
+    // Expected output, computed with busybox's md5sum semantics on the host.
+    ASSERT_TRUE(WriteFile(dir_.Sub("big.bin"), RandomBytes(1 << 20, 1)).ok());
+    auto md5 =
+        RunShell("md5sum " + dir_.Sub("big.bin") + " | cut -c1-32", std::chrono::seconds(10));
+    ASSERT_TRUE(md5.ok());
+    expected_output_ = absl::StrCat("hello from a lazy layer\nhello from the lazy layer\n",
+                                    md5->output, "gone-is-gone\nkept.txt\nnew.txt\n");
+  }
+  void TearDown() override {
+    if (containerd_ != nullptr) {
+      EXPECT_TRUE(containerd_->Stop().ok());
+    }
+    if (snapshotter_ != nullptr) {
+      if (HasFailure()) std::cerr << "--- snapshotter log ---\n" << snapshotter_->ReadLog();
+      EXPECT_TRUE(snapshotter_->Stop().ok());
+    }
+  }
+
+  absl::StatusOr<CommandResult> CtrRemote(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {"ctr-remote", "--address", containerd_->address()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv, std::chrono::seconds(180));
+  }
+
+  // rpull + run in a fresh namespace; checks the output and that every layer of `ref` is a
+  // lazily mounted remote snapshot.
+  void RpullAndRun(const std::string& ns, const std::string& ref) {
+    auto pulled =
+        CtrRemote({"-n", ns, "images", "rpull", "--snapshotter", "lazypull", "--plain-http", ref});
+    ASSERT_TRUE(pulled.ok()) << pulled.status();
+    ASSERT_EQ(pulled->exit_code, 0) << pulled->output;
+    auto out = containerd_->CtrOk({"-n", ns, "run", "--rm", "--snapshotter", "lazypull", ref,
+                                   ns + "-c", "/bin/sh", "-c", kRunScript});
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(*out, expected_output_);
+    auto image = ResolvePushed(ref);
+    ASSERT_TRUE(image.ok()) << image.status();
+    auto status = ReadFile(snapshotter_->root() + "/status.json");
+    ASSERT_TRUE(status.ok());
+    for (const oci::Descriptor& layer : image->resolved.manifest.layers) {
+      EXPECT_TRUE(absl::StrContains(*status, layer.digest.ToString()))
+          << "layer " << layer.digest.ToString() << " is not mounted lazily:\n"
+          << *status;
+    }
+  }
+
+  TempDir dir_{"lprc"};
+  BuiltImage image_;
+  std::unique_ptr<RegistryProcess> registry_;
+  std::unique_ptr<SnapshotterProcess> snapshotter_;
+  std::unique_ptr<ContainerdProcess> containerd_;
+  std::string expected_output_;
+};
+
+TEST_F(RemoteContainerdTest, RpullAndRunEstargzFromCtrRemoteConvert) {
+  const std::string src = registry_->host() + "/src:v1";
+  const std::string dst = registry_->host() + "/ctr-esgz:v1";
+  ASSERT_TRUE(containerd_->CtrOk({"-n", "convert", "images", "pull", "--plain-http", src}).ok());
+  auto conv = CtrRemote({"-n", "convert", "images", "convert", "--estargz", "--oci", src, dst});
+  ASSERT_TRUE(conv.ok());
+  ASSERT_EQ(conv->exit_code, 0) << conv->output;
+  ASSERT_TRUE(containerd_->CtrOk({"-n", "convert", "images", "push", "--plain-http", dst}).ok());
+  RpullAndRun("esgz-ctr", dst);
+}
+
+TEST_F(RemoteContainerdTest, RpullAndRunEstargzFromLazypullConvert) {
+  const std::string dst = registry_->host() + "/lp-esgz:v1";
+  ASSERT_TRUE(LazypullConvert("estargz", registry_->host() + "/src:v1", dst).ok());
+  RpullAndRun("esgz-lp", dst);
+}
+
+TEST_F(RemoteContainerdTest, RpullAndRunZstdChunkedFromSkopeo) {
+  const std::string dst = registry_->host() + "/skopeo-zc:v1";
+  ASSERT_TRUE(PushZstdChunkedWithSkopeo(dir_.path(), image_.layout_dir, "v1", dst).ok());
+  RpullAndRun("zc-skopeo", dst);
+}
+
+}  // namespace
+}  // namespace lazypull::testing

@@ -1,0 +1,246 @@
+#include "tests/remote/remote_test_util.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "fetcher/format/estargz_reader.h"
+#include "fetcher/registry/reference.h"
+#include "tests/harness/subprocess.h"
+#include "tests/harness/test_env.h"
+
+namespace lazypull::testing {
+namespace {
+
+absl::Status Sh(const std::string& script,
+                std::chrono::seconds timeout = std::chrono::seconds(180)) {
+  absl::StatusOr<CommandResult> r = RunShell(script, timeout);
+  if (!r.ok()) return r.status();
+  if (r->exit_code != 0) {
+    return absl::InternalError(
+        absl::StrCat("command failed (", r->exit_code, "): ", script, "\n", r->output));
+  }
+  return absl::OkStatus();
+}
+
+std::map<std::string, std::string> SnapshotAnnotations(const oci::Descriptor& layer) {
+  std::map<std::string, std::string> out;
+  for (const auto& [k, v] : layer.annotations) {
+    if (absl::StartsWith(k, "containerd.io/snapshot/")) out[k] = v;
+  }
+  return out;
+}
+
+std::string LayersLabel(const PushedImage& image, size_t from) {
+  std::vector<std::string> digests;
+  for (size_t i = from; i < image.resolved.manifest.layers.size(); ++i) {
+    digests.push_back(image.resolved.manifest.layers[i].digest.ToString());
+  }
+  return absl::StrJoin(digests, ",");
+}
+
+std::map<std::string, std::string> Xattrs(const std::string& path) {
+  std::map<std::string, std::string> out;
+  char names[8192];
+  ssize_t n = ::llistxattr(path.c_str(), names, sizeof(names));
+  for (ssize_t i = 0; n > 0 && i < n;) {
+    std::string name(names + i);
+    i += name.size() + 1;
+    if (!absl::StartsWith(name, "user.")) continue;
+    char value[8192];
+    ssize_t v = ::lgetxattr(path.c_str(), name.c_str(), value, sizeof(value));
+    out[name] = v >= 0 ? std::string(value, v) : "<error>";
+  }
+  return out;
+}
+
+std::vector<std::string> Entries(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") out.push_back(name);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void CompareRec(const std::string& exp, const std::string& act, const std::string& rel,
+                const std::vector<std::string>& ignore, std::vector<std::string>* diffs) {
+  std::vector<std::string> e = Entries(exp + rel), a = Entries(act + rel);
+  if (rel.empty()) {
+    auto drop = [&](std::vector<std::string>& v) {
+      std::erase_if(v, [&](const std::string& n) {
+        return std::find(ignore.begin(), ignore.end(), n) != ignore.end();
+      });
+    };
+    drop(e);
+    drop(a);
+  }
+  if (e != a) {
+    diffs->push_back(absl::StrCat(rel.empty() ? "/" : rel, ": entries differ: expected [",
+                                  absl::StrJoin(e, ","), "] got [", absl::StrJoin(a, ","), "]"));
+  }
+  for (const std::string& name : e) {
+    if (std::find(a.begin(), a.end(), name) == a.end()) continue;
+    std::string r = rel + "/" + name;
+    struct stat se, sa;
+    if (::lstat((exp + r).c_str(), &se) != 0 || ::lstat((act + r).c_str(), &sa) != 0) {
+      diffs->push_back(absl::StrCat(r, ": lstat failed: ", strerror(errno)));
+      continue;
+    }
+    auto diff = [&](const char* what, auto x, auto y) {
+      if (x != y) diffs->push_back(absl::StrCat(r, ": ", what, " expected ", x, " got ", y));
+    };
+    diff("mode", se.st_mode, sa.st_mode);
+    diff("uid", se.st_uid, sa.st_uid);
+    diff("gid", se.st_gid, sa.st_gid);
+    if (!S_ISDIR(se.st_mode)) diff("mtime", se.st_mtim.tv_sec, sa.st_mtim.tv_sec);
+    if (Xattrs(exp + r) != Xattrs(act + r)) diffs->push_back(absl::StrCat(r, ": xattrs differ"));
+    if (S_ISREG(se.st_mode)) {
+      diff("size", se.st_size, sa.st_size);
+      diff("nlink", se.st_nlink, sa.st_nlink);
+      absl::StatusOr<std::string> be = ReadFile(exp + r), ba = ReadFile(act + r);
+      if (!ba.ok()) {
+        diffs->push_back(absl::StrCat(r, ": read failed: ", ba.status().ToString()));
+      } else if (!be.ok() || *be != *ba) {
+        diffs->push_back(absl::StrCat(r, ": content differs"));
+      }
+    } else if (S_ISLNK(se.st_mode)) {
+      char te[4096], ta[4096];
+      ssize_t ne = ::readlink((exp + r).c_str(), te, sizeof(te));
+      ssize_t na = ::readlink((act + r).c_str(), ta, sizeof(ta));
+      if (ne < 0 || na < 0 || std::string(te, ne) != std::string(ta, na)) {
+        diffs->push_back(absl::StrCat(r, ": symlink target differs"));
+      }
+    } else if (S_ISCHR(se.st_mode) || S_ISBLK(se.st_mode)) {
+      diff("rdev", se.st_rdev, sa.st_rdev);
+    } else if (S_ISDIR(se.st_mode)) {
+      CompareRec(exp, act, r, ignore, diffs);
+    }
+  }
+}
+
+}  // namespace
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string out(n, '\0');
+  for (char& c : out) c = static_cast<char>(rng());
+  return out;
+}
+
+LayerChanges BigFilesLayer() {
+  LayerChanges c;
+  c.files = {
+      {.path = "/data/big.bin", .content = RandomBytes(1 << 20, 1)},
+      {.path = "/data/other.bin", .content = RandomBytes(3 << 20, 2)},
+      {.path = "/data/text.txt", .content = std::string(200000, 'a') + "end\n"},
+      {.path = "/data/exec.sh", .content = "#!/bin/sh\necho hi\n", .mode = 0755},
+      {.path = "/data/owned",
+       .content = "owned by 1000:1001\n",
+       .mode = 0640,
+       .uid = 1000,
+       .gid = 1001},
+      {.path = "/data/empty", .content = ""},
+      {.path = "/etc/greeting", .content = "hello from the lazy layer\n"},
+      {.path = "/old/gone.txt", .content = "deleted by the next layer\n"},
+      {.path = "/old/dir/a", .content = "a\n"},
+      {.path = "/old/dir/b", .content = "b\n"},
+      {.path = "/old/kept.txt", .content = "kept\n"},
+  };
+  c.dirs = {{.path = "/data/private", .mode = 0700}};
+  c.symlinks = {{.path = "/data/link", .target = "big.bin"},
+                {.path = "/data/abs-link", .target = "/etc/greeting"}};
+  c.hardlinks = {{.path = "/data/big-hardlink", .target = "/data/big.bin"}};
+  return c;
+}
+
+LayerChanges DeletionsLayer() {
+  LayerChanges c;
+  c.deletions = {"/old/gone.txt", "/old/dir"};
+  c.files = {{.path = "/old/new.txt", .content = "added on top\n"},
+             {.path = "/data/text.txt", .content = "replaced\n"},
+             {.path = "/top/x", .content = RandomBytes(100000, 3)}};
+  c.hardlinks = {{.path = "/top/x-link", .target = "/top/x"}};
+  return c;
+}
+
+absl::StatusOr<PushedImage> ResolvePushed(const std::string& ref) {
+  absl::StatusOr<registry::Reference> parsed = registry::ParseReference(ref);
+  if (!parsed.ok()) return parsed.status();
+  registry::RegistryClient client(registry::RegistryConfig{}, registry::NewCurlTransport());
+  absl::StatusOr<registry::ResolvedImage> resolved = client.Resolve(*parsed);
+  if (!resolved.ok()) return resolved.status();
+  return PushedImage{.ref = ref, .resolved = std::move(*resolved)};
+}
+
+absl::Status LazypullConvert(const std::string& format, const std::string& src,
+                             const std::string& dst) {
+  return Sh(absl::StrCat(BinaryDir(), "/bin/lazypull convert --format ", format, " --plain-http ",
+                         src, " ", dst));
+}
+
+absl::Status PushZstdChunkedWithSkopeo(const std::string& work_dir, const std::string& layout,
+                                       const std::string& tag, const std::string& dst_ref) {
+  // oci → uncompressed oci → zstd:chunked oci → registry: every step copies blobs as they
+  // are, except the recompression, which skopeo cannot skip for uncompressed sources.
+  return Sh(
+      absl::StrCat("set -e; cd ", work_dir, "; rm -rf zu zc; ",
+                   "skopeo copy --quiet --dest-decompress oci:", layout, ":", tag, " oci:zu:t; ",
+                   "skopeo copy --quiet --dest-compress-format zstd:chunked "
+                   "--dest-compress oci:zu:t oci:zc:t; ",
+                   "skopeo copy --quiet --dest-tls-verify=false oci:zc:t docker://", dst_ref));
+}
+
+std::map<std::string, std::string> StargzLabels(const PushedImage& image, size_t i,
+                                                const std::string& target) {
+  const oci::Descriptor& layer = image.resolved.manifest.layers.at(i);
+  std::map<std::string, std::string> labels = SnapshotAnnotations(layer);
+  labels["containerd.io/snapshot.ref"] = target;
+  labels["containerd.io/snapshot/remote/stargz.reference"] = image.ref;
+  labels["containerd.io/snapshot/remote/stargz.digest"] = layer.digest.ToString();
+  labels["containerd.io/snapshot/remote/stargz.layers"] = LayersLabel(image, i);
+  return labels;
+}
+
+std::map<std::string, std::string> CriLabels(const PushedImage& image, size_t i,
+                                             const std::string& target) {
+  const oci::Descriptor& layer = image.resolved.manifest.layers.at(i);
+  std::map<std::string, std::string> labels = SnapshotAnnotations(layer);
+  labels["containerd.io/snapshot.ref"] = target;
+  labels["containerd.io/snapshot/cri.image-ref"] = image.ref;
+  labels["containerd.io/snapshot/cri.layer-digest"] = layer.digest.ToString();
+  labels["containerd.io/snapshot/cri.manifest-digest"] =
+      image.resolved.manifest_descriptor.digest.ToString();
+  labels["containerd.io/snapshot/cri.image-layers"] = LayersLabel(image, i);
+  return labels;
+}
+
+absl::StatusOr<std::string> UnpackRootfs(const std::string& layout, const std::string& tag,
+                                         const std::string& dir) {
+  std::string bundle = dir + "/bundle";
+  absl::Status s =
+      Sh(absl::StrCat("umoci unpack --image ", layout, ":", tag, " ", bundle, " >/dev/null"));
+  if (!s.ok()) return s;
+  return bundle + "/rootfs";
+}
+
+std::vector<std::string> CompareTrees(const std::string& expected, const std::string& actual,
+                                      const std::vector<std::string>& ignore) {
+  std::vector<std::string> diffs;
+  CompareRec(expected, actual, "", ignore, &diffs);
+  return diffs;
+}
+
+}  // namespace lazypull::testing

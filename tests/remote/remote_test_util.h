@@ -1,0 +1,65 @@
+// Helpers of the remote-snapshot tests: images built and converted for real (umoci, skopeo,
+// `lazypull convert`) and pushed to a real docker-registry, the labels containerd's clients
+// send, and an exact comparison of a mounted tree with the image's unpacked rootfs.
+#ifndef LAZYPULL_TESTS_REMOTE_REMOTE_TEST_UTIL_H_
+#define LAZYPULL_TESTS_REMOTE_REMOTE_TEST_UTIL_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "fetcher/oci/manifest.h"
+#include "fetcher/registry/registry_client.h"
+#include "tests/harness/image_builder.h"
+
+namespace lazypull::testing {
+
+// The standard multi-layer test image: busybox; a layer with a 1 MiB random file, small files
+// with various modes/owners, symlinks, a hardlink; a layer that deletes files and a directory
+// from the layer below and adds more.
+LayerChanges BigFilesLayer();
+LayerChanges DeletionsLayer();
+// Deterministic pseudo-random bytes.
+std::string RandomBytes(size_t n, uint32_t seed);
+
+// An image as pushed to the registry.
+struct PushedImage {
+  std::string ref;  // "127.0.0.1:PORT/repo:tag"
+  registry::ResolvedImage resolved;
+};
+
+// Resolves `ref` with a plain-http RegistryClient.
+absl::StatusOr<PushedImage> ResolvePushed(const std::string& ref);
+
+// `lazypull convert --format FORMAT --plain-http SRC DST` (FORMAT estargz or zstd:chunked).
+absl::Status LazypullConvert(const std::string& format, const std::string& src,
+                             const std::string& dst);
+
+// Pushes an OCI layout's tag as zstd:chunked with skopeo 1.9 (decompressed copy first, so
+// skopeo really recompresses; see shared/e2e-notes.md).
+absl::Status PushZstdChunkedWithSkopeo(const std::string& work_dir, const std::string& layout,
+                                       const std::string& tag, const std::string& dst_ref);
+
+// Prepare labels for layer `i` of `image` as `ctr-remote images rpull` sends them (stargz set,
+// plus the layer's containerd.io/snapshot/* annotations), targeting `target`.
+std::map<std::string, std::string> StargzLabels(const PushedImage& image, size_t i,
+                                                const std::string& target);
+// The same layer with CRI's label set.
+std::map<std::string, std::string> CriLabels(const PushedImage& image, size_t i,
+                                             const std::string& target);
+
+// `umoci unpack` of layout:tag into <dir>/bundle; returns the rootfs path.
+absl::StatusOr<std::string> UnpackRootfs(const std::string& layout, const std::string& tag,
+                                         const std::string& dir);
+
+// Compares two trees: entry set, type, mode, uid, gid, size, bytes, mtime (seconds),
+// symlink targets, device numbers, user.* xattrs, and nlink of regular files. Returns one
+// line per difference (empty = equal). `ignore` lists top-level names to skip.
+std::vector<std::string> CompareTrees(const std::string& expected, const std::string& actual,
+                                      const std::vector<std::string>& ignore = {});
+
+}  // namespace lazypull::testing
+
+#endif  // LAZYPULL_TESTS_REMOTE_REMOTE_TEST_UTIL_H_
