@@ -64,6 +64,24 @@ absl::Status BuildImages(Images& im) {
   b.SetCmd({"/bin/sh"});
   absl::StatusOr<BuiltImage> built = b.Build("v1");
   if (!built.ok()) return built.status();
+  // A 4th layer made by hand: /old becomes an opaque directory (`.wh..wh..opq`), which
+  // umoci's own diffing never writes, with one new file in it.
+  absl::StatusOr<CommandResult> opaque = RunShell(
+      absl::StrCat("set -e; cd ", im.dir.path(), "; python3 - <<'PY'\n", "import io, tarfile\n",
+                   "t = tarfile.open('opaque.tar', 'w', format=tarfile.PAX_FORMAT)\n",
+                   "d = tarfile.TarInfo('old/'); d.type = tarfile.DIRTYPE; d.mode = 0o755; "
+                   "d.mtime = 1700000000; t.addfile(d)\n",
+                   "w = tarfile.TarInfo('old/.wh..wh..opq'); w.mtime = 1700000000; t.addfile(w)\n",
+                   "data = b'only file after the opaque dir\\n'\n",
+                   "f = tarfile.TarInfo('old/after-opaque.txt'); f.size = len(data); "
+                   "f.mode = 0o644; f.mtime = 1700000001; t.addfile(f, io.BytesIO(data))\n",
+                   "t.close()\n", "PY\n", "umoci raw add-layer --image ", built->layout_dir,
+                   ":v1 opaque.tar"),
+      std::chrono::seconds(120));
+  if (!opaque.ok()) return opaque.status();
+  if (opaque->exit_code != 0) return absl::InternalError("opaque layer: " + opaque->output);
+  built = ReadOciLayout(built->layout_dir, "v1");
+  if (!built.ok()) return built.status();
   im.src = *built;
   const std::string host = im.registry->host();
   if (absl::Status s = im.registry->PushOciLayout(im.src.layout_dir, "v1", "src:v1"); !s.ok()) {
@@ -263,7 +281,7 @@ class RemoteDaemonTest : public ::testing::Test {
 // marker and the right parent, overlay lowerdirs are the FUSE mounts, exact tree.
 TEST_F(RemoteDaemonTest, EstargzWithStargzLabelsMountsExactImageTree) {
   PushedImage image = Image("esgz");
-  ASSERT_EQ(image.resolved.manifest.layers.size(), 3u);
+  ASSERT_EQ(image.resolved.manifest.layers.size(), 4u);
   std::vector<std::string> targets = PrepareLazyChain(image, /*cri=*/false, "e");
   for (size_t i = 0; i < targets.size(); ++i) {
     snapshots_v1::Info info;
@@ -288,12 +306,14 @@ TEST_F(RemoteDaemonTest, EstargzWithStargzLabelsMountsExactImageTree) {
   for (const std::string& opt : mounts[0].options()) {
     if (absl::StartsWith(opt, "lowerdir=")) lowerdirs = absl::StrSplit(opt.substr(9), ':');
   }
-  ASSERT_EQ(lowerdirs.size(), 3u);
+  ASSERT_EQ(lowerdirs.size(), 4u);
   for (const std::string& lower : lowerdirs) {
     EXPECT_TRUE(IsMountOfType(lower, "fuse.lazypull")) << lower;
   }
   ExpectImageTree(dir);
-  EXPECT_TRUE(WaitMountedLayers(3));
+  // The opaque directory of layer 4 hides everything below it.
+  EXPECT_EQ(ListDir(dir + "/old"), std::vector<std::string>{"after-opaque.txt"});
+  EXPECT_TRUE(WaitMountedLayers(4));
   // `lazypull status` shows the layers.
   auto status = RunCommand({BinaryDir() + "/bin/lazypull", "status", "--root", daemon_->root()},
                            std::chrono::seconds(30));
@@ -344,7 +364,7 @@ TEST_F(RemoteDaemonTest, FetchesOnlyTocThenOnlyTheChunksRead) {
   proxy_->ClearRequests();
   std::vector<std::string> targets = PrepareLazyChain(image, false, "l");
   std::string dir = MountActive("container", targets.back());
-  ASSERT_TRUE(WaitMountedLayers(3));
+  ASSERT_TRUE(WaitMountedLayers(4));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // prefetch (if any) settles
   bool unranged = false;
   uint64_t after_prepare = RangeBytes(proxy_->Requests(), layer.digest.hex(), &unranged);
@@ -427,7 +447,7 @@ TEST_F(RemoteDaemonTest, RestartAfterKillAndCleanRestartRemountLayers) {
   mounts_.clear();  // the old overlay (its FUSE lowerdirs are dead now)
   ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
   client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
-  ASSERT_TRUE(WaitMountedLayers(3)) << Status().dump();
+  ASSERT_TRUE(WaitMountedLayers(4)) << Status().dump();
   MountList fresh;
   ASSERT_GRPC_OK(client_->Mounts("container", &fresh));
   ExpectImageTree(MountExisting("after-kill", fresh));
@@ -436,7 +456,7 @@ TEST_F(RemoteDaemonTest, RestartAfterKillAndCleanRestartRemountLayers) {
   ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();  // SIGTERM, then start
   client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
   EXPECT_TRUE(absl::StrContains(daemon_->ReadLog(), "\"msg\":\"remote layers restored\""));
-  ASSERT_TRUE(WaitMountedLayers(3)) << Status().dump();
+  ASSERT_TRUE(WaitMountedLayers(4)) << Status().dump();
   ASSERT_GRPC_OK(client_->Mounts("container", &fresh));
   ExpectImageTree(MountExisting("after-restart", fresh));
 }
@@ -457,7 +477,7 @@ TEST_F(RemoteDaemonTest, UnrestorableLayerMakesMountsUnavailable) {
   client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
   EXPECT_GRPC_CODE(client_->Mounts("container", &mounts), grpc::StatusCode::UNAVAILABLE);
   nlohmann::json st = Status();
-  EXPECT_EQ(st["unavailable"].size(), 3u) << st.dump();
+  EXPECT_EQ(st["unavailable"].size(), 4u) << st.dump();
   ASSERT_TRUE(daemon_->Stop().ok());
 
   ASSERT_TRUE(WriteFile(tmp_.Sub("strict.toml"),

@@ -54,7 +54,9 @@ std::map<std::string, std::string> Xattrs(const std::string& path) {
   for (ssize_t i = 0; n > 0 && i < n;) {
     std::string name(names + i);
     i += name.size() + 1;
-    if (!absl::StartsWith(name, "user.")) continue;
+    // user.overlay.* on a lazy layer's opaque dirs is the overlay protocol itself (for
+    // `userxattr` overlays); a non-userxattr overlay passes it through, so it is not content.
+    if (!absl::StartsWith(name, "user.") || absl::StartsWith(name, "user.overlay.")) continue;
     char value[8192];
     ssize_t v = ::lgetxattr(path.c_str(), name.c_str(), value, sizeof(value));
     out[name] = v >= 0 ? std::string(value, v) : "<error>";
