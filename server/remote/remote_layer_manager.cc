@@ -89,9 +89,6 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
   std::unique_ptr<registry::HttpTransport> transport =
       o.transport != nullptr ? std::move(o.transport) : registry::NewCurlTransport();
   m->client_ = std::make_unique<registry::RegistryClient>(o.registry, std::move(transport));
-  absl::StatusOr<std::unique_ptr<ChunkCache>> cache = ChunkCache::Open(o.cache);
-  if (!cache.ok()) return cache.status();
-  m->cache_ = std::move(*cache);
   absl::StatusOr<std::unique_ptr<mount::LayerMountBackend>> backend =
       mount::NewLayerMountBackend(o.mount);
   if (!backend.ok()) return backend.status();
@@ -187,8 +184,21 @@ absl::StatusOr<ResolvedLayer> RemoteLayerManager::Resolve(const LayerSource& sou
                                           " is not in the manifest of ", source.image_ref));
 }
 
+absl::StatusOr<ChunkCache*> RemoteLayerManager::Cache() {
+  std::lock_guard<std::mutex> lock(cache_mu_);
+  if (cache_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<ChunkCache>> cache = ChunkCache::Open(options_.cache);
+    if (!cache.ok()) return cache.status();
+    cache_ = std::move(*cache);
+  }
+  return cache_.get();
+}
+
 absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedLayer& layer,
                                             const std::string& fs_dir) {
+  status_active_ = true;
+  absl::StatusOr<ChunkCache*> cache = Cache();
+  if (!cache.ok()) return cache.status();
   absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
   if (!ref.ok()) return ref.status();
   std::shared_ptr<BlobReader> blob = client_->OpenBlob(*ref, layer.layer);
@@ -199,7 +209,7 @@ absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedL
   const std::string layer_id = layer.layer.digest.ToString();
   absl::StatusOr<std::unique_ptr<LayerReader>> reader =
       LayerReader::Create(layer_id, std::make_shared<const format::LayerIndex>(std::move(*index)),
-                          blob, cache_.get(), options_.mount.reader);
+                          blob, *cache, options_.mount.reader);
   if (!reader.ok()) return reader.status();
   absl::StatusOr<std::unique_ptr<mount::MountedLayer>> mounted =
       backend_->Mount({.layer_id = layer_id, .reader = std::move(*reader), .target_dir = fs_dir});
@@ -359,6 +369,8 @@ nlohmann::json RemoteLayerManager::StatusJson() const {
 }
 
 absl::Status RemoteLayerManager::WriteStatusFile() const {
+  // A daemon that never saw a remote layer leaves its root as the plain snapshotter does.
+  if (!status_active_) return absl::OkStatus();
   return WriteFileAtomically(options_.root + "/" + kStatusFileName, StatusJson().dump(2) + "\n");
 }
 

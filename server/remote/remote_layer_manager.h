@@ -15,7 +15,8 @@
 // `[remote] fail_on_restore_error`).
 //
 // Operator status: every status_interval the manager rewrites <root>/status.json (atomically)
-// with one entry per mounted layer (see StatusJson); `lazypull status` prints it.
+// with one entry per mounted layer (see StatusJson); `lazypull status` prints it. The file and
+// the chunk cache (<root>/cache by default) appear with the first remote layer.
 //
 // Thread-safety: all methods are thread-safe. Destruction unmounts every layer, in parallel
 // with nothing: callers must have stopped RPCs first.
@@ -24,6 +25,7 @@
 
 #include <toml++/toml.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -121,11 +123,16 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   absl::Status MountLayer(int64_t snapshot_id, const ResolvedLayer& layer,
                           const std::string& fs_dir);
   void RestoreOne(const PendingRestore& pending);
+  // The chunk cache, opened on first use (so a daemon without remote layers creates nothing
+  // under its root). Errors of ChunkCache::Open; retried on the next call.
+  absl::StatusOr<ChunkCache*> Cache();
   void StatusLoop();
 
   Options options_;
   std::unique_ptr<registry::RegistryClient> client_;
-  std::unique_ptr<ChunkCache> cache_;
+  std::mutex cache_mu_;
+  std::unique_ptr<ChunkCache> cache_;       // guarded by cache_mu_ until set; then immutable
+  std::atomic<bool> status_active_{false};  // set by the first mount attempt
   std::unique_ptr<mount::LayerMountBackend> backend_;
   std::shared_ptr<FetchExecutor> executor_;
 
