@@ -126,6 +126,26 @@ TEST_F(RemoteContainerdTest, RpullAndRunEstargzFromLazypullConvert) {
   RpullAndRun("esgz-lp", dst);
 }
 
+// CRI's label set through containerd's own client code (Pull + WithPullUnpack +
+// AppendInfoHandlerWrapper, as the CRI plugin does), on zstd:chunked from `lazypull convert`.
+TEST_F(RemoteContainerdTest, CriStylePullAndRunZstdChunkedFromLazypullConvert) {
+  const std::string dst = registry_->host() + "/lp-zc:v1";
+  ASSERT_TRUE(LazypullConvert("zstd:chunked", registry_->host() + "/src:v1", dst).ok());
+  auto pulled = containerd_->CriPull("cri-zc", dst, "lazypull");
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  auto out = containerd_->CtrOk({"-n", "cri-zc", "run", "--rm", "--snapshotter", "lazypull", dst,
+                                 "cri-c", "/bin/sh", "-c", kRunScript});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, expected_output_);
+  auto image = ResolvePushed(dst);
+  ASSERT_TRUE(image.ok()) << image.status();
+  auto status = ReadFile(snapshotter_->root() + "/status.json");
+  ASSERT_TRUE(status.ok());
+  for (const oci::Descriptor& layer : image->resolved.manifest.layers) {
+    EXPECT_TRUE(absl::StrContains(*status, layer.digest.ToString())) << *status;
+  }
+}
+
 TEST_F(RemoteContainerdTest, RpullAndRunZstdChunkedFromSkopeo) {
   const std::string dst = registry_->host() + "/skopeo-zc:v1";
   ASSERT_TRUE(PushZstdChunkedWithSkopeo(dir_.path(), image_.layout_dir, "v1", dst).ok());
