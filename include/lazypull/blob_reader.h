@@ -34,8 +34,7 @@ class BlobReader {
 
   // Reads several ranges; implementations may merge adjacent ones into one request. The
   // result has one string per range, in order. Default: one ReadAt each.
-  virtual absl::StatusOr<std::vector<std::string>> ReadRanges(
-      const std::vector<ByteRange>& ranges);
+  virtual absl::StatusOr<std::vector<std::string>> ReadRanges(const std::vector<ByteRange>& ranges);
 };
 
 // A BlobReader over an in-memory buffer (tests, small local blobs).

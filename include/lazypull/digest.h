@@ -26,7 +26,7 @@ class Digest {
   static Digest FromRaw(std::string_view raw32);
 
   bool empty() const { return hex_.empty(); }
-  const std::string& hex() const { return hex_; }           // 64 lowercase hex chars
+  const std::string& hex() const { return hex_; }            // 64 lowercase hex chars
   std::string ToString() const { return "sha256:" + hex_; }  // "sha256:..."
   // Returns OK if sha256(data) equals this digest, else DataLoss naming both digests.
   absl::Status Verify(std::string_view data) const;

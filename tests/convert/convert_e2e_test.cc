@@ -91,7 +91,7 @@ class ConvertE2eTest : public ::testing::Test {
     const std::string src = registry_->host() + "/src/app:v1";
     const std::string dst = registry_->host() + "/conv/app:" + tag;
     auto out = RunOk({Lazypull(), "--log-level", "warn", "convert", "--format", format,
-                    "--plain-http", src, dst});
+                      "--plain-http", src, dst});
     ASSERT_TRUE(out.ok()) << out.status();
     auto remote = Inspect(dst);
     ASSERT_TRUE(remote.ok()) << remote.status();
@@ -201,7 +201,7 @@ TEST_F(ConvertE2eTest, MultiPlatformIndexConvertsEveryPlatform) {
 
   const std::string out_layout = dir_.Sub("out-layout");
   auto out = RunOk({Lazypull(), "--log-level", "warn", "convert", "--format", "zstd:chunked",
-                  "oci:" + layout + ":multi", "oci:" + out_layout + ":z"});
+                    "oci:" + layout + ":multi", "oci:" + out_layout + ":z"});
   ASSERT_TRUE(out.ok()) << out.status();
   auto top_out = ReadFile(out_layout + "/index.json");
   ASSERT_TRUE(top_out.ok());

@@ -26,7 +26,9 @@ int main(int argc, char** argv) {
   mkdir(out.c_str(), 0755);
   std::vector<TestEntry> e;
   e.push_back({.name = "./", .type = '5', .mode = 0755});
-  e.push_back({.name = "./a/f", .type = '0', .data = std::string(3000, 'q') + "tail",
+  e.push_back({.name = "./a/f",
+               .type = '0',
+               .data = std::string(3000, 'q') + "tail",
                .xattrs = {{"user.x", "y"}}});
   e.push_back({.name = "./a/z", .type = '0', .data = std::string(2000, '\0') + "z"});
   e.push_back({.name = "./a/h", .type = '1', .link = "./a/f"});

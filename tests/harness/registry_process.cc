@@ -7,15 +7,15 @@ namespace lazypull::testing {
 
 std::string RegistryProcess::host() const { return fmt::format("127.0.0.1:{}", port_); }
 
-absl::StatusOr<std::unique_ptr<RegistryProcess>> RegistryProcess::Start(
-    const std::string& work_dir, RegistryOptions options) {
+absl::StatusOr<std::unique_ptr<RegistryProcess>> RegistryProcess::Start(const std::string& work_dir,
+                                                                        RegistryOptions options) {
   std::unique_ptr<RegistryProcess> reg(new RegistryProcess());
   reg->work_dir_ = work_dir;
   reg->port_ = PickFreePort();
   std::string auth;
   if (options.basic_user) {
-    auto r = RunCommand({"htpasswd", "-Bbn", options.basic_user->first,
-                         options.basic_user->second});
+    auto r =
+        RunCommand({"htpasswd", "-Bbn", options.basic_user->first, options.basic_user->second});
     if (!r.ok()) return r.status();
     if (r->exit_code != 0) return absl::InternalError("htpasswd failed: " + r->output);
     auto st = WriteFile(work_dir + "/htpasswd", r->output);
@@ -52,8 +52,8 @@ absl::Status RegistryProcess::PushOciLayout(const std::string& layout, const std
                                             const std::string& repo_and_tag,
                                             const std::string& extra) {
   std::string creds;
-  if (basic_user_) creds = fmt::format("--dest-creds '{}:{}'", basic_user_->first,
-                                       basic_user_->second);
+  if (basic_user_)
+    creds = fmt::format("--dest-creds '{}:{}'", basic_user_->first, basic_user_->second);
   std::string cmd = fmt::format(
       "skopeo --insecure-policy copy --dest-tls-verify=false {} {} oci:{}:{} docker://{}/{} 2>&1",
       creds, extra, layout, tag, host(), repo_and_tag);

@@ -16,8 +16,8 @@
 namespace lazypull::testing {
 
 struct CommandResult {
-  int exit_code = -1;   // -1 when killed by a signal
-  std::string output;   // stdout and stderr, interleaved
+  int exit_code = -1;  // -1 when killed by a signal
+  std::string output;  // stdout and stderr, interleaved
 };
 
 // Runs `argv` to completion (with /bin/sh -c when argv has one element containing a space is NOT
