@@ -6,9 +6,10 @@
 // 4-16 KiB in 10 dirs), converts it to eStargz with lazypull's writer, then per measurement:
 //   cold_big_file / cold_small_files: a FRESH FUSE mount (new empty ChunkCache, no background
 //       fetch) after `echo 3 > /proc/sys/vm/drop_caches`, vs an overlayfs mount
-//       (lowerdir=<unpacked>:<empty>) after the same drop. The blob is served from a local file
-//       BlobReader, so registry/network latency is EXCLUDED: the FUSE side pays the page-cache-
-//       cold blob read from local disk, gunzip, sha256 verification and chunk-cache writes.
+//       (lowerdir=<unpacked>:<empty>) after the same drop. The blob is pushed to a real
+//       docker-registry on 127.0.0.1 and read with RegistryClient::OpenBlob (Range requests
+//       over loopback). The *_localblob variants read it from a local file BlobReader instead:
+//       the data path alone (cold blob read, gunzip, sha256 verification, chunk-cache writes).
 //   warm_seq_read: re-reads of the big file on both sides, page cache warm (best of 3).
 //   rss_20_layers: VmRSS of this process before/after mounting 20 distinct small eStargz layers
 //       (--rss_layer_files files each) sharing one ChunkCache, and after walking them all.
@@ -39,9 +40,13 @@
 #include "fetcher/convert/estargz_writer.h"
 #include "fetcher/format/estargz_reader.h"
 #include "fetcher/layer_reader/layer_reader.h"
+#include "fetcher/registry/http_transport.h"
+#include "fetcher/registry/reference.h"
+#include "fetcher/registry/registry_client.h"
 #include "fetcher/tar/tar_scanner.h"
 #include "mount/backend.h"
 #include "nlohmann/json.hpp"
+#include "tests/harness/registry_process.h"
 #include "tests/harness/test_env.h"
 
 namespace lazypull {
@@ -95,8 +100,8 @@ std::vector<std::string> WriteSmallFiles(const std::string& root, size_t count, 
   return rel;
 }
 
-// tar (pax, sorted) of `src` -> eStargz at `out` with lazypull's writer. Returns the TOC digest.
-Digest BuildEstargz(const std::string& src, const std::string& out) {
+// tar (pax, sorted) of `src` -> eStargz at `out` with lazypull's writer.
+convert::EstargzResult BuildEstargz(const std::string& src, const std::string& out) {
   const std::string tar_path = out + ".tar";
   std::string cmd = "tar --format=pax --sort=name -C " + src + " -cf " + tar_path + " .";
   if (std::system(cmd.c_str()) != 0) Die("tar " + src);
@@ -109,7 +114,7 @@ Digest BuildEstargz(const std::string& src, const std::string& out) {
   auto written = convert::WriteEstargz(**tar, *tar_index, {}, **sink);
   if (!written.ok()) Die(written.status().ToString());
   fs::remove(tar_path);
-  return written->toc_digest;
+  return *written;
 }
 
 void DropCaches() {
@@ -127,10 +132,11 @@ struct FuseLayer {
   std::unique_ptr<mount::MountedLayer> mount;
 };
 
-// Mounts the eStargz blob at `blob_path` on `target` (created). Uses `cache` if non-null,
-// otherwise opens a fresh one at `cache_dir`. No background fetch is started.
+// Mounts the eStargz blob `blob` on `target` (created). Uses `cache` if non-null, otherwise
+// opens a fresh one at `cache_dir`. No background fetch is started.
 std::unique_ptr<FuseLayer> MountLayer(mount::LayerMountBackend& backend,
-                                      const std::string& layer_id, const std::string& blob_path,
+                                      const std::string& layer_id,
+                                      std::shared_ptr<BlobReader> shared_blob,
                                       const Digest& toc_digest, ChunkCache* cache,
                                       const std::string& cache_dir, const std::string& target) {
   auto layer = std::make_unique<FuseLayer>();
@@ -142,9 +148,6 @@ std::unique_ptr<FuseLayer> MountLayer(mount::LayerMountBackend& backend,
     layer->owned_cache = std::move(*opened);
     cache = layer->owned_cache.get();
   }
-  auto blob = NewFileBlobReader(blob_path);
-  if (!blob.ok()) Die(blob.status().ToString());
-  std::shared_ptr<BlobReader> shared_blob = std::move(*blob);
   auto index = format::ReadEstargzIndex(*shared_blob, toc_digest);
   if (!index.ok()) Die(index.status().ToString());
   mount::MountConfig config;
@@ -212,6 +215,12 @@ double VmRssMb() {
   Die("no VmRSS in /proc/self/status");
 }
 
+std::shared_ptr<BlobReader> OpenFileBlob(const std::string& path) {
+  auto blob = NewFileBlobReader(path);
+  if (!blob.ok()) Die(blob.status().ToString());
+  return std::move(*blob);
+}
+
 void Print(const nlohmann::json& j) {
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
@@ -231,7 +240,8 @@ int Run(const Options& o) {
     WriteBytes(src + "/big.bin", RandomBytes(o.file_mb << 20, rng));
     small_files = WriteSmallFiles(src, o.small_files, 4 << 10, 16 << 10, 8);
   }
-  const Digest toc = BuildEstargz(src, blob);
+  const convert::EstargzResult built = BuildEstargz(src, blob);
+  const Digest toc = built.toc_digest;
   uint64_t small_bytes = 0;
   for (const auto& r : small_files) small_bytes += fs::file_size(src + "/" + r);
   const double big_bytes = static_cast<double>(o.file_mb << 20);
@@ -240,19 +250,42 @@ int Run(const Options& o) {
          {"big_file_bytes", big_bytes},
          {"small_files", small_files.size()},
          {"small_files_bytes", small_bytes},
-         {"blob_source", "local file BlobReader: registry/network latency excluded"},
+         {"blob_source",
+          "cold_*: docker-registry on 127.0.0.1 via RegistryClient::OpenBlob (loopback HTTP, "
+          "registry storage page-cache cold too); cold_*_localblob: local file BlobReader"},
          {"native", "overlayfs lowerdir=<unpacked on local disk>:<empty>, read-only"}});
+
+  // The blob in a real docker-registry on 127.0.0.1, read back with Range requests.
+  auto registry_process = testing::RegistryProcess::Start(tmp.Sub("registry"));
+  if (!registry_process.ok()) Die(registry_process.status().ToString());
+  registry::RegistryConfig rc;
+  registry::RegistryClient client(rc, registry::NewCurlTransport());
+  auto ref = registry::ParseReference((*registry_process)->host() + "/bench/layer:v1");
+  if (!ref.ok()) Die(ref.status().ToString());
+  oci::Descriptor desc;
+  desc.media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+  desc.digest = built.blob_digest;
+  desc.size = static_cast<int64_t>(built.blob_size);
+  {
+    auto content = OpenFileBlob(blob);
+    if (auto st = client.PushBlob(*ref, desc, *content); !st.ok()) Die(st.ToString());
+  }
+  auto open_blob = [&](bool from_registry) -> std::shared_ptr<BlobReader> {
+    if (from_registry) return client.OpenBlob(*ref, desc);
+    return OpenFileBlob(blob);
+  };
 
   OverlayMount overlay(src, tmp.Sub("empty"), tmp.Sub("ovl"));
   const std::string native_root = tmp.Sub("ovl");
   int mount_seq = 0;
   // Cold: best of `passes`, each on a fresh FUSE mount with an empty cache.
-  auto cold = [&](const std::string& name, const std::vector<std::string>& files, double bytes) {
+  auto cold = [&](const std::string& name, const std::vector<std::string>& files, double bytes,
+                  bool from_registry) {
     double best_fuse = 1e30, best_native = 1e30, warm_fuse = 1e30, warm_native = 1e30;
     for (int pass = 0; pass < o.passes; ++pass) {
       const std::string id = "cold" + std::to_string(mount_seq++);
-      auto layer = MountLayer(**backend, id, blob, toc, nullptr, tmp.Sub(id + "-cache"),
-                              tmp.Sub(id + "-mnt"));
+      auto layer = MountLayer(**backend, id, open_blob(from_registry), toc, nullptr,
+                              tmp.Sub(id + "-cache"), tmp.Sub(id + "-mnt"));
       const std::string fuse_root = tmp.Sub(id + "-mnt");
       DropCaches();
       best_native = std::min(best_native, TimeReads(native_root, files));
@@ -279,7 +312,8 @@ int Run(const Options& o) {
            {"ratio_lazypull_time_over_native", best_fuse / best_native}});
     return std::make_pair(warm_fuse, warm_native);
   };
-  auto [warm_fuse, warm_native] = cold("cold_big_file", {"big.bin"}, big_bytes);
+  cold("cold_big_file_localblob", {"big.bin"}, big_bytes, false);
+  auto [warm_fuse, warm_native] = cold("cold_big_file", {"big.bin"}, big_bytes, true);
   Print({{"bench", "warm_seq_read"},
          {"what", "re-read of the big file, page cache warm on both sides, best of 3"},
          {"lazypull_seconds", warm_fuse},
@@ -288,8 +322,9 @@ int Run(const Options& o) {
          {"native_MBps", big_bytes / warm_native / 1e6},
          {"ratio_throughput_lazypull_over_native", warm_native / warm_fuse},
          {"target", ">= 0.7"}});
+  cold("cold_small_files_localblob", small_files, static_cast<double>(small_bytes), false);
   auto [small_warm_fuse, small_warm_native] =
-      cold("cold_small_files", small_files, static_cast<double>(small_bytes));
+      cold("cold_small_files", small_files, static_cast<double>(small_bytes), true);
   Print({{"bench", "warm_small_files"},
          {"lazypull_seconds", small_warm_fuse},
          {"native_seconds", small_warm_native},
@@ -301,7 +336,7 @@ int Run(const Options& o) {
     const std::string dir = tmp.Sub("rss-src" + std::to_string(i));
     WriteSmallFiles(dir, o.rss_layer_files, 512, 2048, 100 + i);
     const std::string path = tmp.Sub("rss" + std::to_string(i) + ".estargz");
-    layer_blobs.emplace_back(path, BuildEstargz(dir, path));
+    layer_blobs.emplace_back(path, BuildEstargz(dir, path).toc_digest);
     fs::remove_all(dir);
   }
   CacheConfig cc;
@@ -313,8 +348,9 @@ int Run(const Options& o) {
   std::vector<std::unique_ptr<FuseLayer>> layers;
   for (size_t i = 0; i < layer_blobs.size(); ++i) {
     const std::string id = "rss" + std::to_string(i);
-    layers.push_back(MountLayer(**backend, id, layer_blobs[i].first, layer_blobs[i].second,
-                                shared_cache->get(), "", tmp.Sub(id + "-mnt")));
+    layers.push_back(MountLayer(**backend, id, OpenFileBlob(layer_blobs[i].first),
+                                layer_blobs[i].second, shared_cache->get(), "",
+                                tmp.Sub(id + "-mnt")));
   }
   const double rss_mounted = VmRssMb();
   size_t entries = 0;
