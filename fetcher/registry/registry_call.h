@@ -29,10 +29,13 @@ struct RegistryClient::Call {
   std::string what;                       // "GET manifest latest", for errors and logs
   std::chrono::milliseconds timeout{-1};  // -1: config.request_timeout; 0: none
   uint64_t max_body = 64ull << 20;
-  std::function<bool(int, std::string_view)> sink;
+  std::function<bool(const HttpResponse&, std::string_view)> sink;
   std::function<void(HttpHeaders*)> on_attempt;  // resets per-attempt state, may add headers
   // Checks an accepted response. DataLoss / Unavailable are retried; other errors returned.
   std::function<absl::Status(const HttpResponse&)> validate;
+  // Whether a DataLoss from `validate` is retried (a digest mismatch is; a malformed answer
+  // that would come back the same is not).
+  bool retry_data_loss = true;
 };
 
 namespace internal {

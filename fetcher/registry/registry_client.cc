@@ -274,7 +274,10 @@ absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
         }
         failure = absl::Status(
             st.code(), fmt::format("{}: HTTP {}: {}", context, s, std::string(st.message())));
-        if (!IsRetriableError(st)) return failure;
+        if (!IsRetriableError(st) ||
+            (st.code() == absl::StatusCode::kDataLoss && !call.retry_data_loss)) {
+          return failure;
+        }
         reason = std::string(st.message()).substr(0, 80);
       } else if (IsRetriableStatus(s)) {
         failure =

@@ -123,8 +123,8 @@ absl::Status RegistryClient::FetchBlobStream(
     overlong = false;
     if (received > 0) h->emplace_back("Range", fmt::format("bytes={}-", received));
   };
-  call.sink = [&](int status, std::string_view data) -> bool {
-    if (status == 206 && body_pos < attempt_start) body_pos = attempt_start;
+  call.sink = [&](const HttpResponse& head, std::string_view data) -> bool {
+    if (head.status == 206 && body_pos < attempt_start) body_pos = attempt_start;
     uint64_t begin = body_pos, end = body_pos + data.size();
     body_pos = end;
     if (end > size) {

@@ -6,11 +6,15 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "base/logging.h"
 #include "base/unique_fd.h"
+#include "fetcher/registry/byteranges.h"
 #include "fetcher/registry/registry_call.h"
 #include "fetcher/registry/registry_client.h"
 #include "fmt/format.h"
@@ -30,59 +34,346 @@ absl::StatusOr<std::string> RegistryClient::ReadRange(const Reference& ref,
                                              ref.Name()));
   }
   if (length == 0) return std::string();
-  const uint64_t end = offset + length;
-  std::string out;
-  uint64_t pos = 0;
-  bool overlong = false;
+  const ByteRange range{offset, length};
+  absl::Status st;
+  for (int attempt = 0; attempt <= config_.max_retries; ++attempt) {
+    std::string out;
+    uint64_t done = 0;
+    st = StreamCovering(ref, desc, std::span<const ByteRange>(&range, 1),
+                        std::span<uint64_t>(&done, 1), [&](uint64_t, std::string_view data) {
+                          out.append(data);
+                          return absl::OkStatus();
+                        });
+    if (!st.ok()) return st;
+    if (!expected) return out;
+    st = expected->Verify(out);
+    if (st.ok()) return out;
+    LogWarn("registry range did not verify; fetching it again", {{"host", ref.host},
+                                                                 {"repository", ref.repository},
+                                                                 {"digest", desc.digest.ToString()},
+                                                                 {"offset", offset},
+                                                                 {"length", length}});
+  }
+  return absl::DataLossError(fmt::format(
+      "GET blob {} range [{}, +{}) in {}: {} (after {} attempts)", desc.digest.ToString(), offset,
+      length, ref.Name(), std::string(st.message()), config_.max_retries + 1));
+}
+
+namespace {
+
+// Most ranges asked in one multi-range request: keeps the Range header well under the 8 KiB
+// that common HTTP servers and proxies accept.
+constexpr size_t kMaxRangesPerRequest = 64;
+
+// Hands streamed blob bytes to the caller's sink, range by range, each byte once and in order
+// within its range. Bytes that do not continue a range exactly where it stands (a repeat after
+// a retry, or a hole left by a server that answered less than asked) are not delivered: the
+// range stays incomplete and is fetched again by a later request.
+class RangeDelivery {
+ public:
+  RangeDelivery(std::span<const ByteRange> ranges, std::span<uint64_t> done,
+                const BlobReader::Sink& sink)
+      : ranges_(ranges), done_(done), sink_(sink) {}
+
+  // Blob bytes [offset, offset + data.size()). Returns the sink's first error.
+  absl::Status Deliver(uint64_t offset, std::string_view data) {
+    const uint64_t end = offset + data.size();
+    auto first = std::partition_point(ranges_.begin(), ranges_.end(),
+                                      [&](const ByteRange& r) { return r.end() <= offset; });
+    for (size_t i = first - ranges_.begin(); i < ranges_.size() && ranges_[i].offset < end; ++i) {
+      const ByteRange& r = ranges_[i];
+      const uint64_t want = r.offset + done_[i];
+      if (want >= r.end() || want < offset || want >= end) continue;
+      const uint64_t to = std::min(end, r.end());
+      if (absl::Status st = sink_(want, data.substr(want - offset, to - want)); !st.ok()) {
+        sink_error_ = st;
+        return st;
+      }
+      done_[i] += to - want;
+    }
+    return absl::OkStatus();
+  }
+
+  // The parts of the ranges not delivered yet.
+  std::vector<ByteRange> Remaining() const {
+    std::vector<ByteRange> out;
+    for (size_t i = 0; i < ranges_.size(); ++i) {
+      if (done_[i] < ranges_[i].length) {
+        out.push_back({ranges_[i].offset + done_[i], ranges_[i].length - done_[i]});
+      }
+    }
+    return out;
+  }
+  bool Complete() const {
+    for (size_t i = 0; i < ranges_.size(); ++i) {
+      if (done_[i] < ranges_[i].length) return false;
+    }
+    return true;
+  }
+  uint64_t last_end() const { return ranges_.back().end(); }
+  const absl::Status& sink_error() const { return sink_error_; }
+
+ private:
+  std::span<const ByteRange> ranges_;
+  std::span<uint64_t> done_;
+  const BlobReader::Sink& sink_;
+  absl::Status sink_error_;
+};
+
+}  // namespace
+
+std::optional<bool> RegistryClient::MultiRangeSupport(const std::string& host) const {
+  std::lock_guard<std::mutex> l(multi_range_mu_);
+  auto it = multi_range_.find(host);
+  if (it == multi_range_.end()) return std::nullopt;
+  return it->second;
+}
+
+void RegistryClient::LearnMultiRange(const std::string& host, bool supported) {
+  std::lock_guard<std::mutex> l(multi_range_mu_);
+  auto [it, inserted] = multi_range_.emplace(host, supported);
+  if (!inserted) {
+    if (it->second == supported) return;
+    it->second = supported;
+  }
+  LogInfo("registry multi-range support learned", {{"host", host}, {"multi_range", supported}});
+}
+
+absl::Status RegistryClient::StreamRanges(const Reference& ref, const oci::Descriptor& desc,
+                                          std::span<const ByteRange> ranges,
+                                          const BlobReader::Sink& sink) {
+  const uint64_t size = static_cast<uint64_t>(desc.size);
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    const ByteRange& r = ranges[i];
+    if (r.length == 0 || r.offset > size || r.length > size - r.offset ||
+        (i > 0 && r.offset < ranges[i - 1].end())) {
+      return absl::InvalidArgumentError(fmt::format(
+          "blob {} of {} ({} bytes): ranges must be non-empty, sorted, disjoint and inside the "
+          "blob; range {} is [{}, +{})",
+          desc.digest.ToString(), ref.Name(), size, i, r.offset, r.length));
+    }
+  }
+  if (ranges.empty()) return absl::OkStatus();
+  std::vector<uint64_t> done(ranges.size(), 0);
+  if (config_.multi_range && ranges.size() > 1 && MultiRangeSupport(ref.host) != false) {
+    for (size_t first = 0; first + 1 < ranges.size(); first += kMaxRangesPerRequest) {
+      const size_t n = std::min(kMaxRangesPerRequest, ranges.size() - first);
+      if (n < 2) break;
+      absl::Status st = StreamMultipart(ref, desc, ranges.subspan(first, n),
+                                        std::span<uint64_t>(done).subspan(first, n), sink);
+      if (!st.ok()) return st;
+      if (MultiRangeSupport(ref.host) == false) break;
+    }
+  }
+  // What is left (everything when the registry cannot do multi-range): requests in parallel,
+  // ranges closer than merge_gap_bytes sharing one request.
+  struct Group {
+    size_t first, last;  // [first, last) of `ranges`
+  };
+  std::vector<Group> groups;
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    if (done[i] == ranges[i].length) continue;
+    if (!groups.empty() && groups.back().last == i &&
+        ranges[i].offset <= ranges[i - 1].end() + config_.merge_gap_bytes) {
+      groups.back().last = i + 1;
+    } else {
+      groups.push_back({i, i + 1});
+    }
+  }
+  if (groups.empty()) return absl::OkStatus();
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  absl::Status first_error;
+  auto worker = [&] {
+    for (size_t gi = next++; gi < groups.size(); gi = next++) {
+      const Group& g = groups[gi];
+      absl::Status st =
+          StreamCovering(ref, desc, ranges.subspan(g.first, g.last - g.first),
+                         std::span<uint64_t>(done).subspan(g.first, g.last - g.first), sink);
+      if (!st.ok()) {
+        std::lock_guard<std::mutex> l(mu);
+        if (first_error.ok()) first_error = st;
+        next = groups.size();  // stop the other workers after their current request
+        return;
+      }
+    }
+  };
+  size_t workers = std::min<size_t>(
+      {groups.size(), 8, static_cast<size_t>(std::max(1, config_.max_concurrency_per_host))});
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < workers; ++t) threads.emplace_back(worker);
+  worker();
+  for (auto& t : threads) t.join();
+  return first_error;
+}
+
+absl::Status RegistryClient::StreamMultipart(const Reference& ref, const oci::Descriptor& desc,
+                                             std::span<const ByteRange> ranges,
+                                             std::span<uint64_t> done,
+                                             const BlobReader::Sink& sink) {
+  const uint64_t size = static_cast<uint64_t>(desc.size);
+  RangeDelivery delivery(ranges, done, sink);
+  enum class Answer { kNone, kMultipart, kSingle, kWhole };
+  Answer answer = Answer::kNone;
+  size_t asked = 0;         // ranges in this attempt's Range header
+  uint64_t body_pos = 0;    // blob offset of the next body byte (single range or whole blob)
+  uint64_t body_limit = 0;  // end of the single range answered
+  std::optional<ByterangesParser> parser;
+  absl::Status malformed;
+
   Call call;
   call.path = "blobs/" + desc.digest.ToString();
-  call.what = fmt::format("GET blob {} range [{}, +{})", desc.digest.ToString(), offset, length);
+  call.what = fmt::format("GET blob {} ({} ranges from {})", desc.digest.ToString(), ranges.size(),
+                          ranges.front().offset);
   call.accept = {200, 206};
-  call.headers.emplace_back("Range", fmt::format("bytes={}-{}", offset, end - 1));
-  call.on_attempt = [&](HttpHeaders*) {
-    out.clear();
-    out.reserve(length);
-    pos = 0;
-    overlong = false;
+  call.retry_data_loss = false;  // a malformed multipart answer is not worth repeating
+  call.on_attempt = [&](HttpHeaders* h) {
+    answer = Answer::kNone;
+    parser.reset();
+    malformed = absl::OkStatus();
+    std::vector<ByteRange> want = delivery.Remaining();
+    asked = want.size();
+    h->emplace_back("Range", RangeHeaderValue(want));
   };
-  call.sink = [&](int status, std::string_view data) -> bool {
-    if (status == 206) {
-      if (out.size() + data.size() > length) {
-        overlong = true;
-        return false;
+  call.sink = [&](const HttpResponse& head, std::string_view data) -> bool {
+    if (!delivery.sink_error().ok()) return false;
+    if (answer == Answer::kNone) {
+      if (head.status == 206) {
+        if (std::optional<std::string> b = ByterangesBoundary(head.Header("content-type"))) {
+          answer = Answer::kMultipart;
+          parser.emplace(std::move(*b), size);
+        } else {
+          std::optional<ContentRange> cr = ParseContentRange(head.Header("content-range"));
+          if (!cr || (cr->complete_length && *cr->complete_length != size) ||
+              cr->offset + cr->length > size) {
+            malformed = absl::DataLossError(fmt::format(
+                "206 answer to a multi-range request is neither multipart/byteranges nor a "
+                "valid single range (Content-Type \"{}\", Content-Range \"{}\")",
+                head.Header("content-type").substr(0, 100),
+                head.Header("content-range").substr(0, 100)));
+            return false;
+          }
+          answer = Answer::kSingle;
+          body_pos = cr->offset;
+          body_limit = cr->offset + cr->length;
+        }
+      } else {
+        answer = Answer::kWhole;  // 200: the server ignored Range
+        body_pos = 0;
+        body_limit = size;
       }
-      out.append(data);
-      return true;
     }
-    // 200: the server ignored Range and sends the whole blob; keep only our window.
-    uint64_t b = pos, e = pos + data.size();
-    pos = e;
-    if (e > offset && b < end) {
-      uint64_t from = std::max(b, offset), to = std::min(e, end);
-      out.append(data.substr(from - b, to - from));
+    if (answer == Answer::kMultipart) {
+      absl::Status st = parser->Feed(
+          data, [&](uint64_t off, std::string_view d) { return delivery.Deliver(off, d); });
+      if (!st.ok() && delivery.sink_error().ok()) malformed = st;
+      return st.ok();
     }
-    return pos < end;
+    if (data.size() > body_limit - body_pos) {
+      malformed = absl::DataLossError(
+          fmt::format("body longer than its range [{}, {})", body_pos, body_limit));
+      return false;
+    }
+    if (!delivery.Deliver(body_pos, data).ok()) return false;
+    body_pos += data.size();
+    // Past the last range with more coming (the whole blob): stop instead of reading it all.
+    // A natural end must not be cut, or the connection could not be reused.
+    return body_pos < delivery.last_end() || body_pos >= body_limit;
   };
   call.validate = [&](const HttpResponse& r) -> absl::Status {
-    if (overlong) return absl::DataLossError("206 body longer than the requested range");
-    if (r.status == 206) {
-      std::string cr = r.Header("content-range");
-      std::string want = fmt::format("bytes {}-{}/", offset, end - 1);
-      if (!cr.starts_with(want) ||
-          (cr.substr(want.size()) != "*" && cr.substr(want.size()) != std::to_string(size))) {
-        return absl::DataLossError(
-            fmt::format("Content-Range \"{}\" does not match the requested {}{}", cr, want, size));
+    if (!delivery.sink_error().ok()) return absl::AbortedError("the reader stopped the transfer");
+    if (!malformed.ok()) {
+      LearnMultiRange(ref.host, false);
+      return malformed;
+    }
+    if (answer == Answer::kMultipart) {
+      LearnMultiRange(ref.host, true);
+      // A body cut short without a transport error: fetch the rest again.
+      if (absl::Status st = parser->Finish(); !st.ok() && !delivery.Complete()) {
+        return absl::UnavailableError(std::string(st.message()));
       }
+      return absl::OkStatus();
     }
-    if (out.size() != length) {
-      return absl::DataLossError(fmt::format("short body: {} of {} bytes", out.size(), length));
-    }
-    if (expected) return expected->Verify(out);
+    // A plain answer to several ranges: this registry (or the store it redirects to) does not
+    // do multi-range; what is missing is fetched with one range per request from now on.
+    if (asked > 1) LearnMultiRange(ref.host, false);
     return absl::OkStatus();
   };
-  auto resp = Execute(ref, call);
-  if (!resp.ok()) return resp.status();
-  return out;
+  absl::StatusOr<HttpResponse> resp = Execute(ref, call);
+  if (!delivery.sink_error().ok()) return delivery.sink_error();
+  if (!resp.ok()) {
+    LogError("registry multi-range read failed", {{"host", ref.host},
+                                                  {"repository", ref.repository},
+                                                  {"digest", desc.digest.ToString()},
+                                                  {"ranges", ranges.size()},
+                                                  {"error", resp.status().ToString()}});
+    return resp.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RegistryClient::StreamCovering(const Reference& ref, const oci::Descriptor& desc,
+                                            std::span<const ByteRange> ranges,
+                                            std::span<uint64_t> done,
+                                            const BlobReader::Sink& sink) {
+  const uint64_t size = static_cast<uint64_t>(desc.size);
+  RangeDelivery delivery(ranges, done, sink);
+  bool started = false;
+  uint64_t body_pos = 0, body_limit = 0, attempt_start = 0;
+  absl::Status bad_answer;
+
+  Call call;
+  call.path = "blobs/" + desc.digest.ToString();
+  call.what = fmt::format("GET blob {} range [{}, {})", desc.digest.ToString(),
+                          ranges.front().offset, ranges.back().end());
+  call.accept = {200, 206};
+  call.on_attempt = [&](HttpHeaders* h) {
+    started = false;
+    bad_answer = absl::OkStatus();
+    attempt_start = delivery.Remaining().front().offset;
+    h->emplace_back("Range", fmt::format("bytes={}-{}", attempt_start, delivery.last_end() - 1));
+  };
+  call.sink = [&](const HttpResponse& head, std::string_view data) -> bool {
+    if (!delivery.sink_error().ok()) return false;
+    if (!started) {
+      started = true;
+      body_pos = 0;
+      body_limit = size;
+      if (head.status == 206) {
+        std::optional<ContentRange> cr = ParseContentRange(head.Header("content-range"));
+        if (!cr || cr->offset != attempt_start ||
+            (cr->complete_length && *cr->complete_length != size) ||
+            cr->offset + cr->length > size) {
+          bad_answer = absl::DataLossError(fmt::format(
+              "Content-Range \"{}\" does not answer bytes={}-{}",
+              head.Header("content-range").substr(0, 100), attempt_start, delivery.last_end() - 1));
+          return false;
+        }
+        body_pos = cr->offset;
+        body_limit = cr->offset + cr->length;
+      }
+    }
+    if (data.size() > body_limit - body_pos) {
+      bad_answer = absl::DataLossError("206 body longer than its Content-Range");
+      return false;
+    }
+    if (!delivery.Deliver(body_pos, data).ok()) return false;
+    body_pos += data.size();
+    return body_pos < delivery.last_end() || body_pos >= body_limit;
+  };
+  call.validate = [&](const HttpResponse&) -> absl::Status {
+    if (!delivery.sink_error().ok()) return absl::AbortedError("the reader stopped the transfer");
+    if (!bad_answer.ok()) return bad_answer;
+    if (!delivery.Complete()) {
+      // Retried: the next attempt asks only for what is still missing.
+      return absl::UnavailableError(
+          fmt::format("short body: {} range(s) incomplete", delivery.Remaining().size()));
+    }
+    return absl::OkStatus();
+  };
+  absl::StatusOr<HttpResponse> resp = Execute(ref, call);
+  if (!delivery.sink_error().ok()) return delivery.sink_error();
+  return resp.ok() ? absl::OkStatus() : resp.status();
 }
 
 class RegistryClient::RegistryBlobReader : public BlobReader {
@@ -96,57 +387,8 @@ class RegistryClient::RegistryBlobReader : public BlobReader {
     return client_->ReadRange(ref_, desc_, offset, length);
   }
 
-  absl::StatusOr<std::vector<std::string>> ReadRanges(
-      const std::vector<ByteRange>& ranges) override {
-    std::vector<size_t> order(ranges.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(),
-              [&](size_t a, size_t b) { return ranges[a].offset < ranges[b].offset; });
-    std::vector<std::string> out(ranges.size());
-    const uint64_t gap = client_->config_.merge_gap_bytes;
-    // Merge ranges that touch (or are within `gap`) into groups: one request per group.
-    struct Group {
-      uint64_t start, end;
-      size_t first, last;  // [first, last) in `order`
-    };
-    std::vector<Group> groups;
-    for (size_t i = 0; i < order.size();) {
-      Group g{ranges[order[i]].offset, ranges[order[i]].end(), i, i + 1};
-      while (g.last < order.size() && ranges[order[g.last]].offset <= g.end + gap) {
-        g.end = std::max(g.end, ranges[order[g.last]].end());
-        ++g.last;
-      }
-      groups.push_back(g);
-      i = g.last;
-    }
-    // Groups are fetched in parallel (the per-host cap still bounds connections).
-    std::atomic<size_t> next{0};
-    std::mutex mu;
-    absl::Status first_error;
-    auto worker = [&] {
-      for (size_t gi = next++; gi < groups.size(); gi = next++) {
-        const Group& g = groups[gi];
-        auto data = client_->ReadRange(ref_, desc_, g.start, g.end - g.start);
-        if (!data.ok()) {
-          std::lock_guard<std::mutex> l(mu);
-          if (first_error.ok()) first_error = data.status();
-          return;
-        }
-        for (size_t k = g.first; k < g.last; ++k) {
-          const ByteRange& r = ranges[order[k]];
-          out[order[k]] = data->substr(r.offset - g.start, r.length);
-        }
-      }
-    };
-    size_t workers = std::min<size_t>(
-        groups.size(), static_cast<size_t>(std::max(1, client_->config_.max_concurrency_per_host)));
-    workers = std::min<size_t>(workers, 8);
-    std::vector<std::thread> threads;
-    for (size_t t = 1; t < workers; ++t) threads.emplace_back(worker);
-    worker();
-    for (auto& t : threads) t.join();
-    if (!first_error.ok()) return first_error;
-    return out;
+  absl::Status StreamRanges(std::span<const ByteRange> ranges, const Sink& sink) override {
+    return client_->StreamRanges(ref_, desc_, ranges, sink);
   }
 
  private:
