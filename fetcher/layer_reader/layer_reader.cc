@@ -371,6 +371,14 @@ void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
                  });
   const auto elapsed = std::chrono::steady_clock::now() - start;
   if (st.ok()) scheduler_->RecordTransfer(total, elapsed);
+  static constexpr const char* kKindNames[] = {"on-demand", "readahead", "prefetch", "background"};
+  LogDebug("layer fetch", {{"layer", layer_id_},
+                           {"kind", kKindNames[static_cast<int>(kind)]},
+                           {"offset", ranges.front().offset},
+                           {"ranges", ranges.size()},
+                           {"bytes", total},
+                           {"ms", std::chrono::duration<double, std::milli>(elapsed).count()},
+                           {"ok", st.ok()}});
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.requests;
