@@ -82,8 +82,7 @@ int Authorizer::token_fetches() const {
 }
 
 absl::StatusOr<std::string> Authorizer::HeaderFor(const Reference& ref, const std::string& host,
-                                                  const std::string& scope,
-                                                  const TlsOptions& tls) {
+                                                  const std::string& scope, const TlsOptions& tls) {
   HostState state;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -173,7 +172,8 @@ absl::StatusOr<Authorizer::Token> Authorizer::FetchToken(const Reference& ref,
   if (!creds->registry_token.empty()) {
     // Already a bearer token for the registry. Kept briefly so a refreshed one (a new PullImage)
     // is picked up soon.
-    return Token{creds->registry_token, std::chrono::steady_clock::now() + std::chrono::seconds(30)};
+    return Token{creds->registry_token,
+                 std::chrono::steady_clock::now() + std::chrono::seconds(30)};
   }
   {
     std::lock_guard<std::mutex> l(mu_);

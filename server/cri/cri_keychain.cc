@@ -57,8 +57,7 @@ absl::StatusOr<std::optional<registry::HostCredentials>> CredentialsFromCriAuth(
     std::string decoded;
     if (!absl::Base64Unescape(auth.auth, &decoded) || decoded.find(':') == std::string::npos) {
       WipeString(decoded);
-      return absl::InvalidArgumentError(
-          "CRI AuthConfig.auth is not base64 of \"user:password\"");
+      return absl::InvalidArgumentError("CRI AuthConfig.auth is not base64 of \"user:password\"");
     }
     size_t colon = decoded.find(':');
     c.username = decoded.substr(0, colon);

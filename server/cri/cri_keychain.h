@@ -51,8 +51,8 @@ class CriKeychain final : public registry::CredentialProvider {
   using Ticket = uint64_t;
 
   // `clock` is injectable for tests.
-  explicit CriKeychain(std::chrono::seconds ttl,
-                       Clock clock = [] { return std::chrono::steady_clock::now(); });
+  explicit CriKeychain(
+      std::chrono::seconds ttl, Clock clock = [] { return std::chrono::steady_clock::now(); });
   ~CriKeychain() override;
   CriKeychain(const CriKeychain&) = delete;
   CriKeychain& operator=(const CriKeychain&) = delete;
@@ -99,7 +99,7 @@ class CriKeychain final : public registry::CredentialProvider {
   const std::chrono::seconds ttl_;
   const Clock clock_;
   mutable std::mutex mu_;
-  mutable std::map<std::string, Entry> entries_;  // key: "<registry>/<repository>"
+  mutable std::map<std::string, Entry> entries_;       // key: "<registry>/<repository>"
   mutable std::map<Ticket, std::string> ticket_keys_;  // live tickets → entry key
   Ticket next_ticket_ = 1;
 };

@@ -174,8 +174,7 @@ class ImageServiceProxy::ForwardedCall final : public grpc::ServerGenericBidiRea
   void RememberPullCredentials() {
     std::optional<CriAuth> auth;
     if (!ParsePullImage(to_backend_, &image_, &auth)) {
-      LogWarn("CRI PullImage request does not parse; forwarding it as is",
-              {{"method", method_}});
+      LogWarn("CRI PullImage request does not parse; forwarding it as is", {{"method", method_}});
       return;
     }
     if (!auth.has_value()) return;

@@ -112,9 +112,9 @@ absl::StatusOr<ContainerRun> CriClient::RunContainer(const std::string& name,
   pod.mutable_metadata()->set_name(name);
   pod.mutable_metadata()->set_uid(name + "-uid");
   pod.mutable_metadata()->set_namespace_("lazypull-test");
-  pod.set_hostname(name);
   pod.set_log_directory(log_dir);
-  // Host network: containerd sets up no CNI network for the pod.
+  // Host network: containerd sets up no CNI network for the pod. No hostname, as kubelet does
+  // for host-network pods (the pod shares the node's UTS namespace; runc refuses to set one).
   pod.mutable_linux()->mutable_security_context()->mutable_namespace_options()->set_network(
       runtime::v1::NODE);
 

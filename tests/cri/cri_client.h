@@ -51,10 +51,9 @@ class CriClient {
   // go under `log_dir`, waits (up to `timeout`) for it to exit, reads its CRI log, then removes
   // the container and the sandbox. `name` makes the pod unique. Errors carry the failing CRI
   // call and its status.
-  absl::StatusOr<ContainerRun> RunContainer(const std::string& name, const std::string& image,
-                                            const std::vector<std::string>& command,
-                                            const std::string& log_dir,
-                                            std::chrono::seconds timeout = std::chrono::seconds(120));
+  absl::StatusOr<ContainerRun> RunContainer(
+      const std::string& name, const std::string& image, const std::vector<std::string>& command,
+      const std::string& log_dir, std::chrono::seconds timeout = std::chrono::seconds(120));
 
  private:
   std::unique_ptr<runtime::v1::ImageService::Stub> images_;

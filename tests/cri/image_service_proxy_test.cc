@@ -287,9 +287,9 @@ TEST_F(ImageServiceProxyTest, ErrorsComeBackUnchangedAndFailedPullForgetsCredent
   EXPECT_FALSE(keychain_->Find("127.0.0.1:5000", "team/app", "127.0.0.1:5000").has_value());
 
   // Every code passes through as is.
-  for (grpc::StatusCode code : {grpc::StatusCode::NOT_FOUND, grpc::StatusCode::UNAVAILABLE,
-                                grpc::StatusCode::INVALID_ARGUMENT,
-                                grpc::StatusCode::PERMISSION_DENIED}) {
+  for (grpc::StatusCode code :
+       {grpc::StatusCode::NOT_FOUND, grpc::StatusCode::UNAVAILABLE,
+        grpc::StatusCode::INVALID_ARGUMENT, grpc::StatusCode::PERMISSION_DENIED}) {
     fake_.answer = [code](const SeenCall&) {
       Answer e;
       e.status = grpc::Status(code, "backend says " + std::to_string(code));
@@ -315,8 +315,7 @@ TEST_F(ImageServiceProxyTest, EveryImageServiceCallIsForwardedByteForByte) {
   for (const char* method :
        {"/runtime.v1.ImageService/ListImages", "/runtime.v1.ImageService/ImageStatus",
         "/runtime.v1.ImageService/RemoveImage", "/runtime.v1.ImageService/ImageFsInfo",
-        "/runtime.v1.ImageService/SomethingNewer",
-        "/runtime.v1alpha2.ImageService/ListImages"}) {
+        "/runtime.v1.ImageService/SomethingNewer", "/runtime.v1alpha2.ImageService/ListImages"}) {
     std::string request = std::string("\x0a\x00", 2) + std::string("\x9a\x06\x02hi", 5);
     std::vector<std::string> responses;
     grpc::Status s = RawCall(method, {request}, &responses);
