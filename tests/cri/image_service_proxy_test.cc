@@ -398,6 +398,32 @@ TEST_F(ImageServiceProxyTest, CallerDeadlineCancelsTheBackendCall) {
   EXPECT_FALSE(keychain_->Find("reg.io", "a", "reg.io").has_value());
 }
 
+TEST_F(ImageServiceProxyTest, DaemonShutdownEndsForwardedCallsInFlight) {
+  fake_.answer = [](const SeenCall&) {
+    Answer a;
+    a.hang = true;
+    return a;
+  };
+  grpc::Status result;
+  std::thread caller([&] {
+    std::vector<std::string> responses;
+    result = RawCall("/runtime.v1.ImageService/PullImage",
+                     {PullRequest("reg.io/a:v1", "u", "p").SerializeAsString()}, &responses,
+                     std::chrono::seconds(60));
+  });
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (fake_.calls().empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_FALSE(fake_.calls().empty());
+  auto started = std::chrono::steady_clock::now();
+  daemon_->Shutdown(absl::Milliseconds(200));
+  caller.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));
+  EXPECT_FALSE(result.ok());
+  EXPECT_EQ(fake_.cancelled(), 1);
+}
+
 TEST_F(ImageServiceProxyTest, ConcurrentPulls) {
   fake_.answer = [](const SeenCall& call) {
     runtime::v1::PullImageRequest req;
