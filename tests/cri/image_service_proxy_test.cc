@@ -421,6 +421,11 @@ TEST_F(ImageServiceProxyTest, DaemonShutdownEndsForwardedCallsInFlight) {
   caller.join();
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));
   EXPECT_FALSE(result.ok());
+  // The backend learns of the cancellation asynchronously.
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (fake_.cancelled() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   EXPECT_EQ(fake_.cancelled(), 1);
 }
 
