@@ -41,6 +41,7 @@
 #include "fetcher/cache/chunk_cache.h"
 #include "fetcher/layer_reader/background_scheduler.h"
 #include "fetcher/layer_reader/fetch_executor.h"
+#include "fetcher/registry/credential_provider.h"
 #include "fetcher/registry/registry_client.h"
 #include "mount/backend.h"
 #include "mount/mount_config.h"
@@ -164,6 +165,11 @@ class RemoteLayerManager final : public RemoteLayerHandler {
 // backend that cannot be opened.
 absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> NewRemoteLayerHandler(
     const DaemonConfig& config);
+// The same, with credentials consulted before the [registry] ones (the CRI keychain; may be
+// null).
+absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> NewRemoteLayerHandlerWithCredentials(
+    const DaemonConfig& config,
+    std::shared_ptr<const registry::CredentialProvider> extra_credentials);
 
 }  // namespace lazypull::remote
 
