@@ -6,7 +6,7 @@
 //   prefetch = true                # fetch the eStargz prioritized range at mount
 //   max_request_size = "16MiB"     # largest range of an on-demand fetch
 //   file_readahead = "4MiB"        # a miss also fetches the file's next chunks (0 = off)
-//   readahead_window = "512KiB"    # ... and the next chunks in blob order (other files),
+//   readahead_window = "256KiB"    # ... and the next chunks in blob order (other files),
 //   readahead_window_max = "4MiB"  #     adaptive up to this (compressed bytes; 0 = off)
 //   background_fetch = true        # then fetch the whole layer in the background:
 //   background_silence = "2s"      #   once the layer saw no on-demand fetch for this long,

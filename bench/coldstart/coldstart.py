@@ -450,6 +450,7 @@ def one_trial(args, net, link, app, variant, spec, refs, n, warm):
         if snap == "lazypull":
             time.sleep(2.2)  # one status interval: status.json then covers the run
         st = trial.status()
+        json.dump(st, open(f"{trial.dir}/status-after-run.json", "w"), indent=1)
         layers = st.get("layers", [])
         rec = {"link": link, "app": app, "variant": variant, "trial": n, "seconds": secs,
                "pull_seconds": t_pull, "bytes_moved": moved, "pull_bytes_moved": moved_pull,

@@ -372,13 +372,15 @@ void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
   const auto elapsed = std::chrono::steady_clock::now() - start;
   if (st.ok()) scheduler_->RecordTransfer(total, elapsed);
   static constexpr const char* kKindNames[] = {"on-demand", "readahead", "prefetch", "background"};
-  LogDebug("layer fetch", {{"layer", layer_id_},
-                           {"kind", kKindNames[static_cast<int>(kind)]},
-                           {"offset", ranges.front().offset},
-                           {"ranges", ranges.size()},
-                           {"bytes", total},
-                           {"ms", std::chrono::duration<double, std::milli>(elapsed).count()},
-                           {"ok", st.ok()}});
+  if (GetLogLevel() == LogLevel::kDebug) {
+    LogDebug("layer fetch", {{"layer", layer_id_},
+                             {"kind", kKindNames[static_cast<int>(kind)]},
+                             {"offset", ranges.front().offset},
+                             {"ranges", ranges.size()},
+                             {"bytes", total},
+                             {"ms", std::chrono::duration<double, std::milli>(elapsed).count()},
+                             {"ok", st.ok()}});
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.requests;
@@ -521,6 +523,13 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
     stats_.bytes_read += length;
     if (!to_fetch.empty()) {
       last_on_demand_ = std::chrono::steady_clock::now();
+      if (GetLogLevel() == LogLevel::kDebug) {
+        LogDebug("layer miss", {{"layer", layer_id_},
+                                {"file", index_->Path(ino)},
+                                {"offset", offset},
+                                {"length", length},
+                                {"blob_offset", to_fetch.front().chunk->compressed_offset}});
+      }
       const Chunk* last_needed = to_fetch.back().chunk;
       // Same-file readahead: the chunks after the read in this file.
       if (options_.readahead_bytes > 0) {

@@ -80,8 +80,8 @@ struct LayerReaderOptions {
   uint64_t readahead_bytes = 4 << 20;
   // Cross-file readahead window in compressed bytes (see the file comment): initial size,
   // bounds. readahead_window = 0 turns it off.
-  uint64_t readahead_window = 512 << 10;
-  uint64_t readahead_window_min = 128 << 10;
+  uint64_t readahead_window = 256 << 10;
+  uint64_t readahead_window_min = 32 << 10;
   uint64_t readahead_window_max = 4 << 20;
   // Threads of the reader's own FetchExecutor (when `executor` is null): foreground fetches
   // always have this many threads besides the background ones.

@@ -28,6 +28,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -39,6 +40,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "fetcher/cache/chunk_cache.h"
+#include "fetcher/format/layer_index.h"
 #include "fetcher/layer_reader/background_scheduler.h"
 #include "fetcher/layer_reader/fetch_executor.h"
 #include "fetcher/registry/credential_provider.h"
@@ -122,6 +124,12 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   absl::StatusOr<ResolvedLayer> Resolve(const LayerSource& source);
   absl::StatusOr<registry::ResolvedImage> ResolveImage(const registry::Reference& ref,
                                                        bool allow_cached);
+  // Starts opening, in parallel, the indexes of the other lazy layers of `layer`'s image that
+  // `source` names (all of the manifest's when it names none), so their Prepares only mount.
+  void PreloadImageLayers(const LayerSource& source, const ResolvedLayer& layer);
+  // The layer's index: a preloaded one when there is one, else opened now.
+  absl::StatusOr<std::shared_ptr<const format::LayerIndex>> LayerIndexFor(
+      const ResolvedLayer& layer, BlobReader& blob);
   // Opens, indexes and mounts `layer` at fs_dir and records it under snapshot_id.
   absl::Status MountLayer(int64_t snapshot_id, const ResolvedLayer& layer,
                           const std::string& fs_dir);
@@ -153,6 +161,13 @@ class RemoteLayerManager final : public RemoteLayerHandler {
     std::chrono::steady_clock::time_point fetched;
   };
   std::map<std::string, CachedImage> images_;  // by reference string
+  // Indexes being opened ahead of their Prepare, by pinned image ref + " " + layer digest.
+  // Declared after client_: destroyed (waiting for their tasks) before it.
+  struct Preload {
+    std::shared_future<absl::StatusOr<std::shared_ptr<const format::LayerIndex>>> index;
+    std::chrono::steady_clock::time_point started;
+  };
+  std::map<std::string, Preload> preloads_;
 
   std::mutex status_mu_;
   std::condition_variable status_cv_;
