@@ -10,6 +10,12 @@
 #include "fmt/format.h"
 
 namespace lazypull::format {
+namespace {
+
+// Smallest speculative tail: a footer plus the TOC of a layer with a few hundred entries.
+constexpr uint64_t kMinSpeculativeTail = 16 << 10;
+
+}  // namespace
 
 absl::StatusOr<LayerFormat> DetectLayerFormat(std::string_view media_type,
                                               const std::map<std::string, std::string>& annotations,
@@ -45,7 +51,12 @@ absl::StatusOr<LayerIndex> OpenLayerIndex(BlobReader& raw_blob, std::string_view
   // zstd:chunked annotations give the manifest's exact range: one request without guessing.
   const bool exact = annotations.count(std::string(kZstdChunkedManifestPositionKey)) > 0 ||
                      annotations.count(std::string(kLegacyZstdChunkedManifestPositionKey)) > 0;
-  TailPrefetchingBlobReader tail(raw_blob, exact ? 0 : options.speculative_tail_bytes);
+  // Bigger layers tend to have bigger TOCs; a small layer must not pay a large tail.
+  const uint64_t tail_bytes =
+      exact ? 0
+            : std::min(options.speculative_tail_bytes,
+                       std::max<uint64_t>(kMinSpeculativeTail, raw_blob.Size() / 32));
+  TailPrefetchingBlobReader tail(raw_blob, tail_bytes);
   BlobReader& blob = tail;
   auto format = DetectLayerFormat(media_type, annotations, &blob);
   if (!format.ok()) return format.status();

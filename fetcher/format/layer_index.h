@@ -138,6 +138,8 @@ class LayerIndex {
   // Xattrs (name, raw value), sorted by name. Includes the synthesized opaque xattrs.
   std::vector<std::pair<std::string_view, std::string_view>> Xattrs(Ino ino) const;
   std::optional<std::string_view> GetXattr(Ino ino, std::string_view name) const;
+  // Whether any inode has an xattr (stored or synthesized).
+  bool has_xattrs() const { return !xattrs_.empty(); }
 
   // All chunks of a regular file, sorted by file_offset, contiguous from 0 to size.
   std::span<const Chunk> Chunks(Ino ino) const;

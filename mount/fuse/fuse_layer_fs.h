@@ -28,6 +28,9 @@ namespace lazypull::mount {
 struct FuseLayerFsContext {
   std::shared_ptr<LayerReader> reader;
   FuseOptions options;
+  // Set by the INIT callback (before any other callback runs) when the kernel can skip
+  // OPENDIR/RELEASEDIR.
+  bool no_opendir = false;
 };
 
 // The callback table; pass a FuseLayerFsContext* as the session's userdata.

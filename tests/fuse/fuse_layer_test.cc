@@ -747,6 +747,18 @@ TEST(FuseLayerLargeFileTest, SparseFileBeyond4GiB) {
   EXPECT_EQ(buf, std::string(buf.size(), '\0'));
   close(fd);
   EXPECT_EQ(blob->requests(), 1u);  // the hole was never fetched
+  // A layer without xattrs: getxattr is answered by the kernel itself after the first call
+  // (EOPNOTSUPP, "no xattr" to readers), listxattr is empty.
+  for (int i = 0; i < 2; ++i) {
+    char value[16];
+    errno = 0;
+    EXPECT_EQ(lgetxattr(path.c_str(), "trusted.overlay.metacopy", value, sizeof(value)), -1);
+    EXPECT_EQ(errno, EOPNOTSUPP);
+  }
+  char names[64];
+  EXPECT_EQ(llistxattr(path.c_str(), names, sizeof(names)), 0);
+  // Directories open and list without OPENDIR round trips.
+  EXPECT_EQ(List(tmp.Sub("mnt")), std::set<std::string>{"huge.img"});
 }
 
 // A FUSE daemon killed with SIGKILL leaves an ENOTCONN mount; the helper detaches it and a

@@ -416,10 +416,11 @@ TEST_F(RemoteDaemonTest, FetchesOnlyTocThenOnlyTheChunksRead) {
   bool unranged = false;
   uint64_t after_prepare = RangeBytes(proxy_->Requests(), layer.digest.hex(), &unranged);
   EXPECT_FALSE(unranged);
-  // The index is opened with one speculative tail request (FormatReadOptions, 512 KiB by
-  // default) instead of footer-then-TOC: at most that, or the TOC and footer when larger.
-  const uint64_t tail =
-      std::max<uint64_t>(toc_and_footer, format::FormatReadOptions{}.speculative_tail_bytes);
+  // The index is opened with one speculative tail request (1/32 of the blob, 16-512 KiB)
+  // instead of footer-then-TOC: at most that, or the TOC and footer when larger.
+  const uint64_t tail = std::max<uint64_t>(
+      toc_and_footer, std::min<uint64_t>(format::FormatReadOptions{}.speculative_tail_bytes,
+                                         std::max<uint64_t>(16 << 10, layer.size / 32)));
   const uint64_t footer_slack = 64 << 10;
   EXPECT_LE(after_prepare, tail + prefetch + footer_slack)
       << "toc+footer " << toc_and_footer << " prefetch " << prefetch;
