@@ -1,11 +1,10 @@
 #include "fetcher/convert/estargz_writer.h"
 
 #include <algorithm>
-#include <map>
-#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
+#include "fetcher/convert/entry_order.h"
 #include "fetcher/convert/frame_compressor.h"
 #include "fetcher/convert/toc_util.h"
 #include "fetcher/tar/tar_header_writer.h"
@@ -20,86 +19,6 @@ using tar::TarEntry;
 
 constexpr char kLandmarkContent = 0x0f;
 constexpr uint64_t kCopyPiece = 1 << 20;
-
-// The order entries are written in: an index into TarIndex::entries, or a landmark.
-struct Slot {
-  int64_t entry = -1;              // index into entries, or -1
-  const char* landmark = nullptr;  // set when entry == -1
-};
-
-// Reference-compatible ordering (stargz-snapshotter estargz.sortEntries).
-class EntryOrder {
- public:
-  explicit EntryOrder(const std::vector<TarEntry>& entries) : entries_(entries) {
-    std::map<std::string, int64_t> last;
-    for (size_t i = 0; i < entries.size(); ++i) {
-      if (entries[i].type == EntryType::kGlobalHeader) continue;
-      std::string clean = tar::CleanEntryName(entries[i].name);
-      if (clean == kEstargzTocName || clean == kPrefetchLandmark || clean == kNoPrefetchLandmark) {
-        continue;
-      }
-      last[clean] = i;
-    }
-    for (size_t i = 0; i < entries.size(); ++i) {
-      if (entries[i].type == EntryType::kGlobalHeader) {
-        remaining_.push_back(i);
-        continue;
-      }
-      auto it = last.find(tar::CleanEntryName(entries[i].name));
-      if (it != last.end() && it->second == static_cast<int64_t>(i)) {
-        remaining_.push_back(i);
-        by_name_[it->first] = i;
-      }
-    }
-  }
-
-  // Moves `name` (after its parents and hardlink target) to the prioritized list. Returns
-  // false if it is in neither list.
-  bool Prioritize(const std::string& raw) {
-    std::string name = tar::CleanEntryName(raw);
-    if (name.empty()) {
-      MoveIfPresent(name);
-      return true;
-    }
-    if (!by_name_.count(name) && !moved_.count(name)) return false;
-    size_t slash = name.rfind('/');
-    std::string parent = slash == std::string::npos ? "" : name.substr(0, slash);
-    Prioritize(parent);  // parents are optional in a tar: never an error
-    auto it = by_name_.find(name);
-    if (it != by_name_.end() && entries_[it->second].type == EntryType::kHardlink) {
-      Prioritize(entries_[it->second].linkname);
-    }
-    MoveIfPresent(name);
-    return true;
-  }
-
-  std::vector<Slot> Finish(bool any_prioritized) {
-    std::vector<Slot> out;
-    for (int64_t i : prioritized_) out.push_back(Slot{i, nullptr});
-    out.push_back(Slot{-1, any_prioritized ? kPrefetchLandmark : kNoPrefetchLandmark});
-    for (int64_t i : remaining_) {
-      if (!taken_.count(i)) out.push_back(Slot{i, nullptr});
-    }
-    return out;
-  }
-
- private:
-  void MoveIfPresent(const std::string& name) {
-    auto it = by_name_.find(name);
-    if (it == by_name_.end()) return;
-    prioritized_.push_back(it->second);
-    taken_.insert({it->second, true});
-    moved_.insert({name, true});
-    by_name_.erase(it);
-  }
-
-  const std::vector<TarEntry>& entries_;
-  std::vector<int64_t> remaining_;
-  std::map<std::string, int64_t> by_name_;  // not yet prioritized
-  std::map<std::string, bool> moved_;
-  std::map<int64_t, bool> taken_;
-  std::vector<int64_t> prioritized_;
-};
 
 class Writer {
  public:
@@ -290,25 +209,28 @@ absl::StatusOr<EstargzResult> WriteEstargz(BlobReader& tar, const tar::TarIndex&
   if (options.chunk_size == 0) {
     return absl::InvalidArgumentError("eStargz chunk size must be positive");
   }
-  EntryOrder order(index.entries);
-  EstargzResult missing;
-  for (const std::string& p : options.prioritized_files) {
-    if (!order.Prioritize(p)) {
-      if (!options.allow_missing_prioritized) {
-        return absl::NotFoundError(fmt::format("prioritized file {} is not in the layer", p));
-      }
-      missing.missing_prioritized_files.push_back(p);
-    }
+  EntryOrder order = OrderEntries(
+      index.entries, {.prioritized = options.prioritized_files,
+                      .drop_names = {kEstargzTocName, kPrefetchLandmark, kNoPrefetchLandmark}});
+  if (!order.missing.empty() && !options.allow_missing_prioritized) {
+    return absl::NotFoundError(
+        fmt::format("prioritized file {} is not in the layer", order.missing.front()));
   }
   Writer w(tar, options, out);
-  for (const Slot& s : order.Finish(!options.prioritized_files.empty())) {
-    absl::Status st =
-        s.entry >= 0 ? w.WriteEntry(index.entries[s.entry]) : w.WriteLandmark(s.landmark);
-    if (!st.ok()) return st;
+  for (size_t i : order.prioritized) {
+    if (auto st = w.WriteEntry(index.entries[i]); !st.ok()) return st;
+  }
+  // As the reference: the landmark says whether a list was given, not whether it matched.
+  const bool any = !options.prioritized_files.empty();
+  if (auto st = w.WriteLandmark(any ? kPrefetchLandmark : kNoPrefetchLandmark); !st.ok()) {
+    return st;
+  }
+  for (size_t i : order.rest) {
+    if (auto st = w.WriteEntry(index.entries[i]); !st.ok()) return st;
   }
   auto result = w.Finish();
   if (!result.ok()) return result.status();
-  result->missing_prioritized_files = std::move(missing.missing_prioritized_files);
+  result->missing_prioritized_files = std::move(order.missing);
   return result;
 }
 

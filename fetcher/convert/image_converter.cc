@@ -61,7 +61,8 @@ bool IsStaleFormatAnnotation(const std::string& key) {
   return absl::StartsWith(key, "containerd.io/snapshot/stargz/") ||
          absl::StartsWith(key, "io.containers.estargz.") ||
          absl::StartsWith(key, "io.github.containers.zstd-chunked.") ||
-         absl::StartsWith(key, "io.containers.zstd-chunked.");
+         absl::StartsWith(key, "io.containers.zstd-chunked.") ||
+         key == kLazypullPrefetchRangeAnnotation;
 }
 
 class Converter {
@@ -301,8 +302,18 @@ absl::StatusOr<ConvertedLayer> ConvertLayerFile(BlobReader& layer, const oci::De
   for (const auto& [k, v] : source.annotations) {
     if (!IsStaleFormatAnnotation(k)) d.annotations[k] = v;
   }
+  // The format's global list, then what was recorded for this very layer.
+  std::vector<std::string> prioritized = options.format == LayerFormat::kEstargz
+                                             ? options.estargz.prioritized_files
+                                             : options.zstd_chunked.prioritized_files;
+  if (auto it = options.prioritized_by_layer.find(source.digest.ToString());
+      !source.digest.empty() && it != options.prioritized_by_layer.end()) {
+    prioritized.insert(prioritized.end(), it->second.begin(), it->second.end());
+  }
   if (options.format == LayerFormat::kEstargz) {
-    auto w = WriteEstargz(*tar_reader, *index, options.estargz, **sink);
+    EstargzOptions estargz = options.estargz;
+    estargz.prioritized_files = std::move(prioritized);
+    auto w = WriteEstargz(*tar_reader, *index, estargz, **sink);
     if (!w.ok()) return w.status();
     d.media_type = std::string(oci::kOciLayerGzip);
     d.digest = w->blob_digest;
@@ -310,15 +321,20 @@ absl::StatusOr<ConvertedLayer> ConvertLayerFile(BlobReader& layer, const oci::De
     d.annotations[kEstargzTocDigestAnnotation] = w->toc_digest.ToString();
     d.annotations[kEstargzUncompressedSizeAnnotation] = std::to_string(w->uncompressed_size);
     result.converted_diff_id = w->diff_id;
+    result.missing_prioritized_files = std::move(w->missing_prioritized_files);
   } else {
-    auto w = WriteZstdChunked(*tar_reader, *index, options.zstd_chunked, **sink);
+    ZstdChunkedOptions zstd = options.zstd_chunked;
+    zstd.prioritized_files = std::move(prioritized);
+    auto w = WriteZstdChunked(*tar_reader, *index, zstd, **sink);
     if (!w.ok()) return w.status();
     d.media_type = std::string(oci::kOciLayerZstd);
     d.digest = w->blob_digest;
     d.size = w->blob_size;
     for (const auto& [k, v] : w->Annotations()) d.annotations[k] = v;
     result.converted_diff_id = w->diff_id;
-    if (w->diff_id != result.source_diff_id) {
+    result.missing_prioritized_files = std::move(w->missing_prioritized_files);
+    // Only moving prioritized entries first may change the tar.
+    if (!w->reordered && w->diff_id != result.source_diff_id) {
       return absl::InternalError(
           fmt::format("zstd:chunked conversion of {} changed the DiffID ({} -> {})", what,
                       result.source_diff_id.ToString(), w->diff_id.ToString()));

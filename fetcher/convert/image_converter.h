@@ -2,13 +2,15 @@
 // lazy-pullable format and stores the result under a new reference.
 //
 // Config and history are kept; rootfs.diff_ids change only where the format changes the
-// uncompressed tar (eStargz adds landmark and TOC entries; zstd:chunked keeps it identical).
+// uncompressed tar (eStargz adds landmark and TOC entries; zstd:chunked keeps it identical
+// unless prioritized files reorder it).
 // Non-tar layers (e.g. attestations) are copied unchanged. The output uses OCI media types
 // (a Docker manifest becomes an OCI manifest, a manifest list an OCI index).
 #ifndef LAZYPULL_FETCHER_CONVERT_IMAGE_CONVERTER_H_
 #define LAZYPULL_FETCHER_CONVERT_IMAGE_CONVERTER_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,8 +29,13 @@ absl::StatusOr<LayerFormat> ParseLayerFormat(const std::string& text);
 
 struct ConvertOptions {
   LayerFormat format = LayerFormat::kEstargz;
-  EstargzOptions estargz;  // prioritized files live here
+  // The format's prioritized_files apply to every layer (a path absent from a layer is
+  // skipped there).
+  EstargzOptions estargz;
   ZstdChunkedOptions zstd_chunked;
+  // Per source layer, by its blob digest ("sha256:..."): paths to prioritize in that layer
+  // only, after the format's own prioritized_files (e.g. recorded by `convert --optimize`).
+  std::map<std::string, std::vector<std::string>> prioritized_by_layer;
   // Scratch space for decompressed layers; empty = $TMPDIR (or /tmp).
   std::string work_dir;
 };
@@ -38,6 +45,8 @@ struct ConvertedLayer {
   oci::Descriptor converted;
   Digest source_diff_id;
   Digest converted_diff_id;
+  // Prioritized paths that had no entry in this layer.
+  std::vector<std::string> missing_prioritized_files;
 };
 
 struct ConvertResult {

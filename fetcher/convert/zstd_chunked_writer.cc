@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "fetcher/codec/zstd.h"
+#include "fetcher/convert/entry_order.h"
 #include "fetcher/convert/frame_compressor.h"
 #include "fetcher/convert/toc_util.h"
 #include "fmt/format.h"
@@ -70,10 +71,22 @@ class Writer {
   Writer(BlobReader& tar, const ZstdChunkedOptions& options, BlobSink& out)
       : tar_(tar), options_(options), out_(out), zstd_(options.zstd_level) {}
 
+  // Write order differs from stream order (prioritized entries first).
+  void set_reordered() { reordered_ = true; }
+
   absl::Status WriteEntry(const TarEntry& e) {
-    // Previous padding and this entry's header blocks.
-    if (auto st = CopyRaw(pos_, e.payload_offset, /*segment=*/true); !st.ok()) return st;
+    // The padding after the previous entry written and this entry's header blocks: one
+    // contiguous source range, unless entries were reordered.
+    if (!reordered_ || pad_end_ == e.header_offset) {
+      if (auto st = CopyRaw(pos_, e.payload_offset, /*segment=*/true); !st.ok()) return st;
+    } else {
+      if (auto st = CopyRaw(pos_, pad_end_, /*segment=*/true); !st.ok()) return st;
+      if (auto st = CopyRaw(e.header_offset, e.payload_offset, /*segment=*/true); !st.ok()) {
+        return st;
+      }
+    }
     pos_ = e.payload_offset;
+    pad_end_ = e.end_offset();
     if (auto st = CheckUtf8(e.name, "tar entry name"); !st.ok()) return st;
 
     nlohmann::ordered_json split;
@@ -176,9 +189,16 @@ class Writer {
   absl::StatusOr<ZstdChunkedResult> Finish(const tar::TarIndex& index) {
     // Padding of the last entry, the end-of-archive blocks and any record padding, in
     // tar-split segments of at most 1 MiB as the reference does.
-    if (auto st = CopyRaw(pos_, index.stream_size, /*segment=*/true); !st.ok()) return st;
+    if (!reordered_ || pad_end_ == index.trailer_offset) {
+      if (auto st = CopyRaw(pos_, index.stream_size, /*segment=*/true); !st.ok()) return st;
+    } else {
+      if (auto st = CopyRaw(pos_, pad_end_, /*segment=*/true); !st.ok()) return st;
+      auto st = CopyRaw(index.trailer_offset, index.stream_size, /*segment=*/true);
+      if (!st.ok()) return st;
+    }
     if (auto st = FlushFrame(); !st.ok()) return st;
     ZstdChunkedResult r;
+    r.reordered = reordered_;
     r.diff_id = diff_sha_.Finish();
     r.uncompressed_size = uncompressed_size_;
 
@@ -211,6 +231,12 @@ class Writer {
     if (!digest.ok()) return digest.status();
     r.blob_digest = *digest;
     return r;
+  }
+
+  // Ends the current frame (if any) and returns the blob size: where the next frame starts.
+  absl::StatusOr<uint64_t> EndFrame() {
+    if (auto st = FlushFrame(); !st.ok()) return st;
+    return out_.size();
   }
 
  private:
@@ -331,7 +357,9 @@ class Writer {
   const ZstdChunkedOptions& options_;
   BlobSink& out_;
   ZstdFrameCompressor zstd_;
-  uint64_t pos_ = 0;  // next tar byte not yet written
+  bool reordered_ = false;
+  uint64_t pos_ = 0;      // next source tar byte to write (padding of the last entry written)
+  uint64_t pad_end_ = 0;  // end of that padding
   std::string frame_;
   Sha256 diff_sha_;
   uint64_t uncompressed_size_ = 0;
@@ -356,13 +384,16 @@ uint64_t Crc64Iso(uint64_t crc, std::string_view data) {
 }
 
 std::map<std::string, std::string> ZstdChunkedResult::Annotations() const {
-  return {
+  std::map<std::string, std::string> a = {
       {kZstdChunkedManifestChecksumAnnotation, manifest_checksum.ToString()},
       {kZstdChunkedManifestPositionAnnotation,
        fmt::format("{}:{}:{}:1", manifest_offset, manifest_length, manifest_uncompressed_length)},
       {kZstdChunkedTarSplitPositionAnnotation,
        fmt::format("{}:{}:{}", tarsplit_offset, tarsplit_length, tarsplit_uncompressed_length)},
   };
+  if (prefetch_length > 0)
+    a[kLazypullPrefetchRangeAnnotation] = fmt::format("0:{}", prefetch_length);
+  return a;
 }
 
 std::string ZstdChunkedFooter(const ZstdChunkedResult& r) {
@@ -391,10 +422,34 @@ absl::StatusOr<ZstdChunkedResult> WriteZstdChunked(BlobReader& tar, const tar::T
         "threshold must be positive");
   }
   Writer w(tar, options, out);
-  for (const TarEntry& e : index.entries) {
-    if (auto st = w.WriteEntry(e); !st.ok()) return st;
+  EntryOrder order;
+  if (!options.prioritized_files.empty()) {
+    order =
+        OrderEntries(index.entries, {.prioritized = options.prioritized_files, .drop_names = {}});
   }
-  return w.Finish(index);
+  if (order.prioritized.empty()) {
+    // Nothing moves: every source byte in stream order, duplicates included.
+    for (const TarEntry& e : index.entries) {
+      if (auto st = w.WriteEntry(e); !st.ok()) return st;
+    }
+    auto r = w.Finish(index);
+    if (r.ok()) r->missing_prioritized_files = std::move(order.missing);
+    return r;
+  }
+  w.set_reordered();
+  for (size_t i : order.prioritized) {
+    if (auto st = w.WriteEntry(index.entries[i]); !st.ok()) return st;
+  }
+  auto prefetch_end = w.EndFrame();
+  if (!prefetch_end.ok()) return prefetch_end.status();
+  for (size_t i : order.rest) {
+    if (auto st = w.WriteEntry(index.entries[i]); !st.ok()) return st;
+  }
+  auto r = w.Finish(index);
+  if (!r.ok()) return r.status();
+  r->prefetch_length = *prefetch_end;
+  r->missing_prioritized_files = std::move(order.missing);
+  return r;
 }
 
 }  // namespace lazypull::convert

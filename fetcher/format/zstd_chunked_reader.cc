@@ -1,6 +1,7 @@
 #include "fetcher/format/zstd_chunked_reader.h"
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -90,9 +91,18 @@ class ZstdChunkedIndexer {
     return AddChunk(e);
   }
 
-  absl::StatusOr<LayerIndex> Finish(const Digest& checksum, uint64_t blob_size, uint64_t data_end) {
+  absl::StatusOr<LayerIndex> Finish(const Digest& checksum, uint64_t blob_size, uint64_t data_end,
+                                    const std::optional<ByteRange>& annotated_prefetch) {
     if (auto st = Flush(); !st.ok()) return st;
-    if (prefetch_end_ != 0) {
+    if (annotated_prefetch) {
+      if (annotated_prefetch->offset > data_end ||
+          annotated_prefetch->length > data_end - annotated_prefetch->offset) {
+        return Bad(fmt::format("annotation {}: range [{}, +{}) is outside the data area [0, {})",
+                               kLazypullPrefetchRangeKey, annotated_prefetch->offset,
+                               annotated_prefetch->length, data_end));
+      }
+      builder_.SetPrefetchRange(*annotated_prefetch);
+    } else if (prefetch_end_ != 0) {
       if (prefetch_end_ > data_end) return Bad("prefetch landmark past the data area");
       builder_.SetPrefetchRange(ByteRange{0, prefetch_end_});
     }
@@ -182,6 +192,19 @@ class ZstdChunkedIndexer {
 
 }  // namespace
 
+absl::StatusOr<std::optional<ByteRange>> PrefetchRangeFromAnnotations(
+    const std::map<std::string, std::string>& annotations) {
+  auto it = annotations.find(std::string(kLazypullPrefetchRangeKey));
+  if (it == annotations.end()) return std::nullopt;
+  uint64_t f[2];
+  if (auto st = ParsePosition(kLazypullPrefetchRangeKey, it->second, 2, f); !st.ok()) return st;
+  if (f[1] == 0 || f[0] > std::numeric_limits<uint64_t>::max() - f[1]) {
+    return Bad(fmt::format("annotation {}=\"{}\": want OFFSET:LENGTH with LENGTH > 0",
+                           kLazypullPrefetchRangeKey, std::string_view(it->second).substr(0, 100)));
+  }
+  return ByteRange{f[0], f[1]};
+}
+
 absl::StatusOr<ZstdChunkedLocation> ZstdChunkedLocationFromAnnotations(
     const std::map<std::string, std::string>& annotations) {
   ZstdChunkedLocation loc;
@@ -269,7 +292,8 @@ absl::StatusOr<LayerIndex> BuildZstdChunkedIndex(std::string_view manifest_json,
   uint64_t data_end = location.manifest_offset >= codec::kZstdSkippableHeaderSize
                           ? location.manifest_offset - codec::kZstdSkippableHeaderSize
                           : 0;
-  auto index = indexer.Finish(checksum, blob_size, std::min(data_end, blob_size));
+  auto index =
+      indexer.Finish(checksum, blob_size, std::min(data_end, blob_size), location.prefetch_range);
   if (!index.ok()) {
     return absl::Status(index.status().code(),
                         fmt::format("zstd:chunked: {}", Msg(index.status())));
@@ -301,6 +325,9 @@ absl::StatusOr<LayerIndex> ReadZstdChunkedIndex(
       break;
     }
   }
+  auto prefetch = PrefetchRangeFromAnnotations(annotations);
+  if (!prefetch.ok()) return prefetch.status();
+  loc->prefetch_range = *prefetch;
   if (!loc->manifest_checksum && !options.build.allow_missing_digests) {
     return Bad(
         "no manifest-checksum annotation (set allow_missing_digests to accept an "

@@ -10,6 +10,12 @@
 // (sha256 of the COMPRESSED manifest) can only come from the annotations; without it the
 // layer is refused unless options.build.allow_missing_digests.
 //
+// Prefetch: `dev.lazypull.prefetch-range` = "OFFSET:LENGTH" (written by `lazypull convert`
+// with prioritized files) becomes LayerIndex::prefetch_range(); it must lie inside the data
+// area (before the manifest frame), else the layer is refused with InvalidArgument naming the
+// annotation. Without it, a `.prefetch.landmark` entry (stargz-snapshotter's zstd:chunked)
+// gives [0, landmark offset).
+//
 // Errors as EstargzReader: InvalidArgument for malformed input, DataLoss for a checksum
 // mismatch or corrupt compressed data, BlobReader errors keep their code. Thread-safe.
 #ifndef LAZYPULL_FETCHER_FORMAT_ZSTD_CHUNKED_READER_H_
@@ -39,6 +45,7 @@ inline constexpr std::string_view kLegacyZstdChunkedManifestChecksumKey =
     "io.containers.zstd-chunked.manifest-checksum";
 inline constexpr std::string_view kLegacyZstdChunkedManifestPositionKey =
     "io.containers.zstd-chunked.manifest-position";
+inline constexpr std::string_view kLazypullPrefetchRangeKey = "dev.lazypull.prefetch-range";
 inline constexpr std::string_view kZstdChunkedFooterMagic = "GNUlInUx";
 inline constexpr std::string_view kLegacyZstdChunkedFooterMagic = "GnUlInUx";
 inline constexpr uint64_t kZstdChunkedFooterSize = 64;        // payload of the last frame
@@ -54,7 +61,14 @@ struct ZstdChunkedLocation {
   uint64_t tar_split_length = 0;
   uint64_t tar_split_uncompressed_length = 0;
   std::optional<Digest> manifest_checksum;
+  // From kLazypullPrefetchRangeKey; checked against the data area by BuildZstdChunkedIndex.
+  std::optional<ByteRange> prefetch_range;
 };
+
+// kLazypullPrefetchRangeKey from `annotations`: nullopt if absent, InvalidArgument naming the
+// annotation if it is not "OFFSET:LENGTH" with LENGTH > 0 and no overflow.
+absl::StatusOr<std::optional<ByteRange>> PrefetchRangeFromAnnotations(
+    const std::map<std::string, std::string>& annotations);
 
 // From the descriptor annotations (current keys first, then legacy). NotFound if neither
 // position annotation is present; InvalidArgument if malformed.

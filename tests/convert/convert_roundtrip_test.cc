@@ -85,10 +85,15 @@ class ConvertRoundTripTest : public ::testing::Test {
   }
 
   // Extracts the converted blob with `command` (reading the blob on stdin) and compares.
+  // Directory times are set at the end, as containerd's unpacker does: a prioritized file
+  // written before the rest of its directory would otherwise let GNU tar stamp the directory
+  // too early.
   void ExpectPlainExtractMatchesSource(const Converted& c, const std::string& decompress) {
     std::string x = dir_.Sub("extract");
-    auto r = RunShell("mkdir -p " + x + " && " + decompress + " < " + c.path +
-                      " | tar --xattrs --xattrs-include='*' --numeric-owner -p -x -C " + x);
+    auto r = RunShell(
+        "mkdir -p " + x + " && " + decompress + " < " + c.path +
+        " | tar --xattrs --xattrs-include='*' --numeric-owner -p --delay-directory-restore -x -C " +
+        x);
     ASSERT_TRUE(r.ok());
     ASSERT_EQ(r->exit_code, 0) << r->output;
     auto snap = SnapshotDir(
@@ -199,6 +204,63 @@ TEST_F(ConvertRoundTripTest, PrioritizedFilesComeFirstBeforePrefetchLandmark) {
   EXPECT_EQ(middle, (std::set<std::string>{"./special/small.txt", "./special/sub dir/",
                                            "./special/sub dir/hard2"}));
   ExpectIndexMatchesSource(c);
+}
+
+// zstd:chunked with files recorded for this layer (ConvertOptions::prioritized_by_layer):
+// they come first, the tar is reordered (new DiffID) and the prefetch-range annotation covers
+// exactly their frames; the tree is unchanged.
+TEST_F(ConvertRoundTripTest, ZstdChunkedPrioritizedFilesComeFirstWithPrefetchRange) {
+  convert::ConvertOptions options;
+  options.format = convert::LayerFormat::kZstdChunked;
+  oci::Descriptor source;
+  source.digest = DigestOfFile(shared_->Sub("layer-posix.tar"));
+  options.prioritized_by_layer[source.digest.ToString()] = {"/special/small.txt",
+                                                            "special/sub dir/hard2"};
+  options.prioritized_by_layer["sha256:" + std::string(64, '0')] = {"special/big.bin"};
+  auto reader = NewFileBlobReader(shared_->Sub("layer-posix.tar"));
+  ASSERT_TRUE(reader.ok());
+  Converted c{{}, dir_.Sub("out.zst")};
+  auto layer = convert::ConvertLayerFile(**reader, source, options, dir_.path(), c.path);
+  ASSERT_TRUE(layer.ok()) << layer.status();
+  c.layer = *layer;
+  EXPECT_NE(c.layer.converted_diff_id, c.layer.source_diff_id);
+  auto plain = RunShell("zstd -dc < " + c.path + " | sha256sum | cut -d' ' -f1");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->output, c.layer.converted_diff_id.hex() + "\n");
+  const std::string range =
+      c.layer.converted.annotations.at(convert::kLazypullPrefetchRangeAnnotation);
+  auto index = ReadIndex(c);
+  ASSERT_TRUE(index.ok()) << index.status();
+  ASSERT_TRUE(index->prefetch_range().has_value());
+  EXPECT_EQ(range, fmt::format("0:{}", index->prefetch_range()->length));
+  const uint64_t end = index->prefetch_range()->end();
+  auto small = index->LookupPath("special/small.txt");
+  ASSERT_TRUE(small.has_value());
+  for (const auto& chunk : index->Chunks(*small)) {
+    EXPECT_LE(chunk.compressed_offset + chunk.compressed_length, end);
+  }
+  // Every other file's data lies after the range (big.bin was listed for another layer).
+  size_t after = 0;
+  for (format::Ino ino = 1; ino <= index->inode_count(); ++ino) {
+    if (ino == *small) continue;
+    for (const auto& chunk : index->Chunks(ino)) {
+      if (chunk.compression == format::ChunkCompression::kZeros) continue;
+      EXPECT_GE(chunk.compressed_offset, end) << ino;
+      ++after;
+    }
+  }
+  EXPECT_GT(after, 3000u);
+  auto listing = RunShell("zstd -dc < " + c.path + " | tar -t | head -5");
+  ASSERT_TRUE(listing.ok());
+  std::vector<std::string> lines = absl::StrSplit(listing->output, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 5u) << listing->output;
+  EXPECT_EQ(lines[0], "./");
+  EXPECT_EQ(lines[1], "./special/");
+  std::set<std::string> rest(lines.begin() + 2, lines.end());
+  EXPECT_EQ(rest, (std::set<std::string>{"./special/small.txt", "./special/sub dir/",
+                                         "./special/sub dir/hard2"}));
+  ExpectIndexMatchesSource(c);
+  ExpectPlainExtractMatchesSource(c, "zstd -dc");
 }
 
 TEST_F(ConvertRoundTripTest, ReferenceVerifierAcceptsOurEstargz) {
