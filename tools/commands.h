@@ -10,7 +10,8 @@
 namespace lazypull::tools {
 
 // `lazypull convert --format estargz|zstd:chunked [--plain-http] [--prioritize FILE ...]
-//  [--prioritize-list PATH] [--chunk-size N] SRC DST`
+//  [--prioritize-list PATH] [--chunk-size N] [--optimize [--optimize-cmd CMD]
+//  [--optimize-timeout 10s] [-v]] SRC DST`
 void RegisterConvertCommand(CLI::App& app, int* exit_code);
 
 // `lazypull status [--root DIR] [--json]` (status_command.cc)
