@@ -4,6 +4,8 @@
 // with our readers and the reference Go eStargz verifier, then mounted lazily through the
 // real daemon: the prefetch covers exactly the recorded files and the tree reads back exact.
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -372,6 +374,38 @@ TEST_F(OptimizeE2eTest, MissingCommandFailsAndTimeoutKeepsAPartialRecordingWitho
                                  shared->no_cmd.OciReference(), "oci:" + dir_.Sub("out") + ":n");
   EXPECT_EQ(no_cmd.exit_code, 1);
   EXPECT_TRUE(absl::StrContains(no_cmd.output, "neither Entrypoint nor Cmd")) << no_cmd.output;
+}
+
+// SIGTERM while the container runs: lazypull kills it, unmounts and cleans up, then fails.
+TEST_F(OptimizeE2eTest, SigtermDuringTheRunCleansUpEverything) {
+  const std::string work = dir_.Sub("work");
+  ASSERT_EQ(::mkdir(work.c_str(), 0755), 0);
+  auto p = Subprocess::Start({Lazypull(), "--log-level", "warn", "convert", "--format", "estargz",
+                              "--optimize", "--work-dir", work, "--optimize-timeout", "5m",
+                              "--optimize-cmd", "/bin/sh -c 'cat /etc/a.conf; sleep 78'",
+                              shared->src.OciReference(), "oci:" + dir_.Sub("out") + ":s"},
+                             dir_.Sub("lazypull.log"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  // Wait (bounded) until the container's program runs.
+  bool running = false;
+  for (int i = 0; i < 600 && !running; ++i) {
+    auto ps = RunShell("ps -eo args | grep -cx 'sleep 78'");
+    running = ps.ok() && ps->output == "1\n";
+    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(running) << p->ReadLog();
+  EXPECT_FALSE(MountsUnder(work).empty());
+  p->Signal(SIGTERM);
+  auto status = p->Wait(std::chrono::seconds(60));
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << *status << p->ReadLog();
+  EXPECT_TRUE(absl::StrContains(p->ReadLog(), "CANCELLED: interrupted by signal 15"))
+      << p->ReadLog();
+  EXPECT_EQ(ListDir(work), std::vector<std::string>{});
+  EXPECT_EQ(MountsUnder(work), std::vector<std::string>{});
+  auto sleeping = RunShell("ps -eo args | grep -cx 'sleep 78'");
+  ASSERT_TRUE(sleeping.ok());
+  EXPECT_EQ(sleeping->output, "0\n");
 }
 
 }  // namespace

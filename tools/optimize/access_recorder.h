@@ -62,8 +62,9 @@ class AccessRecorder {
 };
 
 // The path relative to the recorded filesystem's root for `printed`, the /proc/self/fd link
-// text of an event's file: `mount_point`-prefixed when `via_mount_point`, else relative to a
-// container root. nullopt-like "" for a path outside the filesystem or a deleted file.
+// text of an event's file: prefixed with `mount_point` when `via_mount_point` (opened through
+// that mount), else absolute from a container's root. "" for a path outside the filesystem,
+// a deleted file or a non-path ("anon_inode:...").
 std::string RelativeRecordedPath(const std::string& printed, const std::string& mount_point,
                                  bool via_mount_point);
 

@@ -19,6 +19,7 @@
 #include "fmt/format.h"
 #include "tools/optimize/access_recorder.h"
 #include "tools/optimize/container_spec.h"
+#include "tools/optimize/interrupt_guard.h"
 #include "tools/optimize/layer_assignment.h"
 #include "tools/optimize/layer_unpacker.h"
 #include "tools/optimize/overlay_mount.h"
@@ -70,6 +71,7 @@ struct RunOutcome {
   std::string exit;
 };
 absl::StatusOr<RunOutcome> RunAndRecord(RuncContainer& container, AccessRecorder& recorder,
+                                        InterruptGuard& interrupt,
                                         std::chrono::milliseconds timeout) {
   RunOutcome out;
   if (auto st = container.Start(); !st.ok()) return st;
@@ -80,10 +82,14 @@ absl::StatusOr<RunOutcome> RunAndRecord(RuncContainer& container, AccessRecorder
       out.timed_out = true;
       break;
     }
-    struct pollfd fds[2] = {{recorder.fd(), POLLIN, 0}, {container.pidfd(), POLLIN, 0}};
-    int n = ::poll(fds, 2, static_cast<int>(std::min<int64_t>(left.count(), 1 << 30)));
+    struct pollfd fds[3] = {
+        {recorder.fd(), POLLIN, 0}, {container.pidfd(), POLLIN, 0}, {interrupt.fd(), POLLIN, 0}};
+    int n = ::poll(fds, 3, static_cast<int>(std::min<int64_t>(left.count(), 1 << 30)));
     if (n < 0 && errno != EINTR) {
       return absl::InternalError(fmt::format("poll: {}", strerror(errno)));
+    }
+    if (n > 0 && (fds[2].revents & POLLIN)) {
+      if (auto st = interrupt.Check(); !st.ok()) return st;  // the caller's RAII cleans up
     }
     if (n > 0 && (fds[0].revents & POLLIN)) {
       if (auto st = recorder.Drain(); !st.ok()) return st;
@@ -107,6 +113,8 @@ absl::StatusOr<RunOutcome> RunAndRecord(RuncContainer& container, AccessRecorder
 
 absl::StatusOr<RecordedPrefetch> RecordPrefetch(convert::ImageStore& src,
                                                 const OptimizeOptions& options) {
+  // First, so it is destroyed last: a signal during the run ends it through the cleanups.
+  InterruptGuard interrupt;
   auto manifest = HostManifest(src);
   if (!manifest.ok()) return manifest.status();
   auto config_bytes = src.GetBlob(manifest->config);
@@ -143,6 +151,7 @@ absl::StatusOr<RecordedPrefetch> RecordPrefetch(convert::ImageStore& src,
     unpack.scratch_prefix = scratch->Sub("unpack-" + std::to_string(i));
     auto unpacked = UnpackLayer(**blob, dir, layer.digest.ToString(), unpack);
     if (!unpacked.ok()) return unpacked.status();
+    if (auto st = interrupt.Check(); !st.ok()) return st;
     LogDebug("optimize: layer unpacked",
              {{"layer", layer.digest.ToString()}, {"files", unpacked->regular_files.size()}});
     layer_files.push_back({layer.digest.ToString(), std::move(unpacked->regular_files)});
@@ -177,7 +186,7 @@ absl::StatusOr<RecordedPrefetch> RecordPrefetch(convert::ImageStore& src,
     // Recording starts after `runc create`: runc's setup (e.g. reading /etc/passwd) is done.
     auto recorder = AccessRecorder::Start(rootfs);
     if (!recorder.ok()) return recorder.status();
-    auto ran = RunAndRecord(**container, **recorder, options.timeout);
+    auto ran = RunAndRecord(**container, **recorder, interrupt, options.timeout);
     if (!ran.ok()) return ran.status();
     outcome = *ran;
     accessed = (*recorder)->paths();

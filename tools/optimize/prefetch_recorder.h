@@ -10,8 +10,8 @@
 // holding it (AssignToLayers).
 //
 // Everything it creates (mount, container, runc state, unpacked layers) is removed on every
-// return path. Must run as root. Thread-compatible; one recording per process at a time
-// (see RuncContainer).
+// return path, SIGINT/SIGTERM/SIGHUP included (InterruptGuard: Cancelled). Must run as root.
+// Thread-compatible; one recording per process at a time (see RuncContainer).
 #ifndef LAZYPULL_TOOLS_OPTIMIZE_PREFETCH_RECORDER_H_
 #define LAZYPULL_TOOLS_OPTIMIZE_PREFETCH_RECORDER_H_
 
