@@ -28,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/convert/convert_test_util.h"
+#include "tests/harness/containerd_process.h"
 #include "tests/harness/fault_proxy.h"
 #include "tests/harness/image_builder.h"
 #include "tests/harness/registry_process.h"
@@ -320,6 +321,32 @@ TEST_F(OptimizeE2eTest, EstargzRecordsTheImageCommandsFilesAndMountsWithTheirPre
 TEST_F(OptimizeE2eTest, ZstdChunkedRecordsTheImageCommandsFilesAndMountsWithTheirPrefetch) {
   ConvertOptimizedAndCheck("zstd:chunked", "zc-opt");
   MountLazilyAndCheck(/*cri_labels=*/true);
+}
+
+// Reordered layers stay plain tar streams any client unpacks: a stock containerd (overlayfs
+// snapshotter, full pull, DiffIDs checked) pulls and runs both optimized images.
+TEST_F(OptimizeE2eTest, StockContainerdPullsAndRunsOptimizedImages) {
+  std::string work = dir_.Sub("containerd");
+  ASSERT_EQ(::mkdir(work.c_str(), 0755), 0);
+  auto ctrd = ContainerdProcess::Start(work);
+  ASSERT_TRUE(ctrd.ok()) << ctrd.status();
+  for (const std::string format : {"estargz", "zstd:chunked"}) {
+    const std::string repo = format == "estargz" ? "esgz-run" : "zc-run";
+    const std::string ref = Host() + "/" + repo + ":v1";
+    CommandResult r =
+        Convert({"--format", format, "--plain-http", "--optimize"}, Host() + "/src:v1", ref);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    auto pulled = (*ctrd)->CtrOk({"-n", repo, "images", "pull", "--plain-http", ref},
+                                 std::chrono::seconds(180));
+    ASSERT_TRUE(pulled.ok()) << pulled.status();
+    auto out = (*ctrd)->CtrOk({"-n", repo, "run", "--rm", ref, repo, "/bin/sh", "-c",
+                               "cat /etc/a.conf /data/b.txt; ls /data; "
+                               "test -e /etc/unused.conf || echo deleted"},
+                              std::chrono::seconds(120));
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(*out, "a from layer 1\nb from layer 2\nb.txt\nc.txt\nunused.bin\ndeleted\n")
+        << format;
+  }
 }
 
 // --optimize-cmd replaces the image's command; an OCI layout works as well as a registry.
