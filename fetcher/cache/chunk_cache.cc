@@ -437,7 +437,6 @@ absl::Status ChunkCache::Store(const std::string& hex, std::string_view data) {
     if (!fd.ok()) return fail(fd.status());
     if (absl::Status s = fs_->WriteAll(fd->get(), data, tmp); !s.ok()) return fail(s);
     if (absl::Status s = fs_->SetMtime(fd->get(), stamp, tmp); !s.ok()) return fail(s);
-    if (absl::Status s = fs_->Sync(fd->get(), tmp); !s.ok()) return fail(s);
   }
 
   FdList closing;
@@ -466,6 +465,10 @@ absl::Status ChunkCache::Put(const Digest& digest, std::string_view data) {
     return absl::DataLossError(fmt::format("chunk cache: refusing to store chunk {}: {}",
                                            digest.ToString(), std::string(s.message())));
   }
+  return Store(digest.hex(), data);
+}
+
+absl::Status ChunkCache::PutVerified(const Digest& digest, std::string_view data) {
   return Store(digest.hex(), data);
 }
 

@@ -10,9 +10,11 @@
 // Integrity ("no unverified byte is served"):
 //   * Put/fetch: bytes are hashed in memory and must match the digest before anything is
 //     written; a mismatch is DataLoss and nothing is stored or returned.
-//   * Atomicity: a chunk is written to tmp/, fsync'ed and renamed into chunks/, so a crash
-//     (even SIGKILL mid-write) never leaves a partial chunk under its final name; Open()
-//     deletes whatever tmp/ holds.
+//   * Atomicity: a chunk is written to tmp/ and renamed into chunks/, so a crash (even
+//     SIGKILL mid-write) never leaves a partial chunk under its final name; Open() deletes
+//     whatever tmp/ holds. There is no fsync: after a power loss a renamed file may hold
+//     anything, but every file found by Open() is re-verified before it is served (below), so
+//     durability would only save a refetch, and readers must not wait for the disk.
 //   * Disk: files found by Open() (left by an earlier process) are untrusted. The first read
 //     of such a file in this process hashes the whole file before any byte is served; a
 //     mismatch deletes the file (DataLoss for Read, a fresh fetch for ReadOrFetch). Files
@@ -122,6 +124,9 @@ class ChunkCache {
   // on ENOSPC/EDQUOT or when the chunk alone exceeds max_bytes; other I/O errors keep their
   // errno-derived code. On any error no entry is visible.
   absl::Status Put(const Digest& digest, std::string_view data);
+  // Put for bytes the caller has just verified against `digest` (e.g. to serve them before
+  // storing them): skips hashing them again. Same errors, except DataLoss.
+  absl::Status PutVerified(const Digest& digest, std::string_view data);
 
   // Claims the fetch of `digest` for a caller that fetches it itself (e.g. with other chunks
   // in one merged range request). Returns nullptr if the chunk is already stored or someone

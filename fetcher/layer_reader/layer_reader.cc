@@ -274,45 +274,38 @@ void LayerReader::ForgetLocalLocked(const Chunk& c) {
 void LayerReader::CompleteFlight(const Chunk& c, const std::shared_ptr<Flight>& flight,
                                  absl::Status status, std::shared_ptr<const std::string> data,
                                  bool stored) {
+  PublishFlight(flight, std::move(status), std::move(data));
+  RetireFlight(c, flight, stored);
+}
+
+void LayerReader::PublishFlight(const std::shared_ptr<Flight>& flight, absl::Status status,
+                                std::shared_ptr<const std::string> data) {
   std::lock_guard<std::mutex> lock(mu_);
-  std::string key = KeyOf(c);
-  if (stored) MarkLocalLocked(key);
-  if (auto it = flights_.find(key); it != flights_.end() && it->second == flight) {
-    flights_.erase(it);
-  }
-  if (!status.ok()) readahead_keys_.erase(key);
   flight->done = true;
   flight->status = std::move(status);
   flight->data = std::move(data);
   cv_.notify_all();
 }
 
+void LayerReader::RetireFlight(const Chunk& c, const std::shared_ptr<Flight>& flight, bool stored) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string key = KeyOf(c);
+  if (stored) MarkLocalLocked(key);
+  if (auto it = flights_.find(key); it != flights_.end() && it->second == flight) {
+    flights_.erase(it);
+  }
+  if (!flight->status.ok()) readahead_keys_.erase(key);
+}
+
 void LayerReader::FinishChunk(const ChunkRef& ref, std::string_view compressed) {
   const Chunk& c = *ref.chunk;
-  // Decode without the digest check: ChunkCache::Put verifies before storing, so the bytes
-  // are hashed once. Without a stored copy they are verified here.
+  // Decoded without the digest check, then hashed once here: readers are answered from these
+  // verified bytes before they are stored, so no reader waits for the disk.
   Chunk unverified = c;
   unverified.has_digest = false;
   absl::StatusOr<std::string> data = format::DecodeChunk(unverified, compressed);
   absl::Status st = data.status();
-  bool stored = false;
-  if (st.ok() && c.has_digest) {
-    Digest digest = c.digest_value();
-    absl::Status put = cache_->Put(digest, *data);
-    if (put.ok()) {
-      stored = true;
-    } else if (put.code() == absl::StatusCode::kDataLoss) {
-      st = put;
-    } else {
-      st = digest.Verify(*data);
-      if (st.ok()) {
-        LogWarn("serving a verified chunk without caching it",
-                {{"layer", layer_id_},
-                 {"chunk_offset", c.compressed_offset},
-                 {"error", put.ToString()}});
-      }
-    }
-  }
+  if (st.ok() && c.has_digest) st = c.digest_value().Verify(*data);
   if (!st.ok()) {
     st = absl::DataLossError(
         fmt::format("layer {}: chunk at blob offset {} (+{}) failed verification: {}", layer_id_,
@@ -328,12 +321,25 @@ void LayerReader::FinishChunk(const ChunkRef& ref, std::string_view compressed) 
     CompleteFlight(c, ref.flight, st, {}, false);
     return;
   }
+  auto bytes = std::make_shared<const std::string>(std::move(*data));
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.chunks_fetched;
   }
-  CompleteFlight(c, ref.flight, absl::OkStatus(),
-                 std::make_shared<const std::string>(std::move(*data)), stored);
+  // The flight stays registered (done) until the chunk is stored: a read arriving meanwhile
+  // takes the bytes from it instead of fetching them again.
+  PublishFlight(ref.flight, absl::OkStatus(), bytes);
+  bool stored = false;
+  if (c.has_digest) {
+    absl::Status put = cache_->PutVerified(c.digest_value(), *bytes);
+    stored = put.ok();
+    if (!put.ok()) {
+      LogWarn(
+          "served a verified chunk without caching it",
+          {{"layer", layer_id_}, {"chunk_offset", c.compressed_offset}, {"error", put.ToString()}});
+    }
+  }
+  RetireFlight(c, ref.flight, stored);
 }
 
 void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {

@@ -238,8 +238,15 @@ class LayerReader {
   void RunFetch(std::vector<Group> groups, FetchKind kind);
   // Decodes/verifies/stores one chunk's compressed bytes and completes its flight.
   void FinishChunk(const ChunkRef& ref, std::string_view compressed);
+  // PublishFlight then RetireFlight.
   void CompleteFlight(const format::Chunk& c, const std::shared_ptr<Flight>& flight,
                       absl::Status status, std::shared_ptr<const std::string> data, bool stored);
+  // Hands the result to the flight's waiters; the flight stays findable (done).
+  void PublishFlight(const std::shared_ptr<Flight>& flight, absl::Status status,
+                     std::shared_ptr<const std::string> data);
+  // Forgets the flight once its chunk is stored (or will never be): later reads go to the
+  // cache (or fetch again).
+  void RetireFlight(const format::Chunk& c, const std::shared_ptr<Flight>& flight, bool stored);
   // Runs RunFetch on the executor (foreground priority unless kBackground) and counts it as
   // outstanding. `permit` (background only) is released when the fetch ends.
   void SubmitFetch(std::vector<ChunkRef> chunks, FetchKind kind,

@@ -50,6 +50,7 @@ using ::lazypull::testing::FaultBlobReader;
 using ::lazypull::testing::ReadFile;
 using ::lazypull::testing::RunCommand;
 using ::lazypull::testing::TempDir;
+using ::lazypull::testing::WaitUntil;
 using ::lazypull::testing::WriteFile;
 using ::testing::HasSubstr;
 
@@ -545,7 +546,7 @@ TEST_F(FuseLayerTest, CorruptByteIsEioAndNeverCached) {
   ASSERT_EQ(pread(fd, buf, sizeof(buf), kChunkSize + 10), 4096) << strerror(errno);
   EXPECT_EQ(std::string(buf, 4096), want);
   close(fd);
-  EXPECT_TRUE(m->cache->Contains(chunk.digest_value()));
+  EXPECT_TRUE(WaitUntil([&] { return m->cache->Contains(chunk.digest_value()); }));
 }
 
 TEST_F(FuseLayerTest, StalledRegistryFailsUncachedReadsWithinTimeout) {

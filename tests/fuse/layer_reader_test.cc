@@ -23,6 +23,7 @@ namespace {
 
 using ::lazypull::testing::FaultBlobReader;
 using ::lazypull::testing::TempDir;
+using ::lazypull::testing::WaitUntil;
 
 struct Layer {
   std::shared_ptr<const format::LayerIndex> index;
@@ -108,6 +109,9 @@ TEST(LayerReaderTest, ReadsClampAtEofAndHitTheCacheAfterOneFetch) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(l.blob->requests(), 1u);
   EXPECT_EQ((*r)->Stats().cache_misses, 1u);
+  // Once stored (just after its readers were served), the chunk is read from the cache.
+  ASSERT_TRUE(
+      WaitUntil([&] { return cache->Contains(l.index->Chunks(InoOf(l, 2))[0].digest_value()); }));
   ASSERT_TRUE((*r)->Read(InoOf(l, 2), 0, buf.data(), 1000).ok());
   EXPECT_EQ((*r)->Stats().cache_hits, 1u);
   EXPECT_EQ(l.blob->requests(), 1u);
@@ -264,7 +268,8 @@ TEST(LayerReaderTest, ReadaheadNeverServesUnverifiedBytes) {
   // With the fault gone, file 3 is fetched again and served.
   l.blob->CorruptByte(std::nullopt);
   ExpectFile(**r, l, 3);
-  EXPECT_TRUE(cache->Contains(bad.digest_value()));
+  // Stored once its readers were served.
+  EXPECT_TRUE(WaitUntil([&] { return cache->Contains(bad.digest_value()); }));
 }
 
 TEST(LayerReaderTest, BackgroundFetchCompletesALayerNobodyReads) {
@@ -388,7 +393,8 @@ TEST(LayerReaderTest, ReadSpansNameOnlyVerifiedCacheFiles) {
     ASSERT_TRUE(r.ok());
     EXPECT_FALSE((*r)->ReadSpans(InoOf(l, 1), 0, 5000, &spans));  // not fetched yet
     ExpectFile(**r, l, 1);
-    ASSERT_TRUE((*r)->ReadSpans(InoOf(l, 1), 100, 1000, &spans));
+    // The chunk file appears once the readers were served.
+    ASSERT_TRUE(WaitUntil([&] { return (*r)->ReadSpans(InoOf(l, 1), 100, 1000, &spans); }));
     ASSERT_EQ(spans.size(), 1u);
     ASSERT_TRUE(spans[0].file.has_value());
     std::string got(spans[0].length, '\0');
@@ -404,7 +410,7 @@ TEST(LayerReaderTest, ReadSpansNameOnlyVerifiedCacheFiles) {
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE((*r)->ReadSpans(InoOf(l, 1), 0, 5000, &spans));
   ExpectFile(**r, l, 1);
-  EXPECT_TRUE((*r)->ReadSpans(InoOf(l, 1), 0, 5000, &spans));
+  EXPECT_TRUE(WaitUntil([&] { return (*r)->ReadSpans(InoOf(l, 1), 0, 5000, &spans); }));
 }
 }  // namespace
 }  // namespace lazypull
