@@ -256,19 +256,19 @@ class ImageBuilder {
         });
         // The same packing as mkfs.erofs: an entry that does not fit starts a new block; every
         // block but the last counts as full in i_size.
-        uint64_t size = 0;
+        uint64_t used = 0;  // bytes of the current block
         size_t begin = 0;
         for (size_t i = 0; i < p.dirents.size(); ++i) {
           const uint64_t len = kDirentSize + p.dirents[i].name.size();
-          if (size % block_ + len > block_) {
+          if (used + len > block_) {
             p.dir_blocks.push_back({begin, i});
             begin = i;
-            size = RoundUp(size, block_);
+            used = 0;
           }
-          size += len;
+          used += len;
         }
         p.dir_blocks.push_back({begin, p.dirents.size()});
-        p.size = size;
+        p.size = (p.dir_blocks.size() - 1) * block_ + used;
         PlanFlatData(p);
         return absl::OkStatus();
       }
