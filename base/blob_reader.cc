@@ -13,16 +13,13 @@
 
 namespace lazypull {
 
-absl::StatusOr<std::vector<std::string>> BlobReader::ReadRanges(
-    const std::vector<ByteRange>& ranges) {
-  std::vector<std::string> out;
-  out.reserve(ranges.size());
-  for (const auto& r : ranges) {
-    auto data = ReadAt(r.offset, r.length);
+absl::Status BlobReader::StreamRanges(std::span<const ByteRange> ranges, const Sink& sink) {
+  for (const ByteRange& r : ranges) {
+    absl::StatusOr<std::string> data = ReadAt(r.offset, r.length);
     if (!data.ok()) return data.status();
-    out.push_back(std::move(*data));
+    if (absl::Status st = sink(r.offset, *data); !st.ok()) return st;
   }
-  return out;
+  return absl::OkStatus();
 }
 
 namespace {

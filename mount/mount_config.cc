@@ -1,6 +1,8 @@
 #include "mount/mount_config.h"
 
+#include <algorithm>
 #include <charconv>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "fetcher/cache/cache_config.h"
@@ -36,8 +38,8 @@ absl::StatusOr<uint64_t> GetSize(const toml::node& node, std::string_view key, b
   return *size;
 }
 
-absl::StatusOr<std::chrono::milliseconds> GetDuration(const toml::node& node,
-                                                      std::string_view key) {
+absl::StatusOr<std::chrono::milliseconds> GetDuration(const toml::node& node, std::string_view key,
+                                                      bool allow_zero = false) {
   absl::StatusOr<std::chrono::milliseconds> d;
   if (node.is_integer()) {
     d = std::chrono::milliseconds(*node.value<int64_t>());
@@ -47,7 +49,7 @@ absl::StatusOr<std::chrono::milliseconds> GetDuration(const toml::node& node,
     return KeyError(key, "must be a duration string or integer milliseconds");
   }
   if (!d.ok()) return KeyError(key, std::string(d.status().message()));
-  if (d->count() <= 0) return KeyError(key, "must be positive");
+  if (d->count() < 0 || (!allow_zero && d->count() == 0)) return KeyError(key, "must be positive");
   return *d;
 }
 
@@ -119,11 +121,46 @@ absl::StatusOr<MountConfig> ParseMountConfig(const toml::table& section) {
     } else if (key == "background_concurrency") {
       auto n = GetPositive(node, key, false);
       if (!n.ok()) return n.status();
-      config.reader.background_concurrency = *n;
+      config.reader.background_policy.max_in_flight = *n;
     } else if (key == "background_bandwidth") {
+      if (node.is_string() && *node.value<std::string>() == "auto") {
+        config.reader.background_policy.bandwidth = 0;
+        continue;
+      }
       auto n = GetSize(node, key, true);
       if (!n.ok()) return n.status();
-      config.reader.background_bandwidth = *n;
+      config.reader.background_policy.bandwidth =
+          *n == 0 ? BackgroundSchedulerOptions::kUnlimited : *n;
+    } else if (key == "background_bandwidth_fraction") {
+      std::optional<double> f = node.value<double>();
+      if (!f || !(node.is_floating_point() || node.is_integer()) || *f <= 0 || *f > 1) {
+        return KeyError(key, "must be a number in (0, 1]");
+      }
+      config.reader.background_policy.bandwidth_fraction = *f;
+    } else if (key == "background_silence") {
+      auto d = GetDuration(node, key, true);
+      if (!d.ok()) return d.status();
+      config.reader.background_silence = *d;
+    } else if (key == "background_quiet") {
+      auto d = GetDuration(node, key, true);
+      if (!d.ok()) return d.status();
+      config.reader.background_policy.quiet = *d;
+    } else if (key == "background_request_size") {
+      auto n = GetSize(node, key, false);
+      if (!n.ok()) return n.status();
+      config.reader.background_request_bytes = *n;
+    } else if (key == "file_readahead") {
+      auto n = GetSize(node, key, true);
+      if (!n.ok()) return n.status();
+      config.reader.readahead_bytes = *n;
+    } else if (key == "readahead_window") {
+      auto n = GetSize(node, key, true);
+      if (!n.ok()) return n.status();
+      config.reader.readahead_window = *n;
+    } else if (key == "readahead_window_max") {
+      auto n = GetSize(node, key, false);
+      if (!n.ok()) return n.status();
+      config.reader.readahead_window_max = *n;
     } else if (key == "max_request_size") {
       auto n = GetSize(node, key, false);
       if (!n.ok()) return n.status();
@@ -138,6 +175,13 @@ absl::StatusOr<MountConfig> ParseMountConfig(const toml::table& section) {
       config.fuse.attr_timeout = std::chrono::duration_cast<std::chrono::seconds>(*d);
     } else {
       return KeyError(key, "unknown key");
+    }
+  }
+  LayerReaderOptions& r = config.reader;
+  if (r.readahead_window > 0) {
+    r.readahead_window_min = std::min(r.readahead_window_min, r.readahead_window);
+    if (r.readahead_window > r.readahead_window_max) {
+      return KeyError("readahead_window", "must not exceed readahead_window_max");
     }
   }
   return config;

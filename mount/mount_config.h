@@ -4,10 +4,17 @@
 //   backend = "fuse"               # "fuse" | "erofs" (later issue) | "auto" (= fuse for now)
 //   fetch_timeout = "30s"          # a read waiting longer for the registry fails with EIO
 //   prefetch = true                # fetch the eStargz prioritized range at mount
-//   background_fetch = true        # then fetch the whole layer in the background
-//   background_concurrency = 2     # background requests in flight per layer
-//   background_bandwidth = 0       # bytes/s per layer, integer or "20MiB"; 0 = unlimited
-//   max_request_size = "16MiB"     # largest merged range request of a read
+//   max_request_size = "16MiB"     # largest range of an on-demand fetch
+//   file_readahead = "4MiB"        # a miss also fetches the file's next chunks (0 = off)
+//   readahead_window = "512KiB"    # ... and the next chunks in blob order (other files),
+//   readahead_window_max = "4MiB"  #     adaptive up to this (compressed bytes; 0 = off)
+//   background_fetch = true        # then fetch the whole layer in the background:
+//   background_silence = "2s"      #   once the layer saw no on-demand fetch for this long,
+//   background_quiet = "500ms"     #   never while a container's fetch runs nor this soon after,
+//   background_request_size = "512KiB"  # in requests this small,
+//   background_concurrency = 2     #   at most this many at once on the node,
+//   background_bandwidth = "auto"  #   within a node-wide budget: "auto" = a fraction of the
+//   background_bandwidth_fraction = 0.5  # measured link throughput; bytes/s or "20MiB"; 0 = none
 //   fuse_threads = 16              # max FUSE worker threads per mounted layer
 //   attr_timeout = "24h"           # kernel cache lifetime of entries/attributes
 //

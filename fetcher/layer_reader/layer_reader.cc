@@ -9,6 +9,7 @@
 
 #include "base/logging.h"
 #include "fetcher/format/chunk_decoder.h"
+#include "fetcher/layer_reader/chunk_assembler.h"
 #include "fmt/format.h"
 
 namespace lazypull {
@@ -33,6 +34,11 @@ nlohmann::json LayerReaderStats::ToJson() const {
           {"local_chunks", local_chunks},
           {"total_chunks", total_chunks},
           {"fetched_percent", fetched_percent()},
+          {"bytes_read", bytes_read},
+          {"readahead_chunks", readahead_chunks},
+          {"readahead_used", readahead_used},
+          {"readahead_window", readahead_window},
+          {"background_bytes", background_bytes},
           {"prefetch", prefetch},
           {"background", background}};
 }
@@ -44,11 +50,15 @@ absl::StatusOr<std::unique_ptr<LayerReader>> LayerReader::Create(
     return absl::InvalidArgumentError(
         fmt::format("layer {}: LayerReader needs an index, a blob reader and a cache", layer_id));
   }
-  if (options.background_concurrency == 0 || options.max_request_bytes == 0 ||
-      options.background_request_bytes == 0 || options.fetch_timeout.count() <= 0) {
+  if (options.max_request_bytes == 0 || options.background_request_bytes == 0 ||
+      options.fetch_timeout.count() <= 0 || options.background_policy.max_in_flight == 0 ||
+      (options.readahead_window > 0 && (options.readahead_window_min == 0 ||
+                                        options.readahead_window < options.readahead_window_min ||
+                                        options.readahead_window > options.readahead_window_max))) {
     return absl::InvalidArgumentError(fmt::format(
-        "layer {}: background_concurrency, max_request_bytes, background_request_bytes and "
-        "fetch_timeout must be positive",
+        "layer {}: max_request_bytes, background_request_bytes, fetch_timeout and background "
+        "max_in_flight must be positive, and readahead_window within [readahead_window_min, "
+        "readahead_window_max]",
         layer_id));
   }
   return std::unique_ptr<LayerReader>(new LayerReader(std::move(layer_id), std::move(index),
@@ -63,13 +73,18 @@ LayerReader::LayerReader(std::string layer_id, std::shared_ptr<const format::Lay
       blob_(std::move(blob)),
       cache_(cache),
       options_(std::move(options)),
-      executor_(options_.executor) {
+      executor_(options_.executor),
+      scheduler_(options_.scheduler),
+      last_on_demand_(std::chrono::steady_clock::now()),
+      window_size_(options_.readahead_window) {
+  const size_t background_threads = options_.background_policy.max_in_flight;
   if (!executor_) {
-    executor_ = std::make_shared<FetchExecutor>(
-        options_.foreground_threads + options_.background_concurrency,
-        options_.background_concurrency);
+    executor_ = std::make_shared<FetchExecutor>(options_.foreground_threads + background_threads,
+                                                background_threads);
   }
+  if (!scheduler_) scheduler_ = std::make_shared<BackgroundScheduler>(options_.background_policy);
   stats_.layer_id = layer_id_;
+  stats_.readahead_window = window_size_;
   stats_.prefetch = options_.prefetch ? "pending" : "off";
   stats_.background = options_.background_fetch ? "pending" : "off";
   for (Ino ino = 1; ino <= index_->inode_count(); ++ino) {
@@ -103,6 +118,7 @@ LayerReader::~LayerReader() {
     stopping_ = true;
     cv_.notify_all();
   }
+  scheduler_->Wake();
   if (background_thread_.joinable()) background_thread_.join();
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return outstanding_ == 0; });
@@ -124,10 +140,10 @@ std::shared_ptr<LayerReader::Flight> LayerReader::ClaimLocked(const Chunk& c, bo
   return flight;
 }
 
-std::vector<LayerReader::Group> LayerReader::MergeIntoGroups(std::vector<ChunkRef> chunks,
-                                                             uint64_t max_bytes) const {
+std::vector<LayerReader::Group> LayerReader::MergeIntoGroups(std::vector<ChunkRef> chunks) const {
   std::sort(chunks.begin(), chunks.end(), [](const ChunkRef& a, const ChunkRef& b) {
-    return a.chunk->compressed_offset < b.chunk->compressed_offset;
+    return std::tie(a.chunk->compressed_offset, a.chunk->inner_offset) <
+           std::tie(b.chunk->compressed_offset, b.chunk->inner_offset);
   });
   std::vector<Group> groups;
   for (ChunkRef& ref : chunks) {
@@ -138,7 +154,7 @@ std::vector<LayerReader::Group> LayerReader::MergeIntoGroups(std::vector<ChunkRe
       Group& g = groups.back();
       uint64_t new_end = std::max(g.range.end(), end);
       if (begin <= g.range.end() + options_.max_merge_gap &&
-          new_end - g.range.offset <= max_bytes) {
+          new_end - g.range.offset <= options_.max_request_bytes) {
         g.range.length = new_end - g.range.offset;
         g.chunks.push_back(std::move(ref));
         continue;
@@ -150,20 +166,92 @@ std::vector<LayerReader::Group> LayerReader::MergeIntoGroups(std::vector<ChunkRe
   return groups;
 }
 
-void LayerReader::SubmitGroup(Group group, FetchExecutor::Priority priority) {
-  const bool background = priority == FetchExecutor::Priority::kBackground;
+size_t LayerReader::BlobPosition(const Chunk& c) const {
+  auto it = std::lower_bound(all_chunks_.begin(), all_chunks_.end(), &c,
+                             [](const Chunk* a, const Chunk* b) {
+                               return std::tie(a->compressed_offset, a->inner_offset) <
+                                      std::tie(b->compressed_offset, b->inner_offset);
+                             });
+  for (auto j = it; j != all_chunks_.end() && (*j)->compressed_offset == c.compressed_offset; ++j) {
+    if (*j == &c) return j - all_chunks_.begin();
+  }
+  return it - all_chunks_.begin();
+}
+
+std::vector<LayerReader::ChunkRef> LayerReader::ClaimWindowLocked(size_t pos, uint64_t window,
+                                                                  uint64_t window_id,
+                                                                  size_t* end_pos) {
+  std::vector<ChunkRef> claimed;
+  std::optional<uint64_t> start;
+  for (; pos < all_chunks_.size(); ++pos) {
+    const Chunk* c = all_chunks_[pos];
+    if (c->compression == ChunkCompression::kZeros) continue;
+    if (!start) start = c->compressed_offset;
+    if (c->compressed_offset + c->compressed_length - *start > window) break;
+    bool owned = false;
+    std::shared_ptr<Flight> flight = ClaimLocked(*c, &owned);
+    if (!owned) continue;
+    readahead_keys_[KeyOf(*c)] = window_id;
+    claimed.push_back({c, std::move(flight)});
+  }
+  *end_pos = pos;
+  return claimed;
+}
+
+std::vector<LayerReader::ChunkRef> LayerReader::NoteReadaheadUseLocked(const std::string& key) {
+  auto it = readahead_keys_.find(key);
+  if (it == readahead_keys_.end()) return {};
+  const uint64_t id = it->second;
+  readahead_keys_.erase(it);
+  ++stats_.readahead_used;
+  if (id != window_.id) return {};
+  ++window_.used;
+  if (window_.extended || window_.used * 2 < window_.issued) return {};
+  // The program is reading through the window: fetch the next one, twice as large, before it
+  // gets there.
+  window_.extended = true;
+  window_size_ = std::min(window_size_ * 2, options_.readahead_window_max);
+  size_t end_pos = 0;
+  std::vector<ChunkRef> next =
+      ClaimWindowLocked(window_.end_pos, window_size_, window_.id + 1, &end_pos);
+  window_ = Window{.id = window_.id + 1,
+                   .end_pos = end_pos,
+                   .size = window_size_,
+                   .issued = next.size(),
+                   .used = 0,
+                   .extended = false};
+  stats_.readahead_chunks += next.size();
+  stats_.readahead_window = window_size_;
+  return next;
+}
+
+void LayerReader::SubmitFetch(std::vector<ChunkRef> chunks, FetchKind kind,
+                              std::optional<BackgroundScheduler::Permit> permit) {
+  if (chunks.empty()) return;
+  const bool background = kind == FetchKind::kBackground;
+  std::vector<Group> groups = MergeIntoGroups(std::move(chunks));
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++outstanding_;
     if (background) ++background_in_flight_;
   }
-  executor_->Submit(priority, [this, background, group = std::move(group)] {
-    RunGroup(group);
-    std::lock_guard<std::mutex> lock(mu_);
-    --outstanding_;
-    if (background) --background_in_flight_;
-    cv_.notify_all();
-  });
+  // std::function needs a copyable callable: the move-only permit travels in a shared_ptr.
+  auto held = std::make_shared<std::optional<BackgroundScheduler::Permit>>(std::move(permit));
+  executor_->Submit(
+      background ? FetchExecutor::Priority::kBackground : FetchExecutor::Priority::kForeground,
+      [this, kind, background, held, groups = std::move(groups)]() mutable {
+        {
+          // Any fetch made for a program (its misses, their readahead) holds background back.
+          std::optional<BackgroundScheduler::ForegroundActivity> activity;
+          if (!background) activity.emplace(scheduler_->BeginForeground());
+          RunFetch(std::move(groups), kind);
+        }
+        held->reset();
+        std::lock_guard<std::mutex> lock(mu_);
+        --outstanding_;
+        if (background) --background_in_flight_;
+        cv_.notify_all();
+      });
 }
 
 void LayerReader::MarkLocalLocked(const std::string& key) {
@@ -192,96 +280,124 @@ void LayerReader::CompleteFlight(const Chunk& c, const std::shared_ptr<Flight>& 
   if (auto it = flights_.find(key); it != flights_.end() && it->second == flight) {
     flights_.erase(it);
   }
+  if (!status.ok()) readahead_keys_.erase(key);
   flight->done = true;
   flight->status = std::move(status);
   flight->data = std::move(data);
   cv_.notify_all();
 }
 
-void LayerReader::RunGroup(const Group& group) {
-  bool stopping;
+void LayerReader::FinishChunk(const ChunkRef& ref, std::string_view compressed) {
+  const Chunk& c = *ref.chunk;
+  // Decode without the digest check: ChunkCache::Put verifies before storing, so the bytes
+  // are hashed once. Without a stored copy they are verified here.
+  Chunk unverified = c;
+  unverified.has_digest = false;
+  absl::StatusOr<std::string> data = format::DecodeChunk(unverified, compressed);
+  absl::Status st = data.status();
+  bool stored = false;
+  if (st.ok() && c.has_digest) {
+    Digest digest = c.digest_value();
+    absl::Status put = cache_->Put(digest, *data);
+    if (put.ok()) {
+      stored = true;
+    } else if (put.code() == absl::StatusCode::kDataLoss) {
+      st = put;
+    } else {
+      st = digest.Verify(*data);
+      if (st.ok()) {
+        LogWarn("serving a verified chunk without caching it",
+                {{"layer", layer_id_},
+                 {"chunk_offset", c.compressed_offset},
+                 {"error", put.ToString()}});
+      }
+    }
+  }
+  if (!st.ok()) {
+    st = absl::DataLossError(
+        fmt::format("layer {}: chunk at blob offset {} (+{}) failed verification: {}", layer_id_,
+                    c.compressed_offset, c.compressed_length, std::string(st.message())));
+    LogError("layer chunk rejected", {{"layer", layer_id_},
+                                      {"chunk_offset", c.compressed_offset},
+                                      {"chunk_length", c.compressed_length},
+                                      {"error", st.ToString()}});
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.verify_errors;
+    }
+    CompleteFlight(c, ref.flight, st, {}, false);
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stopping = stopping_;
+    ++stats_.chunks_fetched;
   }
-  absl::StatusOr<std::string> bytes =
+  CompleteFlight(c, ref.flight, absl::OkStatus(),
+                 std::make_shared<const std::string>(std::move(*data)), stored);
+}
+
+void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
+  if (groups.empty()) return;
+  std::vector<ChunkAssembler::Group> layout;
+  layout.reserve(groups.size());
+  for (const Group& g : groups) {
+    ChunkAssembler::Group a{g.range, {}};
+    for (const ChunkRef& ref : g.chunks) a.chunks.push_back(ref.chunk->compressed_range());
+    layout.push_back(std::move(a));
+  }
+  ChunkAssembler assembler(
+      std::move(layout), [&](size_t g, size_t i, std::string_view compressed) -> absl::Status {
+        FinishChunk(groups[g].chunks[i], compressed);
+        if (stopping_) {
+          return absl::CancelledError(fmt::format("layer {}: reader is shutting down", layer_id_));
+        }
+        return absl::OkStatus();
+      });
+  const std::vector<ByteRange> ranges = assembler.Ranges();
+  uint64_t total = 0;
+  for (const ByteRange& r : ranges) total += r.length;
+  const bool stopping = stopping_;
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status st =
       stopping ? absl::CancelledError(fmt::format("layer {}: reader is shutting down", layer_id_))
-               : blob_->ReadAt(group.range.offset, group.range.length);
+               : blob_->StreamRanges(ranges, [&](uint64_t offset, std::string_view data) {
+                   {
+                     // Counted as bytes arrive: a reader served early sees them in Stats().
+                     std::lock_guard<std::mutex> lock(mu_);
+                     stats_.bytes_fetched += data.size();
+                     if (kind == FetchKind::kBackground) stats_.background_bytes += data.size();
+                   }
+                   return assembler.Feed(offset, data);
+                 });
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  if (st.ok()) scheduler_->RecordTransfer(total, elapsed);
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.requests;
-    if (bytes.ok())
-      stats_.bytes_fetched += group.range.length;
-    else if (!stopping)
-      ++stats_.fetch_errors;
+    if (!st.ok() && !stopping_) ++stats_.fetch_errors;
   }
-  if (!bytes.ok()) {
-    absl::Status st(
-        bytes.status().code(),
-        fmt::format("layer {}: fetching blob range [{}, +{}): {}", layer_id_, group.range.offset,
-                    group.range.length, std::string(bytes.status().message())));
-    if (!stopping) {
+  absl::Status failure = st;
+  if (st.ok()) {
+    failure = absl::InternalError(
+        fmt::format("layer {}: the fetch ended without delivering the chunk", layer_id_));
+  } else {
+    failure = absl::Status(st.code(), fmt::format("layer {}: fetching {} blob range(s) from {} "
+                                                  "(+{} bytes in all): {}",
+                                                  layer_id_, ranges.size(), ranges.front().offset,
+                                                  total, std::string(st.message())));
+    if (!stopping_) {
       LogError("layer fetch failed", {{"layer", layer_id_},
-                                      {"offset", group.range.offset},
-                                      {"length", group.range.length},
-                                      {"chunks", group.chunks.size()},
-                                      {"error", st.ToString()}});
+                                      {"offset", ranges.front().offset},
+                                      {"ranges", ranges.size()},
+                                      {"bytes", total},
+                                      {"error", failure.ToString()}});
     }
-    for (const ChunkRef& ref : group.chunks) CompleteFlight(*ref.chunk, ref.flight, st, {}, false);
-    return;
   }
-  for (const ChunkRef& ref : group.chunks) {
-    const Chunk& c = *ref.chunk;
-    std::string_view compressed;
-    if (c.compression != ChunkCompression::kZeros) {
-      compressed = std::string_view(*bytes).substr(c.compressed_offset - group.range.offset,
-                                                   c.compressed_length);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    for (size_t i = 0; i < groups[g].chunks.size(); ++i) {
+      if (assembler.Done(g, i)) continue;
+      CompleteFlight(*groups[g].chunks[i].chunk, groups[g].chunks[i].flight, failure, {}, false);
     }
-    // Decode without the digest check: ChunkCache::Put verifies before storing, so the bytes
-    // are hashed once. Without a stored copy they are verified here.
-    Chunk unverified = c;
-    unverified.has_digest = false;
-    absl::StatusOr<std::string> data = format::DecodeChunk(unverified, compressed);
-    absl::Status st = data.status();
-    bool stored = false;
-    if (st.ok() && c.has_digest) {
-      Digest digest = c.digest_value();
-      absl::Status put = cache_->Put(digest, *data);
-      if (put.ok()) {
-        stored = true;
-      } else if (put.code() == absl::StatusCode::kDataLoss) {
-        st = put;
-      } else {
-        st = digest.Verify(*data);
-        if (st.ok()) {
-          LogWarn("serving a verified chunk without caching it",
-                  {{"layer", layer_id_},
-                   {"chunk_offset", c.compressed_offset},
-                   {"error", put.ToString()}});
-        }
-      }
-    }
-    if (!st.ok()) {
-      st = absl::DataLossError(
-          fmt::format("layer {}: chunk at blob offset {} (+{}) failed verification: {}", layer_id_,
-                      c.compressed_offset, c.compressed_length, std::string(st.message())));
-      LogError("layer chunk rejected", {{"layer", layer_id_},
-                                        {"chunk_offset", c.compressed_offset},
-                                        {"chunk_length", c.compressed_length},
-                                        {"error", st.ToString()}});
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        ++stats_.verify_errors;
-      }
-      CompleteFlight(c, ref.flight, st, {}, false);
-      continue;
-    }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++stats_.chunks_fetched;
-    }
-    CompleteFlight(c, ref.flight, absl::OkStatus(),
-                   std::make_shared<const std::string>(std::move(*data)), stored);
   }
 }
 
@@ -329,7 +445,9 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
   };
   std::vector<Pending> pending;
   std::vector<ChunkRef> to_fetch;
+  std::vector<ChunkRef> next_window;
   uint64_t hits = 0, misses = 0, waits = 0;
+  const bool track_readahead = readahead_outstanding_.load(std::memory_order_relaxed) > 0;
   for (const Chunk& c : index_->ChunksInRange(ino, offset, length)) {
     uint64_t begin = std::max(offset, c.file_offset);
     uint64_t end = std::min(offset + length, c.file_offset + c.length);
@@ -348,6 +466,11 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
         absl::StatusOr<size_t> got = cache_->Read(c.digest_value(), chunk_off, dst, n);
         if (got.ok() && *got == n) {
           ++hits;
+          if (track_readahead) {
+            std::lock_guard<std::mutex> lock(mu_);
+            std::vector<ChunkRef> more = NoteReadaheadUseLocked(KeyOf(c));
+            next_window.insert(next_window.end(), more.begin(), more.end());
+          }
           break;
         }
         if (!got.ok() && got.status().code() == absl::StatusCode::kDataLoss) {
@@ -367,6 +490,10 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
           ForgetLocalLocked(c);
           flight = ClaimLocked(c, &owned);
         }
+        if (!owned) {
+          std::vector<ChunkRef> more = NoteReadaheadUseLocked(KeyOf(c));
+          next_window.insert(next_window.end(), more.begin(), more.end());
+        }
       }
       ++misses;
       if (owned) {
@@ -383,26 +510,54 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
     stats_.cache_hits += hits;
     stats_.cache_misses += misses;
     stats_.fetch_waits += waits;
-  }
-  if (!to_fetch.empty() && options_.readahead_bytes > 0) {
-    std::span<const Chunk> file_chunks = index_->Chunks(ino);
-    size_t next = (pending.back().chunk - file_chunks.data()) + 1;
-    uint64_t ahead = 0;
-    std::lock_guard<std::mutex> lock(mu_);
-    for (; next < file_chunks.size() && ahead < options_.readahead_bytes; ++next) {
-      const Chunk& c = file_chunks[next];
-      ahead += c.length;
-      if (c.compression == ChunkCompression::kZeros) continue;
-      bool owned = false;
-      std::shared_ptr<Flight> flight = ClaimLocked(c, &owned);
-      if (owned) to_fetch.push_back({&c, std::move(flight)});
+    stats_.bytes_read += length;
+    if (!to_fetch.empty()) {
+      last_on_demand_ = std::chrono::steady_clock::now();
+      const Chunk* last_needed = to_fetch.back().chunk;
+      // Same-file readahead: the chunks after the read in this file.
+      if (options_.readahead_bytes > 0) {
+        std::span<const Chunk> file_chunks = index_->Chunks(ino);
+        uint64_t ahead = 0;
+        for (size_t next = (pending.back().chunk - file_chunks.data()) + 1;
+             next < file_chunks.size() && ahead < options_.readahead_bytes; ++next) {
+          const Chunk& c = file_chunks[next];
+          ahead += c.length;
+          if (c.compression == ChunkCompression::kZeros) continue;
+          bool owned = false;
+          std::shared_ptr<Flight> flight = ClaimLocked(c, &owned);
+          if (owned) {
+            to_fetch.push_back({&c, std::move(flight)});
+            last_needed = &c;
+          }
+        }
+      }
+      // Cross-file readahead: a new window after the last chunk fetched, in blob order. A
+      // miss the previous window did not foresee, while little of it was read, shrinks it.
+      if (window_size_ > 0) {
+        if (window_.issued > 0 && window_.used * 4 < window_.issued) {
+          window_size_ = std::max(window_size_ / 2, options_.readahead_window_min);
+        }
+        size_t end_pos = 0;
+        std::vector<ChunkRef> ahead = ClaimWindowLocked(BlobPosition(*last_needed) + 1,
+                                                        window_size_, window_.id + 1, &end_pos);
+        window_ = Window{.id = window_.id + 1,
+                         .end_pos = end_pos,
+                         .size = window_size_,
+                         .issued = ahead.size(),
+                         .used = 0,
+                         .extended = false};
+        stats_.readahead_chunks += ahead.size();
+        stats_.readahead_window = window_size_;
+        to_fetch.insert(to_fetch.end(), ahead.begin(), ahead.end());
+      }
     }
+    readahead_outstanding_.store(readahead_keys_.size(), std::memory_order_relaxed);
   }
-  if (!to_fetch.empty()) {
-    for (Group& g : MergeIntoGroups(std::move(to_fetch), options_.max_request_bytes)) {
-      SubmitGroup(std::move(g), FetchExecutor::Priority::kForeground);
-    }
-  }
+  SubmitFetch(std::move(next_window), FetchKind::kReadahead);
+  if (pending.empty()) return length;
+  // Waiting for registry bytes: background fetches hold back meanwhile.
+  BackgroundScheduler::ForegroundActivity activity = scheduler_->BeginForeground();
+  SubmitFetch(std::move(to_fetch), FetchKind::kOnDemand);
   for (const Pending& p : pending) {
     absl::Status st = WaitFlight(p.flight, deadline);
     if (!st.ok()) {
@@ -437,9 +592,15 @@ absl::Status LayerReader::Prefetch() {
         waits.push_back(flight);
     }
   }
-  if (!group.chunks.empty()) RunGroup(group);
-  const auto deadline = std::chrono::steady_clock::now() + options_.fetch_timeout;
   for (const ChunkRef& ref : group.chunks) waits.push_back(ref.flight);
+  if (!group.chunks.empty()) {
+    // The prioritized files are what the container reads first: on-demand work.
+    BackgroundScheduler::ForegroundActivity activity = scheduler_->BeginForeground();
+    std::vector<Group> groups;
+    groups.push_back(std::move(group));
+    RunFetch(std::move(groups), FetchKind::kPrefetch);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + options_.fetch_timeout;
   for (const auto& flight : waits) {
     if (absl::Status st = WaitFlight(flight, deadline); !st.ok()) {
       return absl::Status(
@@ -478,16 +639,22 @@ void LayerReader::BackgroundMain() {
       stats_.prefetch = st.ok() ? "done" : "failed";
     }
   }
-  if (options_.background_fetch) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stats_.background = "running";
-    }
-    RunBackgroundFetch();
-  }
+  if (options_.background_fetch && WaitSilence()) RunBackgroundFetch();
   std::lock_guard<std::mutex> lock(mu_);
+  if (options_.background_fetch && stopping_) stats_.background = "stopped";
   background_finished_ = true;
   cv_.notify_all();
+}
+
+bool LayerReader::WaitSilence() {
+  std::unique_lock<std::mutex> lock(mu_);
+  stats_.background = "waiting";
+  for (;;) {
+    if (stopping_) return false;
+    const auto until = last_on_demand_ + options_.background_silence;
+    if (std::chrono::steady_clock::now() >= until) return true;
+    cv_.wait_until(lock, until);
+  }
 }
 
 void LayerReader::RunBackgroundFetch() {
@@ -495,19 +662,21 @@ void LayerReader::RunBackgroundFetch() {
     std::lock_guard<std::mutex> lock(mu_);
     return stats_.fetch_errors + stats_.verify_errors;
   }();
-  auto next_send = std::chrono::steady_clock::now();
+  auto set_state = [this](BackgroundScheduler::WaitReason reason) {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.background = std::string(BackgroundScheduler::WaitReasonName(reason));
+  };
   size_t i = 0;
-  bool stopped = false;
-  while (i < all_chunks_.size() && !stopped) {
-    // Claim the next batch of chunks that are neither local nor in flight.
+  while (i < all_chunks_.size()) {
+    // The permit comes first: claiming chunks and then waiting would make on-demand reads of
+    // them wait for the very pause they cause.
+    std::optional<BackgroundScheduler::Permit> permit =
+        scheduler_->Acquire([this] { return stopping_.load(); }, set_state);
+    if (!permit) break;
     std::vector<ChunkRef> batch;
-    uint64_t batch_begin = 0;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] {
-        return stopping_ || background_in_flight_ < options_.background_concurrency;
-      });
-      if (stopping_) break;
+      std::lock_guard<std::mutex> lock(mu_);
+      uint64_t batch_begin = 0;
       for (; i < all_chunks_.size(); ++i) {
         const Chunk* c = all_chunks_[i];
         if (c->compression == ChunkCompression::kZeros) continue;
@@ -522,28 +691,10 @@ void LayerReader::RunBackgroundFetch() {
         batch.push_back({c, std::move(flight)});
       }
     }
-    for (Group& g : MergeIntoGroups(std::move(batch), options_.background_request_bytes)) {
-      if (options_.background_bandwidth > 0) {
-        std::unique_lock<std::mutex> lock(mu_);
-        if (cv_.wait_until(lock, next_send, [&] { return stopping_; })) {
-          stopped = true;
-        }
-        next_send =
-            std::max(next_send, std::chrono::steady_clock::now()) +
-            std::chrono::microseconds(g.range.length * 1'000'000 / options_.background_bandwidth);
-      }
-      if (stopped) {
-        // Release the claims so nobody waits for a fetch that never starts.
-        for (const ChunkRef& ref : g.chunks) {
-          CompleteFlight(
-              *ref.chunk, ref.flight,
-              absl::CancelledError(fmt::format("layer {}: background fetch stopped", layer_id_)),
-              {}, false);
-        }
-        continue;
-      }
-      SubmitGroup(std::move(g), FetchExecutor::Priority::kBackground);
-    }
+    uint64_t bytes = 0;
+    for (const ChunkRef& ref : batch) bytes += ref.chunk->compressed_length;
+    scheduler_->Charge(bytes);
+    SubmitFetch(std::move(batch), FetchKind::kBackground, std::move(permit));
   }
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return background_in_flight_ == 0; });
@@ -554,7 +705,8 @@ void LayerReader::RunBackgroundFetch() {
     nlohmann::json fields = {{"layer", layer_id_},
                              {"errors", errors},
                              {"fetched_percent", stats_.fetched_percent()},
-                             {"bytes_fetched", stats_.bytes_fetched}};
+                             {"bytes_fetched", stats_.bytes_fetched},
+                             {"background_bytes", stats_.background_bytes}};
     if (complete)
       LogInfo("layer fully local", fields);
     else

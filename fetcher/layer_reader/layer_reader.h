@@ -1,21 +1,36 @@
 // LayerReader: the bytes of the files of one lazy layer, fetched on demand.
 //
 // A read maps to the LayerIndex chunks covering it. Each chunk is served from the ChunkCache
-// (content-addressed by the chunk's digest) or, on a miss, fetched: adjacent missing chunks
-// are merged into ONE range request to the BlobReader, each chunk is decompressed (gzip
-// member at its inner offset, zstd frame, or zeros without any request), verified against
-// its digest, stored in the cache and copied out. Bytes that do not verify are never served
-// nor cached.
+// (content-addressed by the chunk's digest) or, on a miss, fetched: the missing chunks of the
+// read, plus readahead (below), go out as ONE streamed fetch (BlobReader::StreamRanges: close
+// chunks merged into one range, separate ranges in one multi-range request where the registry
+// supports it). As each chunk's compressed bytes arrive it is decompressed (gzip member at its
+// inner offset, zstd frame, or zeros without any request), verified against its digest,
+// stored in the cache and handed to its waiters, before the rest of the fetch has arrived.
+// Bytes that do not verify are never served nor cached.
 //
-// Single-flight: while a chunk is being fetched (by a read, the prefetch or the background
-// fetch) other reads of it wait for that fetch instead of starting another. Waiting is
-// bounded by LayerReaderOptions::fetch_timeout, so a stalled registry turns into
+// Readahead, because images store files in directory order and programs read neighbours
+// together:
+//   * same file: a miss also fetches the file's following chunks, up to readahead_bytes;
+//   * across files: a miss also fetches the chunks that follow in BLOB order, up to a window
+//     of compressed bytes that adapts per layer: it starts at readahead_window, doubles (up to
+//     readahead_window_max) when the program reads half of the previous window's chunks — and
+//     that read fetches the next window before the program misses — and halves (down to
+//     readahead_window_min) when a new miss finds that less than a quarter of the previous
+//     window was read.
+//
+// Single-flight: while a chunk is being fetched (by a read, readahead, the prefetch or the
+// background fetch) other reads of it wait for that fetch instead of starting another. Waiting
+// is bounded by LayerReaderOptions::fetch_timeout, so a stalled registry turns into
 // DeadlineExceeded (EIO at the FUSE layer) instead of a hung reader; the fetch itself keeps
 // running and its result is still cached.
 //
 // Prefetch and background fetch (StartBackground): first the eStargz prioritized range
-// (LayerIndex::prefetch_range()) in one request, then every remaining chunk of data_range()
-// at bounded concurrency and bandwidth, so the layer becomes fully local.
+// (LayerIndex::prefetch_range()) in one request, at once, as on-demand work; then, once the
+// layer has seen no on-demand fetch for background_silence, every remaining chunk in blob
+// order, in requests of background_request_bytes, each one admitted by the node-wide
+// BackgroundScheduler (paused while any on-demand fetch is in progress, paced by a bandwidth
+// budget), so the layer becomes fully local without slowing containers' reads.
 //
 // Chunks built without a digest (IndexBuildOptions::allow_missing_digests) cannot be
 // content-addressed: they are fetched on every read and never cached.
@@ -32,6 +47,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,6 +58,7 @@
 #include "absl/status/statusor.h"
 #include "fetcher/cache/chunk_cache.h"
 #include "fetcher/format/layer_index.h"
+#include "fetcher/layer_reader/background_scheduler.h"
 #include "fetcher/layer_reader/fetch_executor.h"
 #include "lazypull/blob_reader.h"
 #include "nlohmann/json.hpp"
@@ -51,32 +68,41 @@ namespace lazypull {
 struct LayerReaderOptions {
   // Longest a read waits for chunks being fetched before failing with DeadlineExceeded.
   std::chrono::milliseconds fetch_timeout{30000};
-  // Missing chunks whose compressed ranges are at most this far apart are fetched in one
-  // request (the gap is fetched and discarded).
-  uint64_t max_merge_gap = 64 << 10;
-  // Upper bound of one merged request (a single chunk larger than this is still fetched).
+  // Missing chunks whose compressed ranges are at most this far apart are fetched as one range
+  // (the gap is fetched and discarded); farther ones become separate ranges of the same fetch.
+  uint64_t max_merge_gap = 16 << 10;
+  // Upper bound of one on-demand fetch, readahead included (a single larger chunk is still
+  // fetched).
   uint64_t max_request_bytes = 16 << 20;
-  // On a miss, also fetch (in the same request, without waiting for them) the following
-  // chunks of the same file that are not local, up to this many uncompressed bytes:
-  // sequential readers then cost one request per readahead window, not one per chunk.
+  // Same-file readahead: on a miss, also fetch the file's following chunks that are not
+  // local, up to this many uncompressed bytes (sequential readers then cost one round trip
+  // per readahead window, not one per chunk). 0 = off.
   uint64_t readahead_bytes = 4 << 20;
+  // Cross-file readahead window in compressed bytes (see the file comment): initial size,
+  // bounds. readahead_window = 0 turns it off.
+  uint64_t readahead_window = 512 << 10;
+  uint64_t readahead_window_min = 128 << 10;
+  uint64_t readahead_window_max = 4 << 20;
   // Threads of the reader's own FetchExecutor (when `executor` is null): foreground fetches
   // always have this many threads besides the background ones.
   size_t foreground_threads = 4;
-  // Shared executor; null = the reader creates its own with foreground_threads +
-  // background_concurrency threads.
+  // Shared executor; null = the reader creates its own.
   std::shared_ptr<FetchExecutor> executor;
 
   // Fetch LayerIndex::prefetch_range() in one request when StartBackground() is called.
   bool prefetch = true;
   // Fetch the whole layer in the background after the prefetch.
   bool background_fetch = true;
-  // Background requests in flight at once (>= 1).
-  size_t background_concurrency = 2;
-  // Bytes per background request (whole chunks; a larger chunk is fetched alone).
-  uint64_t background_request_bytes = 4 << 20;
-  // Background bandwidth cap in compressed bytes per second; 0 = unlimited.
-  uint64_t background_bandwidth = 0;
+  // The background fetch of a layer starts only after the layer saw no on-demand fetch for
+  // this long.
+  std::chrono::milliseconds background_silence{2000};
+  // Compressed bytes per background request (whole chunks; a larger chunk is fetched alone).
+  // Small, so an on-demand read never waits long behind one.
+  uint64_t background_request_bytes = 512 << 10;
+  // Node-wide admission of background requests; null = the reader creates its own from
+  // `background_policy`.
+  std::shared_ptr<BackgroundScheduler> scheduler;
+  BackgroundSchedulerOptions background_policy;
 };
 
 // Counters and progress of one layer. Value type.
@@ -95,8 +121,16 @@ struct LayerReaderStats {
   uint64_t total_bytes = 0;     // uncompressed bytes of all file chunks
   uint64_t local_chunks = 0;
   uint64_t total_chunks = 0;
-  std::string prefetch;    // "off", "pending", "none", "running", "done", "failed"
-  std::string background;  // "off", "pending", "running", "done", "failed", "stopped"
+  uint64_t bytes_read = 0;        // file bytes returned by Read (what programs read)
+  uint64_t readahead_chunks = 0;  // chunks fetched by cross-file readahead
+  uint64_t readahead_used = 0;    // of those, chunks a later read asked for
+  uint64_t readahead_window = 0;  // current cross-file window, compressed bytes
+  uint64_t background_bytes = 0;  // compressed bytes fetched by the background fetch
+  std::string prefetch;           // "off", "pending", "none", "running", "done", "failed"
+  // "off"; "pending" (not started); "waiting" (silence period: the layer is being read);
+  // "paused" (yielding to on-demand fetches); "throttled" (bandwidth budget); "queued" (node-
+  // wide background concurrency); "running"; "done"; "failed"; "stopped".
+  std::string background;
   double fetched_percent() const {
     return total_bytes == 0 ? 100.0 : 100.0 * static_cast<double>(local_bytes) / total_bytes;
   }
@@ -152,8 +186,9 @@ class LayerReader {
   };
   struct Group {
     ByteRange range;
-    std::vector<ChunkRef> chunks;
+    std::vector<ChunkRef> chunks;  // sorted by compressed offset
   };
+  enum class FetchKind { kOnDemand, kReadahead, kPrefetch, kBackground };
 
   LayerReader(std::string layer_id, std::shared_ptr<const format::LayerIndex> index,
               std::shared_ptr<BlobReader> blob, ChunkCache* cache, LayerReaderOptions options);
@@ -172,20 +207,38 @@ class LayerReader {
   // Claims `c` for fetching: returns a new flight registered in flights_ (and sets *owned),
   // or the flight already in progress. Returns null if the chunk became local meanwhile.
   std::shared_ptr<Flight> ClaimLocked(const format::Chunk& c, bool* owned);
-  // Splits chunks (sorted by compressed offset) into merged requests.
-  std::vector<Group> MergeIntoGroups(std::vector<ChunkRef> chunks, uint64_t max_bytes) const;
-  // Runs one request, decodes/verifies/stores every chunk and completes their flights.
-  void RunGroup(const Group& group);
+  // Splits chunks into ranges: chunks at most max_merge_gap apart share one, up to
+  // max_request_bytes each.
+  std::vector<Group> MergeIntoGroups(std::vector<ChunkRef> chunks) const;
+  // Position of `c` in all_chunks_ (blob order).
+  size_t BlobPosition(const format::Chunk& c) const;
+  // Claims, in blob order from position `pos`, chunks neither local nor in flight until their
+  // compressed span reaches `window` bytes; they are recorded as readahead of `window_id`.
+  // Returns the claimed chunks and sets *end_pos past the last chunk looked at.
+  std::vector<ChunkRef> ClaimWindowLocked(size_t pos, uint64_t window, uint64_t window_id,
+                                          size_t* end_pos);
+  // Counts a read of `key` that readahead fetched; may start the next window (returned, to be
+  // submitted by the caller outside mu_).
+  std::vector<ChunkRef> NoteReadaheadUseLocked(const std::string& key);
+  // Fetches every chunk of `groups` with one StreamRanges call, handing each chunk to its
+  // flight as soon as it is complete and verified. Runs on the calling thread.
+  void RunFetch(std::vector<Group> groups, FetchKind kind);
+  // Decodes/verifies/stores one chunk's compressed bytes and completes its flight.
+  void FinishChunk(const ChunkRef& ref, std::string_view compressed);
   void CompleteFlight(const format::Chunk& c, const std::shared_ptr<Flight>& flight,
                       absl::Status status, std::shared_ptr<const std::string> data, bool stored);
-  // Runs `group` on the executor and counts it as outstanding.
-  void SubmitGroup(Group group, FetchExecutor::Priority priority);
+  // Runs RunFetch on the executor (foreground priority unless kBackground) and counts it as
+  // outstanding. `permit` (background only) is released when the fetch ends.
+  void SubmitFetch(std::vector<ChunkRef> chunks, FetchKind kind,
+                   std::optional<BackgroundScheduler::Permit> permit = std::nullopt);
   // Waits for `flight` until `deadline`. DeadlineExceeded on timeout.
   absl::Status WaitFlight(const std::shared_ptr<Flight>& flight,
                           std::chrono::steady_clock::time_point deadline);
   absl::Status ChunkError(const format::Chunk& c, format::Ino ino, const absl::Status& st,
                           std::string_view what);
   void BackgroundMain();
+  // Waits until the layer has been silent for background_silence. False if stopping.
+  bool WaitSilence();
   void RunBackgroundFetch();
 
   const std::string layer_id_;
@@ -194,6 +247,7 @@ class LayerReader {
   ChunkCache* const cache_;
   const LayerReaderOptions options_;
   std::shared_ptr<FetchExecutor> executor_;
+  std::shared_ptr<BackgroundScheduler> scheduler_;
   // Every chunk of the layer sorted by compressed offset (the background fetch order).
   std::vector<const format::Chunk*> all_chunks_;
 
@@ -202,12 +256,29 @@ class LayerReader {
   absl::flat_hash_map<std::string, std::shared_ptr<Flight>> flights_;
   absl::flat_hash_map<std::string, Weight> weights_;  // by key; immutable after construction
   absl::flat_hash_set<std::string> local_;            // keys of chunks known to be in the cache
-  size_t outstanding_ = 0;                            // submitted groups not yet finished
+  size_t outstanding_ = 0;                            // submitted fetches not yet finished
   size_t background_in_flight_ = 0;
-  bool stopping_ = false;
+  std::atomic<bool> stopping_{false};  // set under mu_; read without it by streaming fetches
   bool background_started_ = false;
   bool background_finished_ = false;
   std::thread background_thread_;
+  // When this layer last started an on-demand fetch (construction counts as one).
+  std::chrono::steady_clock::time_point last_on_demand_;
+  // Cross-file readahead: the current window and the chunks readahead fetched, by key ->
+  // window id, until a read asks for them.
+  struct Window {
+    uint64_t id = 0;
+    size_t end_pos = 0;  // blob position after the window
+    uint64_t size = 0;   // compressed bytes asked for
+    size_t issued = 0;   // chunks claimed
+    size_t used = 0;     // of those, read since
+    bool extended = false;
+  };
+  Window window_;
+  uint64_t window_size_ = 0;
+  absl::flat_hash_map<std::string, uint64_t> readahead_keys_;
+  // readahead_keys_.size() as of the last Read, so cache hits skip mu_ when it is 0.
+  std::atomic<size_t> readahead_outstanding_{0};
   LayerReaderStats stats_;
 };
 

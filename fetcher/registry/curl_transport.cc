@@ -70,7 +70,8 @@ size_t OnBody(char* data, size_t size, size_t n, void* user) {
   curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
   t->response->body_bytes += len;
   if (t->request->body_sink && code >= 200 && code < 300) {
-    if (!t->request->body_sink(static_cast<int>(code), std::string_view(data, len))) {
+    t->response->status = static_cast<int>(code);
+    if (!t->request->body_sink(*t->response, std::string_view(data, len))) {
       t->response->stopped_by_sink = true;
       return 0;  // aborts the transfer; reported as OK below
     }

@@ -26,6 +26,8 @@ struct TlsOptions {
 
 using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
 
+struct HttpResponse;
+
 struct HttpRequest {
   std::string method = "GET";  // GET, HEAD, PUT, POST, PATCH, DELETE
   std::string url;
@@ -36,10 +38,10 @@ struct HttpRequest {
   std::chrono::milliseconds timeout{60000};  // whole exchange; 0 = none
   // Abort when slower than 1 KiB/s for this long (guards bodies without a total timeout).
   std::chrono::milliseconds low_speed_time{30000};
-  // When set, the body of a 2xx response is streamed here (with its status) instead of stored;
-  // return false to stop the transfer early (the response then has stopped_by_sink = true and
-  // is OK).
-  std::function<bool(int status, std::string_view data)> body_sink;
+  // When set, the body of a 2xx response is streamed here instead of stored, with the
+  // response's status and headers in `head` (its body stays empty); return false to stop the
+  // transfer early (the response then has stopped_by_sink = true and is OK).
+  std::function<bool(const HttpResponse& head, std::string_view data)> body_sink;
   // Non-2xx bodies (and 2xx ones without a sink) beyond this are an error.
   uint64_t max_body_bytes = 64ull << 20;
 };

@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -110,10 +111,24 @@ class RegistryClient {
                                         uint64_t offset, uint64_t length,
                                         const std::optional<Digest>& expected = std::nullopt);
 
-  // A BlobReader over a registry blob (Range reads; ReadRanges merges ranges that are adjacent
-  // or within config.merge_gap_bytes into one request, and fetches separate groups in parallel,
-  // up to min(8, max_concurrency_per_host) at a time). A mirror is sent `?ns=<registry>` as
-  // containerd does.
+  // Streams `ranges` of a blob to `sink` with BlobReader::StreamRanges' contract. Several
+  // ranges go out as ONE request (`Range: bytes=a-b,c-d,...`, answered multipart/byteranges)
+  // when the registry supports it; whether it does is learned from its first answer and kept
+  // per registry host (a 200 with the whole blob, or a single range, means no: the bytes that
+  // came are used, the rest is fetched with one range per request, ranges within
+  // config.merge_gap_bytes sharing one, up to min(8, max_concurrency_per_host) in parallel).
+  // Transport errors are retried from where each range stands. A malformed multipart answer is
+  // DataLoss (logged), not retried, and turns multi-range off for the host. Sink errors abort
+  // and are returned as is. InvalidArgument for ranges that break the contract.
+  absl::Status StreamRanges(const Reference& ref, const oci::Descriptor& desc,
+                            std::span<const ByteRange> ranges, const BlobReader::Sink& sink);
+
+  // Whether `registry_host` answered a multi-range request with multipart/byteranges (true),
+  // did not (false), or has not been asked yet (nullopt).
+  std::optional<bool> MultiRangeSupport(const std::string& registry_host) const;
+
+  // A BlobReader over a registry blob: ReadAt is ReadRange, StreamRanges as above. A mirror is
+  // sent `?ns=<registry>` as containerd does.
   std::unique_ptr<BlobReader> OpenBlob(const Reference& ref, const oci::Descriptor& desc);
 
   // --- Push side -------------------------------------------------------------------------
@@ -153,6 +168,16 @@ class RegistryClient {
   // Runs `call` against one host with auth, redirects and retries.
   absl::StatusOr<HttpResponse> ExecuteOnHost(const Reference& ref, const RegistryHost& host,
                                              Call& call);
+  // One multi-range request for `ranges` (at least 2), retried for what is missing.
+  absl::Status StreamMultipart(const Reference& ref, const oci::Descriptor& desc,
+                               std::span<const ByteRange> ranges, std::span<uint64_t> done,
+                               const BlobReader::Sink& sink);
+  // One single-range request covering `ranges` (gap bytes are discarded), retried from where
+  // each range stands.
+  absl::Status StreamCovering(const Reference& ref, const oci::Descriptor& desc,
+                              std::span<const ByteRange> ranges, std::span<uint64_t> done,
+                              const BlobReader::Sink& sink);
+  void LearnMultiRange(const std::string& registry_host, bool supported);
   absl::Status UploadBlob(const Reference& ref, const RegistryHost& host,
                           const oci::Descriptor& desc, BlobReader& content,
                           const std::string& mount_from);
@@ -167,6 +192,8 @@ class RegistryClient {
   std::mutex hosts_mu_;
   std::map<std::string, std::pair<std::chrono::steady_clock::time_point, std::vector<RegistryHost>>>
       hosts_cache_;
+  mutable std::mutex multi_range_mu_;
+  std::map<std::string, bool> multi_range_;  // by registry host
   std::atomic<uint64_t> requests_{0}, retries_{0}, bytes_received_{0}, mirror_fallbacks_{0};
 };
 

@@ -78,6 +78,9 @@ absl::StatusOr<RegistryConfig> ParseRegistryConfig(const toml::table& registry) 
     } else if (key == "plain_http_localhost") {
       if (!v.is_boolean()) return Bad(key, "must be a boolean");
       c.plain_http_localhost = *v.value<bool>();
+    } else if (key == "multi_range") {
+      if (!v.is_boolean()) return Bad(key, "must be a boolean");
+      c.multi_range = *v.value<bool>();
     } else if (key == "plain_http") {
       st = GetHostSet(v, key, &c.plain_http);
     } else if (key == "skip_verify") {

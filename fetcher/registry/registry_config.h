@@ -14,7 +14,8 @@
 //   initial_backoff_ms = 200
 //   max_backoff_ms = 5000
 //   max_concurrency_per_host = 8
-//   merge_gap_bytes = 0                       # ReadRanges merges ranges this close
+//   merge_gap_bytes = 0                       # range reads merge ranges this close
+//   multi_range = true                        # several ranges in one request when supported
 //   upload_chunk_bytes = 16777216             # blob pushes above this use chunked PATCH
 //   [registry.auths."127.0.0.1:5000"]
 //   username = "u"
@@ -56,6 +57,8 @@ struct RegistryConfig {
   std::chrono::milliseconds max_backoff{5000};
   int max_concurrency_per_host = 8;
   uint64_t merge_gap_bytes = 0;
+  // Ask for several ranges in one request (multipart/byteranges) where the registry answers so.
+  bool multi_range = true;
   uint64_t upload_chunk_bytes = 16 << 20;
   std::string user_agent = "lazypull/0.1";
 };

@@ -5,9 +5,11 @@
 #define LAZYPULL_BLOB_READER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
-#include <vector>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 
@@ -32,9 +34,17 @@ class BlobReader {
   // message names the blob. Never returns fewer bytes than asked with OK.
   virtual absl::StatusOr<std::string> ReadAt(uint64_t offset, uint64_t length) = 0;
 
-  // Reads several ranges; implementations may merge adjacent ones into one request. The
-  // result has one string per range, in order. Default: one ReadAt each.
-  virtual absl::StatusOr<std::vector<std::string>> ReadRanges(const std::vector<ByteRange>& ranges);
+  // Receives streamed bytes: `data` is blob[offset, offset + data.size()).
+  using Sink = std::function<absl::Status(uint64_t offset, std::string_view data)>;
+
+  // Streams every byte of `ranges` (sorted by offset, disjoint, non-empty) to `sink`, each
+  // byte exactly once: within one range bytes arrive in order; different ranges may arrive in
+  // any order, and `sink` may be called concurrently for DIFFERENT ranges (never for the same
+  // one). Lets callers use bytes as soon as they arrive instead of after the whole request, and
+  // lets a remote implementation fetch several ranges in one request. Returns OK once every
+  // byte was delivered; on error some prefix of each range may have been delivered. A sink
+  // error aborts the transfer and is returned as is. Default: one ReadAt per range, in order.
+  virtual absl::Status StreamRanges(std::span<const ByteRange> ranges, const Sink& sink);
 };
 
 // A BlobReader over an in-memory buffer (tests, small local blobs).

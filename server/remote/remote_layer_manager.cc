@@ -93,10 +93,14 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
       mount::NewLayerMountBackend(o.mount);
   if (!backend.ok()) return backend.status();
   m->backend_ = std::move(*backend);
-  // One pool for every layer: foreground reads are served before background fetches.
-  size_t threads = o.mount.reader.foreground_threads + o.mount.reader.background_concurrency * 2;
-  m->executor_ = std::make_shared<FetchExecutor>(threads);
+  // One pool and one background scheduler for every layer: containers' reads are served
+  // before background fetches, which share one node-wide budget.
+  const size_t background = o.mount.reader.background_policy.max_in_flight;
+  m->executor_ =
+      std::make_shared<FetchExecutor>(o.mount.reader.foreground_threads + background, background);
   o.mount.reader.executor = m->executor_;
+  m->scheduler_ = std::make_shared<BackgroundScheduler>(o.mount.reader.background_policy);
+  o.mount.reader.scheduler = m->scheduler_;
 
   // A crashed daemon leaves its FUSE mounts behind; every access to them fails with ENOTCONN.
   absl::StatusOr<std::vector<std::string>> detached =
@@ -365,6 +369,7 @@ nlohmann::json RemoteLayerManager::StatusJson() const {
   }
   out["layers"] = std::move(layers);
   out["unavailable"] = std::move(unavailable);
+  if (scheduler_ != nullptr) out["fetch"] = scheduler_->StatusJson();
   return out;
 }
 

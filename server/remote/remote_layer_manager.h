@@ -39,6 +39,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "fetcher/cache/chunk_cache.h"
+#include "fetcher/layer_reader/background_scheduler.h"
 #include "fetcher/layer_reader/fetch_executor.h"
 #include "fetcher/registry/registry_client.h"
 #include "mount/backend.h"
@@ -92,7 +93,8 @@ class RemoteLayerManager final : public RemoteLayerHandler {
 
   // {"pid": ..., "updated": "<RFC 3339>", "layers": [{"snapshot_id": ..., "ref": ...,
   //  "digest": ..., "format": ..., <LayerMountStatus::ToJson() fields>}],
-  //  "unavailable": [{"snapshot_id": ..., "ref": ..., "digest": ..., "error": ...}]}
+  //  "unavailable": [{"snapshot_id": ..., "ref": ..., "digest": ..., "error": ...}],
+  //  "fetch": BackgroundScheduler::StatusJson()}
   nlohmann::json StatusJson() const;
   // Writes StatusJson() to <root>/status.json via a temp file + rename.
   absl::Status WriteStatusFile() const;
@@ -135,6 +137,7 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   std::atomic<bool> status_active_{false};  // set by the first mount attempt
   std::unique_ptr<mount::LayerMountBackend> backend_;
   std::shared_ptr<FetchExecutor> executor_;
+  std::shared_ptr<BackgroundScheduler> scheduler_;
 
   mutable std::mutex mu_;
   std::map<int64_t, MountedEntry> mounted_;  // by snapshot id

@@ -1,6 +1,11 @@
 #include "lazypull/digest.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "lazypull/blob_reader.h"
 
@@ -29,10 +34,18 @@ TEST(BlobReaderTest, StringReaderRangesAndBounds) {
   auto r = NewStringBlobReader("0123456789");
   EXPECT_EQ(*r->ReadAt(2, 3), "234");
   EXPECT_EQ(r->ReadAt(8, 3).status().code(), absl::StatusCode::kOutOfRange);
-  auto many = r->ReadRanges({{0, 1}, {9, 1}});
-  ASSERT_TRUE(many.ok());
-  EXPECT_EQ((*many)[0], "0");
-  EXPECT_EQ((*many)[1], "9");
+  std::vector<ByteRange> ranges = {{0, 2}, {9, 1}};
+  std::vector<std::pair<uint64_t, std::string>> got;
+  ASSERT_TRUE(r->StreamRanges(ranges, [&](uint64_t off, std::string_view d) {
+                 got.emplace_back(off, std::string(d));
+                 return absl::OkStatus();
+               }).ok());
+  EXPECT_THAT(got, ::testing::ElementsAre(::testing::Pair(0, "01"), ::testing::Pair(9, "9")));
+  // A sink error stops the stream and is returned as is.
+  EXPECT_EQ(
+      r->StreamRanges(ranges, [](uint64_t, std::string_view) { return absl::AbortedError("stop"); })
+          .code(),
+      absl::StatusCode::kAborted);
 }
 
 }  // namespace

@@ -253,10 +253,13 @@ class FuseLayerTest : public ::testing::Test {
     return m;
   }
 
+  // No prefetch, background fetch nor cross-file readahead: tests count exact bytes.
   static LayerReaderOptions Lazy() {
     LayerReaderOptions o;
     o.prefetch = false;
     o.background_fetch = false;
+    o.readahead_window = 0;
+    o.background_silence = std::chrono::milliseconds(0);
     o.fetch_timeout = std::chrono::milliseconds(5000);
     return o;
   }
@@ -804,6 +807,12 @@ TEST(MountConfigTest, ParsesMountSection) {
     background_fetch = true
     background_concurrency = 3
     background_bandwidth = "10MiB"
+    background_silence = "1s"
+    background_quiet = "0"
+    background_request_size = "256KiB"
+    readahead_window = "1MiB"
+    readahead_window_max = "8MiB"
+    file_readahead = 0
     max_request_size = "8MiB"
     fuse_threads = 8
     attr_timeout = "1h"
@@ -813,8 +822,28 @@ TEST(MountConfigTest, ParsesMountSection) {
   EXPECT_EQ(c->backend, mount::BackendKind::kAuto);
   EXPECT_EQ(c->reader.fetch_timeout, std::chrono::milliseconds(2000));
   EXPECT_FALSE(c->reader.prefetch);
-  EXPECT_EQ(c->reader.background_concurrency, 3u);
-  EXPECT_EQ(c->reader.background_bandwidth, 10u << 20);
+  EXPECT_EQ(c->reader.background_policy.max_in_flight, 3u);
+  EXPECT_EQ(c->reader.background_policy.bandwidth, 10u << 20);
+  EXPECT_EQ(c->reader.background_silence, std::chrono::milliseconds(1000));
+  EXPECT_EQ(c->reader.background_policy.quiet, std::chrono::milliseconds(0));
+  EXPECT_EQ(c->reader.background_request_bytes, 256u << 10);
+  EXPECT_EQ(c->reader.readahead_window, 1u << 20);
+  EXPECT_EQ(c->reader.readahead_window_max, 8u << 20);
+  EXPECT_EQ(c->reader.readahead_bytes, 0u);
+  // Defaults: auto bandwidth; "auto" and 0 (= unlimited) parse.
+  EXPECT_EQ(mount::MountConfig().reader.background_policy.bandwidth, 0u);
+  auto unlimited = mount::ParseMountConfig(toml::parse("background_bandwidth = 0"));
+  ASSERT_TRUE(unlimited.ok());
+  EXPECT_EQ(unlimited->reader.background_policy.bandwidth, BackgroundSchedulerOptions::kUnlimited);
+  auto autobw = mount::ParseMountConfig(
+      toml::parse("background_bandwidth = \"auto\"\nbackground_bandwidth_fraction = 0.25"));
+  ASSERT_TRUE(autobw.ok()) << autobw.status();
+  EXPECT_EQ(autobw->reader.background_policy.bandwidth, 0u);
+  EXPECT_EQ(autobw->reader.background_policy.bandwidth_fraction, 0.25);
+  EXPECT_FALSE(mount::ParseMountConfig(toml::parse("background_bandwidth_fraction = 2")).ok());
+  EXPECT_FALSE(mount::ParseMountConfig(
+                   toml::parse("readahead_window = \"8MiB\"\nreadahead_window_max = \"1MiB\""))
+                   .ok());
   EXPECT_EQ(c->reader.max_request_bytes, 8u << 20);
   EXPECT_EQ(c->fuse.max_threads, 8u);
   EXPECT_EQ(c->fuse.attr_timeout, std::chrono::seconds(3600));

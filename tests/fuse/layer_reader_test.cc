@@ -2,8 +2,11 @@
 // with LayerIndexBuilder, a real ChunkCache in a TempDir.
 #include "fetcher/layer_reader/layer_reader.h"
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fetcher/codec/zstd.h"
@@ -37,6 +40,9 @@ Layer MakeLayer(int files, size_t size, bool digests = true) {
   for (int i = 0; i < files; ++i) {
     std::string content(size, '\0');
     for (size_t j = 0; j < size; ++j) content[j] = static_cast<char>((i * 31 + j * 7) % 251);
+    // Distinct files (the cache is content-addressed: equal files would share one chunk).
+    std::string tag = "f" + std::to_string(i) + ":";
+    content.replace(0, std::min(tag.size(), size), tag.substr(0, size));
     auto frame = codec::ZstdCompress(content, 1);
     EXPECT_TRUE(frame.ok());
     format::Chunk c;
@@ -75,7 +81,7 @@ TEST(LayerReaderTest, RejectsBadOptions) {
   auto cache = OpenCache(dir);
   Layer l = MakeLayer(1, 100);
   LayerReaderOptions o;
-  o.background_concurrency = 0;
+  o.background_policy.max_in_flight = 0;
   EXPECT_EQ(LayerReader::Create("x", l.index, l.blob, cache.get(), o).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(LayerReader::Create("x", nullptr, l.blob, cache.get(), {}).status().code(),
@@ -129,9 +135,10 @@ TEST(LayerReaderTest, BackgroundFetchHonoursBandwidthAndRequestSize) {
   const uint64_t total = l.blob->Size();
   LayerReaderOptions o;
   o.prefetch = false;
+  o.background_silence = std::chrono::milliseconds(0);
   o.background_request_bytes = total / 8 + 1;
-  o.background_bandwidth = total * 2;  // bytes per second: ~0.5 s for the whole layer
-  o.background_concurrency = 1;
+  o.background_policy.bandwidth = total * 2;  // bytes per second: ~0.5 s for the whole layer
+  o.background_policy.max_in_flight = 1;
   auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
   ASSERT_TRUE(r.ok());
   auto start = std::chrono::steady_clock::now();
@@ -158,8 +165,9 @@ TEST(LayerReaderTest, DestructionStopsBackgroundFetch) {
   Layer l = MakeLayer(50, 16 << 10);
   LayerReaderOptions o;
   o.prefetch = false;
-  o.background_request_bytes = 1;     // one chunk per request
-  o.background_bandwidth = 20 << 10;  // ~1 s per chunk: would take a minute
+  o.background_silence = std::chrono::milliseconds(0);
+  o.background_request_bytes = 1;            // one chunk per request
+  o.background_policy.bandwidth = 20 << 10;  // ~1 s per chunk: would take a minute
   auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
   ASSERT_TRUE(r.ok());
   (*r)->StartBackground();
@@ -170,5 +178,198 @@ TEST(LayerReaderTest, DestructionStopsBackgroundFetch) {
   EXPECT_LT(l.blob->requests(), 50u);
 }
 
+// Reads file i and checks its bytes.
+void ExpectFile(LayerReader& r, const Layer& l, int i) {
+  std::string buf(l.contents[i].size(), 'x');
+  auto n = r.Read(InoOf(l, i), 0, buf.data(), buf.size());
+  ASSERT_TRUE(n.ok()) << "file " << i << ": " << n.status();
+  EXPECT_EQ(*n, buf.size());
+  EXPECT_TRUE(buf == l.contents[i]) << "file " << i;
+}
+
+TEST(LayerReaderTest, MissFetchesBlobNeighboursInTheSameRequest) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  Layer l = MakeLayer(200, 3000);  // small files, stored in directory (= blob) order
+  LayerReaderOptions o;
+  o.background_fetch = false;
+  o.readahead_window = 64 << 10;
+  o.readahead_window_min = 16 << 10;
+  o.readahead_window_max = 1 << 20;
+  auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  ExpectFile(**r, l, 0);
+  // One request fetched file 0 and its blob neighbours, up to the window.
+  ASSERT_EQ(l.blob->requests(), 1u);
+  EXPECT_GT(l.blob->ranges()[0].length, 10 * l.index->Chunks(InoOf(l, 0))[0].compressed_length);
+  EXPECT_LE(l.blob->ranges()[0].length, (64u << 10) + (4u << 10));
+  LayerReaderStats s = (*r)->Stats();
+  EXPECT_GT(s.readahead_chunks, 10u);
+  // A program reading the neighbours in order: served by the readahead, and reading half a
+  // window fetches the next (larger) window before the program reaches it.
+  for (int i = 1; i < 200; ++i) ExpectFile(**r, l, i);
+  s = (*r)->Stats();
+  EXPECT_EQ(s.cache_hits + s.fetch_waits, 199u);  // every later file: no miss of its own
+  EXPECT_GT(s.readahead_window, 64u << 10);       // grown
+  EXPECT_LE(l.blob->requests(), 8u);              // vs 200 without readahead
+  EXPECT_EQ(s.readahead_used, s.readahead_chunks);
+  EXPECT_EQ(s.bytes_read, 200u * 3000);
+}
+
+TEST(LayerReaderTest, UnusedReadaheadShrinksTheWindow) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  Layer l = MakeLayer(1500, 3000);
+  LayerReaderOptions o;
+  o.background_fetch = false;
+  o.readahead_window = 64 << 10;
+  o.readahead_window_min = 8 << 10;
+  o.readahead_window_max = 1 << 20;
+  auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  // Reads farther apart than the largest window: no neighbour is ever read.
+  const uint64_t per_file = l.index->Chunks(InoOf(l, 0))[0].compressed_length;
+  const int stride = static_cast<int>((64 << 10) / per_file) + 2;
+  ASSERT_LT(4 * stride, 1500);
+  for (int k = 0; k < 5; ++k) ExpectFile(**r, l, k * stride);
+  LayerReaderStats s = (*r)->Stats();
+  EXPECT_EQ(s.readahead_window, 8u << 10);  // 64 → 32 → 16 → 8 KiB
+  EXPECT_EQ(s.readahead_used, 0u);
+  EXPECT_EQ(l.blob->requests(), 5u);
+}
+
+TEST(LayerReaderTest, ReadaheadNeverServesUnverifiedBytes) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  Layer l = MakeLayer(50, 3000);
+  LayerReaderOptions o;
+  o.background_fetch = false;
+  auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  // A flipped byte in file 3's frame, which file 0's readahead fetches.
+  const format::Chunk& bad = l.index->Chunks(InoOf(l, 3))[0];
+  l.blob->CorruptByte(bad.compressed_offset + bad.compressed_length / 2);
+  ExpectFile(**r, l, 0);
+  EXPECT_EQ(l.blob->requests(), 1u);
+  EXPECT_FALSE(cache->Contains(bad.digest_value()));
+  std::string buf(3000, 'x');
+  auto n = (*r)->Read(InoOf(l, 3), 0, buf.data(), buf.size());
+  EXPECT_EQ(n.status().code(), absl::StatusCode::kDataLoss) << n.status();
+  EXPECT_GE((*r)->Stats().verify_errors, 1u);
+  // The neighbours that verified were served from the same request.
+  ExpectFile(**r, l, 2);
+  ExpectFile(**r, l, 4);
+  // With the fault gone, file 3 is fetched again and served.
+  l.blob->CorruptByte(std::nullopt);
+  ExpectFile(**r, l, 3);
+  EXPECT_TRUE(cache->Contains(bad.digest_value()));
+}
+
+TEST(LayerReaderTest, BackgroundFetchCompletesALayerNobodyReads) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  Layer l = MakeLayer(30, 20000);
+  LayerReaderOptions o;
+  o.background_silence = std::chrono::milliseconds(50);
+  auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)->Stats().background, "pending");
+  (*r)->StartBackground();
+  ASSERT_TRUE((*r)->WaitBackground(std::chrono::seconds(60)));
+  LayerReaderStats s = (*r)->Stats();
+  EXPECT_EQ(s.background, "done");
+  EXPECT_EQ(s.local_chunks, s.total_chunks);
+  EXPECT_EQ(s.background_bytes, l.blob->Size());
+  EXPECT_EQ(s.bytes_read, 0u);
+}
+
+// A read issued while background requests are in flight is served before the background
+// fetch sends anything more: background yields to on-demand reads (order, not time).
+TEST(LayerReaderTest, OnDemandReadGoesBeforeTheBackgroundQueue) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  Layer l = MakeLayer(60, 20000);
+  LayerReaderOptions o;
+  o.prefetch = false;
+  o.readahead_window = 0;
+  o.readahead_bytes = 0;
+  o.background_silence = std::chrono::milliseconds(0);
+  o.background_request_bytes = 1;  // one chunk per background request
+  o.background_policy.max_in_flight = 1;
+  o.background_policy.quiet = std::chrono::hours(1);  // after a read: no more background
+  auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  l.blob->SetBlocked(true);
+  (*r)->StartBackground();
+  l.blob->WaitBlocked(1);  // a background request is in flight (file 0)
+  EXPECT_EQ(l.blob->requests(), 1u);
+  std::atomic<bool> done{false};
+  std::thread reader([&] {
+    ExpectFile(**r, l, 59);  // far from what the background fetch has reached
+    done = true;
+  });
+  l.blob->WaitBlocked(2);  // the read's request is in flight too
+  l.blob->SetBlocked(false);
+  reader.join();
+  // Only the background request already in flight and the read's own were sent.
+  EXPECT_EQ(l.blob->requests(), 2u);
+  std::vector<ByteRange> ranges = l.blob->ranges();
+  EXPECT_EQ(ranges[1].offset, l.index->Chunks(InoOf(l, 59))[0].compressed_offset);
+  LayerReaderStats s = (*r)->Stats();
+  EXPECT_LT(s.local_chunks, s.total_chunks);
+  // The background fetch says why it waits once it has looked again.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (s.background != "paused" && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+    s = (*r)->Stats();
+  }
+  EXPECT_EQ(s.background, "paused");
+  EXPECT_EQ(l.blob->requests(), 2u);
+}
+
+TEST(BackgroundSchedulerTest, PausesForOnDemandWorkAndPacesToTheBudget) {
+  BackgroundSchedulerOptions opts;
+  opts.quiet = std::chrono::milliseconds(0);
+  opts.bandwidth = 1 << 20;  // 1 MiB/s
+  opts.max_in_flight = 1;
+  BackgroundScheduler s(opts);
+  auto never = [] { return false; };
+  // Free to go.
+  std::optional<BackgroundScheduler::Permit> p = s.Acquire(never);
+  ASSERT_TRUE(p.has_value());
+  s.Charge(512 << 10);
+  // Concurrency 1: a second one waits (and says why) until the first is released.
+  std::atomic<bool> stop{false};
+  std::vector<BackgroundScheduler::WaitReason> told;
+  std::mutex mu;
+  std::thread t([&] {
+    auto q = s.Acquire([&] { return stop.load(); },
+                       [&](BackgroundScheduler::WaitReason r) {
+                         std::lock_guard<std::mutex> lock(mu);
+                         told.push_back(r);
+                       });
+    EXPECT_FALSE(q.has_value());
+  });
+  auto fg = s.BeginForeground();
+  while (true) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!told.empty()) break;
+  }
+  stop = true;
+  s.Wake();
+  t.join();
+  EXPECT_EQ(told.front(), BackgroundScheduler::WaitReason::kOnDemand);
+  EXPECT_EQ(s.StatusJson()["on_demand_fetches"], 1);
+  EXPECT_EQ(s.StatusJson()["background_requests"], 1);
+  // Auto budget: a fraction of the measured link.
+  BackgroundSchedulerOptions auto_opts;
+  auto_opts.bandwidth_fraction = 0.5;
+  BackgroundScheduler a(auto_opts);
+  EXPECT_EQ(a.budget(), auto_opts.initial_bandwidth);
+  a.RecordTransfer(10 << 20, std::chrono::seconds(1));
+  EXPECT_EQ(a.budget(), 5u << 20);
+  a.RecordTransfer(1000, std::chrono::milliseconds(1));  // too small to say anything
+  EXPECT_EQ(a.budget(), 5u << 20);
+}
 }  // namespace
 }  // namespace lazypull

@@ -9,6 +9,7 @@
 #include "fetcher/registry/registry_config.h"
 #include "gtest/gtest.h"
 #include "tests/harness/test_env.h"
+#include "tests/registry/fake_transport.h"
 
 namespace lazypull::registry {
 namespace {
@@ -175,34 +176,6 @@ TEST(WwwAuthenticateTest, ParsesChallenges) {
   ASSERT_EQ(c.size(), 1u);
   EXPECT_EQ(c[0].scheme, "basic");
   EXPECT_EQ(c[0].params["realm"], "Registry Realm");
-}
-
-// A scripted HttpTransport: answers requests from a queue and records them.
-class FakeTransport : public HttpTransport {
- public:
-  std::vector<HttpRequest> requests;
-  std::vector<absl::StatusOr<HttpResponse>> answers;
-  absl::StatusOr<HttpResponse> Send(const HttpRequest& r) override {
-    requests.push_back(r);
-    requests.back().body_sink = nullptr;
-    if (answers.empty()) return absl::UnavailableError("no more answers");
-    auto a = answers.front();
-    answers.erase(answers.begin());
-    if (a.ok() && r.body_sink && a->status >= 200 && a->status < 300) {
-      r.body_sink(a->status, a->body);
-      a->body.clear();
-    }
-    return a;
-  }
-};
-
-HttpResponse Resp(int status, std::string body = "", HttpHeaders headers = {}) {
-  HttpResponse r;
-  r.status = status;
-  r.body = std::move(body);
-  r.body_bytes = r.body.size();
-  r.headers = std::move(headers);
-  return r;
 }
 
 TEST(RegistryClientFakeTest, RedirectDropsAuthorizationAndRetryAfterIsBounded) {

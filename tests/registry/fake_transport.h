@@ -1,0 +1,67 @@
+// FakeTransport: a scripted HttpTransport for registry client unit tests. Answers requests
+// from a queue, records them, and streams 2xx bodies to the request's body_sink in pieces of
+// `piece_bytes` (honouring a sink that stops the transfer), as libcurl does.
+#ifndef LAZYPULL_TESTS_REGISTRY_FAKE_TRANSPORT_H_
+#define LAZYPULL_TESTS_REGISTRY_FAKE_TRANSPORT_H_
+
+#include <algorithm>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fetcher/registry/http_transport.h"
+
+namespace lazypull::registry {
+
+class FakeTransport : public HttpTransport {
+ public:
+  std::vector<HttpRequest> requests;  // as sent, without their sink
+  std::vector<absl::StatusOr<HttpResponse>> answers;
+  size_t piece_bytes = 1 << 20;
+
+  absl::StatusOr<HttpResponse> Send(const HttpRequest& r) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    requests.push_back(r);
+    requests.back().body_sink = nullptr;
+    if (answers.empty()) return absl::UnavailableError("no more answers");
+    auto a = answers.front();
+    answers.erase(answers.begin());
+    if (a.ok() && r.body_sink && a->status >= 200 && a->status < 300) {
+      std::string body = std::move(a->body);
+      a->body.clear();
+      for (size_t pos = 0; pos < body.size(); pos += piece_bytes) {
+        std::string_view piece = std::string_view(body).substr(pos, piece_bytes);
+        if (!r.body_sink(*a, piece)) {
+          a->stopped_by_sink = true;
+          a->body_bytes = pos + piece.size();
+          break;
+        }
+      }
+    }
+    return a;
+  }
+  // The value of header `name` of request `i` ("" if absent).
+  std::string RequestHeader(size_t i, std::string_view name) const {
+    for (const auto& [k, v] : requests.at(i).headers) {
+      if (k == name) return v;
+    }
+    return "";
+  }
+
+ private:
+  std::mutex mu_;
+};
+
+inline HttpResponse Resp(int status, std::string body = "", HttpHeaders headers = {}) {
+  HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  r.body_bytes = r.body.size();
+  r.headers = std::move(headers);
+  return r;
+}
+
+}  // namespace lazypull::registry
+
+#endif  // LAZYPULL_TESTS_REGISTRY_FAKE_TRANSPORT_H_
