@@ -24,6 +24,15 @@ LayerChanges DeletionsLayer();
 // Deterministic pseudo-random bytes.
 std::string RandomBytes(size_t n, uint32_t seed);
 
+// A one-layer gzip image (OCI layout at <work_dir>/huge-layout, tag v1) holding
+// big/huge.bin: kHugeSize bytes of zeros except HugeBytes' markers at the start, across the
+// 4 GiB mark and at the end. The tar (with 4 GiB of literal zeros) is streamed through pigz,
+// so building costs seconds, not disk.
+inline constexpr uint64_t kHugeSize = (4ull << 30) + 4096;
+absl::StatusOr<std::string> BuildHugeSparseLayout(const std::string& work_dir);
+// The expected bytes of big/huge.bin at [offset, offset + length).
+std::string HugeBytes(uint64_t offset, size_t length);
+
 // An image as pushed to the registry.
 struct PushedImage {
   std::string ref;  // "127.0.0.1:PORT/repo:tag"
