@@ -40,9 +40,9 @@ void FileStat(uint64_t ino, const BlobFs::Entry& e, struct stat* st) {
   st->st_ino = ino;
   st->st_mode = S_IFREG | 0444;
   st->st_nlink = e.registered ? 1 : 0;
-  st->st_size = static_cast<off_t>(e.source->size());
+  st->st_size = static_cast<off_t>(e.size);
   st->st_blksize = 4096;
-  st->st_blocks = static_cast<blkcnt_t>((e.source->size() + 511) / 512);
+  st->st_blocks = static_cast<blkcnt_t>((e.size + 511) / 512);
 }
 
 void RootStat(struct stat* st) {
@@ -117,12 +117,14 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   Guard(req, "read", [&] {
-    std::shared_ptr<BlobFs::Entry> e = Fs(req).Get(ino);
-    if (e == nullptr || off < 0) return (void)fuse_reply_err(req, e == nullptr ? ENOENT : EINVAL);
+    std::shared_ptr<BlobSource> source = Fs(req).SourceOf(ino);
+    if (source == nullptr || off < 0) {
+      return (void)fuse_reply_err(req, source == nullptr ? ENOENT : EINVAL);
+    }
     // One buffer per FUSE worker thread, reused (see the layer file system).
     thread_local std::vector<char> buf;
     if (buf.size() < size) buf.resize(std::max<size_t>(size, 128 << 10));
-    absl::StatusOr<size_t> n = e->source->ReadAt(static_cast<uint64_t>(off), buf.data(), size);
+    absl::StatusOr<size_t> n = source->ReadAt(static_cast<uint64_t>(off), buf.data(), size);
     if (!n.ok()) return (void)fuse_reply_err(req, EIO);
     fuse_reply_buf(req, buf.data(), *n);
   });
@@ -233,6 +235,7 @@ std::unique_ptr<BlobFs::File> BlobFs::Add(const std::string& name_hint,
   uint64_t ino = next_ino_++;
   auto e = std::make_shared<Entry>();
   e->name = name;
+  e->size = source->size();
   e->source = std::move(source);
   inodes_[ino] = std::move(e);
   names_[name] = ino;
@@ -252,8 +255,10 @@ void BlobFs::Remove(const std::string& name) {
 void BlobFs::MaybeEraseLocked(uint64_t ino) {
   auto it = inodes_.find(ino);
   if (it == inodes_.end()) return;
-  const Entry& e = *it->second;
-  if (!e.registered && e.nlookup == 0 && e.opens == 0) inodes_.erase(it);
+  Entry& e = *it->second;
+  if (e.registered || e.opens > 0) return;
+  e.source.reset();
+  if (e.nlookup == 0) inodes_.erase(it);
 }
 
 std::shared_ptr<BlobFs::Entry> BlobFs::Lookup(const std::string& name, uint64_t* ino) {
@@ -264,6 +269,12 @@ std::shared_ptr<BlobFs::Entry> BlobFs::Lookup(const std::string& name, uint64_t*
   std::shared_ptr<Entry>& e = inodes_.at(*ino);
   ++e->nlookup;
   return e;
+}
+
+std::shared_ptr<BlobSource> BlobFs::SourceOf(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = inodes_.find(ino);
+  return it == inodes_.end() ? nullptr : it->second->source;
 }
 
 std::shared_ptr<BlobFs::Entry> BlobFs::Get(uint64_t ino) {
@@ -283,7 +294,7 @@ void BlobFs::Forget(uint64_t ino, uint64_t n) {
 bool BlobFs::Open(uint64_t ino) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = inodes_.find(ino);
-  if (it == inodes_.end()) return false;
+  if (it == inodes_.end() || it->second->source == nullptr) return false;
   ++it->second->opens;
   return true;
 }

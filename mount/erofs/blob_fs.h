@@ -9,10 +9,10 @@
 // becomes EIO (the source logs what failed).
 //
 // Lifetime: Add() registers a file under a fresh name; destroying the returned handle removes
-// the name, but a file the kernel still holds (an EROFS mount, detached or not) keeps working
-// until the kernel releases and forgets it, so a detached mount still in use by an overlay is
-// never cut off. Names are never reused (a sequence number is appended), so no stale dentry can
-// reach a newer file.
+// the name, but a file the kernel still holds open (an EROFS mount, detached or not) keeps
+// working until the kernel releases it, so a detached mount still in use by an overlay is never
+// cut off; then the source (and the LayerReader it holds) is let go. Names are never reused (a
+// sequence number is appended), so no stale dentry can reach a newer file.
 //
 // Thread-safety: all methods are thread-safe; the FUSE callbacks run on the session's threads.
 #ifndef LAZYPULL_MOUNT_EROFS_BLOB_FS_H_
@@ -87,6 +87,9 @@ class BlobFs {
   // The FUSE callbacks' view (public for the callback table in blob_fs.cc only).
   struct Entry {
     std::string name;
+    uint64_t size = 0;
+    // Dropped once the name is gone and no file is open (the kernel may keep the inode, and
+    // so the entry, cached much longer; the source may hold a whole layer's index).
     std::shared_ptr<BlobSource> source;
     uint64_t nlookup = 0;
     uint64_t opens = 0;
@@ -94,6 +97,7 @@ class BlobFs {
   };
   std::shared_ptr<Entry> Lookup(const std::string& name, uint64_t* ino);
   std::shared_ptr<Entry> Get(uint64_t ino);
+  std::shared_ptr<BlobSource> SourceOf(uint64_t ino);
   void Forget(uint64_t ino, uint64_t n);
   bool Open(uint64_t ino);
   void Release(uint64_t ino);
