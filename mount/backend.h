@@ -40,8 +40,13 @@ namespace lazypull::mount {
 struct LayerOrigin {
   // sha256 of the uncompressed layer: the image config's rootfs.diff_ids entry.
   std::function<absl::StatusOr<Digest>()> diff_id;
-  // Downloads the whole compressed layer blob to `path`, verified against the layer digest.
-  std::function<absl::Status(const std::string& path)> fetch_blob;
+  // Downloads the whole compressed layer blob to `path`, verified against the layer digest;
+  // gives up with Cancelled once `cancelled()` returns true.
+  std::function<absl::Status(const std::string& path, const std::function<bool()>& cancelled)>
+      fetch_blob;
+  // The compressed blob itself (ranges of it), to rebuild a zstd:chunked tar from local chunks
+  // without downloading it again. Optional.
+  std::shared_ptr<BlobReader> blob;
   bool valid() const { return diff_id && fetch_blob; }
 };
 

@@ -258,15 +258,25 @@ int Run(const Options& o) {
     mount::LayerOrigin origin;
     Digest diff_id = decompressed->diff_id;
     origin.diff_id = [diff_id]() -> absl::StatusOr<Digest> { return diff_id; };
-    origin.fetch_blob = [&](const std::string& path) -> absl::Status {
+    origin.fetch_blob = [&](const std::string& path, const std::function<bool()>&) -> absl::Status {
       std::error_code ec;
       fs::copy_file(blob, path, ec);
       return ec ? absl::InternalError(ec.message()) : absl::OkStatus();
     };
+    origin.blob = shared_blob;
+    CacheConfig cc;
+    cc.dir = tmp.Sub("graduation-cache");
+    auto cache = ChunkCache::Open(cc);
+    if (!cache.ok()) Die(cache.status().ToString());
+    auto reader =
+        LayerReader::Create(kLayerId, shared_index, shared_blob, cache->get(), fuse_config.reader);
+    if (!reader.ok()) Die(reader.status().ToString());
     mount::erofs::GraduatedStore store(erofs_config.erofs.dir + "/graduated");
-    auto g = store.Graduate(kLayerId, *shared_index, origin);
+    std::atomic<bool> cancel{false};
+    auto g = store.Graduate(kLayerId, **reader, origin, cancel);
     if (!g.ok()) Die(g.status().ToString());
     Print({{"bench", "graduation"},
+           {"method", g->method},
            {"seconds", g->seconds},
            {"tar_bytes", g->tar_bytes},
            {"downloaded_bytes", g->compressed_bytes},

@@ -140,6 +140,7 @@ class ErofsBackend : public LayerMountBackend {
       : options_(erofs), fuse_(fuse), store_(erofs.dir + "/graduated") {}
 
   ~ErofsBackend() override {
+    cancel_ = true;  // a graduation in progress gives up instead of delaying shutdown
     {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;
@@ -313,7 +314,8 @@ class ErofsBackend : public LayerMountBackend {
         if (ready == nullptr) continue;
         auto failed = failed_.find(layer_id);
         if (failed != failed_.end() &&
-            std::chrono::steady_clock::now() - failed->second < kRetryFailedGraduation) {
+            (failed->second.permanent ||
+             std::chrono::steady_clock::now() - failed->second.at < kRetryFailedGraduation)) {
           continue;
         }
         std::shared_ptr<LayerReader> reader;
@@ -326,16 +328,20 @@ class ErofsBackend : public LayerMountBackend {
         if (reader == nullptr) continue;
         LogInfo("graduating layer", {{"layer", layer_id}});
         absl::StatusOr<erofs::GraduationStats> g =
-            store_.Graduate(layer_id, reader->index(), origin);
+            store_.Graduate(layer_id, *reader, origin, cancel_);
+        if (cancel_) return;
         if (!g.ok()) {
-          failed_[layer_id] = std::chrono::steady_clock::now();
+          // Content that does not match its digests never will: do not download it again.
+          failed_[layer_id] = {.at = std::chrono::steady_clock::now(),
+                               .permanent = g.status().code() == absl::StatusCode::kDataLoss};
           LogWarn("layer graduation failed; it stays lazy",
                   {{"layer", layer_id}, {"error", g.status().ToString()}});
           continue;
         }
         LogInfo("layer graduated", {{"layer", layer_id},
                                     {"tar_bytes", g->tar_bytes},
-                                    {"downloaded_bytes", g->compressed_bytes},
+                                    {"method", g->method},
+                                    {"fetched_bytes", g->compressed_bytes},
                                     {"chunks_verified", g->chunks_verified},
                                     {"seconds", g->seconds}});
       }
@@ -375,12 +381,17 @@ class ErofsBackend : public LayerMountBackend {
   std::mutex blobs_mu_;
   std::unique_ptr<BlobFs> blobs_;
 
+  std::atomic<bool> cancel_{false};
   std::mutex mu_;  // guards watched_, stopping_, thread_ start
   std::condition_variable cv_;
   std::vector<std::weak_ptr<LayerState>> watched_;
   bool stopping_ = false;
   std::thread thread_;
-  std::map<std::string, std::chrono::steady_clock::time_point> failed_;  // graduation thread
+  struct Failure {
+    std::chrono::steady_clock::time_point at;
+    bool permanent = false;
+  };
+  std::map<std::string, Failure> failed_;  // by layer id; graduation thread only
 };
 
 void ErofsMountedLayer::StartBackground() {

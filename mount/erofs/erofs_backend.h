@@ -15,7 +15,9 @@
 // from then on get EROFS over a local file with no FUSE in the path; overlays already built on
 // the lazy mount keep it (and its blob file) until they are gone. New mounts of a graduated
 // layer, and MountLocal after a restart, mount the local copy directly. A failed graduation is
-// logged and retried after 10 minutes; the layer stays lazy meanwhile.
+// logged and the layer stays lazy; it is retried after 10 minutes, except when the content did
+// not match its diff_id or chunk digests (DataLoss), which no retry can change. Destruction
+// cancels a graduation in progress.
 //
 // Thread-safety: all methods are thread-safe. Handles must not outlive the backend.
 #ifndef LAZYPULL_MOUNT_EROFS_EROFS_BACKEND_H_

@@ -22,6 +22,7 @@
 #include "mount/erofs/device_layout.h"
 #include "mount/erofs/image_writer.h"
 #include "mount/erofs/tar_payloads.h"
+#include "mount/erofs/tar_rebuilder.h"
 #include "nlohmann/json.hpp"
 
 namespace lazypull::mount::erofs {
@@ -137,6 +138,48 @@ void SyncDir(const std::string& dir) {
   if (fd.valid()) ::fsync(fd.get());
 }
 
+// The tar rebuilt from the layer's local chunks + its header frames (zstd:chunked).
+absl::StatusOr<convert::DecompressedLayer> RebuildTar(LayerReader& reader, BlobReader& blob,
+                                                      const std::string& tar_path,
+                                                      const std::atomic<bool>& cancel,
+                                                      GraduationStats* stats) {
+  absl::StatusOr<std::unique_ptr<SparseFileSink>> sink = SparseFileSink::Create(tar_path);
+  if (!sink.ok()) return sink.status();
+  absl::StatusOr<RebuildStats> rebuilt = RebuildZstdChunkedTar(reader, blob, **sink, cancel);
+  if (!rebuilt.ok()) return rebuilt.status();
+  convert::DecompressedLayer out;
+  out.size = (*sink)->size();
+  absl::StatusOr<Digest> digest = (*sink)->Finish();
+  if (!digest.ok()) return digest.status();
+  out.diff_id = *digest;
+  stats->method = "rebuilt";
+  stats->compressed_bytes = rebuilt->fetched_bytes;
+  return out;
+}
+
+// The tar decompressed from a fresh download of the whole compressed layer.
+absl::StatusOr<convert::DecompressedLayer> DownloadTar(
+    const std::string& layer_id, const LayerOrigin& origin, const std::string& tmp,
+    const std::string& tar_path, const std::atomic<bool>& cancel, GraduationStats* stats) {
+  const std::string blob_path = tmp + "/layer.blob";
+  if (absl::Status s = origin.fetch_blob(blob_path, [&cancel] { return cancel.load(); }); !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<std::unique_ptr<BlobReader>> blob = NewFileBlobReader(blob_path);
+  if (!blob.ok()) return blob.status();
+  stats->method = "downloaded";
+  stats->compressed_bytes = (*blob)->Size();
+  absl::StatusOr<convert::InputCompression> compression = convert::SniffCompression(**blob);
+  if (!compression.ok()) return compression.status();
+  absl::StatusOr<std::unique_ptr<SparseFileSink>> sink = SparseFileSink::Create(tar_path);
+  if (!sink.ok()) return sink.status();
+  absl::StatusOr<convert::DecompressedLayer> tar =
+      convert::DecompressLayer(**blob, *compression, **sink, layer_id);
+  blob->reset();
+  ::unlink(blob_path.c_str());
+  return tar;
+}
+
 }  // namespace
 
 GraduatedStore::GraduatedStore(std::string dir) : dir_(std::move(dir)) {
@@ -166,8 +209,10 @@ std::optional<GraduatedLayer> GraduatedStore::Find(const std::string& layer_id) 
 }
 
 absl::StatusOr<GraduationStats> GraduatedStore::Graduate(const std::string& layer_id,
-                                                         const format::LayerIndex& index,
-                                                         const LayerOrigin& origin) {
+                                                         LayerReader& reader,
+                                                         const LayerOrigin& origin,
+                                                         const std::atomic<bool>& cancel) {
+  const format::LayerIndex& index = reader.index();
   if (!origin.valid()) {
     return absl::FailedPreconditionError(
         fmt::format("layer {}: no origin to build a local copy from", layer_id));
@@ -195,25 +240,29 @@ absl::StatusOr<GraduationStats> GraduatedStore::Graduate(const std::string& laye
 
   absl::StatusOr<Digest> diff_id = origin.diff_id();
   if (!diff_id.ok()) return diff_id.status();
-  const std::string blob_path = tmp + "/layer.blob";
-  if (absl::Status s = origin.fetch_blob(blob_path); !s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<BlobReader>> blob = NewFileBlobReader(blob_path);
-  if (!blob.ok()) return blob.status();
-  stats.compressed_bytes = (*blob)->Size();
-  absl::StatusOr<convert::InputCompression> compression = convert::SniffCompression(**blob);
-  if (!compression.ok()) return compression.status();
   const std::string tar_path = tmp + "/layer.tar";
-  absl::StatusOr<std::unique_ptr<SparseFileSink>> sink = SparseFileSink::Create(tar_path);
-  if (!sink.ok()) return sink.status();
   absl::StatusOr<convert::DecompressedLayer> tar =
-      convert::DecompressLayer(**blob, *compression, **sink, layer_id);
-  if (!tar.ok()) return tar.status();
-  blob->reset();
-  ::unlink(blob_path.c_str());
-  if (tar->diff_id != *diff_id) {
-    return absl::DataLossError(
-        fmt::format("layer {}: the uncompressed layer hashes to {}, the image config says {}",
-                    layer_id, tar->diff_id.ToString(), diff_id->ToString()));
+      absl::FailedPreconditionError("not zstd:chunked");
+  if (origin.blob != nullptr && index.format() == format::LayerFormat::kZstdChunked) {
+    tar = RebuildTar(reader, *origin.blob, tar_path, cancel, &stats);
+    if (tar.ok() && tar->diff_id != *diff_id) {
+      tar = absl::DataLossError(fmt::format("the rebuilt tar hashes to {}, not {}",
+                                            tar->diff_id.ToString(), diff_id->ToString()));
+    }
+    if (!tar.ok()) {
+      if (cancel) return absl::CancelledError("graduation cancelled");
+      LogWarn("cannot rebuild the layer's tar from its chunks; downloading it",
+              {{"layer", layer_id}, {"error", tar.status().ToString()}});
+    }
+  }
+  if (!tar.ok()) {
+    tar = DownloadTar(layer_id, origin, tmp, tar_path, cancel, &stats);
+    if (!tar.ok()) return tar.status();
+    if (tar->diff_id != *diff_id) {
+      return absl::DataLossError(
+          fmt::format("layer {}: the uncompressed layer hashes to {}, the image config says {}",
+                      layer_id, tar->diff_id.ToString(), diff_id->ToString()));
+    }
   }
   stats.tar_bytes = tar->size;
 
@@ -237,6 +286,7 @@ absl::StatusOr<GraduationStats> GraduatedStore::Graduate(const std::string& laye
   stats.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   nlohmann::json info = {
       {"layer", layer_id},
+      {"method", stats.method},
       {"diff_id", diff_id->ToString()},
       {"tar_bytes", stats.tar_bytes},
       {"compressed_bytes", stats.compressed_bytes},

@@ -214,8 +214,10 @@ std::string FormatOfMediaType(const std::string& media_type) {
 
 }  // namespace
 
-mount::LayerOrigin RemoteLayerManager::OriginOf(const ResolvedLayer& layer) {
+mount::LayerOrigin RemoteLayerManager::OriginOf(const ResolvedLayer& layer,
+                                                std::shared_ptr<BlobReader> blob) {
   mount::LayerOrigin origin;
+  origin.blob = std::move(blob);
   origin.diff_id = [this, layer]() -> absl::StatusOr<Digest> {
     absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
     if (!ref.ok()) return ref.status();
@@ -230,10 +232,25 @@ mount::LayerOrigin RemoteLayerManager::OriginOf(const ResolvedLayer& layer) {
     return absl::NotFoundError(absl::StrCat("no diff_id for layer ", layer.layer.digest.ToString(),
                                             " in the image config of ", layer.image_ref));
   };
-  origin.fetch_blob = [this, layer](const std::string& path) -> absl::Status {
+  origin.fetch_blob = [this, layer](const std::string& path,
+                                    const std::function<bool()>& cancelled) -> absl::Status {
     absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
     if (!ref.ok()) return ref.status();
-    return client_->FetchBlobToFile(*ref, layer.layer, path);
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("create ", path));
+    // Verified against the layer digest by FetchBlobStream before it returns OK.
+    return client_->FetchBlobStream(
+        *ref, layer.layer, [&](uint64_t offset, std::string_view data) -> absl::Status {
+          if (cancelled()) return absl::CancelledError("layer download cancelled");
+          for (size_t done = 0; done < data.size();) {
+            ssize_t n = ::pwrite(fd.get(), data.data() + done, data.size() - done,
+                                 static_cast<off_t>(offset + done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return absl::ErrnoToStatus(errno, absl::StrCat("write ", path));
+            done += static_cast<size_t>(n);
+          }
+          return absl::OkStatus();
+        });
   };
   return origin;
 }
@@ -288,7 +305,7 @@ absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedL
                        .reader = std::move(*reader),
                        .target_dir = fs_dir,
                        .backend = backend,
-                       .origin = OriginOf(layer)});
+                       .origin = OriginOf(layer, blob)});
   if (!mounted.ok()) return mounted.status();
   (*mounted)->StartBackground();
   std::unique_ptr<mount::MountedLayer> replaced;

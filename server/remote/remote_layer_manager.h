@@ -135,8 +135,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // EROFS backend: mounts the backend's local copy of `layer` (NotFound if none).
   absl::Status MountLocalLayer(int64_t snapshot_id, const ResolvedLayer& layer,
                                const std::string& fs_dir, const std::string& backend);
-  // Where graduation gets the layer's diff_id and compressed blob (through client_).
-  mount::LayerOrigin OriginOf(const ResolvedLayer& layer);
+  // Where graduation gets the layer's diff_id and compressed blob (through client_; `blob`
+  // reads ranges of it).
+  mount::LayerOrigin OriginOf(const ResolvedLayer& layer, std::shared_ptr<BlobReader> blob);
   void RestoreOne(const PendingRestore& pending);
   // The chunk cache, opened on first use (so a daemon without remote layers creates nothing
   // under its root). Errors of ChunkCache::Open; retried on the next call.

@@ -698,6 +698,51 @@ TEST_P(RemoteErofsTest, GraduatedLayersRemountFromLocalCopiesWithoutRegistry) {
   EXPECT_EQ(Status()["unavailable"].size(), 0u);
 }
 
+// zstd:chunked layers graduate by rebuilding the original tar from the local chunks plus the
+// header frames, without downloading the layers again, and only if the result hashes to the
+// image config's diff_id. lazypull convert keeps the original tar bytes: all 4 layers
+// graduate. skopeo 1.9 re-serializes tar headers when it writes zstd:chunked but keeps the old
+// diff_ids, so its copy of the hand-made (Python PAX) layer does not match its diff_id (as
+// containerd's own unpack would refuse it): that layer stays lazy, the others graduate, and
+// the tree is exact either way.
+TEST_P(RemoteErofsTest, ZstdChunkedLayersGraduateWithoutADownloadWhenTheDiffIdMatches) {
+  ASSERT_TRUE(daemon_->Stop().ok());
+  daemon_.reset();
+  StartDaemon(DaemonConfig("erofs", "background_fetch = true\nbackground_silence = 0\n"));
+  auto graduation_lines = [&](const std::string& digest, const char* what) {
+    size_t n = 0;
+    for (absl::string_view line : absl::StrSplit(daemon_->ReadLog(), '\n')) {
+      n += absl::StrContains(line, digest) && absl::StrContains(line, what);
+    }
+    return n;
+  };
+  PushedImage zc = Image("zc");
+  std::vector<std::string> targets = PrepareLazyChain(zc, true, "zc");
+  ASSERT_TRUE(WaitGraduated(4)) << Status().dump();
+  for (const oci::Descriptor& l : zc.resolved.manifest.layers) {
+    EXPECT_EQ(graduation_lines(l.digest.ToString(), "\"method\":\"rebuilt\""), 1u)
+        << l.digest.ToString() << "\n"
+        << daemon_->ReadLog();
+  }
+  ExpectImageTree(MountActive("zc-c", targets.back()));
+
+  PushedImage skopeo = Image("skopeo-zc");
+  targets = PrepareLazyChain(skopeo, true, "sk");
+  const std::string odd = skopeo.resolved.manifest.layers[3].digest.ToString();
+  bool refused = false;
+  for (int i = 0; i < 600 && !refused; ++i) {
+    refused = graduation_lines(odd, "layer graduation failed") > 0;
+    if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(refused) << daemon_->ReadLog();
+  EXPECT_EQ(graduation_lines(odd, "the image config says"), 1u);
+  ASSERT_TRUE(WaitGraduated(4 + 3)) << Status().dump();
+  ExpectImageTree(MountActive("sk-c", targets.back()));
+  for (const auto& l : Status()["layers"]) {
+    if (l.value("digest", "") == odd) EXPECT_FALSE(l.value("graduated", true)) << l.dump();
+  }
+}
+
 // `auto` on a kernel without EROFS (simulated: the probe reads a filesystems list without it)
 // falls back to FUSE with one log line; `erofs` there refuses to start.
 TEST_P(RemoteErofsTest, AutoFallsBackToFuseAndErofsFailsStartWithoutErofs) {
