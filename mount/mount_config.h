@@ -10,7 +10,7 @@
 //   prefetch = true                # fetch the eStargz prioritized range at mount
 //   max_request_size = "16MiB"     # largest range of an on-demand fetch
 //   file_readahead = "4MiB"        # a miss also fetches the file's next chunks (0 = off)
-//   readahead_window = "512KiB"    # ... and the next chunks in blob order (other files),
+//   readahead_window = "256KiB"    # ... and the next chunks in blob order (other files),
 //   readahead_window_max = "4MiB"  #     adaptive up to this (compressed bytes; 0 = off)
 //   background_fetch = true        # then fetch the whole layer in the background:
 //   background_silence = "2s"      #   once the layer saw no on-demand fetch for this long,
@@ -48,11 +48,16 @@ struct FuseOptions {
   unsigned max_threads = 16;
   // Entry and attribute cache lifetime handed to the kernel. Layers are immutable, so long.
   std::chrono::seconds attr_timeout{24 * 3600};
-  // Largest read request and kernel readahead, in bytes.
-  unsigned max_read = 1 << 20;
+  // Largest read request and kernel readahead, in bytes. Below 1 MiB on purpose: a zero-copy
+  // reply needs a pipe holding the data plus a page per buffer, and a process without
+  // CAP_SYS_RESOURCE cannot grow a pipe past fs.pipe-max-size (1 MiB by default).
+  unsigned max_read = 768 << 10;
   // `allow_other` + `default_permissions`: non-root readers get the normal permission checks
   // instead of EACCES (overlayfs as root works either way).
   bool allow_other = true;
+  // Reads whose bytes are all in the chunk cache are answered by splicing the cache files'
+  // pages into the reply (no copy through the daemon) instead of read + write.
+  bool zero_copy = true;
   // How long Unmount waits for the session to end before aborting the FUSE connection
   // (it stays alive while something, e.g. an overlay mount, still uses the lazy mount).
   std::chrono::milliseconds unmount_timeout{2000};

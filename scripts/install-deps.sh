@@ -16,8 +16,8 @@ BUILD_PKGS=(
 )
 RUNTIME_PKGS=(
   containerd runc docker-registry skopeo fuse3 erofs-utils debootstrap umoci
-  stargz-snapshotter apache2-utils curl zstd pigz e2fsprogs iproute2 util-linux
-  python3 openssl busybox-static
+  stargz-snapshotter apache2-utils curl zstd pigz e2fsprogs iproute2 util-linux rsync
+  python3 python3-matplotlib openssl busybox-static
 )
 GO_PKGS=(
   golang-go golang-github-containerd-containerd-dev golang-github-containerd-stargz-snapshotter-dev

@@ -40,17 +40,19 @@ bool SocketIsLive(const std::string& path) {
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
                                                       RemoteLayerHandler* remote) {
-  return Start(config, RemoteLayerFactory(), remote);
-}
-
-absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
-                                                      const RemoteLayerFactory& factory) {
-  return Start(config, factory, nullptr);
+  return Start(config, RemoteLayerFactory(), remote, nullptr);
 }
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
                                                       const RemoteLayerFactory& factory,
-                                                      RemoteLayerHandler* remote) {
+                                                      grpc::CallbackGenericService* extra_service) {
+  return Start(config, factory, nullptr, extra_service);
+}
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
+                                                      const RemoteLayerFactory& factory,
+                                                      RemoteLayerHandler* remote,
+                                                      grpc::CallbackGenericService* extra_service) {
   using std::filesystem::perms;
   if (absl::Status s = MakeDirs(config.root, perms::owner_all); !s.ok()) return s;
   absl::StatusOr<RootLock> lock = RootLock::Acquire(config.root);
@@ -95,6 +97,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   int selected_port = -1;
   builder.AddListeningPort("unix:" + address, grpc::InsecureServerCredentials(), &selected_port);
   builder.RegisterService(d->service_.get());
+  if (extra_service != nullptr) builder.RegisterCallbackGenericService(extra_service);
   builder.SetMaxReceiveMessageSize(16 << 20);
   d->server_ = builder.BuildAndStart();
   if (d->server_ == nullptr) {

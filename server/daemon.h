@@ -7,6 +7,7 @@
 #ifndef LAZYPULL_SERVER_DAEMON_H_
 #define LAZYPULL_SERVER_DAEMON_H_
 
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 
 #include <functional>
@@ -33,8 +34,13 @@ class Daemon {
   // instance on the same root fails on the lock before touching anything). Null result: none.
   using RemoteLayerFactory =
       std::function<absl::StatusOr<std::unique_ptr<RemoteLayerHandler>>(const DaemonConfig&)>;
-  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonConfig& config,
-                                                       const RemoteLayerFactory& factory);
+  //
+  // `extra_service`, when given, is served on the same socket for every method the Snapshots
+  // service does not implement (the CRI ImageService proxy, server/cri). Not owned; must outlive
+  // the Daemon.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(
+      const DaemonConfig& config, const RemoteLayerFactory& factory,
+      grpc::CallbackGenericService* extra_service = nullptr);
   // Shuts down (see Shutdown) if still running.
   ~Daemon();
   Daemon(const Daemon&) = delete;
@@ -49,7 +55,8 @@ class Daemon {
  private:
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonConfig& config,
                                                        const RemoteLayerFactory& factory,
-                                                       RemoteLayerHandler* remote);
+                                                       RemoteLayerHandler* remote,
+                                                       grpc::CallbackGenericService* extra_service);
   Daemon(DaemonConfig config, RootLock lock) : config_(std::move(config)), lock_(std::move(lock)) {}
 
   DaemonConfig config_;

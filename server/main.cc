@@ -12,6 +12,7 @@
 
 #include "base/logging.h"
 #include "server/config.h"
+#include "server/cri/cri_keychain_service.h"
 #include "server/daemon.h"
 #include "server/remote/remote_layer_manager.h"
 
@@ -47,8 +48,23 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  absl::StatusOr<std::unique_ptr<lazypull::Daemon>> daemon =
-      lazypull::Daemon::Start(*config, lazypull::remote::NewRemoteLayerHandler);
+  // [cri_keychain]: CRI ImageService proxy on the same socket; its credentials reach the
+  // remote-layer path. Declared before the daemon so it outlives the gRPC server.
+  absl::StatusOr<std::unique_ptr<lazypull::cri::CriKeychainService>> cri =
+      lazypull::cri::CriKeychainService::FromToml(*config->table);
+  if (!cri.ok()) {
+    lazypull::LogError("invalid configuration", {{"error", cri.status().ToString()}});
+    std::fprintf(stderr, "lazypull-snapshotter: %s\n", cri.status().ToString().c_str());
+    return 1;
+  }
+  std::shared_ptr<const lazypull::registry::CredentialProvider> cri_credentials =
+      *cri ? (*cri)->credentials() : nullptr;
+  absl::StatusOr<std::unique_ptr<lazypull::Daemon>> daemon = lazypull::Daemon::Start(
+      *config,
+      [&](const lazypull::DaemonConfig& c) {
+        return lazypull::remote::NewRemoteLayerHandlerWithCredentials(c, cri_credentials);
+      },
+      *cri ? (*cri)->grpc_service() : nullptr);
   if (!daemon.ok()) {
     lazypull::LogError("cannot start lazypull-snapshotter",
                        {{"error", daemon.status().ToString()}});

@@ -363,6 +363,47 @@ absl::StatusOr<size_t> ChunkCache::ReadStored(const std::string& hex, uint64_t o
   return result;
 }
 
+absl::StatusOr<ChunkCache::ReadHandle> ChunkCache::OpenVerified(const Digest& digest) {
+  const std::string hex = digest.hex();
+  ReadHandle handle;
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(hex);
+    if (it == entries_.end()) {
+      ++counters_.misses;
+      return absl::NotFoundError(fmt::format("chunk {} is not in the cache", Pretty(hex)));
+    }
+    Entry& e = it->second;
+    if (!e.verified) {
+      return absl::FailedPreconditionError(
+          fmt::format("chunk {} is not verified in this process yet", Pretty(hex)));
+    }
+    ++counters_.hits;
+    lru_.splice(lru_.begin(), lru_, e.lru_it);
+    handle.size_ = e.size;
+    id = e.id;
+    if (e.fd) {
+      fd_lru_.splice(fd_lru_.begin(), fd_lru_, e.fd_it);
+      handle.file_ = e.fd;
+      return handle;
+    }
+  }
+  std::string path = PathOf(hex);
+  auto f = fs_->OpenForRead(path);
+  if (!f.ok()) {
+    if (absl::IsNotFound(f.status())) DropIfSame(hex, id, /*corrupt=*/false);
+    return f.status();
+  }
+  handle.file_ = std::make_shared<const OpenChunk>(OpenChunk{std::move(*f), std::move(path)});
+  FdList closing;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(hex);
+  if (it != entries_.end() && it->second.id == id)
+    CacheFdLocked(&it->second, handle.file_, &closing);
+  return handle;
+}
+
 absl::StatusOr<size_t> ChunkCache::Read(const Digest& digest, uint64_t offset, char* buf,
                                         size_t length) {
   return ReadStored(digest.hex(), offset, buf, length);

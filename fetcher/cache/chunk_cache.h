@@ -74,6 +74,12 @@ struct ChunkCacheStats {
   uint64_t open_fds = 0;         // chunk fds held by the fd cache now
 };
 
+// An open chunk file; its path is kept so a hit allocates nothing.
+struct OpenChunkFile {
+  UniqueFd fd;
+  std::string path;
+};
+
 class ChunkCache {
  public:
   // Returns the chunk's bytes. Called at most once per single-flight group; may run on any
@@ -123,6 +129,24 @@ class ChunkCache {
   // Fulfill or Fail the lease; readers of `digest` meanwhile wait for it.
   std::unique_ptr<FetchLease> TryLease(const Digest& digest);
 
+  // A stored chunk's file, open for reading, for zero-copy replies (splice). The handle keeps
+  // the file open even if the chunk is evicted meanwhile: chunk files are never rewritten in
+  // place, so its bytes stay the verified ones. Copyable; thread-safe.
+  class ReadHandle {
+   public:
+    int fd() const { return file_->fd.get(); }
+    uint64_t size() const { return size_; }
+
+   private:
+    friend class ChunkCache;
+    std::shared_ptr<const OpenChunkFile> file_;
+    uint64_t size_ = 0;
+  };
+  // The file of a stored chunk that this process has verified (written it, or hashed it since
+  // Open). NotFound if not stored; FailedPrecondition if stored but not verified yet (Read
+  // verifies it on first use); file-system errors opening it. Touches the LRU like a hit.
+  absl::StatusOr<ReadHandle> OpenVerified(const Digest& digest);
+
   // Whether the chunk is stored (not whether it would verify).
   bool Contains(const Digest& digest) const;
 
@@ -134,11 +158,7 @@ class ChunkCache {
  private:
   struct Entry;
   struct InFlight;
-  // An open chunk file; its path is kept so a hit allocates nothing.
-  struct OpenChunk {
-    UniqueFd fd;
-    std::string path;
-  };
+  using OpenChunk = OpenChunkFile;
   using FdList = std::vector<std::shared_ptr<const OpenChunk>>;
   using LruList = std::list<Entry*>;
 

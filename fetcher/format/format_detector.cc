@@ -5,6 +5,7 @@
 #include "fetcher/codec/zstd.h"
 #include "fetcher/format/estargz_reader.h"
 #include "fetcher/format/status_util.h"
+#include "fetcher/format/tail_prefetching_blob_reader.h"
 #include "fetcher/format/zstd_chunked_reader.h"
 #include "fmt/format.h"
 
@@ -38,9 +39,14 @@ absl::StatusOr<LayerFormat> DetectLayerFormat(std::string_view media_type,
       media_type.substr(0, 200)));
 }
 
-absl::StatusOr<LayerIndex> OpenLayerIndex(BlobReader& blob, std::string_view media_type,
+absl::StatusOr<LayerIndex> OpenLayerIndex(BlobReader& raw_blob, std::string_view media_type,
                                           const std::map<std::string, std::string>& annotations,
                                           const FormatReadOptions& options) {
+  // zstd:chunked annotations give the manifest's exact range: one request without guessing.
+  const bool exact = annotations.count(std::string(kZstdChunkedManifestPositionKey)) > 0 ||
+                     annotations.count(std::string(kLegacyZstdChunkedManifestPositionKey)) > 0;
+  TailPrefetchingBlobReader tail(raw_blob, exact ? 0 : options.speculative_tail_bytes);
+  BlobReader& blob = tail;
   auto format = DetectLayerFormat(media_type, annotations, &blob);
   if (!format.ok()) return format.status();
   if (*format == LayerFormat::kZstdChunked) return ReadZstdChunkedIndex(blob, annotations, options);

@@ -15,6 +15,10 @@ struct FormatReadOptions {
   // Largest TOC accepted, compressed and decompressed (TOC bomb protection). 150 MiB as
   // containers/storage.
   uint64_t max_toc_size = 150ull << 20;
+  // OpenLayerIndex fetches this much of the blob's end in its first request when the index's
+  // position is not known from annotations, so footer and TOC usually cost one round trip
+  // (TailPrefetchingBlobReader). 0 = footer first, then the TOC.
+  uint64_t speculative_tail_bytes = 512 << 10;
 };
 
 }  // namespace lazypull::format

@@ -371,6 +371,16 @@ void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
                  });
   const auto elapsed = std::chrono::steady_clock::now() - start;
   if (st.ok()) scheduler_->RecordTransfer(total, elapsed);
+  static constexpr const char* kKindNames[] = {"on-demand", "readahead", "prefetch", "background"};
+  if (GetLogLevel() == LogLevel::kDebug) {
+    LogDebug("layer fetch", {{"layer", layer_id_},
+                             {"kind", kKindNames[static_cast<int>(kind)]},
+                             {"offset", ranges.front().offset},
+                             {"ranges", ranges.size()},
+                             {"bytes", total},
+                             {"ms", std::chrono::duration<double, std::milli>(elapsed).count()},
+                             {"ok", st.ok()}});
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.requests;
@@ -513,6 +523,13 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
     stats_.bytes_read += length;
     if (!to_fetch.empty()) {
       last_on_demand_ = std::chrono::steady_clock::now();
+      if (GetLogLevel() == LogLevel::kDebug) {
+        LogDebug("layer miss", {{"layer", layer_id_},
+                                {"file", index_->Path(ino)},
+                                {"offset", offset},
+                                {"length", length},
+                                {"blob_offset", to_fetch.front().chunk->compressed_offset}});
+      }
       const Chunk* last_needed = to_fetch.back().chunk;
       // Same-file readahead: the chunks after the read in this file.
       if (options_.readahead_bytes > 0) {
@@ -568,6 +585,42 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
     std::memcpy(p.dst, p.flight->data->data() + p.chunk_off, p.n);
   }
   return length;
+}
+
+bool LayerReader::ReadSpans(Ino ino, uint64_t offset, size_t length, std::vector<Span>* spans) {
+  spans->clear();
+  std::optional<format::InodeAttr> attr = index_->GetAttr(ino);
+  if (!attr || (attr->mode & S_IFMT) != S_IFREG) return false;
+  if (offset >= attr->size) return true;
+  length = std::min<uint64_t>(length, attr->size - offset);
+  std::vector<std::string> readahead_hits;
+  const bool track_readahead = readahead_outstanding_.load(std::memory_order_relaxed) > 0;
+  for (const Chunk& c : index_->ChunksInRange(ino, offset, length)) {
+    const uint64_t begin = std::max(offset, c.file_offset);
+    const uint64_t end = std::min(offset + length, c.file_offset + c.length);
+    if (begin >= end) continue;
+    Span span{std::nullopt, begin - c.file_offset, static_cast<size_t>(end - begin)};
+    if (c.compression != ChunkCompression::kZeros) {
+      if (!c.has_digest) return false;
+      absl::StatusOr<ChunkCache::ReadHandle> file = cache_->OpenVerified(c.digest_value());
+      if (!file.ok() || file->size() != c.length) return false;
+      span.file = std::move(*file);
+      if (track_readahead) readahead_hits.push_back(KeyOf(c));
+    }
+    spans->push_back(std::move(span));
+  }
+  std::vector<ChunkRef> next_window;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const Span& sp : *spans) stats_.cache_hits += sp.file.has_value() ? 1 : 0;
+    stats_.bytes_read += length;
+    for (const std::string& key : readahead_hits) {
+      std::vector<ChunkRef> more = NoteReadaheadUseLocked(key);
+      next_window.insert(next_window.end(), more.begin(), more.end());
+    }
+  }
+  SubmitFetch(std::move(next_window), FetchKind::kReadahead);
+  return true;
 }
 
 absl::Status LayerReader::Prefetch() {

@@ -80,8 +80,8 @@ struct LayerReaderOptions {
   uint64_t readahead_bytes = 4 << 20;
   // Cross-file readahead window in compressed bytes (see the file comment): initial size,
   // bounds. readahead_window = 0 turns it off.
-  uint64_t readahead_window = 512 << 10;
-  uint64_t readahead_window_min = 128 << 10;
+  uint64_t readahead_window = 256 << 10;
+  uint64_t readahead_window_min = 32 << 10;
   uint64_t readahead_window_max = 4 << 20;
   // Threads of the reader's own FetchExecutor (when `executor` is null): foreground fetches
   // always have this many threads besides the background ones.
@@ -156,6 +156,19 @@ class LayerReader {
   // fetch_timeout; BlobReader errors keep their code. Every error is logged once as a JSON
   // line naming the layer, the file and the chunk, and the message says the same.
   absl::StatusOr<size_t> Read(format::Ino ino, uint64_t offset, char* buf, size_t length);
+
+  // A piece of a file's bytes for a zero-copy reply: `length` bytes at `offset` of a verified
+  // chunk-cache file, or (no file) `length` zero bytes of a hole.
+  struct Span {
+    std::optional<ChunkCache::ReadHandle> file;
+    uint64_t offset = 0;
+    size_t length = 0;
+  };
+  // When EVERY byte of [offset, offset + length) of regular file `ino` (clamped at EOF) is in
+  // the chunk cache as a file this process has verified, or in a hole, fills `spans` with them
+  // in order and returns true; the handles keep the files open while the caller splices them.
+  // Otherwise returns false without side effects beyond LRU touches, and the caller uses Read.
+  bool ReadSpans(format::Ino ino, uint64_t offset, size_t length, std::vector<Span>* spans);
 
   // Fetches the prefetch range now, on the calling thread, in one request (no-op without
   // one). Errors as Read.

@@ -81,8 +81,8 @@ int Authorizer::token_fetches() const {
   return token_fetches_;
 }
 
-absl::StatusOr<std::string> Authorizer::HeaderFor(const std::string& host, const std::string& scope,
-                                                  const TlsOptions& tls) {
+absl::StatusOr<std::string> Authorizer::HeaderFor(const Reference& ref, const std::string& host,
+                                                  const std::string& scope, const TlsOptions& tls) {
   HostState state;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -97,20 +97,21 @@ absl::StatusOr<std::string> Authorizer::HeaderFor(const std::string& host, const
     }
   }
   if (state.scheme == "basic") {
-    auto creds = credentials_->Lookup(host);
+    auto creds = credentials_->Lookup(host, ref.host, ref.repository);
     if (!creds.ok()) return creds.status();
     if (creds->username.empty()) return std::string();
     return "Basic " + absl::Base64Escape(creds->username + ":" + creds->password);
   }
-  auto token = FetchToken(host, state, scope, tls);
+  auto token = FetchToken(ref, host, state, scope, tls);
   if (!token.ok()) return token.status();
   std::lock_guard<std::mutex> l(mu_);
   tokens_[host + " " + scope] = *token;
   return "Bearer " + token->value;
 }
 
-absl::Status Authorizer::OnUnauthorized(const std::string& host, const std::string& scope,
-                                        const HttpResponse& response, const TlsOptions& tls) {
+absl::Status Authorizer::OnUnauthorized(const Reference& ref, const std::string& host,
+                                        const std::string& scope, const HttpResponse& response,
+                                        const TlsOptions& tls) {
   std::vector<AuthChallenge> challenges;
   for (const auto& h : response.Headers("www-authenticate")) {
     auto c = ParseWwwAuthenticate(h);
@@ -132,7 +133,7 @@ absl::Status Authorizer::OnUnauthorized(const std::string& host, const std::stri
   HostState state;
   state.scheme = chosen->scheme;
   if (state.scheme == "basic") {
-    auto creds = credentials_->Lookup(host);
+    auto creds = credentials_->Lookup(host, ref.host, ref.repository);
     if (!creds.ok()) return creds.status();
     if (creds->username.empty()) {
       return absl::UnauthenticatedError(
@@ -154,19 +155,26 @@ absl::Status Authorizer::OnUnauthorized(const std::string& host, const std::stri
     hosts_[host] = state;
     tokens_.erase(host + " " + scope);
   }
-  auto token = FetchToken(host, state, scope, tls);
+  auto token = FetchToken(ref, host, state, scope, tls);
   if (!token.ok()) return token.status();
   std::lock_guard<std::mutex> l(mu_);
   tokens_[host + " " + scope] = *token;
   return absl::OkStatus();
 }
 
-absl::StatusOr<Authorizer::Token> Authorizer::FetchToken(const std::string& host,
+absl::StatusOr<Authorizer::Token> Authorizer::FetchToken(const Reference& ref,
+                                                         const std::string& host,
                                                          const HostState& state,
                                                          const std::string& scope,
                                                          const TlsOptions& tls) {
-  auto creds = credentials_->Lookup(host);
+  auto creds = credentials_->Lookup(host, ref.host, ref.repository);
   if (!creds.ok()) return creds.status();
+  if (!creds->registry_token.empty()) {
+    // Already a bearer token for the registry. Kept briefly so a refreshed one (a new PullImage)
+    // is picked up soon.
+    return Token{creds->registry_token,
+                 std::chrono::steady_clock::now() + std::chrono::seconds(30)};
+  }
   {
     std::lock_guard<std::mutex> l(mu_);
     ++token_fetches_;

@@ -1,7 +1,10 @@
 // Authorizer: registry authentication per host — anonymous, Basic, and the Bearer token flow
 // driven by `WWW-Authenticate` challenges (docker distribution token spec): tokens are fetched
 // from the challenge's realm with service and scope, cached per (host, scope) until they
-// expire, and refreshed when the registry answers 401 to one.
+// expire, and refreshed when the registry answers 401 to one. Credentials are looked up per
+// request for the image reference's registry and repository (CredentialStore), so per-repository
+// credentials (the CRI keychain) apply; a registry token among them is used as the bearer token
+// without asking the token server.
 #ifndef LAZYPULL_FETCHER_REGISTRY_AUTHORIZER_H_
 #define LAZYPULL_FETCHER_REGISTRY_AUTHORIZER_H_
 
@@ -15,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "fetcher/registry/credentials.h"
 #include "fetcher/registry/http_transport.h"
+#include "fetcher/registry/reference.h"
 
 namespace lazypull::registry {
 
@@ -32,19 +36,21 @@ class Authorizer {
   Authorizer(HttpTransport* transport, const CredentialStore* credentials,
              std::chrono::milliseconds request_timeout);
 
-  // The Authorization header value for a request to `host` (host[:port] actually connected
-  // to) needing `scope` ("repository:foo/bar:pull"), or "" when the host needs none (or has not
-  // challenged yet). May fetch a token when the host is known to use Bearer and none is cached.
-  // Errors name host and realm (never credentials or tokens).
-  absl::StatusOr<std::string> HeaderFor(const std::string& host, const std::string& scope,
-                                        const TlsOptions& tls);
+  // The Authorization header value for a request about `ref` (its registry and repository
+  // select the credentials) sent to `host` (host[:port] actually connected to) needing `scope`
+  // ("repository:foo/bar:pull"), or "" when the host needs none (or has not challenged yet).
+  // May fetch a token when the host is known to use Bearer and none is cached. Errors name host
+  // and realm (never credentials or tokens).
+  absl::StatusOr<std::string> HeaderFor(const Reference& ref, const std::string& host,
+                                        const std::string& scope, const TlsOptions& tls);
 
   // Handles a 401 from `host`: learns the scheme from the challenge, drops the cached token for
   // `scope` (it was rejected), and fetches a new one. Returns Unauthenticated if the challenge
   // cannot be met (no credentials for Basic, unknown scheme) or PermissionDenied/Unauthenticated
   // from the token server.
-  absl::Status OnUnauthorized(const std::string& host, const std::string& scope,
-                              const HttpResponse& response, const TlsOptions& tls);
+  absl::Status OnUnauthorized(const Reference& ref, const std::string& host,
+                              const std::string& scope, const HttpResponse& response,
+                              const TlsOptions& tls);
 
   // Number of token requests made so far (tests assert caching with it).
   int token_fetches() const;
@@ -58,8 +64,9 @@ class Authorizer {
     std::string value;
     std::chrono::steady_clock::time_point expires;
   };
-  absl::StatusOr<Token> FetchToken(const std::string& host, const HostState& state,
-                                   const std::string& scope, const TlsOptions& tls);
+  absl::StatusOr<Token> FetchToken(const Reference& ref, const std::string& host,
+                                   const HostState& state, const std::string& scope,
+                                   const TlsOptions& tls);
 
   HttpTransport* const transport_;
   const CredentialStore* const credentials_;

@@ -68,8 +68,20 @@ absl::StatusOr<std::map<std::string, HostCredentials>> ParseDockerConfig(std::st
 }
 
 CredentialStore::CredentialStore(std::map<std::string, HostCredentials> per_host,
-                                 std::string docker_config)
-    : per_host_(std::move(per_host)), docker_config_(std::move(docker_config)) {}
+                                 std::string docker_config,
+                                 std::shared_ptr<const CredentialProvider> provider)
+    : provider_(std::move(provider)),
+      per_host_(std::move(per_host)),
+      docker_config_(std::move(docker_config)) {}
+
+absl::StatusOr<HostCredentials> CredentialStore::Lookup(std::string_view host,
+                                                        std::string_view registry,
+                                                        std::string_view repository) const {
+  if (provider_ != nullptr) {
+    if (std::optional<HostCredentials> c = provider_->Find(registry, repository, host)) return *c;
+  }
+  return Lookup(host);
+}
 
 absl::StatusOr<HostCredentials> CredentialStore::Lookup(std::string_view host) const {
   std::string key = NormalizeHostKey(host);

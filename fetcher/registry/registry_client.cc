@@ -109,7 +109,7 @@ std::string ContentTypeOf(const HttpResponse& r) {
 RegistryClient::RegistryClient(RegistryConfig config, std::unique_ptr<HttpTransport> transport)
     : config_(std::move(config)),
       transport_(std::move(transport)),
-      credentials_(config_.auths, config_.docker_config),
+      credentials_(config_.auths, config_.docker_config, config_.credential_provider),
       authorizer_(
           std::make_unique<Authorizer>(transport_.get(), &credentials_, config_.request_timeout)),
       limiter_(std::make_unique<HostLimiter>(config_.max_concurrency_per_host)) {}
@@ -188,7 +188,7 @@ absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
   while (true) {
     HttpHeaders headers = call.headers;
     if (call.on_attempt) call.on_attempt(&headers);
-    auto auth = authorizer_->HeaderFor(host.host, scope, host.tls);
+    auto auth = authorizer_->HeaderFor(ref, host.host, scope, host.tls);
     if (!auth.ok()) {
       return absl::Status(auth.status().code(), fmt::format("{}: auth: {}", context,
                                                             std::string(auth.status().message())));
@@ -256,7 +256,7 @@ absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
       int s = resp->status;
       if (s == 401 && auth_rounds < 2) {
         ++auth_rounds;
-        auto st = authorizer_->OnUnauthorized(host.host, scope, *resp, host.tls);
+        auto st = authorizer_->OnUnauthorized(ref, host.host, scope, *resp, host.tls);
         if (!st.ok()) {
           return absl::Status(st.code(),
                               fmt::format("{}: HTTP 401: {}", context, std::string(st.message())));

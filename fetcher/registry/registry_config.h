@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -34,11 +35,18 @@
 
 namespace lazypull::registry {
 
+class CredentialProvider;  // credential_provider.h
+
 struct HostCredentials {
   std::string username;
   std::string password;        // secret: never logged
   std::string identity_token;  // OAuth2 refresh token (docker "identitytoken"); secret
-  bool empty() const { return username.empty() && password.empty() && identity_token.empty(); }
+  // A bearer token sent to the registry as is, instead of asking its token server (CRI
+  // AuthConfig.registry_token); secret.
+  std::string registry_token = {};
+  bool empty() const {
+    return username.empty() && password.empty() && identity_token.empty() && registry_token.empty();
+  }
 };
 
 // Value type; thread-compatible.
@@ -61,6 +69,9 @@ struct RegistryConfig {
   bool multi_range = true;
   uint64_t upload_chunk_bytes = 16 << 20;
   std::string user_agent = "lazypull/0.1";
+  // Not from TOML: credentials consulted before `auths` and docker_config (the CRI keychain).
+  // Null = none. Shared with whoever fills it; must be thread-safe.
+  std::shared_ptr<const CredentialProvider> credential_provider;
 };
 
 // Parses the `[registry]` table (pass the table itself, not the document root). Unknown keys,

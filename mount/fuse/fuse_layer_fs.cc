@@ -61,6 +61,10 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  if (ctx->options.zero_copy && (conn->capable & FUSE_CAP_SPLICE_WRITE)) {
+    conn->want |= FUSE_CAP_SPLICE_WRITE;
+    if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
+  }
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;  // data never changes: keep the page cache
   conn->max_read = ctx->options.max_read;   // must equal the max_read mount option
   conn->max_readahead = ctx->options.max_read;
@@ -121,9 +125,44 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
+// Zeros for holes in zero-copy replies (read only; as large as the largest read).
+const char* ZeroPage(size_t size) {
+  static const std::vector<char> zeros(4 << 20, '\0');
+  return size <= zeros.size() ? zeros.data() : nullptr;
+}
+
+// Replies straight from the chunk-cache files when every byte is local and verified: the
+// kernel splices their page-cache pages into the reply, with no copy through this process.
+bool ReplyFromCacheFiles(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
+  thread_local std::vector<LayerReader::Span> spans;
+  if (!Ctx(req).reader->ReadSpans(ino, off, size, &spans)) return false;
+  std::vector<char> storage(sizeof(fuse_bufvec) +
+                            std::max<size_t>(spans.size(), 1) * sizeof(fuse_buf));
+  auto* vec = reinterpret_cast<fuse_bufvec*>(storage.data());
+  *vec = FUSE_BUFVEC_INIT(0);
+  vec->count = spans.size();
+  for (size_t i = 0; i < spans.size(); ++i) {
+    fuse_buf& b = vec->buf[i];
+    b = fuse_buf{};
+    b.size = spans[i].length;
+    if (spans[i].file) {
+      b.flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+      b.fd = spans[i].file->fd();
+      b.pos = static_cast<off_t>(spans[i].offset);
+    } else {
+      b.mem = const_cast<char*>(ZeroPage(b.size));
+      if (b.mem == nullptr) return false;
+    }
+  }
+  fuse_reply_data(req, vec, FUSE_BUF_SPLICE_MOVE);
+  spans.clear();  // closes files evicted meanwhile
+  return true;
+}
+
 void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   Guard(req, "read", [&] {
     if (off < 0) return (void)fuse_reply_err(req, EINVAL);
+    if (Ctx(req).options.zero_copy && ReplyFromCacheFiles(req, ino, size, off)) return;
     // One buffer per FUSE worker thread, reused: a fresh max_read-sized allocation per read
     // would cost an mmap and a page fault per 4 KiB.
     thread_local std::vector<char> buf;

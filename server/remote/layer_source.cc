@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 
 namespace lazypull::remote {
@@ -54,6 +55,15 @@ absl::StatusOr<LayerSource> LayerSourceFromLabels(const Labels& labels) {
           absl::StrCat("bad manifest digest label ", manifest_digest, ": ", md.status().message()));
     }
     source.manifest_digest = *md;
+  }
+  std::string layers = LabelOr(labels, kCriImageLayersLabel);
+  if (layers.empty()) layers = LabelOr(labels, kStargzLayersLabel);
+  for (const std::string& item :
+       std::vector<std::string>(absl::StrSplit(layers, ',', absl::SkipWhitespace()))) {
+    // A truncated last entry does not parse: a hint, so skip it rather than fail.
+    if (absl::StatusOr<Digest> d = Digest::Parse(item); d.ok()) {
+      source.image_layers.push_back(*d);
+    }
   }
   for (const auto& [key, value] : labels) {
     if (key.starts_with(kSnapshotLabelPrefix) && !IsProtocolLabel(key)) {

@@ -19,6 +19,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "fetcher/oci/descriptor.h"
@@ -32,6 +33,9 @@ inline constexpr char kCriLayerDigestLabel[] = "containerd.io/snapshot/cri.layer
 inline constexpr char kCriManifestDigestLabel[] = "containerd.io/snapshot/cri.manifest-digest";
 inline constexpr char kStargzReferenceLabel[] = "containerd.io/snapshot/remote/stargz.reference";
 inline constexpr char kStargzDigestLabel[] = "containerd.io/snapshot/remote/stargz.digest";
+// Comma-separated digests of the image's layers (truncated by containerd to fit a label).
+inline constexpr char kCriImageLayersLabel[] = "containerd.io/snapshot/cri.image-layers";
+inline constexpr char kStargzLayersLabel[] = "containerd.io/snapshot/remote/stargz.layers";
 
 // Labels lazypull adds to a committed remote snapshot (the persisted LayerSource).
 inline constexpr char kSourceRefLabel[] = "containerd.io/snapshot/lazypull.ref";
@@ -44,6 +48,9 @@ struct LayerSource {
   std::optional<Digest> manifest_digest;  // CRI sends it; stargz does not
   // Descriptor annotations that arrived as labels (e.g. the eStargz TOC digest).
   std::map<std::string, std::string> label_annotations;
+  // The image's layers named by cri.image-layers / stargz.layers (may be a prefix when
+  // containerd truncated the label; empty when absent).
+  std::vector<Digest> image_layers;
 };
 
 // Extracts the source from Prepare labels. NotFound when the labels name no remote source

@@ -25,9 +25,12 @@ absl::StatusOr<RemoteConfig> ParseRemoteConfig(const toml::table& section) {
   RemoteConfig config;
   for (const auto& [k, node] : section) {
     std::string_view key = k.str();
-    if (key == "enabled" || key == "fail_on_restore_error") {
+    if (key == "enabled" || key == "fail_on_restore_error" || key == "preload_layers") {
       if (!node.is_boolean()) return KeyError(key, "must be a boolean");
-      (key == "enabled" ? config.enabled : config.fail_on_restore_error) = *node.value<bool>();
+      bool& field = key == "enabled"                 ? config.enabled
+                    : key == "fail_on_restore_error" ? config.fail_on_restore_error
+                                                     : config.preload_layers;
+      field = *node.value<bool>();
     } else if (key == "restore_concurrency") {
       absl::StatusOr<int64_t> v = PositiveInt(node, key);
       if (!v.ok()) return v.status();

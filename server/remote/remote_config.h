@@ -9,6 +9,8 @@
 //   restore_concurrency = 4        # layers re-mounted in parallel at start
 //   status_interval_ms = 2000      # how often <root>/status.json is rewritten
 //   manifest_cache_ms = 300000     # how long a resolved tag's manifest is reused
+//   preload_layers = true          # on an image's first lazy layer, open the indexes of its
+//                                  # other layers in parallel (their Prepares then only mount)
 //
 // Value type; thread-compatible.
 #ifndef LAZYPULL_SERVER_REMOTE_REMOTE_CONFIG_H_
@@ -29,6 +31,7 @@ struct RemoteConfig {
   size_t restore_concurrency = 4;
   std::chrono::milliseconds status_interval{2000};
   std::chrono::milliseconds manifest_cache{300000};
+  bool preload_layers = true;
 };
 
 // Parses the `[remote]` table itself. InvalidArgument naming `remote.<key>` for unknown keys,

@@ -4,9 +4,16 @@ namespace lazypull::remote {
 
 absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> NewRemoteLayerHandler(
     const DaemonConfig& config) {
+  return NewRemoteLayerHandlerWithCredentials(config, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> NewRemoteLayerHandlerWithCredentials(
+    const DaemonConfig& config,
+    std::shared_ptr<const registry::CredentialProvider> extra_credentials) {
   absl::StatusOr<RemoteLayerManager::Options> options =
       RemoteLayerManager::OptionsFromToml(config.root, *config.table);
   if (!options.ok()) return options.status();
+  options->registry.credential_provider = std::move(extra_credentials);
   if (!options->remote.enabled) return nullptr;
   absl::StatusOr<std::unique_ptr<RemoteLayerManager>> manager =
       RemoteLayerManager::Create(std::move(*options));

@@ -14,7 +14,9 @@
 #include "absl/time/time.h"
 #include "base/logging.h"
 #include "base/unique_fd.h"
+#include "fetcher/format/estargz_reader.h"
 #include "fetcher/format/format_detector.h"
+#include "fetcher/format/zstd_chunked_reader.h"
 #include "fetcher/layer_reader/layer_reader.h"
 #include "mount/fuse/stale_mounts.h"
 
@@ -280,6 +282,94 @@ absl::Status RemoteLayerManager::MountLocalLayer(int64_t snapshot_id, const Reso
 }
 // --- end of EROFS backend additions ---
 
+namespace {
+
+std::string PreloadKey(const std::string& pinned_ref, const Digest& layer) {
+  return pinned_ref + " " + layer.ToString();
+}
+
+// Whether the descriptor alone says the layer has a lazy index (preloading the others would
+// only waste a tail fetch).
+bool AnnotatedLazy(const oci::Descriptor& d) {
+  static constexpr std::string_view kKeys[] = {format::kEstargzTocDigestAnnotation,
+                                               format::kZstdChunkedManifestPositionKey,
+                                               format::kLegacyZstdChunkedManifestPositionKey};
+  for (std::string_view k : kKeys) {
+    if (d.annotations.count(std::string(k)) > 0) return true;
+  }
+  return false;
+}
+
+// Preloaded indexes unused this long are dropped (their image's pull was abandoned).
+constexpr std::chrono::minutes kPreloadLifetime{10};
+
+}  // namespace
+
+void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const ResolvedLayer& layer) {
+  if (!options_.remote.preload_layers) return;
+  absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
+  if (!ref.ok()) return;
+  absl::StatusOr<registry::ResolvedImage> image = ResolveImage(*ref, /*allow_cached=*/true);
+  if (!image.ok()) return;
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = preloads_.begin(); it != preloads_.end();) {
+    it = now - it->second.started > kPreloadLifetime ? preloads_.erase(it) : std::next(it);
+  }
+  for (const oci::Descriptor& other : image->manifest.layers) {
+    if (other.digest == layer.layer.digest || !AnnotatedLazy(other)) continue;
+    if (!source.image_layers.empty() &&
+        std::find(source.image_layers.begin(), source.image_layers.end(), other.digest) ==
+            source.image_layers.end()) {
+      continue;
+    }
+    const std::string key = PreloadKey(layer.image_ref, other.digest);
+    if (preloads_.count(key) > 0) continue;
+    bool mounted = false;
+    for (const auto& [id, entry] : mounted_) {
+      mounted = mounted || (entry.source.layer.digest == other.digest &&
+                            entry.source.image_ref == layer.image_ref);
+    }
+    if (mounted) continue;
+    registry::Reference pinned = *ref;
+    std::shared_future<absl::StatusOr<std::shared_ptr<const format::LayerIndex>>> future =
+        std::async(
+            std::launch::async,
+            [this, pinned, other]() -> absl::StatusOr<std::shared_ptr<const format::LayerIndex>> {
+              std::shared_ptr<BlobReader> blob = client_->OpenBlob(pinned, other);
+              absl::StatusOr<format::LayerIndex> index =
+                  format::OpenLayerIndex(*blob, other.media_type, other.annotations);
+              if (!index.ok()) return index.status();
+              return std::make_shared<const format::LayerIndex>(std::move(*index));
+            })
+            .share();
+    preloads_[key] = Preload{std::move(future), now};
+  }
+}
+
+absl::StatusOr<std::shared_ptr<const format::LayerIndex>> RemoteLayerManager::LayerIndexFor(
+    const ResolvedLayer& layer, BlobReader& blob) {
+  std::optional<Preload> preload;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = preloads_.find(PreloadKey(layer.image_ref, layer.layer.digest));
+    if (it != preloads_.end()) {
+      preload = std::move(it->second);
+      preloads_.erase(it);
+    }
+  }
+  if (preload) {
+    const absl::StatusOr<std::shared_ptr<const format::LayerIndex>>& index = preload->index.get();
+    if (index.ok()) return *index;
+    LogInfo("preloaded layer index failed; opening it again",
+            {{"layer", layer.layer.digest.ToString()}, {"error", index.status().ToString()}});
+  }
+  absl::StatusOr<format::LayerIndex> index =
+      format::OpenLayerIndex(blob, layer.layer.media_type, layer.layer.annotations);
+  if (!index.ok()) return index.status();
+  return std::make_shared<const format::LayerIndex>(std::move(*index));
+}
+
 absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedLayer& layer,
                                             const std::string& fs_dir, const std::string& backend) {
   status_active_ = true;
@@ -291,14 +381,12 @@ absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedL
   absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
   if (!ref.ok()) return ref.status();
   std::shared_ptr<BlobReader> blob = client_->OpenBlob(*ref, layer.layer);
-  absl::StatusOr<format::LayerIndex> index =
-      format::OpenLayerIndex(*blob, layer.layer.media_type, layer.layer.annotations);
+  absl::StatusOr<std::shared_ptr<const format::LayerIndex>> index = LayerIndexFor(layer, *blob);
   if (!index.ok()) return index.status();
-  const std::string format(format::LayerFormatName(index->format()));
+  const std::string format(format::LayerFormatName((*index)->format()));
   const std::string layer_id = layer.layer.digest.ToString();
   absl::StatusOr<std::unique_ptr<LayerReader>> reader =
-      LayerReader::Create(layer_id, std::make_shared<const format::LayerIndex>(std::move(*index)),
-                          blob, *cache, options_.mount.reader);
+      LayerReader::Create(layer_id, *index, blob, *cache, options_.mount.reader);
   if (!reader.ok()) return reader.status();
   absl::StatusOr<std::unique_ptr<mount::MountedLayer>> mounted =
       backend_->Mount({.layer_id = layer_id,
@@ -333,6 +421,7 @@ absl::StatusOr<Labels> RemoteLayerManager::PrepareRemoteLayer(const RemoteLayerR
   if (!source.ok()) return source.status();
   absl::StatusOr<ResolvedLayer> layer = Resolve(*source);
   absl::Status s = layer.status();
+  if (s.ok()) PreloadImageLayers(*source, *layer);
   if (s.ok()) s = MountLayer(request.snapshot_id, *layer, fs_dir, BackendLabel(request.labels));
   if (!s.ok()) {
     LogInfo("layer is not lazily mountable; containerd will pull it",

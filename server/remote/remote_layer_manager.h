@@ -32,6 +32,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -43,8 +44,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "fetcher/cache/chunk_cache.h"
+#include "fetcher/format/layer_index.h"
 #include "fetcher/layer_reader/background_scheduler.h"
 #include "fetcher/layer_reader/fetch_executor.h"
+#include "fetcher/registry/credential_provider.h"
 #include "fetcher/registry/registry_client.h"
 #include "mount/backend.h"
 #include "mount/mount_config.h"
@@ -127,6 +130,12 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   absl::StatusOr<ResolvedLayer> Resolve(const LayerSource& source);
   absl::StatusOr<registry::ResolvedImage> ResolveImage(const registry::Reference& ref,
                                                        bool allow_cached);
+  // Starts opening, in parallel, the indexes of the other lazy layers of `layer`'s image that
+  // `source` names (all of the manifest's when it names none), so their Prepares only mount.
+  void PreloadImageLayers(const LayerSource& source, const ResolvedLayer& layer);
+  // The layer's index: a preloaded one when there is one, else opened now.
+  absl::StatusOr<std::shared_ptr<const format::LayerIndex>> LayerIndexFor(
+      const ResolvedLayer& layer, BlobReader& blob);
   // Opens, indexes and mounts `layer` at fs_dir and records it under snapshot_id. `backend`:
   // the kBackendLabel value ("" = configured backend). A layer the backend holds locally is
   // mounted from there without index or registry.
@@ -166,6 +175,13 @@ class RemoteLayerManager final : public RemoteLayerHandler {
     std::chrono::steady_clock::time_point fetched;
   };
   std::map<std::string, CachedImage> images_;  // by reference string
+  // Indexes being opened ahead of their Prepare, by pinned image ref + " " + layer digest.
+  // Declared after client_: destroyed (waiting for their tasks) before it.
+  struct Preload {
+    std::shared_future<absl::StatusOr<std::shared_ptr<const format::LayerIndex>>> index;
+    std::chrono::steady_clock::time_point started;
+  };
+  std::map<std::string, Preload> preloads_;
 
   std::mutex status_mu_;
   std::condition_variable status_cv_;
@@ -178,6 +194,11 @@ class RemoteLayerManager final : public RemoteLayerHandler {
 // backend that cannot be opened.
 absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> NewRemoteLayerHandler(
     const DaemonConfig& config);
+// The same, with credentials consulted before the [registry] ones (the CRI keychain; may be
+// null).
+absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> NewRemoteLayerHandlerWithCredentials(
+    const DaemonConfig& config,
+    std::shared_ptr<const registry::CredentialProvider> extra_credentials);
 
 }  // namespace lazypull::remote
 

@@ -275,6 +275,49 @@ TEST(FormatDetectorTest, ChoosesReader) {
   EXPECT_EQ(index->format(), LayerFormat::kEstargz);
 }
 
+// Counts the requests a format reader makes.
+class CountingBlobReader : public BlobReader {
+ public:
+  explicit CountingBlobReader(std::string data) : base_(NewStringBlobReader(std::move(data))) {}
+  uint64_t Size() const override { return base_->Size(); }
+  absl::StatusOr<std::string> ReadAt(uint64_t offset, uint64_t length) override {
+    ranges.push_back({offset, length});
+    return base_->ReadAt(offset, length);
+  }
+  std::vector<ByteRange> ranges;
+
+ private:
+  std::unique_ptr<BlobReader> base_;
+};
+
+TEST(FormatDetectorTest, FooterAndTocInOneRequestWhenTheTailHoldsThem) {
+  BuiltBlob b = BuildEstargz(SampleEntries());
+  const std::string gz = "application/vnd.oci.image.layer.v1.tar+gzip";
+  CountingBlobReader reader(b.blob);
+  auto index = OpenLayerIndex(reader, gz, b.annotations);
+  ASSERT_TRUE(index.ok()) << index.status();
+  ASSERT_EQ(reader.ranges.size(), 1u);  // the speculative tail (here: the whole small blob)
+  EXPECT_EQ(reader.ranges[0].end(), b.blob.size());
+
+  // A tail too short for the TOC: the second request fetches only what the tail lacks.
+  FormatReadOptions short_tail;
+  short_tail.speculative_tail_bytes = 100;
+  CountingBlobReader reader2(b.blob);
+  index = OpenLayerIndex(reader2, gz, b.annotations, short_tail);
+  ASSERT_TRUE(index.ok()) << index.status();
+  ASSERT_EQ(reader2.ranges.size(), 2u);
+  EXPECT_EQ(reader2.ranges[0].offset, b.blob.size() - 100);
+  EXPECT_EQ(reader2.ranges[1].end(), b.blob.size() - 100);
+
+  // Tail off: footer, then TOC, as the format readers ask.
+  FormatReadOptions no_tail;
+  no_tail.speculative_tail_bytes = 0;
+  CountingBlobReader reader3(b.blob);
+  ASSERT_TRUE(OpenLayerIndex(reader3, gz, b.annotations, no_tail).ok());
+  ASSERT_EQ(reader3.ranges.size(), 2u);
+  EXPECT_EQ(reader3.ranges[0].length, kEstargzFooterSize);
+}
+
 }  // namespace
 }  // namespace lazypull::format
 

@@ -2,6 +2,8 @@
 // with LayerIndexBuilder, a real ChunkCache in a TempDir.
 #include "fetcher/layer_reader/layer_reader.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -370,6 +372,39 @@ TEST(BackgroundSchedulerTest, PausesForOnDemandWorkAndPacesToTheBudget) {
   EXPECT_EQ(a.budget(), 5u << 20);
   a.RecordTransfer(1000, std::chrono::milliseconds(1));  // too small to say anything
   EXPECT_EQ(a.budget(), 5u << 20);
+}
+
+// Zero-copy path: spans point into verified cache files only; the bytes they name are exact.
+TEST(LayerReaderTest, ReadSpansNameOnlyVerifiedCacheFiles) {
+  TempDir dir;
+  Layer l = MakeLayer(3, 5000);
+  LayerReaderOptions o;
+  o.background_fetch = false;
+  o.readahead_window = 0;
+  std::vector<LayerReader::Span> spans;
+  {
+    auto cache = OpenCache(dir);
+    auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE((*r)->ReadSpans(InoOf(l, 1), 0, 5000, &spans));  // not fetched yet
+    ExpectFile(**r, l, 1);
+    ASSERT_TRUE((*r)->ReadSpans(InoOf(l, 1), 100, 1000, &spans));
+    ASSERT_EQ(spans.size(), 1u);
+    ASSERT_TRUE(spans[0].file.has_value());
+    std::string got(spans[0].length, '\0');
+    ASSERT_EQ(pread(spans[0].file->fd(), got.data(), got.size(), spans[0].offset), 1000);
+    EXPECT_EQ(got, l.contents[1].substr(100, 1000));
+    // Past EOF: nothing to send, and no fetch needed.
+    ASSERT_TRUE((*r)->ReadSpans(InoOf(l, 1), 9000, 10, &spans));
+    EXPECT_TRUE(spans.empty());
+  }
+  // A new process's cache: the file is untrusted until a Read has hashed it.
+  auto cache = OpenCache(dir);
+  auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE((*r)->ReadSpans(InoOf(l, 1), 0, 5000, &spans));
+  ExpectFile(**r, l, 1);
+  EXPECT_TRUE((*r)->ReadSpans(InoOf(l, 1), 0, 5000, &spans));
 }
 }  // namespace
 }  // namespace lazypull

@@ -35,12 +35,25 @@ std::string BuildConfig(const std::string& work_dir, const ContainerdOptions& op
   if (options.enable_cri) {
     config += fmt::format(
         "[plugins.\"io.containerd.grpc.v1.cri\"]\n"
+        // Pods get oom_score_adj -998 (sandbox) otherwise; lowering it needs CAP_SYS_RESOURCE,
+        // which this machine's root lacks (runc init dies: "can't get final child's PID").
+        "  restrict_oom_score_adj = true\n"
+        "{2}"
         "  [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n"
-        "    snapshotter = \"{}\"\n"
+        "    snapshotter = \"{0}\"\n"
         "    disable_snapshot_annotations = false\n"
+        // Defining the runc table drops the default runtime_type: without it RunPodSandbox
+        // fails with "container.Runtime.Name must be set".
+        "    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n"
+        "      runtime_type = \"io.containerd.runc.v2\"\n"
         "    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n"
-        "      SystemdCgroup = false\n",
-        options.proxy_snapshotter_socket.empty() ? "overlayfs" : options.proxy_snapshotter_name);
+        "      SystemdCgroup = false\n"
+        // Else the CRI plugin creates and watches /etc/cni/net.d on the host.
+        "  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n"
+        "    bin_dir = \"{1}/cni/bin\"\n"
+        "    conf_dir = \"{1}/cni/net.d\"\n",
+        options.proxy_snapshotter_socket.empty() ? "overlayfs" : options.proxy_snapshotter_name,
+        work_dir, options.cri_plugin_config.empty() ? "" : options.cri_plugin_config + "\n");
   }
   config += options.extra_config;
   return config;

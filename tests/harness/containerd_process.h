@@ -28,6 +28,10 @@ struct ContainerdOptions {
   // `disable_snapshot_annotations = false`. Off by default: the CRI plugin is then disabled,
   // which makes containerd start faster and touch nothing outside its dirs.
   bool enable_cri = false;
+  // TOML keys placed directly in [plugins."io.containerd.grpc.v1.cri"] when enable_cri (e.g.
+  // `sandbox_image = "127.0.0.1:5000/pause:v1"`). The CRI plugin's CNI dirs are always
+  // <work_dir>/cni/{bin,net.d} (with no CNI config: only host-network pods can run).
+  std::string cri_plugin_config;
   // Appended verbatim to the generated config.toml (TOML, config version 2).
   std::string extra_config;
   // containerd's --log-level.

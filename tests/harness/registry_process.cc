@@ -30,11 +30,14 @@ absl::StatusOr<std::unique_ptr<RegistryProcess>> RegistryProcess::Start(const st
         options.token->realm, options.token->service, options.token->issuer,
         options.token->root_cert_bundle_path);
   }
+  reg->storage_dir_ = options.storage_dir.empty() ? work_dir + "/storage" : options.storage_dir;
   std::string config = fmt::format(
       "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n"
-      "storage:\n  filesystem:\n    rootdirectory: {}/storage\n  delete:\n    enabled: true\n"
+      "storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{}"
       "http:\n  addr: 127.0.0.1:{}\n{}",
-      work_dir, reg->port_, auth);
+      reg->storage_dir_,
+      options.read_only ? "  maintenance:\n    readonly:\n      enabled: true\n" : "", reg->port_,
+      auth);
   auto st = WriteFile(work_dir + "/config.yml", config);
   if (!st.ok()) return st;
   auto proc = Subprocess::Start({"docker-registry", "serve", work_dir + "/config.yml"},

@@ -22,6 +22,10 @@ struct RegistryOptions {
     std::string realm, service, issuer, root_cert_bundle_path;
   };
   std::optional<Token> token;
+  // Serve this storage directory (e.g. another registry's `storage_dir()`) instead of
+  // <work_dir>/storage, read-only when `read_only` — the same images behind other auth.
+  std::string storage_dir;
+  bool read_only = false;
 };
 
 class RegistryProcess {
@@ -35,6 +39,7 @@ class RegistryProcess {
   int port() const { return port_; }
   // "127.0.0.1:PORT"
   std::string host() const;
+  std::string storage_dir() const { return storage_dir_; }
   // Pushes an OCI image layout tag with skopeo: oci:LAYOUT:TAG → docker://host/REPO:TAG_OUT.
   // `extra` is inserted into the skopeo command line (e.g. "--dest-compress-format zstd").
   absl::Status PushOciLayout(const std::string& layout, const std::string& tag,
@@ -46,6 +51,7 @@ class RegistryProcess {
   RegistryProcess() = default;
   int port_ = 0;
   std::string work_dir_;
+  std::string storage_dir_;
   std::optional<std::pair<std::string, std::string>> basic_user_;
   Subprocess process_;
 };
