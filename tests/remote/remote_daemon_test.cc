@@ -380,7 +380,7 @@ size_t BlobGets(const std::vector<RecordedRequest>& requests, const std::string&
 
 // The first Prepare of an image opens every other lazy layer's index in parallel (each in ONE
 // request: footer and TOC in the speculative tail), so the later Prepares only mount.
-TEST_F(RemoteDaemonTest, FirstPrepareOpensTheOtherLayersIndexesInParallel) {
+TEST_P(RemoteDaemonTest, FirstPrepareOpensTheOtherLayersIndexesInParallel) {
   PushedImage image = Image("esgz");
   const auto& layers = image.resolved.manifest.layers;
   ASSERT_EQ(layers.size(), 4u);
