@@ -257,6 +257,71 @@ json.dump({'schemaVersion': 2, 'manifests': [dict(manifest,
   return layout;
 }
 
+absl::Status BuildRemoteTestImages(RemoteTestImages& im) {
+  absl::StatusOr<std::unique_ptr<RegistryProcess>> reg = RegistryProcess::Start(im.dir.Sub("reg"));
+  if (!reg.ok()) return reg.status();
+  im.registry = std::move(*reg);
+  ImageBuilder b(im.dir.Sub("image"));
+  b.AddLayer(LayerChanges::Busybox()).AddLayer(BigFilesLayer()).AddLayer(DeletionsLayer());
+  b.SetCmd({"/bin/sh"});
+  absl::StatusOr<BuiltImage> built = b.Build("v1");
+  if (!built.ok()) return built.status();
+  // A 4th layer made by hand: /old becomes an opaque directory (`.wh..wh..opq`), which
+  // umoci's own diffing never writes, with one new file in it.
+  absl::StatusOr<CommandResult> opaque = RunShell(
+      absl::StrCat("set -e; cd ", im.dir.path(), "; python3 - <<'PY'\n", "import io, tarfile\n",
+                   "t = tarfile.open('opaque.tar', 'w', format=tarfile.PAX_FORMAT)\n",
+                   "d = tarfile.TarInfo('old/'); d.type = tarfile.DIRTYPE; d.mode = 0o755; "
+                   "d.mtime = 1700000000; t.addfile(d)\n",
+                   "w = tarfile.TarInfo('old/.wh..wh..opq'); w.mtime = 1700000000; t.addfile(w)\n",
+                   "data = b'only file after the opaque dir\\n'\n",
+                   "f = tarfile.TarInfo('old/after-opaque.txt'); f.size = len(data); "
+                   "f.mode = 0o644; f.mtime = 1700000001; t.addfile(f, io.BytesIO(data))\n",
+                   // User xattrs (PAX SCHILY.xattr.*) on a file and a directory.
+                   "x = tarfile.TarInfo('xattrs/'); x.type = tarfile.DIRTYPE; x.mode = 0o755; "
+                   "x.mtime = 1700000002; x.pax_headers = {'SCHILY.xattr.user.tag': 'dir'}; "
+                   "t.addfile(x)\n",
+                   "data = b'has xattrs\\n'\n",
+                   "x = tarfile.TarInfo('xattrs/file'); x.size = len(data); x.mode = 0o644; "
+                   "x.mtime = 1700000003; x.pax_headers = {'SCHILY.xattr.user.color': 'blue', "
+                   "'SCHILY.xattr.user.empty': ''}; t.addfile(x, io.BytesIO(data))\n",
+                   // A sparse file: 8 MiB of zeros between two data blocks (zstd:chunked holes).
+                   "import random\n",
+                   "r = random.Random(7); data = bytes(r.getrandbits(8) for _ in range(65536))\n",
+                   "data = data + bytes(8 << 20) + data\n",
+                   "x = tarfile.TarInfo('xattrs/sparse.bin'); x.size = len(data); x.mode = 0o644; "
+                   "x.mtime = 1700000004; t.addfile(x, io.BytesIO(data))\n",
+                   "t.close()\n", "PY\n", "umoci raw add-layer --image ", built->layout_dir,
+                   ":v1 opaque.tar"),
+      std::chrono::seconds(120));
+  if (!opaque.ok()) return opaque.status();
+  if (opaque->exit_code != 0) return absl::InternalError("opaque layer: " + opaque->output);
+  built = ReadOciLayout(built->layout_dir, "v1");
+  if (!built.ok()) return built.status();
+  im.src = *built;
+  const std::string host = im.registry->host();
+  if (absl::Status s = im.registry->PushOciLayout(im.src.layout_dir, "v1", "src:v1"); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = LazypullConvert("estargz", host + "/src:v1", host + "/esgz:v1"); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = LazypullConvert("zstd:chunked", host + "/src:v1", host + "/zc:v1");
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s =
+          PushZstdChunkedWithSkopeo(im.dir.path(), im.src.layout_dir, "v1", host + "/skopeo-zc:v1");
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<std::string> rootfs =
+      UnpackRootfs(im.src.layout_dir, "v1", im.dir.Sub("unpacked"));
+  if (!rootfs.ok()) return rootfs.status();
+  im.rootfs = *rootfs;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PushedImage> ResolvePushed(const std::string& ref) {
   absl::StatusOr<registry::Reference> parsed = registry::ParseReference(ref);
   if (!parsed.ok()) return parsed.status();
