@@ -169,6 +169,10 @@ absl::StatusOr<MountConfig> ParseMountConfig(const toml::table& section) {
       auto n = GetSize(node, key, false);
       if (!n.ok()) return n.status();
       config.reader.readahead_window_max = *n;
+    } else if (key == "max_chunk_in_memory") {
+      auto n = GetSize(node, key, false);
+      if (!n.ok()) return n.status();
+      config.reader.max_chunk_in_memory = *n;
     } else if (key == "max_request_size") {
       auto n = GetSize(node, key, false);
       if (!n.ok()) return n.status();

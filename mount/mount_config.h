@@ -9,6 +9,7 @@
 //   fetch_timeout = "30s"          # a read waiting longer for the registry fails with EIO
 //   prefetch = true                # fetch the eStargz prioritized range at mount
 //   max_request_size = "16MiB"     # largest range of an on-demand fetch
+//   max_chunk_in_memory = "8MiB"   # larger chunks stream through a verified temp file
 //   file_readahead = "4MiB"        # a miss also fetches the file's next chunks (0 = off)
 //   readahead_window = "256KiB"    # ... and the next chunks in blob order (other files),
 //   readahead_window_max = "4MiB"  #     adaptive up to this (compressed bytes; 0 = off)

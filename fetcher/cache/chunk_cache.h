@@ -82,6 +82,8 @@ struct OpenChunkFile {
   std::string path;
 };
 
+class TempChunk;
+
 class ChunkCache {
  public:
   // Returns the chunk's bytes. Called at most once per single-flight group; may run on any
@@ -127,6 +129,16 @@ class ChunkCache {
   // Put for bytes the caller has just verified against `digest` (e.g. to serve them before
   // storing them): skips hashing them again. Same errors, except DataLoss.
   absl::Status PutVerified(const Digest& digest, std::string_view data);
+
+  // A chunk written into the cache's tmp/ as it streams in, for chunks too large to hold in
+  // memory (see TempChunk). InvalidArgument for a chunk larger than max_bytes is NOT an
+  // error here: such a chunk can be streamed and served, just not adopted.
+  absl::StatusOr<std::unique_ptr<TempChunk>> CreateTempChunk(const Digest& digest);
+  // Publishes a temp chunk whose bytes the caller has verified against `digest`: renames it
+  // into chunks/ and indexes it (trusted, like PutVerified). OK without change if the chunk
+  // is already stored. ResourceExhausted when the chunk alone exceeds max_bytes (the temp
+  // file stays the caller's). The temp chunk's fd stays readable either way.
+  absl::Status AdoptVerified(const Digest& digest, TempChunk& temp);
 
   // Claims the fetch of `digest` for a caller that fetches it itself (e.g. with other chunks
   // in one merged range request). Returns nullptr if the chunk is already stored or someone
@@ -212,6 +224,38 @@ class ChunkCache {
   uint64_t next_entry_id_ = 1;
   int64_t last_stamp_ = 0;
   ChunkCacheStats counters_;  // entries/bytes_stored/open_fds are filled in by stats()
+};
+
+// A chunk file being written in the cache's tmp/ (ChunkCache::CreateTempChunk). Its bytes are
+// the caller's to verify; readers get them only after that (a verified TempChunk may be read
+// through fd() while it lives, adopted or not). Destruction removes the file unless it was
+// adopted. Move-only; not thread-safe while appending, read-only use (fd()) is.
+class TempChunk {
+ public:
+  ~TempChunk();
+  TempChunk(const TempChunk&) = delete;
+  TempChunk& operator=(const TempChunk&) = delete;
+
+  // Appends `data`. I/O errors keep their errno-derived code (ResourceExhausted on ENOSPC).
+  absl::Status Append(std::string_view data);
+  uint64_t size() const { return size_; }
+  int fd() const { return fd_.get(); }
+  bool adopted() const { return adopted_; }
+
+ private:
+  friend class ChunkCache;
+  TempChunk(std::shared_ptr<CacheFs> fs, UniqueFd write_fd, UniqueFd read_fd, std::string path)
+      : fs_(std::move(fs)),
+        write_fd_(std::move(write_fd)),
+        fd_(std::move(read_fd)),
+        path_(std::move(path)) {}
+
+  std::shared_ptr<CacheFs> fs_;
+  UniqueFd write_fd_;
+  UniqueFd fd_;  // for reading
+  std::string path_;
+  uint64_t size_ = 0;
+  bool adopted_ = false;
 };
 
 // The right to fetch one chunk (see ChunkCache::TryLease). Move-only; not thread-safe.

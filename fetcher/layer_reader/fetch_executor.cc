@@ -1,7 +1,10 @@
 #include "fetcher/layer_reader/fetch_executor.h"
 
 #include <algorithm>
+#include <exception>
 #include <utility>
+
+#include "base/logging.h"
 
 namespace lazypull {
 
@@ -54,7 +57,15 @@ void FetchExecutor::Work() {
         return;  // stopping and drained
       }
     }
-    task();
+    // A task must not throw; if one does anyway (e.g. bad_alloc), it must not take the daemon
+    // down: log it and keep serving.
+    try {
+      task();
+    } catch (const std::exception& e) {
+      LogError("fetch task threw", {{"error", e.what()}});
+    } catch (...) {
+      LogError("fetch task threw", {{"error", "unknown exception"}});
+    }
     if (background) {
       std::lock_guard<std::mutex> lock(mu_);
       --background_running_;

@@ -1,8 +1,10 @@
 #include "fetcher/layer_reader/layer_reader.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <span>
 #include <utility>
@@ -10,6 +12,7 @@
 #include "base/logging.h"
 #include "fetcher/format/chunk_decoder.h"
 #include "fetcher/layer_reader/chunk_assembler.h"
+#include "fetcher/layer_reader/chunk_spool.h"
 #include "fmt/format.h"
 
 namespace lazypull {
@@ -344,37 +347,102 @@ void LayerReader::FinishChunk(const ChunkRef& ref, std::string_view compressed) 
 
 void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
   if (groups.empty()) return;
+  // Chunks too large to hold in memory are spooled to a file as they stream in; the others
+  // are assembled in memory. A spooled chunk never overlaps another (the assembler would
+  // otherwise need its bytes), which every format here guarantees.
+  struct Spooled {
+    size_t index;  // in the group's chunks
+    uint64_t fed = 0;
+    std::unique_ptr<ChunkSpool> spool;
+    bool done = false;
+  };
+  std::vector<std::vector<Spooled>> spooled(groups.size());
+  std::vector<std::vector<size_t>> buffered(groups.size());  // assembler index -> chunk index
   std::vector<ChunkAssembler::Group> layout;
   layout.reserve(groups.size());
-  for (const Group& g : groups) {
-    ChunkAssembler::Group a{g.range, {}};
-    for (const ChunkRef& ref : g.chunks) a.chunks.push_back(ref.chunk->compressed_range());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    ChunkAssembler::Group a{groups[g].range, {}};
+    const std::vector<ChunkRef>& chunks = groups[g].chunks;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const Chunk& c = *chunks[i].chunk;
+      const bool overlaps =
+          (i > 0 && chunks[i - 1].chunk->compressed_range().end() > c.compressed_offset) ||
+          (i + 1 < chunks.size() &&
+           c.compressed_range().end() > chunks[i + 1].chunk->compressed_offset);
+      if (!overlaps && (c.length > options_.max_chunk_in_memory ||
+                        c.compressed_length > options_.max_chunk_in_memory)) {
+        spooled[g].push_back(Spooled{i, 0, std::make_unique<ChunkSpool>(c, cache_)});
+      } else {
+        buffered[g].push_back(i);
+        a.chunks.push_back(c.compressed_range());
+      }
+    }
     layout.push_back(std::move(a));
   }
   ChunkAssembler assembler(
       std::move(layout), [&](size_t g, size_t i, std::string_view compressed) -> absl::Status {
-        FinishChunk(groups[g].chunks[i], compressed);
+        FinishChunk(groups[g].chunks[buffered[g][i]], compressed);
         if (stopping_) {
           return absl::CancelledError(fmt::format("layer {}: reader is shutting down", layer_id_));
         }
         return absl::OkStatus();
       });
+  // Hands the bytes [offset, offset + data.size()) of group g to the spools they belong to.
+  auto feed_spools = [&](size_t g, uint64_t offset, std::string_view data) -> absl::Status {
+    const uint64_t end = offset + data.size();
+    for (Spooled& s : spooled[g]) {
+      const Chunk& c = *groups[g].chunks[s.index].chunk;
+      const uint64_t from = std::max(offset, c.compressed_offset + s.fed);
+      const uint64_t to = std::min(end, c.compressed_range().end());
+      if (s.done || from >= to) continue;
+      s.spool->Feed(data.substr(from - offset, to - from)).IgnoreError();  // Finish reports it
+      s.fed += to - from;
+      if (s.fed == c.compressed_length) {
+        s.done = true;
+        FinishSpool(groups[g].chunks[s.index], *s.spool);
+      }
+      if (stopping_) {
+        return absl::CancelledError(fmt::format("layer {}: reader is shutting down", layer_id_));
+      }
+    }
+    return absl::OkStatus();
+  };
+  auto group_of = [&](uint64_t offset) {
+    return std::partition_point(groups.begin(), groups.end(),
+                                [&](const Group& g) { return g.range.end() <= offset; }) -
+           groups.begin();
+  };
   const std::vector<ByteRange> ranges = assembler.Ranges();
   uint64_t total = 0;
   for (const ByteRange& r : ranges) total += r.length;
   const bool stopping = stopping_;
   const auto start = std::chrono::steady_clock::now();
   absl::Status st =
-      stopping ? absl::CancelledError(fmt::format("layer {}: reader is shutting down", layer_id_))
-               : blob_->StreamRanges(ranges, [&](uint64_t offset, std::string_view data) {
-                   {
-                     // Counted as bytes arrive: a reader served early sees them in Stats().
-                     std::lock_guard<std::mutex> lock(mu_);
-                     stats_.bytes_fetched += data.size();
-                     if (kind == FetchKind::kBackground) stats_.background_bytes += data.size();
-                   }
-                   return assembler.Feed(offset, data);
-                 });
+      stopping
+          ? absl::CancelledError(fmt::format("layer {}: reader is shutting down", layer_id_))
+          : blob_->StreamRanges(
+                ranges, [&](uint64_t offset, std::string_view data) -> absl::Status {
+                  // This runs inside the transport (libcurl's callbacks): nothing may throw
+                  // through it. A failure fails this fetch's chunks, as any error does.
+                  try {
+                    {
+                      // Counted as bytes arrive: a reader served early sees them in Stats().
+                      std::lock_guard<std::mutex> lock(mu_);
+                      stats_.bytes_fetched += data.size();
+                      if (kind == FetchKind::kBackground) stats_.background_bytes += data.size();
+                    }
+                    const size_t g = group_of(offset);
+                    if (g < groups.size() && !spooled[g].empty()) {
+                      if (absl::Status fs = feed_spools(g, offset, data); !fs.ok()) return fs;
+                    }
+                    return assembler.Feed(offset, data);
+                  } catch (const std::bad_alloc&) {
+                    return absl::ResourceExhaustedError("out of memory decoding fetched chunks");
+                  } catch (const std::exception& e) {
+                    return absl::InternalError(
+                        fmt::format("decoding fetched chunks: {}", e.what()));
+                  }
+                });
   const auto elapsed = std::chrono::steady_clock::now() - start;
   if (st.ok()) scheduler_->RecordTransfer(total, elapsed);
   static constexpr const char* kKindNames[] = {"on-demand", "readahead", "prefetch", "background"};
@@ -410,11 +478,47 @@ void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
     }
   }
   for (size_t g = 0; g < groups.size(); ++g) {
-    for (size_t i = 0; i < groups[g].chunks.size(); ++i) {
+    for (size_t i = 0; i < buffered[g].size(); ++i) {
       if (assembler.Done(g, i)) continue;
-      CompleteFlight(*groups[g].chunks[i].chunk, groups[g].chunks[i].flight, failure, {}, false);
+      const ChunkRef& ref = groups[g].chunks[buffered[g][i]];
+      CompleteFlight(*ref.chunk, ref.flight, failure, {}, false);
+    }
+    for (const Spooled& s : spooled[g]) {
+      if (s.done) continue;
+      const ChunkRef& ref = groups[g].chunks[s.index];
+      CompleteFlight(*ref.chunk, ref.flight, failure, {}, false);
     }
   }
+}
+
+void LayerReader::FinishSpool(const ChunkRef& ref, ChunkSpool& spool) {
+  const Chunk& c = *ref.chunk;
+  bool stored = false;
+  absl::StatusOr<std::shared_ptr<const TempChunk>> file = spool.Finish(&stored);
+  if (!file.ok()) {
+    absl::Status st =
+        absl::Status(file.status().code(),
+                     fmt::format("layer {}: chunk at blob offset {} (+{}) failed verification: {}",
+                                 layer_id_, c.compressed_offset, c.compressed_length,
+                                 std::string(file.status().message())));
+    LogError("layer chunk rejected", {{"layer", layer_id_},
+                                      {"chunk_offset", c.compressed_offset},
+                                      {"chunk_length", c.compressed_length},
+                                      {"error", st.ToString()}});
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (st.code() == absl::StatusCode::kDataLoss) ++stats_.verify_errors;
+    }
+    CompleteFlight(c, ref.flight, st, {}, false);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.chunks_fetched;
+    ref.flight->file = *file;
+  }
+  PublishFlight(ref.flight, absl::OkStatus(), nullptr);
+  RetireFlight(c, ref.flight, stored);
 }
 
 absl::Status LayerReader::WaitFlight(const std::shared_ptr<Flight>& flight,
@@ -588,7 +692,23 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
           *p.chunk, ino, st,
           st.code() == absl::StatusCode::kDeadlineExceeded ? "timed out reading" : "reading");
     }
-    std::memcpy(p.dst, p.flight->data->data() + p.chunk_off, p.n);
+    if (p.flight->data != nullptr) {
+      std::memcpy(p.dst, p.flight->data->data() + p.chunk_off, p.n);
+      continue;
+    }
+    // A spooled chunk: its verified bytes are in a file.
+    for (size_t done = 0; done < p.n;) {
+      ssize_t got = ::pread(p.flight->file->fd(), p.dst + done, p.n - done,
+                            static_cast<off_t>(p.chunk_off + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        return ChunkError(*p.chunk, ino,
+                          absl::DataLossError(fmt::format(
+                              "spooled chunk file: {}", got < 0 ? std::strerror(errno) : "short")),
+                          "reading");
+      }
+      done += static_cast<size_t>(got);
+    }
   }
   return length;
 }

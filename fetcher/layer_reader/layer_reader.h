@@ -59,6 +59,7 @@
 #include "fetcher/cache/chunk_cache.h"
 #include "fetcher/format/layer_index.h"
 #include "fetcher/layer_reader/background_scheduler.h"
+#include "fetcher/layer_reader/chunk_spool.h"
 #include "fetcher/layer_reader/fetch_executor.h"
 #include "lazypull/blob_reader.h"
 #include "nlohmann/json.hpp"
@@ -74,6 +75,10 @@ struct LayerReaderOptions {
   // Upper bound of one on-demand fetch, readahead included (a single larger chunk is still
   // fetched).
   uint64_t max_request_bytes = 16 << 20;
+  // Chunks larger than this (compressed or not) never sit in memory whole: they are
+  // decompressed and hashed as they stream in, into a file (ChunkSpool), and served from it
+  // once verified. Bounds the memory of a read whatever a TOC declares.
+  uint64_t max_chunk_in_memory = 8 << 20;
   // Same-file readahead: on a miss, also fetch the file's following chunks that are not
   // local, up to this many uncompressed bytes (sequential readers then cost one round trip
   // per readahead window, not one per chunk). 0 = off.
@@ -191,7 +196,8 @@ class LayerReader {
   struct Flight {
     bool done = false;
     absl::Status status;
-    std::shared_ptr<const std::string> data;  // the verified chunk bytes
+    std::shared_ptr<const std::string> data;  // the verified chunk bytes, or
+    std::shared_ptr<const TempChunk> file;    // for a spooled chunk: a file holding them
   };
   struct ChunkRef {
     const format::Chunk* chunk;
@@ -238,6 +244,8 @@ class LayerReader {
   void RunFetch(std::vector<Group> groups, FetchKind kind);
   // Decodes/verifies/stores one chunk's compressed bytes and completes its flight.
   void FinishChunk(const ChunkRef& ref, std::string_view compressed);
+  // Completes the flight of a chunk spooled to a file (verified, then adopted if it fits).
+  void FinishSpool(const ChunkRef& ref, ChunkSpool& spool);
   // PublishFlight then RetireFlight.
   void CompleteFlight(const format::Chunk& c, const std::shared_ptr<Flight>& flight,
                       absl::Status status, std::shared_ptr<const std::string> data, bool stored);

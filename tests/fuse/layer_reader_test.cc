@@ -6,11 +6,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "fetcher/codec/gzip.h"
 #include "fetcher/codec/zstd.h"
 #include "fetcher/format/layer_index_builder.h"
 #include "gmock/gmock.h"
@@ -411,6 +413,91 @@ TEST(LayerReaderTest, ReadSpansNameOnlyVerifiedCacheFiles) {
   EXPECT_FALSE((*r)->ReadSpans(InoOf(l, 1), 0, 5000, &spans));
   ExpectFile(**r, l, 1);
   EXPECT_TRUE(WaitUntil([&] { return (*r)->ReadSpans(InoOf(l, 1), 0, 5000, &spans); }));
+}
+
+// One big file stored as ONE chunk (legal: eStargz without chunkSize), larger than
+// max_chunk_in_memory: it streams through a verified temp file, never whole in memory.
+struct BigChunkLayer {
+  std::shared_ptr<const format::LayerIndex> index;
+  std::shared_ptr<FaultBlobReader> blob;
+  std::string content;
+  format::Chunk chunk;
+};
+
+BigChunkLayer MakeBigChunkLayer(size_t size, bool gzip) {
+  BigChunkLayer l;
+  l.content.resize(size);
+  for (size_t j = 0; j < size; ++j) l.content[j] = static_cast<char>((j * 13 + j / 4096) % 251);
+  // A gzip member may start with other bytes (inner_offset) and go on with the next entry's
+  // tar header, as in eStargz.
+  const std::string prefix(100, 'p'), suffix(512, 's');
+  absl::StatusOr<std::string> compressed = gzip
+                                               ? codec::GzipCompress(prefix + l.content + suffix, 1)
+                                               : codec::ZstdCompress(l.content, 1);
+  EXPECT_TRUE(compressed.ok());
+  format::Chunk& c = l.chunk;
+  c.compression =
+      gzip ? format::ChunkCompression::kGzipMember : format::ChunkCompression::kZstdFrame;
+  c.compressed_offset = 0;
+  c.compressed_length = compressed->size();
+  c.inner_offset = gzip ? prefix.size() : 0;
+  c.length = size;
+  std::string raw = Digest::Of(l.content).hex();
+  for (int k = 0; k < 32; ++k) c.digest[k] = std::stoi(raw.substr(2 * k, 2), nullptr, 16);
+  c.has_digest = true;
+  format::LayerIndexBuilder b(
+      gzip ? format::LayerFormat::kEstargz : format::LayerFormat::kZstdChunked, {});
+  format::EntryMeta meta;
+  meta.permissions = 0644;
+  EXPECT_TRUE(b.AddRegular("big", meta, size, {c}).ok());
+  auto index = b.Finish(Digest::Of("toc"), compressed->size(), compressed->size());
+  EXPECT_TRUE(index.ok()) << index.status();
+  l.index = std::make_shared<const format::LayerIndex>(std::move(*index));
+  l.blob = std::make_shared<FaultBlobReader>(NewStringBlobReader(*compressed));
+  return l;
+}
+
+TEST(LayerReaderTest, ChunkLargerThanMemoryBudgetStreamsThroughAVerifiedFile) {
+  for (bool gzip : {false, true}) {
+    TempDir dir;
+    auto cache = OpenCache(dir);
+    BigChunkLayer l = MakeBigChunkLayer(12 << 20, gzip);
+    LayerReaderOptions o;
+    o.background_fetch = false;
+    o.max_chunk_in_memory = 1 << 20;
+    auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+    ASSERT_TRUE(r.ok());
+    const format::Ino ino = *l.index->LookupPath("big");
+    for (uint64_t off : {uint64_t{0}, uint64_t{6 << 20}, uint64_t{(12 << 20) - 1}}) {
+      std::string buf(4096, 'x');
+      auto n = (*r)->Read(ino, off, buf.data(), buf.size());
+      ASSERT_TRUE(n.ok()) << n.status();
+      ASSERT_EQ(*n, std::min<uint64_t>(4096, (12 << 20) - off));
+      EXPECT_EQ(buf.substr(0, *n), l.content.substr(off, *n)) << "gzip " << gzip << " at " << off;
+    }
+    EXPECT_EQ(l.blob->requests(), 1u);  // one fetch, then the verified file (or cache)
+    EXPECT_TRUE(WaitUntil([&] { return cache->Contains(l.chunk.digest_value()); }));
+    EXPECT_EQ((*r)->Stats().chunks_fetched, 1u);
+  }
+}
+
+TEST(LayerReaderTest, CorruptSpooledChunkIsNeverServedNorKept) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  BigChunkLayer l = MakeBigChunkLayer(6 << 20, false);
+  l.blob->CorruptByte(l.chunk.compressed_length / 2);
+  LayerReaderOptions o;
+  o.background_fetch = false;
+  o.max_chunk_in_memory = 1 << 20;
+  auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  std::string buf(10, 'x');
+  auto n = (*r)->Read(*l.index->LookupPath("big"), 0, buf.data(), buf.size());
+  EXPECT_EQ(n.status().code(), absl::StatusCode::kDataLoss) << n.status();
+  EXPECT_EQ(buf, std::string(10, 'x'));
+  EXPECT_FALSE(cache->Contains(l.chunk.digest_value()));
+  EXPECT_TRUE(std::filesystem::is_empty(dir.Sub("cache") + "/tmp"));
+  EXPECT_EQ((*r)->Stats().verify_errors, 1u);
 }
 }  // namespace
 }  // namespace lazypull
