@@ -199,6 +199,7 @@ ChunkCacheStats ChunkCache::stats() const {
 }
 
 void ChunkCache::EraseLocked(Entry* entry, FdList* closing) {
+  removed_.push_back(entry->hex);
   if (entry->fd) {
     closing->push_back(std::move(entry->fd));
     fd_lru_.erase(entry->fd_it);
@@ -207,6 +208,31 @@ void ChunkCache::EraseLocked(Entry* entry, FdList* closing) {
   bytes_stored_ -= entry->size;
   std::string key = entry->hex;  // `entry` dies with the map node
   entries_.erase(key);
+}
+
+void ChunkCache::AddListener(EvictionListener* listener) {
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  listeners_.push_back(listener);
+}
+
+void ChunkCache::RemoveListener(EvictionListener* listener) {
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  listeners_.erase(std::remove(listeners_.begin(), listeners_.end(), listener), listeners_.end());
+}
+
+void ChunkCache::NotifyRemoved() {
+  std::vector<std::string> removed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    removed.swap(removed_);
+  }
+  if (removed.empty()) return;
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  for (const std::string& hex : removed) {
+    absl::StatusOr<Digest> d = Digest::Parse("sha256:" + hex);
+    if (!d.ok()) continue;
+    for (EvictionListener* l : listeners_) l->OnChunkRemoved(*d);
+  }
 }
 
 void ChunkCache::EvictLocked(const Entry* keep, FdList* closing) {
@@ -240,6 +266,11 @@ void ChunkCache::CacheFdLocked(Entry* entry, std::shared_ptr<const OpenChunk> fd
 }
 
 void ChunkCache::DropIfSame(const std::string& hex, uint64_t id, bool corrupt) {
+  DropIfSameQuietly(hex, id, corrupt);
+  NotifyRemoved();
+}
+
+void ChunkCache::DropIfSameQuietly(const std::string& hex, uint64_t id, bool corrupt) {
   FdList closing;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(hex);
@@ -489,6 +520,12 @@ absl::StatusOr<std::unique_ptr<TempChunk>> ChunkCache::CreateTempChunk(const Dig
 }
 
 absl::Status ChunkCache::AdoptVerified(const Digest& digest, TempChunk& temp) {
+  absl::Status s = AdoptQuietly(digest, temp);
+  NotifyRemoved();
+  return s;
+}
+
+absl::Status ChunkCache::AdoptQuietly(const Digest& digest, TempChunk& temp) {
   const std::string hex = digest.hex();
   if (temp.size() > config_.max_bytes) {
     return absl::ResourceExhaustedError(
@@ -528,11 +565,15 @@ absl::Status ChunkCache::Put(const Digest& digest, std::string_view data) {
     return absl::DataLossError(fmt::format("chunk cache: refusing to store chunk {}: {}",
                                            digest.ToString(), std::string(s.message())));
   }
-  return Store(digest.hex(), data);
+  absl::Status s = Store(digest.hex(), data);
+  NotifyRemoved();
+  return s;
 }
 
 absl::Status ChunkCache::PutVerified(const Digest& digest, std::string_view data) {
-  return Store(digest.hex(), data);
+  absl::Status s = Store(digest.hex(), data);
+  NotifyRemoved();
+  return s;
 }
 
 absl::Status ChunkCache::Complete(const std::string& hex, const std::shared_ptr<InFlight>& flight,

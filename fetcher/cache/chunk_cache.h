@@ -164,6 +164,20 @@ class ChunkCache {
   // verifies it on first use); file-system errors opening it. Touches the LRU like a hit.
   absl::StatusOr<ReadHandle> OpenVerified(const Digest& digest);
 
+  // Told about every chunk that leaves the cache (evicted by the size limit, or dropped
+  // because its file vanished or did not verify), so users that count chunks as local stay
+  // truthful. Called after the cache's own lock is released, from the thread whose call
+  // removed the chunk; must not call back into the cache's listener registration.
+  class EvictionListener {
+   public:
+    virtual ~EvictionListener() = default;
+    virtual void OnChunkRemoved(const Digest& digest) = 0;
+  };
+  // `listener` must stay valid until RemoveListener(listener) returns; RemoveListener waits
+  // for calls to it in progress.
+  void AddListener(EvictionListener* listener);
+  void RemoveListener(EvictionListener* listener);
+
   // Whether the chunk is stored (not whether it would verify).
   bool Contains(const Digest& digest) const;
 
@@ -197,6 +211,8 @@ class ChunkCache {
                                                                  const FetchFn& fetch,
                                                                  bool stored_is_enough);
 
+  // Tells listeners about the chunks erased since the last call. Call without mu_.
+  void NotifyRemoved();
   // Removes `entry` from the index; caller holds mu_. The fd (if any) is moved to `closing`
   // so it is closed after the lock is released.
   void EraseLocked(Entry* entry, FdList* closing);
@@ -204,6 +220,10 @@ class ChunkCache {
   void CacheFdLocked(Entry* entry, std::shared_ptr<const OpenChunk> file, FdList* closing);
   // Drops the entry for `hex` if it is still the one with `id` and deletes its file.
   void DropIfSame(const std::string& hex, uint64_t id, bool corrupt);
+  // Its work, without telling listeners (for callers that tell them later).
+  void DropIfSameQuietly(const std::string& hex, uint64_t id, bool corrupt);
+  // AdoptVerified's work, without telling listeners.
+  absl::Status AdoptQuietly(const Digest& digest, TempChunk& temp);
   int64_t NextStampLocked();
   std::string ShardDir(const std::string& hex) const;
   std::string PathOf(const std::string& hex) const;
@@ -220,6 +240,10 @@ class ChunkCache {
   LruList lru_;                                     // front = most recently used
   LruList fd_lru_;  // entries holding an open fd; front = most recently used
   std::unordered_map<std::string, std::shared_ptr<InFlight>> in_flight_;
+  std::vector<std::string> removed_;  // hex digests erased, not yet told to listeners
+  // Listeners; held while telling them, so RemoveListener waits for calls in progress.
+  std::mutex listeners_mu_;
+  std::vector<EvictionListener*> listeners_;
   uint64_t bytes_stored_ = 0;
   uint64_t next_entry_id_ = 1;
   int64_t last_stamp_ = 0;

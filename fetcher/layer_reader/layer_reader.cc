@@ -16,6 +16,12 @@
 #include "fmt/format.h"
 
 namespace lazypull {
+namespace {
+
+// Background passes over a layer whose chunks the cache keeps evicting.
+constexpr int kMaxBackgroundPasses = 3;
+
+}  // namespace
 
 using format::Chunk;
 using format::ChunkCompression;
@@ -113,9 +119,11 @@ LayerReader::LayerReader(std::string layer_id, std::shared_ptr<const format::Lay
     return std::tie(a->compressed_offset, a->inner_offset) <
            std::tie(b->compressed_offset, b->inner_offset);
   });
+  cache_->AddListener(this);
 }
 
 LayerReader::~LayerReader() {
+  cache_->RemoveListener(this);
   {
     std::unique_lock<std::mutex> lock(mu_);
     stopping_ = true;
@@ -265,8 +273,22 @@ void LayerReader::MarkLocalLocked(const std::string& key) {
   stats_.local_chunks += it->second.chunks;
 }
 
-void LayerReader::ForgetLocalLocked(const Chunk& c) {
-  std::string key = KeyOf(c);
+void LayerReader::ForgetLocalLocked(const Chunk& c) { ForgetLocalKeyLocked(KeyOf(c)); }
+
+void LayerReader::OnChunkRemoved(const Digest& digest) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Keys are the digest's 32 raw bytes (KeyOf).
+  std::string key(32, '\0');
+  const std::string& hex = digest.hex();
+  for (size_t i = 0; i < 32 && 2 * i + 1 < hex.size(); ++i) {
+    key[i] = static_cast<char>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  }
+  if (!local_.contains(key)) return;
+  ForgetLocalKeyLocked(key);
+  if (stats_.background == "done") stats_.background = "incomplete";
+}
+
+void LayerReader::ForgetLocalKeyLocked(const std::string& key) {
   if (local_.erase(key) == 0) return;
   auto it = weights_.find(key);
   if (it == weights_.end()) return;
@@ -841,6 +863,45 @@ void LayerReader::RunBackgroundFetch() {
     std::lock_guard<std::mutex> lock(mu_);
     return stats_.fetch_errors + stats_.verify_errors;
   }();
+  // When the chunk cache evicts chunks of this layer while (or after) they are fetched, the
+  // layer is not local: another pass fetches them again, as long as the cache can hold the
+  // layer at all (else passes would only evict each other).
+  const bool fits = [&] {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_.total_bytes <= cache_->config().max_bytes / 2;
+  }();
+  bool complete = false;
+  for (int pass = 0; pass < kMaxBackgroundPasses && BackgroundPass(); ++pass) {
+    std::lock_guard<std::mutex> lock(mu_);
+    complete = stats_.local_chunks == stats_.total_chunks;
+    const bool failed = stats_.fetch_errors + stats_.verify_errors > errors_before;
+    if (complete || failed || !fits) break;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  const uint64_t errors = stats_.fetch_errors + stats_.verify_errors - errors_before;
+  complete = stats_.local_chunks == stats_.total_chunks;
+  stats_.background = stopping_    ? "stopped"
+                      : complete   ? "done"
+                      : errors > 0 ? "failed"
+                                   : "incomplete";
+  if (!stopping_) {
+    nlohmann::json fields = {{"layer", layer_id_},
+                             {"errors", errors},
+                             {"fetched_percent", stats_.fetched_percent()},
+                             {"bytes_fetched", stats_.bytes_fetched},
+                             {"background_bytes", stats_.background_bytes}};
+    if (complete) {
+      LogInfo("layer fully local", fields);
+    } else if (errors > 0) {
+      LogWarn("background fetch left chunks missing", fields);
+    } else {
+      fields["cache_max_bytes"] = cache_->config().max_bytes;
+      LogWarn("layer does not stay local: the chunk cache evicts its chunks", fields);
+    }
+  }
+}
+
+bool LayerReader::BackgroundPass() {
   auto set_state = [this](BackgroundScheduler::WaitReason reason) {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.background = std::string(BackgroundScheduler::WaitReasonName(reason));
@@ -877,20 +938,7 @@ void LayerReader::RunBackgroundFetch() {
   }
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return background_in_flight_ == 0; });
-  const uint64_t errors = stats_.fetch_errors + stats_.verify_errors - errors_before;
-  const bool complete = stats_.local_chunks == stats_.total_chunks;
-  stats_.background = stopping_ ? "stopped" : (complete ? "done" : "failed");
-  if (!stopping_) {
-    nlohmann::json fields = {{"layer", layer_id_},
-                             {"errors", errors},
-                             {"fetched_percent", stats_.fetched_percent()},
-                             {"bytes_fetched", stats_.bytes_fetched},
-                             {"background_bytes", stats_.background_bytes}};
-    if (complete)
-      LogInfo("layer fully local", fields);
-    else
-      LogWarn("background fetch left chunks missing", fields);
-  }
+  return !stopping_;
 }
 
 LayerReaderStats LayerReader::Stats() const {

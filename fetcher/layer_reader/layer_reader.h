@@ -134,7 +134,9 @@ struct LayerReaderStats {
   std::string prefetch;           // "off", "pending", "none", "running", "done", "failed"
   // "off"; "pending" (not started); "waiting" (silence period: the layer is being read);
   // "paused" (yielding to on-demand fetches); "throttled" (bandwidth budget); "queued" (node-
-  // wide background concurrency); "running"; "done"; "failed"; "stopped".
+  // wide background concurrency); "running"; "done"; "failed" (fetch errors left chunks
+  // missing); "incomplete" (the chunk cache evicted chunks and cannot hold the whole
+  // layer); "stopped".
   std::string background;
   double fetched_percent() const {
     return total_bytes == 0 ? 100.0 : 100.0 * static_cast<double>(local_bytes) / total_bytes;
@@ -143,7 +145,7 @@ struct LayerReaderStats {
   nlohmann::json ToJson() const;
 };
 
-class LayerReader {
+class LayerReader : private ChunkCache::EvictionListener {
  public:
   // `index`, `blob` and `cache` must be non-null; `cache` must outlive the reader. Scans the
   // cache for chunks already local (for fetched %). InvalidArgument for bad options.
@@ -151,7 +153,7 @@ class LayerReader {
       std::string layer_id, std::shared_ptr<const format::LayerIndex> index,
       std::shared_ptr<BlobReader> blob, ChunkCache* cache, LayerReaderOptions options);
 
-  ~LayerReader();
+  ~LayerReader() override;
   LayerReader(const LayerReader&) = delete;
   LayerReader& operator=(const LayerReader&) = delete;
 
@@ -223,6 +225,11 @@ class LayerReader {
   // Records a chunk as stored in the cache / as evicted (for fetched %). Caller holds mu_.
   void MarkLocalLocked(const std::string& key);
   void ForgetLocalLocked(const format::Chunk& c);
+  void ForgetLocalKeyLocked(const std::string& key);
+  // ChunkCache::EvictionListener: a chunk this layer counted as local left the cache.
+  void OnChunkRemoved(const Digest& digest) override;
+  // One pass of the background fetch over every chunk not local. False if stopped.
+  bool BackgroundPass();
   // Claims `c` for fetching: returns a new flight registered in flights_ (and sets *owned),
   // or the flight already in progress. Returns null if the chunk became local meanwhile.
   std::shared_ptr<Flight> ClaimLocked(const format::Chunk& c, bool* owned);

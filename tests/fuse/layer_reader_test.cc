@@ -499,5 +499,34 @@ TEST(LayerReaderTest, CorruptSpooledChunkIsNeverServedNorKept) {
   EXPECT_TRUE(std::filesystem::is_empty(dir.Sub("cache") + "/tmp"));
   EXPECT_EQ((*r)->Stats().verify_errors, 1u);
 }
+
+// A cache far smaller than the layer evicts while the background fetch runs: the status says
+// so truthfully (not "done", fetched % = what the cache really holds), and every file still
+// reads back exactly.
+TEST(LayerReaderTest, EvictionKeepsStatusTruthful) {
+  TempDir dir;
+  Layer l = MakeLayer(40, 50000);
+  uint64_t layer_bytes = 40 * 50000;
+  CacheConfig cc;
+  cc.dir = dir.Sub("cache");
+  cc.max_bytes = layer_bytes / 4;
+  auto cache = ChunkCache::Open(cc);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  LayerReaderOptions o;
+  o.prefetch = false;
+  o.background_silence = std::chrono::milliseconds(0);
+  auto r = LayerReader::Create("x", l.index, l.blob, cache->get(), o);
+  ASSERT_TRUE(r.ok());
+  (*r)->StartBackground();
+  ASSERT_TRUE((*r)->WaitBackground(std::chrono::seconds(60)));
+  LayerReaderStats s = (*r)->Stats();
+  EXPECT_EQ(s.background, "incomplete");
+  EXPECT_GT((*cache)->stats().evictions, 0u);
+  // Local = what the cache holds now, not what was ever fetched.
+  EXPECT_EQ(s.local_bytes, (*cache)->stats().bytes_stored);
+  EXPECT_LT(s.fetched_percent(), 100.0);
+  for (int i = 0; i < 40; ++i) ExpectFile(**r, l, i);
+  EXPECT_EQ((*r)->Stats().verify_errors, 0u);
+}
 }  // namespace
 }  // namespace lazypull
