@@ -122,14 +122,20 @@ LayerReader::LayerReader(std::string layer_id, std::shared_ptr<const format::Lay
   cache_->AddListener(this);
 }
 
-LayerReader::~LayerReader() {
-  cache_->RemoveListener(this);
+void LayerReader::Stop() {
   {
     std::unique_lock<std::mutex> lock(mu_);
     stopping_ = true;
     cv_.notify_all();
   }
   scheduler_->Wake();
+  // Fetches in flight end within about a second, even against a stalled registry.
+  blob_->Cancel();
+}
+
+LayerReader::~LayerReader() {
+  cache_->RemoveListener(this);
+  Stop();
   if (background_thread_.joinable()) background_thread_.join();
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return outstanding_ == 0; });
@@ -262,7 +268,8 @@ void LayerReader::SubmitFetch(std::vector<ChunkRef> chunks, FetchKind kind,
         --outstanding_;
         if (background) --background_in_flight_;
         cv_.notify_all();
-      });
+      },
+      options_.fetch_source);
 }
 
 void LayerReader::MarkLocalLocked(const std::string& key) {
@@ -546,11 +553,12 @@ void LayerReader::FinishSpool(const ChunkRef& ref, ChunkSpool& spool) {
 absl::Status LayerReader::WaitFlight(const std::shared_ptr<Flight>& flight,
                                      std::chrono::steady_clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!cv_.wait_until(lock, deadline, [&] { return flight->done; })) {
+  if (!cv_.wait_until(lock, deadline, [&] { return flight->done || stopping_; })) {
     ++stats_.timeouts;
     return absl::DeadlineExceededError(
         fmt::format("gave up after {} ms", options_.fetch_timeout.count()));
   }
+  if (!flight->done) return absl::CancelledError("the layer is being unmounted");
   return flight->status;
 }
 

@@ -35,8 +35,9 @@
 // Chunks built without a digest (IndexBuildOptions::allow_missing_digests) cannot be
 // content-addressed: they are fetched on every read and never cached.
 //
-// Thread-safety: all methods are thread-safe. Destruction stops the background fetch and
-// waits for this reader's fetches in flight (i.e. for their BlobReader calls to return).
+// Thread-safety: all methods are thread-safe. Destruction stops the background fetch, cancels
+// the blob reader (BlobReader::Cancel: transfers in progress end within about a second) and
+// waits for this reader's fetches in flight to return.
 #ifndef LAZYPULL_FETCHER_LAYER_READER_LAYER_READER_H_
 #define LAZYPULL_FETCHER_LAYER_READER_LAYER_READER_H_
 
@@ -90,9 +91,12 @@ struct LayerReaderOptions {
   uint64_t readahead_window_max = 4 << 20;
   // Threads of the reader's own FetchExecutor (when `executor` is null): foreground fetches
   // always have this many threads besides the background ones.
-  size_t foreground_threads = 4;
+  size_t foreground_threads = 8;
   // Shared executor; null = the reader creates its own.
   std::shared_ptr<FetchExecutor> executor;
+  // Where this layer's bytes come from (e.g. the registry host): the executor limits how many
+  // of its threads one source may hold, so a stalled registry cannot starve the others.
+  std::string fetch_source;
 
   // Fetch LayerIndex::prefetch_range() in one request when StartBackground() is called.
   bool prefetch = true;
@@ -184,6 +188,12 @@ class LayerReader : private ChunkCache::EvictionListener {
   // Starts (once) the prefetch and the background fetch on a thread of this reader, as
   // configured. Returns immediately.
   void StartBackground();
+
+  // Stops the reader for good: background fetch ends, fetches in flight are cancelled
+  // (BlobReader::Cancel) and reads waiting for them fail with Cancelled; later reads of
+  // uncached bytes fail too. For unmounting without waiting out a stalled registry.
+  // Idempotent; the destructor calls it.
+  void Stop();
 
   // Blocks until the background work started by StartBackground() has finished (or
   // `timeout` passed). Returns whether it finished. For tests and orderly shutdown.

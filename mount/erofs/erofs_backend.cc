@@ -109,6 +109,8 @@ class ErofsMountedLayer : public MountedLayer {
   absl::Status Unmount() override {
     std::lock_guard<std::mutex> lock(state_->mu);
     if (state_->kmount == nullptr) return absl::OkStatus();
+    // Blob reads blocked on a stalled registry must not hold the unmount: cancel them.
+    if (state_->reader != nullptr) state_->reader->Stop();
     absl::Status s = state_->kmount->Unmount();
     state_->kmount.reset();
     state_->blob_file.reset();

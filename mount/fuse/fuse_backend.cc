@@ -74,6 +74,8 @@ class FuseMountedLayer : public MountedLayer {
   absl::Status Unmount() override {
     std::lock_guard<std::mutex> unmount_lock(unmount_mu_);
     if (session_ == nullptr) return absl::OkStatus();
+    // Readers blocked on a stalled registry must not hold the session's threads: cancel.
+    ctx_.reader->Stop();
     absl::Status result = session_->Stop();
     session_.reset();
     mounted_ = false;

@@ -385,8 +385,10 @@ absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedL
   if (!index.ok()) return index.status();
   const std::string format(format::LayerFormatName((*index)->format()));
   const std::string layer_id = layer.layer.digest.ToString();
+  LayerReaderOptions reader_options = options_.mount.reader;
+  reader_options.fetch_source = ref->host;  // a stalled registry holds only its share of threads
   absl::StatusOr<std::unique_ptr<LayerReader>> reader =
-      LayerReader::Create(layer_id, *index, blob, *cache, options_.mount.reader);
+      LayerReader::Create(layer_id, *index, blob, *cache, std::move(reader_options));
   if (!reader.ok()) return reader.status();
   absl::StatusOr<std::unique_ptr<mount::MountedLayer>> mounted =
       backend_->Mount({.layer_id = layer_id,

@@ -142,6 +142,8 @@ const char* KindName(FaultKind k) {
       return "redirect";
     case FaultKind::kRequireBasic:
       return "require-basic";
+    case FaultKind::kStall:
+      return "stall";
   }
   return "?";
 }
@@ -270,6 +272,17 @@ void FaultProxy::Serve(int fd) {
       {
         std::lock_guard<std::mutex> l(mu_);
         requests_.push_back(rec);
+      }
+      if (faulty && rule.kind == FaultKind::kStall) {
+        // Hold the connection, answering nothing, until the rules change or we stop.
+        while (!stopping_) {
+          {
+            std::lock_guard<std::mutex> l(mu_);
+            if (rules_.empty()) break;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        break;  // then close it: the client sees the connection drop
       }
       if (faulty && (rule.kind == FaultKind::kStatus || rule.kind == FaultKind::kRedirect ||
                      rule.kind == FaultKind::kRequireBasic)) {
