@@ -296,7 +296,11 @@ void FaultProxy::Serve(int fd) {
                                        Reason(status), body.size());
         if (!rule.retry_after.empty()) resp += "Retry-After: " + rule.retry_after + "\r\n";
         if (rule.kind == FaultKind::kRedirect) {
-          resp += fmt::format("Location: http://127.0.0.1:{}{}\r\n", rule.redirect_port, target);
+          std::string location = target;
+          if (!rule.redirect_query.empty()) {
+            location = location.substr(0, location.find('?')) + "?" + rule.redirect_query;
+          }
+          resp += fmt::format("Location: http://127.0.0.1:{}{}\r\n", rule.redirect_port, location);
         }
         if (rule.kind == FaultKind::kRequireBasic) {
           resp += "WWW-Authenticate: Basic realm=\"fault-proxy\"\r\n";
