@@ -36,13 +36,19 @@ constexpr uint64_t kZeroBlock = 4096;
 // A BlobSink writing a file in which every all-zero 4 KiB block stays a hole.
 class SparseFileSink : public convert::BlobSink {
  public:
-  static absl::StatusOr<std::unique_ptr<SparseFileSink>> Create(const std::string& path) {
+  // `cancel` (may be null) makes Append fail with Cancelled, so decompressing a huge layer
+  // does not hold up a shutdown.
+  static absl::StatusOr<std::unique_ptr<SparseFileSink>> Create(
+      const std::string& path, const std::atomic<bool>* cancel = nullptr) {
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0444));
     if (!fd.valid()) return absl::ErrnoToStatus(errno, fmt::format("create {}", path));
-    return std::unique_ptr<SparseFileSink>(new SparseFileSink(path, std::move(fd)));
+    auto sink = std::unique_ptr<SparseFileSink>(new SparseFileSink(path, std::move(fd)));
+    sink->cancel_ = cancel;
+    return sink;
   }
 
   absl::Status Append(std::string_view data) override {
+    if (cancel_ != nullptr && cancel_->load()) return absl::CancelledError("graduation cancelled");
     sha_.Update(data);
     while (!data.empty()) {
       // Fill up to the next block boundary, then decide per whole block.
@@ -92,6 +98,7 @@ class SparseFileSink : public convert::BlobSink {
   Sha256 sha_;
   std::string pending_;
   uint64_t written_ = 0;
+  const std::atomic<bool>* cancel_ = nullptr;
 };
 
 // Checks every chunk of `index` against the tar bytes at its payload offset: digests for data
@@ -143,7 +150,7 @@ absl::StatusOr<convert::DecompressedLayer> RebuildTar(LayerReader& reader, BlobR
                                                       const std::string& tar_path,
                                                       const std::atomic<bool>& cancel,
                                                       GraduationStats* stats) {
-  absl::StatusOr<std::unique_ptr<SparseFileSink>> sink = SparseFileSink::Create(tar_path);
+  absl::StatusOr<std::unique_ptr<SparseFileSink>> sink = SparseFileSink::Create(tar_path, &cancel);
   if (!sink.ok()) return sink.status();
   absl::StatusOr<RebuildStats> rebuilt = RebuildZstdChunkedTar(reader, blob, **sink, cancel);
   if (!rebuilt.ok()) return rebuilt.status();
@@ -171,7 +178,7 @@ absl::StatusOr<convert::DecompressedLayer> DownloadTar(
   stats->compressed_bytes = (*blob)->Size();
   absl::StatusOr<convert::InputCompression> compression = convert::SniffCompression(**blob);
   if (!compression.ok()) return compression.status();
-  absl::StatusOr<std::unique_ptr<SparseFileSink>> sink = SparseFileSink::Create(tar_path);
+  absl::StatusOr<std::unique_ptr<SparseFileSink>> sink = SparseFileSink::Create(tar_path, &cancel);
   if (!sink.ok()) return sink.status();
   absl::StatusOr<convert::DecompressedLayer> tar =
       convert::DecompressLayer(**blob, *compression, **sink, layer_id);

@@ -185,7 +185,7 @@ constexpr char kHugeBoundary[] = "<-4GiB->";  // 8 bytes centred on offset 4 GiB
 constexpr char kHugeTail[] = "huge file tail\n";
 }  // namespace
 
-std::string HugeBytes(uint64_t offset, size_t length) {
+std::string HugeBytes(uint64_t offset, size_t length, uint64_t size) {
   std::string out(length, '\0');
   auto put = [&](uint64_t at, std::string_view marker) {
     for (size_t i = 0; i < marker.size(); ++i) {
@@ -193,13 +193,16 @@ std::string HugeBytes(uint64_t offset, size_t length) {
     }
   };
   put(0, kHugeHead);
-  put((4ull << 30) - 4, kHugeBoundary);
-  put(kHugeSize - (sizeof(kHugeTail) - 1), kHugeTail);
+  if ((4ull << 30) - 4 + sizeof(kHugeBoundary) - 1 <= size - (sizeof(kHugeTail) - 1)) {
+    put((4ull << 30) - 4, kHugeBoundary);
+  }
+  put(size - (sizeof(kHugeTail) - 1), kHugeTail);
   return out;
 }
 
-absl::StatusOr<std::string> BuildHugeSparseLayout(const std::string& work_dir) {
-  const std::string layout = work_dir + "/huge-layout";
+absl::StatusOr<std::string> BuildHugeSparseLayout(const std::string& work_dir, uint64_t size,
+                                                  const std::string& name) {
+  const std::string layout = work_dir + "/" + name;
   // Python writes the tar stream (hashing it for the diff_id) into pigz, then the OCI layout.
   std::string script = absl::StrCat(R"PY(
 import hashlib, io, json, os, subprocess, sys, tarfile
@@ -250,7 +253,7 @@ json.dump({'schemaVersion': 2, 'manifests': [dict(manifest,
     annotations={'org.opencontainers.image.ref.name': 'v1'})]}, open(L + '/index.json', 'w'))
 )PY");
   if (absl::Status s = WriteFile(work_dir + "/huge.py", script); !s.ok()) return s;
-  absl::Status s = Sh(absl::StrCat("python3 ", work_dir, "/huge.py ", layout, " ", kHugeSize, " '",
+  absl::Status s = Sh(absl::StrCat("python3 ", work_dir, "/huge.py ", layout, " ", size, " '",
                                    kHugeHead, "' '", kHugeBoundary, "' '", kHugeTail, "'"),
                       std::chrono::seconds(300));
   if (!s.ok()) return s;
@@ -332,9 +335,9 @@ absl::StatusOr<PushedImage> ResolvePushed(const std::string& ref) {
 }
 
 absl::Status LazypullConvert(const std::string& format, const std::string& src,
-                             const std::string& dst) {
+                             const std::string& dst, const std::string& extra_flags) {
   return Sh(absl::StrCat(BinaryDir(), "/bin/lazypull convert --format ", format, " --plain-http ",
-                         src, " ", dst));
+                         extra_flags, " ", src, " ", dst));
 }
 
 absl::Status PushZstdChunkedWithSkopeo(const std::string& work_dir, const std::string& layout,

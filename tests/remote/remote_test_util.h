@@ -40,14 +40,16 @@ struct RemoteTestImages {
 };
 absl::Status BuildRemoteTestImages(RemoteTestImages& im);
 
-// A one-layer gzip image (OCI layout at <work_dir>/huge-layout, tag v1) holding
-// big/huge.bin: kHugeSize bytes of zeros except HugeBytes' markers at the start, across the
-// 4 GiB mark and at the end. The tar (with 4 GiB of literal zeros) is streamed through pigz,
-// so building costs seconds, not disk.
+// A one-layer gzip image (OCI layout at <work_dir>/<name>, tag v1) holding big/huge.bin:
+// `size` bytes of zeros except HugeBytes' markers at the start, across the 4 GiB mark (when
+// the file reaches it) and at the end. The tar (with gigabytes of literal zeros) is streamed
+// through pigz, so building costs seconds, not disk.
 inline constexpr uint64_t kHugeSize = (4ull << 30) + 4096;
-absl::StatusOr<std::string> BuildHugeSparseLayout(const std::string& work_dir);
-// The expected bytes of big/huge.bin at [offset, offset + length).
-std::string HugeBytes(uint64_t offset, size_t length);
+absl::StatusOr<std::string> BuildHugeSparseLayout(const std::string& work_dir,
+                                                  uint64_t size = kHugeSize,
+                                                  const std::string& name = "huge-layout");
+// The expected bytes of a `size`-byte big/huge.bin at [offset, offset + length).
+std::string HugeBytes(uint64_t offset, size_t length, uint64_t size = kHugeSize);
 
 // An image as pushed to the registry.
 struct PushedImage {
@@ -60,7 +62,7 @@ absl::StatusOr<PushedImage> ResolvePushed(const std::string& ref);
 
 // `lazypull convert --format FORMAT --plain-http SRC DST` (FORMAT estargz or zstd:chunked).
 absl::Status LazypullConvert(const std::string& format, const std::string& src,
-                             const std::string& dst);
+                             const std::string& dst, const std::string& extra_flags = "");
 
 // Pushes an OCI layout's tag as zstd:chunked with skopeo 1.9 (decompressed copy first, so
 // skopeo really recompresses; see shared/e2e-notes.md).
