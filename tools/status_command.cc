@@ -64,6 +64,18 @@ int RunStatus(const StatusFlags& flags) {
   }
   std::printf("daemon pid %d, updated %s\n", Field<int>(status, "pid", 0),
               Field<std::string>(status, "updated", "?").c_str());
+  if (const nlohmann::json fetch = status.value("fetch", nlohmann::json::object());
+      !fetch.empty()) {
+    const nlohmann::json budget =
+        fetch.value("background_budget_bytes_per_second", nlohmann::json());
+    std::printf(
+        "background fetch budget %s/s (link estimate %s/s), on-demand fetches %llu, "
+        "background requests %llu\n",
+        budget.is_number() ? HumanBytes(budget.get<double>()).c_str() : "unlimited",
+        HumanBytes(Field<double>(fetch, "link_bytes_per_second", 0)).c_str(),
+        static_cast<unsigned long long>(Field<uint64_t>(fetch, "on_demand_fetches", 0)),
+        static_cast<unsigned long long>(Field<uint64_t>(fetch, "background_requests", 0)));
+  }
   std::printf("%-6s %-14s %-13s %-7s %-9s %10s %8s %10s %-10s %s\n", "SNAP", "LAYER", "FORMAT",
               "BACKEND", "GRADUATED", "FETCHED", "LOCAL%", "CACHE_HITS", "BACKGROUND", "REF");
   const nlohmann::json layers = status.value("layers", nlohmann::json::array());
