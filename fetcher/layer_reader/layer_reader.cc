@@ -20,6 +20,8 @@ namespace {
 
 // Background passes over a layer whose chunks the cache keeps evicting.
 constexpr int kMaxBackgroundPasses = 3;
+// Files whose last miss is remembered for sequential-read detection.
+constexpr size_t kMaxTrackedFiles = 4096;
 
 }  // namespace
 
@@ -671,8 +673,20 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
                                 {"blob_offset", to_fetch.front().chunk->compressed_offset}});
       }
       const Chunk* last_needed = to_fetch.back().chunk;
-      // Same-file readahead: the chunks after the read in this file.
-      if (options_.readahead_bytes > 0) {
+      // Same-file readahead: the chunks after the read in this file, only for a file being
+      // read sequentially: a small file read from its start (it will be read whole), or a miss
+      // that starts where the file's previous miss left off, give or take a chunk. A program
+      // that jumps around a big file (a shared library's pages, an ICU data file) would
+      // otherwise fetch a useless chunk with every miss.
+      const uint64_t slack = std::max<uint64_t>(options_.readahead_bytes,
+                                                pending.front().chunk->length);
+      auto prev = miss_ends_.find(ino);
+      const bool sequential =
+          (offset == 0 && attr->size <= options_.readahead_bytes) ||
+          (prev != miss_ends_.end() && offset >= prev->second && offset - prev->second <= slack);
+      if (miss_ends_.size() >= kMaxTrackedFiles) miss_ends_.clear();
+      miss_ends_[ino] = offset + length;
+      if (options_.readahead_bytes > 0 && sequential) {
         std::span<const Chunk> file_chunks = index_->Chunks(ino);
         uint64_t ahead = 0;
         for (size_t next = (pending.back().chunk - file_chunks.data()) + 1;

@@ -80,9 +80,10 @@ struct LayerReaderOptions {
   // decompressed and hashed as they stream in, into a file (ChunkSpool), and served from it
   // once verified. Bounds the memory of a read whatever a TOC declares.
   uint64_t max_chunk_in_memory = 8 << 20;
-  // Same-file readahead: on a miss, also fetch the file's following chunks that are not
-  // local, up to this many uncompressed bytes (sequential readers then cost one round trip
-  // per readahead window, not one per chunk). 0 = off.
+  // Same-file readahead: on a miss of a file read sequentially (the miss continues where the
+  // file's previous miss ended), also fetch the file's following chunks that are not local,
+  // up to this many uncompressed bytes (sequential readers then cost one round trip per
+  // readahead window, not one per chunk). 0 = off.
   uint64_t readahead_bytes = 4 << 20;
   // Cross-file readahead window in compressed bytes (see the file comment): initial size,
   // bounds. readahead_window = 0 turns it off.
@@ -322,6 +323,9 @@ class LayerReader : private ChunkCache::EvictionListener {
   Window window_;
   uint64_t window_size_ = 0;
   absl::flat_hash_map<std::string, uint64_t> readahead_keys_;
+  // Where each file's last miss ended, to tell sequential readers (same-file readahead) from
+  // programs that jump around.
+  absl::flat_hash_map<format::Ino, uint64_t> miss_ends_;
   // readahead_keys_.size() as of the last Read, so cache hits skip mu_ when it is 0.
   std::atomic<size_t> readahead_outstanding_{0};
   LayerReaderStats stats_;

@@ -528,5 +528,68 @@ TEST(LayerReaderTest, EvictionKeepsStatusTruthful) {
   for (int i = 0; i < 40; ++i) ExpectFile(**r, l, i);
   EXPECT_EQ((*r)->Stats().verify_errors, 0u);
 }
+
+// One file of `chunks` zstd chunks of `chunk` bytes each.
+Layer MakeChunkedFile(int chunks, size_t chunk) {
+  Layer layer;
+  std::string blob, content;
+  std::vector<format::Chunk> list;
+  for (int i = 0; i < chunks; ++i) {
+    std::string part(chunk, '\0');
+    for (size_t j = 0; j < chunk; ++j)
+      part[j] = static_cast<char>((i * 17 + j * 3 + j / 997) % 251);
+    auto frame = codec::ZstdCompress(part, 1);
+    format::Chunk c;
+    c.compression = format::ChunkCompression::kZstdFrame;
+    c.compressed_offset = blob.size();
+    c.compressed_length = frame->size();
+    c.file_offset = content.size();
+    c.length = chunk;
+    std::string raw = Digest::Of(part).hex();
+    for (int k = 0; k < 32; ++k) c.digest[k] = std::stoi(raw.substr(2 * k, 2), nullptr, 16);
+    c.has_digest = true;
+    list.push_back(c);
+    blob += *frame;
+    content += part;
+  }
+  format::LayerIndexBuilder b(format::LayerFormat::kZstdChunked, {});
+  format::EntryMeta meta;
+  meta.permissions = 0644;
+  EXPECT_TRUE(b.AddRegular("f0", meta, content.size(), list).ok());
+  auto index = b.Finish(Digest::Of("toc"), blob.size(), blob.size());
+  layer.index = std::make_shared<const format::LayerIndex>(std::move(*index));
+  layer.blob = std::make_shared<FaultBlobReader>(NewStringBlobReader(blob));
+  layer.contents.push_back(content);
+  return layer;
+}
+
+TEST(LayerReaderTest, SameFileReadaheadOnlyForSequentialReaders) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  Layer l = MakeChunkedFile(16, 64 << 10);
+  LayerReaderOptions o;
+  o.background_fetch = false;
+  o.readahead_window = 0;
+  o.readahead_bytes = 128 << 10;
+  auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  const format::Ino ino = InoOf(l, 0);
+  std::string buf(4096, 'x');
+  auto read_at = [&](uint64_t off) {
+    auto n = (*r)->Read(ino, off, buf.data(), buf.size());
+    ASSERT_TRUE(n.ok()) << n.status();
+    EXPECT_EQ(buf, l.contents[0].substr(off, 4096));
+  };
+  // Jumping around a big file (as a program's page faults do): one chunk per miss.
+  for (int c : {9, 3, 13}) read_at(static_cast<uint64_t>(c) * (64 << 10) + 100);
+  EXPECT_EQ((*r)->Stats().chunks_fetched, 3u);
+  // Reading on where the last miss ended: the following chunks come along.
+  read_at(14 * (64 << 10));
+  EXPECT_TRUE(WaitUntil([&] { return (*r)->Stats().chunks_fetched == 5u; }))
+      << (*r)->Stats().chunks_fetched;
+  const uint64_t fetched = l.blob->requests();
+  read_at(15 * (64 << 10));  // fetched by the readahead
+  EXPECT_EQ(l.blob->requests(), fetched);
+}
 }  // namespace
 }  // namespace lazypull
