@@ -2,11 +2,15 @@
 // read-only directory tree at a target directory, in the overlayfs view (whiteouts as char
 // 0:0, opaque directories with the overlay opaque xattrs), so the layer can be a lowerdir.
 //
-// Backends: FUSE (mount/fuse/) now; the EROFS kernel backend plugs in later. The backend is
-// chosen by `[mount] backend` (see mount_config.h): "fuse", "erofs" or "auto" (= fuse until
-// EROFS lands).
+// Backends: FUSE (mount/fuse/) and EROFS (mount/erofs/: metadata in the kernel, data through
+// one daemon-wide FUSE blob file while lazy, no FUSE at all once the layer has graduated to a
+// local copy). The backend is chosen by `[mount] backend` (see mount_config.h): "fuse",
+// "erofs" or "auto" (= erofs when the kernel can, else fuse), and per layer by
+// LayerMountRequest::backend.
 //
 // Typical use by the snapshotter:
+//   (a layer the backend already holds locally mounts without index or registry:
+//    backend->MountLocal(id, dir, ""))
 //   auto backend = NewLayerMountBackend(config);              // once per daemon
 //   auto reader = LayerReader::Create(id, index, blob, cache, config.reader);
 //   auto mounted = (*backend)->Mount({id, std::move(*reader), dir});
@@ -16,6 +20,7 @@
 #ifndef LAZYPULL_MOUNT_BACKEND_H_
 #define LAZYPULL_MOUNT_BACKEND_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,10 +28,27 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "fetcher/layer_reader/layer_reader.h"
+#include "lazypull/digest.h"
 #include "mount/mount_config.h"
 #include "nlohmann/json.hpp"
 
 namespace lazypull::mount {
+
+// Where the layer's original data comes from, for EROFS graduation (a local copy of the
+// original tar). Optional: without it a layer never graduates. Both functions may block on the
+// network; they are called from a backend thread, possibly long after Mount returned.
+struct LayerOrigin {
+  // sha256 of the uncompressed layer: the image config's rootfs.diff_ids entry.
+  std::function<absl::StatusOr<Digest>()> diff_id;
+  // Downloads the whole compressed layer blob to `path`, verified against the layer digest;
+  // gives up with Cancelled once `cancelled()` returns true.
+  std::function<absl::Status(const std::string& path, const std::function<bool()>& cancelled)>
+      fetch_blob;
+  // The compressed blob itself (ranges of it), to rebuild a zstd:chunked tar from local chunks
+  // without downloading it again. Optional.
+  std::shared_ptr<BlobReader> blob;
+  bool valid() const { return diff_id && fetch_blob; }
+};
 
 struct LayerMountRequest {
   // Names the layer in logs, status and the mount's fsname (e.g. the layer digest).
@@ -36,17 +58,24 @@ struct LayerMountRequest {
   // Existing directory to mount on. A stale FUSE mount left there by a crashed daemon is
   // detached first.
   std::string target_dir;
+  // Backend for this layer: "" = the configured one; "fuse" or "erofs" (e.g. from the
+  // containerd.io/snapshot/lazypull.backend label).
+  std::string backend;
+  LayerOrigin origin;
 };
 
 // Operator-visible state of one mounted layer. Value type.
 struct LayerMountStatus {
   std::string layer_id;
-  std::string backend;  // "fuse", ...
+  std::string backend;  // "fuse" or "erofs"
   std::string target;
   bool mounted = false;
+  // EROFS: served from a local copy with no FUSE in the data path.
+  bool graduated = false;
   LayerReaderStats reader;
   // {"layer": ..., "backend": ..., "target": ..., "mounted": ..., "bytes_fetched": ...,
-  //  "fetched_percent": ..., "cache_hits": ..., ...} (the reader's fields flattened in).
+  //  "graduated": ..., "fetched_percent": ..., "cache_hits": ..., ...} (the reader's fields
+  //  flattened in).
   nlohmann::json ToJson() const;
 };
 
@@ -72,11 +101,29 @@ class LayerMountBackend {
   // FailedPrecondition when the kernel refuses (no /dev/fuse, not root, ...), with the target
   // in the message. The returned handle must not outlive the backend.
   virtual absl::StatusOr<std::unique_ptr<MountedLayer>> Mount(const LayerMountRequest& request) = 0;
+  // Mounts a layer that is fully local on this node (an EROFS-graduated layer) at `target_dir`
+  // with neither its index nor the registry. `backend` as in LayerMountRequest. NotFound when
+  // there is no local copy (the default).
+  virtual absl::StatusOr<std::unique_ptr<MountedLayer>> MountLocal(const std::string& layer_id,
+                                                                   const std::string& target_dir,
+                                                                   std::string_view backend) {
+    return absl::NotFoundError("no local copy of layer " + layer_id);
+  }
+  // Deletes the backend's local copy of `layer_id` (no snapshot uses the layer any more).
+  // Mounts still using it keep their open files. Default: nothing to delete.
+  virtual void DropLocal(const std::string& layer_id) {}
 };
 
-// The backend selected by config.backend: "fuse" and "auto" give FUSE; "erofs" is
-// Unimplemented until the EROFS backend exists.
-absl::StatusOr<std::unique_ptr<LayerMountBackend>> NewLayerMountBackend(const MountConfig& config);
+// Whether EROFS can serve lazy layers here (see erofs/erofs_probe.h). OK or why not.
+using ErofsProbe = std::function<absl::Status(const MountConfig&)>;
+
+// The backend selected by config.backend. "fuse": FUSE only. "erofs": EROFS, or
+// FailedPrecondition (with the probe's reason) when this kernel cannot. "auto": EROFS when
+// `probe` passes, else FUSE with one log line saying why. A request's `backend` overrides the
+// default per layer ("erofs" on a kernel without it fails that mount). `probe` null = the real
+// probe.
+absl::StatusOr<std::unique_ptr<LayerMountBackend>> NewLayerMountBackend(const MountConfig& config,
+                                                                        ErofsProbe probe = nullptr);
 
 }  // namespace lazypull::mount
 

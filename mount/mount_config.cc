@@ -106,6 +106,14 @@ absl::StatusOr<MountConfig> ParseMountConfig(const toml::table& section) {
         config.backend = BackendKind::kAuto;
       else
         return KeyError(key, fmt::format("\"{}\" is not fuse, erofs or auto", *v));
+    } else if (key == "graduation") {  // --- EROFS backend keys ---
+      auto b = GetBool(node, key);
+      if (!b.ok()) return b.status();
+      config.erofs.graduation = *b;
+    } else if (key == "erofs_probe_filesystems") {
+      auto v = node.value<std::string>();
+      if (!v || !node.is_string() || v->empty()) return KeyError(key, "must be a path");
+      config.erofs.probe_filesystems = *v;  // --- end of EROFS backend keys ---
     } else if (key == "fetch_timeout") {
       auto d = GetDuration(node, key);
       if (!d.ok()) return d.status();
@@ -161,6 +169,10 @@ absl::StatusOr<MountConfig> ParseMountConfig(const toml::table& section) {
       auto n = GetSize(node, key, false);
       if (!n.ok()) return n.status();
       config.reader.readahead_window_max = *n;
+    } else if (key == "max_chunk_in_memory") {
+      auto n = GetSize(node, key, false);
+      if (!n.ok()) return n.status();
+      config.reader.max_chunk_in_memory = *n;
     } else if (key == "max_request_size") {
       auto n = GetSize(node, key, false);
       if (!n.ok()) return n.status();

@@ -1,10 +1,15 @@
 // MountConfig: how lazy layers are mounted and fetched; the `[mount]` TOML section.
 //
 //   [mount]
-//   backend = "fuse"               # "fuse" | "erofs" (later issue) | "auto" (= fuse for now)
+//   backend = "auto"               # "auto" (erofs when the kernel can, else fuse) | "fuse" |
+//                                  # "erofs" (start fails when the kernel cannot)
+//   graduation = true              # erofs: serve fully fetched layers from a local copy of the
+//                                  # original tar, with no FUSE at all
+//   erofs_probe_filesystems = "/proc/filesystems"  # where the erofs probe looks (tests)
 //   fetch_timeout = "30s"          # a read waiting longer for the registry fails with EIO
 //   prefetch = true                # fetch the eStargz prioritized range at mount
 //   max_request_size = "16MiB"     # largest range of an on-demand fetch
+//   max_chunk_in_memory = "8MiB"   # larger chunks stream through a verified temp file
 //   file_readahead = "4MiB"        # a miss also fetches the file's next chunks (0 = off)
 //   readahead_window = "256KiB"    # ... and the next chunks in blob order (other files),
 //   readahead_window_max = "4MiB"  #     adaptive up to this (compressed bytes; 0 = off)
@@ -59,9 +64,23 @@ struct FuseOptions {
   std::chrono::milliseconds unmount_timeout{2000};
 };
 
+// Options of the EROFS backend (mount/erofs/).
+struct ErofsOptions {
+  // State: <dir>/blobs (the blob file system), <dir>/images (lazy metadata images, unlinked
+  // once mounted), <dir>/graduated (local copies). "" = the daemon sets <root>/erofs.
+  std::string dir;
+  // Build a local copy of each fully fetched layer and serve new mounts from it.
+  bool graduation = true;
+  // How often mounted layers are checked for being fully fetched.
+  std::chrono::milliseconds graduation_check{1000};
+  // The probe requires "erofs" in this file (a test points it at one without).
+  std::string probe_filesystems = "/proc/filesystems";
+};
+
 struct MountConfig {
-  BackendKind backend = BackendKind::kFuse;
+  BackendKind backend = BackendKind::kAuto;
   FuseOptions fuse;
+  ErofsOptions erofs;
   // Fetch behaviour of every layer (executor and cache are filled in by the owner).
   LayerReaderOptions reader;
 };

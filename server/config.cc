@@ -72,7 +72,7 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view text, absl::str
   }
   if (const toml::node* mount = table->get("mount")) {
     if (!mount->is_table()) return WrongType(source, "mount", "a table");
-    std::string backend = "fuse";
+    std::string backend = "auto";
     if (absl::Status s = ReadString(*mount->as_table(), "backend", source, backend); !s.ok()) {
       return s;
     }

@@ -32,7 +32,7 @@ struct DaemonConfig {
   std::string address = "/run/lazypull/lazypull.sock";
   unsigned socket_mode = 0660;
   std::string log_level = "info";
-  MountBackend mount_backend = MountBackend::kFuse;
+  MountBackend mount_backend = MountBackend::kAuto;  // the configured [mount] backend
 
   // The whole parsed file (empty table without a file). Never null.
   std::shared_ptr<const toml::table> table = std::make_shared<toml::table>();

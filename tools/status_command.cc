@@ -1,5 +1,6 @@
 // `lazypull status [--root DIR] [--json]`: per-layer state of a running lazypull-snapshotter —
-// bytes fetched, fetched %, cache hits — read from the status file the daemon rewrites every
+// backend (fuse/erofs) and whether the layer graduated to a local copy, bytes fetched,
+// fetched %, cache hits — read from the status file the daemon rewrites every
 // few seconds (<root>/status.json, see server/remote/remote_layer_manager.h).
 #include <cstdio>
 #include <fstream>
@@ -63,20 +64,33 @@ int RunStatus(const StatusFlags& flags) {
   }
   std::printf("daemon pid %d, updated %s\n", Field<int>(status, "pid", 0),
               Field<std::string>(status, "updated", "?").c_str());
-  std::printf("%-6s %-14s %-13s %10s %8s %10s %-10s %s\n", "SNAP", "LAYER", "FORMAT", "FETCHED",
-              "LOCAL%", "CACHE_HITS", "BACKGROUND", "REF");
+  if (const nlohmann::json fetch = status.value("fetch", nlohmann::json::object());
+      !fetch.empty()) {
+    const nlohmann::json budget =
+        fetch.value("background_budget_bytes_per_second", nlohmann::json());
+    std::printf(
+        "background fetch budget %s/s (link estimate %s/s), on-demand fetches %llu, "
+        "background requests %llu\n",
+        budget.is_number() ? HumanBytes(budget.get<double>()).c_str() : "unlimited",
+        HumanBytes(Field<double>(fetch, "link_bytes_per_second", 0)).c_str(),
+        static_cast<unsigned long long>(Field<uint64_t>(fetch, "on_demand_fetches", 0)),
+        static_cast<unsigned long long>(Field<uint64_t>(fetch, "background_requests", 0)));
+  }
+  std::printf("%-6s %-14s %-13s %-7s %-9s %10s %8s %10s %-10s %s\n", "SNAP", "LAYER", "FORMAT",
+              "BACKEND", "GRADUATED", "FETCHED", "LOCAL%", "CACHE_HITS", "BACKGROUND", "REF");
   const nlohmann::json layers = status.value("layers", nlohmann::json::array());
   for (const nlohmann::json& l : layers) {
     std::string digest = Field<std::string>(l, "digest", "");
     std::string short_digest = digest.size() > 19 ? digest.substr(7, 12) : digest;
-    std::printf("%-6lld %-14s %-13s %10s %7.1f%% %10llu %-10s %s\n",
-                static_cast<long long>(Field<int64_t>(l, "snapshot_id", 0)), short_digest.c_str(),
-                Field<std::string>(l, "format", "").c_str(),
-                HumanBytes(Field<double>(l, "bytes_fetched", 0)).c_str(),
-                Field<double>(l, "fetched_percent", 0),
-                static_cast<unsigned long long>(Field<uint64_t>(l, "cache_hits", 0)),
-                Field<std::string>(l, "background", "").c_str(),
-                Field<std::string>(l, "ref", "").c_str());
+    std::printf(
+        "%-6lld %-14s %-13s %-7s %-9s %10s %7.1f%% %10llu %-10s %s\n",
+        static_cast<long long>(Field<int64_t>(l, "snapshot_id", 0)), short_digest.c_str(),
+        Field<std::string>(l, "format", "").c_str(), Field<std::string>(l, "backend", "").c_str(),
+        Field<bool>(l, "graduated", false) ? "yes" : "no",
+        HumanBytes(Field<double>(l, "bytes_fetched", 0)).c_str(),
+        Field<double>(l, "fetched_percent", 0),
+        static_cast<unsigned long long>(Field<uint64_t>(l, "cache_hits", 0)),
+        Field<std::string>(l, "background", "").c_str(), Field<std::string>(l, "ref", "").c_str());
   }
   for (const nlohmann::json& u : status.value("unavailable", nlohmann::json::array())) {
     std::printf("UNAVAILABLE snapshot %lld %s: %s\n",

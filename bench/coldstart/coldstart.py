@@ -419,6 +419,7 @@ def variants_for(args, refs):
     v["estargz"] = ("estargz", "", "ctr-remote")
     v["zstdchunked"] = ("zstdchunked", "", "ctr-remote")
     v["estargz-nobg"] = ("estargz", "[mount]\nbackground_fetch = false\n", "ctr-remote")
+    v["estargz-fuse"] = ("estargz", "[mount]\nbackend = \"fuse\"\n", "ctr-remote")
     if args.rpull:
         v["estargz-rpull"] = ("estargz", "", "lazypull-rpull")
         v["zstdchunked-rpull"] = ("zstdchunked", "", "lazypull-rpull")

@@ -72,11 +72,6 @@ class PosixCacheFs final : public CacheFs {
     return absl::OkStatus();
   }
 
-  absl::Status Sync(int fd, const std::string& path) override {
-    if (::fsync(fd) != 0) return ErrnoError(errno, "fsync", path);
-    return absl::OkStatus();
-  }
-
   absl::Status Rename(const std::string& from, const std::string& to) override {
     if (::rename(from.c_str(), to.c_str()) != 0) {
       return ErrnoError(errno, "rename " + from + " to", to);

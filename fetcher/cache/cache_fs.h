@@ -55,9 +55,6 @@ class CacheFs {
   // Sets the file's mtime (the cache's persistent LRU stamp) to `mtime_ns`.
   virtual absl::Status SetMtime(int fd, int64_t mtime_ns, const std::string& path) = 0;
 
-  // fsync(fd).
-  virtual absl::Status Sync(int fd, const std::string& path) = 0;
-
   // rename(from, to), atomically replacing `to`.
   virtual absl::Status Rename(const std::string& from, const std::string& to) = 0;
 

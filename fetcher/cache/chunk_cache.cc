@@ -199,6 +199,7 @@ ChunkCacheStats ChunkCache::stats() const {
 }
 
 void ChunkCache::EraseLocked(Entry* entry, FdList* closing) {
+  removed_.push_back(entry->hex);
   if (entry->fd) {
     closing->push_back(std::move(entry->fd));
     fd_lru_.erase(entry->fd_it);
@@ -207,6 +208,31 @@ void ChunkCache::EraseLocked(Entry* entry, FdList* closing) {
   bytes_stored_ -= entry->size;
   std::string key = entry->hex;  // `entry` dies with the map node
   entries_.erase(key);
+}
+
+void ChunkCache::AddListener(EvictionListener* listener) {
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  listeners_.push_back(listener);
+}
+
+void ChunkCache::RemoveListener(EvictionListener* listener) {
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  listeners_.erase(std::remove(listeners_.begin(), listeners_.end(), listener), listeners_.end());
+}
+
+void ChunkCache::NotifyRemoved() {
+  std::vector<std::string> removed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    removed.swap(removed_);
+  }
+  if (removed.empty()) return;
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  for (const std::string& hex : removed) {
+    absl::StatusOr<Digest> d = Digest::Parse("sha256:" + hex);
+    if (!d.ok()) continue;
+    for (EvictionListener* l : listeners_) l->OnChunkRemoved(*d);
+  }
 }
 
 void ChunkCache::EvictLocked(const Entry* keep, FdList* closing) {
@@ -240,6 +266,11 @@ void ChunkCache::CacheFdLocked(Entry* entry, std::shared_ptr<const OpenChunk> fd
 }
 
 void ChunkCache::DropIfSame(const std::string& hex, uint64_t id, bool corrupt) {
+  DropIfSameQuietly(hex, id, corrupt);
+  NotifyRemoved();
+}
+
+void ChunkCache::DropIfSameQuietly(const std::string& hex, uint64_t id, bool corrupt) {
   FdList closing;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(hex);
@@ -437,7 +468,6 @@ absl::Status ChunkCache::Store(const std::string& hex, std::string_view data) {
     if (!fd.ok()) return fail(fd.status());
     if (absl::Status s = fs_->WriteAll(fd->get(), data, tmp); !s.ok()) return fail(s);
     if (absl::Status s = fs_->SetMtime(fd->get(), stamp, tmp); !s.ok()) return fail(s);
-    if (absl::Status s = fs_->Sync(fd->get(), tmp); !s.ok()) return fail(s);
   }
 
   FdList closing;
@@ -461,12 +491,89 @@ absl::Status ChunkCache::Store(const std::string& hex, std::string_view data) {
   return absl::OkStatus();
 }
 
+TempChunk::~TempChunk() {
+  if (adopted_ || path_.empty()) return;
+  absl::Status s = fs_->Remove(path_);
+  if (!s.ok() && !absl::IsNotFound(s)) {
+    LogWarn("chunk cache: cannot remove temp file", {{"path", path_}, {"error", s.ToString()}});
+  }
+}
+
+absl::Status TempChunk::Append(std::string_view data) {
+  if (absl::Status s = fs_->WriteAll(write_fd_.get(), data, path_); !s.ok()) return s;
+  size_ += data.size();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<TempChunk>> ChunkCache::CreateTempChunk(const Digest& digest) {
+  const std::string tmp =
+      fmt::format("{}/{}.{}", tmp_dir_, digest.hex(), tmp_counter_.fetch_add(1));
+  absl::StatusOr<UniqueFd> fd = fs_->CreateExclusive(tmp);
+  if (!fd.ok()) return fd.status();
+  // The write fd appends; readers of the verified chunk get their own read fd.
+  absl::StatusOr<UniqueFd> read = fs_->OpenForRead(tmp);
+  if (!read.ok()) {
+    fs_->Remove(tmp).IgnoreError();
+    return read.status();
+  }
+  return std::unique_ptr<TempChunk>(new TempChunk(fs_, std::move(*fd), std::move(*read), tmp));
+}
+
+absl::Status ChunkCache::AdoptVerified(const Digest& digest, TempChunk& temp) {
+  absl::Status s = AdoptQuietly(digest, temp);
+  NotifyRemoved();
+  return s;
+}
+
+absl::Status ChunkCache::AdoptQuietly(const Digest& digest, TempChunk& temp) {
+  const std::string hex = digest.hex();
+  if (temp.size() > config_.max_bytes) {
+    return absl::ResourceExhaustedError(
+        fmt::format("chunk cache: chunk {} ({} bytes) is larger than cache.max_bytes ({})",
+                    Pretty(hex), temp.size(), config_.max_bytes));
+  }
+  int64_t stamp;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (entries_.count(hex)) return absl::OkStatus();
+    stamp = NextStampLocked();
+  }
+  if (absl::Status s = fs_->SetMtime(temp.write_fd_.get(), stamp, temp.path_); !s.ok()) return s;
+  FdList closing;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (entries_.count(hex)) return absl::OkStatus();
+  const std::string final_path = PathOf(hex);
+  if (absl::Status s = fs_->Rename(temp.path_, final_path); !s.ok()) return s;
+  temp.adopted_ = true;
+  temp.path_ = final_path;
+  Entry& e = entries_[hex];
+  e.hex = hex;
+  e.id = next_entry_id_++;
+  e.size = temp.size();
+  e.stamp = stamp;
+  e.verified = true;  // the caller verified the bytes as they were written
+  lru_.push_front(&e);
+  e.lru_it = lru_.begin();
+  bytes_stored_ += e.size;
+  counters_.bytes_written += e.size;
+  EvictLocked(&e, &closing);
+  return absl::OkStatus();
+}
+
 absl::Status ChunkCache::Put(const Digest& digest, std::string_view data) {
   if (absl::Status s = digest.Verify(data); !s.ok()) {
     return absl::DataLossError(fmt::format("chunk cache: refusing to store chunk {}: {}",
                                            digest.ToString(), std::string(s.message())));
   }
-  return Store(digest.hex(), data);
+  absl::Status s = Store(digest.hex(), data);
+  NotifyRemoved();
+  return s;
+}
+
+absl::Status ChunkCache::PutVerified(const Digest& digest, std::string_view data) {
+  absl::Status s = Store(digest.hex(), data);
+  NotifyRemoved();
+  return s;
 }
 
 absl::Status ChunkCache::Complete(const std::string& hex, const std::shared_ptr<InFlight>& flight,

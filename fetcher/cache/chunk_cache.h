@@ -10,9 +10,11 @@
 // Integrity ("no unverified byte is served"):
 //   * Put/fetch: bytes are hashed in memory and must match the digest before anything is
 //     written; a mismatch is DataLoss and nothing is stored or returned.
-//   * Atomicity: a chunk is written to tmp/, fsync'ed and renamed into chunks/, so a crash
-//     (even SIGKILL mid-write) never leaves a partial chunk under its final name; Open()
-//     deletes whatever tmp/ holds.
+//   * Atomicity: a chunk is written to tmp/ and renamed into chunks/, so a crash (even
+//     SIGKILL mid-write) never leaves a partial chunk under its final name; Open() deletes
+//     whatever tmp/ holds. There is no fsync: after a power loss a renamed file may hold
+//     anything, but every file found by Open() is re-verified before it is served (below), so
+//     durability would only save a refetch, and readers must not wait for the disk.
 //   * Disk: files found by Open() (left by an earlier process) are untrusted. The first read
 //     of such a file in this process hashes the whole file before any byte is served; a
 //     mismatch deletes the file (DataLoss for Read, a fresh fetch for ReadOrFetch). Files
@@ -80,6 +82,8 @@ struct OpenChunkFile {
   std::string path;
 };
 
+class TempChunk;
+
 class ChunkCache {
  public:
   // Returns the chunk's bytes. Called at most once per single-flight group; may run on any
@@ -122,6 +126,19 @@ class ChunkCache {
   // on ENOSPC/EDQUOT or when the chunk alone exceeds max_bytes; other I/O errors keep their
   // errno-derived code. On any error no entry is visible.
   absl::Status Put(const Digest& digest, std::string_view data);
+  // Put for bytes the caller has just verified against `digest` (e.g. to serve them before
+  // storing them): skips hashing them again. Same errors, except DataLoss.
+  absl::Status PutVerified(const Digest& digest, std::string_view data);
+
+  // A chunk written into the cache's tmp/ as it streams in, for chunks too large to hold in
+  // memory (see TempChunk). InvalidArgument for a chunk larger than max_bytes is NOT an
+  // error here: such a chunk can be streamed and served, just not adopted.
+  absl::StatusOr<std::unique_ptr<TempChunk>> CreateTempChunk(const Digest& digest);
+  // Publishes a temp chunk whose bytes the caller has verified against `digest`: renames it
+  // into chunks/ and indexes it (trusted, like PutVerified). OK without change if the chunk
+  // is already stored. ResourceExhausted when the chunk alone exceeds max_bytes (the temp
+  // file stays the caller's). The temp chunk's fd stays readable either way.
+  absl::Status AdoptVerified(const Digest& digest, TempChunk& temp);
 
   // Claims the fetch of `digest` for a caller that fetches it itself (e.g. with other chunks
   // in one merged range request). Returns nullptr if the chunk is already stored or someone
@@ -146,6 +163,20 @@ class ChunkCache {
   // Open). NotFound if not stored; FailedPrecondition if stored but not verified yet (Read
   // verifies it on first use); file-system errors opening it. Touches the LRU like a hit.
   absl::StatusOr<ReadHandle> OpenVerified(const Digest& digest);
+
+  // Told about every chunk that leaves the cache (evicted by the size limit, or dropped
+  // because its file vanished or did not verify), so users that count chunks as local stay
+  // truthful. Called after the cache's own lock is released, from the thread whose call
+  // removed the chunk; must not call back into the cache's listener registration.
+  class EvictionListener {
+   public:
+    virtual ~EvictionListener() = default;
+    virtual void OnChunkRemoved(const Digest& digest) = 0;
+  };
+  // `listener` must stay valid until RemoveListener(listener) returns; RemoveListener waits
+  // for calls to it in progress.
+  void AddListener(EvictionListener* listener);
+  void RemoveListener(EvictionListener* listener);
 
   // Whether the chunk is stored (not whether it would verify).
   bool Contains(const Digest& digest) const;
@@ -180,6 +211,8 @@ class ChunkCache {
                                                                  const FetchFn& fetch,
                                                                  bool stored_is_enough);
 
+  // Tells listeners about the chunks erased since the last call. Call without mu_.
+  void NotifyRemoved();
   // Removes `entry` from the index; caller holds mu_. The fd (if any) is moved to `closing`
   // so it is closed after the lock is released.
   void EraseLocked(Entry* entry, FdList* closing);
@@ -187,6 +220,10 @@ class ChunkCache {
   void CacheFdLocked(Entry* entry, std::shared_ptr<const OpenChunk> file, FdList* closing);
   // Drops the entry for `hex` if it is still the one with `id` and deletes its file.
   void DropIfSame(const std::string& hex, uint64_t id, bool corrupt);
+  // Its work, without telling listeners (for callers that tell them later).
+  void DropIfSameQuietly(const std::string& hex, uint64_t id, bool corrupt);
+  // AdoptVerified's work, without telling listeners.
+  absl::Status AdoptQuietly(const Digest& digest, TempChunk& temp);
   int64_t NextStampLocked();
   std::string ShardDir(const std::string& hex) const;
   std::string PathOf(const std::string& hex) const;
@@ -203,10 +240,46 @@ class ChunkCache {
   LruList lru_;                                     // front = most recently used
   LruList fd_lru_;  // entries holding an open fd; front = most recently used
   std::unordered_map<std::string, std::shared_ptr<InFlight>> in_flight_;
+  std::vector<std::string> removed_;  // hex digests erased, not yet told to listeners
+  // Listeners; held while telling them, so RemoveListener waits for calls in progress.
+  std::mutex listeners_mu_;
+  std::vector<EvictionListener*> listeners_;
   uint64_t bytes_stored_ = 0;
   uint64_t next_entry_id_ = 1;
   int64_t last_stamp_ = 0;
   ChunkCacheStats counters_;  // entries/bytes_stored/open_fds are filled in by stats()
+};
+
+// A chunk file being written in the cache's tmp/ (ChunkCache::CreateTempChunk). Its bytes are
+// the caller's to verify; readers get them only after that (a verified TempChunk may be read
+// through fd() while it lives, adopted or not). Destruction removes the file unless it was
+// adopted. Move-only; not thread-safe while appending, read-only use (fd()) is.
+class TempChunk {
+ public:
+  ~TempChunk();
+  TempChunk(const TempChunk&) = delete;
+  TempChunk& operator=(const TempChunk&) = delete;
+
+  // Appends `data`. I/O errors keep their errno-derived code (ResourceExhausted on ENOSPC).
+  absl::Status Append(std::string_view data);
+  uint64_t size() const { return size_; }
+  int fd() const { return fd_.get(); }
+  bool adopted() const { return adopted_; }
+
+ private:
+  friend class ChunkCache;
+  TempChunk(std::shared_ptr<CacheFs> fs, UniqueFd write_fd, UniqueFd read_fd, std::string path)
+      : fs_(std::move(fs)),
+        write_fd_(std::move(write_fd)),
+        fd_(std::move(read_fd)),
+        path_(std::move(path)) {}
+
+  std::shared_ptr<CacheFs> fs_;
+  UniqueFd write_fd_;
+  UniqueFd fd_;  // for reading
+  std::string path_;
+  uint64_t size_ = 0;
+  bool adopted_ = false;
 };
 
 // The right to fetch one chunk (see ChunkCache::TryLease). Move-only; not thread-safe.

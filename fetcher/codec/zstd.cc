@@ -9,6 +9,12 @@
 #include "fmt/format.h"
 
 namespace lazypull::codec {
+namespace {
+
+// Largest output buffer allocated before any byte is produced.
+constexpr uint64_t kMaxTrustedInitialOutput = 4 << 20;
+
+}  // namespace
 
 absl::StatusOr<std::string> ZstdDecompress(std::string_view compressed,
                                            const ZstdDecompressOptions& options) {
@@ -26,6 +32,9 @@ absl::StatusOr<std::string> ZstdDecompress(std::string_view compressed,
   if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != ZSTD_CONTENTSIZE_ERROR) {
     initial = std::max<uint64_t>(declared, 1);
   }
+  // The frame header is untrusted: a declared size only sizes the first allocation up to a
+  // bound; beyond it the buffer grows with what the frame really produces.
+  initial = std::min<uint64_t>(initial, kMaxTrustedInitialOutput);
   out.resize(std::min<uint64_t>(initial, hard_limit + 1));
 
   ZSTD_inBuffer in{compressed.data(), compressed.size(), 0};

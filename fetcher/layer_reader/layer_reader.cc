@@ -1,8 +1,10 @@
 #include "fetcher/layer_reader/layer_reader.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <span>
 #include <utility>
@@ -10,9 +12,18 @@
 #include "base/logging.h"
 #include "fetcher/format/chunk_decoder.h"
 #include "fetcher/layer_reader/chunk_assembler.h"
+#include "fetcher/layer_reader/chunk_spool.h"
 #include "fmt/format.h"
 
 namespace lazypull {
+namespace {
+
+// Background passes over a layer whose chunks the cache keeps evicting.
+constexpr int kMaxBackgroundPasses = 3;
+// Files whose last miss is remembered for sequential-read detection.
+constexpr size_t kMaxTrackedFiles = 4096;
+
+}  // namespace
 
 using format::Chunk;
 using format::ChunkCompression;
@@ -110,15 +121,23 @@ LayerReader::LayerReader(std::string layer_id, std::shared_ptr<const format::Lay
     return std::tie(a->compressed_offset, a->inner_offset) <
            std::tie(b->compressed_offset, b->inner_offset);
   });
+  cache_->AddListener(this);
 }
 
-LayerReader::~LayerReader() {
+void LayerReader::Stop() {
   {
     std::unique_lock<std::mutex> lock(mu_);
     stopping_ = true;
     cv_.notify_all();
   }
   scheduler_->Wake();
+  // Fetches in flight end within about a second, even against a stalled registry.
+  blob_->Cancel();
+}
+
+LayerReader::~LayerReader() {
+  cache_->RemoveListener(this);
+  Stop();
   if (background_thread_.joinable()) background_thread_.join();
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return outstanding_ == 0; });
@@ -251,7 +270,8 @@ void LayerReader::SubmitFetch(std::vector<ChunkRef> chunks, FetchKind kind,
         --outstanding_;
         if (background) --background_in_flight_;
         cv_.notify_all();
-      });
+      },
+      options_.fetch_source);
 }
 
 void LayerReader::MarkLocalLocked(const std::string& key) {
@@ -262,8 +282,22 @@ void LayerReader::MarkLocalLocked(const std::string& key) {
   stats_.local_chunks += it->second.chunks;
 }
 
-void LayerReader::ForgetLocalLocked(const Chunk& c) {
-  std::string key = KeyOf(c);
+void LayerReader::ForgetLocalLocked(const Chunk& c) { ForgetLocalKeyLocked(KeyOf(c)); }
+
+void LayerReader::OnChunkRemoved(const Digest& digest) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Keys are the digest's 32 raw bytes (KeyOf).
+  std::string key(32, '\0');
+  const std::string& hex = digest.hex();
+  for (size_t i = 0; i < 32 && 2 * i + 1 < hex.size(); ++i) {
+    key[i] = static_cast<char>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  }
+  if (!local_.contains(key)) return;
+  ForgetLocalKeyLocked(key);
+  if (stats_.background == "done") stats_.background = "incomplete";
+}
+
+void LayerReader::ForgetLocalKeyLocked(const std::string& key) {
   if (local_.erase(key) == 0) return;
   auto it = weights_.find(key);
   if (it == weights_.end()) return;
@@ -274,45 +308,38 @@ void LayerReader::ForgetLocalLocked(const Chunk& c) {
 void LayerReader::CompleteFlight(const Chunk& c, const std::shared_ptr<Flight>& flight,
                                  absl::Status status, std::shared_ptr<const std::string> data,
                                  bool stored) {
+  PublishFlight(flight, std::move(status), std::move(data));
+  RetireFlight(c, flight, stored);
+}
+
+void LayerReader::PublishFlight(const std::shared_ptr<Flight>& flight, absl::Status status,
+                                std::shared_ptr<const std::string> data) {
   std::lock_guard<std::mutex> lock(mu_);
-  std::string key = KeyOf(c);
-  if (stored) MarkLocalLocked(key);
-  if (auto it = flights_.find(key); it != flights_.end() && it->second == flight) {
-    flights_.erase(it);
-  }
-  if (!status.ok()) readahead_keys_.erase(key);
   flight->done = true;
   flight->status = std::move(status);
   flight->data = std::move(data);
   cv_.notify_all();
 }
 
+void LayerReader::RetireFlight(const Chunk& c, const std::shared_ptr<Flight>& flight, bool stored) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string key = KeyOf(c);
+  if (stored) MarkLocalLocked(key);
+  if (auto it = flights_.find(key); it != flights_.end() && it->second == flight) {
+    flights_.erase(it);
+  }
+  if (!flight->status.ok()) readahead_keys_.erase(key);
+}
+
 void LayerReader::FinishChunk(const ChunkRef& ref, std::string_view compressed) {
   const Chunk& c = *ref.chunk;
-  // Decode without the digest check: ChunkCache::Put verifies before storing, so the bytes
-  // are hashed once. Without a stored copy they are verified here.
+  // Decoded without the digest check, then hashed once here: readers are answered from these
+  // verified bytes before they are stored, so no reader waits for the disk.
   Chunk unverified = c;
   unverified.has_digest = false;
   absl::StatusOr<std::string> data = format::DecodeChunk(unverified, compressed);
   absl::Status st = data.status();
-  bool stored = false;
-  if (st.ok() && c.has_digest) {
-    Digest digest = c.digest_value();
-    absl::Status put = cache_->Put(digest, *data);
-    if (put.ok()) {
-      stored = true;
-    } else if (put.code() == absl::StatusCode::kDataLoss) {
-      st = put;
-    } else {
-      st = digest.Verify(*data);
-      if (st.ok()) {
-        LogWarn("serving a verified chunk without caching it",
-                {{"layer", layer_id_},
-                 {"chunk_offset", c.compressed_offset},
-                 {"error", put.ToString()}});
-      }
-    }
-  }
+  if (st.ok() && c.has_digest) st = c.digest_value().Verify(*data);
   if (!st.ok()) {
     st = absl::DataLossError(
         fmt::format("layer {}: chunk at blob offset {} (+{}) failed verification: {}", layer_id_,
@@ -328,47 +355,125 @@ void LayerReader::FinishChunk(const ChunkRef& ref, std::string_view compressed) 
     CompleteFlight(c, ref.flight, st, {}, false);
     return;
   }
+  auto bytes = std::make_shared<const std::string>(std::move(*data));
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.chunks_fetched;
   }
-  CompleteFlight(c, ref.flight, absl::OkStatus(),
-                 std::make_shared<const std::string>(std::move(*data)), stored);
+  // The flight stays registered (done) until the chunk is stored: a read arriving meanwhile
+  // takes the bytes from it instead of fetching them again.
+  PublishFlight(ref.flight, absl::OkStatus(), bytes);
+  bool stored = false;
+  if (c.has_digest) {
+    absl::Status put = cache_->PutVerified(c.digest_value(), *bytes);
+    stored = put.ok();
+    if (!put.ok()) {
+      LogWarn(
+          "served a verified chunk without caching it",
+          {{"layer", layer_id_}, {"chunk_offset", c.compressed_offset}, {"error", put.ToString()}});
+    }
+  }
+  RetireFlight(c, ref.flight, stored);
 }
 
 void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
   if (groups.empty()) return;
+  // Chunks too large to hold in memory are spooled to a file as they stream in; the others
+  // are assembled in memory. A spooled chunk never overlaps another (the assembler would
+  // otherwise need its bytes), which every format here guarantees.
+  struct Spooled {
+    size_t index;  // in the group's chunks
+    uint64_t fed = 0;
+    std::unique_ptr<ChunkSpool> spool;
+    bool done = false;
+  };
+  std::vector<std::vector<Spooled>> spooled(groups.size());
+  std::vector<std::vector<size_t>> buffered(groups.size());  // assembler index -> chunk index
   std::vector<ChunkAssembler::Group> layout;
   layout.reserve(groups.size());
-  for (const Group& g : groups) {
-    ChunkAssembler::Group a{g.range, {}};
-    for (const ChunkRef& ref : g.chunks) a.chunks.push_back(ref.chunk->compressed_range());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    ChunkAssembler::Group a{groups[g].range, {}};
+    const std::vector<ChunkRef>& chunks = groups[g].chunks;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const Chunk& c = *chunks[i].chunk;
+      const bool overlaps =
+          (i > 0 && chunks[i - 1].chunk->compressed_range().end() > c.compressed_offset) ||
+          (i + 1 < chunks.size() &&
+           c.compressed_range().end() > chunks[i + 1].chunk->compressed_offset);
+      if (!overlaps && (c.length > options_.max_chunk_in_memory ||
+                        c.compressed_length > options_.max_chunk_in_memory)) {
+        spooled[g].push_back(Spooled{i, 0, std::make_unique<ChunkSpool>(c, cache_)});
+      } else {
+        buffered[g].push_back(i);
+        a.chunks.push_back(c.compressed_range());
+      }
+    }
     layout.push_back(std::move(a));
   }
   ChunkAssembler assembler(
       std::move(layout), [&](size_t g, size_t i, std::string_view compressed) -> absl::Status {
-        FinishChunk(groups[g].chunks[i], compressed);
+        FinishChunk(groups[g].chunks[buffered[g][i]], compressed);
         if (stopping_) {
           return absl::CancelledError(fmt::format("layer {}: reader is shutting down", layer_id_));
         }
         return absl::OkStatus();
       });
+  // Hands the bytes [offset, offset + data.size()) of group g to the spools they belong to.
+  auto feed_spools = [&](size_t g, uint64_t offset, std::string_view data) -> absl::Status {
+    const uint64_t end = offset + data.size();
+    for (Spooled& s : spooled[g]) {
+      const Chunk& c = *groups[g].chunks[s.index].chunk;
+      const uint64_t from = std::max(offset, c.compressed_offset + s.fed);
+      const uint64_t to = std::min(end, c.compressed_range().end());
+      if (s.done || from >= to) continue;
+      s.spool->Feed(data.substr(from - offset, to - from)).IgnoreError();  // Finish reports it
+      s.fed += to - from;
+      if (s.fed == c.compressed_length) {
+        s.done = true;
+        FinishSpool(groups[g].chunks[s.index], *s.spool);
+      }
+      if (stopping_) {
+        return absl::CancelledError(fmt::format("layer {}: reader is shutting down", layer_id_));
+      }
+    }
+    return absl::OkStatus();
+  };
+  auto group_of = [&](uint64_t offset) {
+    return std::partition_point(groups.begin(), groups.end(),
+                                [&](const Group& g) { return g.range.end() <= offset; }) -
+           groups.begin();
+  };
   const std::vector<ByteRange> ranges = assembler.Ranges();
   uint64_t total = 0;
   for (const ByteRange& r : ranges) total += r.length;
   const bool stopping = stopping_;
   const auto start = std::chrono::steady_clock::now();
   absl::Status st =
-      stopping ? absl::CancelledError(fmt::format("layer {}: reader is shutting down", layer_id_))
-               : blob_->StreamRanges(ranges, [&](uint64_t offset, std::string_view data) {
-                   {
-                     // Counted as bytes arrive: a reader served early sees them in Stats().
-                     std::lock_guard<std::mutex> lock(mu_);
-                     stats_.bytes_fetched += data.size();
-                     if (kind == FetchKind::kBackground) stats_.background_bytes += data.size();
-                   }
-                   return assembler.Feed(offset, data);
-                 });
+      stopping
+          ? absl::CancelledError(fmt::format("layer {}: reader is shutting down", layer_id_))
+          : blob_->StreamRanges(
+                ranges, [&](uint64_t offset, std::string_view data) -> absl::Status {
+                  // This runs inside the transport (libcurl's callbacks): nothing may throw
+                  // through it. A failure fails this fetch's chunks, as any error does.
+                  try {
+                    {
+                      // Counted as bytes arrive: a reader served early sees them in Stats().
+                      std::lock_guard<std::mutex> lock(mu_);
+                      stats_.bytes_fetched += data.size();
+                      if (kind == FetchKind::kBackground) stats_.background_bytes += data.size();
+                    }
+                    const size_t g = group_of(offset);
+                    if (g < groups.size() && !spooled[g].empty()) {
+                      if (absl::Status fs = feed_spools(g, offset, data); !fs.ok()) return fs;
+                    }
+                    return assembler.Feed(offset, data);
+                  } catch (const std::bad_alloc&) {
+                    return absl::ResourceExhaustedError("out of memory decoding fetched chunks");
+                  } catch (const std::exception& e) {
+                    return absl::InternalError(
+                        fmt::format("decoding fetched chunks: {}", e.what()));
+                  }
+                });
   const auto elapsed = std::chrono::steady_clock::now() - start;
   if (st.ok()) scheduler_->RecordTransfer(total, elapsed);
   static constexpr const char* kKindNames[] = {"on-demand", "readahead", "prefetch", "background"};
@@ -404,21 +509,58 @@ void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
     }
   }
   for (size_t g = 0; g < groups.size(); ++g) {
-    for (size_t i = 0; i < groups[g].chunks.size(); ++i) {
+    for (size_t i = 0; i < buffered[g].size(); ++i) {
       if (assembler.Done(g, i)) continue;
-      CompleteFlight(*groups[g].chunks[i].chunk, groups[g].chunks[i].flight, failure, {}, false);
+      const ChunkRef& ref = groups[g].chunks[buffered[g][i]];
+      CompleteFlight(*ref.chunk, ref.flight, failure, {}, false);
+    }
+    for (const Spooled& s : spooled[g]) {
+      if (s.done) continue;
+      const ChunkRef& ref = groups[g].chunks[s.index];
+      CompleteFlight(*ref.chunk, ref.flight, failure, {}, false);
     }
   }
+}
+
+void LayerReader::FinishSpool(const ChunkRef& ref, ChunkSpool& spool) {
+  const Chunk& c = *ref.chunk;
+  bool stored = false;
+  absl::StatusOr<std::shared_ptr<const TempChunk>> file = spool.Finish(&stored);
+  if (!file.ok()) {
+    absl::Status st =
+        absl::Status(file.status().code(),
+                     fmt::format("layer {}: chunk at blob offset {} (+{}) failed verification: {}",
+                                 layer_id_, c.compressed_offset, c.compressed_length,
+                                 std::string(file.status().message())));
+    LogError("layer chunk rejected", {{"layer", layer_id_},
+                                      {"chunk_offset", c.compressed_offset},
+                                      {"chunk_length", c.compressed_length},
+                                      {"error", st.ToString()}});
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (st.code() == absl::StatusCode::kDataLoss) ++stats_.verify_errors;
+    }
+    CompleteFlight(c, ref.flight, st, {}, false);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.chunks_fetched;
+    ref.flight->file = *file;
+  }
+  PublishFlight(ref.flight, absl::OkStatus(), nullptr);
+  RetireFlight(c, ref.flight, stored);
 }
 
 absl::Status LayerReader::WaitFlight(const std::shared_ptr<Flight>& flight,
                                      std::chrono::steady_clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!cv_.wait_until(lock, deadline, [&] { return flight->done; })) {
+  if (!cv_.wait_until(lock, deadline, [&] { return flight->done || stopping_; })) {
     ++stats_.timeouts;
     return absl::DeadlineExceededError(
         fmt::format("gave up after {} ms", options_.fetch_timeout.count()));
   }
+  if (!flight->done) return absl::CancelledError("the layer is being unmounted");
   return flight->status;
 }
 
@@ -531,8 +673,20 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
                                 {"blob_offset", to_fetch.front().chunk->compressed_offset}});
       }
       const Chunk* last_needed = to_fetch.back().chunk;
-      // Same-file readahead: the chunks after the read in this file.
-      if (options_.readahead_bytes > 0) {
+      // Same-file readahead: the chunks after the read in this file, only for a file being
+      // read sequentially: a small file read from its start (it will be read whole), or a miss
+      // that starts where the file's previous miss left off, give or take a chunk. A program
+      // that jumps around a big file (a shared library's pages, an ICU data file) would
+      // otherwise fetch a useless chunk with every miss.
+      const uint64_t slack = std::max<uint64_t>(options_.readahead_bytes,
+                                                pending.front().chunk->length);
+      auto prev = miss_ends_.find(ino);
+      const bool sequential =
+          (offset == 0 && attr->size <= options_.readahead_bytes) ||
+          (prev != miss_ends_.end() && offset >= prev->second && offset - prev->second <= slack);
+      if (miss_ends_.size() >= kMaxTrackedFiles) miss_ends_.clear();
+      miss_ends_[ino] = offset + length;
+      if (options_.readahead_bytes > 0 && sequential) {
         std::span<const Chunk> file_chunks = index_->Chunks(ino);
         uint64_t ahead = 0;
         for (size_t next = (pending.back().chunk - file_chunks.data()) + 1;
@@ -582,7 +736,23 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
           *p.chunk, ino, st,
           st.code() == absl::StatusCode::kDeadlineExceeded ? "timed out reading" : "reading");
     }
-    std::memcpy(p.dst, p.flight->data->data() + p.chunk_off, p.n);
+    if (p.flight->data != nullptr) {
+      std::memcpy(p.dst, p.flight->data->data() + p.chunk_off, p.n);
+      continue;
+    }
+    // A spooled chunk: its verified bytes are in a file.
+    for (size_t done = 0; done < p.n;) {
+      ssize_t got = ::pread(p.flight->file->fd(), p.dst + done, p.n - done,
+                            static_cast<off_t>(p.chunk_off + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        return ChunkError(*p.chunk, ino,
+                          absl::DataLossError(fmt::format(
+                              "spooled chunk file: {}", got < 0 ? std::strerror(errno) : "short")),
+                          "reading");
+      }
+      done += static_cast<size_t>(got);
+    }
   }
   return length;
 }
@@ -715,6 +885,45 @@ void LayerReader::RunBackgroundFetch() {
     std::lock_guard<std::mutex> lock(mu_);
     return stats_.fetch_errors + stats_.verify_errors;
   }();
+  // When the chunk cache evicts chunks of this layer while (or after) they are fetched, the
+  // layer is not local: another pass fetches them again, as long as the cache can hold the
+  // layer at all (else passes would only evict each other).
+  const bool fits = [&] {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_.total_bytes <= cache_->config().max_bytes / 2;
+  }();
+  bool complete = false;
+  for (int pass = 0; pass < kMaxBackgroundPasses && BackgroundPass(); ++pass) {
+    std::lock_guard<std::mutex> lock(mu_);
+    complete = stats_.local_chunks == stats_.total_chunks;
+    const bool failed = stats_.fetch_errors + stats_.verify_errors > errors_before;
+    if (complete || failed || !fits) break;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  const uint64_t errors = stats_.fetch_errors + stats_.verify_errors - errors_before;
+  complete = stats_.local_chunks == stats_.total_chunks;
+  stats_.background = stopping_    ? "stopped"
+                      : complete   ? "done"
+                      : errors > 0 ? "failed"
+                                   : "incomplete";
+  if (!stopping_) {
+    nlohmann::json fields = {{"layer", layer_id_},
+                             {"errors", errors},
+                             {"fetched_percent", stats_.fetched_percent()},
+                             {"bytes_fetched", stats_.bytes_fetched},
+                             {"background_bytes", stats_.background_bytes}};
+    if (complete) {
+      LogInfo("layer fully local", fields);
+    } else if (errors > 0) {
+      LogWarn("background fetch left chunks missing", fields);
+    } else {
+      fields["cache_max_bytes"] = cache_->config().max_bytes;
+      LogWarn("layer does not stay local: the chunk cache evicts its chunks", fields);
+    }
+  }
+}
+
+bool LayerReader::BackgroundPass() {
   auto set_state = [this](BackgroundScheduler::WaitReason reason) {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.background = std::string(BackgroundScheduler::WaitReasonName(reason));
@@ -751,20 +960,7 @@ void LayerReader::RunBackgroundFetch() {
   }
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return background_in_flight_ == 0; });
-  const uint64_t errors = stats_.fetch_errors + stats_.verify_errors - errors_before;
-  const bool complete = stats_.local_chunks == stats_.total_chunks;
-  stats_.background = stopping_ ? "stopped" : (complete ? "done" : "failed");
-  if (!stopping_) {
-    nlohmann::json fields = {{"layer", layer_id_},
-                             {"errors", errors},
-                             {"fetched_percent", stats_.fetched_percent()},
-                             {"bytes_fetched", stats_.bytes_fetched},
-                             {"background_bytes", stats_.background_bytes}};
-    if (complete)
-      LogInfo("layer fully local", fields);
-    else
-      LogWarn("background fetch left chunks missing", fields);
-  }
+  return !stopping_;
 }
 
 LayerReaderStats LayerReader::Stats() const {

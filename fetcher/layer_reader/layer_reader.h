@@ -35,8 +35,9 @@
 // Chunks built without a digest (IndexBuildOptions::allow_missing_digests) cannot be
 // content-addressed: they are fetched on every read and never cached.
 //
-// Thread-safety: all methods are thread-safe. Destruction stops the background fetch and
-// waits for this reader's fetches in flight (i.e. for their BlobReader calls to return).
+// Thread-safety: all methods are thread-safe. Destruction stops the background fetch, cancels
+// the blob reader (BlobReader::Cancel: transfers in progress end within about a second) and
+// waits for this reader's fetches in flight to return.
 #ifndef LAZYPULL_FETCHER_LAYER_READER_LAYER_READER_H_
 #define LAZYPULL_FETCHER_LAYER_READER_LAYER_READER_H_
 
@@ -59,6 +60,7 @@
 #include "fetcher/cache/chunk_cache.h"
 #include "fetcher/format/layer_index.h"
 #include "fetcher/layer_reader/background_scheduler.h"
+#include "fetcher/layer_reader/chunk_spool.h"
 #include "fetcher/layer_reader/fetch_executor.h"
 #include "lazypull/blob_reader.h"
 #include "nlohmann/json.hpp"
@@ -74,9 +76,14 @@ struct LayerReaderOptions {
   // Upper bound of one on-demand fetch, readahead included (a single larger chunk is still
   // fetched).
   uint64_t max_request_bytes = 16 << 20;
-  // Same-file readahead: on a miss, also fetch the file's following chunks that are not
-  // local, up to this many uncompressed bytes (sequential readers then cost one round trip
-  // per readahead window, not one per chunk). 0 = off.
+  // Chunks larger than this (compressed or not) never sit in memory whole: they are
+  // decompressed and hashed as they stream in, into a file (ChunkSpool), and served from it
+  // once verified. Bounds the memory of a read whatever a TOC declares.
+  uint64_t max_chunk_in_memory = 8 << 20;
+  // Same-file readahead: on a miss of a file read sequentially (the miss continues where the
+  // file's previous miss ended), also fetch the file's following chunks that are not local,
+  // up to this many uncompressed bytes (sequential readers then cost one round trip per
+  // readahead window, not one per chunk). 0 = off.
   uint64_t readahead_bytes = 4 << 20;
   // Cross-file readahead window in compressed bytes (see the file comment): initial size,
   // bounds. readahead_window = 0 turns it off.
@@ -85,9 +92,12 @@ struct LayerReaderOptions {
   uint64_t readahead_window_max = 4 << 20;
   // Threads of the reader's own FetchExecutor (when `executor` is null): foreground fetches
   // always have this many threads besides the background ones.
-  size_t foreground_threads = 4;
+  size_t foreground_threads = 8;
   // Shared executor; null = the reader creates its own.
   std::shared_ptr<FetchExecutor> executor;
+  // Where this layer's bytes come from (e.g. the registry host): the executor limits how many
+  // of its threads one source may hold, so a stalled registry cannot starve the others.
+  std::string fetch_source;
 
   // Fetch LayerIndex::prefetch_range() in one request when StartBackground() is called.
   bool prefetch = true;
@@ -129,7 +139,9 @@ struct LayerReaderStats {
   std::string prefetch;           // "off", "pending", "none", "running", "done", "failed"
   // "off"; "pending" (not started); "waiting" (silence period: the layer is being read);
   // "paused" (yielding to on-demand fetches); "throttled" (bandwidth budget); "queued" (node-
-  // wide background concurrency); "running"; "done"; "failed"; "stopped".
+  // wide background concurrency); "running"; "done"; "failed" (fetch errors left chunks
+  // missing); "incomplete" (the chunk cache evicted chunks and cannot hold the whole
+  // layer); "stopped".
   std::string background;
   double fetched_percent() const {
     return total_bytes == 0 ? 100.0 : 100.0 * static_cast<double>(local_bytes) / total_bytes;
@@ -138,7 +150,7 @@ struct LayerReaderStats {
   nlohmann::json ToJson() const;
 };
 
-class LayerReader {
+class LayerReader : private ChunkCache::EvictionListener {
  public:
   // `index`, `blob` and `cache` must be non-null; `cache` must outlive the reader. Scans the
   // cache for chunks already local (for fetched %). InvalidArgument for bad options.
@@ -146,7 +158,7 @@ class LayerReader {
       std::string layer_id, std::shared_ptr<const format::LayerIndex> index,
       std::shared_ptr<BlobReader> blob, ChunkCache* cache, LayerReaderOptions options);
 
-  ~LayerReader();
+  ~LayerReader() override;
   LayerReader(const LayerReader&) = delete;
   LayerReader& operator=(const LayerReader&) = delete;
 
@@ -178,6 +190,12 @@ class LayerReader {
   // configured. Returns immediately.
   void StartBackground();
 
+  // Stops the reader for good: background fetch ends, fetches in flight are cancelled
+  // (BlobReader::Cancel) and reads waiting for them fail with Cancelled; later reads of
+  // uncached bytes fail too. For unmounting without waiting out a stalled registry.
+  // Idempotent; the destructor calls it.
+  void Stop();
+
   // Blocks until the background work started by StartBackground() has finished (or
   // `timeout` passed). Returns whether it finished. For tests and orderly shutdown.
   bool WaitBackground(std::chrono::milliseconds timeout);
@@ -191,7 +209,8 @@ class LayerReader {
   struct Flight {
     bool done = false;
     absl::Status status;
-    std::shared_ptr<const std::string> data;  // the verified chunk bytes
+    std::shared_ptr<const std::string> data;  // the verified chunk bytes, or
+    std::shared_ptr<const TempChunk> file;    // for a spooled chunk: a file holding them
   };
   struct ChunkRef {
     const format::Chunk* chunk;
@@ -217,6 +236,11 @@ class LayerReader {
   // Records a chunk as stored in the cache / as evicted (for fetched %). Caller holds mu_.
   void MarkLocalLocked(const std::string& key);
   void ForgetLocalLocked(const format::Chunk& c);
+  void ForgetLocalKeyLocked(const std::string& key);
+  // ChunkCache::EvictionListener: a chunk this layer counted as local left the cache.
+  void OnChunkRemoved(const Digest& digest) override;
+  // One pass of the background fetch over every chunk not local. False if stopped.
+  bool BackgroundPass();
   // Claims `c` for fetching: returns a new flight registered in flights_ (and sets *owned),
   // or the flight already in progress. Returns null if the chunk became local meanwhile.
   std::shared_ptr<Flight> ClaimLocked(const format::Chunk& c, bool* owned);
@@ -238,8 +262,17 @@ class LayerReader {
   void RunFetch(std::vector<Group> groups, FetchKind kind);
   // Decodes/verifies/stores one chunk's compressed bytes and completes its flight.
   void FinishChunk(const ChunkRef& ref, std::string_view compressed);
+  // Completes the flight of a chunk spooled to a file (verified, then adopted if it fits).
+  void FinishSpool(const ChunkRef& ref, ChunkSpool& spool);
+  // PublishFlight then RetireFlight.
   void CompleteFlight(const format::Chunk& c, const std::shared_ptr<Flight>& flight,
                       absl::Status status, std::shared_ptr<const std::string> data, bool stored);
+  // Hands the result to the flight's waiters; the flight stays findable (done).
+  void PublishFlight(const std::shared_ptr<Flight>& flight, absl::Status status,
+                     std::shared_ptr<const std::string> data);
+  // Forgets the flight once its chunk is stored (or will never be): later reads go to the
+  // cache (or fetch again).
+  void RetireFlight(const format::Chunk& c, const std::shared_ptr<Flight>& flight, bool stored);
   // Runs RunFetch on the executor (foreground priority unless kBackground) and counts it as
   // outstanding. `permit` (background only) is released when the fetch ends.
   void SubmitFetch(std::vector<ChunkRef> chunks, FetchKind kind,
@@ -290,6 +323,9 @@ class LayerReader {
   Window window_;
   uint64_t window_size_ = 0;
   absl::flat_hash_map<std::string, uint64_t> readahead_keys_;
+  // Where each file's last miss ended, to tell sequential readers (same-file readahead) from
+  // programs that jump around.
+  absl::flat_hash_map<format::Ino, uint64_t> miss_ends_;
   // readahead_keys_.size() as of the last Read, so cache hits skip mu_ when it is 0.
   std::atomic<size_t> readahead_outstanding_{0};
   LayerReaderStats stats_;

@@ -214,19 +214,19 @@ absl::StatusOr<Authorizer::Token> Authorizer::FetchToken(const Reference& ref,
   }
   if (resp->status == 401 || resp->status == 403) {
     return absl::PermissionDeniedError(
-        fmt::format("token server {} refused credentials for {} (scope {}): HTTP {}", state.realm,
-                    host, scope, resp->status));
+        fmt::format("token server {} refused credentials for {} (scope {}): HTTP {}",
+                    RedactUrl(state.realm), host, scope, resp->status));
   }
   if (resp->status != 200) {
-    return absl::UnavailableError(
-        fmt::format("token server {} for {} answered HTTP {}", state.realm, host, resp->status));
+    return absl::UnavailableError(fmt::format("token server {} for {} answered HTTP {}",
+                                              RedactUrl(state.realm), host, resp->status));
   }
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(resp->body);
   } catch (const nlohmann::json::exception&) {
     return absl::UnavailableError(
-        fmt::format("token server {} for {}: response is not JSON", state.realm, host));
+        fmt::format("token server {} for {}: response is not JSON", RedactUrl(state.realm), host));
   }
   Token t;
   if (j.contains("token") && j["token"].is_string()) t.value = j["token"].get<std::string>();
@@ -235,7 +235,7 @@ absl::StatusOr<Authorizer::Token> Authorizer::FetchToken(const Reference& ref,
   }
   if (t.value.empty()) {
     return absl::UnavailableError(
-        fmt::format("token server {} for {}: response has no token", state.realm, host));
+        fmt::format("token server {} for {}: response has no token", RedactUrl(state.realm), host));
   }
   int64_t expires_in = 60;
   if (j.contains("expires_in") && j["expires_in"].is_number_integer()) {

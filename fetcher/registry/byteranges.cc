@@ -1,7 +1,6 @@
 #include "fetcher/registry/byteranges.h"
 
 #include <algorithm>
-
 #include <cctype>
 #include <charconv>
 
@@ -144,8 +143,8 @@ absl::Status ByterangesParser::OnLine(std::string_view line) {
         return absl::OkStatus();
       }
       if (state_ == State::kAfterPayload) {
-        return Fail(fmt::format("expected the boundary after part {}, got \"{}\"", parts_,
-                                Quote(l)));
+        return Fail(
+            fmt::format("expected the boundary after part {}, got \"{}\"", parts_, Quote(l)));
       }
       return absl::OkStatus();  // preamble text is ignored
     }
@@ -161,18 +160,15 @@ absl::Status ByterangesParser::OnLine(std::string_view line) {
       }
       size_t colon = line.find(':');
       if (colon == std::string_view::npos) {
-        return Fail(fmt::format("bad header line \"{}\" in part {}",
-                                Quote(line), parts_ + 1));
+        return Fail(fmt::format("bad header line \"{}\" in part {}", Quote(line), parts_ + 1));
       }
-      if (!EqualsIgnoreCase(Trim(line.substr(0, colon)),
-                                  "content-range")) {
+      if (!EqualsIgnoreCase(Trim(line.substr(0, colon)), "content-range")) {
         return absl::OkStatus();
       }
       std::string_view value = line.substr(colon + 1);
       std::optional<ContentRange> cr = ParseContentRange(value);
       if (!cr) {
-        return Fail(fmt::format("bad Content-Range \"{}\" in part {}",
-                                Quote(value), parts_ + 1));
+        return Fail(fmt::format("bad Content-Range \"{}\" in part {}", Quote(value), parts_ + 1));
       }
       if ((cr->complete_length && *cr->complete_length != blob_size_) || cr->offset >= blob_size_ ||
           cr->length > blob_size_ - cr->offset) {
@@ -225,8 +221,8 @@ absl::Status ByterangesParser::Feed(std::string_view data, const PartSink& on_pa
             if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
             size_t n = std::min(l.size(), delimiter_.size());
             if (l.substr(0, n) != std::string_view(delimiter_).substr(0, n)) {
-              return Fail(fmt::format("expected the boundary after part {}, got \"{}\"", parts_,
-                                      Quote(l)));
+              return Fail(
+                  fmt::format("expected the boundary after part {}, got \"{}\"", parts_, Quote(l)));
             }
           }
           break;

@@ -85,6 +85,22 @@ size_t OnBody(char* data, size_t size, size_t n, void* user) {
   return len;
 }
 
+// curl's error text may quote the URL: never let its query string through.
+std::string RedactErrorText(std::string text, const std::string& url) {
+  const std::string redacted = RedactUrl(url);
+  for (size_t at = text.find(url); at != std::string::npos; at = text.find(url, at)) {
+    text.replace(at, url.size(), redacted);
+    at += redacted.size();
+  }
+  return text;
+}
+
+// Called by libcurl about once a second (more often while bytes flow).
+int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* t = static_cast<Transfer*>(user);
+  return t->request->cancelled && t->request->cancelled() ? 1 : 0;
+}
+
 class CurlTransport : public HttpTransport {
  public:
   CurlTransport() {
@@ -118,9 +134,14 @@ class CurlTransport : public HttpTransport {
                      static_cast<long>(req.connect_timeout.count()));
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(req.timeout.count()));
     if (req.low_speed_time.count() > 0) {
-      curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+      curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, static_cast<long>(req.low_speed_bytes));
       curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME,
                        std::max(1L, static_cast<long>(req.low_speed_time.count() / 1000)));
+    }
+    if (req.cancelled) {
+      curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+      curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &OnProgress);
+      curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &t);
     }
     curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);
     curl_easy_setopt(easy, CURLOPT_HEADERDATA, &t);
@@ -191,11 +212,16 @@ class CurlTransport : public HttpTransport {
                         : version == CURL_HTTP_VERSION_1_0 ? "1.0"
                                                            : "1.1";
     if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && resp.stopped_by_sink)) return resp;
+    if (rc == CURLE_ABORTED_BY_CALLBACK) {
+      return absl::CancelledError(fmt::format("{} {}: cancelled", req.method, RedactUrl(req.url)));
+    }
     std::string what =
-        fmt::format("{} {}: {}", req.method, req.url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        fmt::format("{} {}: {}", req.method, RedactUrl(req.url),
+                    errbuf[0] ? RedactErrorText(errbuf, req.url) : curl_easy_strerror(rc));
     if (t.too_large) {
       return absl::ResourceExhaustedError(fmt::format("{} {}: response body larger than {} bytes",
-                                                      req.method, req.url, req.max_body_bytes));
+                                                      req.method, RedactUrl(req.url),
+                                                      req.max_body_bytes));
     }
     switch (rc) {
       case CURLE_OPERATION_TIMEDOUT:

@@ -36,14 +36,19 @@ struct HttpRequest {
   TlsOptions tls;
   std::chrono::milliseconds connect_timeout{10000};
   std::chrono::milliseconds timeout{60000};  // whole exchange; 0 = none
-  // Abort when slower than 1 KiB/s for this long (guards bodies without a total timeout).
+  // Abort when slower than `low_speed_bytes` per second for `low_speed_time` (a registry that
+  // trickles bytes or stalls; guards bodies without a total timeout). 0 = no limit.
   std::chrono::milliseconds low_speed_time{30000};
+  uint64_t low_speed_bytes = 1024;
   // When set, the body of a 2xx response is streamed here instead of stored, with the
   // response's status and headers in `head` (its body stays empty); return false to stop the
   // transfer early (the response then has stopped_by_sink = true and is OK).
   std::function<bool(const HttpResponse& head, std::string_view data)> body_sink;
   // Non-2xx bodies (and 2xx ones without a sink) beyond this are an error.
   uint64_t max_body_bytes = 64ull << 20;
+  // Polled during the exchange (at least about once a second, even while the server sends
+  // nothing); true aborts it with Cancelled. Empty = never.
+  std::function<bool()> cancelled;
 };
 
 struct HttpResponse {
@@ -69,6 +74,11 @@ class HttpTransport {
   // method and URL (never headers).
   virtual absl::StatusOr<HttpResponse> Send(const HttpRequest& request) = 0;
 };
+
+// `url` as it may appear in logs and error messages: without userinfo, query and fragment
+// (pre-signed redirect URLs to blob storage carry credentials in their query string).
+// "https://u:p@host/path?sig=x#f" -> "https://host/path?<redacted>".
+std::string RedactUrl(std::string_view url);
 
 // The libcurl transport: a pool of easy handles sharing DNS, TLS sessions and the connection
 // cache (keep-alive, connection reuse), HTTP/2 over TLS when the server offers it.

@@ -36,6 +36,9 @@ struct RegistryClient::Call {
   // Whether a DataLoss from `validate` is retried (a digest mismatch is; a malformed answer
   // that would come back the same is not).
   bool retry_data_loss = true;
+  // True aborts the call (in a transfer, while waiting for a connection slot or a backoff)
+  // with Cancelled. Empty = never.
+  std::function<bool()> cancelled;
 };
 
 namespace internal {

@@ -30,10 +30,15 @@ using namespace internal;  // NOLINT(build/namespaces): this module's own helper
 class RegistryClient::HostLimiter {
  public:
   explicit HostLimiter(int max) : max_(max) {}
-  void Acquire(const std::string& host) {
+  // False (without a slot) if `cancelled` turns true while waiting for one.
+  bool Acquire(const std::string& host, const std::function<bool()>& cancelled) {
     std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return in_flight_[host] < max_; });
+    while (in_flight_[host] >= max_) {
+      if (cancelled && cancelled()) return false;
+      cv_.wait_for(l, std::chrono::milliseconds(100));
+    }
     ++in_flight_[host];
+    return true;
   }
   void Release(const std::string& host) {
     {
@@ -185,7 +190,12 @@ absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
   int auth_rounds = 0;
   thread_local std::minstd_rand rng(std::random_device{}());
 
+  auto cancelled = [&] { return call.cancelled && call.cancelled(); };
+  auto cancelled_error = [&] {
+    return absl::CancelledError(fmt::format("{}: cancelled", context));
+  };
   while (true) {
+    if (cancelled()) return cancelled_error();
     HttpHeaders headers = call.headers;
     if (call.on_attempt) call.on_attempt(&headers);
     auto auth = authorizer_->HeaderFor(ref, host.host, scope, host.tls);
@@ -209,7 +219,10 @@ absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
       req.method = method;
       req.url = url;
       req.headers = headers;
-      for (const auto& h : host.headers) req.headers.push_back(h);
+      // hosts.toml headers are for the registry like credentials: not for another origin.
+      if (send_auth) {
+        for (const auto& h : host.headers) req.headers.push_back(h);
+      }
       req.headers.emplace_back("User-Agent", config_.user_agent);
       if (send_auth && !auth->empty()) req.headers.emplace_back("Authorization", *auth);
       req.body = body;
@@ -223,7 +236,10 @@ absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
       if (req.timeout.count() == 0 || req.timeout > remaining) req.timeout = remaining;
       req.max_body_bytes = call.max_body;
       req.body_sink = call.sink;
-      limiter_->Acquire(target_host);
+      req.cancelled = call.cancelled;
+      req.low_speed_time = config_.low_speed_time;
+      req.low_speed_bytes = config_.low_speed_bytes;
+      if (!limiter_->Acquire(target_host, call.cancelled)) return cancelled_error();
       requests_++;
       resp = transport_->Send(req);
       limiter_->Release(target_host);
@@ -330,7 +346,12 @@ absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
                                          {"backoff_ms", wait.count()}});
     retries_++;
     ++attempts;
-    std::this_thread::sleep_for(wait);
+    // Backoff in slices, so a cancelled operation does not wait it out.
+    for (auto until = Clock::now() + wait; Clock::now() < until;) {
+      if (cancelled()) return cancelled_error();
+      std::this_thread::sleep_for(
+          std::min<Clock::duration>(until - Clock::now(), std::chrono::milliseconds(100)));
+    }
   }
 }
 

@@ -109,7 +109,8 @@ class RegistryClient {
   // returned. OutOfRange if the range exceeds desc.size.
   absl::StatusOr<std::string> ReadRange(const Reference& ref, const oci::Descriptor& desc,
                                         uint64_t offset, uint64_t length,
-                                        const std::optional<Digest>& expected = std::nullopt);
+                                        const std::optional<Digest>& expected = std::nullopt,
+                                        const std::function<bool()>& cancelled = {});
 
   // Streams `ranges` of a blob to `sink` with BlobReader::StreamRanges' contract. Several
   // ranges go out as ONE request (`Range: bytes=a-b,c-d,...`, answered multipart/byteranges)
@@ -120,8 +121,10 @@ class RegistryClient {
   // Transport errors are retried from where each range stands. A malformed multipart answer is
   // DataLoss (logged), not retried, and turns multi-range off for the host. Sink errors abort
   // and are returned as is. InvalidArgument for ranges that break the contract.
+  // `cancelled` (may be empty) aborts the transfer and retries with Cancelled when true.
   absl::Status StreamRanges(const Reference& ref, const oci::Descriptor& desc,
-                            std::span<const ByteRange> ranges, const BlobReader::Sink& sink);
+                            std::span<const ByteRange> ranges, const BlobReader::Sink& sink,
+                            const std::function<bool()>& cancelled = {});
 
   // Whether `registry_host` answered a multi-range request with multipart/byteranges (true),
   // did not (false), or has not been asked yet (nullopt).
@@ -171,12 +174,13 @@ class RegistryClient {
   // One multi-range request for `ranges` (at least 2), retried for what is missing.
   absl::Status StreamMultipart(const Reference& ref, const oci::Descriptor& desc,
                                std::span<const ByteRange> ranges, std::span<uint64_t> done,
-                               const BlobReader::Sink& sink);
+                               const BlobReader::Sink& sink,
+                               const std::function<bool()>& cancelled);
   // One single-range request covering `ranges` (gap bytes are discarded), retried from where
   // each range stands.
   absl::Status StreamCovering(const Reference& ref, const oci::Descriptor& desc,
                               std::span<const ByteRange> ranges, std::span<uint64_t> done,
-                              const BlobReader::Sink& sink);
+                              const BlobReader::Sink& sink, const std::function<bool()>& cancelled);
   void LearnMultiRange(const std::string& registry_host, bool supported);
   absl::Status UploadBlob(const Reference& ref, const RegistryHost& host,
                           const oci::Descriptor& desc, BlobReader& content,

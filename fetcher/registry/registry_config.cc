@@ -91,6 +91,12 @@ absl::StatusOr<RegistryConfig> ParseRegistryConfig(const toml::table& registry) 
       st = GetMillis(v, key, &c.request_timeout);
     } else if (key == "total_timeout_ms") {
       st = GetMillis(v, key, &c.total_timeout);
+    } else if (key == "low_speed_time_ms") {
+      st = GetMillis(v, key, &c.low_speed_time);
+    } else if (key == "low_speed_bytes") {
+      if (!v.is_integer() || *v.value<int64_t>() < 0)
+        return Bad(key, "must be a non-negative integer");
+      c.low_speed_bytes = static_cast<uint64_t>(*v.value<int64_t>());
     } else if (key == "initial_backoff_ms") {
       st = GetMillis(v, key, &c.initial_backoff);
     } else if (key == "max_backoff_ms") {

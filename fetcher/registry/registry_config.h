@@ -14,6 +14,8 @@
 //   initial_backoff_ms = 200
 //   max_backoff_ms = 5000
 //   max_concurrency_per_host = 8
+//   low_speed_time_ms = 30000                 # abandon a transfer slower than
+//   low_speed_bytes = 1024                    #   this many bytes/s for that long
 //   merge_gap_bytes = 0                       # range reads merge ranges this close
 //   multi_range = true                        # several ranges in one request when supported
 //   upload_chunk_bytes = 16777216             # blob pushes above this use chunked PATCH
@@ -64,6 +66,10 @@ struct RegistryConfig {
   std::chrono::milliseconds initial_backoff{200};
   std::chrono::milliseconds max_backoff{5000};
   int max_concurrency_per_host = 8;
+  // A transfer slower than low_speed_bytes/s for low_speed_time is abandoned (and retried):
+  // a stalled or trickling registry frees its connection instead of holding it.
+  std::chrono::milliseconds low_speed_time{30000};
+  uint64_t low_speed_bytes = 1024;
   uint64_t merge_gap_bytes = 0;
   // Ask for several ranges in one request (multipart/byteranges) where the registry answers so.
   bool multi_range = true;

@@ -26,7 +26,8 @@ using namespace internal;  // NOLINT(build/namespaces): this module's own helper
 absl::StatusOr<std::string> RegistryClient::ReadRange(const Reference& ref,
                                                       const oci::Descriptor& desc, uint64_t offset,
                                                       uint64_t length,
-                                                      const std::optional<Digest>& expected) {
+                                                      const std::optional<Digest>& expected,
+                                                      const std::function<bool()>& cancelled) {
   const uint64_t size = static_cast<uint64_t>(desc.size);
   if (offset > size || length > size - offset) {
     return absl::OutOfRangeError(fmt::format("range [{}, +{}) is past the end {} of blob {} in {}",
@@ -39,11 +40,13 @@ absl::StatusOr<std::string> RegistryClient::ReadRange(const Reference& ref,
   for (int attempt = 0; attempt <= config_.max_retries; ++attempt) {
     std::string out;
     uint64_t done = 0;
-    st = StreamCovering(ref, desc, std::span<const ByteRange>(&range, 1),
-                        std::span<uint64_t>(&done, 1), [&](uint64_t, std::string_view data) {
-                          out.append(data);
-                          return absl::OkStatus();
-                        });
+    st = StreamCovering(
+        ref, desc, std::span<const ByteRange>(&range, 1), std::span<uint64_t>(&done, 1),
+        [&](uint64_t, std::string_view data) {
+          out.append(data);
+          return absl::OkStatus();
+        },
+        cancelled);
     if (!st.ok()) return st;
     if (!expected) return out;
     st = expected->Verify(out);
@@ -141,7 +144,8 @@ void RegistryClient::LearnMultiRange(const std::string& host, bool supported) {
 
 absl::Status RegistryClient::StreamRanges(const Reference& ref, const oci::Descriptor& desc,
                                           std::span<const ByteRange> ranges,
-                                          const BlobReader::Sink& sink) {
+                                          const BlobReader::Sink& sink,
+                                          const std::function<bool()>& cancelled) {
   const uint64_t size = static_cast<uint64_t>(desc.size);
   for (size_t i = 0; i < ranges.size(); ++i) {
     const ByteRange& r = ranges[i];
@@ -159,8 +163,9 @@ absl::Status RegistryClient::StreamRanges(const Reference& ref, const oci::Descr
     for (size_t first = 0; first + 1 < ranges.size(); first += kMaxRangesPerRequest) {
       const size_t n = std::min(kMaxRangesPerRequest, ranges.size() - first);
       if (n < 2) break;
-      absl::Status st = StreamMultipart(ref, desc, ranges.subspan(first, n),
-                                        std::span<uint64_t>(done).subspan(first, n), sink);
+      absl::Status st =
+          StreamMultipart(ref, desc, ranges.subspan(first, n),
+                          std::span<uint64_t>(done).subspan(first, n), sink, cancelled);
       if (!st.ok()) return st;
       if (MultiRangeSupport(ref.host) == false) break;
     }
@@ -187,9 +192,9 @@ absl::Status RegistryClient::StreamRanges(const Reference& ref, const oci::Descr
   auto worker = [&] {
     for (size_t gi = next++; gi < groups.size(); gi = next++) {
       const Group& g = groups[gi];
-      absl::Status st =
-          StreamCovering(ref, desc, ranges.subspan(g.first, g.last - g.first),
-                         std::span<uint64_t>(done).subspan(g.first, g.last - g.first), sink);
+      absl::Status st = StreamCovering(ref, desc, ranges.subspan(g.first, g.last - g.first),
+                                       std::span<uint64_t>(done).subspan(g.first, g.last - g.first),
+                                       sink, cancelled);
       if (!st.ok()) {
         std::lock_guard<std::mutex> l(mu);
         if (first_error.ok()) first_error = st;
@@ -209,8 +214,8 @@ absl::Status RegistryClient::StreamRanges(const Reference& ref, const oci::Descr
 
 absl::Status RegistryClient::StreamMultipart(const Reference& ref, const oci::Descriptor& desc,
                                              std::span<const ByteRange> ranges,
-                                             std::span<uint64_t> done,
-                                             const BlobReader::Sink& sink) {
+                                             std::span<uint64_t> done, const BlobReader::Sink& sink,
+                                             const std::function<bool()>& cancelled) {
   const uint64_t size = static_cast<uint64_t>(desc.size);
   RangeDelivery delivery(ranges, done, sink);
   enum class Answer { kNone, kMultipart, kSingle, kWhole };
@@ -227,6 +232,7 @@ absl::Status RegistryClient::StreamMultipart(const Reference& ref, const oci::De
                           ranges.front().offset);
   call.accept = {200, 206};
   call.retry_data_loss = false;  // a malformed multipart answer is not worth repeating
+  call.cancelled = cancelled;
   call.on_attempt = [&](HttpHeaders* h) {
     answer = Answer::kNone;
     parser.reset();
@@ -314,8 +320,8 @@ absl::Status RegistryClient::StreamMultipart(const Reference& ref, const oci::De
 
 absl::Status RegistryClient::StreamCovering(const Reference& ref, const oci::Descriptor& desc,
                                             std::span<const ByteRange> ranges,
-                                            std::span<uint64_t> done,
-                                            const BlobReader::Sink& sink) {
+                                            std::span<uint64_t> done, const BlobReader::Sink& sink,
+                                            const std::function<bool()>& cancelled) {
   const uint64_t size = static_cast<uint64_t>(desc.size);
   RangeDelivery delivery(ranges, done, sink);
   bool started = false;
@@ -327,6 +333,7 @@ absl::Status RegistryClient::StreamCovering(const Reference& ref, const oci::Des
   call.what = fmt::format("GET blob {} range [{}, {})", desc.digest.ToString(),
                           ranges.front().offset, ranges.back().end());
   call.accept = {200, 206};
+  call.cancelled = cancelled;
   call.on_attempt = [&](HttpHeaders* h) {
     started = false;
     bad_answer = absl::OkStatus();
@@ -384,14 +391,18 @@ class RegistryClient::RegistryBlobReader : public BlobReader {
   uint64_t Size() const override { return static_cast<uint64_t>(desc_.size); }
 
   absl::StatusOr<std::string> ReadAt(uint64_t offset, uint64_t length) override {
-    return client_->ReadRange(ref_, desc_, offset, length);
+    return client_->ReadRange(ref_, desc_, offset, length, std::nullopt, cancelled_fn_);
   }
 
   absl::Status StreamRanges(std::span<const ByteRange> ranges, const Sink& sink) override {
-    return client_->StreamRanges(ref_, desc_, ranges, sink);
+    return client_->StreamRanges(ref_, desc_, ranges, sink, cancelled_fn_);
   }
 
+  void Cancel() override { cancelled_ = true; }
+
  private:
+  std::atomic<bool> cancelled_{false};
+  const std::function<bool()> cancelled_fn_ = [this] { return cancelled_.load(); };
   RegistryClient* const client_;
   const Reference ref_;
   const oci::Descriptor desc_;

@@ -298,7 +298,13 @@ absl::StatusOr<TarIndex> ScanTar(BlobReader& tar, const ScanOptions& options) {
         if (key == "atime") e.atime = *t;
         if (key == "ctime") e.ctime = *t;
       } else if (absl::StartsWith(key, "SCHILY.xattr.")) {
-        e.xattrs[key.substr(strlen("SCHILY.xattr."))] = value;
+        // An empty PAX value deletes the keyword (POSIX pax; Go's archive/tar, which containerd
+        // and umoci unpack with, drops such xattrs).
+        if (value.empty()) {
+          e.xattrs.erase(key.substr(strlen("SCHILY.xattr.")));
+        } else {
+          e.xattrs[key.substr(strlen("SCHILY.xattr."))] = value;
+        }
       } else if (absl::StartsWith(key, "GNU.sparse.")) {
         return absl::UnimplementedError(
             fmt::format("tar entry {} at {} is a PAX sparse file, which is not supported", e.name,

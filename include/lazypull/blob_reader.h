@@ -45,6 +45,11 @@ class BlobReader {
   // byte was delivered; on error some prefix of each range may have been delivered. A sink
   // error aborts the transfer and is returned as is. Default: one ReadAt per range, in order.
   virtual absl::Status StreamRanges(std::span<const ByteRange> ranges, const Sink& sink);
+
+  // Makes reads in progress end soon (within about a second, even on a stalled connection)
+  // and later reads fail at once, with Cancelled. For shutdown and snapshot removal.
+  // Default: nothing (for readers that never block long).
+  virtual void Cancel() {}
 };
 
 // A BlobReader over an in-memory buffer (tests, small local blobs).

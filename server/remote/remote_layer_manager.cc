@@ -91,6 +91,7 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
   std::unique_ptr<registry::HttpTransport> transport =
       o.transport != nullptr ? std::move(o.transport) : registry::NewCurlTransport();
   m->client_ = std::make_unique<registry::RegistryClient>(o.registry, std::move(transport));
+  if (o.mount.erofs.dir.empty()) o.mount.erofs.dir = o.root + "/erofs";
   absl::StatusOr<std::unique_ptr<mount::LayerMountBackend>> backend =
       mount::NewLayerMountBackend(o.mount);
   if (!backend.ok()) return backend.status();
@@ -200,6 +201,87 @@ absl::StatusOr<ChunkCache*> RemoteLayerManager::Cache() {
   return cache_.get();
 }
 
+// --- EROFS backend (issue 10): per-snapshot backend label, local copies, layer origin ---
+namespace {
+
+std::string BackendLabel(const Labels& labels) {
+  auto it = labels.find(kBackendLabel);
+  return it == labels.end() ? std::string() : it->second;
+}
+
+// The format a layer's media type implies (for status when no index was opened).
+std::string FormatOfMediaType(const std::string& media_type) {
+  return media_type.find("zstd") != std::string::npos ? "zstd:chunked" : "estargz";
+}
+
+}  // namespace
+
+mount::LayerOrigin RemoteLayerManager::OriginOf(const ResolvedLayer& layer,
+                                                std::shared_ptr<BlobReader> blob) {
+  mount::LayerOrigin origin;
+  origin.blob = std::move(blob);
+  origin.diff_id = [this, layer]() -> absl::StatusOr<Digest> {
+    absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
+    if (!ref.ok()) return ref.status();
+    absl::StatusOr<registry::ResolvedImage> image = ResolveImage(*ref, /*allow_cached=*/true);
+    if (!image.ok()) return image.status();
+    absl::StatusOr<oci::ImageConfig> config = client_->FetchConfig(*ref, image->manifest);
+    if (!config.ok()) return config.status();
+    const auto& layers = image->manifest.layers;
+    for (size_t i = 0; i < layers.size() && i < config->diff_ids().size(); ++i) {
+      if (layers[i].digest == layer.layer.digest) return config->diff_ids()[i];
+    }
+    return absl::NotFoundError(absl::StrCat("no diff_id for layer ", layer.layer.digest.ToString(),
+                                            " in the image config of ", layer.image_ref));
+  };
+  origin.fetch_blob = [this, layer](const std::string& path,
+                                    const std::function<bool()>& cancelled) -> absl::Status {
+    absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
+    if (!ref.ok()) return ref.status();
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("create ", path));
+    // Verified against the layer digest by FetchBlobStream before it returns OK.
+    return client_->FetchBlobStream(
+        *ref, layer.layer, [&](uint64_t offset, std::string_view data) -> absl::Status {
+          if (cancelled()) return absl::CancelledError("layer download cancelled");
+          for (size_t done = 0; done < data.size();) {
+            ssize_t n = ::pwrite(fd.get(), data.data() + done, data.size() - done,
+                                 static_cast<off_t>(offset + done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return absl::ErrnoToStatus(errno, absl::StrCat("write ", path));
+            done += static_cast<size_t>(n);
+          }
+          return absl::OkStatus();
+        });
+  };
+  return origin;
+}
+
+absl::Status RemoteLayerManager::MountLocalLayer(int64_t snapshot_id, const ResolvedLayer& layer,
+                                                 const std::string& fs_dir,
+                                                 const std::string& backend) {
+  const std::string layer_id = layer.layer.digest.ToString();
+  absl::StatusOr<std::unique_ptr<mount::MountedLayer>> mounted =
+      backend_->MountLocal(layer_id, fs_dir, backend);
+  if (!mounted.ok()) return mounted.status();
+  std::unique_ptr<mount::MountedLayer> replaced;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    MountedEntry& entry = mounted_[snapshot_id];
+    replaced = std::move(entry.mounted);
+    entry = MountedEntry{.source = layer,
+                         .format = FormatOfMediaType(layer.layer.media_type),
+                         .mounted = std::move(*mounted)};
+    unavailable_.erase(snapshot_id);
+  }
+  if (replaced != nullptr) replaced->Unmount().IgnoreError();
+  LogInfo("remote layer mounted from its local copy",
+          {{"snapshot_id", snapshot_id}, {"layer", layer_id}, {"target", fs_dir}});
+  status_cv_.notify_all();
+  return absl::OkStatus();
+}
+// --- end of EROFS backend additions ---
+
 namespace {
 
 std::string PreloadKey(const std::string& pinned_ref, const Digest& layer) {
@@ -289,8 +371,11 @@ absl::StatusOr<std::shared_ptr<const format::LayerIndex>> RemoteLayerManager::La
 }
 
 absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedLayer& layer,
-                                            const std::string& fs_dir) {
+                                            const std::string& fs_dir, const std::string& backend) {
   status_active_ = true;
+  // A layer already local on this node needs neither its index nor the registry.
+  absl::Status local = MountLocalLayer(snapshot_id, layer, fs_dir, backend);
+  if (local.ok() || local.code() != absl::StatusCode::kNotFound) return local;
   absl::StatusOr<ChunkCache*> cache = Cache();
   if (!cache.ok()) return cache.status();
   absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
@@ -300,11 +385,17 @@ absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedL
   if (!index.ok()) return index.status();
   const std::string format(format::LayerFormatName((*index)->format()));
   const std::string layer_id = layer.layer.digest.ToString();
+  LayerReaderOptions reader_options = options_.mount.reader;
+  reader_options.fetch_source = ref->host;  // a stalled registry holds only its share of threads
   absl::StatusOr<std::unique_ptr<LayerReader>> reader =
-      LayerReader::Create(layer_id, *index, blob, *cache, options_.mount.reader);
+      LayerReader::Create(layer_id, *index, blob, *cache, std::move(reader_options));
   if (!reader.ok()) return reader.status();
   absl::StatusOr<std::unique_ptr<mount::MountedLayer>> mounted =
-      backend_->Mount({.layer_id = layer_id, .reader = std::move(*reader), .target_dir = fs_dir});
+      backend_->Mount({.layer_id = layer_id,
+                       .reader = std::move(*reader),
+                       .target_dir = fs_dir,
+                       .backend = backend,
+                       .origin = OriginOf(layer, blob)});
   if (!mounted.ok()) return mounted.status();
   (*mounted)->StartBackground();
   std::unique_ptr<mount::MountedLayer> replaced;
@@ -333,7 +424,7 @@ absl::StatusOr<Labels> RemoteLayerManager::PrepareRemoteLayer(const RemoteLayerR
   absl::StatusOr<ResolvedLayer> layer = Resolve(*source);
   absl::Status s = layer.status();
   if (s.ok()) PreloadImageLayers(*source, *layer);
-  if (s.ok()) s = MountLayer(request.snapshot_id, *layer, fs_dir);
+  if (s.ok()) s = MountLayer(request.snapshot_id, *layer, fs_dir, BackendLabel(request.labels));
   if (!s.ok()) {
     LogInfo("layer is not lazily mountable; containerd will pull it",
             {{"key", request.key},
@@ -356,7 +447,8 @@ absl::Status RemoteLayerManager::RestoreRemoteLayer(int64_t snapshot_id, const S
 void RemoteLayerManager::RestoreOne(const PendingRestore& pending) {
   absl::StatusOr<ResolvedLayer> layer = ResolvedLayerFromLabels(pending.labels);
   absl::Status s = layer.status();
-  if (s.ok()) s = MountLayer(pending.snapshot_id, *layer, pending.fs_dir);
+  if (s.ok())
+    s = MountLayer(pending.snapshot_id, *layer, pending.fs_dir, BackendLabel(pending.labels));
   if (s.ok()) return;
   LogWarn(
       "cannot re-mount remote layer; its snapshots are unavailable",
@@ -413,15 +505,24 @@ absl::Status RemoteLayerManager::CheckLayerAvailable(int64_t snapshot_id) {
 absl::Status RemoteLayerManager::ReleaseRemoteLayer(int64_t snapshot_id,
                                                     const std::string& fs_dir) {
   std::unique_ptr<mount::MountedLayer> mounted;
+  bool last_of_layer = false;
+  std::string layer_id;
   {
     std::lock_guard<std::mutex> lock(mu_);
     unavailable_.erase(snapshot_id);
     auto it = mounted_.find(snapshot_id);
     if (it == mounted_.end()) return absl::OkStatus();
     mounted = std::move(it->second.mounted);
+    const Digest digest = it->second.source.layer.digest;
     mounted_.erase(it);
+    // The layer's local copy (EROFS graduation) goes with its last snapshot.
+    last_of_layer = std::none_of(mounted_.begin(), mounted_.end(), [&](const auto& e) {
+      return e.second.source.layer.digest == digest;
+    });
+    layer_id = digest.ToString();
   }
   absl::Status s = mounted->Unmount();
+  if (last_of_layer) backend_->DropLocal(layer_id);
   status_cv_.notify_all();
   if (!s.ok()) return s;
   LogInfo("remote layer unmounted", {{"snapshot_id", snapshot_id}, {"target", fs_dir}});

@@ -7,6 +7,10 @@
 //   verified TOC) → LayerReader (ChunkCache, shared FetchExecutor) → LayerMountBackend mount
 //   at the snapshot's fs dir → prefetch + background fetch.
 //
+// A layer the backend already holds locally (an EROFS-graduated layer) is mounted from that
+// copy first, with neither index nor registry, so restarts re-mount it before gRPC serves even
+// when the registry is gone. The label kBackendLabel picks the backend per snapshot.
+//
 // The resolved source is returned as labels (kSourceRefLabel, kSourceLayerLabel) that the
 // Snapshotter stores with the committed snapshot, so RestoreRemoteLayer re-mounts from
 // metadata alone. Restores are queued on `restore_concurrency` threads and awaited in
@@ -57,6 +61,8 @@ namespace lazypull::remote {
 
 // Status file name under the daemon root.
 inline constexpr char kStatusFileName[] = "status.json";
+// Per-snapshot backend override ("fuse" or "erofs"), for experiments.
+inline constexpr char kBackendLabel[] = "containerd.io/snapshot/lazypull.backend";
 
 class RemoteLayerManager final : public RemoteLayerHandler {
  public:
@@ -130,9 +136,17 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // The layer's index: a preloaded one when there is one, else opened now.
   absl::StatusOr<std::shared_ptr<const format::LayerIndex>> LayerIndexFor(
       const ResolvedLayer& layer, BlobReader& blob);
-  // Opens, indexes and mounts `layer` at fs_dir and records it under snapshot_id.
+  // Opens, indexes and mounts `layer` at fs_dir and records it under snapshot_id. `backend`:
+  // the kBackendLabel value ("" = configured backend). A layer the backend holds locally is
+  // mounted from there without index or registry.
   absl::Status MountLayer(int64_t snapshot_id, const ResolvedLayer& layer,
-                          const std::string& fs_dir);
+                          const std::string& fs_dir, const std::string& backend);
+  // EROFS backend: mounts the backend's local copy of `layer` (NotFound if none).
+  absl::Status MountLocalLayer(int64_t snapshot_id, const ResolvedLayer& layer,
+                               const std::string& fs_dir, const std::string& backend);
+  // Where graduation gets the layer's diff_id and compressed blob (through client_; `blob`
+  // reads ranges of it).
+  mount::LayerOrigin OriginOf(const ResolvedLayer& layer, std::shared_ptr<BlobReader> blob);
   void RestoreOne(const PendingRestore& pending);
   // The chunk cache, opened on first use (so a daemon without remote layers creates nothing
   // under its root). Errors of ChunkCache::Open; retried on the next call.

@@ -1,6 +1,6 @@
 // cache_crash_helper DIR STAGE READY_FILE: stores one 4 MiB chunk (PatternBytes(4 MiB, 7))
 // into the chunk cache at DIR and, at STAGE ("write": half of the bytes written; "rename":
-// fully written and fsync'ed, not yet renamed), creates READY_FILE and blocks until killed.
+// fully written, not yet renamed), creates READY_FILE and blocks until killed.
 // The cache tests SIGKILL it there to show a crash never leaves a partial chunk visible.
 #include <fcntl.h>
 #include <unistd.h>

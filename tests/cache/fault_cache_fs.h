@@ -52,7 +52,6 @@ class FaultCacheFs : public CacheFs {
   absl::Status SetMtime(int fd, int64_t mtime_ns, const std::string& path) override {
     return real_->SetMtime(fd, mtime_ns, path);
   }
-  absl::Status Sync(int fd, const std::string& path) override { return real_->Sync(fd, path); }
   absl::Status Rename(const std::string& from, const std::string& to) override {
     if (before_rename) before_rename();
     if (int err = rename_errno.load(); err != 0) {

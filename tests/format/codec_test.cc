@@ -1,6 +1,7 @@
 #include <string>
 
 #include "fetcher/codec/gzip.h"
+#include "fetcher/codec/stream_decoder.h"
 #include "fetcher/codec/zstd.h"
 #include "gtest/gtest.h"
 
@@ -98,6 +99,65 @@ TEST(ZstdTest, ErrorsAreClear) {
             absl::StatusCode::kResourceExhausted);
   auto exact = ZstdDecompress(*ZstdCompress(std::string(1000, 'x')), {.max_output = 1000});
   ASSERT_TRUE(exact.ok()) << exact.status();
+}
+
+// A zstd frame whose header declares 16 GiB of content but holds 100 bytes: the declared size
+// is not trusted for allocation (the decoder grows with what the frame produces) and the lie
+// is DataLoss, both one-shot and streaming.
+std::string FrameDeclaring(uint64_t declared, const std::string& content) {
+  std::string f = "\x28\xb5\x2f\xfd";
+  f.push_back(static_cast<char>(0xC0));  // 8-byte Frame_Content_Size, no single segment
+  f.push_back(static_cast<char>(0x00));  // window descriptor: 1 KiB
+  for (int i = 0; i < 8; ++i) f.push_back(static_cast<char>((declared >> (8 * i)) & 0xff));
+  const uint32_t block =
+      1u | (0u << 1) | (static_cast<uint32_t>(content.size()) << 3);  // last, raw
+  f.push_back(static_cast<char>(block & 0xff));
+  f.push_back(static_cast<char>((block >> 8) & 0xff));
+  f.push_back(static_cast<char>((block >> 16) & 0xff));
+  return f + content;
+}
+
+TEST(ZstdTest, DeclaredContentSizeIsNotTrusted) {
+  const std::string content(100, 'z');
+  ASSERT_TRUE(ZstdDecompress(FrameDeclaring(100, content)).ok());  // the crafted frame is valid
+  auto lie = ZstdDecompress(FrameDeclaring(16ull << 30, content), {.max_output = 64ull << 30});
+  EXPECT_EQ(lie.status().code(), absl::StatusCode::kDataLoss) << lie.status();
+  auto decoder = StreamDecoder::NewZstdFrame();
+  uint64_t produced = 0;
+  absl::Status st = decoder->Feed(FrameDeclaring(16ull << 30, content), [&](std::string_view p) {
+    produced += p.size();
+    return absl::OkStatus();
+  });
+  EXPECT_FALSE(st.ok() && decoder->ended());
+  EXPECT_LE(produced, content.size());
+}
+
+TEST(StreamDecoderTest, GzipAndZstdInPiecesMatchOneShot) {
+  std::string data;
+  for (int i = 0; i < 3 << 20; ++i) data.push_back(static_cast<char>((i * 7 + i / 1000) % 253));
+  for (bool gzip : {true, false}) {
+    std::string compressed = gzip ? *GzipCompress(data, 1) : *ZstdCompress(data, 1);
+    auto decoder = gzip ? StreamDecoder::NewGzipMember() : StreamDecoder::NewZstdFrame();
+    std::string out;
+    for (size_t pos = 0; pos < compressed.size(); pos += 777) {
+      ASSERT_TRUE(decoder
+                      ->Feed(std::string_view(compressed).substr(pos, 777),
+                             [&](std::string_view p) {
+                               EXPECT_LE(p.size(), StreamDecoder::kPieceBytes);
+                               out.append(p);
+                               return absl::OkStatus();
+                             })
+                      .ok());
+    }
+    EXPECT_TRUE(decoder->ended());
+    EXPECT_TRUE(out == data) << (gzip ? "gzip" : "zstd");
+    // Corruption is DataLoss.
+    std::string bad = compressed;
+    bad[bad.size() / 2] ^= 0x55;
+    auto d2 = gzip ? StreamDecoder::NewGzipMember() : StreamDecoder::NewZstdFrame();
+    absl::Status st = d2->Feed(bad, [](std::string_view) { return absl::OkStatus(); });
+    EXPECT_TRUE(!st.ok() || !d2->ended()) << (gzip ? "gzip" : "zstd");
+  }
 }
 
 }  // namespace

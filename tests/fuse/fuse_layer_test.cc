@@ -50,6 +50,7 @@ using ::lazypull::testing::FaultBlobReader;
 using ::lazypull::testing::ReadFile;
 using ::lazypull::testing::RunCommand;
 using ::lazypull::testing::TempDir;
+using ::lazypull::testing::WaitUntil;
 using ::lazypull::testing::WriteFile;
 using ::testing::HasSubstr;
 
@@ -545,7 +546,7 @@ TEST_F(FuseLayerTest, CorruptByteIsEioAndNeverCached) {
   ASSERT_EQ(pread(fd, buf, sizeof(buf), kChunkSize + 10), 4096) << strerror(errno);
   EXPECT_EQ(std::string(buf, 4096), want);
   close(fd);
-  EXPECT_TRUE(m->cache->Contains(chunk.digest_value()));
+  EXPECT_TRUE(WaitUntil([&] { return m->cache->Contains(chunk.digest_value()); }));
 }
 
 TEST_F(FuseLayerTest, StalledRegistryFailsUncachedReadsWithinTimeout) {
@@ -859,9 +860,20 @@ TEST(MountConfigTest, ParsesMountSection) {
   EXPECT_EQ(c->reader.max_request_bytes, 8u << 20);
   EXPECT_EQ(c->fuse.max_threads, 8u);
   EXPECT_EQ(c->fuse.attr_timeout, std::chrono::seconds(3600));
+  // auto = EROFS where the kernel can (it can here; the EROFS tests cover the rest).
+  TempDir state("mountcfg");
+  c->erofs.dir = state.path();
   auto backend = mount::NewLayerMountBackend(*c);
-  ASSERT_TRUE(backend.ok());
-  EXPECT_EQ((*backend)->name(), "fuse");
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  EXPECT_EQ((*backend)->name(), "erofs");
+  c->backend = mount::BackendKind::kFuse;
+  EXPECT_EQ((*mount::NewLayerMountBackend(*c))->name(), "fuse");
+  auto graduation = mount::ParseMountConfig(
+      toml::parse("graduation = false\nerofs_probe_filesystems = \"/tmp/fs\""));
+  ASSERT_TRUE(graduation.ok()) << graduation.status();
+  EXPECT_FALSE(graduation->erofs.graduation);
+  EXPECT_EQ(graduation->erofs.probe_filesystems, "/tmp/fs");
+  EXPECT_EQ(mount::MountConfig().backend, mount::BackendKind::kAuto);
 
   auto bad = mount::ParseMountConfig(toml::parse("backend = \"nfs\""));
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
@@ -870,7 +882,12 @@ TEST(MountConfigTest, ParsesMountSection) {
   EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("mount.speed"));
   mount::MountConfig erofs;
   erofs.backend = mount::BackendKind::kErofs;
-  EXPECT_EQ(mount::NewLayerMountBackend(erofs).status().code(), absl::StatusCode::kUnimplemented);
+  erofs.erofs.dir = state.path();
+  auto no_erofs = [](const mount::MountConfig&) {
+    return absl::FailedPreconditionError("EROFS is not usable here: simulated");
+  };
+  EXPECT_EQ(mount::NewLayerMountBackend(erofs, no_erofs).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

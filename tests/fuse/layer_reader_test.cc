@@ -6,11 +6,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "fetcher/codec/gzip.h"
 #include "fetcher/codec/zstd.h"
 #include "fetcher/format/layer_index_builder.h"
 #include "gmock/gmock.h"
@@ -23,6 +25,7 @@ namespace {
 
 using ::lazypull::testing::FaultBlobReader;
 using ::lazypull::testing::TempDir;
+using ::lazypull::testing::WaitUntil;
 
 struct Layer {
   std::shared_ptr<const format::LayerIndex> index;
@@ -108,6 +111,9 @@ TEST(LayerReaderTest, ReadsClampAtEofAndHitTheCacheAfterOneFetch) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(l.blob->requests(), 1u);
   EXPECT_EQ((*r)->Stats().cache_misses, 1u);
+  // Once stored (just after its readers were served), the chunk is read from the cache.
+  ASSERT_TRUE(
+      WaitUntil([&] { return cache->Contains(l.index->Chunks(InoOf(l, 2))[0].digest_value()); }));
   ASSERT_TRUE((*r)->Read(InoOf(l, 2), 0, buf.data(), 1000).ok());
   EXPECT_EQ((*r)->Stats().cache_hits, 1u);
   EXPECT_EQ(l.blob->requests(), 1u);
@@ -264,7 +270,8 @@ TEST(LayerReaderTest, ReadaheadNeverServesUnverifiedBytes) {
   // With the fault gone, file 3 is fetched again and served.
   l.blob->CorruptByte(std::nullopt);
   ExpectFile(**r, l, 3);
-  EXPECT_TRUE(cache->Contains(bad.digest_value()));
+  // Stored once its readers were served.
+  EXPECT_TRUE(WaitUntil([&] { return cache->Contains(bad.digest_value()); }));
 }
 
 TEST(LayerReaderTest, BackgroundFetchCompletesALayerNobodyReads) {
@@ -388,7 +395,8 @@ TEST(LayerReaderTest, ReadSpansNameOnlyVerifiedCacheFiles) {
     ASSERT_TRUE(r.ok());
     EXPECT_FALSE((*r)->ReadSpans(InoOf(l, 1), 0, 5000, &spans));  // not fetched yet
     ExpectFile(**r, l, 1);
-    ASSERT_TRUE((*r)->ReadSpans(InoOf(l, 1), 100, 1000, &spans));
+    // The chunk file appears once the readers were served.
+    ASSERT_TRUE(WaitUntil([&] { return (*r)->ReadSpans(InoOf(l, 1), 100, 1000, &spans); }));
     ASSERT_EQ(spans.size(), 1u);
     ASSERT_TRUE(spans[0].file.has_value());
     std::string got(spans[0].length, '\0');
@@ -404,7 +412,184 @@ TEST(LayerReaderTest, ReadSpansNameOnlyVerifiedCacheFiles) {
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE((*r)->ReadSpans(InoOf(l, 1), 0, 5000, &spans));
   ExpectFile(**r, l, 1);
-  EXPECT_TRUE((*r)->ReadSpans(InoOf(l, 1), 0, 5000, &spans));
+  EXPECT_TRUE(WaitUntil([&] { return (*r)->ReadSpans(InoOf(l, 1), 0, 5000, &spans); }));
+}
+
+// One big file stored as ONE chunk (legal: eStargz without chunkSize), larger than
+// max_chunk_in_memory: it streams through a verified temp file, never whole in memory.
+struct BigChunkLayer {
+  std::shared_ptr<const format::LayerIndex> index;
+  std::shared_ptr<FaultBlobReader> blob;
+  std::string content;
+  format::Chunk chunk;
+};
+
+BigChunkLayer MakeBigChunkLayer(size_t size, bool gzip) {
+  BigChunkLayer l;
+  l.content.resize(size);
+  for (size_t j = 0; j < size; ++j) l.content[j] = static_cast<char>((j * 13 + j / 4096) % 251);
+  // A gzip member may start with other bytes (inner_offset) and go on with the next entry's
+  // tar header, as in eStargz.
+  const std::string prefix(100, 'p'), suffix(512, 's');
+  absl::StatusOr<std::string> compressed = gzip
+                                               ? codec::GzipCompress(prefix + l.content + suffix, 1)
+                                               : codec::ZstdCompress(l.content, 1);
+  EXPECT_TRUE(compressed.ok());
+  format::Chunk& c = l.chunk;
+  c.compression =
+      gzip ? format::ChunkCompression::kGzipMember : format::ChunkCompression::kZstdFrame;
+  c.compressed_offset = 0;
+  c.compressed_length = compressed->size();
+  c.inner_offset = gzip ? prefix.size() : 0;
+  c.length = size;
+  std::string raw = Digest::Of(l.content).hex();
+  for (int k = 0; k < 32; ++k) c.digest[k] = std::stoi(raw.substr(2 * k, 2), nullptr, 16);
+  c.has_digest = true;
+  format::LayerIndexBuilder b(
+      gzip ? format::LayerFormat::kEstargz : format::LayerFormat::kZstdChunked, {});
+  format::EntryMeta meta;
+  meta.permissions = 0644;
+  EXPECT_TRUE(b.AddRegular("big", meta, size, {c}).ok());
+  auto index = b.Finish(Digest::Of("toc"), compressed->size(), compressed->size());
+  EXPECT_TRUE(index.ok()) << index.status();
+  l.index = std::make_shared<const format::LayerIndex>(std::move(*index));
+  l.blob = std::make_shared<FaultBlobReader>(NewStringBlobReader(*compressed));
+  return l;
+}
+
+TEST(LayerReaderTest, ChunkLargerThanMemoryBudgetStreamsThroughAVerifiedFile) {
+  for (bool gzip : {false, true}) {
+    TempDir dir;
+    auto cache = OpenCache(dir);
+    BigChunkLayer l = MakeBigChunkLayer(12 << 20, gzip);
+    LayerReaderOptions o;
+    o.background_fetch = false;
+    o.max_chunk_in_memory = 1 << 20;
+    auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+    ASSERT_TRUE(r.ok());
+    const format::Ino ino = *l.index->LookupPath("big");
+    for (uint64_t off : {uint64_t{0}, uint64_t{6 << 20}, uint64_t{(12 << 20) - 1}}) {
+      std::string buf(4096, 'x');
+      auto n = (*r)->Read(ino, off, buf.data(), buf.size());
+      ASSERT_TRUE(n.ok()) << n.status();
+      ASSERT_EQ(*n, std::min<uint64_t>(4096, (12 << 20) - off));
+      EXPECT_EQ(buf.substr(0, *n), l.content.substr(off, *n)) << "gzip " << gzip << " at " << off;
+    }
+    EXPECT_EQ(l.blob->requests(), 1u);  // one fetch, then the verified file (or cache)
+    EXPECT_TRUE(WaitUntil([&] { return cache->Contains(l.chunk.digest_value()); }));
+    EXPECT_EQ((*r)->Stats().chunks_fetched, 1u);
+  }
+}
+
+TEST(LayerReaderTest, CorruptSpooledChunkIsNeverServedNorKept) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  BigChunkLayer l = MakeBigChunkLayer(6 << 20, false);
+  l.blob->CorruptByte(l.chunk.compressed_length / 2);
+  LayerReaderOptions o;
+  o.background_fetch = false;
+  o.max_chunk_in_memory = 1 << 20;
+  auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  std::string buf(10, 'x');
+  auto n = (*r)->Read(*l.index->LookupPath("big"), 0, buf.data(), buf.size());
+  EXPECT_EQ(n.status().code(), absl::StatusCode::kDataLoss) << n.status();
+  EXPECT_EQ(buf, std::string(10, 'x'));
+  EXPECT_FALSE(cache->Contains(l.chunk.digest_value()));
+  EXPECT_TRUE(std::filesystem::is_empty(dir.Sub("cache") + "/tmp"));
+  EXPECT_EQ((*r)->Stats().verify_errors, 1u);
+}
+
+// A cache far smaller than the layer evicts while the background fetch runs: the status says
+// so truthfully (not "done", fetched % = what the cache really holds), and every file still
+// reads back exactly.
+TEST(LayerReaderTest, EvictionKeepsStatusTruthful) {
+  TempDir dir;
+  Layer l = MakeLayer(40, 50000);
+  uint64_t layer_bytes = 40 * 50000;
+  CacheConfig cc;
+  cc.dir = dir.Sub("cache");
+  cc.max_bytes = layer_bytes / 4;
+  auto cache = ChunkCache::Open(cc);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  LayerReaderOptions o;
+  o.prefetch = false;
+  o.background_silence = std::chrono::milliseconds(0);
+  auto r = LayerReader::Create("x", l.index, l.blob, cache->get(), o);
+  ASSERT_TRUE(r.ok());
+  (*r)->StartBackground();
+  ASSERT_TRUE((*r)->WaitBackground(std::chrono::seconds(60)));
+  LayerReaderStats s = (*r)->Stats();
+  EXPECT_EQ(s.background, "incomplete");
+  EXPECT_GT((*cache)->stats().evictions, 0u);
+  // Local = what the cache holds now, not what was ever fetched.
+  EXPECT_EQ(s.local_bytes, (*cache)->stats().bytes_stored);
+  EXPECT_LT(s.fetched_percent(), 100.0);
+  for (int i = 0; i < 40; ++i) ExpectFile(**r, l, i);
+  EXPECT_EQ((*r)->Stats().verify_errors, 0u);
+}
+
+// One file of `chunks` zstd chunks of `chunk` bytes each.
+Layer MakeChunkedFile(int chunks, size_t chunk) {
+  Layer layer;
+  std::string blob, content;
+  std::vector<format::Chunk> list;
+  for (int i = 0; i < chunks; ++i) {
+    std::string part(chunk, '\0');
+    for (size_t j = 0; j < chunk; ++j)
+      part[j] = static_cast<char>((i * 17 + j * 3 + j / 997) % 251);
+    auto frame = codec::ZstdCompress(part, 1);
+    format::Chunk c;
+    c.compression = format::ChunkCompression::kZstdFrame;
+    c.compressed_offset = blob.size();
+    c.compressed_length = frame->size();
+    c.file_offset = content.size();
+    c.length = chunk;
+    std::string raw = Digest::Of(part).hex();
+    for (int k = 0; k < 32; ++k) c.digest[k] = std::stoi(raw.substr(2 * k, 2), nullptr, 16);
+    c.has_digest = true;
+    list.push_back(c);
+    blob += *frame;
+    content += part;
+  }
+  format::LayerIndexBuilder b(format::LayerFormat::kZstdChunked, {});
+  format::EntryMeta meta;
+  meta.permissions = 0644;
+  EXPECT_TRUE(b.AddRegular("f0", meta, content.size(), list).ok());
+  auto index = b.Finish(Digest::Of("toc"), blob.size(), blob.size());
+  layer.index = std::make_shared<const format::LayerIndex>(std::move(*index));
+  layer.blob = std::make_shared<FaultBlobReader>(NewStringBlobReader(blob));
+  layer.contents.push_back(content);
+  return layer;
+}
+
+TEST(LayerReaderTest, SameFileReadaheadOnlyForSequentialReaders) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  Layer l = MakeChunkedFile(16, 64 << 10);
+  LayerReaderOptions o;
+  o.background_fetch = false;
+  o.readahead_window = 0;
+  o.readahead_bytes = 128 << 10;
+  auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  const format::Ino ino = InoOf(l, 0);
+  std::string buf(4096, 'x');
+  auto read_at = [&](uint64_t off) {
+    auto n = (*r)->Read(ino, off, buf.data(), buf.size());
+    ASSERT_TRUE(n.ok()) << n.status();
+    EXPECT_EQ(buf, l.contents[0].substr(off, 4096));
+  };
+  // Jumping around a big file (as a program's page faults do): one chunk per miss.
+  for (int c : {9, 3, 13}) read_at(static_cast<uint64_t>(c) * (64 << 10) + 100);
+  EXPECT_EQ((*r)->Stats().chunks_fetched, 3u);
+  // Reading on where the last miss ended: the following chunks come along.
+  read_at(14 * (64 << 10));
+  EXPECT_TRUE(WaitUntil([&] { return (*r)->Stats().chunks_fetched == 5u; }))
+      << (*r)->Stats().chunks_fetched;
+  const uint64_t fetched = l.blob->requests();
+  read_at(15 * (64 << 10));  // fetched by the readahead
+  EXPECT_EQ(l.blob->requests(), fetched);
 }
 }  // namespace
 }  // namespace lazypull

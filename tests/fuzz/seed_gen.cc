@@ -49,5 +49,9 @@ int main(int argc, char** argv) {
   Write(out + "/toc_json_fuzzer", "zstd.json", zc.toc_json);
   Write(out + "/codec_fuzzer", "gz", *lazypull::codec::GzipCompress("hello gzip member"));
   Write(out + "/codec_fuzzer", "zst", *lazypull::codec::ZstdCompress("hello zstd frame"));
+  // The EROFS writer target builds indexes from raw choices: any bytes are a valid start.
+  std::string choices;
+  for (int i = 0; i < 4096; ++i) choices.push_back(static_cast<char>((i * 2654435761u) >> 13));
+  Write(out + "/erofs_writer_fuzzer", "choices", choices);
   return 0;
 }

@@ -142,6 +142,8 @@ const char* KindName(FaultKind k) {
       return "redirect";
     case FaultKind::kRequireBasic:
       return "require-basic";
+    case FaultKind::kStall:
+      return "stall";
   }
   return "?";
 }
@@ -271,6 +273,17 @@ void FaultProxy::Serve(int fd) {
         std::lock_guard<std::mutex> l(mu_);
         requests_.push_back(rec);
       }
+      if (faulty && rule.kind == FaultKind::kStall) {
+        // Hold the connection, answering nothing, until the rules change or we stop.
+        while (!stopping_) {
+          {
+            std::lock_guard<std::mutex> l(mu_);
+            if (rules_.empty()) break;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        break;  // then close it: the client sees the connection drop
+      }
       if (faulty && (rule.kind == FaultKind::kStatus || rule.kind == FaultKind::kRedirect ||
                      rule.kind == FaultKind::kRequireBasic)) {
         int status = rule.kind == FaultKind::kStatus     ? rule.status
@@ -283,7 +296,11 @@ void FaultProxy::Serve(int fd) {
                                        Reason(status), body.size());
         if (!rule.retry_after.empty()) resp += "Retry-After: " + rule.retry_after + "\r\n";
         if (rule.kind == FaultKind::kRedirect) {
-          resp += fmt::format("Location: http://127.0.0.1:{}{}\r\n", rule.redirect_port, target);
+          std::string location = target;
+          if (!rule.redirect_query.empty()) {
+            location = location.substr(0, location.find('?')) + "?" + rule.redirect_query;
+          }
+          resp += fmt::format("Location: http://127.0.0.1:{}{}\r\n", rule.redirect_port, location);
         }
         if (rule.kind == FaultKind::kRequireBasic) {
           resp += "WWW-Authenticate: Basic realm=\"fault-proxy\"\r\n";

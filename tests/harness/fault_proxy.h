@@ -33,6 +33,8 @@ enum class FaultKind {
   kIgnoreRange,   // strip the Range header before forwarding (upstream answers 200 full)
   kRedirect,      // answer 307 to http://127.0.0.1:<redirect_port><same path and query>
   kRequireBasic,  // answer 401 + WWW-Authenticate: Basic unless Authorization is present
+  kStall,         // accept the request and answer nothing, holding the connection open until
+                  // the rules are cleared or the proxy stops (a stalled registry)
 };
 
 struct FaultRule {
@@ -42,6 +44,8 @@ struct FaultRule {
   int status = 503;
   std::string retry_after;  // kStatus: value of Retry-After, "" = none
   int redirect_port = 0;
+  // kRedirect: replaces the target's query string (e.g. a pre-signed URL's signature).
+  std::string redirect_query;
   int64_t corrupt_offset = -1;
   int times = 1;  // matching requests to affect; -1 = all
 };

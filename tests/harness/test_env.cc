@@ -83,6 +83,15 @@ absl::Status WaitForTcp(int port, std::chrono::milliseconds timeout) {
   return absl::DeadlineExceededError(fmt::format("nothing listens on 127.0.0.1:{}", port));
 }
 
+bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return condition();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
 absl::Status WaitForUnixSocket(const std::string& path, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {

@@ -4,6 +4,7 @@
 #define LAZYPULL_TESTS_HARNESS_TEST_ENV_H_
 
 #include <chrono>
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -34,6 +35,12 @@ int PickFreePort();
 
 // Polls until a TCP connect to 127.0.0.1:port succeeds.
 absl::Status WaitForTcp(int port, std::chrono::milliseconds timeout);
+
+// Polls `condition` (every few milliseconds) until it holds or `timeout` passes; returns its
+// last value. For state that settles asynchronously (e.g. a chunk stored after its readers
+// were served), never a fixed sleep.
+bool WaitUntil(const std::function<bool()>& condition,
+               std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 // Polls until `path` exists and accepts a unix-socket connection.
 absl::Status WaitForUnixSocket(const std::string& path, std::chrono::milliseconds timeout);

@@ -3,6 +3,9 @@
 // mirrors, plain HTTP and TLS.
 #include "fetcher/registry/registry_client.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <thread>
 
 #include "fetcher/oci/index.h"
@@ -284,6 +287,38 @@ class RegistryFaultTest : public RegistryClientTest {
   Reference ref_;
   std::unique_ptr<RegistryClient> client_;
 };
+
+// A redirect to pre-signed storage carries credentials in its query string: no log line and no
+// error message may contain it, even when the storage is unreachable.
+TEST_F(RegistryFaultTest, RedirectQueryNeverAppearsInLogsOrErrors) {
+  const std::string secret = "X-Amz-Signature=TOPSECRET123&X-Amz-Credential=AKIDSECRET";
+  proxy_->AddRule({.kind = FaultKind::kRedirect,
+                   .path_contains = blob_path(),
+                   .redirect_port = PickFreePort(),  // nothing listens there
+                   .redirect_query = secret,
+                   .times = -1});
+  std::string log_path = dir_.Sub("stderr.log");
+  int saved = dup(2);
+  int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  dup2(fd, 2);
+  auto data = client_->ReadRange(ref_, layer_, 0, 100);
+  auto whole = client_->FetchBlob(ref_, layer_);
+  dup2(saved, 2);
+  close(saved);
+  close(fd);
+  ASSERT_FALSE(data.ok());
+  ASSERT_FALSE(whole.ok());
+  for (const absl::Status& st : {data.status(), whole.status()}) {
+    EXPECT_EQ(std::string(st.message()).find("TOPSECRET"), std::string::npos) << st;
+    EXPECT_EQ(std::string(st.message()).find("AKIDSECRET"), std::string::npos) << st;
+    EXPECT_NE(std::string(st.message()).find("<redacted>"), std::string::npos) << st;
+  }
+  std::string log = *ReadFile(log_path);
+  EXPECT_NE(log.find("retried"), std::string::npos) << "the failures were not logged?";
+  EXPECT_EQ(log.find("TOPSECRET"), std::string::npos) << log;
+  EXPECT_EQ(log.find("AKIDSECRET"), std::string::npos) << log;
+}
 
 TEST_F(RegistryFaultTest, ServerErrorsAreRetried) {
   for (int status : {500, 503}) {

@@ -2,14 +2,18 @@
 // `ctr-remote images rpull --snapshotter lazypull --plain-http REF` then
 // `ctr run --snapshotter lazypull REF ...`, for eStargz made by `ctr-remote images convert`,
 // eStargz made by `lazypull convert`, and zstd:chunked made by skopeo. Every layer must be
-// mounted lazily (committed as a remote snapshot), and the container must see the image.
+// mounted lazily (committed as a remote snapshot), and the container must see the image. Every
+// case runs on both mount backends (FUSE and EROFS); with EROFS, a container started on
+// graduated layers must survive a SIGKILL of the daemon.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "tests/harness/containerd_process.h"
 #include "tests/harness/image_builder.h"
@@ -25,8 +29,12 @@ constexpr char kRunScript[] =
     "cat /data/hello.txt; cat /etc/greeting; md5sum /data/big.bin | cut -c1-32; "
     "test -e /old/gone.txt || echo gone-is-gone; ls /old";
 
-class RemoteContainerdTest : public ::testing::Test {
+// Every test runs on both backends (the parameter is the [mount] backend).
+class RemoteContainerdTest : public ::testing::TestWithParam<std::string> {
  protected:
+  // Extra [mount] keys of the snapshotter's config.
+  virtual std::string MountConfigExtra() const { return ""; }
+
   void SetUp() override {
     ImageBuilder builder(dir_.Sub("image"));
     builder.AddLayer(LayerChanges::Busybox());
@@ -45,7 +53,8 @@ class RemoteContainerdTest : public ::testing::Test {
 
     ASSERT_EQ(mkdir(dir_.Sub("lp").c_str(), 0755), 0);
     SnapshotterOptions sopts;
-    sopts.config_toml = "[remote]\nstatus_interval_ms = 200\n";
+    sopts.config_toml = absl::StrCat("[mount]\nbackend = \"", GetParam(), "\"\n",
+                                     MountConfigExtra(), "[remote]\nstatus_interval_ms = 200\n");
     auto snapshotter = SnapshotterProcess::Start(dir_.Sub("lp"), sopts);
     ASSERT_TRUE(snapshotter.ok()) << snapshotter.status();
     snapshotter_ = std::move(*snapshotter);
@@ -109,7 +118,7 @@ class RemoteContainerdTest : public ::testing::Test {
   std::string expected_output_;
 };
 
-TEST_F(RemoteContainerdTest, RpullAndRunEstargzFromCtrRemoteConvert) {
+TEST_P(RemoteContainerdTest, RpullAndRunEstargzFromCtrRemoteConvert) {
   const std::string src = registry_->host() + "/src:v1";
   const std::string dst = registry_->host() + "/ctr-esgz:v1";
   ASSERT_TRUE(containerd_->CtrOk({"-n", "convert", "images", "pull", "--plain-http", src}).ok());
@@ -120,7 +129,7 @@ TEST_F(RemoteContainerdTest, RpullAndRunEstargzFromCtrRemoteConvert) {
   RpullAndRun("esgz-ctr", dst);
 }
 
-TEST_F(RemoteContainerdTest, RpullAndRunEstargzFromLazypullConvert) {
+TEST_P(RemoteContainerdTest, RpullAndRunEstargzFromLazypullConvert) {
   const std::string dst = registry_->host() + "/lp-esgz:v1";
   ASSERT_TRUE(LazypullConvert("estargz", registry_->host() + "/src:v1", dst).ok());
   RpullAndRun("esgz-lp", dst);
@@ -128,7 +137,7 @@ TEST_F(RemoteContainerdTest, RpullAndRunEstargzFromLazypullConvert) {
 
 // CRI's label set through containerd's own client code (Pull + WithPullUnpack +
 // AppendInfoHandlerWrapper, as the CRI plugin does), on zstd:chunked from `lazypull convert`.
-TEST_F(RemoteContainerdTest, CriStylePullAndRunZstdChunkedFromLazypullConvert) {
+TEST_P(RemoteContainerdTest, CriStylePullAndRunZstdChunkedFromLazypullConvert) {
   const std::string dst = registry_->host() + "/lp-zc:v1";
   ASSERT_TRUE(LazypullConvert("zstd:chunked", registry_->host() + "/src:v1", dst).ok());
   auto pulled = containerd_->CriPull("cri-zc", dst, "lazypull");
@@ -146,11 +155,108 @@ TEST_F(RemoteContainerdTest, CriStylePullAndRunZstdChunkedFromLazypullConvert) {
   }
 }
 
-TEST_F(RemoteContainerdTest, RpullAndRunZstdChunkedFromSkopeo) {
+TEST_P(RemoteContainerdTest, RpullAndRunZstdChunkedFromSkopeo) {
   const std::string dst = registry_->host() + "/skopeo-zc:v1";
   ASSERT_TRUE(PushZstdChunkedWithSkopeo(dir_.path(), image_.layout_dir, "v1", dst).ok());
   RpullAndRun("zc-skopeo", dst);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, RemoteContainerdTest, ::testing::Values("fuse", "erofs"),
+                         [](const auto& info) { return info.param; });
+
+// Mount source (the image file for EROFS) and type of the topmost mount at `path`.
+std::pair<std::string, std::string> MountSourceAndType(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  std::pair<std::string, std::string> found;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f = absl::StrSplit(line, ' ');
+    if (f.size() < 10 || f[4] != path) continue;
+    for (size_t i = 6; i + 2 < f.size(); ++i) {
+      if (f[i] == "-") found = {f[i + 2], f[i + 1]};
+    }
+  }
+  return found;
+}
+
+// EROFS graduation with a real container: once the image's layers are local, a container
+// started from then on runs on EROFS over the local copies with no FUSE under it, so killing
+// the daemon with SIGKILL while it reads does not disturb it.
+class GraduatedContainerTest : public RemoteContainerdTest {
+ protected:
+  std::string MountConfigExtra() const override { return "background_silence = 0\n"; }
+};
+
+TEST_P(GraduatedContainerTest, KillDashNineDoesNotDisturbAContainerOnGraduatedLayers) {
+  const std::string ref = registry_->host() + "/grad-zc:v1";
+  ASSERT_TRUE(LazypullConvert("zstd:chunked", registry_->host() + "/src:v1", ref).ok());
+  auto pulled = CtrRemote(
+      {"-n", "grad", "images", "rpull", "--snapshotter", "lazypull", "--plain-http", ref});
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  ASSERT_EQ(pulled->exit_code, 0) << pulled->output;
+  auto image = ResolvePushed(ref);
+  ASSERT_TRUE(image.ok()) << image.status();
+  const size_t layers = image->resolved.manifest.layers.size();
+  bool graduated = false;
+  nlohmann::json status;
+  for (int i = 0; i < 600 && !graduated; ++i) {
+    auto text = ReadFile(snapshotter_->root() + "/status.json");
+    status = text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
+    size_t n = 0;
+    if (status.is_object()) {
+      for (const auto& l : status.value("layers", nlohmann::json::array())) {
+        n += l.value("graduated", false) ? 1 : 0;
+      }
+    }
+    graduated = n == layers;
+    if (!graduated) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(graduated) << status.dump();
+
+  // The container waits for /sig/go, then reads files it never read before.
+  ASSERT_EQ(mkdir(dir_.Sub("sig").c_str(), 0755), 0);
+  const std::string script =
+      "while [ ! -e /sig/go ]; do sleep 0.05; done; md5sum /data/big.bin | cut -c1-32; "
+      "md5sum /data/other.bin | cut -c1-32; cat /etc/greeting; ls /old";
+  absl::StatusOr<CommandResult> run;
+  std::thread runner([&] {
+    run = containerd_->Ctr({"-n", "grad", "run", "--snapshotter", "lazypull", "--mount",
+                            "type=bind,src=" + dir_.Sub("sig") + ",dst=/sig,options=rbind:ro", ref,
+                            "grad-c", "/bin/sh", "-c", script},
+                           std::chrono::seconds(120));
+  });
+  bool running = false;
+  for (int i = 0; i < 600 && !running; ++i) {
+    auto tasks = containerd_->Ctr({"-n", "grad", "tasks", "ls"});
+    running = tasks.ok() && absl::StrContains(tasks->output, "RUNNING");
+    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(running);
+  // Every layer the container sees is EROFS over a graduated local copy.
+  for (const auto& l : status["layers"]) {
+    auto [source, type] = MountSourceAndType(l.value("target", ""));
+    EXPECT_EQ(type, "erofs") << l.dump();
+    EXPECT_TRUE(absl::StrContains(source, "/graduated/")) << source;
+  }
+  snapshotter_->Kill();
+  ASSERT_TRUE(WriteFile(dir_.Sub("sig/go"), "").ok());
+  runner.join();
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 0) << run->output;
+  auto md5 = RunShell("md5sum " + dir_.Sub("big.bin") + " | cut -c1-32", std::chrono::seconds(10));
+  ASSERT_TRUE(WriteFile(dir_.Sub("other.bin"), RandomBytes(3 << 20, 2)).ok());
+  auto md5_other =
+      RunShell("md5sum " + dir_.Sub("other.bin") + " | cut -c1-32", std::chrono::seconds(10));
+  ASSERT_TRUE(md5.ok() && md5_other.ok());
+  EXPECT_EQ(run->output, absl::StrCat(md5->output, md5_other->output,
+                                      "hello from the lazy layer\nkept.txt\nnew.txt\n"));
+  // Clean up through a live snapshotter.
+  ASSERT_TRUE(snapshotter_->Restart().ok()) << snapshotter_->ReadLog();
+  EXPECT_TRUE(containerd_->Ctr({"-n", "grad", "containers", "rm", "grad-c"}).ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Erofs, GraduatedContainerTest, ::testing::Values("erofs"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace lazypull::testing

@@ -178,6 +178,153 @@ LayerChanges DeletionsLayer() {
   return c;
 }
 
+namespace {
+// Markers of big/huge.bin (all else is zeros).
+constexpr char kHugeHead[] = "huge file head\n";
+constexpr char kHugeBoundary[] = "<-4GiB->";  // 8 bytes centred on offset 4 GiB
+constexpr char kHugeTail[] = "huge file tail\n";
+}  // namespace
+
+std::string HugeBytes(uint64_t offset, size_t length, uint64_t size) {
+  std::string out(length, '\0');
+  auto put = [&](uint64_t at, std::string_view marker) {
+    for (size_t i = 0; i < marker.size(); ++i) {
+      if (at + i >= offset && at + i < offset + length) out[at + i - offset] = marker[i];
+    }
+  };
+  put(0, kHugeHead);
+  if ((4ull << 30) - 4 + sizeof(kHugeBoundary) - 1 <= size - (sizeof(kHugeTail) - 1)) {
+    put((4ull << 30) - 4, kHugeBoundary);
+  }
+  put(size - (sizeof(kHugeTail) - 1), kHugeTail);
+  return out;
+}
+
+absl::StatusOr<std::string> BuildHugeSparseLayout(const std::string& work_dir, uint64_t size,
+                                                  const std::string& name) {
+  const std::string layout = work_dir + "/" + name;
+  // Python writes the tar stream (hashing it for the diff_id) into pigz, then the OCI layout.
+  std::string script = absl::StrCat(R"PY(
+import hashlib, io, json, os, subprocess, sys, tarfile
+L = sys.argv[1]
+os.makedirs(L + '/blobs/sha256', exist_ok=True)
+size, head, boundary, tail = int(sys.argv[2]), sys.argv[3].encode(), sys.argv[4].encode(), sys.argv[5].encode()
+marks = [(0, head), ((4 << 30) - 4, boundary), (size - len(tail), tail)]
+class Content(io.RawIOBase):
+    def __init__(self): self.pos = 0
+    def readable(self): return True
+    def readinto(self, b):
+        n = min(len(b), size - self.pos)
+        if n <= 0: return 0
+        b[:n] = bytes(n)
+        for at, m in marks:
+            for i in range(len(m)):
+                if self.pos <= at + i < self.pos + n: b[at + i - self.pos] = m[i]
+        self.pos += n
+        return n
+gz = open(L + '/layer.gz', 'wb')
+p = subprocess.Popen(['pigz', '-1', '-c'], stdin=subprocess.PIPE, stdout=gz)
+diff = hashlib.sha256()
+class Out:
+    def write(self, b):
+        diff.update(b); p.stdin.write(b); return len(b)
+t = tarfile.open(fileobj=Out(), mode='w|', format=tarfile.PAX_FORMAT)
+d = tarfile.TarInfo('big'); d.type = tarfile.DIRTYPE; d.mode = 0o755; d.mtime = 1700000000
+t.addfile(d)
+f = tarfile.TarInfo('big/huge.bin'); f.size = size; f.mode = 0o644; f.mtime = 1700000000
+t.addfile(f, io.BufferedReader(Content(), 1 << 20))
+t.close()
+p.stdin.close(); p.wait(); gz.close()
+def blob(data=None, path=None):
+    if path: data = open(path, 'rb').read()
+    h = hashlib.sha256(data).hexdigest()
+    open(L + '/blobs/sha256/' + h, 'wb').write(data)
+    return {'digest': 'sha256:' + h, 'size': len(data)}
+layer = blob(path=L + '/layer.gz'); os.remove(L + '/layer.gz')
+config = blob(json.dumps({'architecture': 'amd64', 'os': 'linux', 'config': {},
+    'rootfs': {'type': 'layers', 'diff_ids': ['sha256:' + diff.hexdigest()]}}).encode())
+manifest = blob(json.dumps({'schemaVersion': 2,
+    'mediaType': 'application/vnd.oci.image.manifest.v1+json',
+    'config': dict(config, mediaType='application/vnd.oci.image.config.v1+json'),
+    'layers': [dict(layer, mediaType='application/vnd.oci.image.layer.v1.tar+gzip')]}).encode())
+json.dump({'imageLayoutVersion': '1.0.0'}, open(L + '/oci-layout', 'w'))
+json.dump({'schemaVersion': 2, 'manifests': [dict(manifest,
+    mediaType='application/vnd.oci.image.manifest.v1+json',
+    annotations={'org.opencontainers.image.ref.name': 'v1'})]}, open(L + '/index.json', 'w'))
+)PY");
+  if (absl::Status s = WriteFile(work_dir + "/huge.py", script); !s.ok()) return s;
+  absl::Status s = Sh(absl::StrCat("python3 ", work_dir, "/huge.py ", layout, " ", size, " '",
+                                   kHugeHead, "' '", kHugeBoundary, "' '", kHugeTail, "'"),
+                      std::chrono::seconds(300));
+  if (!s.ok()) return s;
+  return layout;
+}
+
+absl::Status BuildRemoteTestImages(RemoteTestImages& im) {
+  absl::StatusOr<std::unique_ptr<RegistryProcess>> reg = RegistryProcess::Start(im.dir.Sub("reg"));
+  if (!reg.ok()) return reg.status();
+  im.registry = std::move(*reg);
+  ImageBuilder b(im.dir.Sub("image"));
+  b.AddLayer(LayerChanges::Busybox()).AddLayer(BigFilesLayer()).AddLayer(DeletionsLayer());
+  b.SetCmd({"/bin/sh"});
+  absl::StatusOr<BuiltImage> built = b.Build("v1");
+  if (!built.ok()) return built.status();
+  // A 4th layer made by hand: /old becomes an opaque directory (`.wh..wh..opq`), which
+  // umoci's own diffing never writes, with one new file in it.
+  absl::StatusOr<CommandResult> opaque = RunShell(
+      absl::StrCat("set -e; cd ", im.dir.path(), "; python3 - <<'PY'\n", "import io, tarfile\n",
+                   "t = tarfile.open('opaque.tar', 'w', format=tarfile.PAX_FORMAT)\n",
+                   "d = tarfile.TarInfo('old/'); d.type = tarfile.DIRTYPE; d.mode = 0o755; "
+                   "d.mtime = 1700000000; t.addfile(d)\n",
+                   "w = tarfile.TarInfo('old/.wh..wh..opq'); w.mtime = 1700000000; t.addfile(w)\n",
+                   "data = b'only file after the opaque dir\\n'\n",
+                   "f = tarfile.TarInfo('old/after-opaque.txt'); f.size = len(data); "
+                   "f.mode = 0o644; f.mtime = 1700000001; t.addfile(f, io.BytesIO(data))\n",
+                   // User xattrs (PAX SCHILY.xattr.*) on a file and a directory.
+                   "x = tarfile.TarInfo('xattrs/'); x.type = tarfile.DIRTYPE; x.mode = 0o755; "
+                   "x.mtime = 1700000002; x.pax_headers = {'SCHILY.xattr.user.tag': 'dir'}; "
+                   "t.addfile(x)\n",
+                   "data = b'has xattrs\\n'\n",
+                   "x = tarfile.TarInfo('xattrs/file'); x.size = len(data); x.mode = 0o644; "
+                   "x.mtime = 1700000003; x.pax_headers = {'SCHILY.xattr.user.color': 'blue', "
+                   "'SCHILY.xattr.user.empty': ''}; t.addfile(x, io.BytesIO(data))\n",
+                   // A sparse file: 8 MiB of zeros between two data blocks (zstd:chunked holes).
+                   "import random\n",
+                   "r = random.Random(7); data = bytes(r.getrandbits(8) for _ in range(65536))\n",
+                   "data = data + bytes(8 << 20) + data\n",
+                   "x = tarfile.TarInfo('xattrs/sparse.bin'); x.size = len(data); x.mode = 0o644; "
+                   "x.mtime = 1700000004; t.addfile(x, io.BytesIO(data))\n",
+                   "t.close()\n", "PY\n", "umoci raw add-layer --image ", built->layout_dir,
+                   ":v1 opaque.tar"),
+      std::chrono::seconds(120));
+  if (!opaque.ok()) return opaque.status();
+  if (opaque->exit_code != 0) return absl::InternalError("opaque layer: " + opaque->output);
+  built = ReadOciLayout(built->layout_dir, "v1");
+  if (!built.ok()) return built.status();
+  im.src = *built;
+  const std::string host = im.registry->host();
+  if (absl::Status s = im.registry->PushOciLayout(im.src.layout_dir, "v1", "src:v1"); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = LazypullConvert("estargz", host + "/src:v1", host + "/esgz:v1"); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = LazypullConvert("zstd:chunked", host + "/src:v1", host + "/zc:v1");
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s =
+          PushZstdChunkedWithSkopeo(im.dir.path(), im.src.layout_dir, "v1", host + "/skopeo-zc:v1");
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<std::string> rootfs =
+      UnpackRootfs(im.src.layout_dir, "v1", im.dir.Sub("unpacked"));
+  if (!rootfs.ok()) return rootfs.status();
+  im.rootfs = *rootfs;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PushedImage> ResolvePushed(const std::string& ref) {
   absl::StatusOr<registry::Reference> parsed = registry::ParseReference(ref);
   if (!parsed.ok()) return parsed.status();
@@ -188,9 +335,9 @@ absl::StatusOr<PushedImage> ResolvePushed(const std::string& ref) {
 }
 
 absl::Status LazypullConvert(const std::string& format, const std::string& src,
-                             const std::string& dst) {
+                             const std::string& dst, const std::string& extra_flags) {
   return Sh(absl::StrCat(BinaryDir(), "/bin/lazypull convert --format ", format, " --plain-http ",
-                         src, " ", dst));
+                         extra_flags, " ", src, " ", dst));
 }
 
 absl::Status PushZstdChunkedWithSkopeo(const std::string& work_dir, const std::string& layout,

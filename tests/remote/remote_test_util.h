@@ -13,6 +13,8 @@
 #include "fetcher/oci/manifest.h"
 #include "fetcher/registry/registry_client.h"
 #include "tests/harness/image_builder.h"
+#include "tests/harness/registry_process.h"
+#include "tests/harness/test_env.h"
 
 namespace lazypull::testing {
 
@@ -23,6 +25,31 @@ LayerChanges BigFilesLayer();
 LayerChanges DeletionsLayer();
 // Deterministic pseudo-random bytes.
 std::string RandomBytes(size_t n, uint32_t seed);
+
+// The images of the remote-snapshot tests, built once per test binary in a private registry:
+// a 4-layer image — busybox; BigFilesLayer; DeletionsLayer; a hand-made layer (Python tarfile,
+// PAX) with an opaque dir, user xattrs on a file and a dir, and a sparse file — pushed as
+// src:v1 (gzip), converted by `lazypull convert` to esgz:v1 and zc:v1, pushed by skopeo 1.9 as
+// skopeo-zc:v1 (zstd:chunked), and unpacked by umoci into the expected rootfs.
+struct RemoteTestImages {
+  TempDir dir{"lprem"};
+  std::unique_ptr<RegistryProcess> registry;
+  BuiltImage src;
+  std::string rootfs;  // the image unpacked by umoci: the expected tree
+  absl::Status status;
+};
+absl::Status BuildRemoteTestImages(RemoteTestImages& im);
+
+// A one-layer gzip image (OCI layout at <work_dir>/<name>, tag v1) holding big/huge.bin:
+// `size` bytes of zeros except HugeBytes' markers at the start, across the 4 GiB mark (when
+// the file reaches it) and at the end. The tar (with gigabytes of literal zeros) is streamed
+// through pigz, so building costs seconds, not disk.
+inline constexpr uint64_t kHugeSize = (4ull << 30) + 4096;
+absl::StatusOr<std::string> BuildHugeSparseLayout(const std::string& work_dir,
+                                                  uint64_t size = kHugeSize,
+                                                  const std::string& name = "huge-layout");
+// The expected bytes of a `size`-byte big/huge.bin at [offset, offset + length).
+std::string HugeBytes(uint64_t offset, size_t length, uint64_t size = kHugeSize);
 
 // An image as pushed to the registry.
 struct PushedImage {
@@ -35,7 +62,7 @@ absl::StatusOr<PushedImage> ResolvePushed(const std::string& ref);
 
 // `lazypull convert --format FORMAT --plain-http SRC DST` (FORMAT estargz or zstd:chunked).
 absl::Status LazypullConvert(const std::string& format, const std::string& src,
-                             const std::string& dst);
+                             const std::string& dst, const std::string& extra_flags = "");
 
 // Pushes an OCI layout's tag as zstd:chunked with skopeo 1.9 (decompressed copy first, so
 // skopeo really recompresses; see shared/e2e-notes.md).

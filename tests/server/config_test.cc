@@ -12,7 +12,7 @@ TEST(DaemonConfigTest, DefaultsWithoutFile) {
   EXPECT_EQ(c->address, "/run/lazypull/lazypull.sock");
   EXPECT_EQ(c->socket_mode, 0660u);
   EXPECT_EQ(c->log_level, "info");
-  EXPECT_EQ(c->mount_backend, MountBackend::kFuse);
+  EXPECT_EQ(c->mount_backend, MountBackend::kAuto);
   EXPECT_TRUE(c->table->empty());
 }
 

@@ -1,0 +1,404 @@
+// erofs_bench: the same layer through four mounts, each as a container sees it (a read-only
+// overlayfs on top), all measured in one run (run as root; not a ctest test):
+//
+//   native          overlayfs of the unpacked tree on local disk (the baseline)
+//   fuse            the FUSE backend (libfuse3 file system over LayerReader)
+//   erofs-lazy      the EROFS backend before graduation (kernel EROFS metadata, data through the
+//                   blob FUSE file over LayerReader)
+//   erofs-graduated the EROFS backend after graduation (EROFS over the local original tar)
+//
+// The layer: python3.11 with its libraries and standard library (~1,400 files), a --file_mb MiB
+// random file and --small_files random 4-16 KiB files, converted to eStargz by lazypull's
+// writer; the lazy modes read the blob from a local file (the data path without network).
+//
+// Measurements (ratios are mode time / native time, lower is better):
+//   cold_start        `chroot <overlay> python3.11 -c 'import ...'` on fresh mounts (lazy
+//                     modes: empty chunk cache) after dropping the page cache; best of --passes
+//   stat_walk_cold    lstat of every entry on fresh mounts after dropping the page cache;
+//                     best of --passes (passes rotate through the modes)
+//   stat_walk_warm    the same walk again (best of --warm_reps)
+//   seq_read_warm     4 re-reads of the big file, page cache warm (best of --warm_reps)
+//   small_files_warm  4 re-reads of the small files, warm (best of --warm_reps)
+// Prints one JSON line per measurement and mode, then a summary with the issue-10 targets.
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "base/logging.h"
+#include "fetcher/cache/chunk_cache.h"
+#include "fetcher/convert/blob_sink.h"
+#include "fetcher/convert/estargz_writer.h"
+#include "fetcher/convert/layer_decompressor.h"
+#include "fetcher/format/estargz_reader.h"
+#include "fetcher/layer_reader/layer_reader.h"
+#include "fetcher/tar/tar_scanner.h"
+#include "mount/backend.h"
+#include "mount/erofs/graduated_store.h"
+#include "nlohmann/json.hpp"
+#include "tests/harness/test_env.h"
+
+namespace lazypull {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  size_t file_mb = 100;
+  size_t small_files = 1000;
+  int passes = 3;
+  int warm_reps = 10;
+};
+
+const char kLayerId[] = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+const char kPython[] =
+    "/usr/bin/python3.11 -c 'import json, email.parser, http.client, xml.dom.minidom, asyncio, "
+    "decimal, unittest, argparse, logging, sqlite3, csv, tarfile, zipfile'";
+
+[[noreturn]] void Die(const std::string& what) {
+  std::fprintf(stderr, "erofs_bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+void Sh(const std::string& cmd) {
+  if (std::system(cmd.c_str()) != 0) Die("command failed: " + cmd);
+}
+
+void Print(const nlohmann::json& j) {
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
+std::string RandomBytes(size_t n, std::mt19937_64& rng) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(s.data() + i, &v, std::min<size_t>(8, n - i));
+  }
+  return s;
+}
+
+void WriteBytes(const std::string& path, const std::string& data) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f || std::fwrite(data.data(), 1, data.size(), f) != data.size()) Die("write " + path);
+  std::fclose(f);
+}
+
+// The layer's tree: python3.11 + libraries (merged-/usr layout), big.bin, small files.
+std::vector<std::string> BuildTree(const std::string& root, const Options& o) {
+  Sh("set -e; R=" + root +
+     "; mkdir -p $R/usr/bin $R/usr/lib/x86_64-linux-gnu $R/usr/lib64 $R/dev $R/proc; "
+     "ln -s usr/lib $R/lib; ln -s usr/lib64 $R/lib64; cp -a /usr/bin/python3.11 $R/usr/bin/; "
+     "cp -a /usr/lib/python3.11 $R/usr/lib/; "
+     "for f in /usr/bin/python3.11 /usr/lib/python3.11/lib-dynload/*.so; do ldd $f; done | "
+     "awk '/=>/ {print $3} /ld-linux/ {print $1}' | sort -u | while read l; do "
+     "case $l in */ld-linux*) cp -L $l $R/usr/lib64/;; /*) cp -L $l "
+     "$R/usr/lib/x86_64-linux-gnu/;; esac; done");
+  std::mt19937_64 rng(7);
+  WriteBytes(root + "/big.bin", RandomBytes(o.file_mb << 20, rng));
+  std::vector<std::string> small;
+  std::uniform_int_distribution<size_t> size(4 << 10, 16 << 10);
+  for (size_t i = 0; i < o.small_files; ++i) {
+    std::string dir = "small/d" + std::to_string(i % 10);
+    fs::create_directories(root + "/" + dir);
+    small.push_back(dir + "/f" + std::to_string(i));
+    WriteBytes(root + "/" + small.back(), RandomBytes(size(rng), rng));
+  }
+  return small;
+}
+
+convert::EstargzResult BuildEstargz(const std::string& src, const std::string& out) {
+  const std::string tar_path = out + ".tar";
+  Sh("tar --format=pax --sort=name -C " + src + " -cf " + tar_path + " .");
+  auto tar = NewFileBlobReader(tar_path);
+  if (!tar.ok()) Die(tar.status().ToString());
+  auto tar_index = tar::ScanTar(**tar);
+  if (!tar_index.ok()) Die(tar_index.status().ToString());
+  auto sink = convert::NewFileBlobSink(out);
+  if (!sink.ok()) Die(sink.status().ToString());
+  auto written = convert::WriteEstargz(**tar, *tar_index, {}, **sink);
+  if (!written.ok()) Die(written.status().ToString());
+  fs::remove(tar_path);
+  return *written;
+}
+
+void DropCaches() {
+  sync();
+  std::ofstream f("/proc/sys/vm/drop_caches");
+  f << "3" << std::flush;
+  if (!f) Die("cannot write /proc/sys/vm/drop_caches (run as root)");
+}
+
+// A read-only overlayfs of `lower` over an empty dir, as a container's rootfs; RAII.
+class Overlay {
+ public:
+  Overlay(const std::string& lower, const std::string& work) : target_(work + "/ovl") {
+    fs::create_directories(work + "/empty");
+    fs::create_directories(target_);
+    std::string opts = "lowerdir=" + lower + ":" + work + "/empty";
+    if (::mount("overlay", target_.c_str(), "overlay", MS_RDONLY, opts.c_str()) != 0) {
+      Die("mount overlay " + opts + ": " + strerror(errno));
+    }
+  }
+  ~Overlay() { umount2(target_.c_str(), MNT_DETACH); }
+  const std::string& path() const { return target_; }
+
+ private:
+  std::string target_;
+};
+
+// One fresh mount of the layer in a mode: the layer mount (none for native) + its overlay.
+struct ModeMount {
+  std::shared_ptr<LayerReader> reader;
+  std::unique_ptr<mount::MountedLayer> layer;
+  std::unique_ptr<Overlay> overlay;
+};
+
+double Seconds(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+uint64_t ReadWhole(const std::string& path, std::vector<char>& buf) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) Die("open " + path + ": " + strerror(errno));
+  uint64_t total = 0;
+  for (ssize_t n; (n = read(fd, buf.data(), buf.size())) != 0; total += n) {
+    if (n < 0) Die("read " + path + ": " + strerror(errno));
+  }
+  close(fd);
+  return total;
+}
+
+double TimeReads(const std::string& root, const std::vector<std::string>& rel) {
+  std::vector<char> buf(1 << 20);
+  auto start = Clock::now();
+  for (const auto& r : rel) ReadWhole(root + "/" + r, buf);
+  return Seconds(start);
+}
+
+size_t walked = 0;
+int CountEntry(const char*, const struct stat*, int, struct FTW*) {
+  ++walked;
+  return 0;
+}
+double TimeWalk(const std::string& root) {
+  walked = 0;
+  auto start = Clock::now();
+  if (nftw(root.c_str(), CountEntry, 64, FTW_PHYS) != 0) Die("nftw " + root);
+  return Seconds(start);
+}
+
+double TimeColdStart(const std::string& root) {
+  auto start = Clock::now();
+  Sh("chroot " + root + " " + kPython);
+  return Seconds(start);
+}
+
+int Run(const Options& o) {
+  SetLogLevel(LogLevel::kWarn);
+  testing::TempDir tmp("lazypull-erofs-bench");
+  const std::string src = tmp.Sub("src"), blob = tmp.Sub("layer.estargz");
+  const std::vector<std::string> small = BuildTree(src, o);
+  const convert::EstargzResult built = BuildEstargz(src, blob);
+  size_t files = 0;
+  for (auto it = fs::recursive_directory_iterator(src); it != fs::recursive_directory_iterator();
+       ++it) {
+    ++files;
+  }
+  Print({{"bench", "setup"},
+         {"entries", files},
+         {"big_file_bytes", o.file_mb << 20},
+         {"small_files", small.size()},
+         {"blob_bytes", fs::file_size(blob)},
+         {"cold_start_command", std::string("chroot <overlay> ") + kPython}});
+
+  // Backends as the daemon creates them; the graduated copy is built once, for real, through
+  // the GraduatedStore (original tar verified against its diff_id).
+  mount::MountConfig fuse_config, erofs_config;
+  fuse_config.backend = mount::BackendKind::kFuse;
+  erofs_config.backend = mount::BackendKind::kErofs;
+  erofs_config.erofs.dir = tmp.Sub("erofs");
+  erofs_config.erofs.graduation = false;
+  mount::MountConfig graduated_config = erofs_config;
+  graduated_config.erofs.graduation = true;
+  auto fuse_backend = mount::NewLayerMountBackend(fuse_config);
+  auto erofs_backend = mount::NewLayerMountBackend(erofs_config);
+  auto graduated_backend = mount::NewLayerMountBackend(graduated_config);
+  if (!fuse_backend.ok() || !erofs_backend.ok() || !graduated_backend.ok()) {
+    Die("backends: " + erofs_backend.status().ToString());
+  }
+  auto blob_reader = NewFileBlobReader(blob);
+  if (!blob_reader.ok()) Die(blob_reader.status().ToString());
+  std::shared_ptr<BlobReader> shared_blob = std::move(*blob_reader);
+  auto index = format::ReadEstargzIndex(*shared_blob, built.toc_digest);
+  if (!index.ok()) Die(index.status().ToString());
+  auto shared_index = std::make_shared<const format::LayerIndex>(std::move(*index));
+  {
+    std::string tar;
+    auto sink = convert::NewStringBlobSink(&tar);
+    auto decompressed =
+        convert::DecompressLayer(*shared_blob, convert::InputCompression::kGzip, *sink, "bench");
+    if (!decompressed.ok()) Die(decompressed.status().ToString());
+    mount::LayerOrigin origin;
+    Digest diff_id = decompressed->diff_id;
+    origin.diff_id = [diff_id]() -> absl::StatusOr<Digest> { return diff_id; };
+    origin.fetch_blob = [&](const std::string& path, const std::function<bool()>&) -> absl::Status {
+      std::error_code ec;
+      fs::copy_file(blob, path, ec);
+      return ec ? absl::InternalError(ec.message()) : absl::OkStatus();
+    };
+    origin.blob = shared_blob;
+    CacheConfig cc;
+    cc.dir = tmp.Sub("graduation-cache");
+    auto cache = ChunkCache::Open(cc);
+    if (!cache.ok()) Die(cache.status().ToString());
+    auto reader =
+        LayerReader::Create(kLayerId, shared_index, shared_blob, cache->get(), fuse_config.reader);
+    if (!reader.ok()) Die(reader.status().ToString());
+    mount::erofs::GraduatedStore store(erofs_config.erofs.dir + "/graduated");
+    std::atomic<bool> cancel{false};
+    auto g = store.Graduate(kLayerId, **reader, origin, cancel);
+    if (!g.ok()) Die(g.status().ToString());
+    Print({{"bench", "graduation"},
+           {"method", g->method},
+           {"seconds", g->seconds},
+           {"tar_bytes", g->tar_bytes},
+           {"downloaded_bytes", g->compressed_bytes},
+           {"chunks_verified", g->chunks_verified}});
+  }
+
+  int seq = 0;
+  // Chunk caches must outlive their readers, which a blob file may hold until the kernel
+  // releases it after the unmount: keep every cache to the end.
+  std::vector<std::unique_ptr<ChunkCache>> caches;
+  // A fresh mount of `mode` (fresh chunk cache for the lazy modes).
+  auto fresh = [&](const std::string& mode) {
+    auto m = std::make_unique<ModeMount>();
+    const std::string work = tmp.Sub(mode + std::to_string(seq++));
+    fs::create_directories(work + "/layer");
+    std::string lower = src;
+    if (mode == "erofs-graduated") {
+      auto l = (*graduated_backend)->MountLocal(kLayerId, work + "/layer", "");
+      if (!l.ok()) Die(l.status().ToString());
+      m->layer = std::move(*l);
+      lower = work + "/layer";
+    } else if (mode != "native") {
+      CacheConfig cc;
+      cc.dir = work + "/cache";
+      auto cache = ChunkCache::Open(cc);
+      if (!cache.ok()) Die(cache.status().ToString());
+      caches.push_back(std::move(*cache));
+      auto reader = LayerReader::Create(kLayerId, shared_index, shared_blob, caches.back().get(),
+                                        fuse_config.reader);
+      if (!reader.ok()) Die(reader.status().ToString());
+      m->reader = std::move(*reader);
+      auto& backend = mode == "fuse" ? *fuse_backend : *erofs_backend;
+      auto l = backend->Mount(
+          {.layer_id = kLayerId, .reader = m->reader, .target_dir = work + "/layer"});
+      if (!l.ok()) Die(l.status().ToString());
+      m->layer = std::move(*l);
+      lower = work + "/layer";
+    }
+    m->overlay = std::make_unique<Overlay>(lower, work);
+    return m;
+  };
+
+  const std::vector<std::string> modes = {"native", "fuse", "erofs-lazy", "erofs-graduated"};
+  std::map<std::string, std::map<std::string, double>> t;  // measurement → mode → seconds
+  // Cold measurements: fresh mounts, page cache dropped, modes one after the other (passes
+  // rotate through the modes, so a noisy moment does not hit one mode only).
+  for (int pass = 0; pass < o.passes; ++pass) {
+    for (const std::string& mode : modes) {
+      auto m = fresh(mode);
+      DropCaches();
+      double s = TimeColdStart(m->overlay->path());
+      double& best = t["cold_start"].emplace(mode, 1e30).first->second;
+      best = std::min(best, s);
+      auto w = fresh(mode);
+      DropCaches();
+      s = TimeWalk(w->overlay->path());
+      double& best_walk = t["stat_walk_cold"].emplace(mode, 1e30).first->second;
+      best_walk = std::min(best_walk, s);
+    }
+  }
+  // Warm measurements on one mount per mode, interleaved across modes; each sample repeats
+  // the work 4 times (warm runs take milliseconds), best of --warm_reps.
+  std::map<std::string, std::unique_ptr<ModeMount>> mounts;
+  const std::vector<std::string> big4(4, "big.bin");
+  std::vector<std::string> small4;
+  for (int i = 0; i < 4; ++i) small4.insert(small4.end(), small.begin(), small.end());
+  for (const std::string& mode : modes) {
+    mounts[mode] = fresh(mode);
+    TimeWalk(mounts[mode]->overlay->path());
+    TimeReads(mounts[mode]->overlay->path(), {"big.bin"});
+    TimeReads(mounts[mode]->overlay->path(), small);
+  }
+  for (int rep = 0; rep < o.warm_reps; ++rep) {
+    for (const std::string& mode : modes) {
+      const std::string& root = mounts[mode]->overlay->path();
+      auto keep = [&](const char* name, double s) {
+        double& best = t[name].emplace(mode, 1e30).first->second;
+        best = std::min(best, s);
+      };
+      keep("stat_walk_warm", TimeWalk(root));
+      keep("seq_read_warm", TimeReads(root, big4));
+      keep("small_files_warm", TimeReads(root, small4));
+    }
+  }
+  for (const std::string& mode : modes) {
+    nlohmann::json j = {{"bench", "mode"}, {"mode", mode}, {"entries_walked", walked}};
+    for (const auto& [name, by_mode] : t) j[name + "_s"] = by_mode.at(mode);
+    if (mounts[mode]->layer != nullptr) j["status"] = mounts[mode]->layer->Status().ToJson();
+    Print(j);
+  }
+  for (const auto& [name, by_mode] : t) {
+    nlohmann::json j = {{"bench", name}};
+    for (const std::string& mode : modes) {
+      j[mode + "_s"] = by_mode.at(mode);
+      if (mode != "native") j["ratio_" + mode] = by_mode.at(mode) / by_mode.at("native");
+    }
+    Print(j);
+  }
+  auto ratio = [&](const char* name, const char* mode) {
+    return t[name][mode] / t[name]["native"];
+  };
+  Print(
+      {{"bench", "targets"},
+       {"graduated_seq_read_le_1.05", ratio("seq_read_warm", "erofs-graduated")},
+       {"graduated_small_files", ratio("small_files_warm", "erofs-graduated")},
+       {"graduated_stat_walk_cold_le_1.1", ratio("stat_walk_cold", "erofs-graduated")},
+       {"lazy_stat_walk_cold_le_1.1", ratio("stat_walk_cold", "erofs-lazy")},
+       {"lazy_cold_start_over_fuse_le_1", t["cold_start"]["erofs-lazy"] / t["cold_start"]["fuse"]},
+       {"reference_stargz_snapshotter", "read x2.0, stat walk x2.3 of native"}});
+  return 0;
+}
+
+}  // namespace
+}  // namespace lazypull
+
+int main(int argc, char** argv) {
+  lazypull::Options o;
+  CLI::App app("lazypull EROFS vs FUSE vs native benchmark (root)");
+  app.add_option("--file_mb", o.file_mb, "size of the big file in MiB");
+  app.add_option("--small_files", o.small_files, "number of 4-16 KiB files");
+  app.add_option("--passes", o.passes, "cold-start passes (best is kept)");
+  app.add_option("--warm_reps", o.warm_reps, "samples of each warm measurement (best is kept)");
+  CLI11_PARSE(app, argc, argv);
+  return lazypull::Run(o);
+}

@@ -1,0 +1,127 @@
+// BlobFs: the daemon-wide FUSE file system of lazy layer data blobs. One mount (type
+// fuse.lazypull, fsname lazypull:blobs) whose root directory holds one read-only regular file
+// per registered blob; the EROFS backend gives such a file to the kernel as a layer image's
+// data device (`-o device=<dir>/<name>`), so EROFS owns metadata and page cache while this file
+// system only serves the data blocks it misses.
+//
+// Files are opened with direct_io: EROFS caches the pages it reads, a second page cache on the
+// blob would only double memory. A read is answered by the file's BlobSource; any error
+// becomes EIO (the source logs what failed).
+//
+// Lifetime: Add() registers a file under a fresh name; destroying the returned handle removes
+// the name, but a file the kernel still holds open (an EROFS mount, detached or not) keeps
+// working until the kernel releases it, so a detached mount still in use by an overlay is never
+// cut off; then the source (and the LayerReader it holds) is let go. Names are never reused (a
+// sequence number is appended), so no stale dentry can reach a newer file.
+//
+// Thread-safety: all methods are thread-safe; the FUSE callbacks run on the session's threads.
+#ifndef LAZYPULL_MOUNT_EROFS_BLOB_FS_H_
+#define LAZYPULL_MOUNT_EROFS_BLOB_FS_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "mount/fuse/fuse_session.h"
+
+namespace lazypull::mount::erofs {
+
+// The bytes of one blob file. Implementations are thread-safe.
+class BlobSource {
+ public:
+  virtual ~BlobSource() = default;
+  virtual uint64_t size() const = 0;
+  // Copies bytes [offset, offset + length) clamped at size() into `buf`; returns how many.
+  virtual absl::StatusOr<size_t> ReadAt(uint64_t offset, char* buf, size_t length) = 0;
+};
+
+struct BlobFsOptions {
+  unsigned max_threads = 16;
+  unsigned max_read = 1 << 20;
+  std::chrono::milliseconds unmount_timeout{2000};
+};
+
+class BlobFs {
+ public:
+  // A registered file; destruction removes its name (see above).
+  class File {
+   public:
+    ~File();
+    File(const File&) = delete;
+    File& operator=(const File&) = delete;
+    const std::string& path() const { return path_; }
+    const std::string& name() const { return name_; }
+
+   private:
+    friend class BlobFs;
+    File(BlobFs* fs, std::string name, std::string path)
+        : fs_(fs), name_(std::move(name)), path_(std::move(path)) {}
+    BlobFs* fs_;
+    std::string name_;
+    std::string path_;
+  };
+
+  // Mounts the file system at `dir` (an existing directory; a stale lazypull FUSE mount left
+  // there by a crashed daemon is detached first). Errors as FuseSession::Start.
+  static absl::StatusOr<std::unique_ptr<BlobFs>> Mount(const std::string& dir,
+                                                       const BlobFsOptions& options);
+  // Unmounts (aborting the connection if an EROFS mount still holds a blob after the timeout).
+  ~BlobFs();
+  BlobFs(const BlobFs&) = delete;
+  BlobFs& operator=(const BlobFs&) = delete;
+
+  // Registers `source` as <dir>/<name_hint>.<n>. `name_hint` must be a file-name-safe string.
+  // The handle must not outlive the BlobFs.
+  std::unique_ptr<File> Add(const std::string& name_hint, std::shared_ptr<BlobSource> source);
+
+  const std::string& dir() const { return dir_; }
+  // Files the kernel or a registration still holds (for tests and status).
+  size_t live_files() const;
+
+  // The FUSE callbacks' view (public for the callback table in blob_fs.cc only).
+  struct Entry {
+    std::string name;
+    uint64_t size = 0;
+    // Dropped once the name is gone and no file is open (the kernel may keep the inode, and
+    // so the entry, cached much longer; the source may hold a whole layer's index).
+    std::shared_ptr<BlobSource> source;
+    uint64_t nlookup = 0;
+    uint64_t opens = 0;
+    bool registered = true;
+  };
+  std::shared_ptr<Entry> Lookup(const std::string& name, uint64_t* ino);
+  std::shared_ptr<Entry> Get(uint64_t ino);
+  std::shared_ptr<BlobSource> SourceOf(uint64_t ino);
+  void Forget(uint64_t ino, uint64_t n);
+  bool Open(uint64_t ino);
+  void Release(uint64_t ino);
+  std::map<uint64_t, std::string> List();
+  const BlobFsOptions& options() const { return options_; }
+
+ private:
+  BlobFs(std::string dir, BlobFsOptions options)
+      : dir_(std::move(dir)), options_(std::move(options)) {}
+  void Remove(const std::string& name);
+  // Erases `ino` once nothing refers to it. Caller holds mu_.
+  void MaybeEraseLocked(uint64_t ino);
+
+  const std::string dir_;
+  const BlobFsOptions options_;
+  std::unique_ptr<FuseSession> session_;
+
+  mutable std::mutex mu_;
+  std::map<uint64_t, std::shared_ptr<Entry>> inodes_;
+  std::map<std::string, uint64_t> names_;
+  uint64_t next_ino_ = 2;  // 1 is the root
+  uint64_t next_seq_ = 1;
+};
+
+}  // namespace lazypull::mount::erofs
+
+#endif  // LAZYPULL_MOUNT_EROFS_BLOB_FS_H_
