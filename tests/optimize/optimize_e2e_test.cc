@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -45,13 +46,11 @@ namespace {
 // right files.
 const std::vector<std::string> kImageCmd = {"/bin/sh", "-c", "cat \"$CONF\" b.txt"};
 
-constexpr char kDaemonConfig[] = R"(
-[mount]
-background_fetch = false
-fetch_timeout = "10s"
-[remote]
-status_interval_ms = 100
-)";
+// The daemon config for `backend` ("fuse" or "erofs"); `mount_extra` adds [mount] keys.
+std::string DaemonConfig(const std::string& backend, const std::string& mount_extra) {
+  return absl::StrCat("[mount]\nbackend = \"", backend, "\"\nfetch_timeout = \"10s\"\n",
+                      mount_extra, "[remote]\nstatus_interval_ms = 100\n");
+}
 
 std::string Lazypull() { return BinaryDir() + "/bin/lazypull"; }
 
@@ -127,13 +126,16 @@ class OptimizeE2eTest : public ::testing::Test {
     shared = nullptr;
   }
   void SetUp() override { ASSERT_TRUE(shared->status.ok()) << shared->status; }
-  void TearDown() override {
+  void TearDown() override { StopDaemon(); }
+
+  void StopDaemon() {
     mounts_.clear();
     client_.reset();
     if (daemon_ != nullptr) {
       EXPECT_TRUE(daemon_->Stop().ok());
       if (HasFailure()) std::cerr << "--- daemon log ---\n" << daemon_->ReadLog();
     }
+    daemon_.reset();
   }
 
   // Runs `lazypull convert` with `args` (before SRC DST); returns its output.
@@ -238,52 +240,76 @@ class OptimizeE2eTest : public ::testing::Test {
     }
   }
 
-  // Mounts image_ lazily through the daemon (no background fetch): once every layer's prefetch
-  // is done, the recorded files read back without a single registry request; the whole tree
-  // then equals the source image's.
-  void MountLazilyAndCheck(bool cri_labels) {
+  // Starts a daemon with `config` (behind a fresh fault proxy), prepares image_'s layers with
+  // remote labels and mounts a container snapshot on them; returns the mount point.
+  std::string StartDaemonAndMount(const std::string& name, const std::string& config,
+                                  bool cri_labels) {
+    StopDaemon();
     auto proxy = FaultProxy::Start(shared->registry->port());
-    ASSERT_TRUE(proxy.ok()) << proxy.status();
+    EXPECT_TRUE(proxy.ok()) << proxy.status();
+    if (!proxy.ok()) return "";
     proxy_ = std::move(*proxy);
     SnapshotterOptions options;
-    options.config_toml = kDaemonConfig;
-    auto d = SnapshotterProcess::Start(dir_.Sub("daemon"), options);
-    ASSERT_TRUE(d.ok()) << d.status();
+    options.config_toml = config;
+    auto d = SnapshotterProcess::Start(dir_.Sub("daemon-" + name), options);
+    EXPECT_TRUE(d.ok()) << d.status();
+    if (!d.ok()) return "";
     daemon_ = std::move(*d);
     client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
     auto image = ResolvePushed(proxy_->host() + image_.ref.substr(image_.ref.find('/')));
-    ASSERT_TRUE(image.ok()) << image.status();
+    EXPECT_TRUE(image.ok()) << image.status();
+    if (!image.ok()) return "";
     std::string parent;
     for (size_t i = 0; i < image->resolved.manifest.layers.size(); ++i) {
       std::string target = "layer-" + std::to_string(i);
       auto labels = cri_labels ? CriLabels(*image, i, target) : StargzLabels(*image, i, target);
       grpc::Status s = client_->Prepare("extract-" + std::to_string(i), parent, labels);
-      ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
       parent = target;
     }
     MountList mounts;
     grpc::Status s = client_->Prepare("container", parent, {}, &mounts);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-    const std::string mnt = dir_.Sub("mnt");
-    ASSERT_EQ(::mkdir(mnt.c_str(), 0755), 0);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    const std::string mnt = dir_.Sub("mnt-" + name);
+    EXPECT_EQ(::mkdir(mnt.c_str(), 0755), 0);
     auto m = ScopedMount::Mount(mounts, mnt);
-    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_TRUE(m.ok()) << m.status();
+    if (!m.ok()) return "";
     mounts_.push_back(std::move(*m));
+    return mnt;
+  }
 
-    // Every layer reports its prefetch done (status.json is rewritten every 100 ms).
-    bool done = false;
-    nlohmann::json status;
-    for (int i = 0; i < 300 && !done; ++i) {
+  // Waits (bounded) until status.json shows 3 layers satisfying `pred`.
+  bool WaitLayers(const std::function<bool(const nlohmann::json&)>& pred, nlohmann::json* last) {
+    for (int i = 0; i < 600; ++i) {
       auto text = ReadFile(daemon_->root() + "/status.json");
-      status = text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
+      *last = text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
       size_t n = 0;
-      if (status.is_object() && status.contains("layers")) {
-        for (const auto& l : status["layers"]) n += l.value("prefetch", "") == "done";
+      if (last->is_object() && last->contains("layers")) {
+        for (const auto& l : (*last)["layers"]) n += pred(l) ? 1 : 0;
       }
-      done = n == 3;
-      if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (n == 3) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    ASSERT_TRUE(done) << status.dump(1);
+    return false;
+  }
+
+  // Mounts image_ lazily on `backend` (no background fetch): once every layer's prefetch is
+  // done, the recorded files read back without a single registry request; the whole tree then
+  // equals the source image's.
+  void MountLazilyAndCheck(const std::string& backend, bool cri_labels) {
+    SCOPED_TRACE(backend);
+    const std::string mnt = StartDaemonAndMount(
+        backend, DaemonConfig(backend, "background_fetch = false\n"), cri_labels);
+    ASSERT_FALSE(mnt.empty());
+    // Every layer reports its prefetch done (status.json is rewritten every 100 ms).
+    nlohmann::json status;
+    ASSERT_TRUE(WaitLayers(
+        [&](const nlohmann::json& l) {
+          return l.value("prefetch", "") == "done" && l.value("backend", "") == backend;
+        },
+        &status))
+        << status.dump(1);
     proxy_->ClearRequests();
     EXPECT_EQ(*ReadFile(mnt + "/etc/a.conf"), "a from layer 1\n");
     EXPECT_EQ(*ReadFile(mnt + "/data/b.txt"), "b from layer 2\n");
@@ -305,6 +331,24 @@ class OptimizeE2eTest : public ::testing::Test {
     EXPECT_TRUE(diffs.empty()) << absl::StrJoin(diffs, "\n");
   }
 
+  // EROFS with background fetch: the reordered layers are fetched whole and graduate to local
+  // copies of their tars (checked against the config's diff_ids); the tree stays exact.
+  void GraduateAndCheck(bool cri_labels) {
+    const std::string mnt =
+        StartDaemonAndMount("graduation",
+                            DaemonConfig("erofs",
+                                         "background_fetch = true\nbackground_silence = \"100ms\"\n"
+                                         "background_quiet = \"10ms\"\nbackground_bandwidth = 0\n"),
+                            cri_labels);
+    ASSERT_FALSE(mnt.empty());
+    nlohmann::json status;
+    ASSERT_TRUE(
+        WaitLayers([](const nlohmann::json& l) { return l.value("graduated", false); }, &status))
+        << status.dump(1);
+    std::vector<std::string> diffs = CompareTrees(shared->rootfs, mnt);
+    EXPECT_TRUE(diffs.empty()) << absl::StrJoin(diffs, "\n");
+  }
+
   TempDir dir_{"lpopt-case"};
   PushedImage image_;
   std::unique_ptr<FaultProxy> proxy_;
@@ -315,12 +359,16 @@ class OptimizeE2eTest : public ::testing::Test {
 
 TEST_F(OptimizeE2eTest, EstargzRecordsTheImageCommandsFilesAndMountsWithTheirPrefetch) {
   ConvertOptimizedAndCheck("estargz", "esgz-opt");
-  MountLazilyAndCheck(/*cri_labels=*/false);
+  MountLazilyAndCheck("fuse", /*cri_labels=*/false);
+  MountLazilyAndCheck("erofs", /*cri_labels=*/false);
+  GraduateAndCheck(/*cri_labels=*/false);
 }
 
 TEST_F(OptimizeE2eTest, ZstdChunkedRecordsTheImageCommandsFilesAndMountsWithTheirPrefetch) {
   ConvertOptimizedAndCheck("zstd:chunked", "zc-opt");
-  MountLazilyAndCheck(/*cri_labels=*/true);
+  MountLazilyAndCheck("fuse", /*cri_labels=*/true);
+  MountLazilyAndCheck("erofs", /*cri_labels=*/true);
+  GraduateAndCheck(/*cri_labels=*/true);
 }
 
 // Reordered layers stay plain tar streams any client unpacks: a stock containerd (overlayfs
