@@ -4,8 +4,9 @@
 // Layout: a chain of gzip members; a new member starts at every non-empty regular file's
 // payload and at every `chunk_size` bytes within it, so each payload chunk can be fetched and
 // gunzipped on its own. Header blocks are copied verbatim from the source tar (PAX/GNU
-// extensions included). Entries are ordered as the reference builder orders them:
-// prioritized files (with their parent directories and hardlink targets) first, then
+// extensions included). Entries are ordered as the reference builder orders them
+// (OrderEntries, entry_order.h): prioritized files (with their parent directories and
+// hardlink targets) first, then
 // `.prefetch.landmark` — or `.no.prefetch.landmark` when nothing is prioritized — then the
 // rest. Duplicate names keep only the last occurrence; existing landmarks and TOC entries
 // are dropped. The TOC `stargz.index.json` is the last entry, in its own member, followed by
