@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "base/logging.h"
@@ -23,6 +24,9 @@ int main(int argc, char** argv) {
   app.add_option("--address", address, "gRPC unix socket (default /run/lazypull/lazypull.sock)");
   app.add_option("--root", root, "state directory (default /var/lib/lazypull)");
   app.add_option("--log-level", log_level, "debug|info|warn|error (default info)");
+  std::optional<std::string> metrics_address;
+  app.add_option("--metrics-address", metrics_address,
+                 "Prometheus /metrics address (default 127.0.0.1:9102; \"\" = off)");
   CLI11_PARSE(app, argc, argv);
 
   absl::StatusOr<lazypull::DaemonConfig> config = lazypull::LoadDaemonConfig(config_path);
@@ -33,6 +37,7 @@ int main(int argc, char** argv) {
   if (!address.empty()) config->address = address;
   if (!root.empty()) config->root = root;
   if (!log_level.empty()) config->log_level = log_level;
+  if (metrics_address.has_value()) config->metrics_address = *metrics_address;
   absl::StatusOr<lazypull::LogLevel> level = lazypull::ParseLogLevel(config->log_level);
   if (!level.ok()) {
     lazypull::LogError("invalid log level", {{"error", level.status().ToString()}});
@@ -61,8 +66,9 @@ int main(int argc, char** argv) {
       *cri ? (*cri)->credentials() : nullptr;
   absl::StatusOr<std::unique_ptr<lazypull::Daemon>> daemon = lazypull::Daemon::Start(
       *config,
-      [&](const lazypull::DaemonConfig& c) {
-        return lazypull::remote::NewRemoteLayerHandlerWithCredentials(c, cri_credentials);
+      [&](const lazypull::DaemonConfig& c,
+          const std::shared_ptr<lazypull::metrics::Metrics>& metrics) {
+        return lazypull::remote::NewRemoteLayerHandlerWithCredentials(c, cri_credentials, metrics);
       },
       *cri ? (*cri)->grpc_service() : nullptr);
   if (!daemon.ok()) {
