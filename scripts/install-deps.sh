@@ -13,14 +13,18 @@ BUILD_PKGS=(
   libfuse3-dev libcurl4-openssl-dev libzstd-dev zlib1g-dev libdeflate-dev libssl-dev
   nlohmann-json3-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev
+  prometheus-cpp-dev  # metrics (issue 11)
 )
 RUNTIME_PKGS=(
   containerd runc docker-registry skopeo fuse3 erofs-utils debootstrap umoci
   stargz-snapshotter apache2-utils curl zstd pigz e2fsprogs iproute2 util-linux rsync
   python3 python3-matplotlib openssl busybox-static
+  prometheus systemd  # issue 11: promtool check metrics, systemd-analyze verify
 )
 GO_PKGS=(
   golang-go golang-github-containerd-containerd-dev golang-github-containerd-stargz-snapshotter-dev
+  golang-github-masterminds-sprig-dev golang-github-xeipuuv-gojsonschema-dev golang-yaml.v2-dev
+  golang-github-ghodss-yaml-dev  # issue 11: the Helm chart renderer in tests/deploy
 )
 
 missing=()
