@@ -5,6 +5,7 @@
 // Flags override the TOML config file, which overrides the built-in defaults. Runs in the
 // foreground; SIGTERM/SIGINT shut it down cleanly. Exit code 1 on startup errors.
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -15,18 +16,27 @@
 #include "server/config.h"
 #include "server/cri/cri_keychain_service.h"
 #include "server/daemon.h"
+#include "server/daemon_help.h"
 #include "server/remote/remote_layer_manager.h"
+#include "server/sd_notify.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"lazypull-snapshotter: containerd remote snapshotter (lazy image pulling)"};
+  app.formatter(std::make_shared<lazypull::ManPageFormatter>());
+  app.option_defaults()->group("OPTIONS");
+  app.set_help_flag("-h,--help", "print this help and exit");
   std::string config_path, address, root, log_level;
-  app.add_option("--config", config_path, "TOML config file (default: none, built-in defaults)");
-  app.add_option("--address", address, "gRPC unix socket (default /run/lazypull/lazypull.sock)");
-  app.add_option("--root", root, "state directory (default /var/lib/lazypull)");
-  app.add_option("--log-level", log_level, "debug|info|warn|error (default info)");
+  app.add_option("--config", config_path, "TOML config file (default: none, built-in defaults)")
+      ->type_name("FILE");
+  app.add_option("--address", address, "gRPC unix socket (default /run/lazypull/lazypull.sock)")
+      ->type_name("SOCKET");
+  app.add_option("--root", root, "state directory (default /var/lib/lazypull)")->type_name("DIR");
+  app.add_option("--log-level", log_level, "debug|info|warn|error (default info)")
+      ->type_name("LEVEL");
   std::optional<std::string> metrics_address;
   app.add_option("--metrics-address", metrics_address,
-                 "Prometheus /metrics address (default 127.0.0.1:9102; \"\" = off)");
+                 "Prometheus /metrics address (default 127.0.0.1:9102; \"\" = off)")
+      ->type_name("ADDRESS");
   CLI11_PARSE(app, argc, argv);
 
   absl::StatusOr<lazypull::DaemonConfig> config = lazypull::LoadDaemonConfig(config_path);
@@ -77,9 +87,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lazypull-snapshotter: %s\n", daemon.status().ToString().c_str());
     return 1;
   }
+  // Type=notify under systemd: containerd (ordered after us) starts once we serve.
+  if (absl::Status s = lazypull::SdNotifyFromEnv("READY=1\nSTATUS=serving on " + config->address +
+                                                 "\nMAINPID=" + std::to_string(::getpid()));
+      !s.ok()) {
+    lazypull::LogWarn("cannot notify systemd", {{"error", s.ToString()}});
+  }
   int sig = 0;
   sigwait(&signals, &sig);
   lazypull::LogInfo("shutting down", {{"signal", strsignal(sig)}});
+  lazypull::SdNotifyFromEnv("STOPPING=1").IgnoreError();
   (*daemon)->Shutdown();
   daemon->reset();
   return 0;
