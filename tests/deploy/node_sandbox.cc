@@ -33,17 +33,23 @@ absl::Status EnterNodeSandbox(const std::string& work_dir) {
   absl::StatusOr<CommandResult> lo = RunCommand({"ip", "link", "set", "lo", "up"});
   if (!lo.ok()) return lo.status();
   if (lo->exit_code != 0) return absl::InternalError("ip link set lo up: " + lo->output);
-  for (const char* dir : {"/run", "/var/lib"}) {
-    if (absl::Status s = Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); !s.ok()) return s;
+  if (absl::Status s = Mount("tmpfs", "/run", "tmpfs", 0, "mode=0755"); !s.ok()) return s;
+  // /var/lib on the disk, not tmpfs: EROFS cannot mount image files kept on tmpfs.
+  const std::string var_lib = work_dir + "/var-lib";
+  std::filesystem::create_directories(var_lib);
+  if (absl::Status s = Mount(var_lib, "/var/lib", nullptr, MS_BIND); !s.ok()) return s;
+  for (const char* dir : {"/etc", "/usr"}) {
+    const std::string scratch = work_dir + "/overlay" + std::string(dir);
+    std::filesystem::create_directories(scratch);
+    if (absl::Status s = Mount("tmpfs", scratch, "tmpfs", 0); !s.ok()) return s;
+    std::filesystem::create_directories(scratch + "/upper");
+    std::filesystem::create_directories(scratch + "/work");
+    absl::Status s = Mount(
+        "overlay", dir, "overlay", 0,
+        absl::StrCat("lowerdir=", dir, ",upperdir=", scratch, "/upper,workdir=", scratch, "/work"));
+    if (!s.ok()) return s;
   }
-  const std::string scratch = work_dir + "/etc-overlay";
-  std::filesystem::create_directories(scratch);
-  if (absl::Status s = Mount("tmpfs", scratch, "tmpfs", 0); !s.ok()) return s;
-  std::filesystem::create_directories(scratch + "/upper");
-  std::filesystem::create_directories(scratch + "/work");
-  return Mount(
-      "overlay", "/etc", "overlay", 0,
-      absl::StrCat("lowerdir=/etc,upperdir=", scratch, "/upper,workdir=", scratch, "/work"));
+  return absl::OkStatus();
 }
 
 absl::Status BindMount(const std::string& source, const std::string& target, bool read_only) {

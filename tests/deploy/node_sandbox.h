@@ -3,9 +3,10 @@
 // (/var/lib/lazypull, /run/lazypull, /etc/lazypull/config.toml, 127.0.0.1:9102):
 //
 //   - a private mount namespace (propagation private) and network namespace (loopback up);
-//   - fresh tmpfs over /run and /var/lib;
-//   - an overlay over /etc (the machine's /etc below, a tmpfs above), so files can be
-//     written under /etc in the sandbox only.
+//   - a fresh tmpfs over /run, an empty directory of `work_dir` over /var/lib;
+//   - overlays over /etc and /usr (the machine's files below, a tmpfs above), so files can
+//     be written there (a config under /etc, an image's binaries under /usr/bin) in the
+//     sandbox only.
 //
 // Linux namespaces belong to threads: Enter affects the calling thread and every process it
 // starts afterwards, so call it from the test's main thread before starting any daemon, and
