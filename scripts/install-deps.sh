@@ -23,14 +23,17 @@ RUNTIME_PKGS=(
 )
 GO_PKGS=(
   golang-go golang-github-containerd-containerd-dev golang-github-containerd-stargz-snapshotter-dev
-  golang-github-masterminds-sprig-dev golang-github-xeipuuv-gojsonschema-dev golang-yaml.v2-dev
-  golang-github-ghodss-yaml-dev  # issue 11: the Helm chart renderer in tests/deploy
+  # issue 11: the Helm chart renderer in tests/deploy
+  golang-github-masterminds-sprig-dev golang-github-xeipuuv-gojsonschema-dev golang-k8s-sigs-yaml-dev
 )
 
 missing=()
 for p in "${BUILD_PKGS[@]}" "${RUNTIME_PKGS[@]}" "${GO_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# tests/deploy validates Kubernetes objects with the npm package kubernetes-models: npm (Debian's,
+# unless a node.js with its own npm is installed).
+if ! command -v npm >/dev/null; then missing+=(nodejs npm); fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   $SUDO apt-get update -qq
