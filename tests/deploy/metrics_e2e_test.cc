@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/deploy/prom_text.h"
+#include "tests/harness/fault_proxy.h"
 #include "tests/harness/image_builder.h"
 #include "tests/harness/registry_process.h"
 #include "tests/harness/snapshotter_process.h"
@@ -94,6 +95,23 @@ class MetricsE2eTest : public ::testing::TestWithParam<std::string> {
     }
   }
 
+  // Starts the daemon with metrics at a free port; returns the metrics address ("" on error).
+  std::string StartDaemon() {
+    const std::string address = absl::StrCat("127.0.0.1:", PickFreePort());
+    SnapshotterOptions options;
+    options.metrics_address = address;
+    options.log_level = "info";
+    options.config_toml = absl::StrCat(
+        "[mount]\nbackend = \"", GetParam(), "\"\nprefetch = false\nbackground_fetch = false\n",
+        "fetch_timeout = \"5s\"\n[registry]\nmax_retries = 1\n", "initial_backoff_ms = 50\n");
+    auto d = SnapshotterProcess::Start(tmp_.path(), options);
+    EXPECT_TRUE(d.ok()) << d.status();
+    if (!d.ok()) return "";
+    daemon_ = std::move(*d);
+    client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
+    return address;
+  }
+
   TempDir tmp_{"lpmet"};
   std::unique_ptr<SnapshotterProcess> daemon_;
   std::unique_ptr<SnapshotClient> client_;
@@ -101,16 +119,8 @@ class MetricsE2eTest : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(MetricsE2eTest, ValuesMoveDuringALazyPull) {
-  const std::string address = absl::StrCat("127.0.0.1:", PickFreePort());
-  SnapshotterOptions options;
-  options.metrics_address = address;
-  options.log_level = "info";
-  options.config_toml = absl::StrCat("[mount]\nbackend = \"", GetParam(),
-                                     "\"\nprefetch = false\nbackground_fetch = false\n");
-  auto d = SnapshotterProcess::Start(tmp_.path(), options);
-  ASSERT_TRUE(d.ok()) << d.status();
-  daemon_ = std::move(*d);
-  client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
+  const std::string address = StartDaemon();
+  ASSERT_FALSE(address.empty());
 
   auto s0 = Scrape(address);
   ASSERT_TRUE(s0.ok()) << s0.status();
@@ -251,6 +261,61 @@ TEST_P(MetricsE2eTest, MetricsPortInUseFailsTheStart) {
       << r->output;
   struct stat st;
   EXPECT_NE(::stat(tmp_.Sub("s.sock").c_str(), &st), 0) << "the daemon must not serve";
+}
+
+TEST_P(MetricsE2eTest, RestoredLayersAtStart) {
+  const std::string address = StartDaemon();
+  ASSERT_FALSE(address.empty());
+  auto image = ResolvePushed(images->ref);
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(client_->Prepare("extract-0", "", CriLabels(*image, 0, "layer-0")).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+  auto before = Scrape(address);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->Sum("lazypull_restored_layers", {{"result", "ok"}}), 0);
+  ASSERT_TRUE(daemon_->Restart().ok());
+  auto after = Scrape(address);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->Sum("lazypull_restored_layers", {{"result", "ok"}}), 1);
+  EXPECT_EQ(after->Sum("lazypull_restored_layers", {{"result", "failed"}}), 0);
+  EXPECT_EQ(after->Sum("lazypull_mounted_layers", {{"backend", GetParam()}}), 1);
+  EXPECT_EQ(after->Sum("lazypull_unavailable_layers"), 0);
+}
+
+TEST_P(MetricsE2eTest, CorruptBytesCountAsVerificationFailures) {
+  auto proxy = FaultProxy::Start(images->registry->port());
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  const std::string address = StartDaemon();
+  ASSERT_FALSE(address.empty());
+  // The image through the proxy, which flips a byte in every chunk fetch of the layer.
+  const std::string ref = (*proxy)->host() + "/esgz:v1";
+  auto image = ResolvePushed(ref);
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(client_->Prepare("extract-0", "", CriLabels(*image, 0, "layer-0")).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+  MountList mounts;
+  ASSERT_TRUE(client_->Prepare("container", "layer-0", {}, &mounts).ok());
+  std::string dir = tmp_.Sub("mnt");
+  ::mkdir(dir.c_str(), 0755);
+  auto m = ScopedMount::Mount(mounts, dir);
+  ASSERT_TRUE(m.ok()) << m.status();
+  mounts_.push_back(std::move(*m));
+  FaultRule corrupt;
+  corrupt.kind = FaultKind::kCorruptByte;
+  corrupt.method = "GET";
+  corrupt.path_contains = image->resolved.manifest.layers[0].digest.hex();
+  corrupt.times = -1;
+  (*proxy)->AddRule(corrupt);
+  auto big = ReadUncached(dir + "/data/big.bin");
+  EXPECT_FALSE(big.ok());
+  EXPECT_GT((*proxy)->faults_applied(), 0);
+  auto p = Scrape(address);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_GT(p->Sum("lazypull_verification_failures_total"), 0);
+  // A response carries several chunks and one flipped byte: the other chunks verify and are
+  // served; the corrupt one never is, so the file cannot be read whole.
+  EXPECT_LT(p->Sum("lazypull_layer_read_bytes_total"), kBigSize);
+  EXPECT_LT(p->Sum("lazypull_chunk_cache_stored_bytes"), kBigSize);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, MetricsE2eTest, ::testing::Values("fuse", "erofs"),
