@@ -36,7 +36,8 @@ struct DaemonConfig {
   std::string log_level = "info";
   MountBackend mount_backend = MountBackend::kAuto;  // the configured [mount] backend
   // [metrics] address: where GET /metrics is served (metrics/metrics_server.h for the forms);
-  // "" = no metrics endpoint. A port in use fails the daemon's start.
+  // "" = no metrics endpoint. A port in use fails the daemon's start, so tests that start
+  // daemons in parallel set "" (the test harness's SnapshotterProcess does).
   std::string metrics_address = "127.0.0.1:9102";
 
   // The whole parsed file (empty table without a file). Never null.
