@@ -32,11 +32,13 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
 #include "fetcher/layer_reader/layer_reader.h"
+#include "mount/op_observer.h"
 
 namespace lazypull::mount {
 
@@ -62,6 +64,9 @@ struct FuseOptions {
   // How long Unmount waits for the session to end before aborting the FUSE connection
   // (it stays alive while something, e.g. an overlay mount, still uses the lazy mount).
   std::chrono::milliseconds unmount_timeout{2000};
+  // Not from TOML: told about every FUSE request of the layer and blob file systems (the
+  // daemon's metrics). Null = none.
+  std::shared_ptr<FsOpObserver> op_observer;
 };
 
 // Options of the EROFS backend (mount/erofs/).

@@ -13,20 +13,27 @@ BUILD_PKGS=(
   libfuse3-dev libcurl4-openssl-dev libzstd-dev zlib1g-dev libdeflate-dev libssl-dev
   nlohmann-json3-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev
+  prometheus-cpp-dev  # metrics (issue 11)
 )
 RUNTIME_PKGS=(
   containerd runc docker-registry skopeo fuse3 erofs-utils debootstrap umoci
   stargz-snapshotter apache2-utils curl zstd pigz e2fsprogs iproute2 util-linux rsync
   python3 python3-matplotlib openssl busybox-static
+  prometheus systemd  # issue 11: promtool check metrics, systemd-analyze verify
 )
 GO_PKGS=(
   golang-go golang-github-containerd-containerd-dev golang-github-containerd-stargz-snapshotter-dev
+  # issue 11: the Helm chart renderer in tests/deploy
+  golang-github-masterminds-sprig-dev golang-github-xeipuuv-gojsonschema-dev golang-k8s-sigs-yaml-dev
 )
 
 missing=()
 for p in "${BUILD_PKGS[@]}" "${RUNTIME_PKGS[@]}" "${GO_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# tests/deploy validates Kubernetes objects with the npm package kubernetes-models: npm (Debian's,
+# unless a node.js with its own npm is installed).
+if ! command -v npm >/dev/null; then missing+=(nodejs npm); fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   $SUDO apt-get update -qq

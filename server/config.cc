@@ -87,6 +87,22 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view text, absl::str
           "config ", source, ": mount.backend must be fuse, erofs or auto, not '", backend, "'"));
     }
   }
+  // --- [metrics] (issue 11) ---
+  if (const toml::node* metrics = table->get("metrics")) {
+    if (!metrics->is_table()) return WrongType(source, "metrics", "a table");
+    for (const auto& [key, value] : *metrics->as_table()) {
+      if (key.str() != "address") {
+        return absl::InvalidArgumentError(absl::StrCat("config ", source, ": unknown key 'metrics.",
+                                                       std::string(key.str()), "'"));
+      }
+    }
+    if (absl::Status s =
+            ReadString(*metrics->as_table(), "address", source, config.metrics_address);
+        !s.ok()) {
+      return WrongType(source, "metrics.address", "a string like \"127.0.0.1:9102\"");
+    }
+  }
+  // --- end [metrics] ---
   if (config.root.empty()) return WrongType(source, "root", "a non-empty path");
   if (config.address.empty()) return WrongType(source, "address", "a non-empty path");
   config.table = std::move(table);

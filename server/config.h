@@ -7,6 +7,8 @@
 //   log_level = "info"                        # debug | info | warn | error
 //   [mount]
 //   backend = "fuse"                          # fuse | erofs | auto (remote layers, issue 5)
+//   [metrics]
+//   address = "127.0.0.1:9102"                # Prometheus GET /metrics; "" = off
 //
 // Other modules read their own sections ([registry], [cache], ...) from table().
 #ifndef LAZYPULL_SERVER_CONFIG_H_
@@ -33,6 +35,10 @@ struct DaemonConfig {
   unsigned socket_mode = 0660;
   std::string log_level = "info";
   MountBackend mount_backend = MountBackend::kAuto;  // the configured [mount] backend
+  // [metrics] address: where GET /metrics is served (metrics/metrics_server.h for the forms);
+  // "" = no metrics endpoint. A port in use fails the daemon's start, so tests that start
+  // daemons in parallel set "" (the test harness's SnapshotterProcess does).
+  std::string metrics_address = "127.0.0.1:9102";
 
   // The whole parsed file (empty table without a file). Never null.
   std::shared_ptr<const toml::table> table = std::make_shared<toml::table>();

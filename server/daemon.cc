@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "base/unique_fd.h"
+#include "server/rpc_metrics.h"
 
 namespace lazypull {
 namespace {
@@ -40,17 +41,29 @@ bool SocketIsLive(const std::string& path) {
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
                                                       RemoteLayerHandler* remote) {
-  return Start(config, RemoteLayerFactory(), remote, nullptr);
+  return Start(config, RemoteLayerFactoryWithMetrics(), remote, nullptr);
 }
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
                                                       const RemoteLayerFactory& factory,
                                                       grpc::CallbackGenericService* extra_service) {
+  RemoteLayerFactoryWithMetrics with_metrics;
+  if (factory) {
+    with_metrics = [&factory](const DaemonConfig& c, const std::shared_ptr<metrics::Metrics>&) {
+      return factory(c);
+    };
+  }
+  return Start(config, with_metrics, nullptr, extra_service);
+}
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
+                                                      const RemoteLayerFactoryWithMetrics& factory,
+                                                      grpc::CallbackGenericService* extra_service) {
   return Start(config, factory, nullptr, extra_service);
 }
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
-                                                      const RemoteLayerFactory& factory,
+                                                      const RemoteLayerFactoryWithMetrics& factory,
                                                       RemoteLayerHandler* remote,
                                                       grpc::CallbackGenericService* extra_service) {
   using std::filesystem::perms;
@@ -58,8 +71,15 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   absl::StatusOr<RootLock> lock = RootLock::Acquire(config.root);
   if (!lock.ok()) return lock.status();
   std::unique_ptr<Daemon> d(new Daemon(config, std::move(*lock)));
+  // Metrics first: a port in use fails the start before layers are re-mounted.
+  if (!config.metrics_address.empty()) {
+    absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> server =
+        metrics::MetricsServer::Start(config.metrics_address, *d->metrics_);
+    if (!server.ok()) return server.status();
+    d->metrics_server_ = std::move(*server);
+  }
   if (remote == nullptr && factory) {
-    absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> owned = factory(config);
+    absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> owned = factory(config, d->metrics_);
     if (!owned.ok()) return owned.status();
     d->owned_remote_ = std::move(*owned);
     remote = d->owned_remote_.get();
@@ -99,6 +119,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   builder.RegisterService(d->service_.get());
   if (extra_service != nullptr) builder.RegisterCallbackGenericService(extra_service);
   builder.SetMaxReceiveMessageSize(16 << 20);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(NewRpcMetricsInterceptor(d->metrics_));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   d->server_ = builder.BuildAndStart();
   if (d->server_ == nullptr) {
     return absl::UnavailableError(absl::StrCat("cannot listen on unix socket ", address));
@@ -120,6 +143,7 @@ void Daemon::Shutdown(absl::Duration grace) {
   std::lock_guard<std::mutex> lock(shutdown_mu_);
   if (shut_down_) return;
   shut_down_ = true;
+  metrics_server_.reset();  // no scrape may reach the remote-layer handler while it goes away
   if (server_ != nullptr) {
     // Stops accepting; in-flight RPCs may finish until the deadline, then are cancelled.
     server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));

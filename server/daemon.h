@@ -16,6 +16,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "metrics/metrics.h"
+#include "metrics/metrics_server.h"
 #include "server/config.h"
 #include "server/remote_layer_handler.h"
 #include "server/root_lock.h"
@@ -41,6 +43,20 @@ class Daemon {
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(
       const DaemonConfig& config, const RemoteLayerFactory& factory,
       grpc::CallbackGenericService* extra_service = nullptr);
+
+  // --- metrics (issue 11) ---
+  // The same, with a factory that records into the daemon's metrics. The daemon owns one
+  // metrics::Metrics (snapshot RPCs are recorded by a gRPC interceptor) and, unless
+  // config.metrics_address is empty, serves it at http://<metrics_address>/metrics; an
+  // address that cannot be listened on fails the start (FailedPrecondition naming it).
+  using RemoteLayerFactoryWithMetrics =
+      std::function<absl::StatusOr<std::unique_ptr<RemoteLayerHandler>>(
+          const DaemonConfig&, const std::shared_ptr<metrics::Metrics>&)>;
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(
+      const DaemonConfig& config, const RemoteLayerFactoryWithMetrics& factory,
+      grpc::CallbackGenericService* extra_service = nullptr);
+  metrics::Metrics& metrics() { return *metrics_; }
+  // --- end metrics ---
   // Shuts down (see Shutdown) if still running.
   ~Daemon();
   Daemon(const Daemon&) = delete;
@@ -54,14 +70,16 @@ class Daemon {
 
  private:
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonConfig& config,
-                                                       const RemoteLayerFactory& factory,
+                                                       const RemoteLayerFactoryWithMetrics& factory,
                                                        RemoteLayerHandler* remote,
                                                        grpc::CallbackGenericService* extra_service);
   Daemon(DaemonConfig config, RootLock lock) : config_(std::move(config)), lock_(std::move(lock)) {}
 
   DaemonConfig config_;
   RootLock lock_;
-  std::unique_ptr<RemoteLayerHandler> owned_remote_;  // outlives the snapshotter and server
+  std::shared_ptr<metrics::Metrics> metrics_ = std::make_shared<metrics::Metrics>();
+  std::unique_ptr<metrics::MetricsServer> metrics_server_;  // stopped first by Shutdown
+  std::unique_ptr<RemoteLayerHandler> owned_remote_;        // outlives the snapshotter and server
   std::unique_ptr<Snapshotter> snapshotter_;
   std::unique_ptr<SnapshotsService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -5,24 +5,38 @@
 // Flags override the TOML config file, which overrides the built-in defaults. Runs in the
 // foreground; SIGTERM/SIGINT shut it down cleanly. Exit code 1 on startup errors.
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "base/logging.h"
 #include "server/config.h"
 #include "server/cri/cri_keychain_service.h"
 #include "server/daemon.h"
+#include "server/daemon_help.h"
 #include "server/remote/remote_layer_manager.h"
+#include "server/sd_notify.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"lazypull-snapshotter: containerd remote snapshotter (lazy image pulling)"};
+  app.formatter(std::make_shared<lazypull::ManPageFormatter>());
+  app.option_defaults()->group("OPTIONS");
+  app.set_help_flag("-h,--help", "print this help and exit");
   std::string config_path, address, root, log_level;
-  app.add_option("--config", config_path, "TOML config file (default: none, built-in defaults)");
-  app.add_option("--address", address, "gRPC unix socket (default /run/lazypull/lazypull.sock)");
-  app.add_option("--root", root, "state directory (default /var/lib/lazypull)");
-  app.add_option("--log-level", log_level, "debug|info|warn|error (default info)");
+  app.add_option("--config", config_path, "TOML config file (default: none, built-in defaults)")
+      ->type_name("FILE");
+  app.add_option("--address", address, "gRPC unix socket (default /run/lazypull/lazypull.sock)")
+      ->type_name("SOCKET");
+  app.add_option("--root", root, "state directory (default /var/lib/lazypull)")->type_name("DIR");
+  app.add_option("--log-level", log_level, "debug|info|warn|error (default info)")
+      ->type_name("LEVEL");
+  std::optional<std::string> metrics_address;
+  app.add_option("--metrics-address", metrics_address,
+                 "Prometheus /metrics address (default 127.0.0.1:9102; \"\" = off)")
+      ->type_name("ADDRESS");
   CLI11_PARSE(app, argc, argv);
 
   absl::StatusOr<lazypull::DaemonConfig> config = lazypull::LoadDaemonConfig(config_path);
@@ -33,6 +47,7 @@ int main(int argc, char** argv) {
   if (!address.empty()) config->address = address;
   if (!root.empty()) config->root = root;
   if (!log_level.empty()) config->log_level = log_level;
+  if (metrics_address.has_value()) config->metrics_address = *metrics_address;
   absl::StatusOr<lazypull::LogLevel> level = lazypull::ParseLogLevel(config->log_level);
   if (!level.ok()) {
     lazypull::LogError("invalid log level", {{"error", level.status().ToString()}});
@@ -61,8 +76,9 @@ int main(int argc, char** argv) {
       *cri ? (*cri)->credentials() : nullptr;
   absl::StatusOr<std::unique_ptr<lazypull::Daemon>> daemon = lazypull::Daemon::Start(
       *config,
-      [&](const lazypull::DaemonConfig& c) {
-        return lazypull::remote::NewRemoteLayerHandlerWithCredentials(c, cri_credentials);
+      [&](const lazypull::DaemonConfig& c,
+          const std::shared_ptr<lazypull::metrics::Metrics>& metrics) {
+        return lazypull::remote::NewRemoteLayerHandlerWithCredentials(c, cri_credentials, metrics);
       },
       *cri ? (*cri)->grpc_service() : nullptr);
   if (!daemon.ok()) {
@@ -71,9 +87,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lazypull-snapshotter: %s\n", daemon.status().ToString().c_str());
     return 1;
   }
+  // Type=notify under systemd: containerd (ordered after us) starts once we serve.
+  if (absl::Status s = lazypull::SdNotifyFromEnv("READY=1\nSTATUS=serving on " + config->address +
+                                                 "\nMAINPID=" + std::to_string(::getpid()));
+      !s.ok()) {
+    lazypull::LogWarn("cannot notify systemd", {{"error", s.ToString()}});
+  }
   int sig = 0;
   sigwait(&signals, &sig);
   lazypull::LogInfo("shutting down", {{"signal", strsignal(sig)}});
+  lazypull::SdNotifyFromEnv("STOPPING=1").IgnoreError();
   (*daemon)->Shutdown();
   daemon->reset();
   return 0;

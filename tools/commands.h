@@ -17,6 +17,9 @@ void RegisterConvertCommand(CLI::App& app, int* exit_code);
 // `lazypull status [--root DIR] [--json]` (status_command.cc)
 void RegisterStatusCommand(CLI::App& app, int* exit_code);
 
+// `lazypull health [--address SOCK] [--timeout SECONDS]` (health_command.cc)
+void RegisterHealthCommand(CLI::App& app, int* exit_code);
+
 }  // namespace lazypull::tools
 
 #endif  // LAZYPULL_TOOLS_COMMANDS_H_

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   lazypull::tools::RegisterConvertCommand(app, &exit_code);
   lazypull::tools::RegisterStatusCommand(app, &exit_code);
+  lazypull::tools::RegisterHealthCommand(app, &exit_code);
   app.parse_complete_callback([&] {
     auto level = lazypull::ParseLogLevel(log_level);
     if (level.ok()) lazypull::SetLogLevel(*level);

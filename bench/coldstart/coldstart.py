@@ -343,7 +343,7 @@ class Trial:
             self.lp_log = open(f"{self.dir}/lazypull.log", "w")
             self.lp = subprocess.Popen(
                 [f"{args.build}/bin/lazypull-snapshotter", "--config", f"{self.dir}/lazypull.toml",
-                 "--root", f"{self.dir}/lp", "--address", self.lp_sock],
+                 "--root", f"{self.dir}/lp", "--address", self.lp_sock, "--metrics-address", ""],
                 stdout=self.lp_log, stderr=self.lp_log)
             for _ in range(200):
                 if os.path.exists(self.lp_sock):

@@ -53,7 +53,7 @@ for inst in lp lp-direct rp rp-direct; do
   mkdir -p "$work/$inst"
   case $inst in
     lp*) "$lazypull_bin" --root "$work/$inst/root" --address "$work/$inst/snap.sock" \
-           --log-level warn >"$work/$inst.log" 2>&1 & ;;
+           --log-level warn --metrics-address "" >"$work/$inst.log" 2>&1 & ;;
     rp*) "$build_dir/bin/lazypull-refproxy" --root "$work/$inst/root" \
            --address "$work/$inst/snap.sock" >"$work/$inst.log" 2>&1 & ;;
   esac

@@ -17,6 +17,7 @@
 #include "fetcher/oci/index.h"
 #include "fetcher/oci/media_types.h"
 #include "fetcher/registry/registry_call.h"
+#include "fetcher/registry/request_observer.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
 
@@ -241,9 +242,16 @@ absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
       req.low_speed_bytes = config_.low_speed_bytes;
       if (!limiter_->Acquire(target_host, call.cancelled)) return cancelled_error();
       requests_++;
+      const auto sent = Clock::now();
       resp = transport_->Send(req);
       limiter_->Release(target_host);
       if (resp.ok()) bytes_received_ += resp->body_bytes;
+      if (config_.observer != nullptr) {
+        config_.observer->OnResponse({.method = req.method,
+                                      .status = resp.ok() ? resp->status : 0,
+                                      .body_bytes = resp.ok() ? resp->body_bytes : 0,
+                                      .duration = Clock::now() - sent});
+      }
       if (!resp.ok() || redirects >= 5) break;
       int s = resp->status;
       if (s != 301 && s != 302 && s != 303 && s != 307 && s != 308) break;

@@ -38,6 +38,7 @@
 namespace lazypull::registry {
 
 class CredentialProvider;  // credential_provider.h
+class RequestObserver;     // request_observer.h
 
 struct HostCredentials {
   std::string username;
@@ -78,6 +79,8 @@ struct RegistryConfig {
   // Not from TOML: credentials consulted before `auths` and docker_config (the CRI keychain).
   // Null = none. Shared with whoever fills it; must be thread-safe.
   std::shared_ptr<const CredentialProvider> credential_provider;
+  // Not from TOML: told about every HTTP exchange (the daemon's metrics). Null = none.
+  std::shared_ptr<RequestObserver> observer;
 };
 
 // Parses the `[registry]` table (pass the table itself, not the document root). Unknown keys,

@@ -24,8 +24,13 @@ BlobFs& Fs(fuse_req_t req) { return *static_cast<BlobFs*>(fuse_req_userdata(req)
 
 template <typename F>
 void Guard(fuse_req_t req, const char* op, F&& body) {
+  // Read before body(): once replied, the request is gone.
+  FsOpObserver* observer = Fs(req).options().op_observer.get();
+  const auto start = observer != nullptr ? std::chrono::steady_clock::now()
+                                         : std::chrono::steady_clock::time_point();
   try {
     body();
+    if (observer != nullptr) observer->OnOp(kBlobFs, op, std::chrono::steady_clock::now() - start);
   } catch (const std::exception& e) {
     LogError("blob fs callback threw", {{"op", op}, {"error", e.what()}});
     fuse_reply_err(req, EIO);

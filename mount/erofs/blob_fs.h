@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "mount/fuse/fuse_session.h"
+#include "mount/op_observer.h"
 
 namespace lazypull::mount::erofs {
 
@@ -45,6 +46,7 @@ struct BlobFsOptions {
   unsigned max_threads = 16;
   unsigned max_read = 1 << 20;
   std::chrono::milliseconds unmount_timeout{2000};
+  std::shared_ptr<FsOpObserver> op_observer;  // null = none
 };
 
 class BlobFs {

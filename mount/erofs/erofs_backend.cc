@@ -229,6 +229,7 @@ class ErofsBackend : public LayerMountBackend {
       o.max_threads = fuse_.max_threads;
       o.max_read = fuse_.max_read;
       o.unmount_timeout = fuse_.unmount_timeout;
+      o.op_observer = fuse_.op_observer;
       absl::StatusOr<std::unique_ptr<BlobFs>> fs = BlobFs::Mount(options_.dir + "/blobs", o);
       if (!fs.ok()) return fs.status();
       blobs_ = std::move(*fs);

@@ -31,8 +31,15 @@ double Timeout(fuse_req_t req) {
 // Runs a callback body; any escaping exception becomes EIO (never unwinds into libfuse).
 template <typename F>
 void Guard(fuse_req_t req, const char* op, F&& body) {
+  // Read before body(): once replied, the request is gone.
+  FsOpObserver* observer = Ctx(req).options.op_observer.get();
+  const auto start = observer != nullptr ? std::chrono::steady_clock::now()
+                                         : std::chrono::steady_clock::time_point();
   try {
     body();
+    if (observer != nullptr) {
+      observer->OnOp(kLayerFs, op, std::chrono::steady_clock::now() - start);
+    }
   } catch (const std::exception& e) {
     LogError("fuse callback threw", {{"op", op}, {"error", e.what()}});
     fuse_reply_err(req, EIO);

@@ -9,11 +9,13 @@ absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> NewRemoteLayerHandler(
 
 absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> NewRemoteLayerHandlerWithCredentials(
     const DaemonConfig& config,
-    std::shared_ptr<const registry::CredentialProvider> extra_credentials) {
+    std::shared_ptr<const registry::CredentialProvider> extra_credentials,
+    std::shared_ptr<metrics::Metrics> metrics) {
   absl::StatusOr<RemoteLayerManager::Options> options =
       RemoteLayerManager::OptionsFromToml(config.root, *config.table);
   if (!options.ok()) return options.status();
   options->registry.credential_provider = std::move(extra_credentials);
+  options->metrics = std::move(metrics);
   if (!options->remote.enabled) return nullptr;
   absl::StatusOr<std::unique_ptr<RemoteLayerManager>> manager =
       RemoteLayerManager::Create(std::move(*options));

@@ -19,6 +19,7 @@
 #include "fetcher/format/zstd_chunked_reader.h"
 #include "fetcher/layer_reader/layer_reader.h"
 #include "mount/fuse/stale_mounts.h"
+#include "server/remote/remote_metrics.h"
 
 namespace lazypull::remote {
 namespace {
@@ -88,6 +89,10 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
   if (options.cache.dir.empty()) options.cache.dir = options.root + "/cache";
   std::unique_ptr<RemoteLayerManager> m(new RemoteLayerManager(std::move(options)));
   Options& o = m->options_;
+  if (o.metrics != nullptr) {  // issue 11
+    o.registry.observer = o.metrics->registry_observer();
+    o.mount.fuse.op_observer = o.metrics->fs_op_observer();
+  }
   std::unique_ptr<registry::HttpTransport> transport =
       o.transport != nullptr ? std::move(o.transport) : registry::NewCurlTransport();
   m->client_ = std::make_unique<registry::RegistryClient>(o.registry, std::move(transport));
@@ -114,10 +119,15 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
     LogInfo("detached stale FUSE mounts", {{"count", detached->size()}});
   }
   m->status_thread_ = std::thread([raw = m.get()] { raw->StatusLoop(); });
+  if (o.metrics != nullptr) {
+    m->metrics_source_ = o.metrics->AddSource(
+        [raw = m.get()](metrics::FamilySet& out) { raw->CollectMetrics(out); });
+  }
   return m;
 }
 
 RemoteLayerManager::~RemoteLayerManager() {
+  metrics_source_.Reset();
   {
     std::lock_guard<std::mutex> lock(status_mu_);
     stopping_ = true;
@@ -486,6 +496,9 @@ absl::Status RemoteLayerManager::FinishRestore() {
                                      {"failed", failed},
                                      {"seconds", absl::ToDoubleSeconds(absl::Now() - start)}});
   WriteStatusFile().IgnoreError();
+  if (options_.metrics != nullptr) {
+    options_.metrics->SetRestoreResult(pending.size() - failed, failed);
+  }
   if (failed > 0 && options_.remote.fail_on_restore_error) {
     return absl::UnavailableError(absl::StrCat(failed, " remote layer(s) cannot be re-mounted ",
                                                "(fail_on_restore_error); first: ", first_error));
@@ -513,6 +526,7 @@ absl::Status RemoteLayerManager::ReleaseRemoteLayer(int64_t snapshot_id,
     auto it = mounted_.find(snapshot_id);
     if (it == mounted_.end()) return absl::OkStatus();
     mounted = std::move(it->second.mounted);
+    AddRetiredStats(mounted->Status().reader, retired_);
     const Digest digest = it->second.source.layer.digest;
     mounted_.erase(it);
     // The layer's local copy (EROFS graduation) goes with its last snapshot.

@@ -49,6 +49,7 @@
 #include "fetcher/layer_reader/fetch_executor.h"
 #include "fetcher/registry/credential_provider.h"
 #include "fetcher/registry/registry_client.h"
+#include "metrics/metrics.h"
 #include "mount/backend.h"
 #include "mount/mount_config.h"
 #include "nlohmann/json.hpp"
@@ -74,6 +75,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
     mount::MountConfig mount;
     // Null → a libcurl transport.
     std::unique_ptr<registry::HttpTransport> transport;
+    // The daemon's metrics (issue 11): registry requests and FUSE requests are recorded into
+    // it, and the manager adds a scrape-time source (CollectMetrics). Null = none.
+    std::shared_ptr<metrics::Metrics> metrics;
   };
 
   // Opens the chunk cache, creates the mount backend, lazily detaches stale FUSE mounts under
@@ -107,6 +111,10 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   nlohmann::json StatusJson() const;
   // Writes StatusJson() to <root>/status.json via a temp file + rename.
   absl::Status WriteStatusFile() const;
+
+  // Adds the manager's metrics to a scrape (remote_metrics.cc): chunk cache, registry
+  // retries, per-layer and node-wide fetch counters, background fetch, mounted layers.
+  void CollectMetrics(metrics::FamilySet& out);
 
   size_t mounted_count() const;
   registry::RegistryClient& registry_client() { return *client_; }
@@ -169,6 +177,8 @@ class RemoteLayerManager final : public RemoteLayerHandler {
     std::string error;
   };
   std::map<int64_t, Unavailable> unavailable_;
+  // Counters of layers already released, so node-wide metric totals never go down.
+  LayerReaderStats retired_;
   std::vector<PendingRestore> pending_restores_;
   struct CachedImage {
     registry::ResolvedImage image;
@@ -187,6 +197,8 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   std::condition_variable status_cv_;
   bool stopping_ = false;
   std::thread status_thread_;
+  // Last: reset first in the destructor, so no scrape sees a half-destroyed manager.
+  metrics::Metrics::SourceHandle metrics_source_;
 };
 
 // The daemon's factory (Daemon::RemoteLayerFactory): a RemoteLayerManager configured from
@@ -198,7 +210,8 @@ absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> NewRemoteLayerHandler(
 // null).
 absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> NewRemoteLayerHandlerWithCredentials(
     const DaemonConfig& config,
-    std::shared_ptr<const registry::CredentialProvider> extra_credentials);
+    std::shared_ptr<const registry::CredentialProvider> extra_credentials,
+    std::shared_ptr<metrics::Metrics> metrics = nullptr);
 
 }  // namespace lazypull::remote
 

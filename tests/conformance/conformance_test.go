@@ -54,7 +54,9 @@ func startDaemon(ctx context.Context, root string) (snapshots.Snapshotter, func(
 	if err != nil {
 		return nil, nil, err
 	}
-	cmd := exec.Command(bin, "--root", daemonRoot, "--address", socket, "--log-level", "debug")
+	// No metrics endpoint: parallel tests would compete for its default port.
+	cmd := exec.Command(bin, "--root", daemonRoot, "--address", socket, "--log-level", "debug",
+		"--metrics-address", "")
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

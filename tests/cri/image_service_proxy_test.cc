@@ -168,6 +168,7 @@ class ImageServiceProxyTest : public ::testing::Test {
     DaemonConfig config;
     config.root = dir_.Sub("root");
     config.address = dir_.Sub("lp.sock");
+    config.metrics_address = "";  // tests run in parallel: no shared default port
     auto daemon = Daemon::Start(config, Daemon::RemoteLayerFactory(), proxy_.get());
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     daemon_ = std::move(*daemon);

@@ -57,6 +57,7 @@ absl::Status SnapshotterProcess::Launch() {
   }
   std::vector<std::string> argv = {options_.binary, "--root",          root_, "--address", socket_,
                                    "--log-level",   options_.log_level};
+  argv.insert(argv.end(), {"--metrics-address", options_.metrics_address});
   if (!options_.config_toml.empty()) {
     argv.push_back("--config");
     argv.push_back(work_dir_ + "/config.toml");

@@ -19,6 +19,9 @@ struct SnapshotterOptions {
   // (the daemon's embedded defaults).
   std::string config_toml;
   std::string log_level = "debug";
+  // --metrics-address: "" (the default here) turns the Prometheus endpoint off, so tests
+  // running in parallel do not compete for the daemon's default port 127.0.0.1:9102.
+  std::string metrics_address;
   // Extra command-line arguments, appended after the standard ones.
   std::vector<std::string> extra_args;
   // How long Start/Restart wait for the socket to accept connections.

@@ -513,9 +513,10 @@ TEST_P(RemoteDaemonTest, UnrestorableLayerMakesMountsUnavailable) {
   ASSERT_TRUE(WriteFile(tmp_.Sub("strict.toml"),
                         DaemonConfig(GetParam()) + "fail_on_restore_error = true\n")
                   .ok());
-  auto r = RunCommand({BinaryDir() + "/bin/lazypull-snapshotter", "--root", daemon_->root(),
-                       "--address", tmp_.Sub("strict.sock"), "--config", tmp_.Sub("strict.toml")},
-                      std::chrono::seconds(60));
+  auto r = RunCommand(
+      {BinaryDir() + "/bin/lazypull-snapshotter", "--root", daemon_->root(), "--address",
+       tmp_.Sub("strict.sock"), "--config", tmp_.Sub("strict.toml"), "--metrics-address", ""},
+      std::chrono::seconds(60));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->exit_code, 1) << r->output;
   EXPECT_TRUE(absl::StrContains(r->output, "fail_on_restore_error")) << r->output;
@@ -752,9 +753,10 @@ TEST_P(RemoteErofsTest, AutoFallsBackToFuseAndErofsFailsStartWithoutErofs) {
   ASSERT_TRUE(
       WriteFile(tmp_.Sub("erofs.toml"), DaemonConfig("erofs", "background_fetch = false\n" + probe))
           .ok());
-  auto r = RunCommand({BinaryDir() + "/bin/lazypull-snapshotter", "--root", tmp_.Sub("eroot"),
-                       "--address", tmp_.Sub("erofs.sock"), "--config", tmp_.Sub("erofs.toml")},
-                      std::chrono::seconds(60));
+  auto r = RunCommand(
+      {BinaryDir() + "/bin/lazypull-snapshotter", "--root", tmp_.Sub("eroot"), "--address",
+       tmp_.Sub("erofs.sock"), "--config", tmp_.Sub("erofs.toml"), "--metrics-address", ""},
+      std::chrono::seconds(60));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->exit_code, 1) << r->output;
   EXPECT_TRUE(absl::StrContains(r->output, "mount.backend = \\\"erofs\\\" but EROFS is not usable"))

@@ -79,7 +79,8 @@ TEST(DaemonConfigFileTest, ConfigFileAndFlagOverride) {
   ASSERT_TRUE(
       WriteFile(tmp.Sub("config.toml"), "root = \"" + tmp.Sub("cfgroot") + "\"\naddress = \"" +
                                             tmp.Sub("cfg.sock") + "\"\nsocket_mode = \"0600\"\n" +
-                                            "log_level = \"warn\"\n[mount]\nbackend = \"auto\"\n")
+                                            "log_level = \"warn\"\n[mount]\nbackend = \"auto\"\n" +
+                                            "[metrics]\naddress = \"\"\n")
           .ok());
   // Flags override the file: --address wins, root comes from the file.
   auto p = Subprocess::Start({Binary(), "--config", tmp.Sub("config.toml"), "--address",

@@ -26,6 +26,7 @@ func main() {
 	address := flag.String("address", "/run/lazypull-refproxy.sock", "unix socket to serve on")
 	flag.String("log-level", "info", "ignored (same flags as lazypull-snapshotter)")
 	flag.String("config", "", "ignored (same flags as lazypull-snapshotter)")
+	flag.String("metrics-address", "", "ignored (same flags as lazypull-snapshotter)")
 	flag.Parse()
 
 	sn, err := overlay.NewSnapshotter(*root)

@@ -1,0 +1,4 @@
+{{- define "fixture.block" -}}
+name: {{ .Release.Name }}
+chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+{{- end -}}
