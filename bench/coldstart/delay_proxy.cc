@@ -75,7 +75,8 @@ class Pipe {
       }
       size_t done = 0;
       while (done < c.bytes.size()) {
-        ssize_t n = ::write(to_, c.bytes.data() + done, c.bytes.size() - done);
+        // MSG_NOSIGNAL: a peer that hung up must not kill the proxy (and every other connection).
+        ssize_t n = ::send(to_, c.bytes.data() + done, c.bytes.size() - done, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
           ::shutdown(from_, SHUT_RD);  // the other side is gone: stop reading too
