@@ -242,9 +242,13 @@ def push_images(work, net, app, layout, rebuild, optimize, lazypull_cli):
     """Pushes every variant of `app` once (through the unshaped path); returns repo refs by
     variant, without host."""
     marker = f"{work}/pushed-{app}.json"
-    if not rebuild and os.path.exists(marker):
-        return json.load(open(marker))
     host = net.host("unshaped")
+    if not rebuild and os.path.exists(marker):
+        refs = json.load(open(marker))
+        if optimize and "estargz-opt" not in refs:
+            push_optimized(host, app, refs, lazypull_cli)
+            json.dump(refs, open(marker, "w"))
+        return refs
     refs = {}
     refs["gzip"] = f"bench/{app}:gzip"
     run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:app",
@@ -272,13 +276,20 @@ def push_images(work, net, app, layout, rebuild, optimize, lazypull_cli):
     shutil.rmtree(plain, ignore_errors=True)
     refs["zstdchunked"] = f"bench/{app}-zstd:chunked"
     if optimize:
-        for fmt, name in (("estargz", "estargz-opt"), ("zstd:chunked", "zstdchunked-opt")):
-            dst = f"bench/{app}-opt:{name}"
-            run([lazypull_cli, "convert", "--format", fmt, "--plain-http", "--optimize",
-                 f"{host}/{refs['gzip']}", f"{host}/{dst}"])
-            refs[name] = dst
+        push_optimized(host, app, refs, lazypull_cli)
     json.dump(refs, open(marker, "w"))
     return refs
+
+
+def push_optimized(host, app, refs, lazypull_cli):
+    """`lazypull convert --optimize` of the gzip image: the image's own command is run once and
+    the files it opens go first in each layer (prefetched at mount)."""
+    for fmt, name in (("estargz", "estargz-opt"), ("zstd:chunked", "zstdchunked-opt")):
+        dst = f"bench/{app}-opt:{name}"
+        run([lazypull_cli, "convert", "--format", fmt, "--plain-http", "--optimize",
+             "--optimize-cmd", json.dumps(APPS[app][1]), f"{host}/{refs['gzip']}",
+             f"{host}/{dst}"])
+        refs[name] = dst
 
 
 # --- trials --------------------------------------------------------------------------------
