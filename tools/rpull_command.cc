@@ -18,6 +18,7 @@
 #include <string>
 #include <system_error>
 
+#include "base/logging.h"
 #include "fetcher/registry/http_transport.h"
 #include "fetcher/registry/registry_client.h"
 #include "fetcher/registry/registry_config.h"
@@ -85,8 +86,9 @@ absl::StatusOr<registry::RegistryConfig> LoadRegistryConfig(const RpullFlags& fl
   if (section == nullptr) return registry::RegistryConfig{};
   auto config = registry::ParseRegistryConfig(*section);
   if (!config.ok()) {
-    return absl::Status(config.status().code(),
-                        fmt::format("{}: {}", flags.config, std::string(config.status().message())));
+    return absl::Status(
+        config.status().code(),
+        fmt::format("{}: {}", flags.config, std::string(config.status().message())));
   }
   return config;
 }
@@ -121,8 +123,8 @@ absl::Status RunRpull(const RpullFlags& flags, bool tty) {
   rpull::PullProgress progress(stdout, tty);
   auto result = rpull::PullImage(*containerd, registry, *ref, options, &progress);
   if (!result.ok()) return result.status();
-  progress.PrintSummary(*result,
-                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  progress.PrintSummary(
+      *result, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return absl::OkStatus();
 }
 
@@ -149,8 +151,11 @@ void RegisterRpullCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("ref", flags->ref, "image reference (HOST[:PORT]/REPO[:TAG|@DIGEST])")
       ->required();
-  cmd->callback([flags, cmd, exit_code] {
+  cmd->callback([flags, cmd, exit_code, &app] {
     flags->config_set = cmd->count("--config") > 0;
+    // A command-line client reports its outcome itself (progress lines, one error line); the
+    // fetcher's JSON warnings (e.g. each retry) are shown only when asked for.
+    if (app.count("--log-level") == 0) SetLogLevel(LogLevel::kError);
     absl::Status st = RunRpull(*flags, ::isatty(STDOUT_FILENO) != 0);
     if (!st.ok()) {
       // One line: containerd's and the registry's messages can hold newlines.

@@ -108,7 +108,16 @@ void CompareRec(const std::string& exp, const std::string& act, const std::strin
     diff("uid", se.st_uid, sa.st_uid);
     diff("gid", se.st_gid, sa.st_gid);
     if (!S_ISDIR(se.st_mode)) diff("mtime", se.st_mtim.tv_sec, sa.st_mtim.tv_sec);
-    if (Xattrs(exp + r) != Xattrs(act + r)) diffs->push_back(absl::StrCat(r, ": xattrs differ"));
+    if (auto want = Xattrs(exp + r), got = Xattrs(act + r); want != got) {
+      auto show = [](const std::map<std::string, std::string>& m) {
+        std::string out;
+        for (const auto& [k, v] : m)
+          absl::StrAppend(&out, out.empty() ? "" : " ", k, "=\"", v, "\"");
+        return out;
+      };
+      diffs->push_back(
+          absl::StrCat(r, ": xattrs differ: want {", show(want), "} got {", show(got), "}"));
+    }
     if (S_ISREG(se.st_mode)) {
       diff("size", se.st_size, sa.st_size);
       diff("nlink", se.st_nlink, sa.st_nlink);

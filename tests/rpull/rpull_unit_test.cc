@@ -158,11 +158,11 @@ class PullImageTest : public ::testing::Test {
   void SetUp() override {
     layers_ = {"layer-one-bytes", "layer-two-bytes"};
     diffs_ = {D("diff-one"), D("diff-two")};
-    nlohmann::json config = {{"architecture", "amd64"},
-                             {"os", "linux"},
-                             {"rootfs",
-                              {{"type", "layers"},
-                               {"diff_ids", {diffs_[0].ToString(), diffs_[1].ToString()}}}}};
+    nlohmann::json config = {
+        {"architecture", "amd64"},
+        {"os", "linux"},
+        {"rootfs",
+         {{"type", "layers"}, {"diff_ids", {diffs_[0].ToString(), diffs_[1].ToString()}}}}};
     config_ = config.dump();
     nlohmann::json m = {{"schemaVersion", 2},
                         {"mediaType", oci::kOciManifest},
@@ -245,19 +245,17 @@ TEST_F(PullImageTest, LazyLayersGetTheRemoteSnapshotLabelsAndTheImageIsRecordedL
       second_key = key;
     }
   }
-  const Labels expected = {
-      {"containerd.io/snapshot.ref", chain[1].ToString()},
-      {"containerd.io/snapshot/cri.image-ref", "reg.test:5000/app:v1"},
-      {"containerd.io/snapshot/cri.manifest-digest", D(manifest_).ToString()},
-      {"containerd.io/snapshot/cri.layer-digest", D(layers_[1]).ToString()},
-      {"containerd.io/snapshot/cri.image-layers", D(layers_[1]).ToString()},
-      {"containerd.io/snapshot/stargz/toc.digest", D("toc").ToString()}};
+  const Labels expected = {{"containerd.io/snapshot.ref", chain[1].ToString()},
+                           {"containerd.io/snapshot/cri.image-ref", "reg.test:5000/app:v1"},
+                           {"containerd.io/snapshot/cri.manifest-digest", D(manifest_).ToString()},
+                           {"containerd.io/snapshot/cri.layer-digest", D(layers_[1]).ToString()},
+                           {"containerd.io/snapshot/cri.image-layers", D(layers_[1]).ToString()},
+                           {"containerd.io/snapshot/stargz/toc.digest", D("toc").ToString()}};
   EXPECT_EQ(second, expected);
 
   // Exact call order: content (children first), per layer Stat → Prepare → Stat, GC label
   // on the config, image record, lease deleted.
-  std::vector<std::string> want = {"CreateLease",
-                                   "WriteContent " + D(config_).ToString(),
+  std::vector<std::string> want = {"CreateLease", "WriteContent " + D(config_).ToString(),
                                    "WriteContent " + D(manifest_).ToString(),
                                    "Stat " + chain[0].ToString()};
   ASSERT_GE(fake_.calls.size(), want.size());

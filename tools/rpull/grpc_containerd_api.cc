@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
+#include <optional>
 
 #include "containerd/services/content/v1/content.grpc.pb.h"
 #include "containerd/services/diff/v1/diff.grpc.pb.h"
@@ -57,8 +58,8 @@ class GrpcContainerdApi : public ContainerdApi {
       : address_(std::move(address)), namespace_(std::move(ns)) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(16 << 20);
-    channel_ = grpc::CreateCustomChannel("unix://" + address_, grpc::InsecureChannelCredentials(),
-                                         args);
+    channel_ =
+        grpc::CreateCustomChannel("unix://" + address_, grpc::InsecureChannelCredentials(), args);
     content_ = content_v1::Content::NewStub(channel_);
     diff_ = diff_v1::Diff::NewStub(channel_);
     images_ = images_v1::Images::NewStub(channel_);
@@ -78,7 +79,8 @@ class GrpcContainerdApi : public ContainerdApi {
     leases_v1::CreateRequest req;
     // Random enough to never collide with a concurrent rpull; containerd's client does alike.
     req.set_id(fmt::format("lazypull-rpull-{}-{}",
-                           std::chrono::system_clock::now().time_since_epoch().count(), ::getpid()));
+                           std::chrono::system_clock::now().time_since_epoch().count(),
+                           ::getpid()));
     (*req.mutable_labels())["containerd.io/gc.expire"] =
         Rfc3339(std::chrono::system_clock::now() + expire);
     leases_v1::CreateResponse resp;
@@ -129,16 +131,30 @@ class GrpcContainerdApi : public ContainerdApi {
   absl::Status WriteContent(const std::string& ref, const oci::Descriptor& desc,
                             const Labels& labels, const BlobProducer& producer) override {
     const std::string what = fmt::format("Content.Write {}", desc.digest.ToString());
-    // No deadline: a big layer on a slow link may take long; the registry side has its own
-    // low-speed and total timeouts.
-    auto ctx = Context(/*with_lease=*/true, /*with_deadline=*/false);
+    // No deadline for big blobs: a big layer on a slow link may take long, and the registry
+    // side has its own low-speed and total timeouts.
+    auto ctx = Context(/*with_lease=*/true, /*with_deadline=*/desc.size < (16 << 20));
     auto stream = content_->Write(ctx.get());
     content_v1::WriteContentResponse resp;
+    // Ends the call once: gRPC's Finish blocks until every incoming message has been read, so
+    // drain first (the server has closed its side, or is told to by TryCancel).
+    std::optional<absl::Status> finished;
+    auto finish = [&](bool cancel) -> absl::Status {
+      if (!finished) {
+        if (cancel) ctx->TryCancel();
+        stream->WritesDone();
+        content_v1::WriteContentResponse ignored;
+        while (stream->Read(&ignored)) {
+        }
+        finished = FromGrpc(stream->Finish(), what);
+      }
+      return *finished;
+    };
     // Every request gets one response; reading it keeps errors close to their cause.
     auto exchange = [&](const content_v1::WriteContentRequest& req) -> absl::Status {
       if (!stream->Write(req) || !stream->Read(&resp)) {
-        stream->WritesDone();
-        return FromGrpc(stream->Finish(), what);
+        absl::Status st = finish(/*cancel=*/false);
+        return st.ok() ? absl::InternalError(what + ": containerd ended the session early") : st;
       }
       return absl::OkStatus();
     };
@@ -147,39 +163,45 @@ class GrpcContainerdApi : public ContainerdApi {
     req.set_ref(ref);
     req.set_total(desc.size);
     req.set_expected(desc.digest.ToString());
-    if (auto st = exchange(req); !st.ok()) return st;
+    if (auto st = exchange(req); !st.ok()) {
+      return absl::IsAlreadyExists(st) ? SetContentLabels(desc.digest, labels) : st;
+    }
 
-    absl::Status write_status = producer([&](uint64_t offset, std::string_view bytes) {
-      for (size_t done = 0; done < bytes.size();) {
-        const size_t n = std::min(kWriteMessageBytes, bytes.size() - done);
-        content_v1::WriteContentRequest w;
-        w.set_action(content_v1::WRITE);
-        w.set_ref(ref);
-        // Offset 0 truncates what an earlier attempt wrote (containerd's write semantics).
-        w.set_offset(static_cast<int64_t>(offset + done));
-        w.set_data(bytes.data() + done, n);
-        if (auto st = exchange(w); !st.ok()) return st;
-        done += n;
-      }
-      return absl::OkStatus();
-    });
+    // containerd shares blobs between namespaces: when the blob is already there, the session
+    // starts complete (offset == size) and only the commit is needed, as containerd's client
+    // does. Writing it again would have containerd truncate and copy the shared blob.
+    absl::Status write_status = absl::OkStatus();
+    if (resp.offset() != desc.size) {
+      write_status = producer([&](uint64_t offset, std::string_view bytes) {
+        for (size_t done = 0; done < bytes.size();) {
+          const size_t n = std::min(kWriteMessageBytes, bytes.size() - done);
+          content_v1::WriteContentRequest w;
+          w.set_action(content_v1::WRITE);
+          w.set_ref(ref);
+          // Offset 0 truncates what an earlier attempt wrote (containerd's write semantics).
+          w.set_offset(static_cast<int64_t>(offset + done));
+          w.set_data(bytes.data() + done, n);
+          if (auto st = exchange(w); !st.ok()) return st;
+          done += n;
+        }
+        return absl::OkStatus();
+      });
+    }
     if (!write_status.ok()) {
-      stream->WritesDone();
-      stream->Finish();
+      finish(/*cancel=*/true);
       AbortWrite(ref);
       return write_status;
     }
     content_v1::WriteContentRequest commit;
     commit.set_action(content_v1::COMMIT);
     commit.set_ref(ref);
+    // The current offset, not 0: containerd truncates the ingest when a message says offset 0.
+    commit.set_offset(desc.size);
     commit.set_total(desc.size);
     commit.set_expected(desc.digest.ToString());
     for (const auto& [k, v] : labels) (*commit.mutable_labels())[k] = v;
     absl::Status st = exchange(commit);
-    if (st.ok()) {
-      stream->WritesDone();
-      st = FromGrpc(stream->Finish(), what);
-    }
+    if (st.ok()) st = finish(/*cancel=*/false);
     if (absl::IsAlreadyExists(st)) return SetContentLabels(desc.digest, labels);
     if (!st.ok()) AbortWrite(ref);
     return st;
@@ -229,8 +251,8 @@ class GrpcContainerdApi : public ContainerdApi {
     return FromGrpc(images_->Update(ctx.get(), req, &resp), "Images.Update " + image.name);
   }
 
-  absl::StatusOr<std::vector<Mount>> Prepare(const std::string& snapshotter,
-                                             const std::string& key, const std::string& parent,
+  absl::StatusOr<std::vector<Mount>> Prepare(const std::string& snapshotter, const std::string& key,
+                                             const std::string& parent,
                                              const Labels& labels) override {
     snapshots_v1::PrepareSnapshotRequest req;
     req.set_snapshotter(snapshotter);
@@ -246,7 +268,8 @@ class GrpcContainerdApi : public ContainerdApi {
     }
     std::vector<Mount> mounts;
     for (const auto& m : resp.mounts()) {
-      mounts.push_back({m.type(), m.source(), m.target(), {m.options().begin(), m.options().end()}});
+      mounts.push_back(
+          {m.type(), m.source(), m.target(), {m.options().begin(), m.options().end()}});
     }
     return mounts;
   }

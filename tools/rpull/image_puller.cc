@@ -87,20 +87,20 @@ class Puller {
     result.manifest_digest = manifest_doc.descriptor.digest;
     auto config_bytes = registry_.FetchBlob(ref_, manifest->config);
     if (!config_bytes.ok()) {
-      return Annotate(config_bytes.status(),
-                      fmt::format("config {} of {}", manifest->config.digest.ToString(),
-                                  ref_.ToString()));
+      return Annotate(
+          config_bytes.status(),
+          fmt::format("config {} of {}", manifest->config.digest.ToString(), ref_.ToString()));
     }
     auto config = oci::ImageConfig::Parse(*config_bytes);
     if (!config.ok()) {
-      return Annotate(config.status(),
-                      fmt::format("config {} of {}", manifest->config.digest.ToString(),
-                                  ref_.ToString()));
+      return Annotate(
+          config.status(),
+          fmt::format("config {} of {}", manifest->config.digest.ToString(), ref_.ToString()));
     }
     if (config->diff_ids().size() != manifest->layers.size()) {
-      return absl::InvalidArgumentError(fmt::format(
-          "image {}: the manifest has {} layers but the config lists {} diff_ids", ref_.ToString(),
-          manifest->layers.size(), config->diff_ids().size()));
+      return absl::InvalidArgumentError(
+          fmt::format("image {}: the manifest has {} layers but the config lists {} diff_ids",
+                      ref_.ToString(), manifest->layers.size(), config->diff_ids().size()));
     }
     if (observer_) {
       observer_->OnResolved(result.image_name, manifest_doc.descriptor, manifest->layers.size());
@@ -110,9 +110,8 @@ class Puller {
     auto lease = containerd_.CreateLease(kLeaseExpiry);
     if (!lease.ok()) return lease.status();
     containerd_.SetLease(*lease);
-    absl::StatusOr<PullResult> out =
-        WriteAndUnpack(std::move(result), index_doc, manifest_doc, *manifest, *config_bytes,
-                       config->diff_ids());
+    absl::StatusOr<PullResult> out = WriteAndUnpack(std::move(result), index_doc, manifest_doc,
+                                                    *manifest, *config_bytes, config->diff_ids());
     containerd_.SetLease("");
     if (absl::Status st = containerd_.DeleteLease(*lease); !st.ok()) {
       // The lease expires on its own; the pull's outcome stands.
@@ -172,9 +171,8 @@ class Puller {
 
   absl::Status WriteSmall(const oci::Descriptor& desc, const std::string& bytes,
                           const Labels& labels) {
-    return containerd_.WriteContent(
-        WriteRef(desc), desc, labels,
-        [&](const ChunkWriter& write) { return write(0, bytes); });
+    return containerd_.WriteContent(WriteRef(desc), desc, labels,
+                                    [&](const ChunkWriter& write) { return write(0, bytes); });
   }
 
   static std::string WriteRef(const oci::Descriptor& desc) {
@@ -210,9 +208,8 @@ class Puller {
     labels[kCriImageRefLabel] = ref_.ToString();
     labels[kCriManifestDigestLabel] = manifest_digest.ToString();
     labels[kCriLayerDigestLabel] = layer.digest.ToString();
-    labels[kCriImageLayersLabel] = ImageLayersLabel(
-        std::vector<oci::Descriptor>(manifest.layers.begin() + static_cast<ptrdiff_t>(i),
-                                     manifest.layers.end()));
+    labels[kCriImageLayersLabel] = ImageLayersLabel(std::vector<oci::Descriptor>(
+        manifest.layers.begin() + static_cast<ptrdiff_t>(i), manifest.layers.end()));
     const std::string key = fmt::format(
         "extract-{}-{}", std::chrono::system_clock::now().time_since_epoch().count(), chain_id);
     auto mounts = containerd_.Prepare(options_.snapshotter, key, parent, labels);
@@ -233,7 +230,8 @@ class Puller {
     if (!st.ok()) {
       if (absl::Status rm = containerd_.Remove(options_.snapshotter, key);
           !rm.ok() && !absl::IsNotFound(rm)) {
-        LogWarn("rpull: could not remove active snapshot", {{"key", key}, {"error", rm.ToString()}});
+        LogWarn("rpull: could not remove active snapshot",
+                {{"key", key}, {"error", rm.ToString()}});
       }
       return Annotate(st, where);
     }
@@ -266,9 +264,9 @@ class Puller {
     auto applied = containerd_.Apply(layer, mounts);
     if (!applied.ok()) return applied.status();
     if (*applied != diff_id) {
-      return absl::DataLossError(fmt::format(
-          "unpacked content has digest {} but the image config's diff_id is {}",
-          applied->ToString(), diff_id.ToString()));
+      return absl::DataLossError(
+          fmt::format("unpacked content has digest {} but the image config's diff_id is {}",
+                      applied->ToString(), diff_id.ToString()));
     }
     absl::Status commit =
         containerd_.Commit(options_.snapshotter, chain_id, key, {{kSnapshotRefLabel, chain_id}});

@@ -59,9 +59,9 @@ struct LayerReport {
 };
 
 struct PullResult {
-  std::string image_name;        // the image record's name
-  oci::Descriptor root;          // what the record points at (index or manifest)
-  Digest manifest_digest;        // the platform's manifest
+  std::string image_name;           // the image record's name
+  oci::Descriptor root;             // what the record points at (index or manifest)
+  Digest manifest_digest;           // the platform's manifest
   std::vector<LayerReport> layers;  // base layer first
 };
 

@@ -30,8 +30,8 @@ std::string PullProgress::LayerPrefix(size_t index, const Digest& digest) const 
 void PullProgress::OnResolved(const std::string& image_name, const oci::Descriptor& manifest,
                               size_t layer_count) {
   layer_count_ = layer_count;
-  fmt::print(out_, "{}: resolved manifest {} ({} layers)\n", image_name,
-             manifest.digest.ToString(), layer_count);
+  fmt::print(out_, "{}: resolved manifest {} ({} layers)\n", image_name, manifest.digest.ToString(),
+             layer_count);
   std::fflush(out_);
 }
 
