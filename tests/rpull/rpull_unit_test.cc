@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "fetcher/oci/media_types.h"
+#include "fetcher/oci/platform.h"
 #include "fetcher/registry/http_transport.h"
 #include "fetcher/registry/registry_client.h"
 #include "nlohmann/json.hpp"
@@ -342,6 +343,38 @@ TEST_F(PullImageTest, ConfigWithWrongLayerCountIsInvalidAndTouchesNothing) {
             "image reg.test:5000/app:v1: the manifest has 2 layers but the config lists 1 "
             "diff_ids");
   EXPECT_TRUE(fake_.calls.empty());
+}
+
+TEST_F(PullImageTest, AnIndexResolvesToThePlatformAndIsTheImageTarget) {
+  // The same manifest listed for arm64, and a decoy for amd64 that does not exist.
+  nlohmann::json index = {{"schemaVersion", 2},
+                          {"mediaType", oci::kOciIndex},
+                          {"manifests",
+                           {{{"mediaType", oci::kOciManifest},
+                             {"digest", D("missing amd64 manifest").ToString()},
+                             {"size", 10},
+                             {"platform", {{"architecture", "amd64"}, {"os", "linux"}}}},
+                            {{"mediaType", oci::kOciManifest},
+                             {"digest", D(manifest_).ToString()},
+                             {"size", manifest_.size()},
+                             {"platform", {{"architecture", "arm64"}, {"os", "linux"}}}}}}};
+  const std::string index_bytes = index.dump();
+  transport_->manifests["v1"] = {std::string(oci::kOciIndex), index_bytes};
+  transport_->manifests[D(manifest_).ToString()] = {std::string(oci::kOciManifest), manifest_};
+  PullOptions options;
+  options.platform = *oci::ParsePlatform("linux/arm64");
+  auto result = PullImage(fake_, *client_, ref_, options, nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->manifest_digest, D(manifest_));
+  ASSERT_EQ(fake_.images.size(), 1u);
+  EXPECT_EQ(fake_.images[0].target.digest, D(index_bytes));
+  EXPECT_EQ(fake_.images[0].target.media_type, oci::kOciIndex);
+  EXPECT_EQ(fake_.content[D(index_bytes).ToString()]["containerd.io/gc.ref.content.m.0"],
+            D(manifest_).ToString());
+  // The manifest's CRI label names it, not the index.
+  for (const auto& [key, labels] : fake_.prepare_labels) {
+    EXPECT_EQ(labels.at("containerd.io/snapshot/cri.manifest-digest"), D(manifest_).ToString());
+  }
 }
 
 TEST_F(PullImageTest, UnknownTagIsNotFound) {
