@@ -3,6 +3,7 @@
 // behind (no image record, active snapshot removed, lease deleted).
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <map>
 #include <set>
 
@@ -13,6 +14,7 @@
 #include "fetcher/registry/registry_client.h"
 #include "nlohmann/json.hpp"
 #include "tools/rpull/image_puller.h"
+#include "tools/rpull/pull_progress.h"
 
 namespace lazypull::rpull {
 namespace {
@@ -201,6 +203,78 @@ class PullImageTest : public ::testing::Test {
   std::vector<Digest> diffs_;
   std::string config_, manifest_;
 };
+
+std::string Printed(std::FILE* f) {
+  std::fflush(f);
+  std::rewind(f);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
+LayerReport Report(LayerOutcome outcome, const std::string& blob, uint64_t downloaded) {
+  LayerReport r;
+  r.layer.digest = D(blob);
+  r.layer.size = 2500000;
+  r.outcome = outcome;
+  r.bytes_downloaded = downloaded;
+  r.seconds = 1.5;
+  return r;
+}
+
+TEST(PullProgressTest, PlainLinesWithoutATerminal) {
+  std::FILE* f = std::tmpfile();
+  PullProgress p(f, /*tty=*/false);
+  oci::Descriptor m;
+  m.digest = D("m");
+  p.OnResolved("reg/app:v1", m, 2);
+  oci::Descriptor l;
+  l.digest = D("a");
+  p.OnLayerStart(0, l);
+  p.OnLayerBytes(0, 100, 200);
+  p.OnLayerDone(0, Report(LayerOutcome::kLazy, "a", 0));
+  p.OnLayerStart(1, l);
+  p.OnLayerDone(1, Report(LayerOutcome::kDownloaded, "b", 12345678));
+  const std::string h0 = D("a").hex().substr(0, 12), h1 = D("b").hex().substr(0, 12);
+  EXPECT_EQ(Printed(f), "reg/app:v1: resolved manifest " + m.digest.ToString() +
+                            " (2 layers)\nlayer 1/2 sha256:" + h0 +
+                            " lazy (2.5 MB compressed, mounted from the registry) in 1.50s\n"
+                            "layer 2/2 sha256:" +
+                            h1 + " downloaded 12.3 MB in 1.50s\n");
+}
+
+TEST(PullProgressTest, ABarRedrawnInPlaceOnATerminal) {
+  std::FILE* f = std::tmpfile();
+  PullProgress p(f, /*tty=*/true);
+  oci::Descriptor m;
+  p.OnResolved("reg/app:v1", m, 1);
+  oci::Descriptor l;
+  l.digest = D("a");
+  p.OnLayerStart(0, l);
+  p.OnLayerBytes(0, 1000000, 2000000);
+  p.OnLayerDone(0, Report(LayerOutcome::kDownloaded, "a", 2000000));
+  const std::string out = Printed(f);
+  const std::string h = D("a").hex().substr(0, 12);
+  EXPECT_TRUE(absl::StrContains(out, "layer 1/1 sha256:" + h + " ...")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "\r\033[Klayer 1/1 sha256:" + h + " downloading [" +
+                                         std::string(15, '=') + std::string(15, ' ') +
+                                         "] 1.0 MB/2.0 MB"))
+      << out;
+  EXPECT_TRUE(
+      absl::EndsWith(out, "\r\033[Klayer 1/1 sha256:" + h + " downloaded 2.0 MB in 1.50s\n"))
+      << out;
+}
+
+TEST(HumanBytesTest, PowersOfAThousand) {
+  EXPECT_EQ(HumanBytes(0), "0 B");
+  EXPECT_EQ(HumanBytes(999), "999 B");
+  EXPECT_EQ(HumanBytes(1000), "1.0 kB");
+  EXPECT_EQ(HumanBytes(12345678), "12.3 MB");
+  EXPECT_EQ(HumanBytes(3000000000), "3.0 GB");
+}
 
 TEST(ChainIdsTest, FollowsTheOciDefinition) {
   Digest a = D("a"), b = D("b"), c = D("c");
