@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -21,6 +22,7 @@
 #include "tests/harness/containerd_process.h"
 #include "tests/harness/image_builder.h"
 #include "tests/harness/registry_process.h"
+#include "tests/harness/snapshotter_process.h"
 #include "tests/harness/test_env.h"
 #include "tests/remote/remote_test_util.h"
 
@@ -206,8 +208,8 @@ TEST_F(ImageE2eTest, ImageRunByContainerdServesTheNodesContainerd) {
   for (const oci::Descriptor& layer : resolved->resolved.manifest.layers) {
     EXPECT_TRUE(WaitUntil(
         [&] {
-          auto status = ReadFile("/var/lib/lazypull/status.json");
-          return status.ok() && absl::StrContains(*status, layer.digest.ToString());
+          return LazyLayerDigests("/var/lib/lazypull/status.json")
+              .contains(layer.digest.ToString());
         },
         std::chrono::seconds(20)))
         << "layer " << layer.digest.ToString() << " is not mounted lazily";
