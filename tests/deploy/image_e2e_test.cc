@@ -199,6 +199,18 @@ TEST_F(ImageE2eTest, ImageRunByContainerdServesTheNodesContainerd) {
       std::chrono::seconds(60)))
       << *ReadFile(dir_.Sub("pod.log"));
 
+  // containerd dialled /run/lazypull/lazypull.sock (its proxy snapshotter) at its own start,
+  // before the container created it; its gRPC channel redials only after a backoff of up to a
+  // few seconds, and a call in between fails at once with the last dial error ("timeout").
+  // Wait until containerd itself reaches lazypull.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        auto r = containerd_->Ctr({"-n", "k8s.io", "snapshots", "--snapshotter", "lazypull", "ls"},
+                                  std::chrono::seconds(10));
+        return r.ok() && r->exit_code == 0;
+      },
+      std::chrono::seconds(60)));
+
   // The node's containerd pulls a lazy image through its CRI and runs it in a pod.
   CriClient cri(containerd_->address(), containerd_->address());
   grpc::Status s = cri.PullImage(app_ref, std::nullopt);
