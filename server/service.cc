@@ -63,101 +63,136 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
+grpc::Status RpcThrew(std::string_view rpc, std::string_view key, const char* what) noexcept {
+  // Memory may be short (bad_alloc): if even the log line or the message cannot be built, the
+  // call still fails cleanly.
+  try {
+    LogError("rpc threw",
+             {{"rpc", rpc}, {"key", key}, {"error", what ? what : "non-std exception"}});
+  } catch (...) {
+  }
+  try {
+    return grpc::Status(grpc::StatusCode::INTERNAL,
+                        std::string(rpc) + " failed: " + (what ? what : "unknown exception"));
+  } catch (...) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, "");
+  }
+}
+
 grpc::Status SnapshotsService::Prepare(grpc::ServerContext*,
                                        const snapshots_v1::PrepareSnapshotRequest* req,
                                        snapshots_v1::PrepareSnapshotResponse* resp) {
-  absl::StatusOr<std::vector<MountSpec>> mounts =
-      snapshotter_->Prepare(req->key(), req->parent(), ToLabels(req->labels()));
-  if (mounts.ok()) ToProto(*mounts, resp->mutable_mounts());
-  return Finish("Prepare", req->key(), mounts.status());
+  return GuardRpc("Prepare", req->key(), [&] {
+    absl::StatusOr<std::vector<MountSpec>> mounts =
+        snapshotter_->Prepare(req->key(), req->parent(), ToLabels(req->labels()));
+    if (mounts.ok()) ToProto(*mounts, resp->mutable_mounts());
+    return Finish("Prepare", req->key(), mounts.status());
+  });
 }
 
 grpc::Status SnapshotsService::View(grpc::ServerContext*,
                                     const snapshots_v1::ViewSnapshotRequest* req,
                                     snapshots_v1::ViewSnapshotResponse* resp) {
-  absl::StatusOr<std::vector<MountSpec>> mounts =
-      snapshotter_->View(req->key(), req->parent(), ToLabels(req->labels()));
-  if (mounts.ok()) ToProto(*mounts, resp->mutable_mounts());
-  return Finish("View", req->key(), mounts.status());
+  return GuardRpc("View", req->key(), [&] {
+    absl::StatusOr<std::vector<MountSpec>> mounts =
+        snapshotter_->View(req->key(), req->parent(), ToLabels(req->labels()));
+    if (mounts.ok()) ToProto(*mounts, resp->mutable_mounts());
+    return Finish("View", req->key(), mounts.status());
+  });
 }
 
 grpc::Status SnapshotsService::Mounts(grpc::ServerContext*, const snapshots_v1::MountsRequest* req,
                                       snapshots_v1::MountsResponse* resp) {
-  absl::StatusOr<std::vector<MountSpec>> mounts = snapshotter_->Mounts(req->key());
-  if (mounts.ok()) ToProto(*mounts, resp->mutable_mounts());
-  return Finish("Mounts", req->key(), mounts.status());
+  return GuardRpc("Mounts", req->key(), [&] {
+    absl::StatusOr<std::vector<MountSpec>> mounts = snapshotter_->Mounts(req->key());
+    if (mounts.ok()) ToProto(*mounts, resp->mutable_mounts());
+    return Finish("Mounts", req->key(), mounts.status());
+  });
 }
 
 grpc::Status SnapshotsService::Commit(grpc::ServerContext*,
                                       const snapshots_v1::CommitSnapshotRequest* req, pb::Empty*) {
-  return Finish("Commit", req->key(),
-                snapshotter_->Commit(req->name(), req->key(), ToLabels(req->labels())));
+  return GuardRpc("Commit", req->key(), [&] {
+    return Finish("Commit", req->key(),
+                  snapshotter_->Commit(req->name(), req->key(), ToLabels(req->labels())));
+  });
 }
 
 grpc::Status SnapshotsService::Remove(grpc::ServerContext*,
                                       const snapshots_v1::RemoveSnapshotRequest* req, pb::Empty*) {
-  return Finish("Remove", req->key(), snapshotter_->Remove(req->key()));
+  return GuardRpc("Remove", req->key(),
+                  [&] { return Finish("Remove", req->key(), snapshotter_->Remove(req->key())); });
 }
 
 grpc::Status SnapshotsService::Stat(grpc::ServerContext*,
                                     const snapshots_v1::StatSnapshotRequest* req,
                                     snapshots_v1::StatSnapshotResponse* resp) {
-  absl::StatusOr<SnapshotInfo> info = snapshotter_->Stat(req->key());
-  if (info.ok()) ToProto(*info, resp->mutable_info());
-  return Finish("Stat", req->key(), info.status());
+  return GuardRpc("Stat", req->key(), [&] {
+    absl::StatusOr<SnapshotInfo> info = snapshotter_->Stat(req->key());
+    if (info.ok()) ToProto(*info, resp->mutable_info());
+    return Finish("Stat", req->key(), info.status());
+  });
 }
 
 grpc::Status SnapshotsService::Update(grpc::ServerContext*,
                                       const snapshots_v1::UpdateSnapshotRequest* req,
                                       snapshots_v1::UpdateSnapshotResponse* resp) {
-  SnapshotInfo info;
-  info.name = req->info().name();
-  info.labels = ToLabels(req->info().labels());
-  std::vector<std::string> paths(req->update_mask().paths().begin(),
-                                 req->update_mask().paths().end());
-  absl::StatusOr<SnapshotInfo> updated = snapshotter_->Update(info, paths);
-  if (updated.ok()) ToProto(*updated, resp->mutable_info());
-  return Finish("Update", info.name, updated.status());
+  return GuardRpc("Update", req->info().name(), [&] {
+    SnapshotInfo info;
+    info.name = req->info().name();
+    info.labels = ToLabels(req->info().labels());
+    std::vector<std::string> paths(req->update_mask().paths().begin(),
+                                   req->update_mask().paths().end());
+    absl::StatusOr<SnapshotInfo> updated = snapshotter_->Update(info, paths);
+    if (updated.ok()) ToProto(*updated, resp->mutable_info());
+    return Finish("Update", info.name, updated.status());
+  });
 }
 
 grpc::Status SnapshotsService::List(
-    grpc::ServerContext* ctx, const snapshots_v1::ListSnapshotsRequest* req,
+    grpc::ServerContext*, const snapshots_v1::ListSnapshotsRequest* req,
     grpc::ServerWriter<snapshots_v1::ListSnapshotsResponse>* writer) {
-  absl::StatusOr<SnapshotFilter> filter =
-      SnapshotFilter::Parse(std::vector<std::string>(req->filters().begin(), req->filters().end()));
-  if (!filter.ok()) return Finish("List", "", filter.status());
-  absl::StatusOr<std::vector<SnapshotInfo>> infos = snapshotter_->List(*filter);
-  if (!infos.ok()) return Finish("List", "", infos.status());
-  // Blocks of 100, like containerd's own server.
-  constexpr int kBatch = 100;
-  snapshots_v1::ListSnapshotsResponse batch;
-  for (const SnapshotInfo& info : *infos) {
-    ToProto(info, batch.add_info());
-    if (batch.info_size() == kBatch) {
-      if (!writer->Write(batch)) return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
-      batch.Clear();
+  return GuardRpc("List", "", [&] {
+    absl::StatusOr<SnapshotFilter> filter = SnapshotFilter::Parse(
+        std::vector<std::string>(req->filters().begin(), req->filters().end()));
+    if (!filter.ok()) return Finish("List", "", filter.status());
+    absl::StatusOr<std::vector<SnapshotInfo>> infos = snapshotter_->List(*filter);
+    if (!infos.ok()) return Finish("List", "", infos.status());
+    // Blocks of 100, like containerd's own server.
+    constexpr int kBatch = 100;
+    snapshots_v1::ListSnapshotsResponse batch;
+    for (const SnapshotInfo& info : *infos) {
+      ToProto(info, batch.add_info());
+      if (batch.info_size() == kBatch) {
+        if (!writer->Write(batch)) return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
+        batch.Clear();
+      }
     }
-  }
-  if (batch.info_size() > 0 && !writer->Write(batch)) {
-    return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
-  }
-  return grpc::Status::OK;
+    if (batch.info_size() > 0 && !writer->Write(batch)) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
+    }
+    return grpc::Status::OK;
+  });
 }
 
 grpc::Status SnapshotsService::Usage(grpc::ServerContext*, const snapshots_v1::UsageRequest* req,
                                      snapshots_v1::UsageResponse* resp) {
-  absl::StatusOr<SnapshotUsage> usage = snapshotter_->Usage(req->key());
-  if (usage.ok()) {
-    resp->set_size(usage->size);
-    resp->set_inodes(usage->inodes);
-  }
-  return Finish("Usage", req->key(), usage.status());
+  return GuardRpc("Usage", req->key(), [&] {
+    absl::StatusOr<SnapshotUsage> usage = snapshotter_->Usage(req->key());
+    if (usage.ok()) {
+      resp->set_size(usage->size);
+      resp->set_inodes(usage->inodes);
+    }
+    return Finish("Usage", req->key(), usage.status());
+  });
 }
 
 grpc::Status SnapshotsService::Cleanup(grpc::ServerContext*, const snapshots_v1::CleanupRequest*,
                                        pb::Empty*) {
-  absl::StatusOr<int> removed = snapshotter_->Cleanup();
-  return Finish("Cleanup", "", removed.status());
+  return GuardRpc("Cleanup", "", [&] {
+    absl::StatusOr<int> removed = snapshotter_->Cleanup();
+    return Finish("Cleanup", "", removed.status());
+  });
 }
 
 }  // namespace lazypull

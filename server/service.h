@@ -3,9 +3,14 @@
 // Decodes requests, calls the Snapshotter, and maps absl codes to the gRPC codes containerd's
 // errdefs.FromGRPC understands (NotFound, AlreadyExists, FailedPrecondition, InvalidArgument,
 // ...). The `snapshotter` field and the containerd-namespace metadata are ignored: containerd
-// already namespaces keys ("<ns>/<n>/<key>"). Thread-safe; the Snapshotter must outlive it.
+// already namespaces keys ("<ns>/<n>/<key>"). Every handler runs under GuardRpc, so an
+// exception fails that one call with INTERNAL and the daemon keeps serving. Thread-safe; the
+// Snapshotter must outlive it.
 #ifndef LAZYPULL_SERVER_SERVICE_H_
 #define LAZYPULL_SERVER_SERVICE_H_
+
+#include <exception>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
@@ -17,6 +22,23 @@ namespace snapshots_v1 = ::containerd::services::snapshots::v1;
 
 // absl::Status → grpc::Status with the same code and message.
 grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// The answer to an RPC whose handler threw: INTERNAL, after a log line naming the RPC, the key
+// and `what` (null for a non-std exception). Never throws itself.
+grpc::Status RpcThrew(std::string_view rpc, std::string_view key, const char* what) noexcept;
+
+// Runs an RPC handler body (returning grpc::Status); an exception escaping it (bad_alloc, ...)
+// becomes RpcThrew's INTERNAL instead of unwinding into gRPC (std::terminate for the daemon).
+template <typename Body>
+grpc::Status GuardRpc(std::string_view rpc, std::string_view key, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    return RpcThrew(rpc, key, e.what());
+  } catch (...) {
+    return RpcThrew(rpc, key, nullptr);
+  }
+}
 
 class SnapshotsService final : public snapshots_v1::Snapshots::Service {
  public:

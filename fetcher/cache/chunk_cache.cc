@@ -2,10 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
-#include <exception>
-#include <optional>
 #include <utility>
 #include <vector>
 
@@ -25,17 +22,7 @@ struct ChunkCache::Entry {
   LruList::iterator fd_it;
 };
 
-struct ChunkCache::InFlight {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  absl::Status status;
-  std::shared_ptr<const std::string> data;  // verified bytes when status is OK
-};
-
 namespace {
-
-constexpr int kStoredAttempts = 3;
 
 bool IsLowerHex(std::string_view s) {
   return std::all_of(s.begin(), s.end(),
@@ -49,8 +36,6 @@ int64_t WallNanos() {
 }
 
 std::string Pretty(const std::string& hex) { return "sha256:" + hex; }
-
-bool IsMiss(const absl::Status& s) { return absl::IsNotFound(s) || absl::IsDataLoss(s); }
 
 absl::StatusOr<size_t> CopyRange(std::string_view chunk, const std::string& hex, uint64_t offset,
                                  char* buf, size_t length) {
@@ -520,9 +505,7 @@ absl::StatusOr<std::unique_ptr<TempChunk>> ChunkCache::CreateTempChunk(const Dig
 }
 
 absl::Status ChunkCache::AdoptVerified(const Digest& digest, TempChunk& temp) {
-  absl::Status s = AdoptQuietly(digest, temp);
-  NotifyRemoved();
-  return s;
+  return FinishStore(AdoptQuietly(digest, temp));
 }
 
 absl::Status ChunkCache::AdoptQuietly(const Digest& digest, TempChunk& temp) {
@@ -565,169 +548,20 @@ absl::Status ChunkCache::Put(const Digest& digest, std::string_view data) {
     return absl::DataLossError(fmt::format("chunk cache: refusing to store chunk {}: {}",
                                            digest.ToString(), std::string(s.message())));
   }
-  absl::Status s = Store(digest.hex(), data);
-  NotifyRemoved();
-  return s;
+  return FinishStore(Store(digest.hex(), data));
 }
 
 absl::Status ChunkCache::PutVerified(const Digest& digest, std::string_view data) {
-  absl::Status s = Store(digest.hex(), data);
+  return FinishStore(Store(digest.hex(), data));
+}
+
+absl::Status ChunkCache::FinishStore(absl::Status s) {
+  if (!s.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++counters_.store_errors;
+  }
   NotifyRemoved();
   return s;
-}
-
-absl::Status ChunkCache::Complete(const std::string& hex, const std::shared_ptr<InFlight>& flight,
-                                  absl::StatusOr<std::string> data) {
-  absl::Status result;
-  std::shared_ptr<const std::string> bytes;
-  if (!data.ok()) {
-    result = data.status();
-  } else {
-    Digest actual = Digest::Of(*data);
-    if (actual.hex() != hex) {
-      result =
-          absl::DataLossError(fmt::format("fetched chunk {} does not verify: got {} ({} bytes)",
-                                          Pretty(hex), actual.ToString(), data->size()));
-    } else {
-      bytes = std::make_shared<const std::string>(std::move(*data));
-      if (absl::Status s = Store(hex, *bytes); !s.ok()) {
-        // The bytes are verified, so they are still served; only caching failed.
-        LogWarn("chunk cache: serving a fetched chunk without caching it",
-                {{"digest", Pretty(hex)}, {"error", s.ToString()}});
-        std::lock_guard<std::mutex> lock(mu_);
-        ++counters_.store_errors;
-      }
-    }
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!result.ok()) ++counters_.fetch_errors;
-    auto it = in_flight_.find(hex);
-    if (it != in_flight_.end() && it->second == flight) in_flight_.erase(it);
-  }
-  {
-    std::lock_guard<std::mutex> lock(flight->mu);
-    flight->done = true;
-    flight->status = result;
-    flight->data = std::move(bytes);
-  }
-  flight->cv.notify_all();
-  return result;
-}
-
-absl::StatusOr<std::shared_ptr<const std::string>> ChunkCache::FetchShared(const Digest& digest,
-                                                                           const FetchFn& fetch,
-                                                                           bool stored_is_enough) {
-  const std::string& hex = digest.hex();
-  std::shared_ptr<InFlight> flight;
-  bool leader = false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = in_flight_.find(hex);
-    if (it != in_flight_.end()) {
-      flight = it->second;
-      ++counters_.fetch_waits;
-    } else if (stored_is_enough && entries_.count(hex)) {
-      return nullptr;  // stored by a fetch that finished after the caller's miss
-    } else {
-      flight = std::make_shared<InFlight>();
-      in_flight_.emplace(hex, flight);
-      ++counters_.fetches;
-      leader = true;
-    }
-  }
-  if (leader) {
-    absl::StatusOr<std::string> data;
-    try {
-      data = fetch();
-    } catch (const std::exception& e) {  // a FetchFn must not throw; never let it escape
-      data = absl::InternalError(fmt::format("fetch of chunk {} threw: {}", Pretty(hex), e.what()));
-    } catch (...) {
-      data = absl::InternalError(fmt::format("fetch of chunk {} threw", Pretty(hex)));
-    }
-    Complete(hex, flight, std::move(data)).IgnoreError();  // result is published via flight
-  }
-  std::unique_lock<std::mutex> lock(flight->mu);
-  flight->cv.wait(lock, [&] { return flight->done; });
-  if (!flight->status.ok()) return flight->status;
-  return flight->data;
-}
-
-absl::StatusOr<size_t> ChunkCache::ReadOrFetch(const Digest& digest, uint64_t offset, char* buf,
-                                               size_t length, const FetchFn& fetch) {
-  for (int attempt = 1;; ++attempt) {
-    absl::StatusOr<size_t> stored = ReadStored(digest.hex(), offset, buf, length);
-    if (stored.ok() || !IsMiss(stored.status())) return stored;
-    auto data = FetchShared(digest, fetch, /*stored_is_enough=*/attempt < kStoredAttempts);
-    if (!data.ok()) return data.status();
-    if (*data != nullptr) return CopyRange(**data, digest.hex(), offset, buf, length);
-  }
-}
-
-absl::StatusOr<std::string> ChunkCache::GetOrFetch(const Digest& digest, const FetchFn& fetch) {
-  const std::string& hex = digest.hex();
-  for (int attempt = 1;; ++attempt) {
-    std::optional<uint64_t> size;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = entries_.find(hex);
-      if (it != entries_.end()) size = it->second.size;
-    }
-    if (size.has_value()) {
-      std::string out(*size, '\0');
-      absl::StatusOr<size_t> n = ReadStored(hex, 0, out.data(), out.size());
-      if (n.ok() && *n == out.size()) return out;
-      if (!n.ok() && !IsMiss(n.status())) return n.status();
-    } else {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++counters_.misses;
-    }
-    auto data = FetchShared(digest, fetch, /*stored_is_enough=*/attempt < kStoredAttempts);
-    if (!data.ok()) return data.status();
-    if (*data != nullptr) return std::string(**data);
-  }
-}
-
-std::unique_ptr<ChunkCache::FetchLease> ChunkCache::TryLease(const Digest& digest) {
-  std::shared_ptr<InFlight> flight;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (entries_.count(digest.hex()) || in_flight_.count(digest.hex())) return nullptr;
-    flight = std::make_shared<InFlight>();
-    in_flight_.emplace(digest.hex(), flight);
-    ++counters_.fetches;
-  }
-  return std::unique_ptr<FetchLease>(new FetchLease(this, digest, std::move(flight)));
-}
-
-ChunkCache::FetchLease::FetchLease(ChunkCache* cache, Digest digest,
-                                   std::shared_ptr<InFlight> flight)
-    : cache_(cache), digest_(std::move(digest)), flight_(std::move(flight)) {}
-
-ChunkCache::FetchLease::~FetchLease() {
-  if (flight_) {
-    Fail(absl::AbortedError(
-        fmt::format("fetch of chunk {} was abandoned by its owner", digest_.ToString())));
-  }
-}
-
-absl::Status ChunkCache::FetchLease::Fulfill(std::string data) {
-  if (!flight_) {
-    return absl::FailedPreconditionError(
-        fmt::format("lease of chunk {} already resolved", digest_.ToString()));
-  }
-  std::shared_ptr<InFlight> flight = std::move(flight_);
-  return cache_->Complete(digest_.hex(), flight, std::move(data));
-}
-
-void ChunkCache::FetchLease::Fail(absl::Status error) {
-  if (!flight_) return;
-  if (error.ok()) {
-    error = absl::InternalError(
-        fmt::format("lease of chunk {} failed with an OK status", digest_.ToString()));
-  }
-  std::shared_ptr<InFlight> flight = std::move(flight_);
-  cache_->Complete(digest_.hex(), flight, std::move(error)).IgnoreError();
 }
 
 }  // namespace lazypull

@@ -8,8 +8,9 @@
 //   tmp/<hex>.<n>             chunks being written; removed when the cache is opened
 //
 // Integrity ("no unverified byte is served"):
-//   * Put/fetch: bytes are hashed in memory and must match the digest before anything is
-//     written; a mismatch is DataLoss and nothing is stored or returned.
+//   * Put: bytes are hashed in memory and must match the digest before anything is written;
+//     a mismatch is DataLoss and nothing is stored. PutVerified and AdoptVerified take bytes
+//     the caller has verified itself.
 //   * Atomicity: a chunk is written to tmp/ and renamed into chunks/, so a crash (even
 //     SIGKILL mid-write) never leaves a partial chunk under its final name; Open() deletes
 //     whatever tmp/ holds. There is no fsync: after a power loss a renamed file may hold
@@ -17,8 +18,8 @@
 //     durability would only save a refetch, and readers must not wait for the disk.
 //   * Disk: files found by Open() (left by an earlier process) are untrusted. The first read
 //     of such a file in this process hashes the whole file before any byte is served; a
-//     mismatch deletes the file (DataLoss for Read, a fresh fetch for ReadOrFetch). Files
-//     written by this process are trusted because their bytes were verified in memory.
+//     mismatch deletes the file (DataLoss for Read: the caller fetches the chunk again).
+//     Files written by this process are trusted because their bytes were verified.
 //     Short reads of a verified file (truncated behind our back) are also DataLoss and drop
 //     the entry. The remaining hole is a same-size in-place rewrite of a verified file by
 //     another root process while we run; files are 0444 in a 0700 directory to make that a
@@ -28,21 +29,19 @@
 // restarts via each file's mtime (set to a strictly increasing stamp when stored, refreshed
 // on a hit at most once per lru_persist_interval, so hits cost no extra syscall).
 //
-// Single-flight: concurrent ReadOrFetch/GetOrFetch callers that miss the same digest share
-// ONE call of the fetch function; the others wait and get its bytes or its error. TryLease()
-// lets a caller that fetches several chunks in one merged range request claim each of them.
+// Fetching is the caller's (LayerReader shares one fetch among concurrent readers of a chunk
+// and stores it with PutVerified or AdoptVerified); the cache never blocks on a fetch.
 //
 // Hot path: a hit is a hash lookup under a mutex plus one pread on a cached open fd (a
 // bounded LRU of fds, CacheConfig::max_open_files).
 //
-// Thread-safety: all methods are thread-safe. The ChunkCache must outlive every FetchLease.
+// Thread-safety: all methods are thread-safe.
 #ifndef LAZYPULL_FETCHER_CACHE_CHUNK_CACHE_H_
 #define LAZYPULL_FETCHER_CACHE_CHUNK_CACHE_H_
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -64,15 +63,12 @@ namespace lazypull {
 struct ChunkCacheStats {
   uint64_t hits = 0;             // reads served from disk
   uint64_t misses = 0;           // reads that found no stored chunk
-  uint64_t fetches = 0;          // fetch function calls plus leases granted
-  uint64_t fetch_waits = 0;      // misses that joined a fetch already in flight
-  uint64_t fetch_errors = 0;     // fetches that failed or returned bytes not matching
   uint64_t entries = 0;          // chunks stored now
   uint64_t bytes_stored = 0;     // bytes of the chunks stored now
   uint64_t bytes_written = 0;    // bytes ever written into the cache by this process
   uint64_t evictions = 0;        // chunks evicted by the size limit
   uint64_t corrupt_removed = 0;  // files dropped because their bytes did not verify
-  uint64_t store_errors = 0;     // fetched chunks that could not be stored (e.g. ENOSPC)
+  uint64_t store_errors = 0;     // verified chunks that could not be stored (e.g. ENOSPC)
   uint64_t open_fds = 0;         // chunk fds held by the fd cache now
 };
 
@@ -86,12 +82,6 @@ class TempChunk;
 
 class ChunkCache {
  public:
-  // Returns the chunk's bytes. Called at most once per single-flight group; may run on any
-  // caller's thread.
-  using FetchFn = std::function<absl::StatusOr<std::string>()>;
-
-  class FetchLease;
-
   // Opens the cache at config.dir (created if missing): takes the directory lock, deletes
   // temp leftovers, scans stored chunks (untrusted until first read) and rebuilds the LRU
   // order from their mtimes, then evicts down to max_bytes. InvalidArgument if config.dir
@@ -107,24 +97,14 @@ class ChunkCache {
   // Copies bytes [offset, offset + length) of a stored chunk into `buf` and returns how many
   // were copied (fewer than `length` only at the end of the chunk). NotFound if the chunk is
   // not stored; OutOfRange if offset > chunk size; DataLoss if the file on disk does not
-  // verify (the file is deleted). Never blocks on fetches in flight.
+  // verify (the file is deleted).
   absl::StatusOr<size_t> Read(const Digest& digest, uint64_t offset, char* buf, size_t length);
-
-  // Like Read, but on a miss joins the fetch in flight for `digest` or calls `fetch` once
-  // for everyone. Fetched bytes are verified (DataLoss if they do not match; nothing is
-  // stored or returned), stored, then copied out. If storing fails (disk full, ...), the
-  // verified bytes are still returned and the failure is logged and counted (store_errors).
-  // A fetch error is returned unchanged to every waiter.
-  absl::StatusOr<size_t> ReadOrFetch(const Digest& digest, uint64_t offset, char* buf,
-                                     size_t length, const FetchFn& fetch);
-
-  // The whole chunk, from disk or through a shared fetch (same semantics as ReadOrFetch).
-  absl::StatusOr<std::string> GetOrFetch(const Digest& digest, const FetchFn& fetch);
 
   // Verifies `data` against `digest` and stores it. OK without writing if the chunk is
   // already stored (equal chunks are stored once). DataLoss on mismatch; ResourceExhausted
   // on ENOSPC/EDQUOT or when the chunk alone exceeds max_bytes; other I/O errors keep their
-  // errno-derived code. On any error no entry is visible.
+  // errno-derived code. On any error no entry is visible; errors other than DataLoss are
+  // counted (store_errors).
   absl::Status Put(const Digest& digest, std::string_view data);
   // Put for bytes the caller has just verified against `digest` (e.g. to serve them before
   // storing them): skips hashing them again. Same errors, except DataLoss.
@@ -137,14 +117,9 @@ class ChunkCache {
   // Publishes a temp chunk whose bytes the caller has verified against `digest`: renames it
   // into chunks/ and indexes it (trusted, like PutVerified). OK without change if the chunk
   // is already stored. ResourceExhausted when the chunk alone exceeds max_bytes (the temp
-  // file stays the caller's). The temp chunk's fd stays readable either way.
+  // file stays the caller's). The temp chunk's fd stays readable either way. Errors are
+  // counted (store_errors).
   absl::Status AdoptVerified(const Digest& digest, TempChunk& temp);
-
-  // Claims the fetch of `digest` for a caller that fetches it itself (e.g. with other chunks
-  // in one merged range request). Returns nullptr if the chunk is already stored or someone
-  // else's fetch is in flight (then ReadOrFetch waits for it). Otherwise the caller must
-  // Fulfill or Fail the lease; readers of `digest` meanwhile wait for it.
-  std::unique_ptr<FetchLease> TryLease(const Digest& digest);
 
   // A stored chunk's file, open for reading, for zero-copy replies (splice). The handle keeps
   // the file open even if the chunk is evicted meanwhile: chunk files are never rewritten in
@@ -188,7 +163,6 @@ class ChunkCache {
 
  private:
   struct Entry;
-  struct InFlight;
   using OpenChunk = OpenChunkFile;
   using FdList = std::vector<std::shared_ptr<const OpenChunk>>;
   using LruList = std::list<Entry*>;
@@ -200,16 +174,10 @@ class ChunkCache {
   // verify (entry and file removed).
   absl::StatusOr<size_t> ReadStored(const std::string& hex, uint64_t offset, char* buf,
                                     size_t length);
-  // Verifies, stores (or logs why not) and publishes the result of a fetch to waiters.
-  absl::Status Complete(const std::string& hex, const std::shared_ptr<InFlight>& flight,
-                        absl::StatusOr<std::string> data);
   // Writes a verified chunk to disk and indexes it; evicts to the limit.
   absl::Status Store(const std::string& hex, std::string_view data);
-  // Joins or starts the single-flight fetch of `hex`; returns the shared result.
-  // Returns null (OK) instead when `stored_is_enough` and the chunk got stored meanwhile.
-  absl::StatusOr<std::shared_ptr<const std::string>> FetchShared(const Digest& digest,
-                                                                 const FetchFn& fetch,
-                                                                 bool stored_is_enough);
+  // Counts a failed store (store_errors) and tells listeners about evictions; returns `s`.
+  absl::Status FinishStore(absl::Status s);
 
   // Tells listeners about the chunks erased since the last call. Call without mu_.
   void NotifyRemoved();
@@ -238,8 +206,7 @@ class ChunkCache {
   mutable std::mutex mu_;
   std::unordered_map<std::string, Entry> entries_;  // by hex digest; node-stable
   LruList lru_;                                     // front = most recently used
-  LruList fd_lru_;  // entries holding an open fd; front = most recently used
-  std::unordered_map<std::string, std::shared_ptr<InFlight>> in_flight_;
+  LruList fd_lru_;                    // entries holding an open fd; front = most recently used
   std::vector<std::string> removed_;  // hex digests erased, not yet told to listeners
   // Listeners; held while telling them, so RemoveListener waits for calls in progress.
   std::mutex listeners_mu_;
@@ -280,32 +247,6 @@ class TempChunk {
   std::string path_;
   uint64_t size_ = 0;
   bool adopted_ = false;
-};
-
-// The right to fetch one chunk (see ChunkCache::TryLease). Move-only; not thread-safe.
-// Destroying an unresolved lease fails it with Aborted so waiters never hang.
-class ChunkCache::FetchLease {
- public:
-  ~FetchLease();
-  FetchLease(const FetchLease&) = delete;
-  FetchLease& operator=(const FetchLease&) = delete;
-
-  const Digest& digest() const { return digest_; }
-
-  // Publishes the fetched bytes: verifies them (DataLoss, and waiters get the same error,
-  // if they do not match), stores them (a storage failure is logged and counted, and still
-  // returns OK because the verified bytes were served to waiters), wakes the waiters.
-  absl::Status Fulfill(std::string data);
-  // Publishes a fetch failure to every waiter. `error` must not be OK.
-  void Fail(absl::Status error);
-
- private:
-  friend class ChunkCache;
-  FetchLease(ChunkCache* cache, Digest digest, std::shared_ptr<InFlight> flight);
-
-  ChunkCache* cache_;
-  Digest digest_;
-  std::shared_ptr<InFlight> flight_;  // null once resolved
 };
 
 }  // namespace lazypull

@@ -151,7 +151,15 @@ std::string LayerReader::KeyOf(const Chunk& c) {
 std::shared_ptr<LayerReader::Flight> LayerReader::ClaimLocked(const Chunk& c, bool* owned) {
   *owned = false;
   std::string key = KeyOf(c);
-  if (auto it = flights_.find(key); it != flights_.end()) return it->second;
+  if (auto it = flights_.find(key); it != flights_.end()) {
+    // A flight that has already failed (published, not yet retired) is not joined: its error
+    // was for the readers that waited for it, and a read arriving now fetches again. Its
+    // RetireFlight leaves the new flight in place.
+    if (!it->second->done || it->second->status.ok()) return it->second;
+    it->second = std::make_shared<Flight>();
+    *owned = true;
+    return it->second;
+  }
   if (local_.contains(key)) return nullptr;
   auto flight = std::make_shared<Flight>();
   flights_.emplace(std::move(key), flight);
@@ -678,8 +686,8 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
       // that starts where the file's previous miss left off, give or take a chunk. A program
       // that jumps around a big file (a shared library's pages, an ICU data file) would
       // otherwise fetch a useless chunk with every miss.
-      const uint64_t slack = std::max<uint64_t>(options_.readahead_bytes,
-                                                pending.front().chunk->length);
+      const uint64_t slack =
+          std::max<uint64_t>(options_.readahead_bytes, pending.front().chunk->length);
       auto prev = miss_ends_.find(ino);
       const bool sequential =
           (offset == 0 && attr->size <= options_.readahead_bytes) ||

@@ -242,7 +242,8 @@ class LayerReader : private ChunkCache::EvictionListener {
   // One pass of the background fetch over every chunk not local. False if stopped.
   bool BackgroundPass();
   // Claims `c` for fetching: returns a new flight registered in flights_ (and sets *owned),
-  // or the flight already in progress. Returns null if the chunk became local meanwhile.
+  // or the flight in progress (or done with the verified bytes, until stored); a flight that
+  // failed is replaced. Returns null if the chunk became local meanwhile.
   std::shared_ptr<Flight> ClaimLocked(const format::Chunk& c, bool* owned);
   // Splits chunks into ranges: chunks at most max_merge_gap apart share one, up to
   // max_request_bytes each.

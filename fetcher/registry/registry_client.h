@@ -104,12 +104,11 @@ class RegistryClient {
 
   // Reads [offset, offset+length) of a blob with a Range request. Accepts 206 (Content-Range
   // must match exactly) and 200 (the full body; only the needed part is kept). A short or
-  // mismatching answer is retried. When `expected` is given the bytes must hash to it (e.g. a
-  // chunk digest from a TOC); otherwise retried, then DataLoss — corrupted bytes are never
-  // returned. OutOfRange if the range exceeds desc.size.
+  // mismatching answer is retried. The bytes are not verified here (a range is rarely a whole
+  // chunk): callers verify what they decode. OutOfRange if the range exceeds desc.size.
+  // `cancelled` (may be empty) aborts the transfer with Cancelled when true.
   absl::StatusOr<std::string> ReadRange(const Reference& ref, const oci::Descriptor& desc,
                                         uint64_t offset, uint64_t length,
-                                        const std::optional<Digest>& expected = std::nullopt,
                                         const std::function<bool()>& cancelled = {});
 
   // Streams `ranges` of a blob to `sink` with BlobReader::StreamRanges' contract. Several

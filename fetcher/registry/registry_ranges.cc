@@ -26,7 +26,6 @@ using namespace internal;  // NOLINT(build/namespaces): this module's own helper
 absl::StatusOr<std::string> RegistryClient::ReadRange(const Reference& ref,
                                                       const oci::Descriptor& desc, uint64_t offset,
                                                       uint64_t length,
-                                                      const std::optional<Digest>& expected,
                                                       const std::function<bool()>& cancelled) {
   const uint64_t size = static_cast<uint64_t>(desc.size);
   if (offset > size || length > size - offset) {
@@ -36,30 +35,17 @@ absl::StatusOr<std::string> RegistryClient::ReadRange(const Reference& ref,
   }
   if (length == 0) return std::string();
   const ByteRange range{offset, length};
-  absl::Status st;
-  for (int attempt = 0; attempt <= config_.max_retries; ++attempt) {
-    std::string out;
-    uint64_t done = 0;
-    st = StreamCovering(
-        ref, desc, std::span<const ByteRange>(&range, 1), std::span<uint64_t>(&done, 1),
-        [&](uint64_t, std::string_view data) {
-          out.append(data);
-          return absl::OkStatus();
-        },
-        cancelled);
-    if (!st.ok()) return st;
-    if (!expected) return out;
-    st = expected->Verify(out);
-    if (st.ok()) return out;
-    LogWarn("registry range did not verify; fetching it again", {{"host", ref.host},
-                                                                 {"repository", ref.repository},
-                                                                 {"digest", desc.digest.ToString()},
-                                                                 {"offset", offset},
-                                                                 {"length", length}});
-  }
-  return absl::DataLossError(fmt::format(
-      "GET blob {} range [{}, +{}) in {}: {} (after {} attempts)", desc.digest.ToString(), offset,
-      length, ref.Name(), std::string(st.message()), config_.max_retries + 1));
+  std::string out;
+  uint64_t done = 0;
+  absl::Status st = StreamCovering(
+      ref, desc, std::span<const ByteRange>(&range, 1), std::span<uint64_t>(&done, 1),
+      [&](uint64_t, std::string_view data) {
+        out.append(data);
+        return absl::OkStatus();
+      },
+      cancelled);
+  if (!st.ok()) return st;
+  return out;
 }
 
 namespace {
@@ -391,7 +377,7 @@ class RegistryClient::RegistryBlobReader : public BlobReader {
   uint64_t Size() const override { return static_cast<uint64_t>(desc_.size); }
 
   absl::StatusOr<std::string> ReadAt(uint64_t offset, uint64_t length) override {
-    return client_->ReadRange(ref_, desc_, offset, length, std::nullopt, cancelled_fn_);
+    return client_->ReadRange(ref_, desc_, offset, length, cancelled_fn_);
   }
 
   absl::Status StreamRanges(std::span<const ByteRange> ranges, const Sink& sink) override {

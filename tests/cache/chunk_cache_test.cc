@@ -7,7 +7,6 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <latch>
 #include <thread>
 #include <vector>
 
@@ -59,13 +58,6 @@ std::string ReadAll(ChunkCache& cache, const Digest& d, size_t size) {
   if (!n.ok()) return "";
   out.resize(*n);
   return out;
-}
-
-ChunkCache::FetchFn Serve(std::string data, std::atomic<int>* calls) {
-  return [data = std::move(data), calls]() -> absl::StatusOr<std::string> {
-    ++*calls;
-    return data;
-  };
 }
 
 void FlipByteInFile(const std::string& path, size_t offset) {
@@ -123,17 +115,11 @@ TEST(ChunkCacheTest, EqualChunksOfDifferentLayersAreStoredOnce) {
   std::string shared = PatternBytes(65536, 2);
   std::string other = PatternBytes(4096, 3);
   Digest d = Digest::Of(shared);
-  // Layer A stores it through a fetch, layer B through Put, image C asks for it again.
-  std::atomic<int> calls{0};
-  auto a = cache->GetOrFetch(d, Serve(shared, &calls));
-  ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_EQ(*a, shared);
+  // Layer A stores it after its fetch, layer B stores it again, image C reads it.
+  ASSERT_TRUE(cache->PutVerified(d, shared).ok());
   ASSERT_TRUE(cache->Put(d, shared).ok());
   ASSERT_TRUE(cache->Put(Digest::Of(other), other).ok());
-  auto c = cache->GetOrFetch(d, Serve(shared, &calls));
-  ASSERT_TRUE(c.ok());
-  EXPECT_EQ(*c, shared);
-  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(ReadAll(*cache, d, shared.size()), shared);
 
   Digest od = Digest::Of(other);
   std::vector<std::string> want = {d.hex().substr(0, 2) + "/" + d.hex(),
@@ -144,10 +130,10 @@ TEST(ChunkCacheTest, EqualChunksOfDifferentLayersAreStoredOnce) {
   EXPECT_EQ(s.entries, 2u);
   EXPECT_EQ(s.bytes_stored, shared.size() + other.size());
   EXPECT_EQ(s.bytes_written, shared.size() + other.size());
-  EXPECT_EQ(s.fetches, 1u);
+  EXPECT_EQ(s.store_errors, 0u);
 }
 
-TEST(ChunkCacheTest, CorruptFetchedOrPutBytesAreNeverStoredOrReturned) {
+TEST(ChunkCacheTest, CorruptPutBytesAreNeverStored) {
   TempDir tmp;
   auto cache = MustOpen(Config(tmp.path()));
   std::string data = PatternBytes(50000, 4);
@@ -159,25 +145,15 @@ TEST(ChunkCacheTest, CorruptFetchedOrPutBytesAreNeverStoredOrReturned) {
   EXPECT_EQ(put.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(put.message()), HasSubstr(d.ToString()));
 
-  std::atomic<int> calls{0};
-  auto got = cache->GetOrFetch(d, Serve(bad, &calls));
-  EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(std::string(got.status().message()), HasSubstr(d.ToString()));
-  std::vector<char> buf(100);
-  auto n = cache->ReadOrFetch(d, 700, buf.data(), buf.size(), Serve(bad, &calls));
-  EXPECT_EQ(n.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_EQ(calls.load(), 2);
-
   EXPECT_FALSE(cache->Contains(d));
   EXPECT_TRUE(FilesUnder(tmp.path() + "/chunks").empty());
   EXPECT_TRUE(FilesUnder(tmp.path() + "/tmp").empty());
-  EXPECT_EQ(cache->stats().fetch_errors, 2u);
+  EXPECT_EQ(cache->stats().store_errors, 0u);  // refused, not a failed store
 
   // The good bytes are then stored and served normally.
-  auto good = cache->GetOrFetch(d, Serve(data, &calls));
-  ASSERT_TRUE(good.ok());
-  EXPECT_EQ(*good, data);
+  ASSERT_TRUE(cache->Put(d, data).ok());
   EXPECT_TRUE(cache->Contains(d));
+  EXPECT_EQ(ReadAll(*cache, d, data.size()), data);
 }
 
 TEST(ChunkCacheTest, FileCorruptedOnDiskIsDetectedBeforeAnyByteIsServed) {
@@ -204,19 +180,12 @@ TEST(ChunkCacheTest, FileCorruptedOnDiskIsDetectedBeforeAnyByteIsServed) {
   EXPECT_EQ(cache->stats().hits, 0u);
   EXPECT_EQ(cache->stats().misses, 1u);
 
-  // ReadOrFetch on a corrupted file refetches instead of failing.
-  {
-    auto again = MustOpen(Config(tmp.path() + "/second"));
-    ASSERT_TRUE(again->Put(d, data).ok());
-  }
-  FlipByteInFile(tmp.path() + "/second/chunks/" + d.hex().substr(0, 2) + "/" + d.hex(), 10);
-  auto second = MustOpen(Config(tmp.path() + "/second"));
-  std::atomic<int> calls{0};
-  n = second->ReadOrFetch(d, 5, buf, sizeof(buf), Serve(data, &calls));
+  // The caller then fetches the chunk again and stores the good bytes in its place.
+  ASSERT_TRUE(cache->Put(d, data).ok());
+  n = cache->Read(d, 5, buf, sizeof(buf));
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(std::string(buf, *n), data.substr(5, 16));
-  EXPECT_EQ(calls.load(), 1);
-  EXPECT_EQ(*testing::ReadFile(second->ChunkPath(d)), data);
+  EXPECT_EQ(*testing::ReadFile(cache->ChunkPath(d)), data);
 }
 
 TEST(ChunkCacheTest, FileTruncatedBehindOurBackIsDataLoss) {
@@ -244,11 +213,8 @@ void CrashWhileStoring(const std::string& stage) {
   auto child = testing::Subprocess::Start(
       {testing::BinaryDir() + "/bin/cache_crash_helper", dir, stage, ready}, tmp.Sub("log"));
   ASSERT_TRUE(child.ok()) << child.status();
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!fs::exists(ready) && std::chrono::steady_clock::now() < deadline) {
-    ASSERT_TRUE(child->running()) << child->ReadLog();
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  testing::WaitUntil([&] { return fs::exists(ready) || !child->running(); },
+                     std::chrono::seconds(30));
   ASSERT_TRUE(fs::exists(ready)) << child->ReadLog();
 
   // The writer is stopped mid-store: the bytes exist only as a temp file.
@@ -307,14 +273,14 @@ TEST(ChunkCacheTest, EvictionRespectsLimitAndLruOrder) {
   EXPECT_EQ(s.bytes_stored, 4000u);
   EXPECT_EQ(s.evictions, 2u);
 
-  // A chunk larger than the whole cache is refused by Put but still served by a fetch.
+  // A chunk larger than the whole cache is refused and evicts nothing.
   std::string huge = PatternBytes(5000, 200);
   EXPECT_EQ(cache->Put(Digest::Of(huge), huge).code(), absl::StatusCode::kResourceExhausted);
-  std::atomic<int> calls{0};
-  auto got = cache->GetOrFetch(Digest::Of(huge), Serve(huge, &calls));
-  ASSERT_TRUE(got.ok());
-  EXPECT_EQ(*got, huge);
+  EXPECT_EQ(cache->PutVerified(Digest::Of(huge), huge).code(),
+            absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(cache->stats().entries, 4u);
+  EXPECT_EQ(cache->stats().evictions, 2u);
+  EXPECT_EQ(cache->stats().store_errors, 2u);
 }
 
 TEST(ChunkCacheTest, RestartKeepsEntriesAndLruOrder) {
@@ -377,50 +343,6 @@ TEST(ChunkCacheTest, RestartRebuildsLruOrderFromAccessNotInsertion) {
   EXPECT_TRUE(cache->Contains(ds[2]));
 }
 
-TEST(ChunkCacheTest, ThirtyTwoConcurrentReadersCauseOneFetch) {
-  TempDir tmp;
-  auto cache = MustOpen(Config(tmp.path()));
-  std::string data = PatternBytes(1 << 20, 8);
-  Digest d = Digest::Of(data);
-  std::atomic<int> calls{0};
-  auto slow_fetch = [&]() -> absl::StatusOr<std::string> {
-    ++calls;
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    return data;
-  };
-  constexpr int kReaders = 32;
-  std::latch start(kReaders);
-  std::vector<std::string> got(kReaders);
-  std::vector<absl::Status> status(kReaders);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kReaders; ++i) {
-    threads.emplace_back([&, i] {
-      start.arrive_and_wait();
-      if (i % 2 == 0) {
-        auto r = cache->GetOrFetch(d, slow_fetch);
-        status[i] = r.status();
-        if (r.ok()) got[i] = *r;
-      } else {
-        // Odd readers read their own 4 KiB sub-range, as FUSE reads do.
-        std::string buf(4096, '\0');
-        auto n = cache->ReadOrFetch(d, i * 4096, buf.data(), buf.size(), slow_fetch);
-        status[i] = n.status();
-        if (n.ok()) got[i] = buf.substr(0, *n);
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  EXPECT_EQ(calls.load(), 1);
-  for (int i = 0; i < kReaders; ++i) {
-    ASSERT_TRUE(status[i].ok()) << i << ": " << status[i];
-    EXPECT_EQ(got[i], i % 2 == 0 ? data : data.substr(i * 4096, 4096)) << i;
-  }
-  ChunkCacheStats s = cache->stats();
-  EXPECT_EQ(s.fetches, 1u);
-  EXPECT_EQ(s.entries, 1u);
-  EXPECT_EQ(s.fetch_waits + s.hits, static_cast<uint64_t>(kReaders - 1));
-}
-
 TEST(ChunkCacheTest, ConcurrentReadsStoresAndEvictionsServeOnlyExactBytes) {
   TempDir tmp;
   CacheConfig config = Config(tmp.path(), 8 * 4096);
@@ -439,8 +361,17 @@ TEST(ChunkCacheTest, ConcurrentReadsStoresAndEvictionsServeOnlyExactBytes) {
         const std::string& c = chunks[(x >> 8) % chunks.size()];
         size_t off = (x >> 3) % 4000;
         char buf[64];
-        auto n = cache->ReadOrFetch(Digest::Of(c), off, buf, sizeof(buf), Serve(c, &fetches));
-        if (!n.ok() || std::string(buf, *n) != c.substr(off, 64)) ++wrong;
+        const Digest d = Digest::Of(c);
+        auto n = cache->Read(d, off, buf, sizeof(buf));
+        if (n.ok()) {
+          if (std::string(buf, *n) != c.substr(off, 64)) ++wrong;
+        } else if (absl::IsNotFound(n.status())) {
+          // A miss: "fetch" the chunk and store it, as LayerReader does.
+          ++fetches;
+          if (!cache->PutVerified(d, c).ok()) ++wrong;
+        } else {
+          ++wrong;
+        }
       }
     });
   }
@@ -450,86 +381,9 @@ TEST(ChunkCacheTest, ConcurrentReadsStoresAndEvictionsServeOnlyExactBytes) {
   EXPECT_LE(s.bytes_stored, 8u * 4096);
   EXPECT_LE(s.open_fds, 3u);
   EXPECT_EQ(FilesUnder(tmp.path() + "/chunks").size(), s.entries);
-  EXPECT_EQ(s.fetches, static_cast<uint64_t>(fetches.load()));
+  EXPECT_EQ(s.hits + s.misses, 4u * 400);
   EXPECT_GE(fetches.load(), 20);
   EXPECT_GT(s.evictions, 0u);
-}
-
-TEST(ChunkCacheTest, ConcurrentReadersShareOneFetchError) {
-  TempDir tmp;
-  auto cache = MustOpen(Config(tmp.path()));
-  Digest d = Digest::Of("never fetched");
-  std::atomic<int> calls{0};
-  auto failing = [&]() -> absl::StatusOr<std::string> {
-    ++calls;
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    return absl::UnavailableError("registry 127.0.0.1:1 unreachable");
-  };
-  constexpr int kReaders = 32;
-  std::latch start(kReaders);
-  std::vector<absl::Status> status(kReaders);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kReaders; ++i) {
-    threads.emplace_back([&, i] {
-      start.arrive_and_wait();
-      status[i] = cache->GetOrFetch(d, failing).status();
-    });
-  }
-  for (auto& t : threads) t.join();
-  EXPECT_EQ(calls.load(), 1);
-  for (const auto& s : status) {
-    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
-    EXPECT_THAT(std::string(s.message()), HasSubstr("127.0.0.1:1"));
-  }
-  EXPECT_FALSE(cache->Contains(d));
-  // A failure is not remembered: the next reader fetches again.
-  std::atomic<int> ok_calls{0};
-  EXPECT_TRUE(cache->GetOrFetch(d, Serve("never fetched", &ok_calls)).ok());
-  EXPECT_EQ(ok_calls.load(), 1);
-}
-
-TEST(ChunkCacheTest, LeasedChunkIsAwaitedNotRefetched) {
-  TempDir tmp;
-  auto cache = MustOpen(Config(tmp.path()));
-  std::string data = PatternBytes(20000, 9);
-  Digest d = Digest::Of(data);
-  auto lease = cache->TryLease(d);
-  ASSERT_NE(lease, nullptr);
-  EXPECT_EQ(cache->TryLease(d), nullptr);  // already claimed
-
-  std::atomic<int> calls{0};
-  std::string got;
-  std::thread reader([&] {
-    auto r = cache->GetOrFetch(d, Serve(data, &calls));
-    if (r.ok()) got = *r;
-  });
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  ASSERT_TRUE(lease->Fulfill(data).ok());
-  reader.join();
-  EXPECT_EQ(got, data);
-  EXPECT_EQ(calls.load(), 0);
-  EXPECT_TRUE(cache->Contains(d));
-  EXPECT_EQ(cache->TryLease(d), nullptr);  // stored
-
-  // An abandoned lease wakes its waiters with Aborted; a bad one with DataLoss.
-  std::string other = PatternBytes(100, 10);
-  Digest od = Digest::Of(other);
-  auto abandoned = cache->TryLease(od);
-  ASSERT_NE(abandoned, nullptr);
-  absl::Status waiter_status;
-  std::thread waiter([&] {
-    char buf[10];
-    waiter_status = cache->ReadOrFetch(od, 0, buf, sizeof(buf), Serve(other, &calls)).status();
-  });
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  abandoned.reset();
-  waiter.join();
-  EXPECT_EQ(waiter_status.code(), absl::StatusCode::kAborted);
-  auto bad = cache->TryLease(od);
-  ASSERT_NE(bad, nullptr);
-  EXPECT_EQ(bad->Fulfill("not it").code(), absl::StatusCode::kDataLoss);
-  EXPECT_FALSE(cache->Contains(od));
-  EXPECT_EQ(calls.load(), 0);
 }
 
 TEST(ChunkCacheTest, NoSpaceOnWriteGivesClearErrorAndNoVisibleEntry) {
@@ -549,14 +403,11 @@ TEST(ChunkCacheTest, NoSpaceOnWriteGivesClearErrorAndNoVisibleEntry) {
   EXPECT_TRUE(FilesUnder(tmp.path() + "/chunks").empty());
   EXPECT_TRUE(FilesUnder(tmp.path() + "/tmp").empty());
 
-  // A read that fetches is still served the verified bytes; only caching failed.
-  std::atomic<int> calls{0};
-  auto got = cache->GetOrFetch(d, Serve(data, &calls));
-  ASSERT_TRUE(got.ok()) << got.status();
-  EXPECT_EQ(*got, data);
+  // Each failed store is counted (lazypull_chunk_cache_store_errors_total).
+  EXPECT_EQ(cache->PutVerified(d, data).code(), absl::StatusCode::kResourceExhausted);
   EXPECT_FALSE(cache->Contains(d));
-  EXPECT_EQ(cache->stats().store_errors, 1u);
-  EXPECT_TRUE(FilesUnder(tmp.path()).size() == 1u);  // just the lock file
+  EXPECT_EQ(cache->stats().store_errors, 2u);
+  EXPECT_EQ(FilesUnder(tmp.path()), std::vector<std::string>{"lock"});
 
   faulty->write_errno = 0;
   ASSERT_TRUE(cache->Put(d, data).ok());

@@ -27,6 +27,7 @@ namespace lazypull::cri {
 namespace {
 
 using lazypull::testing::TempDir;
+using lazypull::testing::WaitUntil;
 
 std::string Bytes(const grpc::ByteBuffer& b) {
   std::vector<grpc::Slice> slices;
@@ -391,10 +392,7 @@ TEST_F(ImageServiceProxyTest, CallerDeadlineCancelsTheBackendCall) {
                            {PullRequest("reg.io/a:v1", "u", "p").SerializeAsString()}, &responses,
                            std::chrono::milliseconds(500));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (fake_.cancelled() == 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  EXPECT_TRUE(WaitUntil([&] { return fake_.cancelled() > 0; }));
   EXPECT_EQ(fake_.cancelled(), 1);
   EXPECT_FALSE(keychain_->Find("reg.io", "a", "reg.io").has_value());
 }
@@ -412,21 +410,18 @@ TEST_F(ImageServiceProxyTest, DaemonShutdownEndsForwardedCallsInFlight) {
                      {PullRequest("reg.io/a:v1", "u", "p").SerializeAsString()}, &responses,
                      std::chrono::seconds(60));
   });
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (fake_.calls().empty() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (!WaitUntil([&] { return !fake_.calls().empty(); })) {
+    daemon_->Shutdown(absl::Milliseconds(200));  // so `caller` can be joined
+    caller.join();
+    FAIL() << "the call never reached the backend";
   }
-  ASSERT_FALSE(fake_.calls().empty());
   auto started = std::chrono::steady_clock::now();
   daemon_->Shutdown(absl::Milliseconds(200));
   caller.join();
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));
   EXPECT_FALSE(result.ok());
   // The backend learns of the cancellation asynchronously.
-  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (fake_.cancelled() == 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  EXPECT_TRUE(WaitUntil([&] { return fake_.cancelled() > 0; }));
   EXPECT_EQ(fake_.cancelled(), 1);
 }
 

@@ -16,6 +16,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -32,6 +33,7 @@
 #include "tests/harness/fault_proxy.h"
 #include "tests/harness/image_builder.h"
 #include "tests/harness/registry_process.h"
+#include "tests/harness/snapshotter_process.h"
 #include "tests/harness/test_env.h"
 #include "tests/remote/remote_test_util.h"
 
@@ -194,15 +196,14 @@ class HelmDaemonSetE2eTest : public ::testing::Test {
     const std::string status_file = config_.root + "/status.json";
     EXPECT_TRUE(WaitUntil(
         [&] {
-          auto text = ReadFile(status_file);
-          if (!text.ok()) return false;
+          const std::set<std::string> lazy = LazyLayerDigests(status_file);
           for (const oci::Descriptor& l : layers_) {
-            if (!absl::StrContains(*text, l.digest.ToString())) return false;
+            if (!lazy.contains(l.digest.ToString())) return false;
           }
           return true;
         },
         std::chrono::seconds(20)))
-        << *ReadFile(status_file);
+        << ReadFile(status_file).value_or("(no status.json)");
     auto run =
         cri_->RunContainer(name + "-pod", ref, {"/bin/sh", "-c", kRunScript}, tmp_.Sub("pod-logs"));
     ASSERT_TRUE(run.ok()) << run.status();

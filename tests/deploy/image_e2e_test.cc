@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -21,6 +22,7 @@
 #include "tests/harness/containerd_process.h"
 #include "tests/harness/image_builder.h"
 #include "tests/harness/registry_process.h"
+#include "tests/harness/snapshotter_process.h"
 #include "tests/harness/test_env.h"
 #include "tests/remote/remote_test_util.h"
 
@@ -197,6 +199,18 @@ TEST_F(ImageE2eTest, ImageRunByContainerdServesTheNodesContainerd) {
       std::chrono::seconds(60)))
       << *ReadFile(dir_.Sub("pod.log"));
 
+  // containerd dialled /run/lazypull/lazypull.sock (its proxy snapshotter) at its own start,
+  // before the container created it; its gRPC channel redials only after a backoff of up to a
+  // few seconds, and a call in between fails at once with the last dial error ("timeout").
+  // Wait until containerd itself reaches lazypull.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        auto r = containerd_->Ctr({"-n", "k8s.io", "snapshots", "--snapshotter", "lazypull", "ls"},
+                                  std::chrono::seconds(10));
+        return r.ok() && r->exit_code == 0;
+      },
+      std::chrono::seconds(60)));
+
   // The node's containerd pulls a lazy image through its CRI and runs it in a pod.
   CriClient cri(containerd_->address(), containerd_->address());
   grpc::Status s = cri.PullImage(app_ref, std::nullopt);
@@ -206,8 +220,8 @@ TEST_F(ImageE2eTest, ImageRunByContainerdServesTheNodesContainerd) {
   for (const oci::Descriptor& layer : resolved->resolved.manifest.layers) {
     EXPECT_TRUE(WaitUntil(
         [&] {
-          auto status = ReadFile("/var/lib/lazypull/status.json");
-          return status.ok() && absl::StrContains(*status, layer.digest.ToString());
+          return LazyLayerDigests("/var/lib/lazypull/status.json")
+              .contains(layer.digest.ToString());
         },
         std::chrono::seconds(20)))
         << "layer " << layer.digest.ToString() << " is not mounted lazily";

@@ -191,14 +191,23 @@ TEST_P(MetricsE2eTest, ValuesMoveDuringALazyPull) {
   EXPECT_GE(s2->Sum("lazypull_registry_received_bytes_total") -
                 s1->Sum("lazypull_registry_received_bytes_total"),
             fetched);
-  EXPECT_GE(s2->Sum("lazypull_chunk_cache_misses_total"), 3);
+  // Every chunk read is looked up in the cache; the first misses. Whether a chunk fetched by
+  // readahead is already stored when the kernel asks for it depends on timing (chunks are
+  // stored off the read path), so it counts as a hit or a miss.
+  EXPECT_GE(s2->Sum("lazypull_chunk_cache_misses_total"), 1);
+  EXPECT_GE(
+      s2->Sum("lazypull_chunk_cache_misses_total") + s2->Sum("lazypull_chunk_cache_hits_total"), 3);
   EXPECT_GE(s2->Sum("lazypull_layer_read_bytes_total", {{"layer", digest}}), kBigSize);
   EXPECT_GT(s2->Sum("lazypull_layer_fetched_ratio", {{"layer", digest}}), 0.99);
   EXPECT_GT(s2->Sum("lazypull_fuse_operations_total", {{"fs", fs}, {"op", "read"}}), 0);
   EXPECT_EQ(s2->Sum("lazypull_fuse_operation_duration_seconds_count", {{"fs", fs}, {"op", "read"}}),
             s2->Sum("lazypull_fuse_operations_total", {{"fs", fs}, {"op", "read"}}));
   EXPECT_EQ(s2->Sum("lazypull_verification_failures_total"), 0);
-  EXPECT_GE(s2->Sum("lazypull_chunk_cache_stored_bytes"), kBigSize);
+  // The fetched chunks are written to the cache off the read path: soon, not necessarily yet.
+  EXPECT_TRUE(WaitUntil([&] {
+    auto s = Scrape(address);
+    return s.ok() && s->Sum("lazypull_chunk_cache_stored_bytes") >= kBigSize;
+  }));
 
   // Re-read: served by the chunk cache, nothing new from the registry.
   const double hits_before = s2->Sum("lazypull_chunk_cache_hits_total");

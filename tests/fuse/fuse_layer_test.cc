@@ -640,9 +640,11 @@ TEST_F(FuseLayerTest, ConcurrentReadersOfOneChunkCauseOneFetch) {
     });
   }
   m->blob->WaitBlocked(1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the others queue up
+  // Every reader has missed and joined the one fetch (counted before it waits).
+  const bool queued = WaitUntil([&] { return m->reader->Stats().cache_misses >= 8; });
   m->blob->SetBlocked(false);
   for (auto& t : threads) t.join();
+  ASSERT_TRUE(queued) << m->reader->Stats().cache_misses << " readers queued";
   EXPECT_EQ(ok.load(), 8);
   EXPECT_EQ(m->blob->requests() - before, 1u);
   LayerReaderStats s = m->reader->Stats();

@@ -179,7 +179,7 @@ TEST(LayerReaderTest, DestructionStopsBackgroundFetch) {
   auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
   ASSERT_TRUE(r.ok());
   (*r)->StartBackground();
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(WaitUntil([&] { return l.blob->requests() >= 1; }));  // the fetch is under way
   auto start = std::chrono::steady_clock::now();
   r->reset();
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));

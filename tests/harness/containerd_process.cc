@@ -3,9 +3,12 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "fmt/format.h"
@@ -59,6 +62,9 @@ std::string BuildConfig(const std::string& work_dir, const ContainerdOptions& op
   return config;
 }
 
+// Printed by `/bin/sh -c` tasks of `ctr run` after their script (see ContainerdProcess::Ctr).
+constexpr char kRunEndMarker[] = "lazypull-harness-run-end";
+
 std::vector<std::string> NonEmptyLines(const std::string& text) {
   return absl::StrSplit(text, '\n', absl::SkipWhitespace());
 }
@@ -107,15 +113,48 @@ absl::StatusOr<CommandResult> ContainerdProcess::Ctr(const std::vector<std::stri
                                                      std::chrono::seconds timeout) {
   std::vector<std::string> argv = {"ctr", "--address", address_};
   argv.insert(argv.end(), args.begin(), args.end());
-  // ctr 1.6 `run` can drop the last bytes a task writes when the task exits at once after
-  // writing them (its stdout fifo copy races the exit). Keep `/bin/sh -c SCRIPT` tasks alive
-  // briefly after SCRIPT, with SCRIPT's exit code, so tests compare complete output.
-  bool is_run = std::find(args.begin(), args.end(), "run") != args.end();
-  size_t n = argv.size();
-  if (is_run && n >= 3 && argv[n - 3] == "/bin/sh" && argv[n - 2] == "-c") {
-    argv[n - 1] = "{ " + argv[n - 1] + "\n}; lazypull_rc=$?; sleep 0.3; exit $lazypull_rc";
+  const size_t n = argv.size();
+  const auto run = std::find(args.begin(), args.end(), "run");
+  const bool detached = run != args.end() && (std::find(run, args.end(), "-d") != args.end() ||
+                                              std::find(run, args.end(), "--detach") != args.end());
+  const bool shell_task = run != args.end() && !detached && n >= 3 && argv[n - 3] == "/bin/sh" &&
+                          argv[n - 2] == "-c" && args.end() - run >= 6;
+  if (!shell_task) return RunCommand(argv, timeout);
+
+  // Containerd's stdout copy race (ctr 1.6 `run`): ctr copies the task's stdout from a fifo
+  // and can stop copying when the task exits, losing the output's tail or all of it (the kind
+  // of loss of containerd/containerd#770). So a `/bin/sh -c SCRIPT` task runs SCRIPT, pauses
+  // (which makes the race rare), then prints an end marker and exits with SCRIPT's code. A run
+  // that exited 0 without the marker lost output to that race, since the task printed the
+  // marker before exiting 0; only that `ctr run` is retried, after deleting the container it
+  // may have left. Any other outcome (a failed run, a non-zero exit) is returned as it is.
+  argv[n - 1] = absl::StrCat("{ ", argv[n - 1], "\n}; lazypull_rc=$?; sleep 0.3; echo ",
+                             kRunEndMarker, "; exit $lazypull_rc");
+  std::string ns = "default";
+  for (auto it = args.begin(); it != run; ++it) {
+    if ((*it == "-n" || *it == "--namespace") && it + 1 != run) ns = *(it + 1);
   }
-  return RunCommand(argv, timeout);
+  const std::string& container_id = argv[n - 4];
+  constexpr int kAttempts = 3;
+  for (int attempt = 1;; ++attempt) {
+    absl::StatusOr<CommandResult> r = RunCommand(argv, timeout);
+    if (!r.ok()) return r;
+    const size_t marker = r->output.rfind(std::string(kRunEndMarker) + "\n");
+    if (marker != std::string::npos) {
+      r->output.erase(marker, std::strlen(kRunEndMarker) + 1);
+      return r;
+    }
+    if (r->exit_code != 0 || attempt == kAttempts) return r;
+    fprintf(stderr,
+            "[harness] `ctr run` of %s lost its output to ctr's stdout copy race "
+            "(got %zu bytes); running it again\n",
+            container_id.c_str(), r->output.size());
+    (void)RunCommand(
+        {"ctr", "--address", address_, "-n", ns, "tasks", "delete", "-f", container_id},
+        std::chrono::seconds(30));
+    (void)RunCommand({"ctr", "--address", address_, "-n", ns, "containers", "delete", container_id},
+                     std::chrono::seconds(30));
+  }
 }
 
 absl::StatusOr<std::string> ContainerdProcess::CtrOk(const std::vector<std::string>& args,

@@ -59,7 +59,10 @@ class ContainerdProcess {
   pid_t pid() const { return process_.pid(); }
 
   // Runs `ctr --address <address> ARGS...` to completion. Fails only if ctr cannot be started or
-  // exceeds `timeout`; a non-zero exit is reported in CommandResult::exit_code.
+  // exceeds `timeout`; a non-zero exit is reported in CommandResult::exit_code. A foreground
+  // `run` whose task is `/bin/sh -c SCRIPT` (ARGS ending IMAGE ID /bin/sh -c SCRIPT) is run
+  // again, up to 3 runs in all, when ctr lost the task's output to its stdout copy race (see
+  // the .cc).
   absl::StatusOr<CommandResult> Ctr(const std::vector<std::string>& args,
                                     std::chrono::seconds timeout = std::chrono::seconds(120));
 

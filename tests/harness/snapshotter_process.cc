@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "fmt/format.h"
+#include "nlohmann/json.hpp"
 #include "tests/harness/test_env.h"
 
 namespace lazypull::testing {
@@ -111,6 +112,22 @@ absl::Status SnapshotterProcess::Restart() {
   absl::Status started = Launch();
   if (!started.ok()) return started;
   return stopped;
+}
+
+std::set<std::string> LazyLayerDigests(const std::string& status_path) {
+  std::set<std::string> out;
+  absl::StatusOr<std::string> text = ReadFile(status_path);
+  if (!text.ok()) return out;
+  nlohmann::json status = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!status.is_object() || !status.contains("layers") || !status["layers"].is_array()) {
+    return out;
+  }
+  for (const nlohmann::json& layer : status["layers"]) {
+    if (layer.is_object() && layer.contains("digest") && layer["digest"].is_string()) {
+      out.insert(layer["digest"].get<std::string>());
+    }
+  }
+  return out;
 }
 
 }  // namespace lazypull::testing

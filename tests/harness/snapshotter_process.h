@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,11 @@ class SnapshotterProcess {
   SnapshotterOptions options_;
   Subprocess process_;
 };
+
+// The digests ("sha256:...") of the layers listed under "layers" in a daemon's status.json at
+// `status_path`, i.e. mounted lazily now; empty if the file is missing or not JSON. A digest
+// anywhere else in the file (e.g. under "unavailable") does not count.
+std::set<std::string> LazyLayerDigests(const std::string& status_path);
 
 }  // namespace lazypull::testing
 

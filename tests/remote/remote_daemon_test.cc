@@ -84,6 +84,18 @@ uint64_t RangeBytes(const std::vector<RecordedRequest>& requests, const std::str
   return total;
 }
 
+// The row of `lazypull status`'s table whose LAYER column is `short_digest`, split into its
+// columns (SNAP LAYER FORMAT BACKEND GRADUATED FETCHED LOCAL% CACHE_HITS BACKGROUND REF);
+// empty if no row has it.
+std::vector<std::string> StatusTableRow(const std::string& output,
+                                        const std::string& short_digest) {
+  for (absl::string_view line : absl::StrSplit(output, '\n')) {
+    std::vector<std::string> cols = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (cols.size() >= 9 && cols[1] == short_digest) return cols;
+  }
+  return {};
+}
+
 // Whether `path` is a mount point of type `fstype` in this process's mount namespace.
 bool IsMountOfType(const std::string& path, const std::string& fstype) {
   std::ifstream in("/proc/self/mountinfo");
@@ -229,12 +241,19 @@ class RemoteDaemonTest : public ::testing::TestWithParam<std::string> {
   }
   // Waits until status.json lists `n` mounted layers.
   bool WaitMountedLayers(size_t n) {
-    for (int i = 0; i < 100; ++i) {
+    return WaitUntil([&] {
       nlohmann::json st = Status();
-      if (st.is_object() && st.contains("layers") && st["layers"].size() == n) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      return st.is_object() && st.contains("layers") && st["layers"].size() == n;
+    });
+  }
+  // The entry of layer `digest` under status.json's "layers" (null if not listed).
+  nlohmann::json StatusLayer(const Digest& digest) {
+    nlohmann::json st = Status();
+    if (!st.is_object() || !st.contains("layers")) return nullptr;
+    for (const auto& l : st["layers"]) {
+      if (l.value("digest", "") == digest.ToString()) return l;
     }
-    return false;
+    return nullptr;
   }
 
   void ExpectImageTree(const std::string& dir) {
@@ -291,10 +310,12 @@ TEST_P(RemoteDaemonTest, EstargzWithStargzLabelsMountsExactImageTree) {
                            std::chrono::seconds(30));
   ASSERT_TRUE(status.ok());
   EXPECT_EQ(status->exit_code, 0) << status->output;
-  EXPECT_TRUE(absl::StrContains(status->output,
-                                image.resolved.manifest.layers[1].digest.hex().substr(0, 12)))
-      << status->output;
-  EXPECT_TRUE(absl::StrContains(status->output, "estargz")) << status->output;
+  for (const oci::Descriptor& layer : image.resolved.manifest.layers) {
+    std::vector<std::string> row = StatusTableRow(status->output, layer.digest.hex().substr(0, 12));
+    ASSERT_FALSE(row.empty()) << layer.digest.ToString() << " is not listed:\n" << status->output;
+    EXPECT_EQ(row[2], "estargz") << status->output;   // FORMAT
+    EXPECT_EQ(row[3], GetParam()) << status->output;  // BACKEND
+  }
 }
 
 // Requests for blob `digest_hex` among `requests` (GETs through the proxy).
@@ -316,14 +337,13 @@ TEST_P(RemoteDaemonTest, FirstPrepareOpensTheOtherLayersIndexesInParallel) {
   grpc::Status s = client_->Prepare("p-extract-0", "", StargzLabels(image, 0, "p-layer-0"));
   ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
   // Wait (bounded) until every other layer's index has been fetched.
-  bool all = false;
-  for (int i = 0; i < 200 && !all; ++i) {
+  bool all = WaitUntil([&] {
     std::vector<RecordedRequest> seen = proxy_->Requests();
-    all = true;
-    for (size_t l = 1; l < layers.size(); ++l)
-      all = all && BlobGets(seen, layers[l].digest.hex()) > 0;
-    if (!all) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+    for (size_t l = 1; l < layers.size(); ++l) {
+      if (BlobGets(seen, layers[l].digest.hex()) == 0) return false;
+    }
+    return true;
+  });
   ASSERT_TRUE(all) << "indexes of layers 1-3 were not fetched after the first Prepare";
   std::vector<RecordedRequest> before = proxy_->Requests();
   for (size_t l = 0; l < layers.size(); ++l) {
@@ -383,7 +403,14 @@ TEST_P(RemoteDaemonTest, FetchesOnlyTocThenOnlyTheChunksRead) {
   std::vector<std::string> targets = PrepareLazyChain(image, false, "l");
   std::string dir = MountActive("container", targets.back());
   ASSERT_TRUE(WaitMountedLayers(4));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // prefetch (if any) settles
+  // Prefetch (if any) settles: no layer's prefetch is still pending or running.
+  ASSERT_TRUE(WaitUntil([&] {
+    for (const auto& l : Status()["layers"]) {
+      const std::string p = l.value("prefetch", "");
+      if (p == "pending" || p == "running") return false;
+    }
+    return true;
+  })) << Status().dump();
   bool unranged = false;
   uint64_t after_prepare = RangeBytes(proxy_->Requests(), layer.digest.hex(), &unranged);
   EXPECT_FALSE(unranged);
@@ -412,17 +439,14 @@ TEST_P(RemoteDaemonTest, FetchesOnlyTocThenOnlyTheChunksRead) {
   EXPECT_GE(read_bytes, chunk_bytes / 2) << "the file's chunks were not fetched?";
   EXPECT_LE(read_bytes, chunk_bytes + merge_slack) << "chunks of big.bin: " << chunk_bytes;
   EXPECT_LT(read_bytes + after_prepare, layer.size) << "the whole layer was fetched";
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // status.json is rewritten
-  nlohmann::json st = Status();
-  bool found = false;
-  for (const auto& l : st["layers"]) {
-    if (l.value("digest", "") == layer.digest.ToString()) {
-      found = true;
-      EXPECT_GT(l.value("bytes_fetched", 0ull), 0ull);
-      EXPECT_LT(l.value("fetched_percent", 100.0), 100.0);
-    }
-  }
-  EXPECT_TRUE(found) << st.dump();
+  // status.json is rewritten (every status_interval) and then counts big.bin's bytes as local.
+  ASSERT_TRUE(WaitUntil([&] {
+    nlohmann::json l = StatusLayer(layer.digest);
+    return l.is_object() && l.value("local_bytes", 0ull) >= content.size();
+  })) << Status().dump();
+  nlohmann::json l = StatusLayer(layer.digest);
+  EXPECT_GT(l.value("bytes_fetched", 0ull), 0ull);
+  EXPECT_LT(l.value("fetched_percent", 100.0), 100.0);
 }
 
 // (d) Integrity: a flipped byte in a chunk → EIO, logged with layer and chunk; nothing bad is
@@ -635,16 +659,16 @@ class RemoteErofsTest : public RemoteDaemonTest {
  protected:
   // Waits until status.json shows `n` layers, all graduated.
   bool WaitGraduated(size_t n) {
-    for (int i = 0; i < 600; ++i) {
-      nlohmann::json st = Status();
-      size_t graduated = 0;
-      if (st.is_object() && st.contains("layers")) {
-        for (const auto& l : st["layers"]) graduated += l.value("graduated", false) ? 1 : 0;
-      }
-      if (graduated == n) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
+    return WaitUntil(
+        [&] {
+          nlohmann::json st = Status();
+          size_t graduated = 0;
+          if (st.is_object() && st.contains("layers")) {
+            for (const auto& l : st["layers"]) graduated += l.value("graduated", false) ? 1 : 0;
+          }
+          return graduated == n;
+        },
+        std::chrono::seconds(60));
   }
 };
 
@@ -661,8 +685,12 @@ TEST_P(RemoteErofsTest, GraduatedLayersRemountFromLocalCopiesWithoutRegistry) {
   auto status = RunCommand({BinaryDir() + "/bin/lazypull", "status", "--root", daemon_->root()},
                            std::chrono::seconds(30));
   ASSERT_TRUE(status.ok());
-  EXPECT_TRUE(absl::StrContains(status->output, "BACKEND")) << status->output;
-  EXPECT_TRUE(absl::StrContains(status->output, " erofs   yes ")) << status->output;
+  for (const oci::Descriptor& layer : image.resolved.manifest.layers) {
+    std::vector<std::string> row = StatusTableRow(status->output, layer.digest.hex().substr(0, 12));
+    ASSERT_FALSE(row.empty()) << layer.digest.ToString() << " is not listed:\n" << status->output;
+    EXPECT_EQ(row[3], "erofs") << status->output;  // BACKEND
+    EXPECT_EQ(row[4], "yes") << status->output;    // GRADUATED
+  }
   ExpectImageTree(MountActive("before", targets.back()));
   mounts_.clear();
 
@@ -717,18 +745,16 @@ TEST_P(RemoteErofsTest, ZstdChunkedLayersGraduateWithoutADownloadWhenTheDiffIdMa
   PushedImage skopeo = Image("skopeo-zc");
   targets = PrepareLazyChain(skopeo, true, "sk");
   const std::string odd = skopeo.resolved.manifest.layers[3].digest.ToString();
-  bool refused = false;
-  for (int i = 0; i < 600 && !refused; ++i) {
-    refused = graduation_lines(odd, "layer graduation failed") > 0;
-    if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const bool refused =
+      WaitUntil([&] { return graduation_lines(odd, "layer graduation failed") > 0; },
+                std::chrono::seconds(60));
   ASSERT_TRUE(refused) << daemon_->ReadLog();
   EXPECT_EQ(graduation_lines(odd, "the image config says"), 1u);
   ASSERT_TRUE(WaitGraduated(4 + 3)) << Status().dump();
   ExpectImageTree(MountActive("sk-c", targets.back()));
-  for (const auto& l : Status()["layers"]) {
-    if (l.value("digest", "") == odd) EXPECT_FALSE(l.value("graduated", true)) << l.dump();
-  }
+  nlohmann::json odd_layer = StatusLayer(skopeo.resolved.manifest.layers[3].digest);
+  ASSERT_TRUE(odd_layer.is_object()) << Status().dump();
+  EXPECT_EQ(odd_layer["graduated"], false) << odd_layer.dump();
 }
 
 // `auto` on a kernel without EROFS (simulated: the probe reads a filesystems list without it)

@@ -21,8 +21,9 @@ struct WorkerLog {
   std::set<std::string> uncertain;                    // touched by the call in flight at kill
 };
 
+// Runs Prepare/Commit/Remove until `stop`, counting each acknowledged call in `acked`.
 void Worker(SnapshotClient* client, int worker, int round, std::atomic<bool>* stop,
-            WorkerLog* log) {
+            std::atomic<int>* acked, WorkerLog* log) {
   std::mt19937 rng(worker * 1000 + round);
   std::string committed_parent;
   for (int i = 0; !stop->load(); ++i) {
@@ -31,12 +32,14 @@ void Worker(SnapshotClient* client, int worker, int round, std::atomic<bool>* st
     log->uncertain = {key};
     grpc::Status s = client->Prepare(key, committed_parent, {{"i", std::to_string(i)}});
     if (!s.ok()) return;  // daemon gone: the outcome of this call is unknown
+    ++*acked;
     log->present[key] = snapshots_v1::ACTIVE;
     log->uncertain.clear();
     if (rng() % 3 != 0) {
       log->uncertain = {key, name};
       s = client->Commit(name, key);
       if (!s.ok()) return;
+      ++*acked;
       log->present.erase(key);
       log->absent.insert(key);
       log->present[name] = snapshots_v1::COMMITTED;
@@ -46,6 +49,7 @@ void Worker(SnapshotClient* client, int worker, int round, std::atomic<bool>* st
       log->uncertain = {key};
       s = client->Remove(key);
       if (!s.ok()) return;
+      ++*acked;
       log->present.erase(key);
       log->absent.insert(key);
       log->uncertain.clear();
@@ -62,16 +66,22 @@ TEST_F(CrashTest, KillNineDuringBurstKeepsEveryAcknowledgedCall) {
     constexpr int kWorkers = 4;
     std::vector<WorkerLog> logs(kWorkers);
     std::atomic<bool> stop{false};
+    std::atomic<int> acked{0};
     std::vector<std::unique_ptr<SnapshotClient>> clients;
     std::vector<std::thread> threads;
     for (int w = 0; w < kWorkers; ++w) {
       clients.push_back(std::make_unique<SnapshotClient>(daemon_->grpc_target()));
-      threads.emplace_back(Worker, clients.back().get(), w, round, &stop, &logs[w]);
+      threads.emplace_back(Worker, clients.back().get(), w, round, &stop, &acked, &logs[w]);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(400 + 300 * round));
+    // Kill mid-burst, at a later point of the burst each round (by progress, not by time).
+    const int kill_after = 20 + 20 * round;
+    const bool progressed =
+        WaitUntil([&] { return acked.load() >= kill_after; }, std::chrono::seconds(60));
     daemon_->Kill();
     stop = true;
     for (auto& t : threads) t.join();
+    ASSERT_TRUE(progressed) << "only " << acked.load() << " calls acknowledged in 60 s; log:\n"
+                            << daemon_->ReadLog();
     for (const WorkerLog& log : logs) {
       for (const auto& [k, kind] : log.present) expected_present[k] = kind;
       expected_absent.insert(log.absent.begin(), log.absent.end());

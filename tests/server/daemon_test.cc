@@ -58,11 +58,13 @@ TEST_F(DaemonProcessTest, SigintShutsDownCleanlyWithInflightWork) {
       if (c.Prepare("k" + std::to_string(i), "").ok()) ++ok_calls;
     }
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // The signal arrives once calls are flowing (not after a fixed time).
+  const bool flowing = WaitUntil([&] { return ok_calls.load() >= 5; }, std::chrono::seconds(30));
   daemon_->Signal(SIGINT);
   absl::StatusOr<int> status = daemon_->WaitForExit(std::chrono::seconds(15));
   stop = true;
   load.join();
+  ASSERT_TRUE(flowing) << "no Prepare succeeded before the signal; log:\n" << daemon_->ReadLog();
   ASSERT_TRUE(status.ok()) << status.status();
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status;
   struct stat st;
