@@ -37,17 +37,6 @@ int64_t WallNanos() {
 
 std::string Pretty(const std::string& hex) { return "sha256:" + hex; }
 
-absl::StatusOr<size_t> CopyRange(std::string_view chunk, const std::string& hex, uint64_t offset,
-                                 char* buf, size_t length) {
-  if (offset > chunk.size()) {
-    return absl::OutOfRangeError(
-        fmt::format("chunk {}: offset {} past its size {}", Pretty(hex), offset, chunk.size()));
-  }
-  size_t n = static_cast<size_t>(std::min<uint64_t>(length, chunk.size() - offset));
-  if (n > 0) std::memcpy(buf, chunk.data() + offset, n);
-  return n;
-}
-
 }  // namespace
 
 ChunkCache::ChunkCache(CacheConfig config, std::shared_ptr<CacheFs> fs, UniqueFd lock)
@@ -329,26 +318,36 @@ absl::StatusOr<size_t> ChunkCache::ReadStored(const std::string& hex, uint64_t o
 
   absl::StatusOr<size_t> result;
   if (!verified) {
-    // First use in this process of a file an earlier process wrote: hash all of it. One
-    // extra byte is read to notice a file that grew.
-    std::string whole(size + 1, '\0');
-    auto n = fs_->ReadAt(fd->fd.get(), 0, whole.data(), whole.size(), path);
-    if (!n.ok()) return n.status();
-    whole.resize(*n);
-    Digest actual = Digest::Of(whole);
-    if (*n != size || actual.hex() != hex) {
+    // First use in this process of a file an earlier process wrote: hash all of it, a block at
+    // a time (a chunk may be gigabytes: memory stays one block). One extra byte is read to
+    // notice a file that grew.
+    constexpr size_t kVerifyBlock = 1 << 20;
+    std::string block(static_cast<size_t>(std::min<uint64_t>(kVerifyBlock, size + 1)), '\0');
+    Sha256 hasher;
+    uint64_t read_total = 0;
+    while (read_total <= size) {
+      const size_t want =
+          static_cast<size_t>(std::min<uint64_t>(block.size(), size + 1 - read_total));
+      auto n = fs_->ReadAt(fd->fd.get(), read_total, block.data(), want, path);
+      if (!n.ok()) return n.status();
+      if (*n == 0) break;
+      hasher.Update(std::string_view(block.data(), *n));
+      read_total += *n;
+    }
+    Digest actual = hasher.Finish();
+    if (read_total != size || actual.hex() != hex) {
       LogWarn("chunk cache: stored chunk does not verify; removed", {{"digest", Pretty(hex)},
                                                                      {"path", path},
                                                                      {"actual", actual.ToString()},
-                                                                     {"size", *n},
+                                                                     {"size", read_total},
                                                                      {"expected_size", size}});
       DropIfSame(hex, id, /*corrupt=*/true);
       return absl::DataLossError(
           fmt::format("chunk cache: file {} does not match chunk {} (got {}, {} bytes); removed",
-                      path, Pretty(hex), actual.ToString(), *n));
+                      path, Pretty(hex), actual.ToString(), read_total));
     }
-    result = CopyRange(whole, hex, offset, buf, length);
-  } else {
+  }
+  {
     size_t want = static_cast<size_t>(std::min<uint64_t>(length, size - offset));
     result = fs_->ReadAt(fd->fd.get(), offset, buf, want, path);
     if (result.ok() && *result < want) {

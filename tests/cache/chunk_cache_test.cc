@@ -188,6 +188,41 @@ TEST(ChunkCacheTest, FileCorruptedOnDiskIsDetectedBeforeAnyByteIsServed) {
   EXPECT_EQ(*testing::ReadFile(cache->ChunkPath(d)), data);
 }
 
+// Records the largest single read the cache asks its file system for.
+class ReadSizeRecordingFs : public FaultCacheFs {
+ public:
+  std::atomic<size_t> largest_read{0};
+  absl::StatusOr<size_t> ReadAt(int fd, uint64_t offset, char* buf, size_t length,
+                                const std::string& path) override {
+    if (length > largest_read) largest_read = length;
+    return FaultCacheFs::ReadAt(fd, offset, buf, length, path);
+  }
+};
+
+// A chunk an earlier process stored is verified on first use by hashing the file a block at a
+// time: memory stays a block, whatever the chunk's size (issue 12: bounded memory per read).
+TEST(ChunkCacheTest, BigStoredChunkIsVerifiedAfterRestartInBoundedBlocks) {
+  TempDir tmp;
+  const std::string data = PatternBytes((5 << 20) + 123, 9);
+  const Digest d = Digest::Of(data);
+  {
+    auto cache = MustOpen(Config(tmp.path()));
+    ASSERT_TRUE(cache->Put(d, data).ok());
+  }
+  auto recording = std::make_shared<ReadSizeRecordingFs>();
+  auto cache = MustOpen(Config(tmp.path()), recording);
+  std::string buf(4096, '\0');
+  const uint64_t offset = (2 << 20) - 100;  // across a verification block boundary
+  auto n = cache->Read(d, offset, buf.data(), buf.size());
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(buf.substr(0, *n), data.substr(offset, 4096));
+  EXPECT_LE(recording->largest_read.load(), size_t{1} << 20);
+  n = cache->Read(d, data.size() - 1, buf.data(), buf.size());
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(buf.substr(0, *n), data.substr(data.size() - 1));
+  EXPECT_EQ(cache->stats().corrupt_removed, 0u);
+}
+
 TEST(ChunkCacheTest, FileTruncatedBehindOurBackIsDataLoss) {
   TempDir tmp;
   auto cache = MustOpen(Config(tmp.path()));
