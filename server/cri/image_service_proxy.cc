@@ -82,6 +82,17 @@ bool IsImageServiceMethod(std::string_view method) {
 // the backend's OnDone — which finishes the caller's call with the backend's status — comes
 // only when neither chain can touch either stream again. Deletes itself when both sides are
 // done.
+namespace {
+
+// Answers a call it could not forward with `status` (e.g. out of memory setting it up).
+class FailedCall final : public grpc::ServerGenericBidiReactor {
+ public:
+  explicit FailedCall(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
 class ImageServiceProxy::ForwardedCall final : public grpc::ServerGenericBidiReactor {
  public:
   ForwardedCall(ImageServiceProxy* proxy, grpc::GenericCallbackServerContext* ctx)
@@ -110,7 +121,16 @@ class ImageServiceProxy::ForwardedCall final : public grpc::ServerGenericBidiRea
       backend_.RemoveHold();
       return;
     }
-    if (is_pull_ && !seen_request_) RememberPullCredentials();
+    if (is_pull_ && !seen_request_) {
+      // Keeping credentials is a side job: whatever it throws, the call is forwarded.
+      try {
+        RememberPullCredentials();
+      } catch (const std::exception& e) {
+        LogError("CRI PullImage credentials not kept: exception", {{"error", e.what()}});
+      } catch (...) {
+        LogError("CRI PullImage credentials not kept: unknown exception");
+      }
+    }
     seen_request_ = true;
     backend_.StartWrite(&to_backend_);
   }
@@ -166,7 +186,13 @@ class ImageServiceProxy::ForwardedCall final : public grpc::ServerGenericBidiRea
         ctx_->AddTrailingMetadata(std::string(key), std::string(v.data(), v.size()));
       }
     }
-    if (is_pull_) FinishPull(status);
+    if (is_pull_) {
+      try {
+        FinishPull(status);
+      } catch (...) {
+        // Only bookkeeping and a log line failed; the caller still gets the backend's status.
+      }
+    }
     Finish(status);
     Unref();
   }
@@ -242,7 +268,13 @@ grpc::ServerGenericBidiReactor* ImageServiceProxy::CreateReactor(
   if (!IsImageServiceMethod(ctx->method())) {
     return grpc::CallbackGenericService::CreateReactor(ctx);  // UNIMPLEMENTED, as before
   }
-  return new ForwardedCall(this, ctx);
+  try {
+    return new ForwardedCall(this, ctx);
+  } catch (const std::exception& e) {
+    LogError("CRI call not forwarded: exception", {{"method", ctx->method()}, {"error", e.what()}});
+    return new FailedCall(
+        grpc::Status(grpc::StatusCode::INTERNAL, std::string("lazypull CRI proxy: ") + e.what()));
+  }
 }
 
 }  // namespace lazypull::cri
