@@ -472,7 +472,9 @@ def one_trial(args, net, link, app, variant, spec, refs, n, warm):
                "bytes_fetched": sum(l.get("bytes_fetched", 0) for l in layers),
                "background_bytes": sum(l.get("background_bytes", 0) for l in layers),
                "requests": sum(l.get("requests", 0) for l in layers)}
-        if warm:
+        # Warm reads compare fully local layers; without background fetch they never become
+        # local, so that variant has no warm numbers.
+        if warm and "background_fetch = false" not in (lp_config or ""):
             # Let the layers become fully local (lazy) before measuring warm reads.
             deadline = time.time() + 600
             while snap == "lazypull" and time.time() < deadline:
