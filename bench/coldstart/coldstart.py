@@ -531,17 +531,23 @@ def chart(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     links = sorted({r["link"] for r in rows})
+    # One order and one colour per variant in every panel.
+    order = ["full", "estargz", "zstdchunked", "estargz-rpull", "zstdchunked-rpull",
+             "estargz-nobg", "estargz-fuse", "estargz-opt", "zstdchunked-opt"]
+    all_variants = sorted({r["variant"] for r in rows},
+                          key=lambda v: (order.index(v) if v in order else len(order), v))
+    colours = {v: f"C{i % 10}" for i, v in enumerate(all_variants)}
     fig, axes = plt.subplots(1, len(links), figsize=(7 * len(links), 5), squeeze=False)
     for ax, link in zip(axes[0], links):
         rs = [r for r in rows if r["link"] == link]
         apps = sorted({r["app"] for r in rs})
-        variants = [v for v in dict.fromkeys(r["variant"] for r in rs)]
+        variants = [v for v in all_variants if any(r["variant"] == v for r in rs)]
         width = 0.8 / max(1, len(variants))
         for i, v in enumerate(variants):
             ys = [next((r["median_seconds"] for r in rs if r["app"] == a and r["variant"] == v), 0)
                   for a in apps]
             xs = [j + i * width for j in range(len(apps))]
-            ax.bar(xs, ys, width, label=v)
+            ax.bar(xs, ys, width, label=v, color=colours[v])
         ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(apps))])
         ax.set_xticklabels(apps)
         ax.set_ylabel("seconds to first output (median)")
