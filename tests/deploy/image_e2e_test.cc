@@ -202,12 +202,20 @@ TEST_F(ImageE2eTest, ImageRunByContainerdServesTheNodesContainerd) {
   // containerd dialled /run/lazypull/lazypull.sock (its proxy snapshotter) at its own start,
   // before the container created it; its gRPC channel redials only after a backoff of up to a
   // few seconds, and a call in between fails at once with the last dial error ("timeout").
-  // Wait until containerd itself reaches lazypull.
+  // Wait until containerd itself reaches lazypull: a Prepare goes through to the backend (a
+  // `snapshots ls` does not: containerd answers it from its own metadata).
+  int probe = 0;
   EXPECT_TRUE(WaitUntil(
       [&] {
-        auto r = containerd_->Ctr({"-n", "k8s.io", "snapshots", "--snapshotter", "lazypull", "ls"},
-                                  std::chrono::seconds(10));
-        return r.ok() && r->exit_code == 0;
+        const std::string key = absl::StrCat("lazypull-reach-probe-", ++probe);
+        auto r = containerd_->Ctr(
+            {"-n", "k8s.io", "snapshots", "--snapshotter", "lazypull", "prepare", key},
+            std::chrono::seconds(10));
+        if (!r.ok() || r->exit_code != 0) return false;
+        (void)containerd_->Ctr(
+            {"-n", "k8s.io", "snapshots", "--snapshotter", "lazypull", "rm", key},
+            std::chrono::seconds(10));
+        return true;
       },
       std::chrono::seconds(60)));
 
