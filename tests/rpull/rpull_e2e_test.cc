@@ -61,10 +61,14 @@ class RpullTest : public ::testing::Test {
     containerd_ = containerd->release();
   }
   static void TearDownTestSuite() {
-    if (containerd_ != nullptr) EXPECT_TRUE(containerd_->Stop().ok());
+    if (containerd_ != nullptr) {
+      EXPECT_TRUE(containerd_->Stop().ok());
+    }
     delete containerd_;
     containerd_ = nullptr;
-    if (snapshotter_ != nullptr) EXPECT_TRUE(snapshotter_->Stop().ok());
+    if (snapshotter_ != nullptr) {
+      EXPECT_TRUE(snapshotter_->Stop().ok());
+    }
     delete snapshotter_;
     snapshotter_ = nullptr;
     delete images_;
@@ -254,9 +258,7 @@ TEST_F(RpullTest, PlainGzipFallsBackAndIsUnpackedByContainerd) {
   ASSERT_EQ(pulled->exit_code, 0) << pulled->output;
   std::vector<std::string> lines = Lines(pulled->output);
   ASSERT_EQ(lines.size(), layers.size() + 2) << pulled->output;
-  uint64_t total = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
-    total += static_cast<uint64_t>(layers[i].size);
     EXPECT_TRUE(absl::StartsWith(
         lines[i + 1], absl::StrCat("layer ", i + 1, "/", layers.size(), " sha256:",
                                    layers[i].digest.hex().substr(0, 12), " downloaded ")))
