@@ -113,9 +113,19 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   }
   ::unlink(address.c_str());  // stale socket from a crashed instance
 
+  // gRPC creates the socket with the process umask; bind it under a private name, set its mode,
+  // then rename it into place, so no client can ever connect through wider permissions (and
+  // whoever sees `address` sees its final mode). A path too long for that falls back to
+  // binding `address` itself.
+  std::string bind_path = (socket_dir.empty() ? std::string(".") : socket_dir) + "/.lazypull-" +
+                          std::to_string(::getpid()) + ".sock";
+  if (bind_path.size() >= sizeof(sockaddr_un{}.sun_path)) bind_path = address;
+  if (bind_path != address) ::unlink(bind_path.c_str());
+
   grpc::ServerBuilder builder;
   int selected_port = -1;
-  builder.AddListeningPort("unix:" + address, grpc::InsecureServerCredentials(), &selected_port);
+  builder.AddListeningPort("unix:" + bind_path, grpc::InsecureServerCredentials(),
+                           &selected_port);
   builder.RegisterService(d->service_.get());
   if (extra_service != nullptr) builder.RegisterCallbackGenericService(extra_service);
   builder.SetMaxReceiveMessageSize(16 << 20);
@@ -126,8 +136,16 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   if (d->server_ == nullptr) {
     return absl::UnavailableError(absl::StrCat("cannot listen on unix socket ", address));
   }
-  if (::chmod(address.c_str(), config.socket_mode) != 0) {
-    absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("chmod ", address));
+  if (::chmod(bind_path.c_str(), config.socket_mode) != 0) {
+    absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("chmod ", bind_path));
+    ::unlink(bind_path.c_str());
+    d->Shutdown(absl::ZeroDuration());
+    return s;
+  }
+  if (bind_path != address && ::rename(bind_path.c_str(), address.c_str()) != 0) {
+    absl::Status s =
+        absl::ErrnoToStatus(errno, absl::StrCat("rename ", bind_path, " to ", address));
+    ::unlink(bind_path.c_str());
     d->Shutdown(absl::ZeroDuration());
     return s;
   }

@@ -182,10 +182,10 @@ class CriKeychainE2eTest : public ::testing::Test {
   static void TearDownTestSuite() {
     if (env == nullptr) return;
     if (env->containerd) {
-      EXPECT_TRUE(env->containerd->Stop().ok());
+      EXPECT_EQ(env->containerd->Stop(), absl::OkStatus());
     }
     if (env->lazypull) {
-      EXPECT_TRUE(env->lazypull->Stop().ok());
+      EXPECT_EQ(env->lazypull->Stop(), absl::OkStatus());
     }
     delete env;
     env = nullptr;

@@ -62,7 +62,7 @@ class ImageE2eTest : public ::testing::Test {
         auto pod = ReadFile(dir_.Sub("pod.log"));
         if (pod.ok()) std::cerr << "--- lazypull container log ---\n" << *pod;
       }
-      EXPECT_TRUE(containerd_->Stop().ok());
+      EXPECT_EQ(containerd_->Stop(), absl::OkStatus());
     }
     UnmountAllUnder("/var/lib/lazypull");
   }

@@ -91,7 +91,7 @@ class MetricsE2eTest : public ::testing::TestWithParam<std::string> {
     client_.reset();
     if (daemon_ != nullptr) {
       if (HasFailure()) std::cerr << "--- daemon log ---\n" << daemon_->ReadLog();
-      EXPECT_TRUE(daemon_->Stop().ok());
+      EXPECT_EQ(daemon_->Stop(), absl::OkStatus());
     }
   }
 

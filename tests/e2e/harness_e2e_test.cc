@@ -45,7 +45,7 @@ TEST(HarnessE2eTest, BuiltImageRunsOnOverlayfs) {
                  "-c", "cat /data/hello.txt; stat -c %a /data/hello.txt; ls /data"});
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(*run, "hello from layer 2\n600\nhello.txt\n");
-  EXPECT_TRUE(ctr.Stop().ok());
+  EXPECT_EQ(ctr.Stop(), absl::OkStatus());
 }
 
 // Deletions become whiteouts in the deleting layer, and pushing keeps the blobs' digests (lazy

@@ -132,7 +132,7 @@ class OptimizeE2eTest : public ::testing::Test {
     mounts_.clear();
     client_.reset();
     if (daemon_ != nullptr) {
-      EXPECT_TRUE(daemon_->Stop().ok());
+      EXPECT_EQ(daemon_->Stop(), absl::OkStatus());
       if (HasFailure()) std::cerr << "--- daemon log ---\n" << daemon_->ReadLog();
     }
     daemon_.reset();

@@ -80,7 +80,7 @@ class IsolationTest : public ::testing::Test {
     mounts_.clear();
     client_.reset();
     if (daemon_ != nullptr) {
-      EXPECT_TRUE(daemon_->Stop().ok());
+      EXPECT_EQ(daemon_->Stop(), absl::OkStatus());
       if (HasFailure()) std::cerr << "--- daemon log ---\n" << daemon_->ReadLog();
     }
   }

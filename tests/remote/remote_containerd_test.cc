@@ -75,11 +75,11 @@ class RemoteContainerdTest : public ::testing::TestWithParam<std::string> {
   }
   void TearDown() override {
     if (containerd_ != nullptr) {
-      EXPECT_TRUE(containerd_->Stop().ok());
+      EXPECT_EQ(containerd_->Stop(), absl::OkStatus());
     }
     if (snapshotter_ != nullptr) {
       if (HasFailure()) std::cerr << "--- snapshotter log ---\n" << snapshotter_->ReadLog();
-      EXPECT_TRUE(snapshotter_->Stop().ok());
+      EXPECT_EQ(snapshotter_->Stop(), absl::OkStatus());
     }
   }
 

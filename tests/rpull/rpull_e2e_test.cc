@@ -62,12 +62,12 @@ class RpullTest : public ::testing::Test {
   }
   static void TearDownTestSuite() {
     if (containerd_ != nullptr) {
-      EXPECT_TRUE(containerd_->Stop().ok());
+      EXPECT_EQ(containerd_->Stop(), absl::OkStatus());
     }
     delete containerd_;
     containerd_ = nullptr;
     if (snapshotter_ != nullptr) {
-      EXPECT_TRUE(snapshotter_->Stop().ok());
+      EXPECT_EQ(snapshotter_->Stop(), absl::OkStatus());
     }
     delete snapshotter_;
     snapshotter_ = nullptr;
@@ -430,7 +430,7 @@ TEST_F(RpullTest, NerdctlConfigurationProxyNamedLazypullStargz) {
                                                           << status.dump(1);
   }
   RemoveImage(**cd, "nerd", ref);
-  EXPECT_TRUE((*cd)->Stop().ok());
+  EXPECT_EQ((*cd)->Stop(), absl::OkStatus());
 }
 
 }  // namespace
