@@ -16,6 +16,8 @@
 //                     modes: empty chunk cache) after dropping the page cache; best of --passes
 //   stat_walk_cold    lstat of every entry on fresh mounts after dropping the page cache;
 //                     best of --passes (passes rotate through the modes)
+//   seq_read_cold     one read of the big file on fresh mounts after dropping the page cache
+//                     (lazy modes: fetched; graduated: from the local tar); best of --passes
 //   stat_walk_warm    the same walk again (best of --warm_reps)
 //   seq_read_warm     4 re-reads of the big file, page cache warm (best of --warm_reps)
 //   small_files_warm  4 re-reads of the small files, warm (best of --warm_reps)
@@ -335,6 +337,11 @@ int Run(const Options& o) {
       s = TimeWalk(w->overlay->path());
       double& best_walk = t["stat_walk_cold"].emplace(mode, 1e30).first->second;
       best_walk = std::min(best_walk, s);
+      auto r = fresh(mode);
+      DropCaches();
+      s = TimeReads(r->overlay->path(), {"big.bin"});
+      double& best_read = t["seq_read_cold"].emplace(mode, 1e30).first->second;
+      best_read = std::min(best_read, s);
     }
   }
   // Warm measurements on one mount per mode, interleaved across modes; each sample repeats
@@ -381,6 +388,7 @@ int Run(const Options& o) {
   Print(
       {{"bench", "targets"},
        {"graduated_seq_read_le_1.05", ratio("seq_read_warm", "erofs-graduated")},
+       {"graduated_seq_read_cold_le_1.3", ratio("seq_read_cold", "erofs-graduated")},
        {"graduated_small_files", ratio("small_files_warm", "erofs-graduated")},
        {"graduated_stat_walk_cold_le_1.1", ratio("stat_walk_cold", "erofs-graduated")},
        {"lazy_stat_walk_cold_le_1.1", ratio("stat_walk_cold", "erofs-lazy")},
