@@ -124,8 +124,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
 
   grpc::ServerBuilder builder;
   int selected_port = -1;
-  builder.AddListeningPort("unix:" + bind_path, grpc::InsecureServerCredentials(),
-                           &selected_port);
+  builder.AddListeningPort("unix:" + bind_path, grpc::InsecureServerCredentials(), &selected_port);
   builder.RegisterService(d->service_.get());
   if (extra_service != nullptr) builder.RegisterCallbackGenericService(extra_service);
   builder.SetMaxReceiveMessageSize(16 << 20);

@@ -35,10 +35,11 @@ absl::Status LayerReader::Prefetch() {
       bool owned = false;
       std::shared_ptr<Flight> flight = ClaimLocked(*c, &owned);
       if (!flight) continue;
-      if (owned)
+      if (owned) {
         group.chunks.push_back({c, flight});
-      else
+      } else {
         waits.push_back(flight);
+      }
     }
   }
   for (const ChunkRef& ref : group.chunks) waits.push_back(ref.flight);
