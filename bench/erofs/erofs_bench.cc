@@ -325,23 +325,21 @@ int Run(const Options& o) {
   std::map<std::string, std::map<std::string, double>> t;  // measurement → mode → seconds
   // Cold measurements: fresh mounts, page cache dropped, modes one after the other (passes
   // rotate through the modes, so a noisy moment does not hit one mode only).
+  auto keep_best = [&](const char* name, const std::string& mode, double s) {
+    double& best = t[name].emplace(mode, 1e30).first->second;
+    best = std::min(best, s);
+  };
   for (int pass = 0; pass < o.passes; ++pass) {
     for (const std::string& mode : modes) {
       auto m = fresh(mode);
       DropCaches();
-      double s = TimeColdStart(m->overlay->path());
-      double& best = t["cold_start"].emplace(mode, 1e30).first->second;
-      best = std::min(best, s);
+      keep_best("cold_start", mode, TimeColdStart(m->overlay->path()));
       auto w = fresh(mode);
       DropCaches();
-      s = TimeWalk(w->overlay->path());
-      double& best_walk = t["stat_walk_cold"].emplace(mode, 1e30).first->second;
-      best_walk = std::min(best_walk, s);
+      keep_best("stat_walk_cold", mode, TimeWalk(w->overlay->path()));
       auto r = fresh(mode);
       DropCaches();
-      s = TimeReads(r->overlay->path(), {"big.bin"});
-      double& best_read = t["seq_read_cold"].emplace(mode, 1e30).first->second;
-      best_read = std::min(best_read, s);
+      keep_best("seq_read_cold", mode, TimeReads(r->overlay->path(), {"big.bin"}));
     }
   }
   // Warm measurements on one mount per mode, interleaved across modes; each sample repeats
@@ -359,13 +357,9 @@ int Run(const Options& o) {
   for (int rep = 0; rep < o.warm_reps; ++rep) {
     for (const std::string& mode : modes) {
       const std::string& root = mounts[mode]->overlay->path();
-      auto keep = [&](const char* name, double s) {
-        double& best = t[name].emplace(mode, 1e30).first->second;
-        best = std::min(best, s);
-      };
-      keep("stat_walk_warm", TimeWalk(root));
-      keep("seq_read_warm", TimeReads(root, big4));
-      keep("small_files_warm", TimeReads(root, small4));
+      keep_best("stat_walk_warm", mode, TimeWalk(root));
+      keep_best("seq_read_warm", mode, TimeReads(root, big4));
+      keep_best("small_files_warm", mode, TimeReads(root, small4));
     }
   }
   for (const std::string& mode : modes) {
