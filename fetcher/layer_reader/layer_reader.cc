@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <span>
+#include <tuple>
 #include <utility>
 
 #include "base/logging.h"
@@ -17,6 +18,12 @@
 
 namespace lazypull {
 namespace {
+
+// Blob order: by member/frame, then by position inside it.
+bool BlobOrderLess(const lazypull::format::Chunk* a, const lazypull::format::Chunk* b) {
+  return std::tie(a->compressed_offset, a->inner_offset) <
+         std::tie(b->compressed_offset, b->inner_offset);
+}
 
 // Files whose last miss is remembered for sequential-read detection.
 constexpr size_t kMaxTrackedFiles = 4096;
@@ -109,16 +116,20 @@ LayerReader::LayerReader(std::string layer_id, std::shared_ptr<const format::Lay
       Weight& w = weights_[KeyOf(c)];
       w.bytes += c.length;
       ++w.chunks;
+      if (c.has_digest) {
+        std::vector<uint64_t>& lengths = lengths_by_digest_[std::string(
+            reinterpret_cast<const char*>(c.digest.data()), c.digest.size())];
+        if (std::find(lengths.begin(), lengths.end(), c.length) == lengths.end()) {
+          lengths.push_back(c.length);
+        }
+      }
     }
   }
-  for (const auto& [key, w] : weights_) {
-    (void)w;
-    if (key.size() == 32 && cache_->Contains(Digest::FromRaw(key))) MarkLocalLocked(key);
+  for (const auto& [raw, lengths] : lengths_by_digest_) {
+    if (!cache_->Contains(Digest::FromRaw(raw))) continue;
+    for (uint64_t length : lengths) MarkLocalLocked(DigestKey(raw, length));
   }
-  std::sort(all_chunks_.begin(), all_chunks_.end(), [](const Chunk* a, const Chunk* b) {
-    return std::tie(a->compressed_offset, a->inner_offset) <
-           std::tie(b->compressed_offset, b->inner_offset);
-  });
+  std::sort(all_chunks_.begin(), all_chunks_.end(), BlobOrderLess);
   cache_->AddListener(this);
 }
 
@@ -142,8 +153,14 @@ LayerReader::~LayerReader() {
 }
 
 std::string LayerReader::KeyOf(const Chunk& c) {
-  if (c.has_digest) return std::string(reinterpret_cast<const char*>(c.digest.data()), 32);
-  return fmt::format("@{}:{}:{}", c.compressed_offset, c.inner_offset, c.length);
+  if (!c.has_digest) return fmt::format("@{}:{}:{}", c.compressed_offset, c.inner_offset, c.length);
+  return DigestKey(std::string_view(reinterpret_cast<const char*>(c.digest.data()), 32), c.length);
+}
+
+std::string LayerReader::DigestKey(std::string_view raw_digest, uint64_t length) {
+  std::string key(raw_digest);
+  for (int i = 0; i < 8; ++i) key.push_back(static_cast<char>(length >> (8 * i)));
+  return key;
 }
 
 std::shared_ptr<LayerReader::Flight> LayerReader::ClaimLocked(const Chunk& c, bool* owned) {
@@ -166,10 +183,8 @@ std::shared_ptr<LayerReader::Flight> LayerReader::ClaimLocked(const Chunk& c, bo
 }
 
 std::vector<LayerReader::Group> LayerReader::MergeIntoGroups(std::vector<ChunkRef> chunks) const {
-  std::sort(chunks.begin(), chunks.end(), [](const ChunkRef& a, const ChunkRef& b) {
-    return std::tie(a.chunk->compressed_offset, a.chunk->inner_offset) <
-           std::tie(b.chunk->compressed_offset, b.chunk->inner_offset);
-  });
+  std::sort(chunks.begin(), chunks.end(),
+            [](const ChunkRef& a, const ChunkRef& b) { return BlobOrderLess(a.chunk, b.chunk); });
   std::vector<Group> groups;
   for (ChunkRef& ref : chunks) {
     const Chunk& c = *ref.chunk;
@@ -192,11 +207,7 @@ std::vector<LayerReader::Group> LayerReader::MergeIntoGroups(std::vector<ChunkRe
 }
 
 size_t LayerReader::BlobPosition(const Chunk& c) const {
-  auto it = std::lower_bound(all_chunks_.begin(), all_chunks_.end(), &c,
-                             [](const Chunk* a, const Chunk* b) {
-                               return std::tie(a->compressed_offset, a->inner_offset) <
-                                      std::tie(b->compressed_offset, b->inner_offset);
-                             });
+  auto it = std::lower_bound(all_chunks_.begin(), all_chunks_.end(), &c, BlobOrderLess);
   for (auto j = it; j != all_chunks_.end() && (*j)->compressed_offset == c.compressed_offset; ++j) {
     if (*j == &c) return j - all_chunks_.begin();
   }
@@ -292,15 +303,14 @@ void LayerReader::ForgetLocalLocked(const Chunk& c) { ForgetLocalKeyLocked(KeyOf
 
 void LayerReader::OnChunkRemoved(const Digest& digest) {
   std::lock_guard<std::mutex> lock(mu_);
-  // Keys are the digest's 32 raw bytes (KeyOf).
-  std::string key(32, '\0');
-  const std::string& hex = digest.hex();
-  for (size_t i = 0; i < 32 && 2 * i + 1 < hex.size(); ++i) {
-    key[i] = static_cast<char>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  auto it = lengths_by_digest_.find(digest.Raw());
+  if (it == lengths_by_digest_.end()) return;
+  for (uint64_t length : it->second) {
+    const std::string key = DigestKey(it->first, length);
+    if (!local_.contains(key)) continue;
+    ForgetLocalKeyLocked(key);
+    if (stats_.background == "done") stats_.background = "incomplete";
   }
-  if (!local_.contains(key)) return;
-  ForgetLocalKeyLocked(key);
-  if (stats_.background == "done") stats_.background = "incomplete";
 }
 
 void LayerReader::ForgetLocalKeyLocked(const std::string& key) {
@@ -385,8 +395,7 @@ void LayerReader::FinishChunk(const ChunkRef& ref, std::string_view compressed) 
 void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
   if (groups.empty()) return;
   // Chunks too large to hold in memory are spooled to a file as they stream in; the others
-  // are assembled in memory. A spooled chunk never overlaps another (the assembler would
-  // otherwise need its bytes), which every format here guarantees.
+  // are assembled in memory.
   struct Spooled {
     size_t index;  // in the group's chunks
     uint64_t fed = 0;
@@ -402,12 +411,12 @@ void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
     const std::vector<ChunkRef>& chunks = groups[g].chunks;
     for (size_t i = 0; i < chunks.size(); ++i) {
       const Chunk& c = *chunks[i].chunk;
-      const bool overlaps =
-          (i > 0 && chunks[i - 1].chunk->compressed_range().end() > c.compressed_offset) ||
-          (i + 1 < chunks.size() &&
-           c.compressed_range().end() > chunks[i + 1].chunk->compressed_offset);
-      if (!overlaps && (c.length > options_.max_chunk_in_memory ||
-                        c.compressed_length > options_.max_chunk_in_memory)) {
+      // What decoding holds in memory is the member/frame and everything it inflates to up to
+      // the chunk's end (inner_offset included), so both decide. Chunks sharing a member may
+      // be spooled: each spool and the assembler see every byte of the fetch.
+      if (c.compressed_length > options_.max_chunk_in_memory ||
+          c.length > options_.max_chunk_in_memory ||
+          c.inner_offset > options_.max_chunk_in_memory - c.length) {
         spooled[g].push_back(Spooled{i, 0, std::make_unique<ChunkSpool>(c, cache_)});
       } else {
         buffered[g].push_back(i);
@@ -743,7 +752,17 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
           st.code() == absl::StatusCode::kDeadlineExceeded ? "timed out reading" : "reading");
     }
     if (p.flight->data != nullptr) {
-      std::memcpy(p.dst, p.flight->data->data() + p.chunk_off, p.n);
+      // The flight is this chunk's (keyed by digest AND length), so this holds; it is checked
+      // anyway because a miss here would copy heap memory into a file's contents.
+      const std::string& data = *p.flight->data;
+      if (p.chunk_off > data.size() || p.n > data.size() - p.chunk_off) {
+        return ChunkError(*p.chunk, ino,
+                          absl::DataLossError(
+                              fmt::format("fetched chunk holds {} bytes, the read wants [{}, +{})",
+                                          data.size(), p.chunk_off, p.n)),
+                          "reading");
+      }
+      std::memcpy(p.dst, data.data() + p.chunk_off, p.n);
       continue;
     }
     // A spooled chunk: its verified bytes are in a file.

@@ -76,9 +76,10 @@ struct LayerReaderOptions {
   // Upper bound of one on-demand fetch, readahead included (a single larger chunk is still
   // fetched).
   uint64_t max_request_bytes = 16 << 20;
-  // Chunks larger than this (compressed or not) never sit in memory whole: they are
-  // decompressed and hashed as they stream in, into a file (ChunkSpool), and served from it
-  // once verified. Bounds the memory of a read whatever a TOC declares.
+  // Chunks larger than this (compressed, or decompressed counting the member's bytes before
+  // the chunk: inner_offset) never sit in memory whole: they are decompressed and hashed as
+  // they stream in, into a file (ChunkSpool), and served from it once verified. Bounds the
+  // memory of a read whatever a TOC declares.
   uint64_t max_chunk_in_memory = 8 << 20;
   // Same-file readahead: on a miss of a file read sequentially (the miss continues where the
   // file's previous miss ended), also fetch the file's following chunks that are not local,
@@ -231,8 +232,11 @@ class LayerReader : private ChunkCache::EvictionListener {
     uint64_t chunks = 0;
   };
 
-  // Raw digest bytes, or the chunk's location when it has no digest.
+  // What identifies a chunk's content for single-flight, the local set and readahead: its
+  // digest AND length (DigestKey), or its location when it has no digest. Never the digest
+  // alone: a waiter must only ever join a fetch of exactly the bytes it asked for.
   static std::string KeyOf(const format::Chunk& c);
+  static std::string DigestKey(std::string_view raw_digest, uint64_t length);
   // Records a chunk as stored in the cache / as evicted (for fetched %). Caller holds mu_.
   void MarkLocalLocked(const std::string& key);
   void ForgetLocalLocked(const format::Chunk& c);
@@ -302,8 +306,11 @@ class LayerReader : private ChunkCache::EvictionListener {
   std::condition_variable cv_;  // flights done, outstanding_ changes, stop
   absl::flat_hash_map<std::string, std::shared_ptr<Flight>> flights_;
   absl::flat_hash_map<std::string, Weight> weights_;  // by key; immutable after construction
-  absl::flat_hash_set<std::string> local_;            // keys of chunks known to be in the cache
-  size_t outstanding_ = 0;                            // submitted fetches not yet finished
+  // Raw digest -> the lengths this layer's chunks give it (one, unless the index was built
+  // without check_digest_lengths), to turn a cache eviction into keys. Immutable.
+  absl::flat_hash_map<std::string, std::vector<uint64_t>> lengths_by_digest_;
+  absl::flat_hash_set<std::string> local_;  // keys of chunks known to be in the cache
+  size_t outstanding_ = 0;                  // submitted fetches not yet finished
   size_t background_in_flight_ = 0;
   std::atomic<bool> stopping_{false};  // set under mu_; read without it by streaming fetches
   bool background_started_ = false;

@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "lazypull/blob_reader.h"
 #include "nlohmann/json.hpp"
+#include "tests/format/test_blob_builder.h"
 #include "tests/harness/fault_proxy.h"
 #include "tests/harness/registry_process.h"
 #include "tests/harness/snapshotter_process.h"
@@ -649,6 +650,42 @@ TEST_P(RemoteDaemonTest, BackendLabelOverridesTheDefault) {
   ExpectImageTree(dir);
   ASSERT_TRUE(WaitMountedLayers(4));
   for (const auto& l : Status()["layers"]) EXPECT_EQ(l.value("backend", ""), other) << l.dump();
+}
+
+// Issue 17 (1): an image author's TOC gives two files (4 KiB and 64 KiB) one chunkDigest. The
+// index refuses it, the layer falls back to a normal snapshot with one log line naming why, and
+// the daemon goes on serving lazy layers (it used to die reading both files at once).
+TEST_P(RemoteDaemonTest, TocWithOneDigestAtTwoLengthsFallsBackAndTheDaemonLives) {
+  format::testing::TestEntry small{.name = "hostile/small", .data = std::string(4096, 's')};
+  format::testing::TestEntry large{.name = "hostile/large", .data = std::string(65536, 'L')};
+  format::testing::BuiltBlob built =
+      format::testing::BuildEstargz({small, large}, {.mutate_toc = [](nlohmann::json& toc) {
+                                      std::string first;
+                                      for (auto& e : toc["entries"]) {
+                                        if (!e.contains("chunkDigest")) continue;
+                                        if (first.empty()) {
+                                          first = e["chunkDigest"];
+                                        } else {
+                                          e["chunkDigest"] = first;
+                                        }
+                                      }
+                                    }});
+  const std::string layout = tmp_.Sub("hostile-layout");
+  ASSERT_TRUE(WriteOneLayerLayout(layout, built.blob, built.annotations).ok());
+  ASSERT_TRUE(images->registry->PushOciLayout(layout, "v1", "hostile:v1").ok());
+  PushedImage image = Image("hostile");
+  MountList mounts;
+  ASSERT_GRPC_OK(
+      client_->Prepare("hostile-extract", "", StargzLabels(image, 0, "hostile-0"), &mounts));
+  ASSERT_EQ(mounts.size(), 1u);
+  EXPECT_EQ(mounts[0].type(), "bind");
+  std::string log = daemon_->ReadLog();
+  EXPECT_TRUE(absl::StrContains(log, "not lazily mountable") &&
+              absl::StrContains(log, "another chunk has the same digest with length 4096"))
+      << log;
+  // Still serving: a good image mounts lazily and reads exactly.
+  std::vector<std::string> targets = PrepareLazyChain(Image("esgz"), false, "after");
+  ExpectImageTree(MountActive("container", targets.back()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, RemoteDaemonTest, ::testing::Values("fuse", "erofs"),
