@@ -12,6 +12,14 @@
 
 namespace {
 
+std::string ReadPrefix(const std::string& path, size_t max) {
+  std::ifstream in(path, std::ios::binary);
+  std::string data(max, '\0');
+  in.read(data.data(), static_cast<std::streamsize>(max));
+  data.resize(static_cast<size_t>(in.gcount()));
+  return data;
+}
+
 void Write(const std::string& dir, const std::string& name, const std::string& data) {
   mkdir(dir.c_str(), 0755);
   std::ofstream(dir + "/" + name, std::ios::binary) << data;
@@ -53,5 +61,20 @@ int main(int argc, char** argv) {
   std::string choices;
   for (int i = 0; i < 4096; ++i) choices.push_back(static_cast<char>((i * 2654435761u) >> 13));
   Write(out + "/erofs_writer_fuzzer", "choices", choices);
+  // ELF and ld.so.cache: this machine's own files (the build machine is a glibc Linux). The
+  // ELF target's first byte picks the initial read size in 64-byte units.
+  std::string ls = ReadPrefix("/bin/ls", 256 << 10);
+  if (!ls.empty()) {
+    Write(out + "/elf_fuzzer", "ls-16k", std::string(1, '\xff') + ls);
+    Write(out + "/elf_fuzzer", "ls-4k", std::string(1, '\x40') + ls);
+    Write(out + "/elf_fuzzer", "ls-header", std::string(1, '\x01') + ls.substr(0, 4096));
+  }
+  std::string busybox = ReadPrefix("/bin/busybox", 8 << 10);
+  if (!busybox.empty()) Write(out + "/elf_fuzzer", "static-head", std::string(1, '\x10') + busybox);
+  std::string cache = ReadPrefix("/etc/ld.so.cache", 256 << 10);
+  if (!cache.empty()) {
+    Write(out + "/ld_so_cache_fuzzer", "whole", cache);
+    Write(out + "/ld_so_cache_fuzzer", "prefix", cache.substr(0, 4096));
+  }
   return 0;
 }
