@@ -254,7 +254,9 @@ absl::StatusOr<WalkResult> Walker::Run(std::string_view executable) {
   if (exe->node.kind != FileNode::Kind::kRegular) {
     return absl::NotFoundError(fmt::format("{}: not a regular file", executable));
   }
-  if (!options_.ld_so_cache_path.empty()) {
+  if (options_.ld_so_cache != nullptr) {
+    result_.used_ld_so_cache = true;
+  } else if (!options_.ld_so_cache_path.empty()) {
     auto c = ResolvePath(tree_, options_.ld_so_cache_path);
     if (c.ok() && c->node.kind == FileNode::Kind::kRegular && c->node.size > 0 &&
         c->node.size <= options_.max_ld_so_cache_bytes) {
@@ -277,8 +279,10 @@ absl::StatusOr<WalkResult> Walker::Run(std::string_view executable) {
       if (o.info.soname) by_name_.emplace(*o.info.soname, index);
     }
     if (root) {
-      resolver_ = std::make_unique<LibraryResolver>(&tree_, cache_ ? &*cache_ : nullptr,
-                                                    AbiForElf(result_.objects[0].info));
+      const LdSoCache* cache = options_.ld_so_cache;
+      if (cache == nullptr && cache_) cache = &*cache_;
+      resolver_ =
+          std::make_unique<LibraryResolver>(&tree_, cache, AbiForElf(result_.objects[0].info));
       root = false;
     }
     level = NextLevel(first);

@@ -39,6 +39,7 @@
 #include "absl/status/statusor.h"
 #include "fetcher/elf/elf_parser.h"
 #include "fetcher/elf/file_tree.h"
+#include "fetcher/elf/ld_so_cache.h"
 #include "lazypull/blob_reader.h"
 
 namespace lazypull::elf {
@@ -50,7 +51,10 @@ struct WalkOptions {
                                    // the dynamic section and its strings too
   int max_rounds_per_object = 6;
   size_t max_candidates = 4;
-  // The image's loader cache, read in the first round beside the executable; "" to skip it.
+  // The image's loader cache, already parsed (e.g. kept per image by the caller; not owned,
+  // must outlive the call). When null, ld_so_cache_path is read in the first round beside
+  // the executable's head and parsed; "" skips the cache altogether.
+  const LdSoCache* ld_so_cache = nullptr;
   std::string ld_so_cache_path = "/etc/ld.so.cache";
   uint64_t max_ld_so_cache_bytes = 16 << 20;
   ElfLimits elf_limits;
@@ -70,7 +74,7 @@ struct WalkResult {
   std::vector<WalkObject> objects;    // breadth first; objects[0] is the executable
   std::vector<std::string> problems;  // libraries not found, unreadable or malformed
   bool truncated = false;             // a bound of WalkOptions stopped the walk
-  bool used_ld_so_cache = false;      // the image's cache was read and parsed
+  bool used_ld_so_cache = false;      // a cache was given, or read and parsed
   int rounds = 0;                     // BatchReader calls made: the walk's serial depth
 };
 

@@ -129,6 +129,23 @@ TEST(DependencyWalkTest, StaticBinaryIsOneObject) {
   EXPECT_EQ(reader.requests, 2u);
 }
 
+TEST(DependencyWalkTest, GivenCacheIsNotReadAgain) {
+  LocalFileTree tree("/");
+  auto cache = LdSoCache::Parse(ReadWholeFile("/etc/ld.so.cache"));
+  ASSERT_TRUE(cache.ok());
+  WalkOptions options;
+  options.ld_so_cache = &*cache;
+  LocalReader reader;
+  auto walk = WalkDependencies(tree, "/bin/busybox", reader.Reader(), options);
+  ASSERT_TRUE(walk.ok()) << walk.status();
+  EXPECT_TRUE(walk->used_ld_so_cache);
+  EXPECT_EQ(reader.requests, 1u);  // the head only
+  auto ls = WalkDependencies(tree, "/bin/ls", reader.Reader(), options);
+  ASSERT_TRUE(ls.ok()) << ls.status();
+  EXPECT_TRUE(ls->problems.empty());
+  EXPECT_EQ(ls->objects.size(), LddRealPaths("/bin/ls").size() + 1);
+}
+
 TEST(DependencyWalkTest, NonElfAndMissingExecutables) {
   LocalFileTree tree("/");
   LocalReader reader;
