@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -79,6 +80,9 @@ absl::StatusOr<ResolvedPath> ResolvePath(const FileTree& tree, std::string_view 
       }
       return st.status();
     }
+    if (st->whiteout) {  // a single layer's tree: the name is deleted
+      return absl::NotFoundError(fmt::format("{}: {} is whited out", path, Join(done)));
+    }
     if (st->kind != FileNode::Kind::kSymlink) {
       node = std::move(*st);
       continue;
@@ -120,6 +124,14 @@ absl::StatusOr<FileNode> LocalFileTree::Lstat(std::string_view path) const {
     node.size = static_cast<uint64_t>(st.st_size);
   } else if (S_ISDIR(st.st_mode)) {
     node.kind = FileNode::Kind::kDirectory;
+    for (const char* name : {"trusted.overlay.opaque", "user.overlay.opaque"}) {
+      char value[2];
+      if (lgetxattr(full.c_str(), name, value, sizeof(value)) == 1 && value[0] == 'y') {
+        node.opaque = true;
+      }
+    }
+  } else if (S_ISCHR(st.st_mode) && st.st_rdev == 0) {
+    node.whiteout = true;
   } else if (S_ISLNK(st.st_mode)) {
     node.kind = FileNode::Kind::kSymlink;
     char buf[kMaxPath + 1];

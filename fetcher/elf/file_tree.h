@@ -2,9 +2,10 @@
 // resolution needs (what exists, what kind, where a symlink points), and ResolvePath, which
 // follows symlinks inside that tree as the kernel would under a chroot at its root.
 //
-// The real implementation (later) sits on the LayerIndex of the lazy layer plus the layers
-// below it (whiteouts and opaque directories applied); LocalFileTree serves a directory of
-// the local filesystem (tests, and unpacked layers); tests fake it freely.
+// Implementations: LocalFileTree (a directory of the local filesystem: an unpacked layer, or
+// a whole root in tests), LayerIndexFileTree (one lazy layer), and OverlayFileTree, which
+// stacks single layers the way overlayfs merges them (whiteouts, opaque directories) into the
+// image's view; tests fake it freely.
 #ifndef LAZYPULL_FETCHER_ELF_FILE_TREE_H_
 #define LAZYPULL_FETCHER_ELF_FILE_TREE_H_
 
@@ -22,10 +23,20 @@ struct FileNode {
   Kind kind = Kind::kOther;
   uint64_t size = 0;           // regular files
   std::string symlink_target;  // symlinks, verbatim
+  // Only a single layer's tree reports these (OverlayFileTree consumes them): an overlayfs
+  // whiteout (char device 0:0) hiding the name in lower layers, and an opaque directory
+  // hiding the lower layers' contents of that directory.
+  bool whiteout = false;
+  bool opaque = false;
 
-  static FileNode Regular(uint64_t size) { return {Kind::kRegular, size, {}}; }
-  static FileNode Directory() { return {Kind::kDirectory, 0, {}}; }
-  static FileNode Symlink(std::string target) { return {Kind::kSymlink, 0, std::move(target)}; }
+  static FileNode Regular(uint64_t size) { return {Kind::kRegular, size, {}, false, false}; }
+  static FileNode Directory(bool opaque = false) {
+    return {Kind::kDirectory, 0, {}, false, opaque};
+  }
+  static FileNode Symlink(std::string target) {
+    return {Kind::kSymlink, 0, std::move(target), false, false};
+  }
+  static FileNode Whiteout() { return {Kind::kOther, 0, {}, true, false}; }
 };
 
 // Implementations are thread-safe (const methods may be called from any thread).
@@ -54,7 +65,9 @@ absl::StatusOr<ResolvedPath> ResolvePath(const FileTree& tree, std::string_view 
                                          int max_symlinks = 40);
 
 // A FileTree over a directory of the local filesystem (lstat/readlink below `root`; ""
-// or "/" is the machine's own root). Thread-safe.
+// or "/" is the machine's own root). A char device 0:0 is reported as a whiteout and a
+// directory with the xattr trusted.overlay.opaque or user.overlay.opaque = "y" as opaque, so
+// an unpacked overlayfs layer can sit in an OverlayFileTree. Thread-safe.
 class LocalFileTree : public FileTree {
  public:
   explicit LocalFileTree(std::string root);
