@@ -12,8 +12,13 @@
 //   auto walk = WalkDependencies(tree, "/usr/bin/python3.11", reader);
 //   for each walk->objects[i]: fetch objects[i].info.LoadRanges() of objects[i].real_path
 //   (libraries are mapped whole, so fetching each whole file is as good and simpler).
-// A BatchReader that serves from the lazy layer (cache hit or fetch, foreground priority but
-// behind the reads that wait) is the caller's; the walk never blocks anything but itself.
+// The tree is the image's merged view: an OverlayFileTree of LayerIndexFileTree (lazy layers)
+// and LocalFileTree (unpacked parents), top layer first; the executable's path in it is
+// "/" + LayerIndex::Path(ino) of the file that missed. The root may also be a library (a
+// dlopen'd extension module): its needs are walked the same way. A BatchReader that serves
+// from the lazy layers (cache hit or fetch, foreground priority but behind the reads that
+// wait) is the caller's; the walk never blocks anything but itself. Keep one parsed LdSoCache
+// per image (WalkOptions::ld_so_cache) when walking more than once.
 //
 // Bounded: at most max_objects files, max_depth levels, max_rounds_per_object parse rounds
 // and max_candidates wrong-ABI files skipped per name; objects are matched by name, soname
