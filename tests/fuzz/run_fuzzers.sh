@@ -8,7 +8,7 @@ set -euo pipefail
 src=$1
 out=$2
 secs=${LAZYPULL_FUZZ_SECONDS:-60}
-targets="estargz_fuzzer zstd_chunked_fuzzer toc_json_fuzzer codec_fuzzer erofs_writer_fuzzer"
+targets="estargz_fuzzer zstd_chunked_fuzzer toc_json_fuzzer codec_fuzzer erofs_writer_fuzzer elf_fuzzer ld_so_cache_fuzzer elf_walk_fuzzer"
 
 cmake -S "$src/tests/fuzz/project" -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >"$out.configure.log" 2>&1 ||
