@@ -19,12 +19,6 @@
 namespace lazypull {
 namespace {
 
-// Blob order: by member/frame, then by position inside it.
-bool BlobOrderLess(const lazypull::format::Chunk* a, const lazypull::format::Chunk* b) {
-  return std::tie(a->compressed_offset, a->inner_offset) <
-         std::tie(b->compressed_offset, b->inner_offset);
-}
-
 // Files whose last miss is remembered for sequential-read detection.
 constexpr size_t kMaxTrackedFiles = 4096;
 
@@ -55,6 +49,9 @@ nlohmann::json LayerReaderStats::ToJson() const {
           {"readahead_used", readahead_used},
           {"readahead_window", readahead_window},
           {"background_bytes", background_bytes},
+          {"batch_chunks", batch_chunks},
+          {"batch_used", batch_used},
+          {"batch_budget", batch_budget},
           {"prefetch", prefetch},
           {"background", background}};
 }
@@ -92,6 +89,7 @@ LayerReader::LayerReader(std::string layer_id, std::shared_ptr<const format::Lay
       executor_(options_.executor),
       scheduler_(options_.scheduler),
       last_on_demand_(std::chrono::steady_clock::now()),
+      batcher_(options_.directory_batch),
       window_size_(options_.readahead_window) {
   const size_t background_threads = options_.background_policy.max_in_flight;
   if (!executor_) {
@@ -152,6 +150,11 @@ LayerReader::~LayerReader() {
   cv_.wait(lock, [&] { return outstanding_ == 0; });
 }
 
+bool LayerReader::BlobOrderLess(const Chunk* a, const Chunk* b) {
+  return std::tie(a->compressed_offset, a->inner_offset) <
+         std::tie(b->compressed_offset, b->inner_offset);
+}
+
 std::string LayerReader::KeyOf(const Chunk& c) {
   if (!c.has_digest) return fmt::format("@{}:{}:{}", c.compressed_offset, c.inner_offset, c.length);
   return DigestKey(std::string_view(reinterpret_cast<const char*>(c.digest.data()), 32), c.length);
@@ -204,61 +207,6 @@ std::vector<LayerReader::Group> LayerReader::MergeIntoGroups(std::vector<ChunkRe
     groups.back().chunks.push_back(std::move(ref));
   }
   return groups;
-}
-
-size_t LayerReader::BlobPosition(const Chunk& c) const {
-  auto it = std::lower_bound(all_chunks_.begin(), all_chunks_.end(), &c, BlobOrderLess);
-  for (auto j = it; j != all_chunks_.end() && (*j)->compressed_offset == c.compressed_offset; ++j) {
-    if (*j == &c) return j - all_chunks_.begin();
-  }
-  return it - all_chunks_.begin();
-}
-
-std::vector<LayerReader::ChunkRef> LayerReader::ClaimWindowLocked(size_t pos, uint64_t window,
-                                                                  uint64_t window_id,
-                                                                  size_t* end_pos) {
-  std::vector<ChunkRef> claimed;
-  std::optional<uint64_t> start;
-  for (; pos < all_chunks_.size(); ++pos) {
-    const Chunk* c = all_chunks_[pos];
-    if (c->compression == ChunkCompression::kZeros) continue;
-    if (!start) start = c->compressed_offset;
-    if (c->compressed_offset + c->compressed_length - *start > window) break;
-    bool owned = false;
-    std::shared_ptr<Flight> flight = ClaimLocked(*c, &owned);
-    if (!owned) continue;
-    readahead_keys_[KeyOf(*c)] = window_id;
-    claimed.push_back({c, std::move(flight)});
-  }
-  *end_pos = pos;
-  return claimed;
-}
-
-std::vector<LayerReader::ChunkRef> LayerReader::NoteReadaheadUseLocked(const std::string& key) {
-  auto it = readahead_keys_.find(key);
-  if (it == readahead_keys_.end()) return {};
-  const uint64_t id = it->second;
-  readahead_keys_.erase(it);
-  ++stats_.readahead_used;
-  if (id != window_.id) return {};
-  ++window_.used;
-  if (window_.extended || window_.used * 2 < window_.issued) return {};
-  // The program is reading through the window: fetch the next one, twice as large, before it
-  // gets there.
-  window_.extended = true;
-  window_size_ = std::min(window_size_ * 2, options_.readahead_window_max);
-  size_t end_pos = 0;
-  std::vector<ChunkRef> next =
-      ClaimWindowLocked(window_.end_pos, window_size_, window_.id + 1, &end_pos);
-  window_ = Window{.id = window_.id + 1,
-                   .end_pos = end_pos,
-                   .size = window_size_,
-                   .issued = next.size(),
-                   .used = 0,
-                   .extended = false};
-  stats_.readahead_chunks += next.size();
-  stats_.readahead_window = window_size_;
-  return next;
 }
 
 void LayerReader::SubmitFetch(std::vector<ChunkRef> chunks, FetchKind kind,
@@ -672,6 +620,9 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
       break;
     }
   }
+  // Asked before mu_ is taken: the scheduler calls back into readers under its own lock.
+  const bool wants_batch = !to_fetch.empty() && batcher_.Wants(attr->size, offset);
+  const uint64_t link_bdp = wants_batch ? scheduler_->BandwidthDelayProduct() : 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.cache_hits += hits;
@@ -716,6 +667,19 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
             last_needed = &c;
           }
         }
+      }
+      // Directory batch: the small files next to this one that programs read along with it.
+      if (wants_batch) {
+        batcher_.Plan(*index_, ino, link_bdp, [&](const Chunk& c, uint64_t batch_id) {
+          bool owned = false;
+          std::shared_ptr<Flight> flight = ClaimLocked(c, &owned);
+          if (!owned) return false;
+          readahead_keys_[KeyOf(c)] = batch_id;
+          to_fetch.push_back({&c, std::move(flight)});
+          return true;
+        });
+        stats_.batch_chunks = batcher_.chunks_total();
+        stats_.batch_budget = batcher_.budget();
       }
       // Cross-file readahead: a new window after the last chunk fetched, in blob order. A
       // miss the previous window did not foresee, while little of it was read, shrinks it.

@@ -9,7 +9,9 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -203,6 +205,7 @@ TEST(LayerReaderTest, MissFetchesBlobNeighboursInTheSameRequest) {
   auto cache = OpenCache(dir);
   Layer l = MakeLayer(200, 3000);  // small files, stored in directory (= blob) order
   LayerReaderOptions o;
+  o.directory_batch.small_file = 0;  // blob-order readahead alone
   o.background_fetch = false;
   o.readahead_window = 64 << 10;
   o.readahead_window_min = 16 << 10;
@@ -232,6 +235,7 @@ TEST(LayerReaderTest, UnusedReadaheadShrinksTheWindow) {
   auto cache = OpenCache(dir);
   Layer l = MakeLayer(1500, 3000);
   LayerReaderOptions o;
+  o.directory_batch.small_file = 0;  // blob-order readahead alone
   o.background_fetch = false;
   o.readahead_window = 64 << 10;
   o.readahead_window_min = 8 << 10;
@@ -302,6 +306,7 @@ TEST(LayerReaderTest, OnDemandReadGoesBeforeTheBackgroundQueue) {
   auto cache = OpenCache(dir);
   Layer l = MakeLayer(60, 20000);
   LayerReaderOptions o;
+  o.directory_batch.small_file = 0;  // blob-order readahead alone
   o.prefetch = false;
   o.readahead_window = 0;
   o.readahead_bytes = 0;
@@ -633,6 +638,7 @@ TEST(LayerReaderTest, OneDigestAtTwoLengthsNeverServesBytesPastTheChunk) {
   o.prefetch = false;
   o.readahead_window = 0;
   o.readahead_bytes = 0;
+  o.directory_batch.small_file = 0;
   auto r = LayerReader::Create("x", shared_index, fault, cache.get(), o);
   ASSERT_TRUE(r.ok());
   const format::Ino small_ino = *shared_index->LookupPath("small");
@@ -738,6 +744,82 @@ TEST(LayerReaderTest, HugeInnerOffsetInASharedMemberStreamsInBoundedMemory) {
     EXPECT_EQ(buf, head);
   });
   EXPECT_LT(growth, 64 << 20);
+}
+
+// Directory batches: a cold miss on a small file also fetches its nearest siblings (same
+// extension first) in the same request, up to the batch budget; files elsewhere, large files
+// and siblings past the budget are left for their own reads.
+TEST(LayerReaderTest, MissOnASmallFileFetchesItsDirectorySiblingsWithinTheBudget) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  std::string blob;
+  format::LayerIndexBuilder b(format::LayerFormat::kZstdChunked, {});
+  format::EntryMeta meta;
+  meta.permissions = 0644;
+  std::map<std::string, std::string> contents;
+  std::mt19937 rng(7);
+  auto add = [&](const std::string& path, size_t size) {
+    std::string content(size, '\0');
+    for (char& ch : content) ch = static_cast<char>(rng());
+    auto frame = codec::ZstdCompress(content, 1);
+    ASSERT_TRUE(frame.ok());
+    format::Chunk c;
+    c.compression = format::ChunkCompression::kZstdFrame;
+    c.compressed_offset = blob.size();
+    c.compressed_length = frame->size();
+    c.length = size;
+    const std::string raw = Digest::Of(content).Raw();
+    std::copy(raw.begin(), raw.end(), c.digest.begin());
+    c.has_digest = true;
+    ASSERT_TRUE(b.AddRegular(path, meta, size, {c}).ok());
+    blob += *frame;
+    contents[path] = content;
+  };
+  for (char n = 'a'; n <= 'j'; ++n) add(std::string("pkg/") + n + ".pyc", 8000);
+  add("pkg/e.txt", 8000);      // same directory, other extension: after the .pyc files
+  add("pkg/f2.bin", 1 << 20);  // not small
+  add("other/d.pyc", 8000);    // another directory
+  auto built = b.Finish(Digest::Of("toc"), blob.size(), blob.size());
+  ASSERT_TRUE(built.ok()) << built.status();
+  auto index = std::make_shared<const format::LayerIndex>(std::move(*built));
+  auto fault = std::make_shared<FaultBlobReader>(NewStringBlobReader(blob));
+  LayerReaderOptions o;
+  o.background_fetch = false;
+  o.prefetch = false;
+  o.readahead_window = 0;  // only the batch brings neighbours
+  o.directory_batch.initial_budget = 4 * 8000;
+  o.directory_batch.min_budget = 8 << 10;
+  auto r = LayerReader::Create("x", index, fault, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  std::string buf(8000, 'x');
+  auto read = [&](const std::string& path) {
+    auto n = (*r)->Read(*index->LookupPath(path), 0, buf.data(), buf.size());
+    ASSERT_TRUE(n.ok()) << path << ": " << n.status();
+    EXPECT_EQ(buf.substr(0, *n), contents[path].substr(0, *n)) << path;
+  };
+  read("pkg/e.pyc");
+  EXPECT_EQ(fault->requests(), 1u);
+  // Nearest first, alternating after and before, .pyc first, until the 32 000-byte budget is
+  // spent (zstd adds a few bytes to each file).
+  EXPECT_EQ((*r)->Stats().batch_chunks, 4u);
+  for (const char* path : {"pkg/d.pyc", "pkg/f.pyc", "pkg/c.pyc", "pkg/b.pyc"}) {
+    read(path);
+    EXPECT_EQ(fault->requests(), 1u) << path;
+  }
+  EXPECT_EQ((*r)->Stats().batch_used, 4u);
+  // Past the budget: its own miss (and a new batch, twice as large: the last was all read).
+  // One fetch of two ranges (a.pyc lies apart from the others in the blob).
+  read("pkg/h.pyc");
+  EXPECT_EQ(fault->requests(), 3u);
+  EXPECT_EQ((*r)->Stats().batch_budget, 8u * 8000);
+  EXPECT_EQ((*r)->Stats().batch_chunks, 4u + 5u);  // i, g, j, a (.pyc first), then e.txt
+  for (const char* path : {"pkg/i.pyc", "pkg/g.pyc", "pkg/j.pyc", "pkg/a.pyc", "pkg/e.txt"}) {
+    read(path);
+    EXPECT_EQ(fault->requests(), 3u) << path;
+  }
+  read("other/d.pyc");
+  EXPECT_EQ(fault->requests(), 4u);
+  EXPECT_EQ((*r)->Stats().batch_used, 9u);
 }
 
 }  // namespace

@@ -656,8 +656,11 @@ TEST_P(RemoteDaemonTest, BackendLabelOverridesTheDefault) {
 // index refuses it, the layer falls back to a normal snapshot with one log line naming why, and
 // the daemon goes on serving lazy layers (it used to die reading both files at once).
 TEST_P(RemoteDaemonTest, TocWithOneDigestAtTwoLengthsFallsBackAndTheDaemonLives) {
-  format::testing::TestEntry small{.name = "hostile/small", .data = std::string(4096, 's')};
-  format::testing::TestEntry large{.name = "hostile/large", .data = std::string(65536, 'L')};
+  format::testing::TestEntry small, large;
+  small.name = "hostile/small";
+  small.data = std::string(4096, 's');
+  large.name = "hostile/large";
+  large.data = std::string(65536, 'L');
   format::testing::BuiltBlob built =
       format::testing::BuildEstargz({small, large}, {.mutate_toc = [](nlohmann::json& toc) {
                                       std::string first;
