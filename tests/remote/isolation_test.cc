@@ -41,6 +41,7 @@ fetch_timeout = "60s"
 max_retries = 0
 request_timeout_ms = 120000
 total_timeout_ms = 120000
+low_speed_time_ms = 120000
 )";
 
 std::string FileContent(int i) { return RandomBytes(300 << 10, 100 + i); }
