@@ -208,6 +208,8 @@ TEST_P(PrivateDataTest, NobodyReadsNothingUnderTheRootButTheContainerKeepsImageM
   fs::create_directories(root);
   ASSERT_EQ(::chmod(root.c_str(), 0755), 0);  // as kubelet's hostPath DirectoryOrCreate
   SnapshotterOptions options;
+  const std::string metrics_address = absl::StrCat("127.0.0.1:", PickFreePort());
+  options.metrics_address = metrics_address;
   options.config_toml = absl::StrCat("[mount]\nbackend = \"", GetParam(),
                                      "\"\ngraduation = false\nbackground_fetch = false\n"
                                      "[remote]\nstatus_interval_ms = 50\n");
@@ -261,6 +263,19 @@ TEST_P(PrivateDataTest, NobodyReadsNothingUnderTheRootButTheContainerKeepsImageM
   EXPECT_EQ(*secret, kSecret);
   ASSERT_TRUE(
       WaitUntil([&] { return fs::exists(root + "/status.json"); }, std::chrono::seconds(30)));
+
+  // Metrics name layers by digest only: no image reference, repository or registry host.
+  auto scrape = RunCommand(
+      {"curl", "-sS", "--fail", "--max-time", "10", "http://" + metrics_address + "/metrics"},
+      std::chrono::seconds(30));
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  ASSERT_EQ(scrape->exit_code, 0) << scrape->output;
+  EXPECT_TRUE(
+      absl::StrContains(scrape->output, image->resolved.manifest.layers[0].digest.ToString()))
+      << scrape->output;
+  for (const std::string& name : {std::string("private"), registry_->host()}) {
+    EXPECT_FALSE(absl::StrContains(scrape->output, name)) << name << " in\n" << scrape->output;
+  }
 
   // The root as the daemon leaves it: nothing opens for nobody.
   Tree tree = Walk(root);
