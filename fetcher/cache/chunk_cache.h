@@ -4,7 +4,11 @@
 // different layers or images are stored once. On disk, under CacheConfig::dir:
 //
 //   lock                      flock'ed while a ChunkCache owns the directory
-//   chunks/<hex[0:2]>/<hex>   one file per chunk, mode 0444, its mtime is the LRU stamp
+//   chunks/<hex[0:2]>/<hex>   one file per chunk, mode 0400, its mtime is the LRU stamp
+//
+// Every directory of the cache is 0700 (enforced at Open, also on directories that existed)
+// and every chunk 0400: chunks are private image data, unreadable by other users even when
+// the cache dir lives outside the daemon's (0700) root.
 //   tmp/<hex>.<n>             chunks being written; removed when the cache is opened
 //
 // Integrity ("no unverified byte is served"):
@@ -22,7 +26,7 @@
 //     Files written by this process are trusted because their bytes were verified.
 //     Short reads of a verified file (truncated behind our back) are also DataLoss and drop
 //     the entry. The remaining hole is a same-size in-place rewrite of a verified file by
-//     another root process while we run; files are 0444 in a 0700 directory to make that a
+//     another root process while we run; files are 0400 in a 0700 directory to make that a
 //     deliberate act, outside the threat model (as for containerd's content store).
 //
 // LRU: total bytes stay <= max_bytes by evicting least recently used chunks. Order survives

@@ -81,7 +81,8 @@ struct LayerState {
   std::shared_ptr<LayerReader> reader;      // lazy only
   LayerReaderStats last_stats;              // once the reader is gone
   bool graduated = false;
-  bool background = false;  // StartBackground was called
+  bool background = false;      // StartBackground was called
+  bool switch_refused = false;  // a switch left a mount beneath: never again on this target
 
   // Whether the lazy layer's chunks are all local (its reader says so).
   bool FullyLocal() {
@@ -225,6 +226,13 @@ class ErofsBackend : public LayerMountBackend {
       std::filesystem::create_directories(options_.dir + "/blobs", ec);
       std::filesystem::create_directories(options_.dir + "/images", ec);
       if (ec) return absl::InternalError(fmt::format("create {}: {}", options_.dir, ec.message()));
+      // Layer data and metadata of private images: for the daemon's user only, also when the
+      // directories existed wider (the dir may be configured outside the 0700 root).
+      for (const std::string& d : {options_.dir, options_.dir + "/images"}) {
+        if (::chmod(d.c_str(), 0700) != 0) {
+          return absl::ErrnoToStatus(errno, fmt::format("chmod 0700 {}", d));
+        }
+      }
       erofs::BlobFsOptions o;
       o.max_threads = fuse_.max_threads;
       o.max_read = fuse_.max_read;
@@ -357,10 +365,11 @@ class ErofsBackend : public LayerMountBackend {
   // Replaces a lazy mount by the local copy in place.
   void Switch(LayerState& s, const GraduatedLayer& local) {
     std::lock_guard<std::mutex> lock(s.mu);
-    if (s.graduated || s.kmount == nullptr) return;
+    if (s.graduated || s.kmount == nullptr || s.switch_refused) return;
     absl::StatusOr<std::unique_ptr<KernelErofsMount>> m =
         KernelErofsMount::MountBeneath(local.image, local.tar, s.target);
     if (!m.ok()) {
+      s.switch_refused = m.status().code() == absl::StatusCode::kInternal;
       LogWarn("cannot switch a layer to its local copy; it stays lazy",
               {{"layer", s.layer_id}, {"target", s.target}, {"error", m.status().ToString()}});
       return;

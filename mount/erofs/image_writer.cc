@@ -568,7 +568,8 @@ absl::Status WriteErofsImage(const LayerIndex& index, const DeviceLayout& device
   absl::StatusOr<std::string> image = BuildErofsImage(index, device, options, stats);
   if (!image.ok()) return image.status();
   const std::string tmp = fmt::format("{}.tmp-{}", path, ::getpid());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  // 0600: an image lists a private image's files (the kernel mounts it as root).
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd.valid()) return absl::ErrnoToStatus(errno, fmt::format("create {}", tmp));
   for (size_t done = 0; done < image->size();) {
     ssize_t n = ::write(fd.get(), image->data() + done, image->size() - done);

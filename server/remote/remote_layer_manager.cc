@@ -1,6 +1,7 @@
 #include "server/remote/remote_layer_manager.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,9 +30,11 @@ const toml::table* Section(const toml::table& doc, std::string_view name) {
   return node == nullptr ? nullptr : node->as_table();
 }
 
+// Durable: the file's bytes reach the disk before the rename, and the rename before return,
+// so a crash leaves the old or the new file, never an empty one. Mode 0600: it names images.
 absl::Status WriteFileAtomically(const std::string& path, const std::string& content) {
   std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("create ", tmp));
   size_t done = 0;
   while (done < content.size()) {
@@ -44,11 +47,23 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
     }
     done += static_cast<size_t>(n);
   }
+  if (::fchmod(fd.get(), 0600) != 0 || ::fsync(fd.get()) != 0) {
+    absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("fsync ", tmp));
+    ::unlink(tmp.c_str());
+    return s;
+  }
   fd.Reset();
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("rename ", tmp, " to ", path));
     ::unlink(tmp.c_str());
     return s;
+  }
+  const size_t slash = path.rfind('/');
+  const std::string dir =
+      slash == std::string::npos ? "." : path.substr(0, std::max<size_t>(slash, 1));
+  UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir_fd.valid() || ::fsync(dir_fd.get()) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("fsync directory ", dir));
   }
   return absl::OkStatus();
 }
@@ -310,9 +325,6 @@ bool AnnotatedLazy(const oci::Descriptor& d) {
   return false;
 }
 
-// Preloaded indexes unused this long are dropped (their image's pull was abandoned).
-constexpr std::chrono::minutes kPreloadLifetime{10};
-
 }  // namespace
 
 void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const ResolvedLayer& layer) {
@@ -322,9 +334,26 @@ void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const Res
   absl::StatusOr<registry::ResolvedImage> image = ResolveImage(*ref, /*allow_cached=*/true);
   if (!image.ok()) return;
   const auto now = std::chrono::steady_clock::now();
+  std::vector<Preload> finished;  // destroyed after the lock is released
   std::lock_guard<std::mutex> lock(mu_);
+  // Indexes unused for preload_lifetime belong to an abandoned pull. Destroying a future of
+  // std::async waits for its task, which a stalled registry can hold for minutes: only
+  // finished ones are let go here, the others wait in retired_preloads_.
   for (auto it = preloads_.begin(); it != preloads_.end();) {
-    it = now - it->second.started > kPreloadLifetime ? preloads_.erase(it) : std::next(it);
+    if (now - it->second.started <= options_.remote.preload_lifetime) {
+      ++it;
+      continue;
+    }
+    retired_preloads_.push_back(std::move(it->second));
+    it = preloads_.erase(it);
+  }
+  for (auto it = retired_preloads_.begin(); it != retired_preloads_.end();) {
+    if (it->index.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      ++it;
+      continue;
+    }
+    finished.push_back(std::move(*it));
+    it = retired_preloads_.erase(it);
   }
   for (const oci::Descriptor& other : image->manifest.layers) {
     if (other.digest == layer.layer.digest || !AnnotatedLazy(other)) continue;

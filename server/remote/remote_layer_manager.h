@@ -192,6 +192,10 @@ class RemoteLayerManager final : public RemoteLayerHandler {
     std::chrono::steady_clock::time_point started;
   };
   std::map<std::string, Preload> preloads_;
+  // Preloads dropped unused whose task may still run (a stalled registry): never waited for
+  // under mu_ (that would stall every Prepare); dropped once ready, else waited for at
+  // destruction.
+  std::vector<Preload> retired_preloads_;
 
   std::mutex status_mu_;
   std::condition_variable status_cv_;

@@ -95,18 +95,36 @@ TEST(ChunkCacheTest, PutThenReadReturnsExactBytesAndSubRanges) {
 
   EXPECT_EQ(cache->Read(Digest::Of("other"), 0, buf, 1).status().code(),
             absl::StatusCode::kNotFound);
-  // The file is the chunk, under its digest, and read-only.
+  // The file is the chunk, under its digest, read-only and private to the daemon's user.
   EXPECT_EQ(cache->ChunkPath(d), tmp.path() + "/chunks/" + d.hex().substr(0, 2) + "/" + d.hex());
   auto on_disk = testing::ReadFile(cache->ChunkPath(d));
   ASSERT_TRUE(on_disk.ok());
   EXPECT_EQ(*on_disk, data);
   struct stat st;
   ASSERT_EQ(::stat(cache->ChunkPath(d).c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0444u);
+  EXPECT_EQ(st.st_mode & 07777, 0400u);
   ChunkCacheStats s = cache->stats();
   EXPECT_EQ(s.entries, 1u);
   EXPECT_EQ(s.bytes_stored, data.size());
   EXPECT_EQ(s.misses, 1u);
+}
+
+// Chunks are private image data: a cache directory made wider by someone else (or an older
+// version) is made 0700 again at Open, every directory of the cache included.
+TEST(ChunkCacheTest, OpenMakesEveryCacheDirectoryPrivate) {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/cache";
+  for (const std::string& d : {dir, dir + "/chunks", dir + "/chunks/ab", dir + "/tmp"}) {
+    ASSERT_EQ(::mkdir(d.c_str(), 0755), 0) << d;
+    ASSERT_EQ(::chmod(d.c_str(), 0755), 0) << d;
+  }
+  auto cache = MustOpen(Config(dir));
+  for (const std::string& d :
+       {dir, dir + "/chunks", dir + "/chunks/ab", dir + "/chunks/00", dir + "/tmp"}) {
+    struct stat st;
+    ASSERT_EQ(::stat(d.c_str(), &st), 0) << d;
+    EXPECT_EQ(st.st_mode & 07777, 0700u) << d;
+  }
 }
 
 TEST(ChunkCacheTest, EqualChunksOfDifferentLayersAreStoredOnce) {
