@@ -23,6 +23,13 @@
 //   seq_read_warm     4 re-reads of the big file, page cache warm (best of --warm_reps)
 //   small_files_warm  4 re-reads of the small files, warm (best of --warm_reps)
 // Prints one JSON line per measurement and mode, then a summary with the issue-10 targets.
+//
+// Lifecycle (issue 17; alone with --lifecycle_only): the same tree as eStargz and as
+// zstd:chunked (lazypull's writers), each through its whole life with the default
+// configuration — lazy EROFS mount, a cold start in a container, prefetch + background fetch,
+// graduation and the release of its chunks — reporting the compressed bytes read from the blob
+// over its compressed size (target <= 1.15) and the disk under the cache and EROFS dirs over
+// the uncompressed tar size (target <= 1.3).
 #include <fcntl.h>
 #include <ftw.h>
 #include <sys/mount.h>
@@ -291,6 +298,7 @@ void MeasureLifecycle(const std::string& src, const std::string& work) {
     auto layer = (*backend)->Mount({.layer_id = kLayerId,
                                     .reader = std::move(*reader),
                                     .target_dir = dir + "/layer",
+                                    .backend = "",
                                     .origin = origin});
     if (!layer.ok()) Die(layer.status().ToString());
     (*layer)->StartBackground();

@@ -800,6 +800,32 @@ TEST_P(RemoteErofsTest, ZstdChunkedLayersGraduateWithoutADownload) {
   EXPECT_EQ(odd_layer["graduated"], true) << odd_layer.dump();
 }
 
+// A layer that cannot be re-mounted after a restart (registry gone, its local copy unusable)
+// is unavailable, but its local copy is kept at start (a snapshot uses it) and deleted when
+// its last snapshot is removed: the release of an unavailable snapshot drops it too.
+TEST_P(RemoteErofsTest, RemovingAnUnavailableLayerDeletesItsCopy) {
+  PushedImage image = Image("esgz");
+  std::vector<std::string> targets = PrepareLazyChain(image, false, "u");
+  ASSERT_TRUE(daemon_->Stop().ok());
+  proxy_.reset();  // the registry is unreachable from now on
+  ASSERT_EQ(RunShell("rm -rf " + daemon_->root() + "/cache", std::chrono::seconds(30))->exit_code,
+            0);
+  const std::string copy =
+      daemon_->root() + "/erofs/graduated/sha256-" + image.resolved.manifest.layers[0].digest.hex();
+  ASSERT_TRUE(WriteFile(copy + "/meta.erofs", "not an EROFS image").ok());
+  ASSERT_TRUE(WriteFile(copy + "/layer.blob", "x").ok());
+  ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
+  client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
+  EXPECT_EQ(Status()["unavailable"].size(), 4u) << Status().dump();
+  EXPECT_TRUE(std::filesystem::exists(copy)) << "a copy a snapshot uses was deleted at start";
+  for (auto it = targets.rbegin(); it != targets.rend(); ++it) {
+    ASSERT_GRPC_OK(client_->Remove(*it));
+  }
+  EXPECT_FALSE(std::filesystem::exists(copy)) << daemon_->ReadLog();
+  EXPECT_TRUE(WaitUntil([&] { return Status()["unavailable"].empty(); }, std::chrono::seconds(30)))
+      << Status().dump();
+}
+
 // `auto` on a kernel without EROFS (simulated: the probe reads a filesystems list without it)
 // falls back to FUSE with one log line; `erofs` there refuses to start.
 TEST_P(RemoteErofsTest, AutoFallsBackToFuseAndErofsFailsStartWithoutErofs) {
