@@ -53,6 +53,8 @@ void SyncDir(const std::string& dir) {
 }
 
 absl::Status MakeDir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(fs::path(dir).parent_path(), ec);
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return absl::ErrnoToStatus(errno, fmt::format("create {}", dir));
   }
