@@ -29,6 +29,10 @@
 //     another root process while we run; files are 0400 in a 0700 directory to make that a
 //     deliberate act, outside the threat model (as for containerd's content store).
 //
+// Budget: max_bytes covers everything lazypull keeps on disk for lazy layers. Besides chunks,
+// the owner registers bytes it keeps elsewhere (graduated layer copies, SetExternalBytes), and
+// chunks are evicted so that chunk bytes + external bytes stay <= max_bytes.
+//
 // LRU: total bytes stay <= max_bytes by evicting least recently used chunks. Order survives
 // restarts via each file's mtime (set to a strictly increasing stamp when stored, refreshed
 // on a hit at most once per lru_persist_interval, so hits cost no extra syscall).
@@ -74,6 +78,7 @@ struct ChunkCacheStats {
   uint64_t corrupt_removed = 0;  // files dropped because their bytes did not verify
   uint64_t store_errors = 0;     // verified chunks that could not be stored (e.g. ENOSPC)
   uint64_t open_fds = 0;         // chunk fds held by the fd cache now
+  uint64_t external_bytes = 0;   // bytes kept outside the cache that count against max_bytes
 };
 
 // An open chunk file; its path is kept so a hit allocates nothing.
@@ -157,6 +162,14 @@ class ChunkCache {
   void AddListener(EvictionListener* listener);
   void RemoveListener(EvictionListener* listener);
 
+  // Deletes a stored chunk now (e.g. one a graduated layer's local copy now holds); listeners
+  // are told as for an eviction. No-op if it is not stored. Readers holding its fd keep it.
+  void Remove(const Digest& digest);
+
+  // Bytes kept on disk outside the cache that count against max_bytes (replaces the previous
+  // value); evicts chunks down to max_bytes - `bytes` at once (listeners are told).
+  void SetExternalBytes(uint64_t bytes);
+
   // Whether the chunk is stored (not whether it would verify).
   bool Contains(const Digest& digest) const;
 
@@ -216,6 +229,7 @@ class ChunkCache {
   std::mutex listeners_mu_;
   std::vector<EvictionListener*> listeners_;
   uint64_t bytes_stored_ = 0;
+  uint64_t external_bytes_ = 0;
   uint64_t next_entry_id_ = 1;
   int64_t last_stamp_ = 0;
   ChunkCacheStats counters_;  // entries/bytes_stored/open_fds are filled in by stats()

@@ -107,6 +107,7 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // {"pid": ..., "updated": "<RFC 3339>", "layers": [{"snapshot_id": ..., "ref": ...,
   //  "digest": ..., "format": ..., <LayerMountStatus::ToJson() fields>}],
   //  "unavailable": [{"snapshot_id": ..., "ref": ..., "digest": ..., "error": ...}],
+  //  "disk": {"graduated_bytes": ..., "cache_bytes": ..., "max_bytes": ...},
   //  "fetch": BackgroundScheduler::StatusJson()}
   nlohmann::json StatusJson() const;
   // Writes StatusJson() to <root>/status.json via a temp file + rename.
@@ -156,6 +157,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // reads ranges of it).
   mount::LayerOrigin OriginOf(const ResolvedLayer& layer, std::shared_ptr<BlobReader> blob);
   void RestoreOne(const PendingRestore& pending);
+  // Tells the chunk cache (if open) how many bytes the backend's local copies take, so they
+  // count against its max_bytes.
+  void UpdateCacheBudget();
   // The chunk cache, opened on first use (so a daemon without remote layers creates nothing
   // under its root). Errors of ChunkCache::Open; retried on the next call.
   absl::StatusOr<ChunkCache*> Cache();
@@ -164,8 +168,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   Options options_;
   std::unique_ptr<registry::RegistryClient> client_;
   std::mutex cache_mu_;
-  std::unique_ptr<ChunkCache> cache_;       // guarded by cache_mu_ until set; then immutable
-  std::atomic<bool> status_active_{false};  // set by the first mount attempt
+  std::unique_ptr<ChunkCache> cache_;            // guarded by cache_mu_ until set; then immutable
+  std::atomic<ChunkCache*> cache_ptr_{nullptr};  // cache_ once set, for readers without the lock
+  std::atomic<bool> status_active_{false};       // set by the first mount attempt
   std::unique_ptr<mount::LayerMountBackend> backend_;
   std::shared_ptr<FetchExecutor> executor_;
   std::shared_ptr<BackgroundScheduler> scheduler_;
