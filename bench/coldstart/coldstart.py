@@ -498,6 +498,8 @@ def one_trial(args, net, link, app, variant, spec, refs, n, warm):
                     "--plain-http", "--snapshotter", "lazypull", ref]
         cid = f"cs{n}"
         runc = trial.ctr("run", "--rm", "--snapshotter", snap, ref, cid) + APPS[app][1]
+        # The machine may be shared: the load at the start of the timed part goes with it.
+        load = os.getloadavg()[0]
         secs, moved, line, t_pull, moved_pull = time_run(trial, pull, runc, net)
         if snap == "lazypull":
             time.sleep(2.2)  # one status interval: status.json then covers the run
@@ -506,7 +508,7 @@ def one_trial(args, net, link, app, variant, spec, refs, n, warm):
         layers = st.get("layers", [])
         rec = {"link": link, "app": app, "variant": variant, "trial": n, "seconds": secs,
                "pull_seconds": t_pull, "bytes_moved": moved, "pull_bytes_moved": moved_pull,
-               "output": line,
+               "output": line, "loadavg_1m": load,
                "lazy_layers": len(layers),
                "bytes_read": sum(l.get("bytes_read", 0) for l in layers),
                "bytes_fetched": sum(l.get("bytes_fetched", 0) for l in layers),
@@ -560,7 +562,8 @@ def summarize(results, out_dir):
                "speedup_vs_full": (full_med / med) if full_med else None,
                # This variant's time ÷ stargz-snapshotter's, same run (issue 18: lazypull's
                # eStargz rows ≤ 1/1.5).
-               "time_vs_stargz": (med / sg_med) if sg_med and variant != "stargz" else None}
+               "time_vs_stargz": (med / sg_med) if sg_med and variant != "stargz" else None,
+               "median_loadavg_1m": statistics.median(x.get("loadavg_1m", 0) for x in rs)}
         for k in ("seq_read_32m", "find_walk"):
             if all(k in x for x in rs):
                 row[k] = statistics.median(x[k] for x in rs)
@@ -570,7 +573,7 @@ def summarize(results, out_dir):
     with open(f"{out_dir}/summary.json", "w") as f:
         json.dump(rows, f, indent=1)
     print(f"{'link':9} {'app':7} {'variant':18} {'n':>2} {'seconds':>8} {'x full':>7} "
-          f"{'/stargz':>7} {'MiB moved':>9} {'MiB read':>8}")
+          f"{'/stargz':>7} {'MiB moved':>9} {'MiB read':>8} {'load':>5}")
     for r in rows:
         sp = f"{r['speedup_vs_full']:.1f}" if r["speedup_vs_full"] else "-"
         vs = f"{r['time_vs_stargz']:.2f}" if r["time_vs_stargz"] else "-"
@@ -579,7 +582,7 @@ def summarize(results, out_dir):
             else f"{'-':>8}"
         print(f"{r['link']:9} {r['app']:7} {r['variant']:18} {r['trials']:>2} "
               f"{r['median_seconds']:8.2f} {sp:>7} {vs:>7} {r['median_bytes_moved'] / 2**20:9.1f} "
-              f"{rd}")
+              f"{rd} {r['median_loadavg_1m']:5.1f}")
     return rows
 
 
