@@ -230,7 +230,6 @@ absl::StatusOr<ChunkCache*> RemoteLayerManager::Cache() {
   return cache_.get();
 }
 
-// --- EROFS backend (issue 10): per-snapshot backend label, local copies, layer origin ---
 namespace {
 
 std::string BackendLabel(const Labels& labels) {
@@ -238,64 +237,7 @@ std::string BackendLabel(const Labels& labels) {
   return it == labels.end() ? std::string() : it->second;
 }
 
-// The format a layer's media type implies (for status when no index was opened).
-std::string FormatOfMediaType(const std::string& media_type) {
-  return media_type.find("zstd") != std::string::npos ? "zstd:chunked" : "estargz";
-}
-
 }  // namespace
-
-mount::LayerOrigin RemoteLayerManager::OriginOf(const ResolvedLayer& layer,
-                                                std::shared_ptr<BlobReader> blob) {
-  mount::LayerOrigin origin;
-  // Called from the backend's graduation thread, so it must not throw past it (the backend
-  // guards it too).
-  origin.blob = std::move(blob);
-  origin.diff_id = [this, layer]() -> absl::StatusOr<Digest> {
-    absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
-    if (!ref.ok()) return ref.status();
-    absl::StatusOr<registry::ResolvedImage> image = ResolveImage(*ref, /*allow_cached=*/true);
-    if (!image.ok()) return image.status();
-    absl::StatusOr<oci::ImageConfig> config = client_->FetchConfig(*ref, image->manifest);
-    if (!config.ok()) return config.status();
-    const auto& layers = image->manifest.layers;
-    for (size_t i = 0; i < layers.size() && i < config->diff_ids().size(); ++i) {
-      if (layers[i].digest == layer.layer.digest) return config->diff_ids()[i];
-    }
-    return absl::NotFoundError(absl::StrCat("no diff_id for layer ", layer.layer.digest.ToString(),
-                                            " in the image config of ", layer.image_ref));
-  };
-  {
-    std::lock_guard<std::mutex> lock(cache_mu_);
-    origin.cache = cache_.get();
-  }
-  return origin;
-}
-
-absl::Status RemoteLayerManager::MountLocalLayer(int64_t snapshot_id, const ResolvedLayer& layer,
-                                                 const std::string& fs_dir,
-                                                 const std::string& backend) {
-  const std::string layer_id = layer.layer.digest.ToString();
-  absl::StatusOr<std::unique_ptr<mount::MountedLayer>> mounted =
-      backend_->MountLocal(layer_id, fs_dir, backend);
-  if (!mounted.ok()) return mounted.status();
-  std::unique_ptr<mount::MountedLayer> replaced;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    MountedEntry& entry = mounted_[snapshot_id];
-    replaced = std::move(entry.mounted);
-    entry = MountedEntry{.source = layer,
-                         .format = FormatOfMediaType(layer.layer.media_type),
-                         .mounted = std::move(*mounted)};
-    unavailable_.erase(snapshot_id);
-  }
-  if (replaced != nullptr) replaced->Unmount().IgnoreError();
-  LogInfo("remote layer mounted from its local copy",
-          {{"snapshot_id", snapshot_id}, {"layer", layer_id}, {"target", fs_dir}});
-  status_cv_.notify_all();
-  return absl::OkStatus();
-}
-// --- end of EROFS backend additions ---
 
 namespace {
 
