@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/atomic_file.h"
 #include "base/logging.h"
 #include "base/unique_fd.h"
 #include "fetcher/format/estargz_reader.h"
@@ -27,30 +28,6 @@ namespace {
 const toml::table* Section(const toml::table& doc, std::string_view name) {
   const toml::node* node = doc.get(name);
   return node == nullptr ? nullptr : node->as_table();
-}
-
-absl::Status WriteFileAtomically(const std::string& path, const std::string& content) {
-  std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (!fd.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("create ", tmp));
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("write ", tmp));
-      ::unlink(tmp.c_str());
-      return s;
-    }
-    done += static_cast<size_t>(n);
-  }
-  fd.Reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("rename ", tmp, " to ", path));
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -580,7 +557,8 @@ nlohmann::json RemoteLayerManager::StatusJson() const {
 absl::Status RemoteLayerManager::WriteStatusFile() const {
   // A daemon that never saw a remote layer leaves its root as the plain snapshotter does.
   if (!status_active_) return absl::OkStatus();
-  return WriteFileAtomically(options_.root + "/" + kStatusFileName, StatusJson().dump(2) + "\n");
+  return WriteFileAtomically(options_.root + "/" + kStatusFileName, StatusJson().dump(2) + "\n",
+                             0644);
 }
 
 void RemoteLayerManager::StatusLoop() {

@@ -109,7 +109,7 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   //  "unavailable": [{"snapshot_id": ..., "ref": ..., "digest": ..., "error": ...}],
   //  "fetch": BackgroundScheduler::StatusJson()}
   nlohmann::json StatusJson() const;
-  // Writes StatusJson() to <root>/status.json via a temp file + rename.
+  // Writes StatusJson() to <root>/status.json with WriteFileAtomically (base/atomic_file.h).
   absl::Status WriteStatusFile() const;
 
   // Adds the manager's metrics to a scrape (remote_metrics.cc): chunk cache, registry
