@@ -47,6 +47,15 @@ Digest Digest::FromRaw(std::string_view raw32) {
   return d;
 }
 
+std::string Digest::Raw() const {
+  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  std::string raw(hex_.size() / 2, '\0');
+  for (size_t i = 0; i < raw.size(); ++i) {
+    raw[i] = static_cast<char>(nibble(hex_[2 * i]) << 4 | nibble(hex_[2 * i + 1]));
+  }
+  return raw;
+}
+
 absl::Status Digest::Verify(std::string_view data) const {
   Digest actual = Of(data);
   if (actual == *this) return absl::OkStatus();

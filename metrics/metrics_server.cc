@@ -94,6 +94,24 @@ absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view address) {
   return a;
 }
 
+absl::StatusOr<std::string> ReplaceListenHost(std::string_view address, std::string_view host_arg) {
+  absl::StatusOr<ListenAddress> parsed = ParseListenAddress(address);
+  if (!parsed.ok()) return parsed.status();
+  std::string host(host_arg);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  const bool ipv6 = host.find(':') != std::string::npos;
+  const std::string joined =
+      ipv6 ? absl::StrCat("[", host, "]:", parsed->port) : absl::StrCat(host, ":", parsed->port);
+  absl::StatusOr<ListenAddress> replaced = ParseListenAddress(joined);
+  if (!replaced.ok() || host.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics host \"", host, "\" is not a numeric IPv4 or IPv6 address"));
+  }
+  return replaced->ToString();
+}
+
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(std::string_view address,
                                                                     const Metrics& metrics) {
   absl::StatusOr<ListenAddress> parsed = ParseListenAddress(address);

@@ -28,6 +28,10 @@ struct ListenAddress {
   std::string ToString() const;  // "127.0.0.1:9102", "[::1]:9102"
 };
 absl::StatusOr<ListenAddress> ParseListenAddress(std::string_view address);
+// `address` (as ParseListenAddress) with its host replaced by `host`: a numeric IPv4 or IPv6
+// address, brackets optional (e.g. a node's IP from Kubernetes' downward API, status.hostIP).
+// InvalidArgument naming the bad address or host.
+absl::StatusOr<std::string> ReplaceListenHost(std::string_view address, std::string_view host);
 
 class MetricsServer {
  public:

@@ -64,6 +64,21 @@ class SelectingBackend : public LayerMountBackend {
     if (erofs_ != nullptr) erofs_->DropLocal(layer_id);
   }
 
+  void DropLocalExcept(const std::set<std::string>& keep) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (erofs_ != nullptr) {
+      erofs_->DropLocalExcept(keep);
+    } else if (!config_.erofs.dir.empty()) {
+      // EROFS is off now; copies an earlier configuration made must not stay forever.
+      DropUnusedErofsCopies(config_.erofs, keep);
+    }
+  }
+
+  uint64_t LocalBytes() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return erofs_ != nullptr ? erofs_->LocalBytes() : 0;
+  }
+
  private:
   absl::Status EnsureErofs() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -102,7 +117,7 @@ class SelectingBackend : public LayerMountBackend {
   const ErofsProbe probe_;
   const std::unique_ptr<LayerMountBackend> fuse_;
   BackendKind default_ = BackendKind::kFuse;
-  std::mutex mu_;  // guards erofs_, erofs_error_
+  mutable std::mutex mu_;  // guards erofs_, erofs_error_
   std::unique_ptr<LayerMountBackend> erofs_;
   absl::Status erofs_error_;
 };
@@ -116,6 +131,7 @@ nlohmann::json LayerMountStatus::ToJson() const {
   j["target"] = target;
   j["mounted"] = mounted;
   j["graduated"] = graduated;
+  if (!graduation.empty()) j["graduation"] = graduation;
   return j;
 }
 

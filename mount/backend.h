@@ -22,11 +22,13 @@
 
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "fetcher/cache/chunk_cache.h"
 #include "fetcher/layer_reader/layer_reader.h"
 #include "lazypull/digest.h"
 #include "mount/mount_config.h"
@@ -34,20 +36,22 @@
 
 namespace lazypull::mount {
 
-// Where the layer's original data comes from, for EROFS graduation (a local copy of the
-// original tar). Optional: without it a layer never graduates. Both functions may block on the
-// network; they are called from a backend thread, possibly long after Mount returned.
+// What EROFS graduation (a local copy of a fully fetched layer, erofs/graduated_store.h) needs
+// besides the layer's reader. Without `cache` a layer never graduates. The functions may block
+// on the network; they are called from a backend thread, possibly long after Mount returned,
+// and may throw (the backend turns that into a failed graduation).
 struct LayerOrigin {
-  // sha256 of the uncompressed layer: the image config's rootfs.diff_ids entry.
+  // sha256 of the uncompressed layer: the image config's rootfs.diff_ids entry. Optional: a
+  // zstd:chunked layer is then kept as its original tar (checked against it).
   std::function<absl::StatusOr<Digest>()> diff_id;
-  // Downloads the whole compressed layer blob to `path`, verified against the layer digest;
-  // gives up with Cancelled once `cancelled()` returns true.
-  std::function<absl::Status(const std::string& path, const std::function<bool()>& cancelled)>
-      fetch_blob;
-  // The compressed blob itself (ranges of it), to rebuild a zstd:chunked tar from local chunks
-  // without downloading it again. Optional.
+  // The compressed blob itself (ranges of it), for the tar header frames of a zstd:chunked
+  // tar copy. Optional.
   std::shared_ptr<BlobReader> blob;
-  bool valid() const { return diff_id && fetch_blob; }
+  // The chunk cache holding the layer's chunks. Once the local copy holds them they are
+  // released from it (chunks no other lazy layer of the backend uses), and the copies' disk
+  // bytes count against its max_bytes. Must outlive the backend.
+  ChunkCache* cache = nullptr;
+  bool valid() const { return cache != nullptr; }
 };
 
 struct LayerMountRequest {
@@ -72,6 +76,9 @@ struct LayerMountStatus {
   bool mounted = false;
   // EROFS: served from a local copy with no FUSE in the data path.
   bool graduated = false;
+  // EROFS graduation of the layer: "" (none: FUSE, or no origin), "pending" (fetching),
+  // "running", "failed" (retried once later unless it failed twice), "done".
+  std::string graduation;
   LayerReaderStats reader;
   // {"layer": ..., "backend": ..., "target": ..., "mounted": ..., "bytes_fetched": ...,
   //  "graduated": ..., "fetched_percent": ..., "cache_hits": ..., ...} (the reader's fields
@@ -112,6 +119,11 @@ class LayerMountBackend {
   // Deletes the backend's local copy of `layer_id` (no snapshot uses the layer any more).
   // Mounts still using it keep their open files. Default: nothing to delete.
   virtual void DropLocal(const std::string& layer_id) {}
+  // Deletes every local copy (and leftover) of a layer not in `keep` (layer ids): at start,
+  // with the layers some snapshot still uses. Default: nothing to delete.
+  virtual void DropLocalExcept(const std::set<std::string>& keep) {}
+  // Bytes the backend's local copies occupy on disk. Default 0.
+  virtual uint64_t LocalBytes() const { return 0; }
 };
 
 // Whether EROFS can serve lazy layers here (see erofs/erofs_probe.h). OK or why not.

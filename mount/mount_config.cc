@@ -169,6 +169,10 @@ absl::StatusOr<MountConfig> ParseMountConfig(const toml::table& section) {
       auto n = GetSize(node, key, false);
       if (!n.ok()) return n.status();
       config.reader.readahead_window_max = *n;
+    } else if (key == "directory_batch") {
+      auto n = GetSize(node, key, true);
+      if (!n.ok()) return n.status();
+      config.reader.directory_batch.small_file = *n;
     } else if (key == "max_chunk_in_memory") {
       auto n = GetSize(node, key, false);
       if (!n.ok()) return n.status();

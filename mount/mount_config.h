@@ -13,6 +13,8 @@
 //   file_readahead = "4MiB"        # a miss also fetches the file's next chunks (0 = off)
 //   readahead_window = "256KiB"    # ... and the next chunks in blob order (other files),
 //   readahead_window_max = "4MiB"  #     adaptive up to this (compressed bytes; 0 = off)
+//   directory_batch = "256KiB"     # a miss on a file this small also fetches its directory's
+//                                  #     other small files, adaptive budget (0 = off)
 //   background_fetch = true        # then fetch the whole layer in the background:
 //   background_silence = "2s"      #   once the layer saw no on-demand fetch for this long,
 //   background_quiet = "500ms"     #   never while a container's fetch runs nor this soon after,

@@ -25,6 +25,10 @@ GO_PKGS=(
   golang-go golang-github-containerd-containerd-dev golang-github-containerd-stargz-snapshotter-dev
   # issue 11: the Helm chart renderer in tests/deploy
   golang-github-masterminds-sprig-dev golang-github-xeipuuv-gojsonschema-dev golang-k8s-sigs-yaml-dev
+  # issue 18: bench/coldstart/stargzd (stargz-snapshotter's daemon from its library): protoc-gen-go
+  # 1.3 for the cri-api package Debian lacks; go-toml, docker/cli, go-fuse etc. come with the
+  # stargz library's own dependencies
+  golang-goprotobuf-dev
 )
 
 missing=()

@@ -67,7 +67,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
                                                       RemoteLayerHandler* remote,
                                                       grpc::CallbackGenericService* extra_service) {
   using std::filesystem::perms;
-  if (absl::Status s = MakeDirs(config.root, perms::owner_all); !s.ok()) return s;
+  // Before anything is created under it (the remote-layer handler mounts there).
+  if (absl::Status s = MakePrivateRoot(config.root); !s.ok()) return s;
   absl::StatusOr<RootLock> lock = RootLock::Acquire(config.root);
   if (!lock.ok()) return lock.status();
   std::unique_ptr<Daemon> d(new Daemon(config, std::move(*lock)));

@@ -1,8 +1,9 @@
 // Daemon: the running snapshotter — root lock, Snapshotter, gRPC server on a unix socket.
 //
-// Start order: create root, take <root>/lazypull.lock (a second instance on the same root
-// fails here), open metadata, bind the socket (a stale socket file is replaced; a live one is
-// refused), chmod it to config.socket_mode. Shutdown: stop accepting, let in-flight RPCs
+// Start order: create root (mode 0700 enforced at every start, see MakePrivateRoot), take
+// <root>/lazypull.lock (a second instance on the same root fails here), open metadata, bind
+// the socket (a stale socket file is replaced; a live one is refused), chmod it to
+// config.socket_mode. Shutdown: stop accepting, let in-flight RPCs
 // finish (up to a grace period, then cancel them), remove the socket, release the lock.
 #ifndef LAZYPULL_SERVER_DAEMON_H_
 #define LAZYPULL_SERVER_DAEMON_H_

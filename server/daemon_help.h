@@ -43,12 +43,14 @@ CONTAINERD
 FILES
     /etc/lazypull/config.toml      default config of the systemd unit
     /run/lazypull/lazypull.sock    gRPC socket (default)
-    /var/lib/lazypull              root: metadata.db, snapshots/, cache/, status.json,
-                                   lazypull.lock (one daemon per root)
+    /var/lib/lazypull              root (made 0700 at every start): metadata.db,
+                                   snapshots/, cache/, status.json, lazypull.lock (one
+                                   daemon per root)
 
 METRICS
     Prometheus text at http://ADDRESS/metrics, [metrics] address = "127.0.0.1:9102" by
-    default; "" turns it off. A port in use fails the start.
+    default; "" turns it off. --metrics-host IP replaces the host only (the Helm chart
+    passes the node's IP). A port in use fails the start.
 
 SIGNALS
     SIGTERM, SIGINT    stop accepting RPCs, finish those in flight (10 s), unmount, exit 0.

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "base/logging.h"
+#include "metrics/metrics_server.h"
 #include "server/config.h"
 #include "server/cri/cri_keychain_service.h"
 #include "server/daemon.h"
@@ -37,6 +38,11 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-address", metrics_address,
                  "Prometheus /metrics address (default 127.0.0.1:9102; \"\" = off)")
       ->type_name("ADDRESS");
+  std::optional<std::string> metrics_host;
+  app.add_option("--metrics-host", metrics_host,
+                 "replaces the host of the metrics address, keeping its port (e.g. the node's IP "
+                 "from Kubernetes' downward API)")
+      ->type_name("IP");
   CLI11_PARSE(app, argc, argv);
 
   absl::StatusOr<lazypull::DaemonConfig> config = lazypull::LoadDaemonConfig(config_path);
@@ -48,6 +54,16 @@ int main(int argc, char** argv) {
   if (!root.empty()) config->root = root;
   if (!log_level.empty()) config->log_level = log_level;
   if (metrics_address.has_value()) config->metrics_address = *metrics_address;
+  if (metrics_host.has_value() && !config->metrics_address.empty()) {
+    absl::StatusOr<std::string> replaced =
+        lazypull::metrics::ReplaceListenHost(config->metrics_address, *metrics_host);
+    if (!replaced.ok()) {
+      lazypull::LogError("invalid --metrics-host", {{"error", replaced.status().ToString()}});
+      std::fprintf(stderr, "lazypull-snapshotter: %s\n", replaced.status().ToString().c_str());
+      return 1;
+    }
+    config->metrics_address = *replaced;
+  }
   absl::StatusOr<lazypull::LogLevel> level = lazypull::ParseLogLevel(config->log_level);
   if (!level.ok()) {
     lazypull::LogError("invalid log level", {{"error", level.status().ToString()}});

@@ -1,5 +1,8 @@
 // RootLock: exclusive ownership of a snapshotter root, via flock(2) on <root>/lazypull.lock.
 // The lock dies with the process (also on kill -9), so a stale file never blocks a restart.
+//
+// MakePrivateRoot: the root holds private image data (chunks, layer blobs, metadata), so it is
+// mode 0700 whoever created it (kubelet's hostPath DirectoryOrCreate makes it 0755).
 #ifndef LAZYPULL_SERVER_ROOT_LOCK_H_
 #define LAZYPULL_SERVER_ROOT_LOCK_H_
 
@@ -9,6 +12,11 @@
 #include "base/unique_fd.h"
 
 namespace lazypull {
+
+// Creates `root` (and missing parents, 0755 as mkdir -p) and sets its mode to exactly 0700,
+// also when it already existed with another mode (logged). Errors: a non-directory at `root`
+// (FailedPrecondition), mkdir/chmod errors with their errno, naming the path.
+absl::Status MakePrivateRoot(const std::string& root);
 
 class RootLock {
  public:

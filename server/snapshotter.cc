@@ -15,6 +15,7 @@
 #include "base/logging.h"
 #include "base/unique_fd.h"
 #include "server/disk_usage.h"
+#include "server/root_lock.h"
 
 namespace lazypull {
 namespace {
@@ -61,10 +62,21 @@ absl::StatusOr<std::string> MakeTempSnapshotDir(const std::string& snapshots_dir
 absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(Options options) {
   if (options.root.empty()) return absl::InvalidArgumentError("snapshotter root is empty");
   while (options.root.size() > 1 && options.root.back() == '/') options.root.pop_back();
-  for (const std::string& dir : {options.root, options.root + "/snapshots"}) {
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return Errno(errno, "mkdir", dir);
+  if (absl::Status s = MakePrivateRoot(options.root); !s.ok()) return s;
+  const std::string snapshots = options.root + "/snapshots";
+  if (::mkdir(snapshots.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Errno(errno, "mkdir", snapshots);
   }
-  absl::StatusOr<std::unique_ptr<MetaStore>> store = MetaStore::Open(options.root + "/metadata.db");
+  if (::chmod(snapshots.c_str(), 0700) != 0) return Errno(errno, "chmod", snapshots);
+  // SQLite creates its journal and WAL files with the database file's mode: make that 0600
+  // before it opens (a file left wider by an older version is tightened too).
+  const std::string db = options.root + "/metadata.db";
+  {
+    UniqueFd fd(::open(db.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd.valid()) return Errno(errno, "create", db);
+    if (::fchmod(fd.get(), 0600) != 0) return Errno(errno, "chmod", db);
+  }
+  absl::StatusOr<std::unique_ptr<MetaStore>> store = MetaStore::Open(db);
   if (!store.ok()) return store.status();
   std::unique_ptr<Snapshotter> s(new Snapshotter(std::move(options), std::move(*store)));
   if (s->options_.remote != nullptr) {

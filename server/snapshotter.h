@@ -39,8 +39,8 @@ class Snapshotter {
     RemoteLayerHandler* remote = nullptr;
   };
 
-  // Creates <root> (0700) and <root>/snapshots, opens <root>/metadata.db, and re-mounts
-  // remote layers through options.remote.
+  // Creates <root> and <root>/snapshots and makes both 0700 (also when they existed), makes
+  // <root>/metadata.db 0600, opens it, and re-mounts remote layers through options.remote.
   static absl::StatusOr<std::unique_ptr<Snapshotter>> Open(Options options);
 
   // Creates an active (Prepare) or view (View) snapshot and returns its mounts.

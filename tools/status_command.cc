@@ -76,6 +76,12 @@ int RunStatus(const StatusFlags& flags) {
         static_cast<unsigned long long>(Field<uint64_t>(fetch, "on_demand_fetches", 0)),
         static_cast<unsigned long long>(Field<uint64_t>(fetch, "background_requests", 0)));
   }
+  if (const nlohmann::json disk = status.value("disk", nlohmann::json::object()); !disk.empty()) {
+    std::printf("disk: chunk cache %s, graduated copies %s, budget %s\n",
+                HumanBytes(Field<double>(disk, "cache_bytes", 0)).c_str(),
+                HumanBytes(Field<double>(disk, "graduated_bytes", 0)).c_str(),
+                HumanBytes(Field<double>(disk, "max_bytes", 0)).c_str());
+  }
   std::printf("%-6s %-14s %-13s %-7s %-9s %10s %8s %10s %-10s %s\n", "SNAP", "LAYER", "FORMAT",
               "BACKEND", "GRADUATED", "FETCHED", "LOCAL%", "CACHE_HITS", "BACKGROUND", "REF");
   const nlohmann::json layers = status.value("layers", nlohmann::json::array());

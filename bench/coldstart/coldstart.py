@@ -2,13 +2,14 @@
 """Cold-start benchmark: time to a container's first output, and bytes moved over the link.
 
 Runs, in ONE run on this machine, alternating trials with fresh daemons and dropped caches:
-containerd's own overlayfs full pull (the baseline) and lazypull lazy pulls (eStargz made by
-ctr-remote, zstd:chunked made by skopeo, optionally lazypull-converted `--optimize` images,
-pulled with `ctr-remote images rpull` and `lazypull rpull`), for images built from Debian
-packages by this script. The registry (Debian docker-registry) runs in a network namespace
+containerd's own overlayfs full pull (the baseline), stargz-snapshotter (its library from
+Debian with our own main, bench/coldstart/stargzd, built here; the eStargz image pulled with
+`ctr-remote images rpull`) and lazypull lazy pulls (eStargz made by ctr-remote, zstd:chunked made
+by skopeo, optionally lazypull-converted `--optimize` images, pulled with `ctr-remote images
+rpull` and `lazypull rpull`), for images built from Debian packages by this script. The registry (Debian docker-registry) runs in a network namespace
 behind a veth shaped with tbf (100 Mbit/s) and a delay proxy (10 ms each way: 20 ms RTT);
 an unshaped path is measured too. Results: JSON lines per trial, a summary (medians, ratios
-against the full pull), and a PNG bar chart.
+against the full pull and against stargz-snapshotter), and a PNG bar chart.
 
 Usage (root, from the repo, after scripts/build.sh):
   bench/coldstart/coldstart.py [--build build] [--work /var/tmp/lazypull-coldstart]
@@ -333,10 +334,22 @@ def drop_caches():
         f.write("3\n")
 
 
-class Trial:
-    """One fresh containerd (+ one fresh lazypull daemon unless full pull) in a temp dir."""
+STARGZD = "bin/lazypull-bench-stargzd"
 
-    def __init__(self, args, host, lazypull_config):
+
+def build_stargzd(build):
+    """Builds stargz-snapshotter's daemon (our main over Debian's library, offline)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    run(["bash", f"{here}/stargzd/build.sh", build, f"{build}/{STARGZD}"])
+
+
+class Trial:
+    """One fresh containerd in a temp dir, plus one fresh snapshotter daemon with a fresh root:
+    lazypull (lazypull_config not None, the lines added to its config) or stargz-snapshotter
+    (stargz True), or none for the full pull. Both daemons get the same registry config: plain
+    HTTP to `host`, nothing else."""
+
+    def __init__(self, args, host, lazypull_config, stargz=False):
         self.args = args
         self.dir = tempfile.mkdtemp(prefix="cs-", dir="/tmp")
         self.sock = f"{self.dir}/c.sock"
@@ -356,10 +369,28 @@ class Trial:
                 [f"{args.build}/bin/lazypull-snapshotter", "--config", f"{self.dir}/lazypull.toml",
                  "--root", f"{self.dir}/lp", "--address", self.lp_sock, "--metrics-address", ""],
                 stdout=self.lp_log, stderr=self.lp_log)
+        elif stargz:
+            cfg += f'[proxy_plugins.stargz]\n  type = "snapshot"\n  address = "{self.lp_sock}"\n'
+            # containerd-stargz-grpc's format; only the registry is configured (its way of
+            # saying plain HTTP: the host as its own insecure mirror), the rest is default.
+            with open(f"{self.dir}/stargz.toml", "w") as f:
+                f.write(f'[[resolver.host."{host}".mirrors]]\n  host = "{host}"\n'
+                        f'  insecure = true\n')
+            self.lp_log = open(f"{self.dir}/stargz.log", "w")
+            self.lp = subprocess.Popen(
+                [f"{args.build}/{STARGZD}", "--config", f"{self.dir}/stargz.toml",
+                 "--root", f"{self.dir}/sg", "--address", self.lp_sock,
+                 "--log-level", "debug" if args.keep else "info"],
+                stdout=self.lp_log, stderr=self.lp_log)
+        if self.lp:
             for _ in range(200):
-                if os.path.exists(self.lp_sock):
+                if os.path.exists(self.lp_sock) or self.lp.poll() is not None:
                     break
                 time.sleep(0.05)
+            if self.lp.poll() is not None:
+                log(open(self.lp_log.name).read())
+                cleanup_dir(self.dir)
+                raise RuntimeError(f"snapshotter daemon exited ({self.lp.returncode})")
         with open(f"{self.dir}/config.toml", "w") as f:
             f.write(cfg)
         self.c_log = open(f"{self.dir}/containerd.log", "w")
@@ -432,7 +463,10 @@ def warm_reads(trial, snapshotter, ref, cid):
 
 
 def variants_for(args, refs):
+    """variant -> (image, lazypull config lines or None, client). Client "stargz" is
+    stargz-snapshotter with `ctr-remote images rpull --snapshotter stargz`."""
     v = {"full": ("gzip", None, "ctr")}
+    v["stargz"] = ("estargz", None, "stargz")
     v["estargz"] = ("estargz", "", "ctr-remote")
     v["zstdchunked"] = ("zstdchunked", "", "ctr-remote")
     v["estargz-nobg"] = ("estargz", "[mount]\nbackground_fetch = false\n", "ctr-remote")
@@ -451,19 +485,21 @@ def one_trial(args, net, link, app, variant, spec, refs, n, warm):
     image_key, lp_config, client = spec
     host = net.host(link)
     ref = f"{host}/{refs[image_key]}"
-    trial = Trial(args, host, lp_config)
+    snap = {"ctr": "overlayfs", "stargz": "stargz"}.get(client, "lazypull")
+    trial = Trial(args, host, lp_config if snap == "lazypull" else None, stargz=snap == "stargz")
     try:
-        snap = "overlayfs" if client == "ctr" else "lazypull"
         if client == "ctr":
             pull = trial.ctr("images", "pull", "--plain-http", ref)
-        elif client == "ctr-remote":
+        elif client in ("ctr-remote", "stargz"):
             pull = ["ctr-remote", "--address", trial.sock, "-n", "bench", "images", "rpull",
-                    "--plain-http", "--snapshotter", "lazypull", ref]
+                    "--plain-http", "--snapshotter", snap, ref]
         else:
             pull = [f"{args.build}/bin/lazypull", "rpull", "--address", trial.sock, "-n", "bench",
                     "--plain-http", "--snapshotter", "lazypull", ref]
         cid = f"cs{n}"
         runc = trial.ctr("run", "--rm", "--snapshotter", snap, ref, cid) + APPS[app][1]
+        # The machine may be shared: the load at the start of the timed part goes with it.
+        load = os.getloadavg()[0]
         secs, moved, line, t_pull, moved_pull = time_run(trial, pull, runc, net)
         if snap == "lazypull":
             time.sleep(2.2)  # one status interval: status.json then covers the run
@@ -472,15 +508,16 @@ def one_trial(args, net, link, app, variant, spec, refs, n, warm):
         layers = st.get("layers", [])
         rec = {"link": link, "app": app, "variant": variant, "trial": n, "seconds": secs,
                "pull_seconds": t_pull, "bytes_moved": moved, "pull_bytes_moved": moved_pull,
-               "output": line,
+               "output": line, "loadavg_1m": load,
                "lazy_layers": len(layers),
                "bytes_read": sum(l.get("bytes_read", 0) for l in layers),
                "bytes_fetched": sum(l.get("bytes_fetched", 0) for l in layers),
                "background_bytes": sum(l.get("background_bytes", 0) for l in layers),
                "requests": sum(l.get("requests", 0) for l in layers)}
         # Warm reads compare fully local layers; without background fetch they never become
-        # local, so that variant has no warm numbers.
-        if warm and "background_fetch = false" not in (lp_config or ""):
+        # local, so that variant has no warm numbers; stargz-snapshotter reports no "fully
+        # local" to wait for, so it has none either.
+        if warm and snap != "stargz" and "background_fetch = false" not in (lp_config or ""):
             # Warm reads are of a fully local image: wait until every layer is local and, on
             # EROFS, graduated (served from its local copy with no FUSE in the data path; the
             # mount switches to it shortly after the layer becomes local).
@@ -516,11 +553,17 @@ def summarize(results, out_dir):
         med = statistics.median(x["seconds"] for x in rs)
         full = groups.get((link, app, "full"))
         full_med = statistics.median(x["seconds"] for x in full) if full else None
+        sg = groups.get((link, app, "stargz"))
+        sg_med = statistics.median(x["seconds"] for x in sg) if sg else None
         row = {"link": link, "app": app, "variant": variant, "trials": len(rs),
                "median_seconds": med,
                "median_bytes_moved": statistics.median(x["bytes_moved"] for x in rs),
                "median_bytes_read": statistics.median(x["bytes_read"] for x in rs),
-               "speedup_vs_full": (full_med / med) if full_med else None}
+               "speedup_vs_full": (full_med / med) if full_med else None,
+               # This variant's time ÷ stargz-snapshotter's, same run (issue 18: lazypull's
+               # eStargz rows ≤ 1/1.5).
+               "time_vs_stargz": (med / sg_med) if sg_med and variant != "stargz" else None,
+               "median_loadavg_1m": statistics.median(x.get("loadavg_1m", 0) for x in rs)}
         for k in ("seq_read_32m", "find_walk"):
             if all(k in x for x in rs):
                 row[k] = statistics.median(x[k] for x in rs)
@@ -530,12 +573,16 @@ def summarize(results, out_dir):
     with open(f"{out_dir}/summary.json", "w") as f:
         json.dump(rows, f, indent=1)
     print(f"{'link':9} {'app':7} {'variant':18} {'n':>2} {'seconds':>8} {'x full':>7} "
-          f"{'MiB moved':>9} {'MiB read':>8}")
+          f"{'/stargz':>7} {'MiB moved':>9} {'MiB read':>8} {'load':>5}")
     for r in rows:
         sp = f"{r['speedup_vs_full']:.1f}" if r["speedup_vs_full"] else "-"
+        vs = f"{r['time_vs_stargz']:.2f}" if r["time_vs_stargz"] else "-"
+        # Only lazypull reports what the container read (its status.json).
+        rd = f"{r['median_bytes_read'] / 2**20:8.1f}" if r["variant"] not in ("full", "stargz") \
+            else f"{'-':>8}"
         print(f"{r['link']:9} {r['app']:7} {r['variant']:18} {r['trials']:>2} "
-              f"{r['median_seconds']:8.2f} {sp:>7} {r['median_bytes_moved'] / 2**20:9.1f} "
-              f"{r['median_bytes_read'] / 2**20:8.1f}")
+              f"{r['median_seconds']:8.2f} {sp:>7} {vs:>7} {r['median_bytes_moved'] / 2**20:9.1f} "
+              f"{rd} {r['median_loadavg_1m']:5.1f}")
     return rows
 
 
@@ -545,7 +592,7 @@ def chart(rows, path):
     import matplotlib.pyplot as plt
     links = sorted({r["link"] for r in rows})
     # One order and one colour per variant in every panel.
-    order = ["full", "estargz", "zstdchunked", "estargz-rpull", "zstdchunked-rpull",
+    order = ["full", "stargz", "estargz", "zstdchunked", "estargz-rpull", "zstdchunked-rpull",
              "estargz-nobg", "estargz-fuse", "estargz-opt", "zstdchunked-opt"]
     all_variants = sorted({r["variant"] for r in rows},
                           key=lambda v: (order.index(v) if v in order else len(order), v))
@@ -588,6 +635,8 @@ def main():
     if os.geteuid() != 0:
         sys.exit("coldstart: must run as root (namespaces, mounts, drop_caches)")
     args.build = os.path.abspath(args.build)
+    if not args.variants or "stargz" in args.variants.split(","):
+        build_stargzd(args.build)
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
     net = Network(args.work, args.build)

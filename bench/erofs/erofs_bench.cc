@@ -5,7 +5,8 @@
 //   fuse            the FUSE backend (libfuse3 file system over LayerReader)
 //   erofs-lazy      the EROFS backend before graduation (kernel EROFS metadata, data through the
 //                   blob FUSE file over LayerReader)
-//   erofs-graduated the EROFS backend after graduation (EROFS over the local original tar)
+//   erofs-graduated the EROFS backend after graduation (EROFS over the local copy: the lazy
+//                   blob layout written from the verified chunks)
 //
 // The layer: python3.11 with its libraries and standard library (~1,400 files), a --file_mb MiB
 // random file and --small_files random 4-16 KiB files, converted to eStargz by lazypull's
@@ -17,11 +18,18 @@
 //   stat_walk_cold    lstat of every entry on fresh mounts after dropping the page cache;
 //                     best of --passes (passes rotate through the modes)
 //   seq_read_cold     one read of the big file on fresh mounts after dropping the page cache
-//                     (lazy modes: fetched; graduated: from the local tar); best of --passes
+//                     (lazy modes: fetched; graduated: from the local copy); best of --passes
 //   stat_walk_warm    the same walk again (best of --warm_reps)
 //   seq_read_warm     4 re-reads of the big file, page cache warm (best of --warm_reps)
 //   small_files_warm  4 re-reads of the small files, warm (best of --warm_reps)
 // Prints one JSON line per measurement and mode, then a summary with the issue-10 targets.
+//
+// Lifecycle (issue 17; alone with --lifecycle_only): the same tree as eStargz and as
+// zstd:chunked (lazypull's writers), each through its whole life with the default
+// configuration — lazy EROFS mount, a cold start in a container, prefetch + background fetch,
+// graduation and the release of its chunks — reporting the compressed bytes read from the blob
+// over its compressed size (target <= 1.15) and the disk under the cache and EROFS dirs over
+// the uncompressed tar size (target <= 1.3).
 #include <fcntl.h>
 #include <ftw.h>
 #include <sys/mount.h>
@@ -39,6 +47,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -47,12 +56,15 @@
 #include "fetcher/convert/blob_sink.h"
 #include "fetcher/convert/estargz_writer.h"
 #include "fetcher/convert/layer_decompressor.h"
+#include "fetcher/convert/zstd_chunked_writer.h"
 #include "fetcher/format/estargz_reader.h"
+#include "fetcher/format/zstd_chunked_reader.h"
 #include "fetcher/layer_reader/layer_reader.h"
 #include "fetcher/tar/tar_scanner.h"
 #include "mount/backend.h"
 #include "mount/erofs/graduated_store.h"
 #include "nlohmann/json.hpp"
+#include "tests/fuse/fault_blob_reader.h"
 #include "tests/harness/test_env.h"
 
 namespace lazypull {
@@ -66,6 +78,7 @@ struct Options {
   size_t small_files = 1000;
   int passes = 3;
   int warm_reps = 10;
+  bool lifecycle_only = false;
 };
 
 const char kLayerId[] = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
@@ -212,6 +225,113 @@ double TimeColdStart(const std::string& root) {
   return Seconds(start);
 }
 
+uint64_t DiskBytes(const std::string& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    struct stat st;
+    if (lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      total += static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+  }
+  return total;
+}
+
+// Issue 17: the bytes a layer moves and keeps on disk over its whole life on a node, default
+// configuration: lazy EROFS mount, a container's cold start, prefetch + background fetch,
+// graduation (targets: moved <= 1.15x the compressed size, disk <= 1.3x the uncompressed
+// size), for eStargz and zstd:chunked made by lazypull's writers from the same tar.
+void MeasureLifecycle(const std::string& src, const std::string& work) {
+  const std::string tar_path = work + "/lifecycle.tar";
+  Sh("tar --format=pax --sort=name -C " + src + " -cf " + tar_path + " .");
+  auto tar = NewFileBlobReader(tar_path);
+  if (!tar.ok()) Die(tar.status().ToString());
+  auto tar_index = tar::ScanTar(**tar);
+  if (!tar_index.ok()) Die(tar_index.status().ToString());
+  const uint64_t uncompressed = (*tar)->Size();
+  for (const std::string format_name : {"estargz", "zstd:chunked"}) {
+    const bool zstd = format_name == "zstd:chunked";
+    const std::string dir = work + (zstd ? "/life-zc" : "/life-esgz");
+    fs::create_directories(dir + "/layer");
+    const std::string blob_path = dir + "/blob";
+    Digest diff_id, toc_digest;
+    std::map<std::string, std::string> annotations;
+    {
+      auto sink = convert::NewFileBlobSink(blob_path);
+      if (!sink.ok()) Die(sink.status().ToString());
+      if (zstd) {
+        auto w = convert::WriteZstdChunked(**tar, *tar_index, {}, **sink);
+        if (!w.ok()) Die(w.status().ToString());
+        diff_id = w->diff_id;
+        annotations = w->Annotations();
+      } else {
+        auto w = convert::WriteEstargz(**tar, *tar_index, {}, **sink);
+        if (!w.ok()) Die(w.status().ToString());
+        diff_id = w->diff_id;
+        toc_digest = w->toc_digest;
+      }
+    }
+    auto file = NewFileBlobReader(blob_path);
+    if (!file.ok()) Die(file.status().ToString());
+    auto counted = std::make_shared<testing::FaultBlobReader>(std::move(*file));
+    const uint64_t blob_bytes = counted->Size();
+    auto index = zstd ? format::ReadZstdChunkedIndex(*counted, annotations)
+                      : format::ReadEstargzIndex(*counted, toc_digest);
+    if (!index.ok()) Die(index.status().ToString());
+    auto shared_index = std::make_shared<const format::LayerIndex>(std::move(*index));
+    mount::MountConfig config;  // the defaults: background fetch and graduation on
+    config.backend = mount::BackendKind::kErofs;
+    config.erofs.dir = dir + "/erofs";
+    CacheConfig cc;
+    cc.dir = dir + "/cache";
+    auto cache = ChunkCache::Open(cc);
+    if (!cache.ok()) Die(cache.status().ToString());
+    auto backend = mount::NewLayerMountBackend(config);
+    if (!backend.ok()) Die(backend.status().ToString());
+    auto reader = LayerReader::Create(kLayerId, shared_index, counted, cache->get(), config.reader);
+    if (!reader.ok()) Die(reader.status().ToString());
+    mount::LayerOrigin origin;
+    origin.diff_id = [diff_id]() -> absl::StatusOr<Digest> { return diff_id; };
+    origin.blob = counted;
+    origin.cache = cache->get();
+    auto layer = (*backend)->Mount({.layer_id = kLayerId,
+                                    .reader = std::move(*reader),
+                                    .target_dir = dir + "/layer",
+                                    .backend = "",
+                                    .origin = origin});
+    if (!layer.ok()) Die(layer.status().ToString());
+    (*layer)->StartBackground();
+    double cold_start = 0;
+    {
+      Overlay container(dir + "/layer", dir);
+      cold_start = TimeColdStart(container.path());
+    }
+    const auto start = Clock::now();
+    while (!(*layer)->Status().graduated || (*cache)->stats().bytes_stored > 0) {
+      if (Seconds(start) > 600)
+        Die("the layer did not graduate: " + (*layer)->Status().ToJson().dump());
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    const uint64_t moved = counted->bytes();
+    const uint64_t disk = DiskBytes(dir + "/cache") + DiskBytes(dir + "/erofs");
+    Print({{"bench", "lifecycle"},
+           {"format", format_name},
+           {"blob_bytes", blob_bytes},
+           {"uncompressed_bytes", uncompressed},
+           {"cold_start_s", cold_start},
+           {"seconds_to_graduated", Seconds(start)},
+           {"moved_bytes", moved},
+           {"moved_over_compressed", static_cast<double>(moved) / blob_bytes},
+           {"disk_bytes", disk},
+           {"disk_over_uncompressed", static_cast<double>(disk) / uncompressed},
+           {"targets", "moved_over_compressed <= 1.15, disk_over_uncompressed <= 1.3"}});
+    layer->reset();
+    backend->reset();
+  }
+  fs::remove(tar_path);
+}
+
 int Run(const Options& o) {
   SetLogLevel(LogLevel::kWarn);
   testing::TempDir tmp("lazypull-erofs-bench");
@@ -229,9 +349,13 @@ int Run(const Options& o) {
          {"small_files", small.size()},
          {"blob_bytes", fs::file_size(blob)},
          {"cold_start_command", std::string("chroot <overlay> ") + kPython}});
+  if (o.lifecycle_only) {
+    MeasureLifecycle(src, tmp.path());
+    return 0;
+  }
 
   // Backends as the daemon creates them; the graduated copy is built once, for real, through
-  // the GraduatedStore (original tar verified against its diff_id).
+  // the GraduatedStore (eStargz: the lazy blob layout from the verified chunks).
   mount::MountConfig fuse_config, erofs_config;
   fuse_config.backend = mount::BackendKind::kFuse;
   erofs_config.backend = mount::BackendKind::kErofs;
@@ -252,37 +376,29 @@ int Run(const Options& o) {
   if (!index.ok()) Die(index.status().ToString());
   auto shared_index = std::make_shared<const format::LayerIndex>(std::move(*index));
   {
-    std::string tar;
-    auto sink = convert::NewStringBlobSink(&tar);
-    auto decompressed =
-        convert::DecompressLayer(*shared_blob, convert::InputCompression::kGzip, *sink, "bench");
-    if (!decompressed.ok()) Die(decompressed.status().ToString());
-    mount::LayerOrigin origin;
-    Digest diff_id = decompressed->diff_id;
-    origin.diff_id = [diff_id]() -> absl::StatusOr<Digest> { return diff_id; };
-    origin.fetch_blob = [&](const std::string& path, const std::function<bool()>&) -> absl::Status {
-      std::error_code ec;
-      fs::copy_file(blob, path, ec);
-      return ec ? absl::InternalError(ec.message()) : absl::OkStatus();
-    };
-    origin.blob = shared_blob;
+    // eStargz graduates to the lazy blob layout from the verified local chunks (no download).
     CacheConfig cc;
     cc.dir = tmp.Sub("graduation-cache");
     auto cache = ChunkCache::Open(cc);
     if (!cache.ok()) Die(cache.status().ToString());
+    mount::LayerOrigin origin;
+    origin.blob = shared_blob;
+    origin.cache = cache->get();
     auto reader =
         LayerReader::Create(kLayerId, shared_index, shared_blob, cache->get(), fuse_config.reader);
     if (!reader.ok()) Die(reader.status().ToString());
     mount::erofs::GraduatedStore store(erofs_config.erofs.dir + "/graduated");
     std::atomic<bool> cancel{false};
-    auto g = store.Graduate(kLayerId, **reader, origin, cancel);
+    auto g = store.Build(kLayerId, **reader, origin, cancel);
     if (!g.ok()) Die(g.status().ToString());
+    if (absl::Status s = store.Publish(**g); !s.ok()) Die(s.ToString());
     Print({{"bench", "graduation"},
-           {"method", g->method},
-           {"seconds", g->seconds},
-           {"tar_bytes", g->tar_bytes},
-           {"downloaded_bytes", g->compressed_bytes},
-           {"chunks_verified", g->chunks_verified}});
+           {"method", (*g)->stats().method},
+           {"seconds", (*g)->stats().seconds},
+           {"data_bytes", (*g)->stats().data_bytes},
+           {"disk_bytes", (*g)->stats().disk_bytes},
+           {"fetched_bytes", (*g)->stats().fetched_bytes},
+           {"chunks_verified", (*g)->stats().chunks_verified}});
   }
 
   int seq = 0;
@@ -376,6 +492,8 @@ int Run(const Options& o) {
     }
     Print(j);
   }
+  mounts.clear();
+  MeasureLifecycle(src, tmp.path());
   auto ratio = [&](const char* name, const char* mode) {
     return t[name][mode] / t[name]["native"];
   };
@@ -401,6 +519,8 @@ int main(int argc, char** argv) {
   app.add_option("--small_files", o.small_files, "number of 4-16 KiB files");
   app.add_option("--passes", o.passes, "cold-start passes (best is kept)");
   app.add_option("--warm_reps", o.warm_reps, "samples of each warm measurement (best is kept)");
+  app.add_flag("--lifecycle_only", o.lifecycle_only,
+               "only the bytes moved / kept on disk over a layer's life (issue 17)");
   CLI11_PARSE(app, argc, argv);
   return lazypull::Run(o);
 }

@@ -35,6 +35,10 @@ class PosixCacheFs final : public CacheFs {
       return absl::FailedPreconditionError(
           fmt::format("chunk cache: {} exists and is not a directory", path));
     }
+    // A directory made by someone else (or by an older version) may be wider.
+    if ((st.st_mode & 07777) != 0700 && ::chmod(path.c_str(), 0700) != 0) {
+      return ErrnoError(errno, "chmod 0700", path);
+    }
     return absl::OkStatus();
   }
 
@@ -45,7 +49,7 @@ class PosixCacheFs final : public CacheFs {
   }
 
   absl::StatusOr<UniqueFd> CreateExclusive(const std::string& path) override {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0400);
     if (fd < 0) return ErrnoError(errno, "create", path);
     return UniqueFd(fd);
   }

@@ -39,14 +39,14 @@ class CacheFs {
  public:
   virtual ~CacheFs() = default;
 
-  // mkdir -p with mode 0700. OK if the directory already exists.
+  // mkdir -p with mode 0700; `path` itself is made exactly 0700 also when it already existed.
   virtual absl::Status MakeDirs(const std::string& path) = 0;
 
   // Opens `path` read-only (O_CLOEXEC). NotFound if it does not exist.
   virtual absl::StatusOr<UniqueFd> OpenForRead(const std::string& path) = 0;
 
-  // Creates a new file for writing (O_CREAT|O_EXCL, mode 0444 so nothing rewrites a cached
-  // chunk in place by accident). AlreadyExists if `path` exists.
+  // Creates a new file for writing (O_CREAT|O_EXCL, mode 0400: private to the daemon's user,
+  // and nothing rewrites a cached chunk in place by accident). AlreadyExists if `path` exists.
   virtual absl::StatusOr<UniqueFd> CreateExclusive(const std::string& path) = 0;
 
   // Writes all of `data` to `fd` (retrying short writes and EINTR). `path` is for messages.

@@ -169,7 +169,29 @@ ChunkCacheStats ChunkCache::stats() const {
   s.entries = entries_.size();
   s.bytes_stored = bytes_stored_;
   s.open_fds = fd_lru_.size();
+  s.external_bytes = external_bytes_;
   return s;
+}
+
+void ChunkCache::Remove(const Digest& digest) {
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(digest.hex());
+    if (it == entries_.end()) return;
+    id = it->second.id;
+  }
+  DropIfSame(digest.hex(), id, /*corrupt=*/false);
+}
+
+void ChunkCache::SetExternalBytes(uint64_t bytes) {
+  FdList closing;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    external_bytes_ = bytes;
+    EvictLocked(nullptr, &closing);
+  }
+  NotifyRemoved();
 }
 
 void ChunkCache::EraseLocked(Entry* entry, FdList* closing) {
@@ -210,7 +232,7 @@ void ChunkCache::NotifyRemoved() {
 }
 
 void ChunkCache::EvictLocked(const Entry* keep, FdList* closing) {
-  while (bytes_stored_ > config_.max_bytes && !lru_.empty()) {
+  while (bytes_stored_ + external_bytes_ > config_.max_bytes && !lru_.empty()) {
     Entry* victim = lru_.back();
     if (victim == keep) break;  // keep is the newest, at the front: nothing older is left
     // Unlinked under the lock so a concurrent re-store of the same digest cannot race with

@@ -4,7 +4,11 @@
 // different layers or images are stored once. On disk, under CacheConfig::dir:
 //
 //   lock                      flock'ed while a ChunkCache owns the directory
-//   chunks/<hex[0:2]>/<hex>   one file per chunk, mode 0444, its mtime is the LRU stamp
+//   chunks/<hex[0:2]>/<hex>   one file per chunk, mode 0400, its mtime is the LRU stamp
+//
+// Every directory of the cache is 0700 (enforced at Open, also on directories that existed)
+// and every chunk 0400: chunks are private image data, unreadable by other users even when
+// the cache dir lives outside the daemon's (0700) root.
 //   tmp/<hex>.<n>             chunks being written; removed when the cache is opened
 //
 // Integrity ("no unverified byte is served"):
@@ -22,8 +26,12 @@
 //     Files written by this process are trusted because their bytes were verified.
 //     Short reads of a verified file (truncated behind our back) are also DataLoss and drop
 //     the entry. The remaining hole is a same-size in-place rewrite of a verified file by
-//     another root process while we run; files are 0444 in a 0700 directory to make that a
+//     another root process while we run; files are 0400 in a 0700 directory to make that a
 //     deliberate act, outside the threat model (as for containerd's content store).
+//
+// Budget: max_bytes covers everything lazypull keeps on disk for lazy layers. Besides chunks,
+// the owner registers bytes it keeps elsewhere (graduated layer copies, SetExternalBytes), and
+// chunks are evicted so that chunk bytes + external bytes stay <= max_bytes.
 //
 // LRU: total bytes stay <= max_bytes by evicting least recently used chunks. Order survives
 // restarts via each file's mtime (set to a strictly increasing stamp when stored, refreshed
@@ -70,6 +78,7 @@ struct ChunkCacheStats {
   uint64_t corrupt_removed = 0;  // files dropped because their bytes did not verify
   uint64_t store_errors = 0;     // verified chunks that could not be stored (e.g. ENOSPC)
   uint64_t open_fds = 0;         // chunk fds held by the fd cache now
+  uint64_t external_bytes = 0;   // bytes kept outside the cache that count against max_bytes
 };
 
 // An open chunk file; its path is kept so a hit allocates nothing.
@@ -153,6 +162,14 @@ class ChunkCache {
   void AddListener(EvictionListener* listener);
   void RemoveListener(EvictionListener* listener);
 
+  // Deletes a stored chunk now (e.g. one a graduated layer's local copy now holds); listeners
+  // are told as for an eviction. No-op if it is not stored. Readers holding its fd keep it.
+  void Remove(const Digest& digest);
+
+  // Bytes kept on disk outside the cache that count against max_bytes (replaces the previous
+  // value); evicts chunks down to max_bytes - `bytes` at once (listeners are told).
+  void SetExternalBytes(uint64_t bytes);
+
   // Whether the chunk is stored (not whether it would verify).
   bool Contains(const Digest& digest) const;
 
@@ -212,6 +229,7 @@ class ChunkCache {
   std::mutex listeners_mu_;
   std::vector<EvictionListener*> listeners_;
   uint64_t bytes_stored_ = 0;
+  uint64_t external_bytes_ = 0;
   uint64_t next_entry_id_ = 1;
   int64_t last_stamp_ = 0;
   ChunkCacheStats counters_;  // entries/bytes_stored/open_fds are filled in by stats()

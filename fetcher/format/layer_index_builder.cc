@@ -14,6 +14,11 @@ constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
 constexpr std::string_view kAufsMetaPrefix = ".wh..wh.";
 constexpr uint32_t kMaxDevNumber = (1u << 20) - 1;
+// The largest expansions: deflate about 1032:1 (258 bytes per 2-bit code); zstd 32768:1 (an
+// RLE block: 4 bytes for 128 KiB). The slack covers headers of tiny members and frames.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+constexpr uint64_t kMaxZstdRatio = 32768;
+constexpr uint64_t kMaxRatioSlack = 64 << 10;
 
 absl::Status Invalid(std::string_view path, std::string_view what) {
   return absl::InvalidArgumentError(
@@ -434,20 +439,46 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
   tmp_dirents_ = {};
   index_.inodes_[0].nlink = std::max<uint32_t>(index_.inodes_[0].nlink, 2);
 
-  // Chunk ranges: inside the data area, and members/frames never partially overlapping.
+  // Chunk ranges: inside the data area, and members/frames never partially overlapping. One
+  // digest names one content, so it has one length: the reader shares fetches and cache
+  // entries by digest, and a TOC giving a digest two lengths would make a read of the longer
+  // one ask for bytes the shorter one never had.
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   ranges.reserve(index_.chunks_.size());
+  absl::flat_hash_map<std::string_view, uint64_t> digest_lengths;
   for (Ino ino = 1; ino <= index_.inodes_.size(); ++ino) {
     const Node& n = index_.inodes_[ino - 1];
     if (!S_ISREG(n.mode)) continue;
     for (uint32_t i = 0; i < n.count; ++i) {
       const Chunk& c = index_.chunks_[n.begin + i];
-      if (c.compression == ChunkCompression::kZeros) continue;
+      if (c.compression == ChunkCompression::kZeros) continue;  // never fetched nor cached
+      if (c.has_digest && options_.check_digest_lengths) {
+        std::string_view key(reinterpret_cast<const char*>(c.digest.data()), c.digest.size());
+        auto [it, inserted] = digest_lengths.emplace(key, c.length);
+        if (!inserted && it->second != c.length) {
+          return absl::InvalidArgumentError(fmt::format(
+              "layer entry \"{}\": chunk at file offset {} has digest {} with length {}, but "
+              "another chunk has the same digest with length {}",
+              index_.Path(ino), c.file_offset, c.digest_value().ToString(), c.length, it->second));
+        }
+      }
       if (c.compressed_length == 0 || c.compressed_offset > data_end ||
           c.compressed_length > data_end - c.compressed_offset) {
         return absl::InvalidArgumentError(fmt::format(
             "layer entry \"{}\": chunk at blob range [{}, +{}) is outside the data area [0, {})",
             index_.Path(ino), c.compressed_offset, c.compressed_length, data_end));
+      }
+      // Neither codec can expand past a fixed ratio: a chunk claiming more than its member or
+      // frame can hold is a lie, and decoding it to find out would be a decompression bomb.
+      const uint64_t ratio =
+          c.compression == ChunkCompression::kGzipMember ? kMaxDeflateRatio : kMaxZstdRatio;
+      if (c.compressed_length <= (UINT64_MAX - kMaxRatioSlack) / ratio &&
+          c.inner_offset + c.length > ratio * c.compressed_length + kMaxRatioSlack) {
+        return absl::InvalidArgumentError(fmt::format(
+            "layer entry \"{}\": chunk at file offset {} claims {} bytes at inner offset {} of a "
+            "{}-byte {}, more than it can expand to",
+            index_.Path(ino), c.file_offset, c.length, c.inner_offset, c.compressed_length,
+            c.compression == ChunkCompression::kGzipMember ? "gzip member" : "zstd frame"));
       }
       ranges.emplace_back(c.compressed_offset, c.compressed_offset + c.compressed_length);
     }

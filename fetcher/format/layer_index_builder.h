@@ -2,7 +2,8 @@
 // LayerIndex, enforcing every structural rule of a safe layer: normalized relative paths (no
 // "..", no absolute paths), no duplicate names, parents that are directories, hardlinks to
 // existing non-directories, chunk lists that tile each file exactly, chunk ranges inside the
-// blob's data area and not overlapping, digests present.
+// blob's data area and not overlapping, digests present and naming one length each, gzip
+// members not claiming more bytes than deflate can expand to.
 //
 // Whiteouts are translated to the overlay view here (see layer_index.h). Not thread-safe;
 // one builder builds one index.
@@ -30,6 +31,9 @@ struct IndexBuildOptions {
                                                                     {"user.overlay.opaque", "y"}};
   // Upper bound on TOC entries (bomb protection). More is InvalidArgument.
   uint64_t max_entries = 5'000'000;
+  // Refuse a chunk digest that appears with two lengths. Only tests turn this off, to build
+  // the index a hostile TOC would need and show that the reader's own checks hold.
+  bool check_digest_lengths = true;
 };
 
 // Metadata common to every entry type.

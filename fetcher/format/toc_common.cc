@@ -2,10 +2,13 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include "absl/strings/escaping.h"
 #include "absl/time/time.h"
 #include "fetcher/format/status_util.h"
 #include "fmt/format.h"
+#include "lazypull/digest.h"
 
 namespace lazypull::format {
 namespace {
@@ -13,12 +16,6 @@ namespace {
 absl::Status EntryError(const TocEntry& e, std::string_view what) {
   return absl::InvalidArgumentError(
       fmt::format("TOC entry \"{}\": {}", std::string_view(e.name).substr(0, 512), what));
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
 }
 
 }  // namespace
@@ -47,20 +44,10 @@ absl::Status ParseRfc3339(std::string_view text, int64_t* sec, uint32_t* nsec) {
 
 absl::Status ParseSha256(std::string_view text, std::string_view what,
                          std::array<uint8_t, 32>* out) {
-  constexpr std::string_view kPrefix = "sha256:";
-  if (text.substr(0, kPrefix.size()) != kPrefix || text.size() != kPrefix.size() + 64) {
-    return absl::InvalidArgumentError(
-        fmt::format("{}: invalid digest \"{}\" (want sha256:<64 hex>)", what, text.substr(0, 80)));
-  }
-  for (size_t i = 0; i < 32; ++i) {
-    int hi = HexValue(text[kPrefix.size() + 2 * i]);
-    int lo = HexValue(text[kPrefix.size() + 2 * i + 1]);
-    if (hi < 0 || lo < 0) {
-      return absl::InvalidArgumentError(
-          fmt::format("{}: digest \"{}\" is not lowercase hex", what, text.substr(0, 80)));
-    }
-    (*out)[i] = static_cast<uint8_t>(hi << 4 | lo);
-  }
+  absl::StatusOr<Digest> d = Digest::Parse(text);
+  if (!d.ok()) return absl::InvalidArgumentError(fmt::format("{}: {}", what, Msg(d.status())));
+  const std::string raw = d->Raw();
+  std::copy(raw.begin(), raw.end(), out->begin());
   return absl::OkStatus();
 }
 

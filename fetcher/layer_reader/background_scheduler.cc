@@ -98,10 +98,27 @@ void BackgroundScheduler::Charge(uint64_t bytes) {
 }
 
 void BackgroundScheduler::RecordTransfer(uint64_t bytes, std::chrono::nanoseconds elapsed) {
-  if (bytes < kMinSampleBytes || elapsed.count() <= 0) return;
+  if (elapsed.count() <= 0) return;
   std::lock_guard<std::mutex> lock(mu_);
+  if (bytes < kMinSampleBytes) {
+    rtt_samples_.push_back({Clock::now(), static_cast<double>(elapsed.count()) / 1e9});
+    while (rtt_samples_.size() > kMaxSamples) rtt_samples_.pop_front();
+    return;
+  }
   samples_.push_back({Clock::now(), static_cast<double>(bytes) * 1e9 / elapsed.count()});
   while (samples_.size() > kMaxSamples) samples_.pop_front();
+}
+
+uint64_t BackgroundScheduler::BandwidthDelayProduct() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (rtt_samples_.empty()) return 0;
+  const auto oldest = Clock::now() - kSampleLifetime;
+  double rtt = 0;
+  for (const Sample& s : rtt_samples_) {
+    if (s.at >= oldest && (rtt == 0 || s.bytes_per_second < rtt)) rtt = s.bytes_per_second;
+  }
+  if (rtt == 0) rtt = rtt_samples_.back().bytes_per_second;
+  return static_cast<uint64_t>(static_cast<double>(LinkEstimateLocked()) * rtt);
 }
 
 void BackgroundScheduler::Wake() { cv_.notify_all(); }

@@ -95,9 +95,14 @@ class BackgroundScheduler {
   // they have "drained" at the budget's rate.
   void Charge(uint64_t bytes);
 
-  // Reports a finished transfer (any kind) for the link estimate. Transfers under 256 KiB are
-  // dominated by latency and ignored.
+  // Reports a finished transfer (any kind) for the link estimate. Transfers of 256 KiB and
+  // more measure the bandwidth; smaller ones are dominated by latency and measure the round
+  // trip instead (the fastest recent one).
   void RecordTransfer(uint64_t bytes, std::chrono::nanoseconds elapsed);
+
+  // The link's bandwidth-delay product in bytes (what the link carries during one round trip),
+  // from the estimates above; 0 while either is unknown.
+  uint64_t BandwidthDelayProduct() const;
 
   // Wakes every Acquire to re-check its stop condition.
   void Wake();
@@ -126,7 +131,8 @@ class BackgroundScheduler {
     Clock::time_point at;
     double bytes_per_second;
   };
-  std::deque<Sample> samples_;  // recent large transfers, newest last
+  std::deque<Sample> samples_;      // recent large transfers, newest last
+  std::deque<Sample> rtt_samples_;  // recent small transfers (bytes_per_second = seconds)
 };
 
 }  // namespace lazypull

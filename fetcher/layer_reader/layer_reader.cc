@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <span>
+#include <tuple>
 #include <utility>
 
 #include "base/logging.h"
@@ -48,6 +49,9 @@ nlohmann::json LayerReaderStats::ToJson() const {
           {"readahead_used", readahead_used},
           {"readahead_window", readahead_window},
           {"background_bytes", background_bytes},
+          {"batch_chunks", batch_chunks},
+          {"batch_used", batch_used},
+          {"batch_budget", batch_budget},
           {"prefetch", prefetch},
           {"background", background}};
 }
@@ -85,6 +89,7 @@ LayerReader::LayerReader(std::string layer_id, std::shared_ptr<const format::Lay
       executor_(options_.executor),
       scheduler_(options_.scheduler),
       last_on_demand_(std::chrono::steady_clock::now()),
+      batcher_(options_.directory_batch),
       window_size_(options_.readahead_window) {
   const size_t background_threads = options_.background_policy.max_in_flight;
   if (!executor_) {
@@ -109,16 +114,20 @@ LayerReader::LayerReader(std::string layer_id, std::shared_ptr<const format::Lay
       Weight& w = weights_[KeyOf(c)];
       w.bytes += c.length;
       ++w.chunks;
+      if (c.has_digest) {
+        std::vector<uint64_t>& lengths = lengths_by_digest_[std::string(
+            reinterpret_cast<const char*>(c.digest.data()), c.digest.size())];
+        if (std::find(lengths.begin(), lengths.end(), c.length) == lengths.end()) {
+          lengths.push_back(c.length);
+        }
+      }
     }
   }
-  for (const auto& [key, w] : weights_) {
-    (void)w;
-    if (key.size() == 32 && cache_->Contains(Digest::FromRaw(key))) MarkLocalLocked(key);
+  for (const auto& [raw, lengths] : lengths_by_digest_) {
+    if (!cache_->Contains(Digest::FromRaw(raw))) continue;
+    for (uint64_t length : lengths) MarkLocalLocked(DigestKey(raw, length));
   }
-  std::sort(all_chunks_.begin(), all_chunks_.end(), [](const Chunk* a, const Chunk* b) {
-    return std::tie(a->compressed_offset, a->inner_offset) <
-           std::tie(b->compressed_offset, b->inner_offset);
-  });
+  std::sort(all_chunks_.begin(), all_chunks_.end(), BlobOrderLess);
   cache_->AddListener(this);
 }
 
@@ -141,9 +150,20 @@ LayerReader::~LayerReader() {
   cv_.wait(lock, [&] { return outstanding_ == 0; });
 }
 
+bool LayerReader::BlobOrderLess(const Chunk* a, const Chunk* b) {
+  return std::tie(a->compressed_offset, a->inner_offset) <
+         std::tie(b->compressed_offset, b->inner_offset);
+}
+
 std::string LayerReader::KeyOf(const Chunk& c) {
-  if (c.has_digest) return std::string(reinterpret_cast<const char*>(c.digest.data()), 32);
-  return fmt::format("@{}:{}:{}", c.compressed_offset, c.inner_offset, c.length);
+  if (!c.has_digest) return fmt::format("@{}:{}:{}", c.compressed_offset, c.inner_offset, c.length);
+  return DigestKey(std::string_view(reinterpret_cast<const char*>(c.digest.data()), 32), c.length);
+}
+
+std::string LayerReader::DigestKey(std::string_view raw_digest, uint64_t length) {
+  std::string key(raw_digest);
+  for (int i = 0; i < 8; ++i) key.push_back(static_cast<char>(length >> (8 * i)));
+  return key;
 }
 
 std::shared_ptr<LayerReader::Flight> LayerReader::ClaimLocked(const Chunk& c, bool* owned) {
@@ -166,10 +186,8 @@ std::shared_ptr<LayerReader::Flight> LayerReader::ClaimLocked(const Chunk& c, bo
 }
 
 std::vector<LayerReader::Group> LayerReader::MergeIntoGroups(std::vector<ChunkRef> chunks) const {
-  std::sort(chunks.begin(), chunks.end(), [](const ChunkRef& a, const ChunkRef& b) {
-    return std::tie(a.chunk->compressed_offset, a.chunk->inner_offset) <
-           std::tie(b.chunk->compressed_offset, b.chunk->inner_offset);
-  });
+  std::sort(chunks.begin(), chunks.end(),
+            [](const ChunkRef& a, const ChunkRef& b) { return BlobOrderLess(a.chunk, b.chunk); });
   std::vector<Group> groups;
   for (ChunkRef& ref : chunks) {
     const Chunk& c = *ref.chunk;
@@ -189,65 +207,6 @@ std::vector<LayerReader::Group> LayerReader::MergeIntoGroups(std::vector<ChunkRe
     groups.back().chunks.push_back(std::move(ref));
   }
   return groups;
-}
-
-size_t LayerReader::BlobPosition(const Chunk& c) const {
-  auto it = std::lower_bound(all_chunks_.begin(), all_chunks_.end(), &c,
-                             [](const Chunk* a, const Chunk* b) {
-                               return std::tie(a->compressed_offset, a->inner_offset) <
-                                      std::tie(b->compressed_offset, b->inner_offset);
-                             });
-  for (auto j = it; j != all_chunks_.end() && (*j)->compressed_offset == c.compressed_offset; ++j) {
-    if (*j == &c) return j - all_chunks_.begin();
-  }
-  return it - all_chunks_.begin();
-}
-
-std::vector<LayerReader::ChunkRef> LayerReader::ClaimWindowLocked(size_t pos, uint64_t window,
-                                                                  uint64_t window_id,
-                                                                  size_t* end_pos) {
-  std::vector<ChunkRef> claimed;
-  std::optional<uint64_t> start;
-  for (; pos < all_chunks_.size(); ++pos) {
-    const Chunk* c = all_chunks_[pos];
-    if (c->compression == ChunkCompression::kZeros) continue;
-    if (!start) start = c->compressed_offset;
-    if (c->compressed_offset + c->compressed_length - *start > window) break;
-    bool owned = false;
-    std::shared_ptr<Flight> flight = ClaimLocked(*c, &owned);
-    if (!owned) continue;
-    readahead_keys_[KeyOf(*c)] = window_id;
-    claimed.push_back({c, std::move(flight)});
-  }
-  *end_pos = pos;
-  return claimed;
-}
-
-std::vector<LayerReader::ChunkRef> LayerReader::NoteReadaheadUseLocked(const std::string& key) {
-  auto it = readahead_keys_.find(key);
-  if (it == readahead_keys_.end()) return {};
-  const uint64_t id = it->second;
-  readahead_keys_.erase(it);
-  ++stats_.readahead_used;
-  if (id != window_.id) return {};
-  ++window_.used;
-  if (window_.extended || window_.used * 2 < window_.issued) return {};
-  // The program is reading through the window: fetch the next one, twice as large, before it
-  // gets there.
-  window_.extended = true;
-  window_size_ = std::min(window_size_ * 2, options_.readahead_window_max);
-  size_t end_pos = 0;
-  std::vector<ChunkRef> next =
-      ClaimWindowLocked(window_.end_pos, window_size_, window_.id + 1, &end_pos);
-  window_ = Window{.id = window_.id + 1,
-                   .end_pos = end_pos,
-                   .size = window_size_,
-                   .issued = next.size(),
-                   .used = 0,
-                   .extended = false};
-  stats_.readahead_chunks += next.size();
-  stats_.readahead_window = window_size_;
-  return next;
 }
 
 void LayerReader::SubmitFetch(std::vector<ChunkRef> chunks, FetchKind kind,
@@ -292,15 +251,14 @@ void LayerReader::ForgetLocalLocked(const Chunk& c) { ForgetLocalKeyLocked(KeyOf
 
 void LayerReader::OnChunkRemoved(const Digest& digest) {
   std::lock_guard<std::mutex> lock(mu_);
-  // Keys are the digest's 32 raw bytes (KeyOf).
-  std::string key(32, '\0');
-  const std::string& hex = digest.hex();
-  for (size_t i = 0; i < 32 && 2 * i + 1 < hex.size(); ++i) {
-    key[i] = static_cast<char>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  auto it = lengths_by_digest_.find(digest.Raw());
+  if (it == lengths_by_digest_.end()) return;
+  for (uint64_t length : it->second) {
+    const std::string key = DigestKey(it->first, length);
+    if (!local_.contains(key)) continue;
+    ForgetLocalKeyLocked(key);
+    if (stats_.background == "done") stats_.background = "incomplete";
   }
-  if (!local_.contains(key)) return;
-  ForgetLocalKeyLocked(key);
-  if (stats_.background == "done") stats_.background = "incomplete";
 }
 
 void LayerReader::ForgetLocalKeyLocked(const std::string& key) {
@@ -385,8 +343,7 @@ void LayerReader::FinishChunk(const ChunkRef& ref, std::string_view compressed) 
 void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
   if (groups.empty()) return;
   // Chunks too large to hold in memory are spooled to a file as they stream in; the others
-  // are assembled in memory. A spooled chunk never overlaps another (the assembler would
-  // otherwise need its bytes), which every format here guarantees.
+  // are assembled in memory.
   struct Spooled {
     size_t index;  // in the group's chunks
     uint64_t fed = 0;
@@ -402,12 +359,12 @@ void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
     const std::vector<ChunkRef>& chunks = groups[g].chunks;
     for (size_t i = 0; i < chunks.size(); ++i) {
       const Chunk& c = *chunks[i].chunk;
-      const bool overlaps =
-          (i > 0 && chunks[i - 1].chunk->compressed_range().end() > c.compressed_offset) ||
-          (i + 1 < chunks.size() &&
-           c.compressed_range().end() > chunks[i + 1].chunk->compressed_offset);
-      if (!overlaps && (c.length > options_.max_chunk_in_memory ||
-                        c.compressed_length > options_.max_chunk_in_memory)) {
+      // What decoding holds in memory is the member/frame and everything it inflates to up to
+      // the chunk's end (inner_offset included), so both decide. Chunks sharing a member may
+      // be spooled: each spool and the assembler see every byte of the fetch.
+      if (c.compressed_length > options_.max_chunk_in_memory ||
+          c.length > options_.max_chunk_in_memory ||
+          c.inner_offset > options_.max_chunk_in_memory - c.length) {
         spooled[g].push_back(Spooled{i, 0, std::make_unique<ChunkSpool>(c, cache_)});
       } else {
         buffered[g].push_back(i);
@@ -663,6 +620,9 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
       break;
     }
   }
+  // Asked before mu_ is taken: the scheduler calls back into readers under its own lock.
+  const bool wants_batch = !to_fetch.empty() && batcher_.Wants(attr->size, offset);
+  const uint64_t link_bdp = wants_batch ? scheduler_->BandwidthDelayProduct() : 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.cache_hits += hits;
@@ -708,6 +668,19 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
           }
         }
       }
+      // Directory batch: the small files next to this one that programs read along with it.
+      if (wants_batch) {
+        batcher_.Plan(*index_, ino, link_bdp, [&](const Chunk& c, uint64_t batch_id) {
+          bool owned = false;
+          std::shared_ptr<Flight> flight = ClaimLocked(c, &owned);
+          if (!owned) return false;
+          readahead_keys_[KeyOf(c)] = batch_id;
+          to_fetch.push_back({&c, std::move(flight)});
+          return true;
+        });
+        stats_.batch_chunks = batcher_.chunks_total();
+        stats_.batch_budget = batcher_.budget();
+      }
       // Cross-file readahead: a new window after the last chunk fetched, in blob order. A
       // miss the previous window did not foresee, while little of it was read, shrinks it.
       if (window_size_ > 0) {
@@ -743,7 +716,17 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
           st.code() == absl::StatusCode::kDeadlineExceeded ? "timed out reading" : "reading");
     }
     if (p.flight->data != nullptr) {
-      std::memcpy(p.dst, p.flight->data->data() + p.chunk_off, p.n);
+      // The flight is this chunk's (keyed by digest AND length), so this holds; it is checked
+      // anyway because a miss here would copy heap memory into a file's contents.
+      const std::string& data = *p.flight->data;
+      if (p.chunk_off > data.size() || p.n > data.size() - p.chunk_off) {
+        return ChunkError(*p.chunk, ino,
+                          absl::DataLossError(
+                              fmt::format("fetched chunk holds {} bytes, the read wants [{}, +{})",
+                                          data.size(), p.chunk_off, p.n)),
+                          "reading");
+      }
+      std::memcpy(p.dst, data.data() + p.chunk_off, p.n);
       continue;
     }
     // A spooled chunk: its verified bytes are in a file.

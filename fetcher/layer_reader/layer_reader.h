@@ -17,7 +17,12 @@
 //     readahead_window_max) when the program reads half of the previous window's chunks — and
 //     that read fetches the next window before the program misses — and halves (down to
 //     readahead_window_min) when a new miss finds that less than a quarter of the previous
-//     window was read.
+//     window was read;
+//   * same directory: a miss on a small file read from its start also fetches the directory's
+//     other small files that are not local, nearest in name order first, up to a budget of
+//     about two bandwidth-delay products that adapts to how many of them get read
+//     (DirectoryBatcher): programs read a directory's files together in an order the blob does
+//     not predict (module imports, locales).
 //
 // Single-flight: while a chunk is being fetched (by a read, readahead, the prefetch or the
 // background fetch) other reads of it wait for that fetch instead of starting another. Waiting
@@ -61,6 +66,7 @@
 #include "fetcher/format/layer_index.h"
 #include "fetcher/layer_reader/background_scheduler.h"
 #include "fetcher/layer_reader/chunk_spool.h"
+#include "fetcher/layer_reader/directory_batcher.h"
 #include "fetcher/layer_reader/fetch_executor.h"
 #include "lazypull/blob_reader.h"
 #include "nlohmann/json.hpp"
@@ -76,9 +82,10 @@ struct LayerReaderOptions {
   // Upper bound of one on-demand fetch, readahead included (a single larger chunk is still
   // fetched).
   uint64_t max_request_bytes = 16 << 20;
-  // Chunks larger than this (compressed or not) never sit in memory whole: they are
-  // decompressed and hashed as they stream in, into a file (ChunkSpool), and served from it
-  // once verified. Bounds the memory of a read whatever a TOC declares.
+  // Chunks larger than this (compressed, or decompressed counting the member's bytes before
+  // the chunk: inner_offset) never sit in memory whole: they are decompressed and hashed as
+  // they stream in, into a file (ChunkSpool), and served from it once verified. Bounds the
+  // memory of a read whatever a TOC declares.
   uint64_t max_chunk_in_memory = 8 << 20;
   // Same-file readahead: on a miss of a file read sequentially (the miss continues where the
   // file's previous miss ended), also fetch the file's following chunks that are not local,
@@ -90,6 +97,9 @@ struct LayerReaderOptions {
   uint64_t readahead_window = 256 << 10;
   uint64_t readahead_window_min = 32 << 10;
   uint64_t readahead_window_max = 4 << 20;
+  // Directory batches (directory_batcher.h): a cold miss on a small file also fetches the
+  // directory's other small files, up to an adaptive budget. small_file = 0 turns them off.
+  DirectoryBatchOptions directory_batch;
   // Threads of the reader's own FetchExecutor (when `executor` is null): foreground fetches
   // always have this many threads besides the background ones.
   size_t foreground_threads = 8;
@@ -136,6 +146,9 @@ struct LayerReaderStats {
   uint64_t readahead_used = 0;    // of those, chunks a later read asked for
   uint64_t readahead_window = 0;  // current cross-file window, compressed bytes
   uint64_t background_bytes = 0;  // compressed bytes fetched by the background fetch
+  uint64_t batch_chunks = 0;      // chunks fetched by directory batches
+  uint64_t batch_used = 0;        // of those, chunks a later read asked for
+  uint64_t batch_budget = 0;      // current directory batch budget, compressed bytes
   std::string prefetch;           // "off", "pending", "none", "running", "done", "failed"
   // "off"; "pending" (not started); "waiting" (silence period: the layer is being read);
   // "paused" (yielding to on-demand fetches); "throttled" (bandwidth budget); "queued" (node-
@@ -231,8 +244,13 @@ class LayerReader : private ChunkCache::EvictionListener {
     uint64_t chunks = 0;
   };
 
-  // Raw digest bytes, or the chunk's location when it has no digest.
+  // What identifies a chunk's content for single-flight, the local set and readahead: its
+  // digest AND length (DigestKey), or its location when it has no digest. Never the digest
+  // alone: a waiter must only ever join a fetch of exactly the bytes it asked for.
   static std::string KeyOf(const format::Chunk& c);
+  static std::string DigestKey(std::string_view raw_digest, uint64_t length);
+  // Blob order: by member/frame, then by position inside it.
+  static bool BlobOrderLess(const format::Chunk* a, const format::Chunk* b);
   // Records a chunk as stored in the cache / as evicted (for fetched %). Caller holds mu_.
   void MarkLocalLocked(const std::string& key);
   void ForgetLocalLocked(const format::Chunk& c);
@@ -302,8 +320,11 @@ class LayerReader : private ChunkCache::EvictionListener {
   std::condition_variable cv_;  // flights done, outstanding_ changes, stop
   absl::flat_hash_map<std::string, std::shared_ptr<Flight>> flights_;
   absl::flat_hash_map<std::string, Weight> weights_;  // by key; immutable after construction
-  absl::flat_hash_set<std::string> local_;            // keys of chunks known to be in the cache
-  size_t outstanding_ = 0;                            // submitted fetches not yet finished
+  // Raw digest -> the lengths this layer's chunks give it (one, unless the index was built
+  // without check_digest_lengths), to turn a cache eviction into keys. Immutable.
+  absl::flat_hash_map<std::string, std::vector<uint64_t>> lengths_by_digest_;
+  absl::flat_hash_set<std::string> local_;  // keys of chunks known to be in the cache
+  size_t outstanding_ = 0;                  // submitted fetches not yet finished
   size_t background_in_flight_ = 0;
   std::atomic<bool> stopping_{false};  // set under mu_; read without it by streaming fetches
   bool background_started_ = false;
@@ -311,8 +332,10 @@ class LayerReader : private ChunkCache::EvictionListener {
   std::thread background_thread_;
   // When this layer last started an on-demand fetch (construction counts as one).
   std::chrono::steady_clock::time_point last_on_demand_;
-  // Cross-file readahead: the current window and the chunks readahead fetched, by key ->
-  // window id, until a read asks for them.
+  DirectoryBatcher batcher_;
+  // Cross-file readahead and directory batches: the current window and the chunks they
+  // fetched, by key -> window id or batch id (DirectoryBatcher::IsBatchId), until a read asks
+  // for them.
   struct Window {
     uint64_t id = 0;
     size_t end_pos = 0;  // blob position after the window

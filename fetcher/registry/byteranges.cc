@@ -83,14 +83,22 @@ std::optional<ContentRange> ParseContentRange(std::string_view value) {
       !ParseU64(value.substr(dash + 1, slash - dash - 1), &last) || last < first) {
     return std::nullopt;
   }
+  // 0-18446744073709551615 is 2^64 bytes: its length does not fit (it would wrap to 0).
+  if (last - first == UINT64_MAX) return std::nullopt;
   ContentRange out{first, last - first + 1, std::nullopt};
   std::string_view complete = value.substr(slash + 1);
   if (complete != "*") {
     uint64_t n = 0;
-    if (!ParseU64(complete, &n)) return std::nullopt;
+    // RFC 9110 §14.4: LAST must be below the complete length.
+    if (!ParseU64(complete, &n) || last >= n) return std::nullopt;
     out.complete_length = n;
   }
   return out;
+}
+
+bool ContentRangeInside(const ContentRange& range, uint64_t blob_size) {
+  if (range.complete_length.has_value() && *range.complete_length != blob_size) return false;
+  return range.offset <= blob_size && range.length <= blob_size - range.offset;
 }
 
 std::optional<std::string> ByterangesBoundary(std::string_view content_type) {
@@ -170,8 +178,7 @@ absl::Status ByterangesParser::OnLine(std::string_view line) {
       if (!cr) {
         return Fail(fmt::format("bad Content-Range \"{}\" in part {}", Quote(value), parts_ + 1));
       }
-      if ((cr->complete_length && *cr->complete_length != blob_size_) || cr->offset >= blob_size_ ||
-          cr->length > blob_size_ - cr->offset) {
+      if (!ContentRangeInside(*cr, blob_size_) || cr->offset >= blob_size_) {
         return Fail(fmt::format("part {} Content-Range \"{}\" is outside the blob of {} bytes",
                                 parts_ + 1, Quote(value), blob_size_));
       }

@@ -30,8 +30,13 @@ struct ContentRange {
   uint64_t length = 0;
   std::optional<uint64_t> complete_length;
 };
-// nullopt if `value` is not of that form (or LAST < FIRST).
+// nullopt if `value` is not of that form, LAST < FIRST, the range is 2^64 bytes long, or
+// LAST is not below a given COMPLETE.
 std::optional<ContentRange> ParseContentRange(std::string_view value);
+
+// Whether `range` lies inside a blob of `blob_size` bytes (and names that size, if it names
+// one). Checked without overflow whatever the numbers a server sent.
+bool ContentRangeInside(const ContentRange& range, uint64_t blob_size);
 
 // The boundary of a `multipart/byteranges; boundary=...` Content-Type (quoted or not); nullopt
 // for any other media type or a missing/empty boundary.

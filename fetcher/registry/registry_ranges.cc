@@ -236,8 +236,7 @@ absl::Status RegistryClient::StreamMultipart(const Reference& ref, const oci::De
           parser.emplace(std::move(*b), size);
         } else {
           std::optional<ContentRange> cr = ParseContentRange(head.Header("content-range"));
-          if (!cr || (cr->complete_length && *cr->complete_length != size) ||
-              cr->offset + cr->length > size) {
+          if (!cr || !ContentRangeInside(*cr, size)) {
             malformed = absl::DataLossError(fmt::format(
                 "206 answer to a multi-range request is neither multipart/byteranges nor a "
                 "valid single range (Content-Type \"{}\", Content-Range \"{}\")",
@@ -334,9 +333,7 @@ absl::Status RegistryClient::StreamCovering(const Reference& ref, const oci::Des
       body_limit = size;
       if (head.status == 206) {
         std::optional<ContentRange> cr = ParseContentRange(head.Header("content-range"));
-        if (!cr || cr->offset != attempt_start ||
-            (cr->complete_length && *cr->complete_length != size) ||
-            cr->offset + cr->length > size) {
+        if (!cr || cr->offset != attempt_start || !ContentRangeInside(*cr, size)) {
           bad_answer = absl::DataLossError(fmt::format(
               "Content-Range \"{}\" does not answer bytes={}-{}",
               head.Header("content-range").substr(0, 100), attempt_start, delivery.last_end() - 1));

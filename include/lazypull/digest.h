@@ -27,6 +27,7 @@ class Digest {
 
   bool empty() const { return hex_.empty(); }
   const std::string& hex() const { return hex_; }            // 64 lowercase hex chars
+  std::string Raw() const;                                   // 32 raw bytes ("" if empty)
   std::string ToString() const { return "sha256:" + hex_; }  // "sha256:..."
   // Returns OK if sha256(data) equals this digest, else DataLoss naming both digests.
   absl::Status Verify(std::string_view data) const;

@@ -4,6 +4,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -40,10 +41,15 @@ void Guard(fuse_req_t req, const char* op, F&& body) {
   }
 }
 
+// Blobs are whole layers of possibly private images: only the daemon's user (root, which is
+// also who the kernel's EROFS mounts open them as) may open them; the mount has
+// default_permissions, so the kernel enforces these modes.
 void FileStat(uint64_t ino, const BlobFs::Entry& e, struct stat* st) {
   std::memset(st, 0, sizeof(*st));
   st->st_ino = ino;
-  st->st_mode = S_IFREG | 0444;
+  st->st_mode = S_IFREG | 0400;
+  st->st_uid = ::geteuid();
+  st->st_gid = ::getegid();
   st->st_nlink = e.registered ? 1 : 0;
   st->st_size = static_cast<off_t>(e.size);
   st->st_blksize = 4096;
@@ -53,7 +59,9 @@ void FileStat(uint64_t ino, const BlobFs::Entry& e, struct stat* st) {
 void RootStat(struct stat* st) {
   std::memset(st, 0, sizeof(*st));
   st->st_ino = FUSE_ROOT_ID;
-  st->st_mode = S_IFDIR | 0555;
+  st->st_mode = S_IFDIR | 0500;
+  st->st_uid = ::geteuid();
+  st->st_gid = ::getegid();
   st->st_nlink = 2;
 }
 
@@ -216,8 +224,14 @@ absl::StatusOr<std::unique_ptr<BlobFs>> BlobFs::Mount(const std::string& dir,
   FuseSessionOptions o;
   o.name = "blob file system";
   // allow_other: EROFS reads the blob with the credentials of whoever faults the page in
-  // (e.g. a container's process), not the daemon's.
-  o.mount_options = {"ro", "allow_other", "subtype=lazypull", "fsname=lazypull:blobs",
+  // (e.g. a container's process), not the daemon's. default_permissions: the kernel checks
+  // the files' modes (0400, the daemon's user) at open, so only root opens a blob; EROFS
+  // opens it once, as root, when the layer is mounted.
+  o.mount_options = {"ro",
+                     "allow_other",
+                     "default_permissions",
+                     "subtype=lazypull",
+                     "fsname=lazypull:blobs",
                      fmt::format("max_read={}", options.max_read)};
   o.max_threads = options.max_threads;
   o.unmount_timeout = options.unmount_timeout;

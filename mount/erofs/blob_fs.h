@@ -1,8 +1,9 @@
 // BlobFs: the daemon-wide FUSE file system of lazy layer data blobs. One mount (type
-// fuse.lazypull, fsname lazypull:blobs) whose root directory holds one read-only regular file
-// per registered blob; the EROFS backend gives such a file to the kernel as a layer image's
-// data device (`-o device=<dir>/<name>`), so EROFS owns metadata and page cache while this file
-// system only serves the data blocks it misses.
+// fuse.lazypull, fsname lazypull:blobs, `allow_other,default_permissions`) whose root
+// directory (0500) holds one read-only regular file (0400, owned by the daemon's user: blobs
+// are private image data) per registered blob; the EROFS backend gives such a file to the kernel as
+// a layer image's data device (`-o device=<dir>/<name>`), so EROFS owns metadata and page cache
+// while this file system only serves the data blocks it misses.
 //
 // Files are opened with direct_io: EROFS caches the pages it reads, a second page cache on the
 // blob would only double memory. A read is answered by the file's BlobSource; any error

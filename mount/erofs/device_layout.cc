@@ -27,6 +27,12 @@ bool HasHoles(const LayerIndex& index, Ino ino) {
   return false;
 }
 
+absl::Status TooManyChunks(const LayerIndex& index, Ino ino, uint64_t size) {
+  return absl::InvalidArgumentError(
+      fmt::format("file {} declares {} bytes: more than EROFS chunk indexes can map in {} entries",
+                  index.Path(ino), size, kMaxChunksPerFile));
+}
+
 uint32_t CeilLog2(uint64_t v) {
   uint32_t bits = 0;
   while ((uint64_t{1} << bits) < v) ++bits;
@@ -38,11 +44,21 @@ uint32_t CeilLog2(uint64_t v) {
 uint32_t ChooseChunkBits(const LayerIndex& index, Ino ino, uint32_t block_bits) {
   uint64_t size = 0;
   if (!IsRegular(index, ino, &size) || size == 0) return 0;
+  const uint32_t max_bits = block_bits + kMaxChunkBitsAboveBlock;
+  auto count = [&](uint32_t bits) { return ((size - 1) >> bits) + 1; };
   if (!HasHoles(index, ino)) {
-    return std::clamp(CeilLog2(size), block_bits, std::max(block_bits, kMaxChunkBits));
+    uint32_t bits = std::clamp(CeilLog2(size), block_bits, std::max(block_bits, kMaxChunkBits));
+    // Only a file of over 64 TiB needs chunks past kMaxChunkBits to stay within the count.
+    while (bits < max_bits && count(bits) > kMaxChunksPerFile) ++bits;
+    return bits;
   }
+  // Sparse files: few chunk indexes, and past 512 GiB larger chunks rather than more indexes,
+  // so a declared size (which costs the TOC nothing) cannot make the metadata huge.
   uint32_t bits = block_bits;
-  while (bits < kMaxChunkBits && ((size - 1) >> bits) + 1 > kMaxChunksPerSparseFile) ++bits;
+  while (bits < max_bits && (count(bits) > kMaxChunksPerFile ||
+                             (bits < kMaxChunkBits && count(bits) > kMaxChunksPerSparseFile))) {
+    ++bits;
+  }
   return bits;
 }
 
@@ -80,6 +96,7 @@ absl::StatusOr<BlobLayout> PlanBlobLayout(const LayerIndex& index, uint32_t bloc
     fc.chunk_bits = static_cast<uint8_t>(ChooseChunkBits(index, ino, block_bits));
     const uint64_t chunk = uint64_t{1} << fc.chunk_bits;
     const uint64_t count = (size - 1) / chunk + 1;
+    if (count > kMaxChunksPerFile) return TooManyChunks(index, ino, size);
     fc.blocks.reserve(count);
     for (uint64_t i = 0; i < count; ++i) {
       const uint64_t off = i * chunk;
@@ -139,6 +156,7 @@ absl::StatusOr<DeviceLayout> PlanTarLayout(const LayerIndex& index,
     fc.chunk_bits = static_cast<uint8_t>(ChooseChunkBits(index, ino, kTarBlockBits));
     const uint64_t chunk = uint64_t{1} << fc.chunk_bits;
     const uint64_t count = (size - 1) / chunk + 1;
+    if (count > kMaxChunksPerFile) return TooManyChunks(index, ino, size);
     fc.blocks.reserve(count);
     for (uint64_t i = 0; i < count; ++i) {
       const uint64_t off = i * chunk;

@@ -11,7 +11,9 @@
 // two >= its size (capped at kMaxChunkBits), so it is one contiguous extent; a file with holes
 // (zstd:chunked "zeros" chunks) gets block-sized chunks, doubled until it has at most
 // kMaxChunksPerSparseFile, and every chunk that lies entirely inside holes is a null address
-// (EROFS reads zeros without touching the device).
+// (EROFS reads zeros without touching the device). Declared sizes cost a TOC nothing, so past
+// kMaxChunkBits chunks grow further rather than their count, and a file still needing more
+// than kMaxChunksPerFile indexes is refused.
 //
 // Value types; immutable after planning, so safe to share across threads.
 #ifndef LAZYPULL_MOUNT_EROFS_DEVICE_LAYOUT_H_
@@ -29,6 +31,11 @@ namespace lazypull::mount::erofs {
 // 64 MiB: larger chunks save nothing, and fsck.erofs reads a whole chunk at once.
 inline constexpr uint32_t kMaxChunkBits = 26;
 inline constexpr uint64_t kMaxChunksPerSparseFile = 8192;
+// What the on-disk chunk format can express (5 bits above the block size).
+inline constexpr uint32_t kMaxChunkBitsAboveBlock = 31;
+// Hard bound on one file's chunk indexes (8 MiB of metadata): a file that would need more is
+// refused (InvalidArgument) rather than allocated.
+inline constexpr uint64_t kMaxChunksPerFile = uint64_t{1} << 20;
 
 struct FileChunks {
   uint8_t chunk_bits = 0;        // log2 of the chunk size (>= block bits); 0 = no data

@@ -1,5 +1,6 @@
 #include "mount/erofs/erofs_backend.h"
 
+#include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,10 +13,14 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
+#include "base/background_guard.h"
 #include "base/logging.h"
+#include "base/unique_fd.h"
 #include "fmt/format.h"
 #include "mount/erofs/blob_fs.h"
 #include "mount/erofs/device_layout.h"
@@ -34,6 +39,7 @@ using erofs::GraduatedStore;
 using erofs::KernelErofsMount;
 
 constexpr auto kRetryFailedGraduation = std::chrono::minutes(10);
+constexpr int kMaxGraduationAttempts = 2;
 
 // File-name-safe form of a layer id ("sha256:ab.." → "sha256-ab..").
 std::string SafeName(const std::string& id) {
@@ -77,11 +83,14 @@ struct LayerState {
   std::string target;
   LayerOrigin origin;
   std::unique_ptr<KernelErofsMount> kmount;
-  std::unique_ptr<BlobFs::File> blob_file;  // lazy only
-  std::shared_ptr<LayerReader> reader;      // lazy only
-  LayerReaderStats last_stats;              // once the reader is gone
+  std::unique_ptr<BlobFs::File> blob_file;        // lazy only
+  std::shared_ptr<erofs::LazyBlobSource> source;  // lazy only
+  std::shared_ptr<LayerReader> reader;            // lazy only
+  LayerReaderStats last_stats;                    // once the reader is gone
   bool graduated = false;
-  bool background = false;  // StartBackground was called
+  bool background = false;      // StartBackground was called
+  bool switch_refused = false;  // a switch left a mount beneath: never again on this target
+  std::string graduation;       // LayerMountStatus::graduation
 
   // Whether the lazy layer's chunks are all local (its reader says so).
   bool FullyLocal() {
@@ -89,6 +98,15 @@ struct LayerState {
     if (graduated || kmount == nullptr || reader == nullptr || !background) return false;
     LayerReaderStats s = reader->Stats();
     return s.total_chunks == s.local_chunks;
+  }
+  // Whether it still serves a lazy mount.
+  bool Lazy() {
+    std::lock_guard<std::mutex> lock(mu);
+    return !graduated && kmount != nullptr;
+  }
+  void SetGraduation(const std::string& g) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!graduated) graduation = g;
   }
 };
 
@@ -114,6 +132,7 @@ class ErofsMountedLayer : public MountedLayer {
     absl::Status s = state_->kmount->Unmount();
     state_->kmount.reset();
     state_->blob_file.reset();
+    state_->source.reset();
     if (state_->reader != nullptr) state_->last_stats = state_->reader->Stats();
     state_->reader.reset();
     LogInfo("lazy layer unmounted", {{"layer", state_->layer_id}, {"target", state_->target}});
@@ -127,6 +146,7 @@ class ErofsMountedLayer : public MountedLayer {
     s.target = state_->target;
     s.mounted = state_->kmount != nullptr;
     s.graduated = state_->graduated;
+    s.graduation = state_->graduation;
     s.reader = state_->reader != nullptr ? state_->reader->Stats() : state_->last_stats;
     return s;
   }
@@ -142,10 +162,10 @@ class ErofsBackend : public LayerMountBackend {
       : options_(erofs), fuse_(fuse), store_(erofs.dir + "/graduated") {}
 
   ~ErofsBackend() override {
-    cancel_ = true;  // a graduation in progress gives up instead of delaying shutdown
     {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;
+      job_cancel_ = true;  // a graduation in progress gives up instead of delaying shutdown
     }
     cv_.notify_all();
     if (thread_.joinable()) thread_.join();
@@ -179,11 +199,32 @@ class ErofsBackend : public LayerMountBackend {
     return MountGraduated(layer_id, target_dir, nullptr);
   }
 
+  // Called with the layer's last snapshot gone. A graduation of the layer in progress is
+  // cancelled; one about to publish either published already (its copy is deleted here) or
+  // sees the cancellation under mu_ and discards its copy: no copy outlives the release.
   void DropLocal(const std::string& layer_id) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (graduating_ == layer_id) job_cancel_ = true;
+    release_pending_.erase(layer_id);
     if (absl::Status s = store_.Remove(layer_id); !s.ok()) {
       LogWarn("cannot delete a graduated layer", {{"layer", layer_id}, {"error", s.ToString()}});
     }
   }
+
+  void DropLocalExcept(const std::set<std::string>& keep) override {
+    std::vector<std::string> removed;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!graduating_.empty() && keep.count(graduating_) == 0) job_cancel_ = true;
+      removed = store_.RemoveAllBut(options_.graduation ? keep : std::set<std::string>());
+    }
+    if (!removed.empty()) {
+      LogInfo("deleted graduated layers no snapshot uses",
+              {{"count", removed.size()}, {"dirs", removed}});
+    }
+  }
+
+  uint64_t LocalBytes() const override { return store_.DiskBytes(); }
 
   // Registers a lazy layer whose background fetch runs, for the graduation thread.
   void Watch(std::shared_ptr<LayerState> state) {
@@ -201,7 +242,7 @@ class ErofsBackend : public LayerMountBackend {
     std::optional<GraduatedLayer> local = store_.Find(layer_id);
     if (!local) return absl::NotFoundError("layer " + layer_id + " has not graduated");
     absl::StatusOr<std::unique_ptr<KernelErofsMount>> m =
-        KernelErofsMount::Mount(local->image, local->tar, target);
+        KernelErofsMount::Mount(local->image, local->data, target);
     if (!m.ok()) {
       LogWarn("cannot mount a graduated layer; mounting it lazily",
               {{"layer", layer_id}, {"error", m.status().ToString()}});
@@ -212,6 +253,7 @@ class ErofsBackend : public LayerMountBackend {
     state->target = target;
     state->kmount = std::move(*m);
     state->graduated = true;
+    state->graduation = "done";
     if (request != nullptr) state->last_stats = request->reader->Stats();
     LogInfo("lazy layer mounted",
             {{"layer", layer_id}, {"target", target}, {"backend", "erofs"}, {"graduated", true}});
@@ -225,6 +267,17 @@ class ErofsBackend : public LayerMountBackend {
       std::filesystem::create_directories(options_.dir + "/blobs", ec);
       std::filesystem::create_directories(options_.dir + "/images", ec);
       if (ec) return absl::InternalError(fmt::format("create {}: {}", options_.dir, ec.message()));
+      // Layer data and metadata of private images: for the daemon's user only, also when the
+      // directories existed wider (the dir may be configured outside the 0700 root).
+      for (const std::string& d : {options_.dir, options_.dir + "/images"}) {
+        if (::chmod(d.c_str(), 0700) != 0) {
+          return absl::ErrnoToStatus(errno, fmt::format("chmod 0700 {}", d));
+        }
+      }
+      // Images are unlinked once mounted: any file here was left by a crashed daemon.
+      for (const auto& e : std::filesystem::directory_iterator(options_.dir + "/images", ec)) {
+        std::filesystem::remove_all(e.path(), ec);
+      }
       erofs::BlobFsOptions o;
       o.max_threads = fuse_.max_threads;
       o.max_read = fuse_.max_read;
@@ -244,9 +297,8 @@ class ErofsBackend : public LayerMountBackend {
     absl::StatusOr<erofs::BlobLayout> layout = erofs::PlanBlobLayout(index, 12);
     if (!layout.ok()) return layout.status();
     auto shared_layout = std::make_shared<const erofs::BlobLayout>(std::move(*layout));
-    std::unique_ptr<BlobFs::File> file =
-        (*blobs)->Add(SafeName(request.layer_id),
-                      std::make_shared<erofs::LazyBlobSource>(request.reader, shared_layout));
+    auto source = std::make_shared<erofs::LazyBlobSource>(request.reader, shared_layout);
+    std::unique_ptr<BlobFs::File> file = (*blobs)->Add(SafeName(request.layer_id), source);
     const std::string image = fmt::format("{}/images/{}.erofs", options_.dir, file->name());
     erofs::ImageOptions image_options;
     image_options.device_tag = file->path();
@@ -268,12 +320,19 @@ class ErofsBackend : public LayerMountBackend {
     state->origin = request.origin;
     state->kmount = std::move(*m);
     state->blob_file = std::move(file);
+    state->source = std::move(source);
     state->reader = request.reader;
+    if (options_.graduation && request.origin.valid()) state->graduation = "pending";
     LogInfo("lazy layer mounted", {{"layer", request.layer_id},
                                    {"target", request.target_dir},
                                    {"backend", "erofs"},
                                    {"blob", state->blob_file->path()},
                                    {"blob_bytes", shared_layout->size}});
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      std::erase_if(lazy_, [](const std::weak_ptr<LayerState>& w) { return w.expired(); });
+      lazy_.push_back(state);
+    }
     return std::unique_ptr<MountedLayer>(new ErofsMountedLayer(this, std::move(state)));
   }
 
@@ -298,13 +357,15 @@ class ErofsBackend : public LayerMountBackend {
         }
       }
       lock.unlock();
-      GraduateReady(live);
+      // Nothing thrown below may end this thread (std::terminate would take every lazy mount
+      // of the node with it): a failure is a log line and the next check goes on.
+      RunGuarded("graduation check", {}, [&] { GraduateReady(live); });
       lock.lock();
     }
   }
 
-  // Graduates (one at a time) the layers with a fully local mount, then switches every lazy
-  // mount of a graduated layer to its local copy.
+  // Graduates (one at a time) the layers with a fully local mount, switches every lazy mount
+  // of a graduated layer to its local copy, then releases the chunks the copies now hold.
   void GraduateReady(const std::vector<std::shared_ptr<LayerState>>& live) {
     std::map<std::string, std::vector<std::shared_ptr<LayerState>>> by_layer;
     for (const auto& s : live) by_layer[s->layer_id].push_back(s);
@@ -315,52 +376,192 @@ class ErofsBackend : public LayerMountBackend {
           if (s->origin.valid() && s->FullyLocal()) ready = s;
         }
         if (ready == nullptr) continue;
-        auto failed = failed_.find(layer_id);
-        if (failed != failed_.end() &&
-            (failed->second.permanent ||
-             std::chrono::steady_clock::now() - failed->second.at < kRetryFailedGraduation)) {
-          continue;
-        }
-        std::shared_ptr<LayerReader> reader;
-        LayerOrigin origin;
-        {
-          std::lock_guard<std::mutex> lock(ready->mu);
-          reader = ready->reader;
-          origin = ready->origin;
-        }
-        if (reader == nullptr) continue;
-        LogInfo("graduating layer", {{"layer", layer_id}});
-        absl::StatusOr<erofs::GraduationStats> g =
-            store_.Graduate(layer_id, *reader, origin, cancel_);
-        if (cancel_) return;
-        if (!g.ok()) {
-          // Content that does not match its digests never will: do not download it again.
-          failed_[layer_id] = {.at = std::chrono::steady_clock::now(),
-                               .permanent = g.status().code() == absl::StatusCode::kDataLoss};
-          LogWarn("layer graduation failed; it stays lazy",
-                  {{"layer", layer_id}, {"error", g.status().ToString()}});
-          continue;
-        }
-        LogInfo("layer graduated", {{"layer", layer_id},
-                                    {"tar_bytes", g->tar_bytes},
-                                    {"method", g->method},
-                                    {"fetched_bytes", g->compressed_bytes},
-                                    {"chunks_verified", g->chunks_verified},
-                                    {"seconds", g->seconds}});
+        Graduate(layer_id, ready, states);
+        if (job_cancel_) return;
       }
       std::optional<GraduatedLayer> local = store_.Find(layer_id);
       if (!local) continue;
-      for (const auto& s : states) Switch(*s, *local);
+      std::vector<uint64_t> payloads;
+      if (auto it = payloads_.find(layer_id); it != payloads_.end()) payloads = it->second;
+      for (const auto& s : states) Switch(*s, *local, payloads);
+    }
+    ReleaseGraduatedChunks();
+  }
+
+  // One graduation job: builds the copy, publishes it unless the layer was released meanwhile,
+  // records a failure (persisted; a layer that failed kMaxGraduationAttempts times is not
+  // tried again, also after a restart).
+  void Graduate(const std::string& layer_id, const std::shared_ptr<LayerState>& ready,
+                const std::vector<std::shared_ptr<LayerState>>& states) {
+    auto set_all = [&](const std::string& g) {
+      for (const auto& s : states) s->SetGraduation(g);
+    };
+    const int failures = store_.Failures(layer_id);
+    if (failures >= kMaxGraduationAttempts) {
+      set_all("failed");
+      if (given_up_.insert(layer_id).second) {
+        LogWarn("layer graduation failed before; it stays lazy and is not retried",
+                {{"layer", layer_id}, {"attempts", failures}});
+      }
+      return;
+    }
+    auto failed = failed_.find(layer_id);
+    if (failed != failed_.end() &&
+        std::chrono::steady_clock::now() - failed->second < kRetryFailedGraduation) {
+      return;
+    }
+    std::shared_ptr<LayerReader> reader;
+    LayerOrigin origin;
+    {
+      std::lock_guard<std::mutex> lock(ready->mu);
+      reader = ready->reader;
+      origin = ready->origin;
+    }
+    if (reader == nullptr) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_ || !ready->Lazy()) return;  // shutting down, or released meanwhile
+      graduating_ = layer_id;
+      job_cancel_ = false;
+    }
+    set_all("running");
+    LogInfo("graduating layer", {{"layer", layer_id}});
+    absl::StatusOr<std::unique_ptr<GraduatedStore::PendingCopy>> built =
+        RunGuarded("graduation", {{"layer", layer_id}},
+                   [&]() -> absl::StatusOr<std::unique_ptr<GraduatedStore::PendingCopy>> {
+                     if (absl::Status s = CheckBudget(reader->index(), origin); !s.ok()) return s;
+                     return store_.Build(layer_id, *reader, origin, job_cancel_);
+                   });
+    absl::Status published = built.status();
+    bool cancelled = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled = job_cancel_;
+      if (published.ok()) {
+        published =
+            cancelled ? absl::CancelledError("the layer was released") : store_.Publish(**built);
+      }
+      graduating_.clear();
+    }
+    erofs::GraduationStats g;
+    std::vector<uint64_t> tar_payloads;
+    if (built.ok()) {
+      g = (*built)->stats();
+      tar_payloads = (*built)->tar_payloads();
+      built->reset();  // an unpublished copy is deleted here
+    }
+    if (!published.ok()) {
+      if (cancelled || published.code() == absl::StatusCode::kCancelled) {
+        set_all("pending");
+        LogInfo("layer graduation cancelled", {{"layer", layer_id}});
+        return;
+      }
+      const int attempts = published.code() == absl::StatusCode::kResourceExhausted
+                               ? kMaxGraduationAttempts
+                               : failures + 1;
+      if (absl::Status s = store_.SetFailures(layer_id, attempts); !s.ok()) {
+        LogWarn("cannot record a failed graduation",
+                {{"layer", layer_id}, {"error", s.ToString()}});
+      }
+      failed_[layer_id] = std::chrono::steady_clock::now();
+      set_all("failed");
+      LogWarn("layer graduation failed; it stays lazy",
+              {{"layer", layer_id},
+               {"error", published.ToString()},
+               {"attempts", attempts},
+               {"retried", attempts < kMaxGraduationAttempts}});
+      return;
+    }
+    LogInfo("layer graduated", {{"layer", layer_id},
+                                {"method", g.method},
+                                {"data_bytes", g.data_bytes},
+                                {"disk_bytes", g.disk_bytes},
+                                {"fetched_bytes", g.fetched_bytes},
+                                {"chunks_verified", g.chunks_verified},
+                                {"seconds", g.seconds}});
+    payloads_[layer_id] = std::move(tar_payloads);
+    origin.cache->SetExternalBytes(store_.DiskBytes());
+    std::lock_guard<std::mutex> lock(mu_);
+    release_pending_[layer_id] = PendingRelease{reader, origin.cache};
+  }
+
+  // The copy of a layer must fit the cache budget by itself (its chunks are released after).
+  static absl::Status CheckBudget(const format::LayerIndex& index, const LayerOrigin& origin) {
+    uint64_t data = 0;
+    for (format::Ino ino = 1; ino <= index.inode_count(); ++ino) {
+      for (const format::Chunk& c : index.Chunks(ino)) {
+        if (c.compression != format::ChunkCompression::kZeros) data += c.length;
+      }
+    }
+    const uint64_t budget = origin.cache->config().max_bytes;
+    if (data > budget) {
+      return absl::ResourceExhaustedError(
+          fmt::format("the layer's {} data bytes exceed the cache budget (cache.max_bytes = {})",
+                      data, budget));
+    }
+    return absl::OkStatus();
+  }
+
+  // Releases from the chunk cache the chunks of graduated layers whose lazy mounts have all
+  // switched (they read the copy now), except chunks another lazy layer of this backend uses.
+  // Layers mounted by another backend of the daemon are not seen: a chunk they share may be
+  // fetched again.
+  void ReleaseGraduatedChunks() {
+    std::map<std::string, PendingRelease> ready;
+    absl::flat_hash_set<std::string> in_use;  // hex digests other lazy layers read
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (release_pending_.empty()) return;
+      std::set<std::string> still_lazy;
+      for (const auto& w : lazy_) {
+        std::shared_ptr<LayerState> s = w.lock();
+        if (s == nullptr) continue;
+        std::lock_guard<std::mutex> state_lock(s->mu);
+        if (s->graduated || s->kmount == nullptr || s->reader == nullptr) continue;
+        still_lazy.insert(s->layer_id);
+        if (release_pending_.count(s->layer_id) > 0) continue;
+        const format::LayerIndex& index = s->reader->index();
+        for (format::Ino ino = 1; ino <= index.inode_count(); ++ino) {
+          for (const format::Chunk& c : index.Chunks(ino)) {
+            if (c.has_digest) in_use.insert(c.digest_value().hex());
+          }
+        }
+      }
+      for (auto it = release_pending_.begin(); it != release_pending_.end();) {
+        if (still_lazy.count(it->first) > 0) {
+          ++it;
+          continue;
+        }
+        ready.insert(*it);
+        it = release_pending_.erase(it);
+      }
+    }
+    for (const auto& [layer_id, p] : ready) {
+      const format::LayerIndex& index = p.reader->index();
+      uint64_t chunks = 0, bytes = 0;
+      for (format::Ino ino = 1; ino <= index.inode_count(); ++ino) {
+        for (const format::Chunk& c : index.Chunks(ino)) {
+          if (!c.has_digest || c.compression == format::ChunkCompression::kZeros) continue;
+          const Digest d = c.digest_value();
+          if (in_use.count(d.hex()) > 0 || !p.cache->Contains(d)) continue;
+          p.cache->Remove(d);
+          ++chunks;
+          bytes += c.length;
+        }
+      }
+      LogInfo("released a graduated layer's chunks from the cache",
+              {{"layer", layer_id}, {"chunks", chunks}, {"bytes", bytes}});
     }
   }
 
   // Replaces a lazy mount by the local copy in place.
-  void Switch(LayerState& s, const GraduatedLayer& local) {
+  void Switch(LayerState& s, const GraduatedLayer& local, const std::vector<uint64_t>& payloads) {
     std::lock_guard<std::mutex> lock(s.mu);
-    if (s.graduated || s.kmount == nullptr) return;
+    if (s.graduated || s.kmount == nullptr || s.switch_refused) return;
     absl::StatusOr<std::unique_ptr<KernelErofsMount>> m =
-        KernelErofsMount::MountBeneath(local.image, local.tar, s.target);
+        KernelErofsMount::MountBeneath(local.image, local.data, s.target);
     if (!m.ok()) {
+      s.switch_refused = m.status().code() == absl::StatusCode::kInternal;
       LogWarn("cannot switch a layer to its local copy; it stays lazy",
               {{"layer", s.layer_id}, {"target", s.target}, {"error", m.status().ToString()}});
       return;
@@ -368,11 +569,17 @@ class ErofsBackend : public LayerMountBackend {
     s.kmount->Release();  // detached by MountBeneath; its users keep it
     s.kmount = std::move(*m);
     s.last_stats = s.reader->Stats();
-    // The blob file's name goes; the detached lazy mount keeps the file (and the reader it
-    // holds) until the kernel releases it.
+    // The detached lazy mount keeps its blob file (and the reader it holds) until the kernel
+    // releases it; its reads now come from the local copy, since the chunks are released.
+    if (s.source != nullptr && (local.method == "blob" || !payloads.empty())) {
+      auto fd = std::make_shared<UniqueFd>(::open(local.data.c_str(), O_RDONLY | O_CLOEXEC));
+      if (fd->valid()) s.source->UseLocalCopy(std::move(fd), payloads);
+    }
     s.blob_file.reset();
+    s.source.reset();
     s.reader.reset();
     s.graduated = true;
+    s.graduation = "done";
     LogInfo("layer now served from its local copy",
             {{"layer", s.layer_id}, {"target", s.target}, {"backend", "erofs"}});
   }
@@ -384,17 +591,23 @@ class ErofsBackend : public LayerMountBackend {
   std::mutex blobs_mu_;
   std::unique_ptr<BlobFs> blobs_;
 
-  std::atomic<bool> cancel_{false};
-  std::mutex mu_;  // guards watched_, stopping_, thread_ start
+  std::mutex mu_;  // guards the members below, and a publish against DropLocal
   std::condition_variable cv_;
   std::vector<std::weak_ptr<LayerState>> watched_;
+  std::vector<std::weak_ptr<LayerState>> lazy_;  // every lazy mount (chunk release)
   bool stopping_ = false;
   std::thread thread_;
-  struct Failure {
-    std::chrono::steady_clock::time_point at;
-    bool permanent = false;
+  std::string graduating_;               // the layer a graduation job builds now, or ""
+  std::atomic<bool> job_cancel_{false};  // set under mu_: the job's layer released, or stopping
+  struct PendingRelease {
+    std::shared_ptr<LayerReader> reader;  // keeps the index
+    ChunkCache* cache = nullptr;
   };
-  std::map<std::string, Failure> failed_;  // by layer id; graduation thread only
+  std::map<std::string, PendingRelease> release_pending_;  // by layer id
+  // Graduation thread only:
+  std::map<std::string, std::chrono::steady_clock::time_point> failed_;  // last failure
+  std::set<std::string> given_up_;                                       // logged once
+  std::map<std::string, std::vector<uint64_t>> payloads_;  // tar copies built by this process
 };
 
 void ErofsMountedLayer::StartBackground() {
@@ -410,6 +623,16 @@ void ErofsMountedLayer::StartBackground() {
 }
 
 }  // namespace
+
+void DropUnusedErofsCopies(const ErofsOptions& erofs, const std::set<std::string>& keep) {
+  GraduatedStore store(erofs.dir + "/graduated");
+  std::vector<std::string> removed =
+      store.RemoveAllBut(erofs.graduation ? keep : std::set<std::string>());
+  if (!removed.empty()) {
+    LogInfo("deleted graduated layers no snapshot uses",
+            {{"count", removed.size()}, {"dirs", removed}});
+  }
+}
 
 std::unique_ptr<LayerMountBackend> NewErofsBackend(const ErofsOptions& erofs,
                                                    const FuseOptions& fuse) {

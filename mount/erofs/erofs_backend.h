@@ -9,21 +9,29 @@
 //
 // Graduation: a backend thread checks the lazily mounted layers every
 // ErofsOptions::graduation_check; once a layer's reader reports every chunk local and the
-// request carried a LayerOrigin, it builds the layer's local copy (graduated_store.h: original
-// tar verified against the diff_id + 512-byte-block image), one layer at a time, then replaces
-// each of that layer's lazy mounts in place (KernelErofsMount::MountBeneath): containers started
-// from then on get EROFS over a local file with no FUSE in the path; overlays already built on
-// the lazy mount keep it (and its blob file) until they are gone. New mounts of a graduated
-// layer, and MountLocal after a restart, mount the local copy directly. A failed graduation is
-// logged and the layer stays lazy; it is retried after 10 minutes, except when the content did
-// not match its diff_id or chunk digests (DataLoss), which no retry can change. Destruction
-// cancels a graduation in progress.
+// request carried a LayerOrigin, it builds the layer's local copy from those local chunks
+// (graduated_store.h: the lazy blob layout, or a zstd:chunked layer's original tar verified
+// against the diff_id), one layer at a time, then replaces each of that layer's lazy mounts in
+// place (KernelErofsMount::MountBeneath): containers started from then on get EROFS over a
+// local file with no FUSE in the path; overlays already built on the lazy mount keep it (and
+// its blob file, which now reads the local copy) until they are gone. Then the layer's chunks
+// are released from the chunk cache (except chunks another lazy layer of this backend uses)
+// and the copies' disk bytes are registered against the cache's max_bytes. New mounts of a
+// graduated layer, and MountLocal after a restart, mount the local copy directly.
+//
+// Failures: a graduation job never takes the thread down (an exception is a logged, failed
+// job). A failed layer stays lazy and is retried once after 10 minutes; after two failures
+// (counted on disk) it is never tried again, also after a restart. A layer whose data alone
+// exceeds the cache budget is not graduated. DropLocal (the layer's last snapshot is gone)
+// cancels the layer's graduation: the job re-checks under the backend's lock before publishing,
+// so no copy outlives the release. Destruction cancels a graduation in progress.
 //
 // Thread-safety: all methods are thread-safe. Handles must not outlive the backend.
 #ifndef LAZYPULL_MOUNT_EROFS_EROFS_BACKEND_H_
 #define LAZYPULL_MOUNT_EROFS_EROFS_BACKEND_H_
 
 #include <memory>
+#include <set>
 #include <string>
 
 #include "mount/backend.h"
@@ -34,6 +42,10 @@ namespace lazypull::mount {
 // `erofs.dir` must be set. Nothing is mounted or created until the first Mount.
 std::unique_ptr<LayerMountBackend> NewErofsBackend(const ErofsOptions& erofs,
                                                    const FuseOptions& fuse);
+
+// Deletes the local copies under `erofs.dir` of layers not in `keep`, for a daemon whose
+// EROFS backend is not running (e.g. configured "fuse" now).
+void DropUnusedErofsCopies(const ErofsOptions& erofs, const std::set<std::string>& keep);
 
 }  // namespace lazypull::mount
 

@@ -564,7 +564,8 @@ absl::Status WriteErofsImage(const LayerIndex& index, const DeviceLayout& device
                              ImageStats* stats) {
   absl::StatusOr<std::string> image = BuildErofsImage(index, device, options, stats);
   if (!image.ok()) return image.status();
-  return WriteFileAtomically(path, *image, 0644);
+  // 0600: an image lists a private image's files (the kernel mounts it as root).
+  return WriteFileAtomically(path, *image, 0600);
 }
 
 }  // namespace lazypull::mount::erofs

@@ -61,7 +61,7 @@ absl::StatusOr<std::string> BuildErofsImage(const format::LayerIndex& index,
                                             ImageStats* stats = nullptr);
 
 // BuildErofsImage written to `path` with WriteFileAtomically (base/atomic_file.h; so `path` is
-// either absent or complete). Errors name the path.
+// either absent or complete), mode 0600 (it lists an image's files). Errors name the path.
 absl::Status WriteErofsImage(const format::LayerIndex& index, const DeviceLayout& device,
                              const ImageOptions& options, const std::string& path,
                              ImageStats* stats = nullptr);

@@ -2,9 +2,11 @@
 
 #include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "base/logging.h"
@@ -44,6 +46,32 @@ absl::Status CheckOptionPath(const std::string& path) {
   return absl::OkStatus();
 }
 
+// Takes out the mount that MOVE_MOUNT_BENEATH put under the mount at `target` (that one now
+// sits on the new one's root), leaving the old one at `target` as before: the old mount is
+// moved aside to a temp directory next to `target`, the uncovered new one detached, and the
+// old one moved back. Paths inside `target` show the new mount's tree (the same layer)
+// meanwhile, and briefly nothing. Fails (EINVAL) when `target`'s parent mount is shared: the
+// kernel moves no mount out of a shared parent.
+absl::Status UndoMountBeneath(const std::string& target) {
+  const size_t slash = target.find_last_of('/');
+  if (slash == std::string::npos) return absl::InvalidArgumentError("relative target " + target);
+  std::string aside = target.substr(0, slash) + "/.undo-beneath-XXXXXX";
+  if (::mkdtemp(aside.data()) == nullptr) return absl::ErrnoToStatus(errno, "mkdtemp " + aside);
+  absl::Status result;
+  if (::move_mount(AT_FDCWD, target.c_str(), AT_FDCWD, aside.c_str(), 0) != 0) {
+    result = absl::ErrnoToStatus(errno, fmt::format("move the mount at {} aside", target));
+  } else {
+    if (::umount2(target.c_str(), MNT_DETACH) != 0) {
+      result = absl::ErrnoToStatus(errno, "detach the new mount at " + target);
+    }
+    if (::move_mount(AT_FDCWD, aside.c_str(), AT_FDCWD, target.c_str(), 0) != 0) {
+      result = absl::ErrnoToStatus(errno, fmt::format("move the mount back to {}", target));
+    }
+  }
+  ::rmdir(aside.c_str());
+  return result;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<KernelErofsMount>> KernelErofsMount::Mount(
@@ -61,6 +89,13 @@ absl::StatusOr<std::unique_ptr<KernelErofsMount>> KernelErofsMount::Mount(
 
 absl::StatusOr<std::unique_ptr<KernelErofsMount>> KernelErofsMount::MountBeneath(
     const std::string& image, const std::string& device, const std::string& target) {
+  return MountBeneath(image, device, target,
+                      [](const std::string& t) { return ::umount2(t.c_str(), MNT_DETACH); });
+}
+
+absl::StatusOr<std::unique_ptr<KernelErofsMount>> KernelErofsMount::MountBeneath(
+    const std::string& image, const std::string& device, const std::string& target,
+    const DetachFn& detach) {
   if (absl::Status s = CheckOptionPath(device); !s.ok()) return s;
   const std::string what =
       fmt::format("mount -t erofs {} beneath {} (device={})", image, target, device);
@@ -84,8 +119,24 @@ absl::StatusOr<std::unique_ptr<KernelErofsMount>> KernelErofsMount::MountBeneath
     return MountError(errno, what + ": move_mount beneath");
   }
   // The old mount is on top now; detaching it uncovers the new one.
-  if (::umount2(target.c_str(), MNT_DETACH) != 0) {
-    return MountError(errno, what + ": detaching the mount above");
+  if (detach(target) != 0) {
+    const absl::Status err = MountError(errno, what + ": detaching the mount above");
+    struct stat top, below;
+    const bool old_gone = ::fstat(mnt.get(), &below) == 0 && ::stat(target.c_str(), &top) == 0 &&
+                          top.st_dev == below.st_dev;
+    if (!old_gone) {
+      // Left there, the new mount would stay stacked beneath the old one (and every retry
+      // would stack another). It cannot be detached alone: the old mount sits on its root.
+      if (absl::Status undo = UndoMountBeneath(target); !undo.ok()) {
+        LogError("a mount is left beneath another",
+                 {{"target", target}, {"image", image}, {"error", undo.ToString()}});
+        return absl::InternalError(fmt::format("{}; the new mount stays beneath it: {}",
+                                               std::string(err.message()),
+                                               std::string(undo.message())));
+      }
+      return err;
+    }
+    // Someone else detached the old mount meanwhile: the new one is in place.
   }
   std::unique_ptr<KernelErofsMount> m(new KernelErofsMount(target));
   m->mounted_ = true;

@@ -11,6 +11,7 @@
 #ifndef LAZYPULL_MOUNT_EROFS_KERNEL_MOUNT_H_
 #define LAZYPULL_MOUNT_EROFS_KERNEL_MOUNT_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -30,10 +31,21 @@ class KernelErofsMount {
 
   // Mounts `image` + `device` beneath whatever is mounted at `target` and detaches that mount;
   // the returned handle owns the new mount. The caller's handle of the old mount (if any) must
-  // be Released, not unmounted.
+  // be Released, not unmounted. When the old mount cannot be detached, the new one (already
+  // beneath it, carrying it) is taken out again (the old one is moved aside and back), so the
+  // path shows the old mount alone, as before, and the error is returned. Internal when that
+  // is impossible too (a shared parent mount): the new mount stays beneath, unseen, and the
+  // caller must not try again on that target (each try would stack one more).
   static absl::StatusOr<std::unique_ptr<KernelErofsMount>> MountBeneath(const std::string& image,
                                                                         const std::string& device,
                                                                         const std::string& target);
+  // The same with the call that detaches the old mount replaced (default: umount2(target,
+  // MNT_DETACH); returns 0 or -1 with errno set). For tests that inject its failure.
+  using DetachFn = std::function<int(const std::string& target)>;
+  static absl::StatusOr<std::unique_ptr<KernelErofsMount>> MountBeneath(const std::string& image,
+                                                                        const std::string& device,
+                                                                        const std::string& target,
+                                                                        const DetachFn& detach);
 
   // Adopts an existing mount at `target` (e.g. after a daemon restart) without mounting.
   static std::unique_ptr<KernelErofsMount> Adopt(const std::string& target);

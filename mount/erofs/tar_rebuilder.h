@@ -7,11 +7,17 @@
 // manifest/footer are skippable frames. So the tar is, in blob order: the decompressed "gap"
 // frames between chunks (fetched from the registry: headers are small) and each chunk's bytes
 // (read through the LayerReader: the verified chunk cache, no network when the layer is
-// local; holes are zeros). Gaps are fetched with StreamRanges in batches, so a few requests.
+// local; "zeros" chunks are appended as zero runs, never materialized). Gaps are fetched with
+// StreamRanges in batches, so a few requests.
+//
+// Memory is bounded whatever the layer declares: chunks are read in pieces of
+// kGraduationPieceBytes, gaps are fetched in pieces of that size (at most kRebuildBatchBytes
+// per request batch) and decompressed as a stream (zstd window capped at 16 MiB), zero runs
+// cost nothing.
 //
 // The result is only as good as that layout assumption: the caller MUST compare its sha256
-// with the diff_id and fall back to a full download on a mismatch. eStargz cannot be rebuilt
-// this way (tar headers are compressed into the same gzip members as the data).
+// with the diff_id and use another method on a mismatch. eStargz cannot be rebuilt this way
+// (tar headers are compressed into the same gzip members as the data).
 //
 // Thread-compatible; `reader` and `blob` are thread-safe.
 #ifndef LAZYPULL_MOUNT_EROFS_TAR_REBUILDER_H_
@@ -21,22 +27,26 @@
 #include <cstdint>
 
 #include "absl/status/statusor.h"
-#include "fetcher/convert/blob_sink.h"
 #include "fetcher/layer_reader/layer_reader.h"
 #include "lazypull/blob_reader.h"
+#include "mount/erofs/sparse_file_sink.h"
 
 namespace lazypull::mount::erofs {
+
+// Compressed gap bytes held at once (one StreamRanges batch).
+inline constexpr uint64_t kRebuildBatchBytes = 4 << 20;
 
 struct RebuildStats {
   uint64_t fetched_bytes = 0;  // compressed gap bytes read from `blob`
   uint64_t local_bytes = 0;    // chunk bytes read through the LayerReader
+  uint64_t zero_bytes = 0;     // bytes of "zeros" chunks, appended as zero runs
 };
 
-// Appends the rebuilt tar to `out` (not finished). FailedPrecondition when the index is not
-// zstd:chunked or its chunk frames overlap; Cancelled once `cancel` is set; read and
-// decompression errors keep their codes.
+// Appends the rebuilt tar to `out`. FailedPrecondition when the index is not zstd:chunked or
+// its chunk frames overlap; DataLoss when a gap does not decompress or ends mid-frame;
+// Cancelled once `cancel` is set; read errors keep their codes.
 absl::StatusOr<RebuildStats> RebuildZstdChunkedTar(LayerReader& reader, BlobReader& blob,
-                                                   convert::BlobSink& out,
+                                                   ZeroAwareSink& out,
                                                    const std::atomic<bool>& cancel);
 
 }  // namespace lazypull::mount::erofs

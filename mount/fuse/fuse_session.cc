@@ -6,6 +6,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -47,8 +48,15 @@ absl::StatusOr<std::unique_ptr<FuseSession>> FuseSession::Start(const fuse_lowle
 }
 
 absl::Status FuseSession::Begin(const fuse_lowlevel_ops& ops, void* userdata) {
+  // Every lazypull FUSE mount lets the kernel check file modes: without it, allow_other would
+  // let any user open any file whatever its mode.
+  std::vector<std::string> mount_options = options_.mount_options;
+  if (std::find(mount_options.begin(), mount_options.end(), "default_permissions") ==
+      mount_options.end()) {
+    mount_options.push_back("default_permissions");
+  }
   std::string joined;
-  for (const auto& o : options_.mount_options) joined += (joined.empty() ? "" : ",") + o;
+  for (const auto& o : mount_options) joined += (joined.empty() ? "" : ",") + o;
   std::vector<std::string> argv_storage = {"lazypull", "-o", joined};
   std::vector<char*> argv;
   for (auto& a : argv_storage) argv.push_back(a.data());

@@ -31,8 +31,9 @@
 namespace lazypull::mount {
 
 struct FuseSessionOptions {
-  std::string name;                        // for logs (layer id, "blobs", ...)
-  std::vector<std::string> mount_options;  // "-o" options: ro, fsname=..., subtype=..., ...
+  std::string name;  // for logs (layer id, "blobs", ...)
+  // "-o" options: ro, fsname=..., subtype=..., ...; default_permissions is always added.
+  std::vector<std::string> mount_options;
   unsigned max_threads = 16;
   std::chrono::milliseconds unmount_timeout{2000};
   // Kernel readahead of the mount (bdi read_ahead_kb), in bytes; 0 keeps the default.

@@ -39,6 +39,10 @@ absl::StatusOr<RemoteConfig> ParseRemoteConfig(const toml::table& section) {
       absl::StatusOr<int64_t> v = PositiveInt(node, key);
       if (!v.ok()) return v.status();
       config.status_interval = std::chrono::milliseconds(*v);
+    } else if (key == "preload_lifetime_ms") {
+      absl::StatusOr<int64_t> v = PositiveInt(node, key);
+      if (!v.ok()) return v.status();
+      config.preload_lifetime = std::chrono::milliseconds(*v);
     } else if (key == "manifest_cache_ms") {
       absl::StatusOr<int64_t> v = PositiveInt(node, key);
       if (!v.ok()) return v.status();

@@ -11,6 +11,8 @@
 //   manifest_cache_ms = 300000     # how long a resolved tag's manifest is reused
 //   preload_layers = true          # on an image's first lazy layer, open the indexes of its
 //                                  # other layers in parallel (their Prepares then only mount)
+//   preload_lifetime_ms = 600000   # a preloaded index unused this long is dropped (its
+//                                  # image's pull was abandoned)
 //
 // Value type; thread-compatible.
 #ifndef LAZYPULL_SERVER_REMOTE_REMOTE_CONFIG_H_
@@ -32,6 +34,7 @@ struct RemoteConfig {
   std::chrono::milliseconds status_interval{2000};
   std::chrono::milliseconds manifest_cache{300000};
   bool preload_layers = true;
+  std::chrono::milliseconds preload_lifetime{600000};
 };
 
 // Parses the `[remote]` table itself. InvalidArgument naming `remote.<key>` for unknown keys,

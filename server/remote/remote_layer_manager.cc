@@ -1,6 +1,7 @@
 #include "server/remote/remote_layer_manager.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/atomic_file.h"
+#include "base/background_guard.h"
 #include "base/logging.h"
 #include "base/unique_fd.h"
 #include "fetcher/format/estargz_reader.h"
@@ -184,6 +186,9 @@ absl::StatusOr<ChunkCache*> RemoteLayerManager::Cache() {
     absl::StatusOr<std::unique_ptr<ChunkCache>> cache = ChunkCache::Open(options_.cache);
     if (!cache.ok()) return cache.status();
     cache_ = std::move(*cache);
+    cache_ptr_ = cache_.get();
+    // Graduated copies count against the same budget as the chunks.
+    cache_->SetExternalBytes(backend_->LocalBytes());
   }
   return cache_.get();
 }
@@ -206,6 +211,8 @@ std::string FormatOfMediaType(const std::string& media_type) {
 mount::LayerOrigin RemoteLayerManager::OriginOf(const ResolvedLayer& layer,
                                                 std::shared_ptr<BlobReader> blob) {
   mount::LayerOrigin origin;
+  // Called from the backend's graduation thread, so it must not throw past it (the backend
+  // guards it too).
   origin.blob = std::move(blob);
   origin.diff_id = [this, layer]() -> absl::StatusOr<Digest> {
     absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
@@ -221,26 +228,10 @@ mount::LayerOrigin RemoteLayerManager::OriginOf(const ResolvedLayer& layer,
     return absl::NotFoundError(absl::StrCat("no diff_id for layer ", layer.layer.digest.ToString(),
                                             " in the image config of ", layer.image_ref));
   };
-  origin.fetch_blob = [this, layer](const std::string& path,
-                                    const std::function<bool()>& cancelled) -> absl::Status {
-    absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
-    if (!ref.ok()) return ref.status();
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!fd.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("create ", path));
-    // Verified against the layer digest by FetchBlobStream before it returns OK.
-    return client_->FetchBlobStream(
-        *ref, layer.layer, [&](uint64_t offset, std::string_view data) -> absl::Status {
-          if (cancelled()) return absl::CancelledError("layer download cancelled");
-          for (size_t done = 0; done < data.size();) {
-            ssize_t n = ::pwrite(fd.get(), data.data() + done, data.size() - done,
-                                 static_cast<off_t>(offset + done));
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) return absl::ErrnoToStatus(errno, absl::StrCat("write ", path));
-            done += static_cast<size_t>(n);
-          }
-          return absl::OkStatus();
-        });
-  };
+  {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    origin.cache = cache_.get();
+  }
   return origin;
 }
 
@@ -287,9 +278,6 @@ bool AnnotatedLazy(const oci::Descriptor& d) {
   return false;
 }
 
-// Preloaded indexes unused this long are dropped (their image's pull was abandoned).
-constexpr std::chrono::minutes kPreloadLifetime{10};
-
 }  // namespace
 
 void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const ResolvedLayer& layer) {
@@ -299,9 +287,26 @@ void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const Res
   absl::StatusOr<registry::ResolvedImage> image = ResolveImage(*ref, /*allow_cached=*/true);
   if (!image.ok()) return;
   const auto now = std::chrono::steady_clock::now();
+  std::vector<Preload> finished;  // destroyed after the lock is released
   std::lock_guard<std::mutex> lock(mu_);
+  // Indexes unused for preload_lifetime belong to an abandoned pull. Destroying a future of
+  // std::async waits for its task, which a stalled registry can hold for minutes: only
+  // finished ones are let go here, the others wait in retired_preloads_.
   for (auto it = preloads_.begin(); it != preloads_.end();) {
-    it = now - it->second.started > kPreloadLifetime ? preloads_.erase(it) : std::next(it);
+    if (now - it->second.started <= options_.remote.preload_lifetime) {
+      ++it;
+      continue;
+    }
+    retired_preloads_.push_back(std::move(it->second));
+    it = preloads_.erase(it);
+  }
+  for (auto it = retired_preloads_.begin(); it != retired_preloads_.end();) {
+    if (it->index.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      ++it;
+      continue;
+    }
+    finished.push_back(std::move(*it));
+    it = retired_preloads_.erase(it);
   }
   for (const oci::Descriptor& other : image->manifest.layers) {
     if (other.digest == layer.layer.digest || !AnnotatedLazy(other)) continue;
@@ -323,11 +328,15 @@ void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const Res
         std::async(
             std::launch::async,
             [this, pinned, other]() -> absl::StatusOr<std::shared_ptr<const format::LayerIndex>> {
-              std::shared_ptr<BlobReader> blob = client_->OpenBlob(pinned, other);
-              absl::StatusOr<format::LayerIndex> index =
-                  format::OpenLayerIndex(*blob, other.media_type, other.annotations);
-              if (!index.ok()) return index.status();
-              return std::make_shared<const format::LayerIndex>(std::move(*index));
+              return RunGuarded(
+                  "layer index preload", {{"layer", other.digest.ToString()}},
+                  [&]() -> absl::StatusOr<std::shared_ptr<const format::LayerIndex>> {
+                    std::shared_ptr<BlobReader> blob = client_->OpenBlob(pinned, other);
+                    absl::StatusOr<format::LayerIndex> index =
+                        format::OpenLayerIndex(*blob, other.media_type, other.annotations);
+                    if (!index.ok()) return index.status();
+                    return std::make_shared<const format::LayerIndex>(std::move(*index));
+                  });
             })
             .share();
     preloads_[key] = Preload{std::move(future), now};
@@ -447,10 +456,22 @@ void RemoteLayerManager::RestoreOne(const PendingRestore& pending) {
 
 absl::Status RemoteLayerManager::FinishRestore() {
   std::vector<PendingRestore> pending;
+  std::set<std::string> used_layers;
   {
     std::lock_guard<std::mutex> lock(mu_);
     pending.swap(pending_restores_);
+    for (const auto& [id, entry] : mounted_)
+      used_layers.insert(entry.source.layer.digest.ToString());
   }
+  // Local copies (and leftovers) of layers no snapshot in the metastore uses any more: their
+  // snapshots were removed while no daemon ran, or a crash came between a release and the
+  // delete.
+  for (const PendingRestore& p : pending) {
+    absl::StatusOr<ResolvedLayer> layer = ResolvedLayerFromLabels(p.labels);
+    if (layer.ok()) used_layers.insert(layer->layer.digest.ToString());
+  }
+  backend_->DropLocalExcept(used_layers);
+  UpdateCacheBudget();
   if (pending.empty()) return absl::OkStatus();
   const absl::Time start = absl::Now();
   std::atomic<size_t> next{0};
@@ -458,7 +479,17 @@ absl::Status RemoteLayerManager::FinishRestore() {
   size_t n = std::min(pending.size(), std::max<size_t>(1, options_.remote.restore_concurrency));
   for (size_t i = 0; i < n; ++i) {
     workers.emplace_back([&] {
-      for (size_t j = next++; j < pending.size(); j = next++) RestoreOne(pending[j]);
+      for (size_t j = next++; j < pending.size(); j = next++) {
+        absl::Status s = RunGuarded("layer restore", {{"snapshot_id", pending[j].snapshot_id}},
+                                    [&]() -> absl::Status {
+                                      RestoreOne(pending[j]);
+                                      return absl::OkStatus();
+                                    });
+        if (!s.ok()) {
+          std::lock_guard<std::mutex> lock(mu_);
+          unavailable_[pending[j].snapshot_id] = Unavailable{.source = {}, .error = s.ToString()};
+        }
+      }
     });
   }
   for (std::thread& t : workers) t.join();
@@ -496,28 +527,43 @@ absl::Status RemoteLayerManager::ReleaseRemoteLayer(int64_t snapshot_id,
                                                     const std::string& fs_dir) {
   std::unique_ptr<mount::MountedLayer> mounted;
   bool last_of_layer = false;
-  std::string layer_id;
+  Digest digest;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    unavailable_.erase(snapshot_id);
-    auto it = mounted_.find(snapshot_id);
-    if (it == mounted_.end()) return absl::OkStatus();
-    mounted = std::move(it->second.mounted);
-    AddRetiredStats(mounted->Status().reader, retired_);
-    const Digest digest = it->second.source.layer.digest;
-    mounted_.erase(it);
+    // A snapshot that failed to re-mount after a restart is not in mounted_, but its layer
+    // may still have a local copy: it is released all the same.
+    if (auto u = unavailable_.find(snapshot_id); u != unavailable_.end()) {
+      digest = u->second.source.layer.digest;
+      unavailable_.erase(u);
+    }
+    if (auto it = mounted_.find(snapshot_id); it != mounted_.end()) {
+      mounted = std::move(it->second.mounted);
+      AddRetiredStats(mounted->Status().reader, retired_);
+      digest = it->second.source.layer.digest;
+      mounted_.erase(it);
+    }
+    if (digest.empty()) return absl::OkStatus();
     // The layer's local copy (EROFS graduation) goes with its last snapshot.
-    last_of_layer = std::none_of(mounted_.begin(), mounted_.end(), [&](const auto& e) {
-      return e.second.source.layer.digest == digest;
-    });
-    layer_id = digest.ToString();
+    last_of_layer =
+        std::none_of(mounted_.begin(), mounted_.end(),
+                     [&](const auto& e) { return e.second.source.layer.digest == digest; }) &&
+        std::none_of(unavailable_.begin(), unavailable_.end(),
+                     [&](const auto& e) { return e.second.source.layer.digest == digest; });
   }
-  absl::Status s = mounted->Unmount();
-  if (last_of_layer) backend_->DropLocal(layer_id);
+  absl::Status s = mounted != nullptr ? mounted->Unmount() : absl::OkStatus();
+  if (last_of_layer) {
+    backend_->DropLocal(digest.ToString());
+    UpdateCacheBudget();
+  }
   status_cv_.notify_all();
   if (!s.ok()) return s;
   LogInfo("remote layer unmounted", {{"snapshot_id", snapshot_id}, {"target", fs_dir}});
   return absl::OkStatus();
+}
+
+void RemoteLayerManager::UpdateCacheBudget() {
+  std::lock_guard<std::mutex> lock(cache_mu_);
+  if (cache_ != nullptr) cache_->SetExternalBytes(backend_->LocalBytes());
 }
 
 size_t RemoteLayerManager::mounted_count() const {
@@ -531,6 +577,13 @@ nlohmann::json RemoteLayerManager::StatusJson() const {
   out["updated"] = absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone());
   nlohmann::json layers = nlohmann::json::array();
   nlohmann::json unavailable = nlohmann::json::array();
+  // Everything lazypull keeps on disk for lazy layers, against the cache budget.
+  nlohmann::json disk = {{"graduated_bytes", backend_->LocalBytes()},
+                         {"max_bytes", options_.cache.max_bytes}};
+  if (ChunkCache* cache = cache_ptr_.load(); cache != nullptr) {
+    disk["cache_bytes"] = cache->stats().bytes_stored;
+  }
+  out["disk"] = std::move(disk);  // before mu_: it walks the copies
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [id, entry] : mounted_) {
     nlohmann::json j = entry.mounted->Status().ToJson();
@@ -557,17 +610,20 @@ nlohmann::json RemoteLayerManager::StatusJson() const {
 absl::Status RemoteLayerManager::WriteStatusFile() const {
   // A daemon that never saw a remote layer leaves its root as the plain snapshotter does.
   if (!status_active_) return absl::OkStatus();
+  // Durable (a crash leaves the old or the new file); 0600: it names images.
   return WriteFileAtomically(options_.root + "/" + kStatusFileName, StatusJson().dump(2) + "\n",
-                             0644);
+                             0600);
 }
 
 void RemoteLayerManager::StatusLoop() {
   std::unique_lock<std::mutex> lock(status_mu_);
   while (!stopping_) {
     lock.unlock();
-    if (absl::Status s = WriteStatusFile(); !s.ok()) {
-      LogDebug("cannot write status file", {{"error", s.ToString()}});
-    }
+    absl::Status s = RunGuarded("status writer", {}, [&]() -> absl::Status {
+      UpdateCacheBudget();
+      return WriteStatusFile();
+    });
+    if (!s.ok()) LogDebug("cannot write status file", {{"error", s.ToString()}});
     lock.lock();
     status_cv_.wait_for(lock, options_.remote.status_interval);
   }

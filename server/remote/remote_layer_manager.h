@@ -107,9 +107,11 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // {"pid": ..., "updated": "<RFC 3339>", "layers": [{"snapshot_id": ..., "ref": ...,
   //  "digest": ..., "format": ..., <LayerMountStatus::ToJson() fields>}],
   //  "unavailable": [{"snapshot_id": ..., "ref": ..., "digest": ..., "error": ...}],
+  //  "disk": {"graduated_bytes": ..., "cache_bytes": ..., "max_bytes": ...},
   //  "fetch": BackgroundScheduler::StatusJson()}
   nlohmann::json StatusJson() const;
-  // Writes StatusJson() to <root>/status.json with WriteFileAtomically (base/atomic_file.h).
+  // Writes StatusJson() to <root>/status.json (0600) with WriteFileAtomically
+  // (base/atomic_file.h).
   absl::Status WriteStatusFile() const;
 
   // Adds the manager's metrics to a scrape (remote_metrics.cc): chunk cache, registry
@@ -156,6 +158,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // reads ranges of it).
   mount::LayerOrigin OriginOf(const ResolvedLayer& layer, std::shared_ptr<BlobReader> blob);
   void RestoreOne(const PendingRestore& pending);
+  // Tells the chunk cache (if open) how many bytes the backend's local copies take, so they
+  // count against its max_bytes.
+  void UpdateCacheBudget();
   // The chunk cache, opened on first use (so a daemon without remote layers creates nothing
   // under its root). Errors of ChunkCache::Open; retried on the next call.
   absl::StatusOr<ChunkCache*> Cache();
@@ -164,8 +169,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   Options options_;
   std::unique_ptr<registry::RegistryClient> client_;
   std::mutex cache_mu_;
-  std::unique_ptr<ChunkCache> cache_;       // guarded by cache_mu_ until set; then immutable
-  std::atomic<bool> status_active_{false};  // set by the first mount attempt
+  std::unique_ptr<ChunkCache> cache_;            // guarded by cache_mu_ until set; then immutable
+  std::atomic<ChunkCache*> cache_ptr_{nullptr};  // cache_ once set, for readers without the lock
+  std::atomic<bool> status_active_{false};       // set by the first mount attempt
   std::unique_ptr<mount::LayerMountBackend> backend_;
   std::shared_ptr<FetchExecutor> executor_;
   std::shared_ptr<BackgroundScheduler> scheduler_;
@@ -192,6 +198,10 @@ class RemoteLayerManager final : public RemoteLayerHandler {
     std::chrono::steady_clock::time_point started;
   };
   std::map<std::string, Preload> preloads_;
+  // Preloads dropped unused whose task may still run (a stalled registry): never waited for
+  // under mu_ (that would stall every Prepare); dropped once ready, else waited for at
+  // destruction.
+  std::vector<Preload> retired_preloads_;
 
   std::mutex status_mu_;
   std::condition_variable status_cv_;

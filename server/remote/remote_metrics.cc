@@ -173,6 +173,9 @@ void RemoteLayerManager::CollectMetrics(metrics::FamilySet& out) {
   out.Gauge("lazypull_chunk_cache_chunks", "Chunks stored now.", {}, cs.entries);
   out.Gauge("lazypull_chunk_cache_capacity_bytes", "The chunk cache's max_bytes.", {},
             options_.cache.max_bytes);
+  out.Gauge("lazypull_graduated_bytes",
+            "Disk bytes of graduated layers' local copies (count against the cache's max_bytes).",
+            {}, backend_->LocalBytes());
 }
 
 }  // namespace lazypull::remote

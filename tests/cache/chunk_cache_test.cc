@@ -95,18 +95,36 @@ TEST(ChunkCacheTest, PutThenReadReturnsExactBytesAndSubRanges) {
 
   EXPECT_EQ(cache->Read(Digest::Of("other"), 0, buf, 1).status().code(),
             absl::StatusCode::kNotFound);
-  // The file is the chunk, under its digest, and read-only.
+  // The file is the chunk, under its digest, read-only and private to the daemon's user.
   EXPECT_EQ(cache->ChunkPath(d), tmp.path() + "/chunks/" + d.hex().substr(0, 2) + "/" + d.hex());
   auto on_disk = testing::ReadFile(cache->ChunkPath(d));
   ASSERT_TRUE(on_disk.ok());
   EXPECT_EQ(*on_disk, data);
   struct stat st;
   ASSERT_EQ(::stat(cache->ChunkPath(d).c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0444u);
+  EXPECT_EQ(st.st_mode & 07777, 0400u);
   ChunkCacheStats s = cache->stats();
   EXPECT_EQ(s.entries, 1u);
   EXPECT_EQ(s.bytes_stored, data.size());
   EXPECT_EQ(s.misses, 1u);
+}
+
+// Chunks are private image data: a cache directory made wider by someone else (or an older
+// version) is made 0700 again at Open, every directory of the cache included.
+TEST(ChunkCacheTest, OpenMakesEveryCacheDirectoryPrivate) {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/cache";
+  for (const std::string& d : {dir, dir + "/chunks", dir + "/chunks/ab", dir + "/tmp"}) {
+    ASSERT_EQ(::mkdir(d.c_str(), 0755), 0) << d;
+    ASSERT_EQ(::chmod(d.c_str(), 0755), 0) << d;
+  }
+  auto cache = MustOpen(Config(dir));
+  for (const std::string& d :
+       {dir, dir + "/chunks", dir + "/chunks/ab", dir + "/chunks/00", dir + "/tmp"}) {
+    struct stat st;
+    ASSERT_EQ(::stat(d.c_str(), &st), 0) << d;
+    EXPECT_EQ(st.st_mode & 07777, 0700u) << d;
+  }
 }
 
 TEST(ChunkCacheTest, EqualChunksOfDifferentLayersAreStoredOnce) {
@@ -316,6 +334,48 @@ TEST(ChunkCacheTest, EvictionRespectsLimitAndLruOrder) {
   EXPECT_EQ(cache->stats().entries, 4u);
   EXPECT_EQ(cache->stats().evictions, 2u);
   EXPECT_EQ(cache->stats().store_errors, 2u);
+}
+
+// Graduated layer copies count against max_bytes (issue 17): registering them evicts the least
+// recently used chunks at once, later stores keep the sum under the budget, and a chunk a copy
+// now holds can be removed outright; listeners hear of both.
+TEST(ChunkCacheTest, ExternalBytesCountAgainstTheBudgetAndRemoveDropsAChunk) {
+  struct Removed : ChunkCache::EvictionListener {
+    void OnChunkRemoved(const Digest& d) override { digests.push_back(d); }
+    std::vector<Digest> digests;
+  } removed;
+  TempDir tmp;
+  auto cache = MustOpen(Config(tmp.path(), 4000));
+  cache->AddListener(&removed);
+  std::vector<std::string> chunks;
+  std::vector<Digest> ds;
+  for (uint32_t i = 0; i < 4; ++i) {
+    chunks.push_back(PatternBytes(1000, 300 + i));
+    ds.push_back(Digest::Of(chunks.back()));
+    ASSERT_TRUE(cache->Put(ds[i], chunks[i]).ok());
+  }
+  cache->SetExternalBytes(1500);  // 4000 + 1500 > 4000: the two oldest chunks go
+  EXPECT_FALSE(cache->Contains(ds[0]));
+  EXPECT_FALSE(cache->Contains(ds[1]));
+  EXPECT_TRUE(cache->Contains(ds[2]));
+  EXPECT_EQ(cache->stats().bytes_stored, 2000u);
+  EXPECT_EQ(cache->stats().external_bytes, 1500u);
+  ASSERT_TRUE(cache->Put(ds[0], chunks[0]).ok());  // 3000 + 1500 > 4000: chunk 2 goes
+  EXPECT_FALSE(cache->Contains(ds[2]));
+  EXPECT_EQ(cache->stats().bytes_stored, 2000u);
+
+  cache->Remove(ds[3]);
+  EXPECT_FALSE(cache->Contains(ds[3]));
+  EXPECT_FALSE(fs::exists(cache->ChunkPath(ds[3])));
+  char b;
+  EXPECT_EQ(cache->Read(ds[3], 0, &b, 1).status().code(), absl::StatusCode::kNotFound);
+  cache->Remove(ds[3]);  // not stored: nothing happens
+  EXPECT_EQ(cache->stats().bytes_stored, 1000u);
+  std::vector<Digest> expected = {ds[0], ds[1], ds[2], ds[3]};
+  EXPECT_EQ(removed.digests, expected);
+  cache->SetExternalBytes(0);
+  EXPECT_EQ(cache->stats().external_bytes, 0u);
+  cache->RemoveListener(&removed);
 }
 
 TEST(ChunkCacheTest, RestartKeepsEntriesAndLruOrder) {

@@ -124,8 +124,14 @@ TEST(HelmChartTest, DefaultValuesRenderAValidDaemonSet) {
   EXPECT_EQ(c["image"], "ghcr.io/lazypull/lazypull:0.1.0");  // tag = appVersion
   EXPECT_EQ(c["imagePullPolicy"], "IfNotPresent");
   EXPECT_EQ(Strings(c["command"]), std::vector<std::string>{"/usr/bin/lazypull-snapshotter"});
+  // Metrics listen on the node's own address (downward API), not on every interface of the
+  // node's network (hostNetwork).
   EXPECT_EQ(Strings(c["args"]),
-            (std::vector<std::string>{"--config", "/etc/lazypull/config.toml"}));
+            (std::vector<std::string>{"--config", "/etc/lazypull/config.toml", "--metrics-host",
+                                      "$(LAZYPULL_NODE_IP)"}));
+  ASSERT_EQ(c["env"].size(), 1u);
+  EXPECT_EQ(c["env"][0]["name"], "LAZYPULL_NODE_IP");
+  EXPECT_EQ(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "status.hostIP");
   EXPECT_EQ(c["securityContext"]["privileged"], true);
   EXPECT_FALSE(pod.contains("hostPID"));
   EXPECT_EQ(pod["hostNetwork"], true);
@@ -179,7 +185,8 @@ TEST(HelmChartTest, DefaultValuesRenderAValidDaemonSet) {
   EXPECT_EQ(config->address, "/run/lazypull/lazypull.sock");
   EXPECT_EQ(config->log_level, "info");
   EXPECT_EQ(config->mount_backend, MountBackend::kAuto);
-  EXPECT_EQ(config->metrics_address, "0.0.0.0:9102");
+  // Without the node's IP (the flag above) the daemon stays node-local; never 0.0.0.0.
+  EXPECT_EQ(config->metrics_address, "127.0.0.1:9102");
   auto options = remote::RemoteLayerManager::OptionsFromToml(config->root, *config->table);
   ASSERT_TRUE(options.ok()) << options.status();
   EXPECT_EQ(options->cache.max_bytes, uint64_t{10} << 30);
@@ -234,8 +241,10 @@ TEST(HelmChartTest, AValuesFileSettingEverythingLandsAndValidates) {
   EXPECT_EQ(tmpl["metadata"]["labels"]["tier"], "node");
   EXPECT_EQ(tmpl["metadata"]["annotations"]["example.com/team"], "storage");
   EXPECT_EQ(tmpl["metadata"]["annotations"]["prometheus.io/port"], "9200");
+  // An explicit bindAddress is used as is: no node IP.
   EXPECT_EQ(Strings(c["args"]), (std::vector<std::string>{"--config", "/etc/lazypull/config.toml",
                                                           "--log-level=warn"}));
+  EXPECT_FALSE(c.contains("env"));
   EXPECT_EQ(c["ports"][0]["containerPort"], 9200);
   EXPECT_EQ(c["livenessProbe"]["periodSeconds"], 20);
   EXPECT_EQ(c["livenessProbe"]["timeoutSeconds"], 4);
@@ -329,6 +338,38 @@ TEST(HelmChartTest, AValuesFileSettingEverythingLandsAndValidates) {
   EXPECT_TRUE(absl::StrContains(notes->output, "address = \"/run/lazypull-x/lazypull.sock\""));
   EXPECT_TRUE(absl::StrContains(notes->output,
                                 "--image-service-endpoint=unix:///run/lazypull-x/lazypull.sock"));
+}
+
+// Every interface of the node only when asked for; with metrics off, no node IP either.
+TEST(HelmChartTest, MetricsListenOnEveryInterfaceOnlyWhenAsked) {
+  struct Case {
+    std::vector<std::string> set;
+    std::string address;
+    bool node_ip;
+  };
+  for (const Case& k : std::vector<Case>{
+           {{}, "127.0.0.1:9102", true},
+           {{"metrics.bindAddress=0.0.0.0"}, "0.0.0.0:9102", false},
+           {{"metrics.bindAddress=::"}, "[::]:9102", false},
+           {{"metrics.enabled=false"}, "", false},
+       }) {
+    std::vector<std::string> args = {"--release-name", "lazypull"};
+    for (const std::string& v : k.set) args.insert(args.end(), {"--set", v});
+    auto objects = RenderChart(args);
+    ASSERT_TRUE(objects.ok()) << objects.status();
+    const nlohmann::json ds = FindObject(*objects, "DaemonSet");
+    const nlohmann::json& c = Container(ds);
+    auto config = ParseDaemonConfig(
+        FindObject(*objects, "ConfigMap", "lazypull")["data"]["config.toml"].get<std::string>(),
+        "chart");
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->metrics_address, k.address) << ::testing::PrintToString(k.set);
+    const std::vector<std::string> args_out = Strings(c["args"]);
+    EXPECT_EQ(std::find(args_out.begin(), args_out.end(), "--metrics-host") != args_out.end(),
+              k.node_ip)
+        << ::testing::PrintToString(k.set);
+    EXPECT_EQ(c.contains("env"), k.node_ip) << ::testing::PrintToString(k.set);
+  }
 }
 
 TEST(HelmChartTest, BadValuesFailRenderingNamingTheValue) {

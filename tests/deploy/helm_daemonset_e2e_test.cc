@@ -231,9 +231,11 @@ TEST_F(HelmDaemonSetE2eTest, DefaultValuesPodServesTheNodesContainerdLazily) {
   ASSERT_TRUE(objects.ok()) << objects.status();
   StartPodAndContainerd(*objects);
   ASSERT_FALSE(HasFatalFailure());
-  // Exactly the rendered process and paths.
-  EXPECT_EQ(pod_->argv(), (std::vector<std::string>{"/usr/bin/lazypull-snapshotter", "--config",
-                                                    "/etc/lazypull/config.toml"}));
+  // Exactly the rendered process and paths; metrics on the node's IP (the downward API's
+  // status.hostIP, 127.0.0.1 in this sandbox), expanded as the kubelet does.
+  EXPECT_EQ(pod_->argv(),
+            (std::vector<std::string>{"/usr/bin/lazypull-snapshotter", "--config",
+                                      "/etc/lazypull/config.toml", "--metrics-host", "127.0.0.1"}));
   EXPECT_EQ(config_.root, "/var/lib/lazypull");
   EXPECT_EQ(config_.address, "/run/lazypull/lazypull.sock");
 

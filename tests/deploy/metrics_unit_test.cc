@@ -136,6 +136,19 @@ TEST(ListenAddressTest, AcceptsTheDocumentedFormsAndNamesBadOnes) {
   }
 }
 
+// --metrics-host (the Helm chart passes the node's IP): the config's port, the given host.
+TEST(ListenAddressTest, ReplaceListenHostKeepsThePort) {
+  EXPECT_EQ(*metrics::ReplaceListenHost("127.0.0.1:9102", "10.0.0.7"), "10.0.0.7:9102");
+  EXPECT_EQ(*metrics::ReplaceListenHost("127.0.0.1:9200", "fd00::7"), "[fd00::7]:9200");
+  EXPECT_EQ(*metrics::ReplaceListenHost("[::1]:9102", "[fd00::7]"), "[fd00::7]:9102");
+  for (const char* bad : {"", "node-1", "$(LAZYPULL_NODE_IP)", "10.0.0.7:1"}) {
+    auto r = metrics::ReplaceListenHost("127.0.0.1:9102", bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+  }
+  EXPECT_FALSE(metrics::ReplaceListenHost("9102", "10.0.0.7").ok());
+}
+
 TEST(MetricsServerTest, ServesTheRegistryOverHttp) {
   Metrics m;
   m.RecordSnapshotRpc("Stat", absl::StatusCode::kOk, absl::Milliseconds(1));

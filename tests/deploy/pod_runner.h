@@ -7,7 +7,9 @@
 //     bind-mounted when the mount path differs, read-only when asked), configMap and secret
 //     (files written from the rendered ConfigMap / the given Secret data, `items` and
 //     `subPath` honoured);
-//   - exactly the container's command + args; probes run their exec commands as the kubelet.
+//   - exactly the container's command + args, with its env (values, and the downward API's
+//     status.hostIP = 127.0.0.1) and $(VAR) references expanded as the kubelet does; probes
+//     run their exec commands as the kubelet.
 //
 // Container and node share one mount namespace here (a NodeSandbox, see node_sandbox.h):
 // what the container mounts is what the node sees, as Bidirectional propagation makes it in

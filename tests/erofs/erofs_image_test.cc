@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "absl/strings/str_join.h"
+#include "fetcher/format/layer_index_builder.h"
 #include "gtest/gtest.h"
 #include "mount/erofs/device_layout.h"
 #include "mount/erofs/erofs_format.h"
@@ -163,6 +164,52 @@ TEST(ErofsImage, ChunkPolicy) {
   auto found = layout->Find(layout->extents[1].offset, 1);
   ASSERT_EQ(found.size(), 1u);
   EXPECT_EQ(found[0].ino, layout->extents[1].ino);
+}
+
+// A declared size costs a TOC nothing: a 2^62-byte sparse file (one zeros chunk and 4 KiB of
+// data) or a 2^62-byte file claimed by one frame must not make the layout reserve 2^36 chunk
+// indexes. Chunks grow instead, up to what EROFS can express; past that, the layer is refused.
+TEST(ErofsImage, HugeDeclaredSizesAreBoundedNotAllocated) {
+  constexpr uint64_t kHuge = uint64_t{1} << 62;
+  format::LayerIndexBuilder b(format::LayerFormat::kZstdChunked, {});
+  format::EntryMeta meta;
+  meta.permissions = 0644;
+  format::Chunk hole;
+  hole.compression = format::ChunkCompression::kZeros;
+  hole.length = kHuge - 4096;
+  hole.has_digest = true;
+  format::Chunk tail;
+  tail.compression = format::ChunkCompression::kZstdFrame;
+  tail.compressed_offset = 0;
+  tail.compressed_length = 100;
+  tail.file_offset = kHuge - 4096;
+  tail.length = 4096;
+  tail.has_digest = true;
+  ASSERT_TRUE(b.AddRegular("sparse", meta, kHuge, {hole, tail}).ok());
+  format::Chunk whole;
+  whole.compression = format::ChunkCompression::kZstdFrame;
+  whole.compressed_offset = 100;
+  whole.compressed_length = kHuge / 32768;
+  whole.length = kHuge;
+  whole.has_digest = true;
+  whole.digest[0] = 1;
+  ASSERT_TRUE(b.AddRegular("dense", meta, kHuge, {whole}).ok());
+  auto index = b.Finish(Digest(), kHuge, kHuge);
+  ASSERT_TRUE(index.ok()) << index.status();
+  for (const char* name : {"sparse", "dense"}) {
+    EXPECT_EQ(mount::erofs::ChooseChunkBits(*index, *index->LookupPath(name), 12), 42u) << name;
+  }
+  auto layout = mount::erofs::PlanBlobLayout(*index, 12);
+  // 4 KiB blocks: 2^20 chunks of 2^42 bytes each, but the dense file's 2^62 bytes do not fit a
+  // device of 2^32 blocks.
+  ASSERT_EQ(layout.status().code(), absl::StatusCode::kInvalidArgument) << layout.status();
+  EXPECT_EQ(layout.status().message(), "layer data does not fit 2^32 blocks of 4096 bytes");
+  // 512-byte blocks: chunks stop at 2^40 bytes, so 2^22 indexes would be needed.
+  auto small_blocks = mount::erofs::PlanBlobLayout(*index, 9);
+  ASSERT_EQ(small_blocks.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(small_blocks.status().message(),
+            "file sparse declares 4611686018427387904 bytes: more than EROFS chunk indexes can "
+            "map in 1048576 entries");
 }
 
 }  // namespace

@@ -6,14 +6,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include "mount/erofs/device_layout.h"
 #include "mount/erofs/image_writer.h"
 #include "mount/erofs/kernel_mount.h"
+#include "mount/fuse/stale_mounts.h"
 #include "tests/erofs/erofs_test_util.h"
 #include "tests/harness/test_env.h"
 
@@ -126,6 +129,59 @@ TEST(ErofsMountBeneath, ReplacesTheMountAtAPathInPlace) {
   // Exactly one mount is left at the path.
   ASSERT_TRUE((*graduated)->Unmount().ok());
   EXPECT_FALSE(mount::erofs::IsMountOfType(mnt, "erofs"));
+}
+
+// Mounts whose mount point is exactly `path` (stacked ones counted), from /proc/self/mountinfo.
+size_t MountsAt(const std::string& path) {
+  auto mounts = mount::MountsUnder(path);
+  EXPECT_TRUE(mounts.ok()) << mounts.status();
+  size_t n = 0;
+  for (const mount::MountPoint& m : mounts.ok() ? *mounts : std::vector<mount::MountPoint>{}) {
+    n += m.path == path ? 1 : 0;
+  }
+  return n;
+}
+
+// A switch whose detach of the old mount fails leaves nothing behind: the new mount, already
+// beneath the old one, is detached again, so retrying (graduation retries every check) never
+// stacks mounts, and the path keeps showing the old mount.
+TEST(ErofsMountBeneath, FailedDetachLeavesNoStackedMount) {
+  auto layer = MakeTestLayer(RichEntries(), true);
+  ASSERT_TRUE(layer.ok()) << layer.status();
+  TempDir tmp("erofsbeneathfail");
+  auto [lazy_image, blob] = WriteLazy(*layer, 12, tmp);
+  auto [tar_image, tar] = WriteTar(*layer, tmp);
+  const std::string mnt = tmp.Sub("mnt");
+  ::mkdir(mnt.c_str(), 0755);
+  auto lazy = KernelErofsMount::Mount(lazy_image, blob, mnt);
+  ASSERT_TRUE(lazy.ok()) << lazy.status();
+  struct stat before;
+  ASSERT_EQ(stat(mnt.c_str(), &before), 0);
+  ASSERT_EQ(MountsAt(mnt), 1u);
+
+  int detach_calls = 0;
+  auto failing_detach = [&](const std::string& target) {
+    EXPECT_EQ(target, mnt);
+    ++detach_calls;
+    errno = EBUSY;
+    return -1;
+  };
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    auto m = KernelErofsMount::MountBeneath(tar_image, tar, mnt, failing_detach);
+    ASSERT_FALSE(m.ok());
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition) << m.status();
+    EXPECT_NE(m.status().message().find("detaching the mount above"), std::string::npos)
+        << m.status();
+    EXPECT_EQ(detach_calls, attempt);
+    EXPECT_EQ(MountsAt(mnt), 1u) << "attempt " << attempt << " left a stacked mount";
+    struct stat now;
+    ASSERT_EQ(stat(mnt.c_str(), &now), 0);
+    EXPECT_EQ(now.st_dev, before.st_dev) << "the path no longer shows the old mount";
+  }
+  std::vector<std::string> diffs = CompareMountWithIndex(mnt, *layer);
+  EXPECT_TRUE(diffs.empty()) << absl::StrJoin(diffs, "\n");
+  ASSERT_TRUE((*lazy)->Unmount().ok());
+  EXPECT_EQ(MountsAt(mnt), 0u);
 }
 
 }  // namespace

@@ -12,12 +12,14 @@
 #include <random>
 #include <set>
 
+#include "fetcher/codec/zstd.h"
 #include "fetcher/format/estargz_reader.h"
 #include "fetcher/format/zstd_chunked_reader.h"
 #include "fetcher/tar/tar_scanner.h"
 #include "fmt/format.h"
 #include "mount/erofs/erofs_format.h"
 #include "mount/erofs/tar_payloads.h"
+#include "nlohmann/json.hpp"
 
 namespace lazypull::erofs_testing {
 namespace {
@@ -148,6 +150,149 @@ absl::StatusOr<TestLayer> MakeTestLayer(const std::vector<TestEntry>& entries, b
   if (!index.ok()) return index.status();
   layer.index = std::make_shared<const format::LayerIndex>(std::move(*index));
   return layer;
+}
+
+std::string ZstdZerosFrame(uint64_t n) {
+  std::string f("\x28\xb5\x2f\xfd", 4);
+  f.push_back('\x00');                     // no content size, not single segment, no checksum
+  f.push_back(static_cast<char>(7 << 3));  // window 2^(10+7) = 128 KiB
+  constexpr uint64_t kBlock = 128 << 10;
+  for (uint64_t done = 0; done < n;) {
+    const uint64_t len = std::min(kBlock, n - done);
+    done += len;
+    const uint32_t header = (done == n ? 1u : 0u) | (1u << 1) | static_cast<uint32_t>(len << 3);
+    f.push_back(static_cast<char>(header & 0xff));
+    f.push_back(static_cast<char>((header >> 8) & 0xff));
+    f.push_back(static_cast<char>((header >> 16) & 0xff));
+    f.push_back('\0');  // the repeated byte
+  }
+  return f;
+}
+
+// sha256 of `n` zero bytes. 100 GiB's is a constant (`head -c 100G /dev/zero | sha256sum`):
+// hashing it takes minutes.
+Digest ZerosDigest(uint64_t n) {
+  if (n == (100ull << 30)) {
+    return *Digest::Parse(
+        "sha256:f0b14a8da7f1c48a0846647a078b97956edd8df451a62fc4b466879aa24d4fd7");
+  }
+  Sha256 sha;
+  const std::string zeros(1 << 20, '\0');
+  for (uint64_t done = 0; done < n; done += zeros.size()) {
+    sha.Update(std::string_view(zeros).substr(0, std::min<uint64_t>(zeros.size(), n - done)));
+  }
+  return sha.Finish();
+}
+
+absl::StatusOr<SparseLayer> MakeSparseZstdChunkedLayer(uint64_t hole) {
+  constexpr uint64_t kPart = 64 << 10;
+  constexpr char kModTime[] = "2023-11-14T22:13:20Z";
+  SparseLayer out;
+  out.head = Random(kPart, 11);
+  out.tail = Random(kPart, 12);
+  out.file_size = 2 * kPart + hole;
+  auto zs = [](const std::string& s) { return *codec::ZstdCompress(s); };
+  std::string& blob = out.layer.built.blob;
+  nlohmann::json entries = nlohmann::json::array();
+  std::string frame;
+  for (const char* dir : {"etc/", "var/", "var/log/"}) {
+    TestEntry d = Dir(dir);
+    d.mtime = 1700000000;
+    frame += format::testing::TarHeader(d, 0);
+    entries.push_back({{"name", dir}, {"type", "dir"}, {"mode", 0755}, {"modtime", kModTime}});
+  }
+  // A small unchunked file, then the sparse one.
+  TestEntry hello = File("etc/hello", "hello\n");
+  hello.mtime = 1700000000;
+  frame += format::testing::TarHeader(hello, hello.data.size());
+  blob += zs(frame);
+  nlohmann::json h = {{"name", "etc/hello"},
+                      {"type", "reg"},
+                      {"mode", 0644},
+                      {"modtime", kModTime},
+                      {"size", 6},
+                      {"offset", blob.size()},
+                      {"digest", Digest::Of(hello.data).ToString()}};
+  blob += zs(hello.data);
+  h["endOffset"] = blob.size();
+  entries.push_back(h);
+  TestEntry big = File("var/log/lastlog", "");
+  big.mtime = 1700000000;
+  frame =
+      std::string(512 - hello.data.size(), '\0') + format::testing::TarHeader(big, out.file_size);
+  blob += zs(frame);
+  nlohmann::json c0 = {{"name", "var/log/lastlog"},
+                       {"type", "reg"},
+                       {"mode", 0644},
+                       {"modtime", kModTime},
+                       {"size", out.file_size},
+                       {"offset", blob.size()},
+                       {"chunkSize", kPart},
+                       {"chunkDigest", Digest::Of(out.head).ToString()}};
+  blob += zs(out.head);
+  nlohmann::json c1 = {{"name", "var/log/lastlog"},
+                       {"type", "chunk"},
+                       {"offset", blob.size()},
+                       {"chunkOffset", kPart},
+                       {"chunkSize", hole},
+                       {"chunkType", "zeros"},
+                       {"chunkDigest", ZerosDigest(hole).ToString()}};
+  blob += ZstdZerosFrame(hole);
+  nlohmann::json c2 = {
+      {"name", "var/log/lastlog"}, {"type", "chunk"},
+      {"offset", blob.size()},     {"chunkOffset", kPart + hole},
+      {"chunkSize", kPart},        {"chunkDigest", Digest::Of(out.tail).ToString()}};
+  blob += zs(out.tail);
+  c0["endOffset"] = blob.size();
+  entries.push_back(c0);
+  entries.push_back(c1);
+  entries.push_back(c2);
+  // The file size is a multiple of 512: no padding, then the end-of-archive blocks.
+  const std::string trailer(1024, '\0');
+  blob += zs(trailer);
+  // The tar around the hole, for exact comparisons.
+  {
+    std::string before;
+    for (const char* dir : {"etc/", "var/", "var/log/"}) {
+      TestEntry d = Dir(dir);
+      d.mtime = 1700000000;
+      before += format::testing::TarHeader(d, 0);
+    }
+    before += format::testing::TarHeader(hello, hello.data.size()) + hello.data + frame + out.head;
+    out.tar_before_hole = before;
+    out.tar_after_hole = out.tail + trailer;
+  }
+  nlohmann::json toc = {{"version", 1}, {"entries", entries}};
+  const std::string tar_split = zs("{\"type\":1}\n");
+  toc["tarSplitDigest"] = Digest::Of(tar_split).ToString();
+  const std::string toc_json = toc.dump();
+  const std::string manifest = zs(toc_json);
+  auto le64 = [](uint64_t v) {
+    std::string s(8, '\0');
+    for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(v >> (8 * i));
+    return s;
+  };
+  const uint64_t manifest_offset = blob.size() + 8;
+  blob += *codec::ZstdSkippableFrame(manifest);
+  const uint64_t ts_offset = blob.size() + 8;
+  blob += *codec::ZstdSkippableFrame(tar_split);
+  std::string footer = le64(manifest_offset) + le64(manifest.size()) + le64(toc_json.size()) +
+                       le64(1) + le64(ts_offset) + le64(tar_split.size()) + le64(11) + "GNUlInUx";
+  blob += *codec::ZstdSkippableFrame(footer);
+  auto& a = out.layer.built.annotations;
+  out.layer.built.toc_json = toc_json;
+  out.layer.built.toc_digest = Digest::Of(manifest);
+  a["io.github.containers.zstd-chunked.manifest-checksum"] = Digest::Of(manifest).ToString();
+  a["io.github.containers.zstd-chunked.manifest-position"] =
+      fmt::format("{}:{}:{}:1", manifest_offset, manifest.size(), toc_json.size());
+  a["io.github.containers.zstd-chunked.tarsplit-position"] =
+      fmt::format("{}:{}:11", ts_offset, tar_split.size());
+  out.layer.blob = NewStringBlobReader(blob);
+  absl::StatusOr<format::LayerIndex> index =
+      format::ReadZstdChunkedIndex(*out.layer.blob, out.layer.built.annotations);
+  if (!index.ok()) return index.status();
+  out.layer.index = std::make_shared<const format::LayerIndex>(std::move(*index));
+  return out;
 }
 
 absl::StatusOr<std::string> FileContent(const TestLayer& layer, Ino ino) {

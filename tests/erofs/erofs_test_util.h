@@ -32,6 +32,23 @@ struct TestLayer {
 absl::StatusOr<TestLayer> MakeTestLayer(const std::vector<format::testing::TestEntry>& entries,
                                         bool zstd_chunked);
 
+// A zstd:chunked layer holding "var/log/lastlog": 64 KiB of data (`head`), `hole` zero bytes
+// (ONE "zeros" chunk, its frame a run of zstd RLE blocks, so the blob stays small and honest:
+// it decompresses to the real tar) and 64 KiB of data (`tail`), like a node's lastlog; plus
+// "etc/hello". built.tar holds the tar with the hole cut out (head frames up to the hole, then
+// the rest). No chunk digest of the whole file (it would take minutes to hash).
+struct SparseLayer {
+  TestLayer layer;
+  std::string head, tail;
+  uint64_t file_size = 0;
+  std::string tar_before_hole;  // the tar bytes before the zeros chunk
+  std::string tar_after_hole;   // the tar bytes after it
+};
+absl::StatusOr<SparseLayer> MakeSparseZstdChunkedLayer(uint64_t hole);
+
+// A zstd frame of `n` zero bytes made of RLE blocks (4 bytes per 128 KiB).
+std::string ZstdZerosFrame(uint64_t n);
+
 // The whole content of regular file `ino`.
 absl::StatusOr<std::string> FileContent(const TestLayer& layer, format::Ino ino);
 

@@ -26,6 +26,11 @@ Chunk MakeChunk(uint64_t coff, uint64_t clen, uint64_t foff, uint64_t len) {
   c.file_offset = foff;
   c.length = len;
   c.has_digest = true;
+  // A digest of its own (one digest names one content of one length).
+  for (int i = 0; i < 8; ++i) {
+    c.digest[i] = static_cast<uint8_t>(coff >> (8 * i));
+    c.digest[8 + i] = static_cast<uint8_t>(foff >> (8 * i));
+  }
   return c;
 }
 
@@ -208,6 +213,59 @@ TEST(LayerIndexTest, RejectsBadChunks) {
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("no digest"), std::string::npos);
   EXPECT_TRUE(build({nodigest}, 10, 500, IndexBuildOptions{.allow_missing_digests = true}).ok());
+}
+
+// A hostile TOC giving one digest two lengths: the reader shares fetches and cache entries by
+// content, so the index must say one digest is one content of one length.
+TEST(LayerIndexTest, RefusesOneDigestAtTwoLengths) {
+  auto build = [](uint64_t second_length, IndexBuildOptions o = {}) {
+    LayerIndexBuilder b(LayerFormat::kZstdChunked, o);
+    Chunk small = MakeChunk(10, 10, 0, 4096);
+    Chunk large = MakeChunk(20, 10, 0, second_length);
+    small.digest.fill(0xab);
+    large.digest.fill(0xab);
+    EXPECT_TRUE(b.AddRegular("small", Meta(), 4096, {small}).ok());
+    EXPECT_TRUE(b.AddRegular("large", Meta(), second_length, {large}).ok());
+    return b.Finish(Digest(), 1000, 500).status();
+  };
+  absl::Status st = build(65536);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  std::string hex;
+  for (int i = 0; i < 32; ++i) hex += "ab";
+  EXPECT_EQ(st.message(), "layer entry \"large\": chunk at file offset 0 has digest sha256:" + hex +
+                              " with length 65536, but another chunk has the same digest with "
+                              "length 4096");
+  // The same content twice (equal lengths) is ordinary deduplication.
+  EXPECT_TRUE(build(4096).ok());
+  EXPECT_TRUE(build(65536, IndexBuildOptions{.check_digest_lengths = false}).ok());
+}
+
+// innerOffset/length beyond what the member or frame can inflate to: refused before anything
+// is decompressed.
+TEST(LayerIndexTest, RefusesChunksLargerThanTheirCodecCanExpandTo) {
+  auto build = [](LayerFormat format, ChunkCompression compression, uint64_t inner,
+                  uint64_t length) {
+    LayerIndexBuilder b(format, {});
+    Chunk c = MakeChunk(10, 1000, 0, length);
+    c.compression = compression;
+    c.inner_offset = inner;
+    absl::Status st = b.AddRegular("f", Meta(), length, {c});
+    if (!st.ok()) return st;
+    return b.Finish(Digest(), 2000, 2000).status();
+  };
+  const auto gz = ChunkCompression::kGzipMember;
+  const auto zs = ChunkCompression::kZstdFrame;
+  // 1000 compressed bytes: deflate holds at most 1032000 + slack, zstd 32768000 + slack.
+  EXPECT_TRUE(build(LayerFormat::kEstargz, gz, 0, 1'000'000).ok());
+  EXPECT_TRUE(build(LayerFormat::kEstargz, gz, 500'000, 500'000).ok());
+  absl::Status st = build(LayerFormat::kEstargz, gz, uint64_t{1} << 62, 4096);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("more than it can expand to"), std::string::npos) << st;
+  EXPECT_EQ(build(LayerFormat::kEstargz, gz, 0, 2'000'000).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(build(LayerFormat::kZstdChunked, zs, 0, 30'000'000).ok());
+  EXPECT_EQ(build(LayerFormat::kZstdChunked, zs, 0, 40'000'000).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(LayerIndexTest, EntryLimit) {

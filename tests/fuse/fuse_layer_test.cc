@@ -831,6 +831,7 @@ TEST(MountConfigTest, ParsesMountSection) {
     readahead_window = "1MiB"
     readahead_window_max = "8MiB"
     file_readahead = 0
+    directory_batch = "64KiB"
     max_request_size = "8MiB"
     fuse_threads = 8
     attr_timeout = "1h"
@@ -848,6 +849,8 @@ TEST(MountConfigTest, ParsesMountSection) {
   EXPECT_EQ(c->reader.readahead_window, 1u << 20);
   EXPECT_EQ(c->reader.readahead_window_max, 8u << 20);
   EXPECT_EQ(c->reader.readahead_bytes, 0u);
+  EXPECT_EQ(c->reader.directory_batch.small_file, 64u << 10);
+  EXPECT_EQ(mount::MountConfig().reader.directory_batch.small_file, 256u << 10);
   // Defaults: auto bandwidth; "auto" and 0 (= unlimited) parse.
   EXPECT_EQ(mount::MountConfig().reader.background_policy.bandwidth, 0u);
   auto unlimited = mount::ParseMountConfig(toml::parse("background_bandwidth = 0"));

@@ -7,9 +7,14 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "fetcher/codec/gzip.h"
@@ -200,6 +205,7 @@ TEST(LayerReaderTest, MissFetchesBlobNeighboursInTheSameRequest) {
   auto cache = OpenCache(dir);
   Layer l = MakeLayer(200, 3000);  // small files, stored in directory (= blob) order
   LayerReaderOptions o;
+  o.directory_batch.small_file = 0;  // blob-order readahead alone
   o.background_fetch = false;
   o.readahead_window = 64 << 10;
   o.readahead_window_min = 16 << 10;
@@ -229,6 +235,7 @@ TEST(LayerReaderTest, UnusedReadaheadShrinksTheWindow) {
   auto cache = OpenCache(dir);
   Layer l = MakeLayer(1500, 3000);
   LayerReaderOptions o;
+  o.directory_batch.small_file = 0;  // blob-order readahead alone
   o.background_fetch = false;
   o.readahead_window = 64 << 10;
   o.readahead_window_min = 8 << 10;
@@ -299,6 +306,7 @@ TEST(LayerReaderTest, OnDemandReadGoesBeforeTheBackgroundQueue) {
   auto cache = OpenCache(dir);
   Layer l = MakeLayer(60, 20000);
   LayerReaderOptions o;
+  o.directory_batch.small_file = 0;  // blob-order readahead alone
   o.prefetch = false;
   o.readahead_window = 0;
   o.readahead_bytes = 0;
@@ -591,5 +599,228 @@ TEST(LayerReaderTest, SameFileReadaheadOnlyForSequentialReaders) {
   read_at(15 * (64 << 10));  // fetched by the readahead
   EXPECT_EQ(l.blob->requests(), fetched);
 }
+
+// A hostile TOC (its index built without the builder's check, as only a test can) gives one
+// digest two lengths: a 4 KiB file and a 64 KiB file. While the small one's fetch is in flight
+// the large one is read: it must never join that fetch and copy 64 KiB out of a 4 KiB buffer
+// (heap bytes as file contents); its own bytes do not verify, so it fails.
+TEST(LayerReaderTest, OneDigestAtTwoLengthsNeverServesBytesPastTheChunk) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  const std::string small(4096, 's');
+  const std::string large(65536, 'L');
+  std::string blob;
+  format::LayerIndexBuilder b(format::LayerFormat::kZstdChunked,
+                              format::IndexBuildOptions{.check_digest_lengths = false});
+  format::EntryMeta meta;
+  meta.permissions = 0644;
+  const std::string raw = Digest::Of(small).Raw();
+  for (const std::string* content : {&small, &large}) {
+    auto frame = codec::ZstdCompress(*content, 1);
+    ASSERT_TRUE(frame.ok());
+    format::Chunk c;
+    c.compression = format::ChunkCompression::kZstdFrame;
+    c.compressed_offset = blob.size();
+    c.compressed_length = frame->size();
+    c.length = content->size();
+    std::copy(raw.begin(), raw.end(), c.digest.begin());
+    c.has_digest = true;
+    ASSERT_TRUE(
+        b.AddRegular(content == &small ? "small" : "large", meta, content->size(), {c}).ok());
+    blob += *frame;
+  }
+  auto index = b.Finish(Digest::Of("toc"), blob.size(), blob.size());
+  ASSERT_TRUE(index.ok()) << index.status();
+  auto shared_index = std::make_shared<const format::LayerIndex>(std::move(*index));
+  auto fault = std::make_shared<FaultBlobReader>(NewStringBlobReader(blob));
+  LayerReaderOptions o;
+  o.background_fetch = false;
+  o.prefetch = false;
+  o.readahead_window = 0;
+  o.readahead_bytes = 0;
+  o.directory_batch.small_file = 0;
+  auto r = LayerReader::Create("x", shared_index, fault, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  const format::Ino small_ino = *shared_index->LookupPath("small");
+  const format::Ino large_ino = *shared_index->LookupPath("large");
+
+  fault->SetBlocked(true);
+  std::string small_buf(4096, 'x');
+  absl::StatusOr<size_t> small_n;
+  std::thread small_reader(
+      [&] { small_n = (*r)->Read(small_ino, 0, small_buf.data(), small_buf.size()); });
+  fault->WaitBlocked(1);
+  std::string large_buf(65536, 'x');
+  absl::StatusOr<size_t> large_n;
+  std::thread large_reader(
+      [&] { large_n = (*r)->Read(large_ino, 0, large_buf.data(), large_buf.size()); });
+  // Both reads have missed (and claimed or joined a fetch) before any byte arrives.
+  ASSERT_TRUE(WaitUntil([&] { return (*r)->Stats().cache_misses == 2; }));
+  fault->SetBlocked(false);
+  small_reader.join();
+  large_reader.join();
+  ASSERT_TRUE(small_n.ok()) << small_n.status();
+  EXPECT_EQ(small_buf, small);
+  EXPECT_EQ(large_n.status().code(), absl::StatusCode::kDataLoss) << large_n.status();
+  EXPECT_EQ(large_buf, std::string(65536, 'x'));
+  EXPECT_EQ((*r)->Stats().fetch_waits, 0u);
+  EXPECT_EQ(fault->requests(), 2u);
+
+  // With the small one in the cache, the large one still never reads past it.
+  ASSERT_TRUE(WaitUntil([&] { return cache->Contains(Digest::Of(small)); }));
+  large_n = (*r)->Read(large_ino, 0, large_buf.data(), large_buf.size());
+  EXPECT_EQ(large_n.status().code(), absl::StatusCode::kDataLoss) << large_n.status();
+}
+
+// VmHWM - VmRSS growth over `fn`, after resetting the peak (clear_refs 5).
+int64_t PeakRssGrowth(const std::function<void()>& fn) {
+  auto status_kb = [](std::string_view field) -> int64_t {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.starts_with(field)) return std::stoll(line.substr(field.size()));
+    }
+    return -1;
+  };
+  std::ofstream("/proc/self/clear_refs") << "5";
+  const int64_t before = status_kb("VmRSS:");
+  fn();
+  return (status_kb("VmHWM:") - before) * 1024;
+}
+
+// eStargz lets entries share a gzip member (innerOffset). A member inflating to 128 MiB with a
+// file at its end must not be inflated into memory to serve that file: it streams.
+TEST(LayerReaderTest, HugeInnerOffsetInASharedMemberStreamsInBoundedMemory) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  constexpr uint64_t kMember = 128 << 20;
+  std::string tail(4096, '\0');
+  for (size_t j = 0; j < tail.size(); ++j) tail[j] = static_cast<char>(j * 7 % 251);
+  std::string compressed;
+  {
+    std::string member(kMember, '\0');
+    // Not quite all zeros, so the member sits safely below deflate's largest ratio.
+    for (uint64_t j = 0; j < kMember; j += 1 << 20) member[j] = static_cast<char>(j >> 20 | 1);
+    member.replace(kMember - tail.size(), tail.size(), tail);
+    auto gz = codec::GzipCompress(member, 9);
+    ASSERT_TRUE(gz.ok());
+    compressed = std::move(*gz);
+  }
+  format::LayerIndexBuilder b(format::LayerFormat::kEstargz, {});
+  format::EntryMeta meta;
+  meta.permissions = 0644;
+  std::string head(4096, '\0');
+  head[0] = 1;
+  for (const auto& [name, inner, content] :
+       {std::tuple<std::string, uint64_t, const std::string*>{"head", 0, &head},
+        {"tail", kMember - tail.size(), &tail}}) {
+    format::Chunk c;
+    c.compression = format::ChunkCompression::kGzipMember;
+    c.compressed_offset = 0;
+    c.compressed_length = compressed.size();
+    c.inner_offset = inner;
+    c.length = content->size();
+    const std::string raw = Digest::Of(*content).Raw();
+    std::copy(raw.begin(), raw.end(), c.digest.begin());
+    c.has_digest = true;
+    ASSERT_TRUE(b.AddRegular(name, meta, content->size(), {c}).ok());
+  }
+  auto index = b.Finish(Digest::Of("toc"), compressed.size(), compressed.size());
+  ASSERT_TRUE(index.ok()) << index.status();
+  auto shared_index = std::make_shared<const format::LayerIndex>(std::move(*index));
+  auto blob = std::make_shared<FaultBlobReader>(NewStringBlobReader(compressed));
+  LayerReaderOptions o;  // default memory budget
+  o.background_fetch = false;
+  o.prefetch = false;
+  auto r = LayerReader::Create("x", shared_index, blob, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  std::string buf(4096, 'x');
+  const int64_t growth = PeakRssGrowth([&] {
+    auto n = (*r)->Read(*shared_index->LookupPath("tail"), 0, buf.data(), buf.size());
+    ASSERT_TRUE(n.ok()) << n.status();
+    EXPECT_EQ(buf, tail);
+    n = (*r)->Read(*shared_index->LookupPath("head"), 0, buf.data(), buf.size());
+    ASSERT_TRUE(n.ok()) << n.status();
+    EXPECT_EQ(buf, head);
+  });
+  EXPECT_LT(growth, 64 << 20);
+}
+
+// Directory batches: a cold miss on a small file also fetches its nearest siblings (same
+// extension first) in the same request, up to the batch budget; files elsewhere, large files
+// and siblings past the budget are left for their own reads.
+TEST(LayerReaderTest, MissOnASmallFileFetchesItsDirectorySiblingsWithinTheBudget) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  std::string blob;
+  format::LayerIndexBuilder b(format::LayerFormat::kZstdChunked, {});
+  format::EntryMeta meta;
+  meta.permissions = 0644;
+  std::map<std::string, std::string> contents;
+  std::mt19937 rng(7);
+  auto add = [&](const std::string& path, size_t size) {
+    std::string content(size, '\0');
+    for (char& ch : content) ch = static_cast<char>(rng());
+    auto frame = codec::ZstdCompress(content, 1);
+    ASSERT_TRUE(frame.ok());
+    format::Chunk c;
+    c.compression = format::ChunkCompression::kZstdFrame;
+    c.compressed_offset = blob.size();
+    c.compressed_length = frame->size();
+    c.length = size;
+    const std::string raw = Digest::Of(content).Raw();
+    std::copy(raw.begin(), raw.end(), c.digest.begin());
+    c.has_digest = true;
+    ASSERT_TRUE(b.AddRegular(path, meta, size, {c}).ok());
+    blob += *frame;
+    contents[path] = content;
+  };
+  for (char n = 'a'; n <= 'j'; ++n) add(std::string("pkg/") + n + ".pyc", 8000);
+  add("pkg/e.txt", 8000);      // same directory, other extension: after the .pyc files
+  add("pkg/f2.bin", 1 << 20);  // not small
+  add("other/d.pyc", 8000);    // another directory
+  auto built = b.Finish(Digest::Of("toc"), blob.size(), blob.size());
+  ASSERT_TRUE(built.ok()) << built.status();
+  auto index = std::make_shared<const format::LayerIndex>(std::move(*built));
+  auto fault = std::make_shared<FaultBlobReader>(NewStringBlobReader(blob));
+  LayerReaderOptions o;
+  o.background_fetch = false;
+  o.prefetch = false;
+  o.readahead_window = 0;  // only the batch brings neighbours
+  o.directory_batch.initial_budget = 4 * 8000;
+  o.directory_batch.min_budget = 8 << 10;
+  auto r = LayerReader::Create("x", index, fault, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  std::string buf(8000, 'x');
+  auto read = [&](const std::string& path) {
+    auto n = (*r)->Read(*index->LookupPath(path), 0, buf.data(), buf.size());
+    ASSERT_TRUE(n.ok()) << path << ": " << n.status();
+    EXPECT_EQ(buf.substr(0, *n), contents[path].substr(0, *n)) << path;
+  };
+  read("pkg/e.pyc");
+  EXPECT_EQ(fault->requests(), 1u);
+  // Nearest first, alternating after and before, .pyc first, until the 32 000-byte budget is
+  // spent (zstd adds a few bytes to each file).
+  EXPECT_EQ((*r)->Stats().batch_chunks, 4u);
+  for (const char* path : {"pkg/d.pyc", "pkg/f.pyc", "pkg/c.pyc", "pkg/b.pyc"}) {
+    read(path);
+    EXPECT_EQ(fault->requests(), 1u) << path;
+  }
+  EXPECT_EQ((*r)->Stats().batch_used, 4u);
+  // Past the budget: its own miss (and a new batch, twice as large: the last was all read).
+  // One fetch of two ranges (a.pyc lies apart from the others in the blob).
+  read("pkg/h.pyc");
+  EXPECT_EQ(fault->requests(), 3u);
+  EXPECT_EQ((*r)->Stats().batch_budget, 8u * 8000);
+  EXPECT_EQ((*r)->Stats().batch_chunks, 4u + 5u);  // i, g, j, a (.pyc first), then e.txt
+  for (const char* path : {"pkg/i.pyc", "pkg/g.pyc", "pkg/j.pyc", "pkg/a.pyc", "pkg/e.txt"}) {
+    read(path);
+    EXPECT_EQ(fault->requests(), 3u) << path;
+  }
+  read("other/d.pyc");
+  EXPECT_EQ(fault->requests(), 4u);
+  EXPECT_EQ((*r)->Stats().batch_used, 9u);
+}
+
 }  // namespace
 }  // namespace lazypull

@@ -14,6 +14,7 @@
 #include "fetcher/codec/zstd.h"
 #include "lazypull/digest.h"
 #include "nlohmann/json.hpp"
+#include "tests/elf/synthetic_elf.h"
 #include "tests/format/test_blob_builder.h"
 
 namespace {
@@ -21,6 +22,23 @@ namespace {
 using lazypull::Digest;
 using lazypull::format::testing::TestEntry;
 using nlohmann::json;
+
+std::string ReadPrefix(const std::string& path, size_t max) {
+  std::ifstream in(path, std::ios::binary);
+  std::string data(max, '\0');
+  in.read(data.data(), static_cast<std::streamsize>(max));
+  data.resize(static_cast<size_t>(in.gcount()));
+  return data;
+}
+
+// One record of elf_walk_fuzzer's image: kind, path length, payload length (LE), path, payload.
+std::string Record(char kind, const std::string& path, const std::string& payload) {
+  std::string r(1, kind);
+  r += static_cast<char>(path.size());
+  r += static_cast<char>(payload.size() & 0xff);
+  r += static_cast<char>(payload.size() >> 8);
+  return r + path + payload;
+}
 
 void Write(const std::string& dir, const std::string& name, const std::string& data) {
   mkdir(dir.c_str(), 0755);
@@ -201,10 +219,57 @@ int main(int argc, char** argv) {
   Write(out + "/byteranges_fuzzer", "two_parts", std::string(1, '\x06') + le64(100) + body);
   Write(out + "/byteranges_fuzzer", "content_range",
         std::string(1, '\xff') + le64(1 << 20) + "bytes 4096-69631/1048576\n");
+  // Issue 17 defect 6: LAST = 2^64 - 1 once made the length wrap to 0.
+  Write(out + "/byteranges_fuzzer", "wrapping_range",
+        std::string(1, '\xff') + le64(~uint64_t{0}) + "bytes 0-18446744073709551615/*\n");
 
   // The EROFS writer target builds indexes from raw choices: any bytes are a valid start.
   std::string choices;
   for (int i = 0; i < 4096; ++i) choices.push_back(static_cast<char>((i * 2654435761u) >> 13));
   Write(out + "/erofs_writer_fuzzer", "choices", choices);
+  // ELF and ld.so.cache: this machine's own files (the build machine is a glibc Linux). The
+  // ELF target's first byte picks the initial read size in 64-byte units.
+  std::string ls = ReadPrefix("/bin/ls", 256 << 10);
+  if (!ls.empty()) {
+    Write(out + "/elf_fuzzer", "ls-16k", std::string(1, '\xff') + ls);
+    Write(out + "/elf_fuzzer", "ls-4k", std::string(1, '\x40') + ls);
+    Write(out + "/elf_fuzzer", "ls-header", std::string(1, '\x01') + ls.substr(0, 4096));
+  }
+  std::string busybox = ReadPrefix("/bin/busybox", 8 << 10);
+  if (!busybox.empty()) Write(out + "/elf_fuzzer", "static-head", std::string(1, '\x10') + busybox);
+  std::string cache = ReadPrefix("/etc/ld.so.cache", 256 << 10);
+  if (!cache.empty()) {
+    Write(out + "/ld_so_cache_fuzzer", "whole", cache);
+    Write(out + "/ld_so_cache_fuzzer", "prefix", cache.substr(0, 4096));
+  }
+  // Synthetic ELF files of the other class and byte order, and a small image for the walk:
+  // an executable, its interpreter behind a symlinked directory, a library whose DT_NEEDED
+  // is a symlink back to itself, and a symlink loop.
+  using lazypull::elf::testing::BuildElf;
+  using lazypull::elf::testing::SyntheticElf;
+  SyntheticElf be32;
+  be32.is_64 = false;
+  be32.big_endian = true;
+  be32.machine = 22;
+  Write(out + "/elf_fuzzer", "be32", std::string(1, '\x02') + BuildElf(be32));
+  SyntheticElf app;
+  app.padding = 64;
+  app.interp = "/lib64/ld.so";
+  app.needed = {"liba.so.1", "libmissing.so"};
+  app.soname = "";
+  SyntheticElf ld = app;
+  ld.interp = "";
+  ld.needed = {};
+  ld.soname = "ld.so";
+  SyntheticElf liba = ld;
+  liba.needed = {"libb.so.2", "ld.so"};
+  liba.soname = "liba.so.1";
+  liba.runpath = "$ORIGIN/../lib:$LIB";
+  std::string image = Record('F', "usr/bin/app", BuildElf(app)) + Record('L', "lib64", "usr/lib") +
+                      Record('F', "usr/lib/ld.so", BuildElf(ld)) +
+                      Record('F', "usr/lib/liba.so.1", BuildElf(liba)) +
+                      Record('L', "usr/lib/libb.so.2", "../../usr/lib/./liba.so.1") +
+                      Record('L', "loop", "/loop");
+  Write(out + "/elf_walk_fuzzer", "image", image);
   return 0;
 }

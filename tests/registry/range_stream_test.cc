@@ -86,6 +86,26 @@ TEST(ByterangesTest, HeaderAndContentRange) {
   EXPECT_FALSE(ByterangesBoundary("multipart/byteranges").has_value());
 }
 
+// Numbers a server chooses must not wrap: a range of 2^64 bytes has no uint64 length, and the
+// check that a range lies inside the blob is done without overflow.
+TEST(ByterangesTest, ContentRangeArithmeticNeverWraps) {
+  EXPECT_FALSE(ParseContentRange("bytes 0-18446744073709551615/*").has_value());
+  EXPECT_FALSE(ParseContentRange("bytes 0-18446744073709551615/18446744073709551615"));
+  EXPECT_FALSE(ParseContentRange("bytes 0-18446744073709551616/*").has_value());  // > 2^64-1
+  EXPECT_FALSE(ParseContentRange("bytes 0-999/999").has_value());  // LAST past COMPLETE
+  auto cr = ParseContentRange("bytes 1-18446744073709551615/*");
+  ASSERT_TRUE(cr.has_value());
+  EXPECT_EQ(cr->length, UINT64_MAX);
+  EXPECT_FALSE(ContentRangeInside(*cr, 1000));
+  cr = ParseContentRange("bytes 18446744073709551606-18446744073709551615/*");
+  ASSERT_TRUE(cr.has_value());
+  EXPECT_EQ(cr->length, 10u);
+  EXPECT_FALSE(ContentRangeInside(*cr, 1000));  // offset + length wraps to 0
+  EXPECT_TRUE(ContentRangeInside(*ParseContentRange("bytes 990-999/1000"), 1000));
+  EXPECT_FALSE(ContentRangeInside(*ParseContentRange("bytes 990-999/1001"), 1000));
+  EXPECT_FALSE(ContentRangeInside(*ParseContentRange("bytes 991-1000/*"), 1000));
+}
+
 TEST(ByterangesTest, ParsesPartsInAnyOrderFedByteByByte) {
   const std::string blob = Blob();
   const std::string body = Multipart(blob, {{500, 20}, {0, 3}, {990, 10}});
@@ -247,6 +267,34 @@ TEST_F(StreamRangesTest, MalformedMultipartFailsCleanlyWithoutRetry) {
   EXPECT_THAT(st.message(), HasSubstr("malformed multipart/byteranges"));
   EXPECT_EQ(fake_->requests.size(), 1u);
   EXPECT_EQ(client_->MultiRangeSupport("reg.test:5000"), false);
+}
+
+// A single-range answer whose Content-Range ends at 2^64-1 (offset + length wraps to 0) is a
+// malformed answer, not "nothing delivered, fetch the rest elsewhere".
+TEST_F(StreamRangesTest, WrappingContentRangeIsRefused) {
+  const std::vector<ByteRange> ranges = {{10, 5}, {100, 50}};
+  fake_->answers.push_back(
+      Resp(206, blob_.substr(0, 10),
+           {{"content-range", "bytes 18446744073709551606-18446744073709551615/1000"}}));
+  Received got;
+  absl::Status st = Stream(ranges, &got);
+  EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
+  EXPECT_THAT(st.message(), HasSubstr("18446744073709551606-18446744073709551615"));
+  EXPECT_EQ(fake_->requests.size(), 1u);
+  EXPECT_TRUE(got.bytes.empty());
+
+  // One range: the answer must start where asked and lie inside the blob (a wrong answer is
+  // retried: every attempt gets the same).
+  fake_->requests.clear();
+  for (int i = 0; i < 10; ++i) {
+    fake_->answers.push_back(
+        Resp(206, blob_.substr(0, 10), {{"content-range", "bytes 10-18446744073709551615/*"}}));
+  }
+  st = Stream({{10, 5}}, &got);
+  EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
+  EXPECT_THAT(st.message(), HasSubstr("does not answer bytes=10-14"));
+  EXPECT_TRUE(got.bytes.empty()) << "bytes of offset 0 delivered as offset 10";
+  fake_->answers.clear();
 }
 
 TEST_F(StreamRangesTest, SinkErrorStopsTheTransfer) {

@@ -3,7 +3,7 @@
 // answers nothing). Reads from the other host's layer and cached reads from the stalled
 // layer are served while the stalled reads are still waiting (order, not time), and removing
 // the stalled layer's snapshots returns within seconds (its fetches are cancelled), not after
-// the request timeout.
+// the request timeout. And a preload stalled on one registry never blocks another Prepare.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -41,6 +41,7 @@ fetch_timeout = "60s"
 max_retries = 0
 request_timeout_ms = 120000
 total_timeout_ms = 120000
+low_speed_time_ms = 120000
 )";
 
 std::string FileContent(int i) { return RandomBytes(300 << 10, 100 + i); }
@@ -68,15 +69,16 @@ class IsolationTest : public ::testing::Test {
       *p = std::move(*proxy);
     }
     SnapshotterOptions options;
-    options.config_toml = kDaemonConfig;
+    options.config_toml = std::string(kDaemonConfig) + ExtraConfig();
     options.log_level = "debug";
     auto d = SnapshotterProcess::Start(tmp_.Sub("daemon"), options);
     ASSERT_TRUE(d.ok()) << d.status();
     daemon_ = std::move(*d);
     client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
   }
+  virtual std::string ExtraConfig() const { return ""; }
   void TearDown() override {
-    stalled_->ClearRules();
+    if (stalled_ != nullptr) stalled_->ClearRules();
     mounts_.clear();
     client_.reset();
     if (daemon_ != nullptr) {
@@ -179,6 +181,47 @@ TEST_F(IsolationTest, StalledRegistryDelaysNeitherOtherRegistriesNorCachedReads)
   EXPECT_EQ(stalled_done.load(), kFiles - 1);
   // The healthy layer still serves.
   EXPECT_TRUE(ReadsExactly(b + "/data/f3", FileContent(3)));
+}
+
+// Preloaded indexes that outlive preload_lifetime_ms are dropped by the next Prepare. One
+// whose registry stalls must not be waited for there: that Prepare (under the manager's lock)
+// would stall every Prepare of the node until the stalled request times out.
+class StalePreloadTest : public IsolationTest {
+ protected:
+  std::string ExtraConfig() const override { return "[remote]\npreload_lifetime_ms = 1\n"; }
+};
+
+TEST_F(StalePreloadTest, AStalledPreloadDoesNotBlockOtherPrepares) {
+  auto image = ResolvePushed(stalled_->host() + "/esgz:v1");
+  ASSERT_TRUE(image.ok()) << image.status();
+  ASSERT_EQ(image->resolved.manifest.layers.size(), 2u);
+  // Layer 1's blob stalls: layer 0 mounts, and its Prepare starts preloading layer 1's index.
+  FaultRule stall;
+  stall.kind = FaultKind::kStall;
+  stall.method = "GET";
+  stall.path_contains = "blobs/" + image->resolved.manifest.layers[1].digest.ToString();
+  stall.times = -1;
+  stalled_->AddRule(stall);
+  grpc::Status s = client_->Prepare("a-extract-0", "", StargzLabels(*image, 0, "a-layer-0"));
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  ASSERT_TRUE(WaitUntil([&] { return stalled_->faults_applied() >= 1; }, std::chrono::seconds(30)))
+      << "the preload of layer 1 never reached the registry";
+
+  // Another image's Prepares find that preload stale: they must return while it still stalls.
+  std::atomic<bool> done{false};
+  std::vector<std::string> targets;
+  std::thread other([&] {
+    MountImageVia(*healthy_, "b", &targets);
+    done = true;
+  });
+  const bool returned = WaitUntil([&] { return done.load(); }, std::chrono::seconds(90));
+  const int stalled_requests = stalled_->faults_applied();
+  stalled_->ClearRules();  // releases the stalled request (and a blocked Prepare, if any)
+  other.join();
+  EXPECT_TRUE(returned) << "a Prepare waited for another image's stalled preload";
+  EXPECT_EQ(stalled_requests, 1);
+  ASSERT_EQ(targets.size(), 2u);
+  EXPECT_TRUE(ReadsExactly(mounts_.back()->target() + "/data/f3", FileContent(3)));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -20,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "lazypull/blob_reader.h"
 #include "nlohmann/json.hpp"
+#include "tests/format/test_blob_builder.h"
 #include "tests/harness/fault_proxy.h"
 #include "tests/harness/registry_process.h"
 #include "tests/harness/snapshotter_process.h"
@@ -651,6 +653,45 @@ TEST_P(RemoteDaemonTest, BackendLabelOverridesTheDefault) {
   for (const auto& l : Status()["layers"]) EXPECT_EQ(l.value("backend", ""), other) << l.dump();
 }
 
+// Issue 17 (1): an image author's TOC gives two files (4 KiB and 64 KiB) one chunkDigest. The
+// index refuses it, the layer falls back to a normal snapshot with one log line naming why, and
+// the daemon goes on serving lazy layers (it used to die reading both files at once).
+TEST_P(RemoteDaemonTest, TocWithOneDigestAtTwoLengthsFallsBackAndTheDaemonLives) {
+  format::testing::TestEntry small, large;
+  small.name = "hostile/small";
+  small.data = std::string(4096, 's');
+  large.name = "hostile/large";
+  large.data = std::string(65536, 'L');
+  format::testing::BuiltBlob built =
+      format::testing::BuildEstargz({small, large}, {.mutate_toc = [](nlohmann::json& toc) {
+                                      std::string first;
+                                      for (auto& e : toc["entries"]) {
+                                        if (!e.contains("chunkDigest")) continue;
+                                        if (first.empty()) {
+                                          first = e["chunkDigest"];
+                                        } else {
+                                          e["chunkDigest"] = first;
+                                        }
+                                      }
+                                    }});
+  const std::string layout = tmp_.Sub("hostile-layout");
+  ASSERT_TRUE(WriteOneLayerLayout(layout, built.blob, built.annotations).ok());
+  ASSERT_TRUE(images->registry->PushOciLayout(layout, "v1", "hostile:v1").ok());
+  PushedImage image = Image("hostile");
+  MountList mounts;
+  ASSERT_GRPC_OK(
+      client_->Prepare("hostile-extract", "", StargzLabels(image, 0, "hostile-0"), &mounts));
+  ASSERT_EQ(mounts.size(), 1u);
+  EXPECT_EQ(mounts[0].type(), "bind");
+  std::string log = daemon_->ReadLog();
+  EXPECT_TRUE(absl::StrContains(log, "not lazily mountable") &&
+              absl::StrContains(log, "another chunk has the same digest with length 4096"))
+      << log;
+  // Still serving: a good image mounts lazily and reads exactly.
+  std::vector<std::string> targets = PrepareLazyChain(Image("esgz"), false, "after");
+  ExpectImageTree(MountActive("container", targets.back()));
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, RemoteDaemonTest, ::testing::Values("fuse", "erofs"),
                          [](const auto& info) { return info.param; });
 
@@ -672,9 +713,10 @@ class RemoteErofsTest : public RemoteDaemonTest {
   }
 };
 
-// Fully fetched layers graduate to local copies of their original tars; after a restart with
-// the registry gone and the chunk cache deleted, they mount from those copies before gRPC
-// serves, and the image reads exactly.
+// Fully fetched eStargz layers graduate to local copies built from their verified chunks
+// (nothing moved twice, chunks released from the cache); after a restart with the registry
+// gone and the chunk cache deleted, they mount from those copies before gRPC serves (a copy no
+// snapshot uses is deleted), and the image reads exactly.
 TEST_P(RemoteErofsTest, GraduatedLayersRemountFromLocalCopiesWithoutRegistry) {
   ASSERT_TRUE(daemon_->Stop().ok());
   daemon_.reset();
@@ -682,6 +724,26 @@ TEST_P(RemoteErofsTest, GraduatedLayersRemountFromLocalCopiesWithoutRegistry) {
   PushedImage image = Image("esgz");
   std::vector<std::string> targets = PrepareLazyChain(image, false, "g");
   ASSERT_TRUE(WaitGraduated(4)) << Status().dump();
+  // A layer crosses the network once: the background fetch moved each blob's chunks (plus its
+  // TOC), graduation moved nothing more and never GETs a whole blob. The image as a whole
+  // moves at most 1.15x its compressed size (a tiny layer's TOC and tail read weigh more).
+  const std::vector<RecordedRequest> requests = proxy_->Requests();
+  uint64_t moved_total = 0, size_total = 0;
+  std::string per_layer;
+  for (const oci::Descriptor& layer : image.resolved.manifest.layers) {
+    bool unranged = false;
+    const uint64_t moved = RangeBytes(requests, layer.digest.hex(), &unranged);
+    EXPECT_FALSE(unranged) << layer.digest.ToString() << " was downloaded whole";
+    moved_total += moved;
+    size_total += layer.size;
+    absl::StrAppend(&per_layer, layer.digest.ToString(), ": ", moved, " of ", layer.size, "\n");
+  }
+  EXPECT_LE(moved_total * 100, size_total * 115) << per_layer;
+  // ... and is stored once: its chunks left the cache for the copy.
+  ASSERT_TRUE(WaitUntil([&] { return Status()["disk"].value("cache_bytes", uint64_t{1}) == 0; },
+                        std::chrono::seconds(60)))
+      << Status().dump();
+  EXPECT_GT(Status()["disk"].value("graduated_bytes", uint64_t{0}), 0u) << Status().dump();
   auto status = RunCommand({BinaryDir() + "/bin/lazypull", "status", "--root", daemon_->root()},
                            std::chrono::seconds(30));
   ASSERT_TRUE(status.ok());
@@ -698,7 +760,25 @@ TEST_P(RemoteErofsTest, GraduatedLayersRemountFromLocalCopiesWithoutRegistry) {
   proxy_.reset();  // the registry is unreachable from now on
   ASSERT_EQ(RunShell("rm -rf " + daemon_->root() + "/cache", std::chrono::seconds(30))->exit_code,
             0);
+  // A copy no snapshot uses (its snapshot removed while no daemon ran) and a failure record of
+  // such a layer: deleted at the next start.
+  const std::string unused = daemon_->root() + "/erofs/graduated/sha256-" + std::string(64, 'e');
+  std::filesystem::create_directories(unused);
+  ASSERT_TRUE(WriteFile(unused + "/meta.erofs", "x").ok());
+  ASSERT_TRUE(WriteFile(unused + "/layer.blob", "x").ok());
+  ASSERT_TRUE(
+      WriteFile(daemon_->root() + "/erofs/graduated/.failures-sha256-" + std::string(64, 'f'),
+                "1\n")
+          .ok());
   ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
+  EXPECT_FALSE(std::filesystem::exists(unused));
+  EXPECT_FALSE(std::filesystem::exists(daemon_->root() + "/erofs/graduated/.failures-sha256-" +
+                                       std::string(64, 'f')));
+  for (const oci::Descriptor& layer : image.resolved.manifest.layers) {
+    EXPECT_TRUE(
+        std::filesystem::exists(daemon_->root() + "/erofs/graduated/sha256-" + layer.digest.hex()))
+        << "the copy of a layer in use was deleted";
+  }
   client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
   std::string log = daemon_->ReadLog();
   size_t from_local = 0;
@@ -715,13 +795,12 @@ TEST_P(RemoteErofsTest, GraduatedLayersRemountFromLocalCopiesWithoutRegistry) {
 }
 
 // zstd:chunked layers graduate by rebuilding the original tar from the local chunks plus the
-// header frames, without downloading the layers again, and only if the result hashes to the
-// image config's diff_id. lazypull convert keeps the original tar bytes: all 4 layers
-// graduate. skopeo 1.9 re-serializes tar headers when it writes zstd:chunked but keeps the old
-// diff_ids, so its copy of the hand-made (Python PAX) layer does not match its diff_id (as
-// containerd's own unpack would refuse it): that layer stays lazy, the others graduate, and
-// the tree is exact either way.
-TEST_P(RemoteErofsTest, ZstdChunkedLayersGraduateWithoutADownloadWhenTheDiffIdMatches) {
+// header frames, without downloading the layers again, kept only if the result hashes to the
+// image config's diff_id. lazypull convert keeps the original tar bytes: all 4 layers keep
+// their tar. skopeo 1.9 re-serializes tar headers when it writes zstd:chunked but keeps the
+// old diff_ids, so its copy of the hand-made (Python PAX) layer does not match its diff_id:
+// that layer graduates in its blob layout instead, and the tree is exact either way.
+TEST_P(RemoteErofsTest, ZstdChunkedLayersGraduateWithoutADownload) {
   ASSERT_TRUE(daemon_->Stop().ok());
   daemon_.reset();
   StartDaemon(DaemonConfig("erofs", "background_fetch = true\nbackground_silence = 0\n"));
@@ -736,7 +815,7 @@ TEST_P(RemoteErofsTest, ZstdChunkedLayersGraduateWithoutADownloadWhenTheDiffIdMa
   std::vector<std::string> targets = PrepareLazyChain(zc, true, "zc");
   ASSERT_TRUE(WaitGraduated(4)) << Status().dump();
   for (const oci::Descriptor& l : zc.resolved.manifest.layers) {
-    EXPECT_EQ(graduation_lines(l.digest.ToString(), "\"method\":\"rebuilt\""), 1u)
+    EXPECT_EQ(graduation_lines(l.digest.ToString(), "\"method\":\"tar\""), 1u)
         << l.digest.ToString() << "\n"
         << daemon_->ReadLog();
   }
@@ -745,16 +824,46 @@ TEST_P(RemoteErofsTest, ZstdChunkedLayersGraduateWithoutADownloadWhenTheDiffIdMa
   PushedImage skopeo = Image("skopeo-zc");
   targets = PrepareLazyChain(skopeo, true, "sk");
   const std::string odd = skopeo.resolved.manifest.layers[3].digest.ToString();
-  const bool refused =
-      WaitUntil([&] { return graduation_lines(odd, "layer graduation failed") > 0; },
-                std::chrono::seconds(60));
-  ASSERT_TRUE(refused) << daemon_->ReadLog();
-  EXPECT_EQ(graduation_lines(odd, "the image config says"), 1u);
-  ASSERT_TRUE(WaitGraduated(4 + 3)) << Status().dump();
+  ASSERT_TRUE(WaitGraduated(4 + 4)) << Status().dump();
+  EXPECT_EQ(graduation_lines(odd, "cannot rebuild the layer's original tar"), 1u)
+      << daemon_->ReadLog();
+  EXPECT_EQ(graduation_lines(odd, "\"method\":\"blob\""), 1u) << daemon_->ReadLog();
+  EXPECT_EQ(graduation_lines(odd, "layer graduation failed"), 0u) << daemon_->ReadLog();
+  for (const oci::Descriptor& l : skopeo.resolved.manifest.layers) {
+    bool unranged = false;
+    RangeBytes(proxy_->Requests(), l.digest.hex(), &unranged);
+    EXPECT_FALSE(unranged) << l.digest.ToString() << " was downloaded whole";
+  }
   ExpectImageTree(MountActive("sk-c", targets.back()));
   nlohmann::json odd_layer = StatusLayer(skopeo.resolved.manifest.layers[3].digest);
   ASSERT_TRUE(odd_layer.is_object()) << Status().dump();
-  EXPECT_EQ(odd_layer["graduated"], false) << odd_layer.dump();
+  EXPECT_EQ(odd_layer["graduated"], true) << odd_layer.dump();
+}
+
+// A layer that cannot be re-mounted after a restart (registry gone, its local copy unusable)
+// is unavailable, but its local copy is kept at start (a snapshot uses it) and deleted when
+// its last snapshot is removed: the release of an unavailable snapshot drops it too.
+TEST_P(RemoteErofsTest, RemovingAnUnavailableLayerDeletesItsCopy) {
+  PushedImage image = Image("esgz");
+  std::vector<std::string> targets = PrepareLazyChain(image, false, "u");
+  ASSERT_TRUE(daemon_->Stop().ok());
+  proxy_.reset();  // the registry is unreachable from now on
+  ASSERT_EQ(RunShell("rm -rf " + daemon_->root() + "/cache", std::chrono::seconds(30))->exit_code,
+            0);
+  const std::string copy =
+      daemon_->root() + "/erofs/graduated/sha256-" + image.resolved.manifest.layers[0].digest.hex();
+  ASSERT_TRUE(WriteFile(copy + "/meta.erofs", "not an EROFS image").ok());
+  ASSERT_TRUE(WriteFile(copy + "/layer.blob", "x").ok());
+  ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
+  client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
+  EXPECT_EQ(Status()["unavailable"].size(), 4u) << Status().dump();
+  EXPECT_TRUE(std::filesystem::exists(copy)) << "a copy a snapshot uses was deleted at start";
+  for (auto it = targets.rbegin(); it != targets.rend(); ++it) {
+    ASSERT_GRPC_OK(client_->Remove(*it));
+  }
+  EXPECT_FALSE(std::filesystem::exists(copy)) << daemon_->ReadLog();
+  EXPECT_TRUE(WaitUntil([&] { return Status()["unavailable"].empty(); }, std::chrono::seconds(30)))
+      << Status().dump();
 }
 
 // `auto` on a kernel without EROFS (simulated: the probe reads a filesystems list without it)

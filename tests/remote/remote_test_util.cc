@@ -12,8 +12,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "fetcher/codec/gzip.h"
 #include "fetcher/format/estargz_reader.h"
 #include "fetcher/registry/reference.h"
+#include "nlohmann/json.hpp"
 #include "tests/harness/subprocess.h"
 #include "tests/harness/test_env.h"
 
@@ -267,6 +269,44 @@ json.dump({'schemaVersion': 2, 'manifests': [dict(manifest,
                       std::chrono::seconds(300));
   if (!s.ok()) return s;
   return layout;
+}
+
+absl::Status WriteOneLayerLayout(const std::string& layout, const std::string& blob,
+                                 const std::map<std::string, std::string>& annotations) {
+  absl::StatusOr<std::string> tar = codec::Gunzip(blob, {.max_output = 1ull << 30});
+  if (!tar.ok()) return tar.status();
+  if (absl::Status s = Sh("mkdir -p " + layout + "/blobs/sha256"); !s.ok()) return s;
+  auto put = [&](const std::string& data) -> absl::StatusOr<nlohmann::json> {
+    const Digest d = Digest::Of(data);
+    if (absl::Status s = WriteFile(layout + "/blobs/sha256/" + d.hex(), data); !s.ok()) return s;
+    return nlohmann::json{{"digest", d.ToString()}, {"size", data.size()}};
+  };
+  absl::StatusOr<nlohmann::json> layer = put(blob);
+  if (!layer.ok()) return layer.status();
+  (*layer)["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip";
+  if (!annotations.empty()) (*layer)["annotations"] = annotations;
+  absl::StatusOr<nlohmann::json> config = put(
+      nlohmann::json{{"architecture", "amd64"},
+                     {"os", "linux"},
+                     {"config", nlohmann::json::object()},
+                     {"rootfs", {{"type", "layers"}, {"diff_ids", {Digest::Of(*tar).ToString()}}}}}
+          .dump());
+  if (!config.ok()) return config.status();
+  (*config)["mediaType"] = "application/vnd.oci.image.config.v1+json";
+  absl::StatusOr<nlohmann::json> manifest = put(nlohmann::json{
+      {"schemaVersion", 2},
+      {"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+      {"config", *config},
+      {"layers", {*layer}}}.dump());
+  if (!manifest.ok()) return manifest.status();
+  (*manifest)["mediaType"] = "application/vnd.oci.image.manifest.v1+json";
+  (*manifest)["annotations"] = {{"org.opencontainers.image.ref.name", "v1"}};
+  if (absl::Status s = WriteFile(layout + "/oci-layout", R"({"imageLayoutVersion":"1.0.0"})");
+      !s.ok()) {
+    return s;
+  }
+  return WriteFile(layout + "/index.json",
+                   nlohmann::json{{"schemaVersion", 2}, {"manifests", {*manifest}}}.dump());
 }
 
 absl::Status BuildRemoteTestImages(RemoteTestImages& im) {

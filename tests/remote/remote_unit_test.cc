@@ -71,9 +71,12 @@ TEST(LayerSourceTest, ResolvedLayerRoundTripsThroughLabels) {
 
 TEST(RemoteConfigTest, ParsesAndRejects) {
   toml::table t = toml::parse(
-      "fail_on_restore_error = true\nrestore_concurrency = 8\nstatus_interval_ms = 500\n");
+      "fail_on_restore_error = true\nrestore_concurrency = 8\nstatus_interval_ms = 500\n"
+      "preload_lifetime_ms = 1500\n");
   absl::StatusOr<RemoteConfig> c = ParseRemoteConfig(t);
   ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->preload_lifetime.count(), 1500);
+  EXPECT_EQ(RemoteConfig().preload_lifetime, std::chrono::minutes(10));
   EXPECT_TRUE(c->fail_on_restore_error);
   EXPECT_EQ(c->restore_concurrency, 8u);
   EXPECT_EQ(c->status_interval.count(), 500);

@@ -76,6 +76,31 @@ TEST_F(DaemonProcessTest, SigintShutsDownCleanlyWithInflightWork) {
   EXPECT_GE(static_cast<int>(infos.size()), ok_calls.load());
 }
 
+// Issue 17: the root holds private image data. Its mode is enforced at every start (kubelet's
+// hostPath DirectoryOrCreate makes it 0755), and files left wider by an older version are
+// tightened.
+TEST_F(DaemonProcessTest, RootIsMadePrivateAtEveryStart) {
+  const std::string root = daemon_->root();
+  auto mode = [](const std::string& path) {
+    struct stat st;
+    EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+    return st.st_mode & 07777;
+  };
+  EXPECT_EQ(mode(root), 0700u);
+  ASSERT_TRUE(daemon_->Stop().ok());
+  for (const std::string& d : {root, root + "/snapshots"}) ASSERT_EQ(::chmod(d.c_str(), 0755), 0);
+  for (const std::string& f : {root + "/metadata.db", root + "/lazypull.lock"}) {
+    ASSERT_EQ(::chmod(f.c_str(), 0644), 0) << f;
+  }
+  ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
+  EXPECT_EQ(mode(root), 0700u);
+  EXPECT_EQ(mode(root + "/snapshots"), 0700u);
+  EXPECT_EQ(mode(root + "/metadata.db"), 0600u);
+  EXPECT_EQ(mode(root + "/lazypull.lock"), 0600u);
+  EXPECT_NE(daemon_->ReadLog().find("\"old_mode\":\"0755\""), std::string::npos);
+  ASSERT_GRPC_OK(client_->Prepare("after-restart", ""));
+}
+
 TEST(DaemonConfigFileTest, ConfigFileAndFlagOverride) {
   TempDir tmp("lpcfg");
   ASSERT_TRUE(

@@ -65,9 +65,11 @@ app.kubernetes.io/component: snapshotter
 {{- end -}}
 {{- end -}}
 
+{{/* The metrics address of the config. With bindAddress "" the pod passes the node's IP
+(status.hostIP) as --metrics-host, which replaces the host; 127.0.0.1 stays if it does not. */}}
 {{- define "lazypull.metricsAddress" -}}
 {{- if .Values.metrics.enabled -}}
-{{- $host := .Values.metrics.bindAddress -}}
+{{- $host := default "127.0.0.1" .Values.metrics.bindAddress -}}
 {{- if contains ":" $host -}}
 {{- printf "[%s]:%d" $host (int .Values.metrics.port) -}}
 {{- else -}}
