@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds, and runs every test (unit, root/FUSE, containerd end to end,
-# containerd's conformance suite, bounded fuzzing) with ctest, printing ctest's summary.
+# containerd's conformance suite, bounded fuzzing, the unit tests again under ASan+UBSan) with
+# ctest, printing ctest's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh

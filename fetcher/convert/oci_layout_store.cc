@@ -1,15 +1,13 @@
 // ImageStore over an OCI image layout directory (image-spec image-layout.md).
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "absl/status/status.h"
+#include "base/atomic_file.h"
 #include "fetcher/convert/image_store.h"
 #include "fetcher/oci/media_types.h"
 #include "fmt/format.h"
@@ -27,20 +25,6 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-absl::Status WriteWholeFile(const std::string& path, const std::string& data) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return absl::InternalError(fmt::format("cannot create {}", tmp));
-    out.write(data.data(), data.size());
-    if (!out) return absl::InternalError(fmt::format("write {} failed", tmp));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(fmt::format("rename {}: {}", tmp, ec.message()));
-  return absl::OkStatus();
 }
 
 class OciLayoutStore : public ImageStore {
@@ -108,7 +92,7 @@ class OciLayoutStore : public ImageStore {
 
   absl::Status PutBlob(const oci::Descriptor& d, const std::string& bytes) override {
     if (auto st = EnsureLayout(); !st.ok()) return st;
-    return WriteWholeFile(BlobPath(d), bytes);
+    return WriteFileAtomically(BlobPath(d), bytes, 0644);
   }
 
   absl::Status PutManifest(const oci::Descriptor& d, const std::string& bytes) override {
@@ -138,7 +122,7 @@ class OciLayoutStore : public ImageStore {
     if (!tag_.empty()) entry.annotations[kRefNameAnnotation] = tag_;
     kept.push_back(oci::DescriptorToJson(entry));
     index["manifests"] = kept;
-    return WriteWholeFile(dir_ + "/index.json", index.dump());
+    return WriteFileAtomically(dir_ + "/index.json", index.dump(), 0644);
   }
 
  private:
@@ -151,7 +135,7 @@ class OciLayoutStore : public ImageStore {
     fs::create_directories(dir_ + "/blobs/sha256", ec);
     if (ec) return absl::InternalError(fmt::format("mkdir {}: {}", dir_, ec.message()));
     if (!fs::exists(dir_ + "/oci-layout")) {
-      return WriteWholeFile(dir_ + "/oci-layout", R"({"imageLayoutVersion":"1.0.0"})");
+      return WriteFileAtomically(dir_ + "/oci-layout", R"({"imageLayoutVersion":"1.0.0"})", 0644);
     }
     return absl::OkStatus();
   }

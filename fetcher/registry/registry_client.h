@@ -98,7 +98,8 @@ class RegistryClient {
   // after the full blob matched desc.digest.
   absl::Status FetchBlobStream(const Reference& ref, const oci::Descriptor& desc,
                                const std::function<absl::Status(uint64_t, std::string_view)>& sink);
-  // FetchBlobStream into `path` via `path.tmp-*` + rename: `path` appears only when verified.
+  // FetchBlobStream into `path` with an AtomicFile (base/atomic_file.h): `path` appears, 0644,
+  // only when verified and durable.
   absl::Status FetchBlobToFile(const Reference& ref, const oci::Descriptor& desc,
                                const std::string& path);
 

@@ -1,4 +1,3 @@
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -6,11 +5,10 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
-#include <thread>
 
 #include "absl/status/status.h"
+#include "base/atomic_file.h"
 #include "base/logging.h"
-#include "base/unique_fd.h"
 #include "fetcher/oci/index.h"
 #include "fetcher/oci/media_types.h"
 #include "fetcher/registry/registry_call.h"
@@ -197,33 +195,23 @@ absl::StatusOr<std::string> RegistryClient::FetchBlob(const Reference& ref,
 
 absl::Status RegistryClient::FetchBlobToFile(const Reference& ref, const oci::Descriptor& desc,
                                              const std::string& path) {
-  std::string tmp = fmt::format("{}.tmp-{}-{}", path, getpid(),
-                                std::hash<std::thread::id>()(std::this_thread::get_id()));
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (!fd.valid()) {
-    return absl::InternalError(fmt::format("open {}: {}", tmp, std::strerror(errno)));
-  }
+  absl::StatusOr<AtomicFile> file = AtomicFile::Create(path, 0644);
+  if (!file.ok()) return file.status();
   auto st = FetchBlobStream(ref, desc, [&](uint64_t off, std::string_view d) -> absl::Status {
     size_t done = 0;
     while (done < d.size()) {
-      ssize_t n = ::pwrite(fd.get(), d.data() + done, d.size() - done, off + done);
+      ssize_t n = ::pwrite(file->fd(), d.data() + done, d.size() - done, off + done);
       if (n < 0) {
         if (errno == EINTR) continue;
-        return absl::InternalError(fmt::format("write {}: {}", tmp, std::strerror(errno)));
+        return absl::InternalError(
+            fmt::format("write {}: {}", file->temp_path(), std::strerror(errno)));
       }
       done += static_cast<size_t>(n);
     }
     return absl::OkStatus();
   });
-  if (st.ok() && ::fsync(fd.get()) != 0) {
-    st = absl::InternalError(fmt::format("fsync {}: {}", tmp, std::strerror(errno)));
-  }
-  fd.Reset();
-  if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-    st = absl::InternalError(fmt::format("rename {} → {}: {}", tmp, path, std::strerror(errno)));
-  }
-  if (!st.ok()) ::unlink(tmp.c_str());
-  return st;
+  if (!st.ok()) return st;  // `file` removes its temp file
+  return file->Commit();
 }
 
 absl::StatusOr<oci::ImageConfig> RegistryClient::FetchConfig(const Reference& ref,

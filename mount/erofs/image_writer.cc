@@ -1,11 +1,8 @@
 #include "mount/erofs/image_writer.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -14,7 +11,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
-#include "base/unique_fd.h"
+#include "base/atomic_file.h"
 #include "fmt/format.h"
 #include "mount/erofs/erofs_format.h"
 
@@ -567,32 +564,8 @@ absl::Status WriteErofsImage(const LayerIndex& index, const DeviceLayout& device
                              ImageStats* stats) {
   absl::StatusOr<std::string> image = BuildErofsImage(index, device, options, stats);
   if (!image.ok()) return image.status();
-  const std::string tmp = fmt::format("{}.tmp-{}", path, ::getpid());
   // 0600: an image lists a private image's files (the kernel mounts it as root).
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd.valid()) return absl::ErrnoToStatus(errno, fmt::format("create {}", tmp));
-  for (size_t done = 0; done < image->size();) {
-    ssize_t n = ::write(fd.get(), image->data() + done, image->size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      absl::Status s = absl::ErrnoToStatus(errno, fmt::format("write {}", tmp));
-      ::unlink(tmp.c_str());
-      return s;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd.get()) != 0) {
-    absl::Status s = absl::ErrnoToStatus(errno, fmt::format("fsync {}", tmp));
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  fd.Reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    absl::Status s = absl::ErrnoToStatus(errno, fmt::format("rename {} to {}", tmp, path));
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(path, *image, 0600);
 }
 
 }  // namespace lazypull::mount::erofs

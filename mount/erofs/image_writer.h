@@ -60,8 +60,8 @@ absl::StatusOr<std::string> BuildErofsImage(const format::LayerIndex& index,
                                             const DeviceLayout& device, const ImageOptions& options,
                                             ImageStats* stats = nullptr);
 
-// BuildErofsImage written to `path` through a temp file, fsync and rename (so `path` is either
-// absent or complete), mode 0600 (it lists an image's files). Errors name the path.
+// BuildErofsImage written to `path` with WriteFileAtomically (base/atomic_file.h; so `path` is
+// either absent or complete), mode 0600 (it lists an image's files). Errors name the path.
 absl::Status WriteErofsImage(const format::LayerIndex& index, const DeviceLayout& device,
                              const ImageOptions& options, const std::string& path,
                              ImageStats* stats = nullptr);

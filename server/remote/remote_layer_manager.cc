@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/atomic_file.h"
 #include "base/background_guard.h"
 #include "base/logging.h"
 #include "base/unique_fd.h"
@@ -29,44 +30,6 @@ namespace {
 const toml::table* Section(const toml::table& doc, std::string_view name) {
   const toml::node* node = doc.get(name);
   return node == nullptr ? nullptr : node->as_table();
-}
-
-// Durable: the file's bytes reach the disk before the rename, and the rename before return,
-// so a crash leaves the old or the new file, never an empty one. Mode 0600: it names images.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& content) {
-  std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("create ", tmp));
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("write ", tmp));
-      ::unlink(tmp.c_str());
-      return s;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fchmod(fd.get(), 0600) != 0 || ::fsync(fd.get()) != 0) {
-    absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("fsync ", tmp));
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  fd.Reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("rename ", tmp, " to ", path));
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  const size_t slash = path.rfind('/');
-  const std::string dir =
-      slash == std::string::npos ? "." : path.substr(0, std::max<size_t>(slash, 1));
-  UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir_fd.valid() || ::fsync(dir_fd.get()) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("fsync directory ", dir));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -589,7 +552,9 @@ nlohmann::json RemoteLayerManager::StatusJson() const {
 absl::Status RemoteLayerManager::WriteStatusFile() const {
   // A daemon that never saw a remote layer leaves its root as the plain snapshotter does.
   if (!status_active_) return absl::OkStatus();
-  return WriteFileAtomically(options_.root + "/" + kStatusFileName, StatusJson().dump(2) + "\n");
+  // Durable (a crash leaves the old or the new file); 0600: it names images.
+  return WriteFileAtomically(options_.root + "/" + kStatusFileName, StatusJson().dump(2) + "\n",
+                             0600);
 }
 
 void RemoteLayerManager::StatusLoop() {

@@ -110,7 +110,8 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   //  "disk": {"graduated_bytes": ..., "cache_bytes": ..., "max_bytes": ...},
   //  "fetch": BackgroundScheduler::StatusJson()}
   nlohmann::json StatusJson() const;
-  // Writes StatusJson() to <root>/status.json via a temp file + rename.
+  // Writes StatusJson() to <root>/status.json (0600) with WriteFileAtomically
+  // (base/atomic_file.h).
   absl::Status WriteStatusFile() const;
 
   // Adds the manager's metrics to a scrape (remote_metrics.cc): chunk cache, registry

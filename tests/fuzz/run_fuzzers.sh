@@ -1,23 +1,32 @@
 #!/bin/bash
-# Builds the libFuzzer targets with clang into BUILD_DIR (a sub-build of just the fuzz
-# project) and runs each for LAZYPULL_FUZZ_SECONDS (default 60) seconds from a generated
-# seed corpus. Exits non-zero on a build failure or any finding (crash, leak, timeout, OOM);
-# findings are kept in BUILD_DIR/artifacts.
+# Builds the libFuzzer targets with clang (ASan + UBSan) into BUILD_DIR (a sub-build of just
+# the fuzz project) and runs each for LAZYPULL_FUZZ_SECONDS (default 35) seconds from a
+# generated seed corpus. Exits non-zero on a build failure or any finding (crash, leak, UB,
+# timeout, OOM); findings are kept in BUILD_DIR/artifacts.
 # Usage: run_fuzzers.sh SOURCE_DIR BUILD_DIR
 set -euo pipefail
 src=$1
 out=$2
-secs=${LAZYPULL_FUZZ_SECONDS:-60}
-targets="estargz_fuzzer zstd_chunked_fuzzer toc_json_fuzzer codec_fuzzer erofs_writer_fuzzer elf_fuzzer ld_so_cache_fuzzer elf_walk_fuzzer"
+secs=${LAZYPULL_FUZZ_SECONDS:-35}
+targets="estargz_fuzzer zstd_chunked_fuzzer toc_json_fuzzer codec_fuzzer erofs_writer_fuzzer
+  tar_fuzzer oci_fuzzer byteranges_fuzzer elf_fuzzer ld_so_cache_fuzzer elf_walk_fuzzer"
 
+launcher=()
+if command -v ccache >/dev/null; then
+  launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$(cd "$src/.." && pwd)} CCACHE_NOHASHDIR=1
+fi
 cmake -S "$src/tests/fuzz/project" -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >"$out.configure.log" 2>&1 ||
+  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ "${launcher[@]}" \
+  >"$out.configure.log" 2>&1 ||
   { cat "$out.configure.log"; exit 1; }
 ninja -C "$out" -j2 $targets seed_gen
 
 rm -rf "$out/seeds" "$out/corpus" "$out/artifacts"
 mkdir -p "$out/corpus" "$out/artifacts"
 "$out/seed_gen" "$out/seeds"
+# -fno-sanitize-recover already makes UB fatal; the stack says where.
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 failed=0
 for t in $targets; do
   mkdir -p "$out/corpus/$t"
