@@ -19,6 +19,14 @@ std::string_view Extension(std::string_view name) {
 size_t DirectoryBatcher::Plan(
     const format::LayerIndex& index, format::Ino ino, uint64_t link_bdp,
     const std::function<bool(const format::Chunk&, uint64_t batch_id)>& claim) {
+  // A directory's first miss is not evidence that its files are read together (a program
+  // reading one config file would pull its neighbours): its second one is.
+  const format::Ino dir = index.Parent(ino);
+  if (!missed_dirs_.contains(dir)) {
+    if (missed_dirs_.size() >= kMaxMissedDirs) missed_dirs_.clear();
+    missed_dirs_.insert(dir);
+    return 0;
+  }
   if (budget_ == 0) {
     budget_ = link_bdp > 0 ? 2 * link_bdp : options_.initial_budget;
   } else if (current_.issued > 0) {
@@ -30,7 +38,6 @@ size_t DirectoryBatcher::Plan(
   }
   budget_ = std::clamp(budget_, options_.min_budget, options_.max_budget);
 
-  const format::Ino dir = index.Parent(ino);
   const size_t count = index.ChildCount(dir);
   // The missed file's position among its siblings (children are sorted by name).
   const std::string_view name = index.Name(ino);

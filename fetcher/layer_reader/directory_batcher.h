@@ -4,9 +4,10 @@
 // Programs read the files of one directory together (a package's modules on import, a
 // locale's files, a conf.d), in an order the blob does not predict: imports jump around a
 // __pycache__ by name, so blob-order readahead after the missed file catches only those that
-// happen to follow it. A cold miss on a small file read from its start therefore also fetches,
-// in the same request, the directory's other small files that are not local: nearest in name
-// order first (alternating after and before the missed file), files with the missed file's
+// happen to follow it. A cold miss on a small file read from its start, in a directory that
+// already had a miss (one file read is no sign that its neighbours will be), therefore also
+// fetches, in the same request, the directory's other small files that are not local: nearest in
+// name order first (alternating after and before the missed file), files with the missed file's
 // extension before the others, until a budget of compressed bytes is reached. Files of one
 // directory sit together in the blob, so the batch is usually one contiguous range.
 //
@@ -24,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 
+#include "absl/container/flat_hash_set.h"
 #include "fetcher/format/layer_index.h"
 
 namespace lazypull {
@@ -81,6 +83,9 @@ class DirectoryBatcher {
   };
   Batch current_;
   uint64_t next_id_ = kBatchIdBit | 1;
+  // Directories that had a miss (bounded: cleared when full).
+  static constexpr size_t kMaxMissedDirs = 4096;
+  absl::flat_hash_set<format::Ino> missed_dirs_;
   uint64_t chunks_total_ = 0;
   uint64_t used_total_ = 0;
 };

@@ -324,20 +324,23 @@ void LayerReader::FinishChunk(const ChunkRef& ref, std::string_view compressed) 
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.chunks_fetched;
   }
+  if (!c.has_digest) {
+    // Never stored, so fetched for every read (layer_reader.h): forgotten before its waiters
+    // are woken, so no later read joins it.
+    RetireFlight(c, ref.flight, false);
+    PublishFlight(ref.flight, absl::OkStatus(), bytes);
+    return;
+  }
   // The flight stays registered (done) until the chunk is stored: a read arriving meanwhile
   // takes the bytes from it instead of fetching them again.
   PublishFlight(ref.flight, absl::OkStatus(), bytes);
-  bool stored = false;
-  if (c.has_digest) {
-    absl::Status put = cache_->PutVerified(c.digest_value(), *bytes);
-    stored = put.ok();
-    if (!put.ok()) {
-      LogWarn(
-          "served a verified chunk without caching it",
-          {{"layer", layer_id_}, {"chunk_offset", c.compressed_offset}, {"error", put.ToString()}});
-    }
+  absl::Status put = cache_->PutVerified(c.digest_value(), *bytes);
+  if (!put.ok()) {
+    LogWarn(
+        "served a verified chunk without caching it",
+        {{"layer", layer_id_}, {"chunk_offset", c.compressed_offset}, {"error", put.ToString()}});
   }
-  RetireFlight(c, ref.flight, stored);
+  RetireFlight(c, ref.flight, put.ok());
 }
 
 void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {

@@ -76,4 +76,34 @@ absl::StatusOr<std::string> ValidateWithKubernetesModels(const nlohmann::json& o
   return r->output;
 }
 
+absl::StatusOr<std::map<std::string, std::string>> KubeletEnv(const nlohmann::json& container) {
+  std::map<std::string, std::string> env;
+  for (const nlohmann::json& e : container.value("env", nlohmann::json::array())) {
+    const std::string name = e["name"];
+    if (e.contains("value")) {
+      env[name] = e["value"];
+    } else if (e.contains("valueFrom") && e["valueFrom"].contains("fieldRef")) {
+      const std::string field = e["valueFrom"]["fieldRef"]["fieldPath"];
+      if (field != "status.hostIP" && field != "status.podIP") {
+        return absl::UnimplementedError(absl::StrCat("env ", name, ": fieldRef ", field));
+      }
+      env[name] = "127.0.0.1";
+    } else {
+      return absl::UnimplementedError(absl::StrCat("env ", name, ": ", e.dump()));
+    }
+  }
+  return env;
+}
+
+std::string ExpandKubeletVars(std::string arg, const std::map<std::string, std::string>& env) {
+  for (const auto& [name, value] : env) {
+    const std::string ref = "$(" + name + ")";
+    for (size_t pos = arg.find(ref); pos != std::string::npos; pos = arg.find(ref, pos)) {
+      arg.replace(pos, ref.size(), value);
+      pos += value.size();
+    }
+  }
+  return arg;
+}
+
 }  // namespace lazypull::testing

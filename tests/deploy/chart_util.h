@@ -4,6 +4,7 @@
 #ifndef LAZYPULL_TESTS_DEPLOY_CHART_UTIL_H_
 #define LAZYPULL_TESTS_DEPLOY_CHART_UTIL_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,15 @@ nlohmann::json FindObject(const nlohmann::json& objects, const std::string& kind
 // into the build dir on first use). Returns the validator's report ("ok Kind/name" lines); an
 // error carries it when an object is invalid.
 absl::StatusOr<std::string> ValidateWithKubernetesModels(const nlohmann::json& objects);
+
+// A container's env as the kubelet sets it on this node: literal values, and the downward-API
+// fields a node-level pod uses (status.hostIP, status.podIP: 127.0.0.1 here). Unimplemented
+// for any other source.
+absl::StatusOr<std::map<std::string, std::string>> KubeletEnv(const nlohmann::json& container);
+
+// `arg` with every $(NAME) of a variable in `env` replaced, as the kubelet does in command and
+// args.
+std::string ExpandKubeletVars(std::string arg, const std::map<std::string, std::string>& env);
 
 }  // namespace lazypull::testing
 

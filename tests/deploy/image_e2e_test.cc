@@ -182,10 +182,16 @@ TEST_F(ImageE2eTest, ImageRunByContainerdServesTheNodesContainerd) {
   }
   ASSERT_TRUE(bidirectional);
   run.push_back("--rootfs-propagation=rshared");
+  // env and $(NAME) in command and args, as the kubelet sets them on this node.
+  auto env = KubeletEnv(container);
+  ASSERT_TRUE(env.ok()) << env.status();
+  for (const auto& [name, value] : *env) run.push_back(absl::StrCat("--env=", name, "=", value));
   run.push_back(image_ref);
   run.push_back(kTask);
-  for (const nlohmann::json& a : container["command"]) run.push_back(a);
-  for (const nlohmann::json& a : container["args"]) run.push_back(a);
+  for (const nlohmann::json& a : container["command"]) run.push_back(ExpandKubeletVars(a, *env));
+  for (const nlohmann::json& a : container.value("args", nlohmann::json::array())) {
+    run.push_back(ExpandKubeletVars(a, *env));
+  }
   auto started = containerd_->CtrOk(run, std::chrono::seconds(60));
   ASSERT_TRUE(started.ok()) << started.status();
 

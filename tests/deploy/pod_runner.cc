@@ -93,34 +93,11 @@ absl::StatusOr<std::unique_ptr<PodRunner>> PodRunner::Start(const nlohmann::json
   }
   if (absl::Status s = pod->PrepareVolumes(objects, secrets); !s.ok()) return s;
 
-  // env: literal values and the downward API fields a node-level pod uses; the node here is
-  // this machine, reached at 127.0.0.1.
-  std::map<std::string, std::string> env;
-  for (const nlohmann::json& e : pod->container_.value("env", nlohmann::json::array())) {
-    const std::string name = e["name"];
-    if (e.contains("value")) {
-      env[name] = e["value"];
-    } else if (e.contains("valueFrom") && e["valueFrom"].contains("fieldRef")) {
-      const std::string field = e["valueFrom"]["fieldRef"]["fieldPath"];
-      if (field != "status.hostIP" && field != "status.podIP") {
-        return absl::UnimplementedError(absl::StrCat("env ", name, ": fieldRef ", field));
-      }
-      env[name] = "127.0.0.1";
-    } else {
-      return absl::UnimplementedError(absl::StrCat("env ", name, ": ", e.dump()));
-    }
-  }
-  // As the kubelet: $(NAME) of a defined variable is replaced in command and args.
-  auto expand = [&](std::string arg) {
-    for (const auto& [name, value] : env) {
-      const std::string ref = "$(" + name + ")";
-      for (size_t pos = arg.find(ref); pos != std::string::npos; pos = arg.find(ref, pos)) {
-        arg.replace(pos, ref.size(), value);
-        pos += value.size();
-      }
-    }
-    return arg;
-  };
+  // env and $(NAME) in command and args, as the kubelet sets them on this node.
+  absl::StatusOr<std::map<std::string, std::string>> kubelet_env = KubeletEnv(pod->container_);
+  if (!kubelet_env.ok()) return kubelet_env.status();
+  const std::map<std::string, std::string>& env = *kubelet_env;
+  auto expand = [&](const std::string& arg) { return ExpandKubeletVars(arg, env); };
   for (const nlohmann::json& a : pod->container_["command"]) pod->argv_.push_back(expand(a));
   for (const nlohmann::json& a : pod->container_.value("args", nlohmann::json::array())) {
     pod->argv_.push_back(expand(a));

@@ -1,13 +1,13 @@
 #!/bin/bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) into BUILD_DIR (a sub-build of just
-# the fuzz project) and runs each for LAZYPULL_FUZZ_SECONDS (default 35) seconds from a
+# the fuzz project) and runs each for LAZYPULL_FUZZ_SECONDS (default 25) seconds from a
 # generated seed corpus. Exits non-zero on a build failure or any finding (crash, leak, UB,
 # timeout, OOM); findings are kept in BUILD_DIR/artifacts.
 # Usage: run_fuzzers.sh SOURCE_DIR BUILD_DIR
 set -euo pipefail
 src=$1
 out=$2
-secs=${LAZYPULL_FUZZ_SECONDS:-35}
+secs=${LAZYPULL_FUZZ_SECONDS:-25}
 targets="estargz_fuzzer zstd_chunked_fuzzer toc_json_fuzzer codec_fuzzer erofs_writer_fuzzer
   tar_fuzzer oci_fuzzer byteranges_fuzzer elf_fuzzer ld_so_cache_fuzzer elf_walk_fuzzer"
 
