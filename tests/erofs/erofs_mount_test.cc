@@ -94,18 +94,31 @@ INSTANTIATE_TEST_SUITE_P(Formats, ErofsTarMountTest, ::testing::Bool(), [](const
   return std::string(info.param ? "ZstdChunked" : "Estargz");
 });
 
+// A layer lazily mounted at mnt, with its tar image ready to go beneath it.
+class ErofsMountBeneath : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto built = MakeTestLayer(RichEntries(), true);
+    ASSERT_TRUE(built.ok()) << built.status();
+    layer = std::move(*built);
+    std::tie(lazy_image, blob) = WriteLazy(layer, 12, tmp);
+    std::tie(tar_image, tar) = WriteTar(layer, tmp);
+    ::mkdir(mnt.c_str(), 0755);
+    auto m = KernelErofsMount::Mount(lazy_image, blob, mnt);
+    ASSERT_TRUE(m.ok()) << m.status();
+    lazy = std::move(*m);
+  }
+
+  TempDir tmp{"erofsbeneath"};
+  TestLayer layer;
+  std::string lazy_image, blob, tar_image, tar;
+  const std::string mnt = tmp.Sub("mnt");
+  std::unique_ptr<KernelErofsMount> lazy;
+};
+
 // Graduation's switch: the tar image goes beneath the lazy mount, the lazy one is detached;
 // the path shows the new mount at once and a file opened on the old mount keeps reading.
-TEST(ErofsMountBeneath, ReplacesTheMountAtAPathInPlace) {
-  auto layer = MakeTestLayer(RichEntries(), true);
-  ASSERT_TRUE(layer.ok()) << layer.status();
-  TempDir tmp("erofsbeneath");
-  auto [lazy_image, blob] = WriteLazy(*layer, 12, tmp);
-  auto [tar_image, tar] = WriteTar(*layer, tmp);
-  const std::string mnt = tmp.Sub("mnt");
-  ::mkdir(mnt.c_str(), 0755);
-  auto lazy = KernelErofsMount::Mount(lazy_image, blob, mnt);
-  ASSERT_TRUE(lazy.ok()) << lazy.status();
+TEST_F(ErofsMountBeneath, ReplacesTheMountAtAPathInPlace) {
   struct stat before;
   ASSERT_EQ(stat(mnt.c_str(), &before), 0);
   int old_fd = open((mnt + "/bin-data").c_str(), O_RDONLY | O_CLOEXEC);
@@ -113,15 +126,15 @@ TEST(ErofsMountBeneath, ReplacesTheMountAtAPathInPlace) {
 
   auto graduated = KernelErofsMount::MountBeneath(tar_image, tar, mnt);
   ASSERT_TRUE(graduated.ok()) << graduated.status();
-  (*lazy)->Release();
+  lazy->Release();
   struct stat after;
   ASSERT_EQ(stat(mnt.c_str(), &after), 0);
   EXPECT_NE(before.st_dev, after.st_dev) << "the path still shows the old mount";
   EXPECT_TRUE(mount::erofs::IsMountOfType(mnt, "erofs"));
-  std::vector<std::string> diffs = CompareMountWithIndex(mnt, *layer);
+  std::vector<std::string> diffs = CompareMountWithIndex(mnt, layer);
   EXPECT_TRUE(diffs.empty()) << absl::StrJoin(diffs, "\n");
   // The old mount is detached but alive for its user.
-  auto want = FileContent(*layer, *layer->index->LookupPath("bin-data"));
+  auto want = FileContent(layer, *layer.index->LookupPath("bin-data"));
   std::string got(want->size(), '\0');
   ASSERT_EQ(pread(old_fd, got.data(), got.size(), 0), static_cast<ssize_t>(got.size()));
   EXPECT_TRUE(got == *want);
@@ -145,16 +158,7 @@ size_t MountsAt(const std::string& path) {
 // A switch whose detach of the old mount fails leaves nothing behind: the new mount, already
 // beneath the old one, is detached again, so retrying (graduation retries every check) never
 // stacks mounts, and the path keeps showing the old mount.
-TEST(ErofsMountBeneath, FailedDetachLeavesNoStackedMount) {
-  auto layer = MakeTestLayer(RichEntries(), true);
-  ASSERT_TRUE(layer.ok()) << layer.status();
-  TempDir tmp("erofsbeneathfail");
-  auto [lazy_image, blob] = WriteLazy(*layer, 12, tmp);
-  auto [tar_image, tar] = WriteTar(*layer, tmp);
-  const std::string mnt = tmp.Sub("mnt");
-  ::mkdir(mnt.c_str(), 0755);
-  auto lazy = KernelErofsMount::Mount(lazy_image, blob, mnt);
-  ASSERT_TRUE(lazy.ok()) << lazy.status();
+TEST_F(ErofsMountBeneath, FailedDetachLeavesNoStackedMount) {
   struct stat before;
   ASSERT_EQ(stat(mnt.c_str(), &before), 0);
   ASSERT_EQ(MountsAt(mnt), 1u);
@@ -178,9 +182,9 @@ TEST(ErofsMountBeneath, FailedDetachLeavesNoStackedMount) {
     ASSERT_EQ(stat(mnt.c_str(), &now), 0);
     EXPECT_EQ(now.st_dev, before.st_dev) << "the path no longer shows the old mount";
   }
-  std::vector<std::string> diffs = CompareMountWithIndex(mnt, *layer);
+  std::vector<std::string> diffs = CompareMountWithIndex(mnt, layer);
   EXPECT_TRUE(diffs.empty()) << absl::StrJoin(diffs, "\n");
-  ASSERT_TRUE((*lazy)->Unmount().ok());
+  ASSERT_TRUE(lazy->Unmount().ok());
   EXPECT_EQ(MountsAt(mnt), 0u);
 }
 
