@@ -5,6 +5,7 @@
 // zstd:chunked zeros chunk with a huge sparse size.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <string>
@@ -12,6 +13,9 @@
 
 #include "fetcher/codec/gzip.h"
 #include "fetcher/codec/zstd.h"
+#include "fetcher/format/soci/ztoc_builder.h"
+#include "fetcher/format/soci/ztoc_serializer.h"
+#include "lazypull/blob_reader.h"
 #include "lazypull/digest.h"
 #include "nlohmann/json.hpp"
 #include "tests/elf/synthetic_elf.h"
@@ -167,6 +171,23 @@ int main(int argc, char** argv) {
                     TarHeader({.name = long_name.substr(0, 100)}, 5) + "hello" +
                     std::string(507, '\0') + std::string(1024, '\0');
   Write(out + "/tar_fuzzer", "gnu_long_name", gnu);
+
+  // SOCI: the zTOC of the gzipped tar, its checkpoint blob, and span 0 to inflate (the
+  // fuzzer's window is not the real one, which span 0 never reads).
+  {
+    const std::string gz = *lazypull::codec::GzipCompress(es.tar);
+    auto blob = lazypull::NewStringBlobReader(gz);
+    auto ztoc = lazypull::soci::BuildZtoc(*blob, {.span_size = 1000});
+    if (ztoc.ok()) {
+      Write(out + "/ztoc_fuzzer", "ztoc", *lazypull::soci::SerializeZtoc(*ztoc));
+      Write(out + "/zinfo_fuzzer", "v2_blob", std::string(1, '\0') + ztoc->checkpoints.blob());
+      const auto r = ztoc->SpanCompressedRange(0);
+      const uint64_t len = std::min<uint64_t>(ztoc->SpanUncompressedRange(0).length, 65535);
+      std::string span = std::string(1, '\x01') + static_cast<char>(len & 0xff) +
+                         static_cast<char>(len >> 8) + gz.substr(r.offset, r.length);
+      Write(out + "/zinfo_fuzzer", "span", span);
+    }
+  }
 
   // OCI documents.
   std::string layer_digest = Digest::Of(zc.blob).ToString();
