@@ -2,6 +2,7 @@
 
 #include "absl/status/status.h"
 #include "fetcher/format/soci/span_inflater.h"
+#include "fetcher/format/soci/span_slices.h"
 #include "fmt/format.h"
 #include "tests/harness/subprocess.h"
 
@@ -49,14 +50,13 @@ absl::StatusOr<std::string> ReadUncompressed(const Ztoc& ztoc, std::string_view 
                                              uint64_t offset, uint64_t length) {
   std::string out;
   if (length == 0) return out;
-  for (size_t i = ztoc.SpanForUncompressedOffset(offset); i < ztoc.span_count(); ++i) {
-    const ByteRange ur = ztoc.SpanUncompressedRange(i);
-    if (ur.offset >= offset + length) break;
-    auto span = ReadSpan(ztoc, blob, i);
+  const std::vector<SpanSlice> slices = SlicesForRange(ztoc, offset, length);
+  if (slices.empty()) return absl::OutOfRangeError("range outside the archive");
+  for (const SpanSlice& s : slices) {
+    if (s.range_offset != out.size()) return absl::InternalError("slices do not tile");
+    auto span = ReadSpan(ztoc, blob, s.span);
     if (!span.ok()) return span.status();
-    const uint64_t from = std::max(offset, ur.offset);
-    const uint64_t to = std::min(offset + length, ur.end());
-    if (from < to) out.append(*span, from - ur.offset, to - from);
+    out.append(*span, s.span_offset, s.length);
   }
   if (out.size() != length) {
     return absl::OutOfRangeError(fmt::format("read {} of {} bytes", out.size(), length));

@@ -26,7 +26,8 @@ absl::StatusOr<SampleLayer> MakeSampleLayer(const lazypull::testing::TempDir& di
 // digest.
 absl::StatusOr<std::string> ReadSpan(const Ztoc& ztoc, std::string_view blob, size_t i);
 
-// Uncompressed bytes [offset, offset + length) through the spans covering them.
+// Uncompressed bytes [offset, offset + length) through the spans covering them
+// (SlicesForRange).
 absl::StatusOr<std::string> ReadUncompressed(const Ztoc& ztoc, std::string_view blob,
                                              uint64_t offset, uint64_t length);
 

@@ -8,6 +8,7 @@
 
 #include "fetcher/codec/gzip.h"
 #include "fetcher/format/soci/span_inflater.h"
+#include "fetcher/format/soci/span_slices.h"
 #include "fetcher/format/soci/ztoc_builder.h"
 #include "fetcher/format/soci/ztoc_parser.h"
 #include "fetcher/format/soci/ztoc_serializer.h"
@@ -123,6 +124,34 @@ TEST_F(SociZtocTest, FilesReadThroughSpansEqualTheSourceFiles) {
     EXPECT_EQ(xattrs[0].first, "user.soci");
     EXPECT_EQ(xattrs[0].second, "yes");
   }
+}
+
+TEST_F(SociZtocTest, SlicesTileEveryFileWithinItsSpans) {
+  auto ztoc = Build(layer_->gzip);
+  ASSERT_TRUE(ztoc.ok()) << ztoc.status();
+  size_t crossing = 0;
+  for (const ZtocFile& f : ztoc->files) {
+    const auto slices = SlicesForRange(*ztoc, f.uncompressed_offset, f.uncompressed_size);
+    if (f.uncompressed_size == 0) {
+      EXPECT_TRUE(slices.empty());
+      continue;
+    }
+    ASSERT_FALSE(slices.empty()) << f.name;
+    uint64_t covered = 0;
+    for (const SpanSlice& s : slices) {
+      EXPECT_EQ(s.range_offset, covered) << f.name;
+      const ByteRange ur = ztoc->SpanUncompressedRange(s.span);
+      EXPECT_LE(s.span_offset + s.length, ur.length) << f.name;
+      EXPECT_EQ(ur.offset + s.span_offset, f.uncompressed_offset + s.range_offset) << f.name;
+      covered += s.length;
+    }
+    EXPECT_EQ(covered, f.uncompressed_size) << f.name;
+    if (slices.size() > 1) ++crossing;
+  }
+  EXPECT_GT(crossing, 0u);  // the binary spans several 128 KiB spans
+  EXPECT_TRUE(SlicesForRange(*ztoc, ztoc->uncompressed_archive_size, 1).empty());
+  EXPECT_TRUE(SlicesForRange(*ztoc, 0, ztoc->uncompressed_archive_size + 1).empty());
+  EXPECT_EQ(SlicesForRange(*ztoc, 0, ztoc->uncompressed_archive_size).size(), ztoc->span_count());
 }
 
 TEST_F(SociZtocTest, SerializeParseRoundTrip) {
