@@ -13,6 +13,7 @@
 
 #include "fetcher/codec/gzip.h"
 #include "fetcher/codec/zstd.h"
+#include "fetcher/format/soci/soci_index.h"
 #include "fetcher/format/soci/ztoc_builder.h"
 #include "fetcher/format/soci/ztoc_serializer.h"
 #include "lazypull/blob_reader.h"
@@ -180,6 +181,22 @@ int main(int argc, char** argv) {
     auto ztoc = lazypull::soci::BuildZtoc(*blob, {.span_size = 1000});
     if (ztoc.ok()) {
       Write(out + "/ztoc_fuzzer", "ztoc", *lazypull::soci::SerializeZtoc(*ztoc));
+      lazypull::soci::SociIndex index;
+      index.version = lazypull::soci::SociIndexVersion::kV1;
+      lazypull::soci::ZtocRef ref;
+      ref.ztoc.digest = Digest::Of("ztoc");
+      ref.ztoc.size = 4;
+      ref.layer_digest = Digest::Of(gz);
+      ref.layer_media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+      ref.span_size = 1000;
+      index.ztocs.push_back(ref);
+      lazypull::oci::Descriptor subject;
+      subject.media_type = "application/vnd.oci.image.manifest.v1+json";
+      subject.digest = Digest::Of("image");
+      subject.size = 5;
+      index.subject = subject;
+      Write(out + "/ztoc_fuzzer", "soci_index.json",
+            lazypull::oci::SerializeManifest(lazypull::soci::MakeSociIndexManifest(index)));
       Write(out + "/zinfo_fuzzer", "v2_blob", std::string(1, '\0') + ztoc->checkpoints.blob());
       const auto r = ztoc->SpanCompressedRange(0);
       const uint64_t len = std::min<uint64_t>(ztoc->SpanUncompressedRange(0).length, 65535);

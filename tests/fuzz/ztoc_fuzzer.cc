@@ -1,17 +1,40 @@
 // libFuzzer target: ParseZtoc over any bytes (SOCI zTOCs come from registries). A zTOC it
 // accepts must keep the promises the readers rely on: entries sorted, inside the archive and
 // not overlapping; one digest per span; spans inside the blob, capped and in order; and it
-// must serialize and parse back to the same content.
+// must serialize and parse back to the same content. The same bytes also go to
+// ParseSociIndex (the SOCI index manifest, also from registries): an accepted index names
+// each layer once, with a zTOC within the size cap, and survives a write/read round trip.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
+#include "fetcher/format/soci/soci_index.h"
 #include "fetcher/format/soci/ztoc_parser.h"
 #include "fetcher/format/soci/ztoc_serializer.h"
 
+namespace {
+
+void CheckSociIndex(std::string_view bytes) {
+  using namespace lazypull::soci;
+  auto index = ParseSociIndex(bytes, 1 << 20);
+  if (!index.ok()) return;
+  for (size_t i = 0; i < index->ztocs.size(); ++i) {
+    const ZtocRef& r = index->ztocs[i];
+    if (r.ztoc.size <= 0 || r.ztoc.size > (1 << 20)) abort();
+    if (index->Find(r.layer_digest) != &r) abort();  // each layer once
+  }
+  auto back = ParseSociIndex(lazypull::oci::SerializeManifest(MakeSociIndexManifest(*index)));
+  if (!back.ok() || back->ztocs.size() != index->ztocs.size() || back->version != index->version) {
+    abort();
+  }
+}
+
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace lazypull::soci;
+  CheckSociIndex(std::string_view(reinterpret_cast<const char*>(data), size));
   ZtocLimits limits;
   limits.max_ztoc_bytes = 1 << 20;
   limits.max_files = 1 << 12;
