@@ -14,6 +14,9 @@ BUILD_PKGS=(
   nlohmann-json3-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev
   prometheus-cpp-dev  # metrics (issue 11)
+  # issue 19: SOCI zTOCs are FlatBuffers; flatc generates the C++ reader at build time and
+  # decodes our zTOCs to JSON in a test
+  libflatbuffers-dev flatbuffers-compiler
 )
 RUNTIME_PKGS=(
   containerd runc docker-registry skopeo fuse3 erofs-utils debootstrap umoci
