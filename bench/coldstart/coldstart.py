@@ -471,6 +471,9 @@ def variants_for(args, refs):
     v["zstdchunked"] = ("zstdchunked", "", "ctr-remote")
     v["estargz-nobg"] = ("estargz", "[mount]\nbackground_fetch = false\n", "ctr-remote")
     v["estargz-fuse"] = ("estargz", "[mount]\nbackend = \"fuse\"\n", "ctr-remote")
+    # Before issue 18's ELF-aware prefetch and directory batches (for the trace in README).
+    v["estargz-noelf"] = ("estargz", "[mount]\nelf_prefetch = false\ndirectory_batch = 0\n",
+                          "ctr-remote")
     if args.rpull:
         v["estargz-rpull"] = ("estargz", "", "lazypull-rpull")
         v["zstdchunked-rpull"] = ("zstdchunked", "", "lazypull-rpull")
@@ -602,7 +605,7 @@ def chart(rows, path):
     links = sorted({r["link"] for r in rows})
     # One order and one colour per variant in every panel.
     order = ["full", "stargz", "estargz", "zstdchunked", "estargz-rpull", "zstdchunked-rpull",
-             "estargz-nobg", "estargz-fuse", "estargz-opt", "zstdchunked-opt"]
+             "estargz-nobg", "estargz-fuse", "estargz-noelf", "estargz-opt", "zstdchunked-opt"]
     all_variants = sorted({r["variant"] for r in rows},
                           key=lambda v: (order.index(v) if v in order else len(order), v))
     colours = {v: f"C{i % 10}" for i, v in enumerate(all_variants)}
