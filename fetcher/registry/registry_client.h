@@ -64,7 +64,8 @@ struct RegistryStats {
   // A mirror answered a range read with other bytes than asked (pull-through cache that has
   // not stored the blob yet): abandoned at its headers, the next host was asked.
   uint64_t mirror_range_refusals = 0;
-  // Range reads that skipped a mirror marked "no ranges" (or bad bytes) for their blob.
+  // Blob reads that skipped a mirror: marked "no ranges" for the blob (range reads), or
+  // excluded for it after bad bytes (any read).
   uint64_t mirror_skips = 0;
   // Chunks that failed verification after a mirror delivered their bytes (ReportBadBytes).
   uint64_t mirror_bad_bytes = 0;

@@ -151,7 +151,7 @@ void RemoteLayerManager::CollectMetrics(metrics::FamilySet& out) {
   const char* kFallbacksHelp =
       "Requests that went from a mirror to the next host, by reason: error (the mirror failed "
       "or stalled), no_ranges (it answered a range read with the whole blob or other bytes: a "
-      "pull-through cache that has not stored the blob yet), skipped (a range read skipped a "
+      "pull-through cache that has not stored the blob yet), skipped (a blob read skipped a "
       "mirror marked no_ranges or bad_bytes for its blob), bad_bytes (bytes it served failed "
       "verification).";
   out.Counter(kFallbacks, kFallbacksHelp, {{"reason", "error"}}, rs.mirror_fallbacks);
