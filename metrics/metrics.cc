@@ -93,7 +93,7 @@ struct Metrics::State {
   Family<Histogram>& fuse_latency;
   Family<Gauge>& restored;
 
-  SeriesCache<CountedHistogram> registry_series;  // (status, "")
+  SeriesCache<CountedHistogram> registry_series;  // (status, host)
   SeriesCache<CountedHistogram> fuse_series;      // (fs, op)
 
   std::mutex sources_mu;  // held for a whole scrape
@@ -118,16 +118,18 @@ Metrics::State::State()
       registry_requests(prometheus::BuildCounter()
                             .Name("lazypull_registry_requests_total")
                             .Help("HTTP requests to registries (every attempt, retry and "
-                                  "redirect), by response status (\"error\": no response).")
+                                  "redirect), by response status (\"error\": no response) and "
+                                  "host (registry, mirror or redirect target).")
                             .Register(*registry)),
       registry_latency(prometheus::BuildHistogram()
                            .Name("lazypull_registry_request_duration_seconds")
                            .Help("Duration of registry HTTP requests until the whole response "
-                                 "was received, by response status.")
+                                 "was received, by response status and host.")
                            .Register(*registry)),
       registry_bytes(prometheus::BuildCounter()
                          .Name("lazypull_registry_received_bytes_total")
-                         .Help("Response body bytes received from registries, by status.")
+                         .Help("Response body bytes received from registries, by status and "
+                               "host.")
                          .Register(*registry)),
       fuse_ops(prometheus::BuildCounter()
                    .Name("lazypull_fuse_operations_total")
@@ -199,8 +201,8 @@ void RegistryObserver::OnResponse(const registry::RequestEvent& event) {
     std::snprintf(status, sizeof(status), "%d", event.status);
   }
   Metrics::State& s = *state_;
-  const CountedHistogram& series = s.registry_series.Get(status, "", [&] {
-    const prometheus::Labels labels = {{"status", status}};
+  const CountedHistogram& series = s.registry_series.Get(status, event.host, [&] {
+    const prometheus::Labels labels = {{"status", status}, {"host", std::string(event.host)}};
     return CountedHistogram{&s.registry_requests.Add(labels),
                             &s.registry_latency.Add(labels, kRegistryBuckets),
                             &s.registry_bytes.Add(labels)};

@@ -288,7 +288,7 @@ void LayerReader::FinishChunk(const ChunkRef& ref, std::string_view compressed) 
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.verify_errors;
     }
-    CompleteFlight(c, ref.flight, st, {}, false);
+    if (!RefetchElsewhere(ref)) CompleteFlight(c, ref.flight, st, {}, false);
     return;
   }
   auto bytes = std::make_shared<const std::string>(std::move(*data));
@@ -461,6 +461,18 @@ void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
   }
 }
 
+bool LayerReader::RefetchElsewhere(const ChunkRef& ref) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ref.flight->refetched || stopping_) return false;
+    ref.flight->refetched = true;
+  }
+  const Chunk& c = *ref.chunk;
+  if (!blob_->ReportCorruption(c.compressed_offset, c.compressed_length)) return false;
+  SubmitFetch({ref}, FetchKind::kOnDemand);
+  return true;
+}
+
 void LayerReader::FinishSpool(const ChunkRef& ref, ChunkSpool& spool) {
   const Chunk& c = *ref.chunk;
   bool stored = false;
@@ -479,7 +491,9 @@ void LayerReader::FinishSpool(const ChunkRef& ref, ChunkSpool& spool) {
       std::lock_guard<std::mutex> lock(mu_);
       if (st.code() == absl::StatusCode::kDataLoss) ++stats_.verify_errors;
     }
-    CompleteFlight(c, ref.flight, st, {}, false);
+    if (st.code() != absl::StatusCode::kDataLoss || !RefetchElsewhere(ref)) {
+      CompleteFlight(c, ref.flight, st, {}, false);
+    }
     return;
   }
   {

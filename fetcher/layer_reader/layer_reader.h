@@ -249,6 +249,7 @@ class LayerReader : private ChunkCache::EvictionListener {
     absl::Status status;
     std::shared_ptr<const std::string> data;  // the verified chunk bytes, or
     std::shared_ptr<const TempChunk> file;    // for a spooled chunk: a file holding them
+    bool refetched = false;  // fetched again after failing verification (RefetchElsewhere)
   };
   struct ChunkRef {
     const format::Chunk* chunk;
@@ -312,6 +313,10 @@ class LayerReader : private ChunkCache::EvictionListener {
   void RunFetch(std::vector<Group> groups, FetchKind kind);
   // Decodes/verifies/stores one chunk's compressed bytes and completes its flight.
   void FinishChunk(const ChunkRef& ref, std::string_view compressed);
+  // After `ref`'s bytes failed verification: when the blob reader excluded their source
+  // (BlobReader::ReportCorruption, e.g. a registry mirror), fetches the chunk once more and
+  // returns true (its flight stays pending); false when the failure stands.
+  bool RefetchElsewhere(const ChunkRef& ref);
   // Completes the flight of a chunk spooled to a file (verified, then adopted if it fits).
   void FinishSpool(const ChunkRef& ref, ChunkSpool& spool);
   // PublishFlight then RetireFlight.

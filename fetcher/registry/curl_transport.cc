@@ -50,6 +50,19 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
     t->response->headers.clear();
     return size * n;
   }
+  if (line == "\r\n" || line == "\n") {
+    // End of this response's headers (a 1xx or a redirect has its own).
+    long code = 0;
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
+    if (t->request->head_check && code >= 200 && code < 300) {
+      t->response->status = static_cast<int>(code);
+      if (!t->request->head_check(*t->response)) {
+        t->response->stopped_by_sink = true;
+        return 0;  // aborts the transfer before the body; reported as OK in Send
+      }
+    }
+    return size * n;
+  }
   auto colon = line.find(':');
   if (colon == std::string_view::npos) return size * n;
   std::string name = absl::AsciiStrToLower(std::string(line.substr(0, colon)));

@@ -44,6 +44,11 @@ struct HttpRequest {
   // response's status and headers in `head` (its body stays empty); return false to stop the
   // transfer early (the response then has stopped_by_sink = true and is OK).
   std::function<bool(const HttpResponse& head, std::string_view data)> body_sink;
+  // When set, called once for a 2xx response as soon as its status and headers are in, before
+  // any body byte is read; false stops the transfer there (the response then has
+  // stopped_by_sink = true, body_bytes = 0, and is OK): an answer that is not worth its body
+  // (a whole blob where a range was asked) costs no more than what the socket already held.
+  std::function<bool(const HttpResponse& head)> head_check;
   // Non-2xx bodies (and 2xx ones without a sink) beyond this are an error.
   uint64_t max_body_bytes = 64ull << 20;
   // Polled during the exchange (at least about once a second, even while the server sends

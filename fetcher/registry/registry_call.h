@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +40,17 @@ struct RegistryClient::Call {
   // True aborts the call (in a transfer, while waiting for a connection slot or a backoff)
   // with Cancelled. Empty = never.
   std::function<bool()> cancelled;
+  // A blob GET: the blob's digest. A mirror that served bad bytes of it (MirrorRoutes) is
+  // skipped.
+  std::string blob;
+  // A range read of `blob` asking for bytes within this span. A mirror marked "no ranges" for
+  // the blob is skipped; a mirror's 2xx answer that is not the asked range (a 200, or a
+  // single-part 206 that does not start at the first byte asked) is abandoned at its headers,
+  // and the next host is asked (not when the mirror is the last host: then its bytes are used
+  // as an upstream's are).
+  std::optional<ByteRange> range_span;
+  // Set by ExecuteOnHost: the last host abandoned the answer as above.
+  bool range_refused = false;
 };
 
 namespace internal {

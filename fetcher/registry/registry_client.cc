@@ -16,6 +16,7 @@
 #include "base/unique_fd.h"
 #include "fetcher/oci/index.h"
 #include "fetcher/oci/media_types.h"
+#include "fetcher/registry/byteranges.h"
 #include "fetcher/registry/registry_call.h"
 #include "fetcher/registry/request_observer.h"
 #include "fmt/format.h"
@@ -118,12 +119,19 @@ RegistryClient::RegistryClient(RegistryConfig config, std::unique_ptr<HttpTransp
       credentials_(config_.auths, config_.docker_config, config_.credential_provider),
       authorizer_(
           std::make_unique<Authorizer>(transport_.get(), &credentials_, config_.request_timeout)),
-      limiter_(std::make_unique<HostLimiter>(config_.max_concurrency_per_host)) {}
+      limiter_(std::make_unique<HostLimiter>(config_.max_concurrency_per_host)),
+      routes_(std::make_unique<MirrorRoutes>()) {}
 
 RegistryClient::~RegistryClient() = default;
 
 RegistryStats RegistryClient::stats() const {
-  return {requests_.load(), retries_.load(), bytes_received_.load(), mirror_fallbacks_.load()};
+  return {.requests = requests_.load(),
+          .retries = retries_.load(),
+          .bytes_received = bytes_received_.load(),
+          .mirror_fallbacks = mirror_fallbacks_.load(),
+          .mirror_range_refusals = mirror_range_refusals_.load(),
+          .mirror_skips = mirror_skips_.load(),
+          .mirror_bad_bytes = mirror_bad_bytes_.load()};
 }
 
 absl::StatusOr<std::vector<RegistryHost>> RegistryClient::HostsFor(const Reference& ref,
@@ -160,12 +168,39 @@ absl::StatusOr<HttpResponse> RegistryClient::Execute(const Reference& ref, Call&
   std::string mirror_errors;
   for (size_t i = 0; i < hosts->size(); ++i) {
     const RegistryHost& host = (*hosts)[i];
-    auto resp = ExecuteOnHost(ref, host, call);
-    if (resp.ok()) return resp;
-    if (i + 1 == hosts->size()) {
+    const bool last = i + 1 == hosts->size();
+    if (!last && host.mirror && !call.blob.empty() &&
+        (!routes_->Trusted(host.host, call.blob) ||
+         (call.range_span && !routes_->RangesAllowed(host.host, call.blob, Clock::now())))) {
+      mirror_skips_++;
+      continue;
+    }
+    call.range_refused = false;
+    auto resp = ExecuteOnHost(ref, host, call, last);
+    if (resp.ok()) {
+      if (call.range_span && host.mirror) routes_->MarkRangesServed(host.host, call.blob);
+      return resp;
+    }
+    if (last) {
       if (mirror_errors.empty()) return resp.status();
       return absl::Status(resp.status().code(), std::string(resp.status().message()) +
                                                     "; mirrors failed first: " + mirror_errors);
+    }
+    if (call.range_refused) {
+      // A pull-through cache that has not stored the blob yet: it is filling itself from this
+      // very request (mirror_routes.h), so it is asked again later; meanwhile the next host.
+      mirror_range_refusals_++;
+      const std::chrono::milliseconds retry =
+          routes_->MarkNoRanges(host.host, call.blob, Clock::now());
+      LogInfo(
+          "registry mirror does not serve ranges of this blob yet; reading them from the next "
+          "host",
+          {{"mirror", host.ApiRoot()},
+           {"repository", ref.repository},
+           {"digest", call.blob},
+           {"answer", std::string(resp.status().message())},
+           {"retry_in_ms", retry.count()}});
+      continue;
     }
     mirror_fallbacks_++;
     LogWarn("registry mirror failed, trying next host",
@@ -176,11 +211,30 @@ absl::StatusOr<HttpResponse> RegistryClient::Execute(const Reference& ref, Call&
     if (!mirror_errors.empty()) mirror_errors += "; ";
     mirror_errors += std::string(resp.status().message());
   }
-  return absl::InternalError("unreachable");
+  // Every host was skipped (cannot happen: the last one never is).
+  return absl::InternalError(fmt::format("{}: no host left to ask", call.what));
+}
+
+bool RegistryClient::ReportBadBytes(const Reference& ref, const oci::Descriptor& desc,
+                                    ByteRange range) {
+  const std::string blob = desc.digest.ToString();
+  std::vector<std::string> mirrors = routes_->ReportBadBytes(blob, range);
+  for (const std::string& mirror : mirrors) {
+    mirror_bad_bytes_++;
+    LogError("registry mirror served bytes that failed verification; not used for this blob again",
+             {{"mirror", mirror},
+              {"registry", ref.host},
+              {"repository", ref.repository},
+              {"digest", blob},
+              {"offset", range.offset},
+              {"length", range.length}});
+  }
+  return !mirrors.empty();
 }
 
 absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
-                                                           const RegistryHost& host, Call& call) {
+                                                           const RegistryHost& host, Call& call,
+                                                           bool last_host) {
   const auto deadline = Clock::now() + config_.total_timeout;
   std::string scope = fmt::format("repository:{}:{}", ref.repository, call.actions);
   if (!call.extra_scope.empty()) scope += " " + call.extra_scope;
@@ -191,6 +245,19 @@ absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
   int auth_rounds = 0;
   thread_local std::minstd_rand rng(std::random_device{}());
 
+  // A mirror's answer to a range read: abandoned at its headers unless it is the asked range
+  // (Call::range_span); the bytes it does deliver are recorded for ReportBadBytes.
+  const bool mirror_range = call.range_span.has_value() && host.mirror;
+  std::string refusal;
+  std::function<bool(const HttpResponse&)> head_check;
+  std::function<bool(const HttpResponse&, std::string_view)> sink = call.sink;
+  if (mirror_range && call.sink) {
+    sink = [&](const HttpResponse& head, std::string_view data) {
+      routes_->RecordServed(host.host, call.blob, *call.range_span);
+      return call.sink(head, data);
+    };
+  }
+
   auto cancelled = [&] { return call.cancelled && call.cancelled(); };
   auto cancelled_error = [&] {
     return absl::CancelledError(fmt::format("{}: cancelled", context));
@@ -199,6 +266,33 @@ absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
     if (cancelled()) return cancelled_error();
     HttpHeaders headers = call.headers;
     if (call.on_attempt) call.on_attempt(&headers);
+    if (mirror_range && !last_host) {
+      std::string asked;
+      for (const auto& [k, v] : headers) {
+        if (k == "Range") asked = v;
+      }
+      refusal.clear();
+      head_check = [&refusal, asked](const HttpResponse& head) {
+        if (head.status == 206) {
+          if (ByterangesBoundary(head.Header("content-type"))) return true;
+          // "bytes=A-..." asks from A: a single part must start there.
+          uint64_t first = 0;
+          std::optional<ContentRange> cr = ParseContentRange(head.Header("content-range"));
+          std::string_view a(asked);
+          if (a.starts_with("bytes=")) a.remove_prefix(6);
+          if (cr && absl::SimpleAtoi(std::string(a.substr(0, a.find('-'))), &first) &&
+              cr->offset == first) {
+            return true;
+          }
+          refusal = fmt::format("answered 206 with Content-Range \"{}\" to Range \"{}\"",
+                                head.Header("content-range").substr(0, 100), asked.substr(0, 100));
+        } else {
+          refusal = fmt::format("answered HTTP {} (the whole blob) to Range \"{}\"", head.status,
+                                asked.substr(0, 100));
+        }
+        return false;
+      };
+    }
     auto auth = authorizer_->HeaderFor(ref, host.host, scope, host.tls);
     if (!auth.ok()) {
       return absl::Status(auth.status().code(), fmt::format("{}: auth: {}", context,
@@ -236,7 +330,8 @@ absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
       if (remaining.count() <= 0) remaining = std::chrono::milliseconds(1);
       if (req.timeout.count() == 0 || req.timeout > remaining) req.timeout = remaining;
       req.max_body_bytes = call.max_body;
-      req.body_sink = call.sink;
+      req.body_sink = sink;
+      req.head_check = head_check;
       req.cancelled = call.cancelled;
       req.low_speed_time = config_.low_speed_time;
       req.low_speed_bytes = config_.low_speed_bytes;
@@ -248,11 +343,17 @@ absl::StatusOr<HttpResponse> RegistryClient::ExecuteOnHost(const Reference& ref,
       if (resp.ok()) bytes_received_ += resp->body_bytes;
       if (config_.observer != nullptr) {
         config_.observer->OnResponse({.method = req.method,
+                                      .host = target_host,
                                       .status = resp.ok() ? resp->status : 0,
                                       .body_bytes = resp.ok() ? resp->body_bytes : 0,
                                       .duration = Clock::now() - sent});
       }
       if (!resp.ok() || redirects >= 5) break;
+      if (!refusal.empty() && resp->stopped_by_sink) {
+        call.range_refused = true;
+        return absl::FailedPreconditionError(
+            fmt::format("{}: mirror does not serve this range: {}", context, refusal));
+      }
       int s = resp->status;
       if (s != 301 && s != 302 && s != 303 && s != 307 && s != 308) break;
       std::string location = resp->Header("location");

@@ -1,6 +1,7 @@
 // RegistryClient: an OCI distribution client — resolve, fetch (digest-verified), range reads,
 // and push — over HttpTransport, with per-host auth (Authorizer), containerd hosts.toml
-// mirrors with fallback to the upstream, retries with jittered exponential backoff, a bounded
+// mirrors with fallback to the upstream (range reads routed around mirrors that ignore Range,
+// per blob: mirror_routes.h), retries with jittered exponential backoff, a bounded
 // total time per operation, and a cap on concurrent requests per host.
 //
 // Errors name host, repository, digest, HTTP status, and what was retried. Codes: NotFound
@@ -31,6 +32,7 @@
 #include "fetcher/registry/credentials.h"
 #include "fetcher/registry/hosts.h"
 #include "fetcher/registry/http_transport.h"
+#include "fetcher/registry/mirror_routes.h"
 #include "fetcher/registry/reference.h"
 #include "fetcher/registry/registry_config.h"
 #include "lazypull/blob_reader.h"
@@ -58,7 +60,15 @@ struct RegistryStats {
   uint64_t requests = 0;
   uint64_t retries = 0;
   uint64_t bytes_received = 0;
-  uint64_t mirror_fallbacks = 0;
+  uint64_t mirror_fallbacks = 0;  // a mirror failed (error, stall): the next host was asked
+  // A mirror answered a range read with other bytes than asked (pull-through cache that has
+  // not stored the blob yet): abandoned at its headers, the next host was asked.
+  uint64_t mirror_range_refusals = 0;
+  // Blob reads that skipped a mirror: marked "no ranges" for the blob (range reads), or
+  // excluded for it after bad bytes (any read).
+  uint64_t mirror_skips = 0;
+  // Chunks that failed verification after a mirror delivered their bytes (ReportBadBytes).
+  uint64_t mirror_bad_bytes = 0;
 };
 
 // Thread-safe: all methods may be called concurrently. BlobReaders from OpenBlob borrow the
@@ -126,6 +136,12 @@ class RegistryClient {
                             std::span<const ByteRange> ranges, const BlobReader::Sink& sink,
                             const std::function<bool()>& cancelled = {});
 
+  // Bytes of blob `desc` in `range`, as delivered by this client, failed verification (a
+  // chunk digest mismatch). Every mirror that delivered bytes overlapping `range` is not used
+  // for this blob again (logged). Returns true when such a mirror exists, i.e. reading the
+  // bytes again asks another host.
+  bool ReportBadBytes(const Reference& ref, const oci::Descriptor& desc, ByteRange range);
+
   // Whether `registry_host` answered a multi-range request with multipart/byteranges (true),
   // did not (false), or has not been asked yet (nullopt).
   std::optional<bool> MultiRangeSupport(const std::string& registry_host) const;
@@ -169,8 +185,9 @@ class RegistryClient {
   // host that answered with an accepted status.
   absl::StatusOr<HttpResponse> Execute(const Reference& ref, Call& call);
   // Runs `call` against one host with auth, redirects and retries.
+  // `last_host`: no host comes after this one (a mirror's range answer is then used as is).
   absl::StatusOr<HttpResponse> ExecuteOnHost(const Reference& ref, const RegistryHost& host,
-                                             Call& call);
+                                             Call& call, bool last_host = true);
   // One multi-range request for `ranges` (at least 2), retried for what is missing.
   absl::Status StreamMultipart(const Reference& ref, const oci::Descriptor& desc,
                                std::span<const ByteRange> ranges, std::span<uint64_t> done,
@@ -198,7 +215,10 @@ class RegistryClient {
       hosts_cache_;
   mutable std::mutex multi_range_mu_;
   std::map<std::string, bool> multi_range_;  // by registry host
+  // Which mirrors serve ranges of which blobs (pull-through caches; mirror_routes.h).
+  std::unique_ptr<MirrorRoutes> routes_;
   std::atomic<uint64_t> requests_{0}, retries_{0}, bytes_received_{0}, mirror_fallbacks_{0};
+  std::atomic<uint64_t> mirror_range_refusals_{0}, mirror_skips_{0}, mirror_bad_bytes_{0};
 };
 
 }  // namespace lazypull::registry

@@ -115,6 +115,7 @@ absl::Status RegistryClient::FetchBlobStream(
   call.what = "GET blob " + desc.digest.ToString();
   call.accept = {200, 206};
   call.timeout = std::chrono::milliseconds(0);  // big blobs: bounded by total_timeout
+  call.blob = desc.digest.ToString();
   call.on_attempt = [&](HttpHeaders* h) {
     attempt_start = received;
     sink_error = absl::OkStatus();

@@ -219,6 +219,8 @@ absl::Status RegistryClient::StreamMultipart(const Reference& ref, const oci::De
   call.accept = {200, 206};
   call.retry_data_loss = false;  // a malformed multipart answer is not worth repeating
   call.cancelled = cancelled;
+  call.blob = desc.digest.ToString();
+  call.range_span = ByteRange{ranges.front().offset, ranges.back().end() - ranges.front().offset};
   call.on_attempt = [&](HttpHeaders* h) {
     answer = Answer::kNone;
     parser.reset();
@@ -319,6 +321,8 @@ absl::Status RegistryClient::StreamCovering(const Reference& ref, const oci::Des
                           ranges.front().offset, ranges.back().end());
   call.accept = {200, 206};
   call.cancelled = cancelled;
+  call.blob = desc.digest.ToString();
+  call.range_span = ByteRange{ranges.front().offset, ranges.back().end() - ranges.front().offset};
   call.on_attempt = [&](HttpHeaders* h) {
     started = false;
     bad_answer = absl::OkStatus();
@@ -382,6 +386,10 @@ class RegistryClient::RegistryBlobReader : public BlobReader {
   }
 
   void Cancel() override { cancelled_ = true; }
+
+  bool ReportCorruption(uint64_t offset, uint64_t length) override {
+    return client_->ReportBadBytes(ref_, desc_, ByteRange{offset, length});
+  }
 
  private:
   std::atomic<bool> cancelled_{false};

@@ -12,6 +12,9 @@ namespace lazypull::registry {
 
 struct RequestEvent {
   std::string_view method;  // "GET", "HEAD", ...
+  // "host[:port]" the request went to: the registry, a mirror, or a redirect's target (blob
+  // storage).
+  std::string_view host;
   // HTTP status of the response; 0 when none arrived (connect error, timeout, cancellation).
   int status = 0;
   uint64_t body_bytes = 0;  // response body bytes received

@@ -50,6 +50,16 @@ class BlobReader {
   // and later reads fail at once, with Cancelled. For shutdown and snapshot removal.
   // Default: nothing (for readers that never block long).
   virtual void Cancel() {}
+
+  // Tells the reader that bytes it delivered in [offset, offset + length) failed
+  // verification. Returns true when a source that delivered them is now excluded, so reading
+  // them again asks another source (a registry mirror that holds other bytes under the
+  // digest); false when a second read would go the same way. Default: false.
+  virtual bool ReportCorruption(uint64_t offset, uint64_t length) {
+    (void)offset;
+    (void)length;
+    return false;
+  }
 };
 
 // A BlobReader over an in-memory buffer (tests, small local blobs).

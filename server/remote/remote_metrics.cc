@@ -147,8 +147,17 @@ void RemoteLayerManager::CollectMetrics(metrics::FamilySet& out) {
   const registry::RegistryStats rs = client_->stats();
   out.Counter("lazypull_registry_retries_total", "Registry requests retried after a failure.", {},
               rs.retries);
-  out.Counter("lazypull_registry_mirror_fallbacks_total",
-              "Requests that fell back from a mirror to the next host.", {}, rs.mirror_fallbacks);
+  const char* kFallbacks = "lazypull_registry_mirror_fallbacks_total";
+  const char* kFallbacksHelp =
+      "Requests that went from a mirror to the next host, by reason: error (the mirror failed "
+      "or stalled), no_ranges (it answered a range read with the whole blob or other bytes: a "
+      "pull-through cache that has not stored the blob yet), skipped (a blob read skipped a "
+      "mirror marked no_ranges or bad_bytes for its blob), bad_bytes (bytes it served failed "
+      "verification).";
+  out.Counter(kFallbacks, kFallbacksHelp, {{"reason", "error"}}, rs.mirror_fallbacks);
+  out.Counter(kFallbacks, kFallbacksHelp, {{"reason", "no_ranges"}}, rs.mirror_range_refusals);
+  out.Counter(kFallbacks, kFallbacksHelp, {{"reason", "skipped"}}, rs.mirror_skips);
+  out.Counter(kFallbacks, kFallbacksHelp, {{"reason", "bad_bytes"}}, rs.mirror_bad_bytes);
 
   ChunkCacheStats cs;
   {

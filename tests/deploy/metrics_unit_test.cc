@@ -26,10 +26,12 @@ TEST(MetricsTest, RecordsRegistryFuseAndRpcEventsWithPrometheusNames) {
   Metrics m;
   auto reg = m.registry_observer();
   reg->OnResponse({.method = "GET",
+                   .host = "mirror.example:5070",
                    .status = 206,
                    .body_bytes = 1000,
                    .duration = std::chrono::milliseconds(3)});
   reg->OnResponse({.method = "GET",
+                   .host = "registry.example",
                    .status = 206,
                    .body_bytes = 24,
                    .duration = std::chrono::milliseconds(700)});
@@ -48,6 +50,11 @@ TEST(MetricsTest, RecordsRegistryFuseAndRpcEventsWithPrometheusNames) {
   EXPECT_EQ(p->Sum("lazypull_registry_requests_total", {{"status", "206"}}), 2);
   EXPECT_EQ(p->Sum("lazypull_registry_requests_total", {{"status", "error"}}), 1);
   EXPECT_EQ(p->Sum("lazypull_registry_received_bytes_total", {{"status", "206"}}), 1024);
+  // Per host: a mirror's share and the registry's are told apart.
+  EXPECT_EQ(p->Sum("lazypull_registry_requests_total", {{"host", "mirror.example:5070"}}), 1);
+  EXPECT_EQ(p->Sum("lazypull_registry_received_bytes_total", {{"host", "mirror.example:5070"}}),
+            1000);
+  EXPECT_EQ(p->Sum("lazypull_registry_received_bytes_total", {{"host", "registry.example"}}), 24);
   EXPECT_EQ(p->Sum("lazypull_registry_request_duration_seconds_count", {{"status", "206"}}), 2);
   EXPECT_NEAR(p->Sum("lazypull_registry_request_duration_seconds_sum", {{"status", "206"}}), 0.703,
               1e-9);

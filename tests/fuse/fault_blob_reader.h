@@ -1,5 +1,6 @@
 // FaultBlobReader: a BlobReader wrapper for tests that counts what is read and injects one
-// fault at a time: a flipped byte, failing requests, or requests blocked until released.
+// fault at a time: a flipped byte (optionally from a source that ReportCorruption excludes),
+// failing requests, or requests blocked until released.
 #ifndef LAZYPULL_TESTS_FUSE_FAULT_BLOB_READER_H_
 #define LAZYPULL_TESTS_FUSE_FAULT_BLOB_READER_H_
 
@@ -44,6 +45,27 @@ class FaultBlobReader : public BlobReader {
     return data;
   }
 
+  // Like a registry client excluding a mirror that served bad bytes: when set, a
+  // ReportCorruption covering the corrupt byte removes that fault and returns true.
+  bool ReportCorruption(uint64_t offset, uint64_t length) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++corruption_reports_;
+    if (!corruption_excludable_ || !corrupt_at_ || *corrupt_at_ < offset ||
+        *corrupt_at_ >= offset + length) {
+      return false;
+    }
+    corrupt_at_.reset();
+    return true;
+  }
+  void SetCorruptionExcludable(bool excludable) {
+    std::lock_guard<std::mutex> lock(mu_);
+    corruption_excludable_ = excludable;
+  }
+  int corruption_reports() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return corruption_reports_;
+  }
+
   void CorruptByte(std::optional<uint64_t> offset) {
     std::lock_guard<std::mutex> lock(mu_);
     corrupt_at_ = offset;
@@ -85,6 +107,8 @@ class FaultBlobReader : public BlobReader {
   std::vector<ByteRange> ranges_;
   std::optional<uint64_t> corrupt_at_;
   bool failing_ = false;
+  bool corruption_excludable_ = false;
+  int corruption_reports_ = 0;
   bool blocked_ = false;
   int blocked_now_ = 0;
 };

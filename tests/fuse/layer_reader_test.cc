@@ -228,6 +228,28 @@ TEST(LayerReaderTest, ReadaheadNeverServesUnverifiedBytes) {
   EXPECT_TRUE(WaitUntil([&] { return cache->Contains(bad.digest_value()); }));
 }
 
+// Bytes from a source the blob reader can exclude (a registry mirror holding other bytes under
+// the digest): the chunk is fetched once more, from elsewhere, and the read succeeds; a source
+// it cannot exclude fails the read as before (above).
+TEST(LayerReaderTest, ChunkFromAnExcludedSourceIsFetchedAgain) {
+  TempDir dir;
+  auto cache = OpenCache(dir);
+  Layer l = MakeLayer(5, 3000);
+  LayerReaderOptions o;
+  o.background_fetch = false;
+  o.readahead_window = 0;
+  auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
+  ASSERT_TRUE(r.ok());
+  const format::Chunk& bad = l.index->Chunks(InoOf(l, 2))[0];
+  l.blob->CorruptByte(bad.compressed_offset + 7);
+  l.blob->SetCorruptionExcludable(true);
+  ExpectFile(**r, l, 2);
+  EXPECT_EQ(l.blob->corruption_reports(), 1);
+  EXPECT_EQ((*r)->Stats().verify_errors, 1u);
+  EXPECT_EQ(l.blob->requests(), 2u);
+  EXPECT_TRUE(WaitUntil([&] { return cache->Contains(bad.digest_value()); }));
+}
+
 TEST(LayerReaderTest, BackgroundFetchCompletesALayerNobodyReads) {
   TempDir dir;
   auto cache = OpenCache(dir);

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/status/status.h"
@@ -138,6 +139,8 @@ const char* KindName(FaultKind k) {
       return "corrupt";
     case FaultKind::kIgnoreRange:
       return "ignore-range";
+    case FaultKind::kWrongRange:
+      return "wrong-range";
     case FaultKind::kRedirect:
       return "redirect";
     case FaultKind::kRequireBasic:
@@ -312,6 +315,15 @@ void FaultProxy::Serve(int fd) {
       }
       // Forward on a fresh upstream connection.
       if (faulty && rule.kind == FaultKind::kIgnoreRange) req.Remove("range");
+      if (faulty && rule.kind == FaultKind::kWrongRange) {
+        // bytes=A-B -> bytes=0-(B-A): as many bytes, from elsewhere.
+        std::string range = req.Get("range");
+        uint64_t a = 0, b = 0;
+        if (std::sscanf(range.c_str(), "bytes=%lu-%lu", &a, &b) == 2 && b >= a && a > 0) {
+          req.Remove("range");
+          req.headers.emplace_back("Range", fmt::format("bytes=0-{}", b - a));
+        }
+      }
       req.Remove("connection");
       req.headers.emplace_back("Connection", "close");
       int up = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -358,7 +370,15 @@ void FaultProxy::Serve(int fd) {
       } else {
         body.clear();
       }
-      if (!WriteAll(fd, resp.Serialize() + body)) break;
+      if (!WriteAll(fd, resp.Serialize())) break;
+      // The body in pieces, counting what the kernel took (body_bytes_sent).
+      bool sent = true;
+      for (size_t pos = 0; pos < body.size() && sent; pos += 64 << 10) {
+        std::string_view piece = std::string_view(body).substr(pos, 64 << 10);
+        sent = WriteAll(fd, piece);
+        if (sent) body_bytes_sent_ += piece.size();
+      }
+      if (!sent) break;
       if (faulty && rule.kind == FaultKind::kDropMidBody) break;
     }
   }

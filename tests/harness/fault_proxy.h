@@ -31,6 +31,8 @@ enum class FaultKind {
   kTruncateBody,  // send only the first half of the body, with a matching Content-Length
   kCorruptByte,   // flip one byte of the body (at corrupt_offset, default: the middle)
   kIgnoreRange,   // strip the Range header before forwarding (upstream answers 200 full)
+  kWrongRange,    // forward "bytes=0-<len-1>" instead of a "bytes=A-B" Range: the upstream
+                  // answers 206 for other bytes than asked (Content-Range 0-...)
   kRedirect,      // answer 307 to http://127.0.0.1:<redirect_port><same path and query>
   kRequireBasic,  // answer 401 + WWW-Authenticate: Basic unless Authorization is present
   kStall,         // accept the request and answer nothing, holding the connection open until
@@ -76,6 +78,9 @@ class FaultProxy {
   int connections_accepted() const { return connections_.load(); }
   // Number of faults injected so far.
   int faults_applied() const { return faults_.load(); }
+  // Response body bytes the kernel accepted from this proxy (a client that abandons a body
+  // stops this from growing, give or take the sockets' buffers).
+  uint64_t body_bytes_sent() const { return body_bytes_sent_.load(); }
 
  private:
   FaultProxy() = default;
@@ -90,6 +95,7 @@ class FaultProxy {
   std::atomic<bool> stopping_{false};
   std::atomic<int> connections_{0};
   std::atomic<int> faults_{0};
+  std::atomic<uint64_t> body_bytes_sent_{0};
   std::thread acceptor_;
   mutable std::mutex mu_;
   std::vector<FaultRule> rules_;

@@ -38,6 +38,9 @@ absl::StatusOr<std::unique_ptr<RegistryProcess>> RegistryProcess::Start(const st
       reg->storage_dir_,
       options.read_only ? "  maintenance:\n    readonly:\n      enabled: true\n" : "", reg->port_,
       auth);
+  if (!options.proxy_remote_url.empty()) {
+    config += fmt::format("proxy:\n  remoteurl: {}\n", options.proxy_remote_url);
+  }
   auto st = WriteFile(work_dir + "/config.yml", config);
   if (!st.ok()) return st;
   auto proc = Subprocess::Start({"docker-registry", "serve", work_dir + "/config.yml"},

@@ -26,6 +26,9 @@ struct RegistryOptions {
   // <work_dir>/storage, read-only when `read_only` — the same images behind other auth.
   std::string storage_dir;
   bool read_only = false;
+  // Pull-through cache mode (distribution's `proxy: remoteurl:`): serves the registry at this
+  // URL, storing each blob it is asked for (in the background, after the first request).
+  std::string proxy_remote_url;
 };
 
 class RegistryProcess {

@@ -1,6 +1,7 @@
 // FakeTransport: a scripted HttpTransport for registry client unit tests. Answers requests
 // from a queue, records them, and streams 2xx bodies to the request's body_sink in pieces of
-// `piece_bytes` (honouring a sink that stops the transfer), as libcurl does.
+// `piece_bytes` (honouring a sink that stops the transfer, and a head_check that refuses the
+// answer before its body), as libcurl does.
 #ifndef LAZYPULL_TESTS_REGISTRY_FAKE_TRANSPORT_H_
 #define LAZYPULL_TESTS_REGISTRY_FAKE_TRANSPORT_H_
 
@@ -24,9 +25,16 @@ class FakeTransport : public HttpTransport {
     std::lock_guard<std::mutex> lock(mu_);
     requests.push_back(r);
     requests.back().body_sink = nullptr;
+    requests.back().head_check = nullptr;
     if (answers.empty()) return absl::UnavailableError("no more answers");
     auto a = answers.front();
     answers.erase(answers.begin());
+    if (a.ok() && r.head_check && a->status >= 200 && a->status < 300 && !r.head_check(*a)) {
+      a->body.clear();
+      a->body_bytes = 0;
+      a->stopped_by_sink = true;
+      return a;
+    }
     if (a.ok() && r.body_sink && a->status >= 200 && a->status < 300) {
       std::string body = std::move(a->body);
       a->body.clear();

@@ -4,6 +4,7 @@
 #include "fetcher/registry/authorizer.h"
 #include "fetcher/registry/credentials.h"
 #include "fetcher/registry/hosts.h"
+#include "fetcher/registry/mirror_routes.h"
 #include "fetcher/registry/reference.h"
 #include "fetcher/registry/registry_client.h"
 #include "fetcher/registry/registry_config.h"
@@ -227,6 +228,56 @@ TEST(RegistryClientFakeTest, RedirectDropsAuthorizationAndRetryAfterIsBounded) {
   EXPECT_EQ(fake->requests.size(), 2u);
   // Every request carried a per-request deadline no longer than the total limit.
   for (const auto& r : fake->requests) EXPECT_LE(r.timeout.count(), 3000);
+}
+
+}  // namespace
+}  // namespace lazypull::registry
+
+namespace lazypull::registry {
+namespace {
+
+// "Later" for a mirror that refused ranges of a blob: 1 s, doubling per refusal up to the cap;
+// one probe per retry time; served ranges clear the mark; bad bytes exclude for good.
+TEST(MirrorRoutesTest, BackoffProbesOnceAndBadBytesExclude) {
+  using std::chrono::milliseconds;
+  MirrorRoutes routes({.first_retry = milliseconds(1000), .max_retry = milliseconds(3000)});
+  const auto t0 = MirrorRoutes::Clock::now();
+  EXPECT_TRUE(routes.RangesAllowed("m:5000", "sha256:a", t0));
+  EXPECT_EQ(routes.MarkNoRanges("m:5000", "sha256:a", t0), milliseconds(1000));
+  EXPECT_FALSE(routes.RangesAllowed("m:5000", "sha256:a", t0 + milliseconds(999)));
+  EXPECT_TRUE(routes.RangesAllowed("m:5000", "sha256:b", t0));   // other blobs unaffected
+  EXPECT_TRUE(routes.RangesAllowed("other:1", "sha256:a", t0));  // other mirrors too
+  // The retry time: one caller probes, the others keep away until its answer.
+  EXPECT_TRUE(routes.RangesAllowed("m:5000", "sha256:a", t0 + milliseconds(1000)));
+  EXPECT_FALSE(routes.RangesAllowed("m:5000", "sha256:a", t0 + milliseconds(1001)));
+  const auto t1 = t0 + milliseconds(1000);
+  EXPECT_EQ(routes.MarkNoRanges("m:5000", "sha256:a", t1), milliseconds(2000));
+  EXPECT_EQ(routes.MarkNoRanges("m:5000", "sha256:a", t1), milliseconds(3000));
+  EXPECT_EQ(routes.MarkNoRanges("m:5000", "sha256:a", t1), milliseconds(3000));  // capped
+  routes.MarkRangesServed("m:5000", "sha256:a");
+  EXPECT_TRUE(routes.RangesAllowed("m:5000", "sha256:a", t1));
+  EXPECT_EQ(routes.MarkNoRanges("m:5000", "sha256:a", t1), milliseconds(1000));  // reset
+
+  // Bad bytes: only the mirrors that delivered bytes overlapping the bad range.
+  routes.RecordServed("m:5000", "sha256:c", ByteRange{0, 100});
+  routes.RecordServed("n:5000", "sha256:c", ByteRange{100, 100});
+  EXPECT_TRUE(routes.ReportBadBytes("sha256:c", ByteRange{500, 10}).empty());
+  EXPECT_EQ(routes.ReportBadBytes("sha256:c", ByteRange{50, 10}),
+            std::vector<std::string>{"m:5000"});
+  EXPECT_FALSE(routes.Trusted("m:5000", "sha256:c"));
+  EXPECT_TRUE(routes.Trusted("n:5000", "sha256:c"));
+  EXPECT_FALSE(routes.RangesAllowed("m:5000", "sha256:c", t1 + std::chrono::hours(1)));
+  routes.MarkRangesServed("m:5000", "sha256:c");  // does not lift a bad-bytes exclusion
+  EXPECT_FALSE(routes.Trusted("m:5000", "sha256:c"));
+}
+
+TEST(MirrorRoutesTest, MemoryIsBounded) {
+  MirrorRoutes routes({.max_blobs = 8});
+  const auto now = MirrorRoutes::Clock::now();
+  for (int i = 0; i < 100; ++i) routes.MarkNoRanges("m", "sha256:" + std::to_string(i), now);
+  // The newest marks survive pruning; the oldest were forgotten (they would cost one probe).
+  EXPECT_FALSE(routes.RangesAllowed("m", "sha256:99", now));
+  EXPECT_TRUE(routes.RangesAllowed("m", "sha256:0", now));
 }
 
 }  // namespace

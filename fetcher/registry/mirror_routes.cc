@@ -1,0 +1,101 @@
+#include "fetcher/registry/mirror_routes.h"
+
+#include <algorithm>
+
+namespace lazypull::registry {
+
+MirrorRoutes::MirrorRoutes(MirrorRoutesOptions options) : options_(options) {}
+
+MirrorRoutes::Blob& MirrorRoutes::TouchLocked(std::string_view blob) {
+  auto it = blobs_.find(blob);
+  if (it == blobs_.end()) {
+    if (blobs_.size() >= std::max<size_t>(options_.max_blobs, 2)) {
+      // Forget the least recently touched half.
+      std::vector<uint64_t> ages;
+      ages.reserve(blobs_.size());
+      for (const auto& [k, b] : blobs_) ages.push_back(b.touched);
+      std::nth_element(ages.begin(), ages.begin() + ages.size() / 2, ages.end());
+      const uint64_t cut = ages[ages.size() / 2];
+      std::erase_if(blobs_, [&](const auto& kv) { return kv.second.touched < cut; });
+    }
+    it = blobs_.emplace(std::string(blob), Blob{}).first;
+  }
+  it->second.touched = ++clock_;
+  return it->second;
+}
+
+bool MirrorRoutes::RangesAllowed(std::string_view mirror, std::string_view blob,
+                                 Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto b = blobs_.find(blob);
+  if (b == blobs_.end()) return true;
+  auto m = b->second.marks.find(mirror);
+  if (m == b->second.marks.end()) return true;
+  Mark& mark = m->second;
+  if (mark.bad_bytes) return false;
+  if (mark.refusals == 0) return true;
+  if (now < mark.retry_at) return false;
+  mark.retry_at = now + mark.interval;  // this caller probes; the others wait for its answer
+  return true;
+}
+
+bool MirrorRoutes::Trusted(std::string_view mirror, std::string_view blob) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto b = blobs_.find(blob);
+  if (b == blobs_.end()) return true;
+  auto m = b->second.marks.find(mirror);
+  return m == b->second.marks.end() || !m->second.bad_bytes;
+}
+
+std::chrono::milliseconds MirrorRoutes::MarkNoRanges(std::string_view mirror, std::string_view blob,
+                                                     Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Blob& b = TouchLocked(blob);
+  auto m = b.marks.find(mirror);
+  if (m == b.marks.end()) m = b.marks.emplace(std::string(mirror), Mark{}).first;
+  Mark& mark = m->second;
+  mark.interval =
+      mark.refusals == 0 ? options_.first_retry : std::min(mark.interval * 2, options_.max_retry);
+  ++mark.refusals;
+  mark.retry_at = now + mark.interval;
+  return mark.interval;
+}
+
+void MirrorRoutes::MarkRangesServed(std::string_view mirror, std::string_view blob) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto b = blobs_.find(blob);
+  if (b == blobs_.end()) return;
+  auto m = b->second.marks.find(mirror);
+  if (m == b->second.marks.end() || m->second.bad_bytes) return;
+  b->second.marks.erase(m);
+}
+
+void MirrorRoutes::RecordServed(std::string_view mirror, std::string_view blob, ByteRange span) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Blob& b = TouchLocked(blob);
+  if (!b.served.empty() && b.served.front().mirror == mirror &&
+      b.served.front().span.offset == span.offset && b.served.front().span.length == span.length) {
+    return;
+  }
+  b.served.push_front({std::string(mirror), span});
+  if (b.served.size() > options_.spans_per_blob) b.served.pop_back();
+}
+
+std::vector<std::string> MirrorRoutes::ReportBadBytes(std::string_view blob, ByteRange range) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> out;
+  auto it = blobs_.find(blob);
+  if (it == blobs_.end()) return out;
+  Blob& b = it->second;
+  for (const Served& s : b.served) {
+    if (s.span.offset >= range.end() || range.offset >= s.span.end()) continue;
+    if (std::find(out.begin(), out.end(), s.mirror) != out.end()) continue;
+    out.push_back(s.mirror);
+    auto m = b.marks.find(s.mirror);
+    if (m == b.marks.end()) m = b.marks.emplace(s.mirror, Mark{}).first;
+    m->second.bad_bytes = true;
+  }
+  return out;
+}
+
+}  // namespace lazypull::registry

@@ -1,0 +1,113 @@
+// MirrorRoutes: per (mirror host, blob) routing decisions of the registry client, so that lazy
+// range reads stay lazy behind pull-through caches and mirrors that ignore Range.
+//
+// A pull-through cache (distribution's proxy mode, Harbor's proxy cache) answers a Range
+// request for a blob it has not stored yet with 200 and the WHOLE blob streamed from its
+// upstream; reading such an answer up to the byte we need costs up to the whole layer. The
+// client abandons such an answer at once (registry_client.h) and marks the (mirror, blob) pair
+// "no ranges": range reads of that blob skip the mirror and go to the next host of hosts.toml
+// (the upstream) until the mark's retry time. Manifests and whole-blob reads still go to the
+// mirror first, which is what fills it.
+//
+// When to ask the mirror again. distribution's proxy, on its first request for a blob, starts
+// a background copy of the whole blob from its upstream into its own storage (independent of
+// the client's connection, so even our abandoned request starts it); once stored, it serves
+// ranges with 206 from disk. How long the copy takes is blob size / the cache's upstream
+// bandwidth, which lazypull cannot see. So the retry interval starts at `first_retry` (1 s) and
+// doubles with each consecutive refusal up to `max_retry` (5 min): the mirror is found serving
+// ranges at most about twice the copy time after it could, at the cost of log2(copy time / 1 s)
+// probes, each abandoned at its headers (a few KiB from the socket). Caches that never honour
+// Range (some P2P daemons) settle at one probe per blob per 5 minutes. When a retry time
+// comes, only the first reader probes the mirror: the mark moves one interval on at once, so
+// concurrent readers keep using the upstream until the probe's answer is known.
+//
+// A mirror that served bytes of a blob that then failed verification (ReportBadBytes) is
+// excluded for that blob for good (ranges and whole reads): a chunk digest mismatch means the
+// mirror holds different bytes under that digest, which waiting will not fix.
+//
+// Memory is bounded: at most `max_blobs` blobs are tracked; past that the oldest-touched half
+// is forgotten (a forgotten mark costs one more abandoned probe, never a wrong byte: every
+// chunk is verified).
+//
+// Thread-safe: every method may be called concurrently.
+#ifndef LAZYPULL_FETCHER_REGISTRY_MIRROR_ROUTES_H_
+#define LAZYPULL_FETCHER_REGISTRY_MIRROR_ROUTES_H_
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lazypull/blob_reader.h"
+
+namespace lazypull::registry {
+
+struct MirrorRoutesOptions {
+  std::chrono::milliseconds first_retry{1000};
+  std::chrono::milliseconds max_retry{300000};
+  size_t max_blobs = 4096;
+  // Byte spans remembered per blob (which mirror delivered bytes of which span), newest first.
+  size_t spans_per_blob = 64;
+};
+
+class MirrorRoutes {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  explicit MirrorRoutes(MirrorRoutesOptions options = {});
+
+  // Whether range reads of `blob` (a digest string) may be sent to `mirror` ("host[:port]") at
+  // `now`. False while a "no ranges" mark waits for its retry time, or after ReportBadBytes.
+  // When the retry time has come, returns true to this one caller and moves the retry time
+  // one interval on (see the file comment).
+  bool RangesAllowed(std::string_view mirror, std::string_view blob, Clock::time_point now);
+  // Whether `mirror` may serve `blob` at all (false after ReportBadBytes).
+  bool Trusted(std::string_view mirror, std::string_view blob) const;
+
+  // `mirror` answered a range read of `blob` with other bytes than asked (200 with the whole
+  // blob, or a 206 for another range). Returns the time until it is asked for ranges again.
+  std::chrono::milliseconds MarkNoRanges(std::string_view mirror, std::string_view blob,
+                                         Clock::time_point now);
+  // `mirror` answered a range read of `blob` as asked: the no-ranges mark and its backoff are
+  // forgotten.
+  void MarkRangesServed(std::string_view mirror, std::string_view blob);
+
+  // `mirror` delivered bytes of `blob` within `span` (the span a range request asked for).
+  void RecordServed(std::string_view mirror, std::string_view blob, ByteRange span);
+  // Bytes of `blob` in `range` failed verification: every mirror recorded as having delivered
+  // bytes overlapping `range` is excluded for `blob`. Returns those mirrors (also the ones
+  // already excluded, so a caller knows a refetch goes elsewhere).
+  std::vector<std::string> ReportBadBytes(std::string_view blob, ByteRange range);
+
+ private:
+  struct Mark {
+    bool bad_bytes = false;
+    int refusals = 0;  // consecutive; 0 = ranges allowed
+    Clock::time_point retry_at;
+    std::chrono::milliseconds interval{0};
+  };
+  struct Served {
+    std::string mirror;
+    ByteRange span;
+  };
+  struct Blob {
+    std::map<std::string, Mark, std::less<>> marks;  // by mirror
+    std::deque<Served> served;                       // newest first
+    uint64_t touched = 0;
+  };
+  // The entry of `blob`, created (and the map pruned) if needed. Caller holds mu_.
+  Blob& TouchLocked(std::string_view blob);
+
+  const MirrorRoutesOptions options_;
+  mutable std::mutex mu_;
+  std::map<std::string, Blob, std::less<>> blobs_;
+  uint64_t clock_ = 0;  // touch counter, for pruning
+};
+
+}  // namespace lazypull::registry
+
+#endif  // LAZYPULL_FETCHER_REGISTRY_MIRROR_ROUTES_H_
