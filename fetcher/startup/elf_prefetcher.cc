@@ -18,6 +18,9 @@ namespace lazypull::startup {
 
 namespace {
 
+// Files a start hint names (passwd, group) are fetched whole only up to this size.
+constexpr uint64_t kMaxHintFileBytes = 1 << 20;
+
 std::string SeenKey(const std::string& layer_id, format::Ino ino) {
   return fmt::format("{}\n{}", layer_id, ino);
 }
@@ -74,6 +77,7 @@ nlohmann::json ElfPrefetchStats::ToJson() const {
           {"rounds", rounds},
           {"chunks_ahead", chunks_ahead},
           {"problems", problems},
+          {"start_hints", start_hints},
           {"last_executable", last_executable},
           {"last_objects", last_objects},
           {"last_rounds", last_rounds}};
@@ -132,6 +136,20 @@ void ElfPrefetcher::OnFileStart(const std::string& layer_id, format::Ino ino,
   cv_.notify_one();
 }
 
+void ElfPrefetcher::PrefetchStart(const std::string& layer_id, std::function<StartHint()> hint) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    if (queue_.size() >= options_.max_queued) {
+      ++stats_.walks_dropped;
+      return;
+    }
+    ++stats_.start_hints;
+    queue_.push_back(Job{.layer_id = layer_id, .hint = std::move(hint)});
+  }
+  cv_.notify_one();
+}
+
 bool ElfPrefetcher::WaitIdle(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   return cv_.wait_for(lock, timeout, [&] { return queue_.empty() && running_ == 0; });
@@ -179,7 +197,29 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
     if (stopping_) return;
     active_[slot] = stack;
   }
-  if (!job.head_checked) {
+  std::string executable;
+  if (job.hint) {
+    StartHint hint = job.hint();
+    StackView view(stack);
+    std::map<LayerReader*, std::vector<LayerReader::FileExtent>> files;
+    for (const std::string& f : hint.files) {
+      absl::StatusOr<elf::ResolvedPath> resolved = elf::ResolvePath(view.tree(), f);
+      if (!resolved.ok()) continue;
+      absl::StatusOr<StackView::Located> loc = view.Locate(resolved->path);
+      if (loc.ok() && loc->size <= kMaxHintFileBytes) {
+        files[loc->reader].push_back({loc->ino, 0, loc->size});
+      }
+    }
+    for (auto& [r, extents] : files) r->FetchAhead(extents);
+    for (const std::string& candidate : hint.executables) {
+      absl::StatusOr<elf::ResolvedPath> resolved = elf::ResolvePath(view.tree(), candidate);
+      if (resolved.ok() && resolved->node.kind == elf::FileNode::Kind::kRegular) {
+        executable = resolved->path;
+        break;
+      }
+    }
+    if (executable.empty()) return;
+  } else if (!job.head_checked) {
     char magic[4];
     absl::StatusOr<size_t> n = reader.Read(job.ino, 0, magic, sizeof(magic));
     if (!n.ok() || !elf::IsElfMagic(std::string_view(magic, *n))) {
@@ -188,7 +228,7 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
       return;
     }
   }
-  const std::string executable = "/" + reader.index().Path(job.ino);
+  if (executable.empty()) executable = "/" + reader.index().Path(job.ino);
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.walks_started;

@@ -18,6 +18,13 @@
 // containerd) are simply absent: a library found only there is not prefetched (nor needed:
 // it is local).
 //
+// A start can also be announced before any read (PrefetchStart): when an image's top layer is
+// mounted, the image config names the program the container will run (Entrypoint + Cmd,
+// found on the config's PATH), so its walk — and the few files the runtime reads at creation,
+// /etc/passwd and /etc/group — can run while containerd and runc still set up the container.
+// A command overridden at run time (a pod's `command`) makes that walk useless, bounded as
+// any walk.
+//
 // Per round of the walk and per layer, two fetches: first what the walk asks for (file heads,
 // the ranges of ELF structures it still misses) together with the last chunk of each new
 // file (where the dynamic section and the data the loader relocates first usually sit); then
@@ -76,10 +83,18 @@ struct ElfPrefetchStats {
   uint64_t rounds = 0;          // the walks' read rounds (their serial depth), summed
   uint64_t chunks_ahead = 0;    // chunks FetchAhead started fetching
   uint64_t problems = 0;        // libraries not found, unreadable or malformed
+  uint64_t start_hints = 0;     // walks announced by PrefetchStart
   std::string last_executable;  // path of the last walk's executable
   uint64_t last_objects = 0;
   uint64_t last_rounds = 0;
   nlohmann::json ToJson() const;
+};
+
+// What a container of an image will start: candidate paths of its executable (the first that
+// is a regular file in the image wins) and small files to fetch whole.
+struct StartHint {
+  std::vector<std::string> executables;
+  std::vector<std::string> files;
 };
 
 // The LayerReaders of the image stack that holds layer `layer_id`, top first; empty when
@@ -100,6 +115,11 @@ class ElfPrefetcher final : public FileStartObserver {
   // not walked before. Returns at once.
   void OnFileStart(const std::string& layer_id, format::Ino ino, std::string_view head) override;
 
+  // Queues a walk from the executable `hint` names, in the image stack of `layer_id` (its
+  // top layer). `hint` runs on a prefetcher thread and may block (e.g. fetch the image
+  // config); an empty hint does nothing. Returns at once.
+  void PrefetchStart(const std::string& layer_id, std::function<StartHint()> hint);
+
   // Drops queued walks, stops (LayerReader::Stop) the readers of the walks in progress so
   // their waits end, and joins the threads. For shutdown, after the layers were unmounted.
   // Idempotent.
@@ -113,8 +133,9 @@ class ElfPrefetcher final : public FileStartObserver {
  private:
   struct Job {
     std::string layer_id;
-    format::Ino ino;
-    bool head_checked;  // the trigger's head showed an ELF magic
+    format::Ino ino = 0;
+    bool head_checked = false;        // the trigger's head showed an ELF magic
+    std::function<StartHint()> hint;  // set for PrefetchStart (then ino is 0)
   };
   // Thread `slot` of threads_.
   void Work(size_t slot);

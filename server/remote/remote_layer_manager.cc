@@ -23,6 +23,7 @@
 #include "fetcher/layer_reader/layer_reader.h"
 #include "mount/fuse/stale_mounts.h"
 #include "server/remote/remote_metrics.h"
+#include "server/remote/start_hint.h"
 
 namespace lazypull::remote {
 namespace {
@@ -122,6 +123,29 @@ RemoteLayerManager::~RemoteLayerManager() {
   // Its walks hold readers of the layers just unmounted: Stop ends their waits.
   if (elf_prefetcher_ != nullptr) elf_prefetcher_->Stop();
   WriteStatusFile().IgnoreError();
+}
+
+void RemoteLayerManager::PrefetchImageStart(const ResolvedLayer& layer) {
+  if (elf_prefetcher_ == nullptr) return;
+  // Runs on a prefetcher thread: the config is one more registry round trip, off the Prepare.
+  elf_prefetcher_->PrefetchStart(
+      layer.layer.digest.ToString(), [this, layer]() -> startup::StartHint {
+        absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
+        if (!ref.ok()) return {};
+        absl::StatusOr<registry::ResolvedImage> image = ResolveImage(*ref, /*allow_cached=*/true);
+        // Only the image's top layer: then every layer below it is prepared.
+        if (!image.ok() || image->manifest.layers.empty() ||
+            image->manifest.layers.back().digest != layer.layer.digest) {
+          return {};
+        }
+        absl::StatusOr<oci::ImageConfig> config = client_->FetchConfig(*ref, image->manifest);
+        if (!config.ok()) {
+          LogDebug("no start prefetch: image config",
+                   {{"ref", layer.image_ref}, {"error", config.status().ToString()}});
+          return {};
+        }
+        return StartHintFromConfig(*config);
+      });
 }
 
 std::vector<std::shared_ptr<LayerReader>> RemoteLayerManager::LayerStack(
@@ -409,6 +433,7 @@ absl::StatusOr<Labels> RemoteLayerManager::PrepareRemoteLayer(const RemoteLayerR
     s = MountLayer(request.snapshot_id, *layer, request.parent_ids, fs_dir,
                    BackendLabel(request.labels));
   }
+  if (s.ok()) PrefetchImageStart(*layer);
   if (!s.ok()) {
     LogInfo("layer is not lazily mountable; containerd will pull it",
             {{"key", request.key},

@@ -160,6 +160,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // The ElfPrefetcher's LayerStackFn: the readers of the newest mounted snapshot chain that
   // holds layer `layer_id`, top first (lazy layers only).
   std::vector<std::shared_ptr<LayerReader>> LayerStack(const std::string& layer_id) const;
+  // When `layer` is its image's top layer: the walk of the program its containers will start
+  // (image config), before they start it (ElfPrefetcher::PrefetchStart).
+  void PrefetchImageStart(const ResolvedLayer& layer);
   // EROFS backend: mounts the backend's local copy of `layer` (NotFound if none).
   absl::Status MountLocalLayer(int64_t snapshot_id, const ResolvedLayer& layer,
                                const std::vector<int64_t>& parent_ids, const std::string& fs_dir,

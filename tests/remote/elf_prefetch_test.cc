@@ -100,22 +100,28 @@ absl::Status BuildImage(Image& im) {
   }
   if (absl::Status s = AddHostPath("/etc/ld.so.cache", base, added_base); !s.ok()) return s;
   if (absl::Status s = AddHostPath(kBinary, top, added_top); !s.ok()) return s;
-  ImageBuilder b(im.dir.Sub("image"));
-  b.AddLayer(base).AddLayer(top);
-  auto built = b.Build("v1");
-  if (!built.ok()) return built.status();
   auto reg = RegistryProcess::Start(im.dir.Sub("reg"));
   if (!reg.ok()) return reg.status();
   im.registry = std::move(*reg);
   const std::string host = im.registry->host();
-  if (absl::Status s = im.registry->PushOciLayout(built->layout_dir, "v1", "src:v1"); !s.ok()) {
-    return s;
-  }
-  // Small chunks, so libraries span several chunks and "whole file" means something.
-  if (absl::Status s =
-          LazypullConvert("estargz", host + "/src:v1", host + "/esgz:v1", "--chunk-size 65536");
-      !s.ok()) {
-    return s;
+  // esgz:v1 has no command; esgz-cmd:v1 (same layers) runs `curl --version`.
+  for (bool with_cmd : {false, true}) {
+    ImageBuilder b(im.dir.Sub(with_cmd ? "image-cmd" : "image"));
+    b.AddLayer(base).AddLayer(top);
+    if (with_cmd) b.SetCmd({"curl", "--version"});
+    auto built = b.Build("v1");
+    if (!built.ok()) return built.status();
+    const std::string src = with_cmd ? "src-cmd:v1" : "src:v1";
+    if (absl::Status s = im.registry->PushOciLayout(built->layout_dir, "v1", src); !s.ok()) {
+      return s;
+    }
+    // Small chunks, so libraries span several chunks and "whole file" means something.
+    if (absl::Status s =
+            LazypullConvert("estargz", host + "/" + src,
+                            host + (with_cmd ? "/esgz-cmd:v1" : "/esgz:v1"), "--chunk-size 65536");
+        !s.ok()) {
+      return s;
+    }
   }
   auto version = RunCommand({kBinary, "--version"}, std::chrono::seconds(30));
   if (!version.ok()) return version.status();
@@ -157,8 +163,8 @@ class ElfPrefetchTest : public ::testing::TestWithParam<std::string> {
   }
 
   // Prepares both layers lazily and mounts a container's rootfs on them.
-  std::string MountImage() {
-    auto pushed = ResolvePushed(image->registry->host() + "/esgz:v1");
+  std::string MountImage(const std::string& repo = "esgz") {
+    auto pushed = ResolvePushed(image->registry->host() + "/" + repo + ":v1");
     EXPECT_TRUE(pushed.ok()) << pushed.status();
     if (!pushed.ok()) return "";
     std::string parent;
@@ -286,6 +292,35 @@ TEST_P(ElfPrefetchTest, ColdExecWithThePrefetch) {
   // The loader races the walk level by level; it may win a few files, never most of them.
   EXPECT_LE(with, image->objects / 2) << st.dump(2);
   EXPECT_GE(st["elf_prefetch"].value("objects", 0u), image->objects);
+}
+
+// The image's command is walked as soon as its top layer is mounted, before any read: the
+// container then starts without a single fetch of its own.
+TEST_P(ElfPrefetchTest, ImageCommandIsFetchedBeforeTheContainerStarts) {
+  StartDaemon("");
+  const std::string rootfs = MountImage("esgz-cmd");
+  ASSERT_FALSE(rootfs.empty());
+  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
+                        std::chrono::seconds(60)))
+      << Status().dump(2);
+  auto all_local = [&] {
+    nlohmann::json st = Status();
+    if (st.value("layers", nlohmann::json::array()).size() != 2) return false;
+    for (const auto& l : st["layers"]) {
+      if (l.value("local_chunks", 0) != l.value("total_chunks", -1)) return false;
+    }
+    return true;
+  };
+  EXPECT_TRUE(WaitUntil(all_local, std::chrono::seconds(60))) << Status().dump(2);
+  nlohmann::json st = FreshStatus();
+  // One hint per prepared layer; only the top layer's names a program.
+  EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 2) << st["elf_prefetch"].dump();
+  EXPECT_EQ(st["elf_prefetch"].value("walks_started", 0), 1) << st["elf_prefetch"].dump();
+  EXPECT_EQ(st["elf_prefetch"].value("last_executable", ""), kBinary);
+  EXPECT_EQ(st["elf_prefetch"].value("last_objects", 0u), image->objects);
+  EXPECT_EQ(LayerSum(st, "demand_fetches"), 0u) << st.dump(2);
+  EXPECT_EQ(Exec(rootfs), image->host_version);
+  EXPECT_EQ(LayerSum(FreshStatus(), "demand_fetches"), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ElfPrefetchTest, ::testing::Values("fuse", "erofs"),

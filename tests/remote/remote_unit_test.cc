@@ -4,6 +4,7 @@
 #include "absl/strings/match.h"
 #include "server/remote/layer_source.h"
 #include "server/remote/remote_config.h"
+#include "server/remote/start_hint.h"
 
 namespace lazypull::remote {
 namespace {
@@ -85,6 +86,27 @@ TEST(RemoteConfigTest, ParsesAndRejects) {
       absl::StrContains(ParseRemoteConfig(bad).status().message(), "remote.restore_concurrency"));
   toml::table unknown = toml::parse("nope = 1\n");
   EXPECT_TRUE(absl::IsInvalidArgument(ParseRemoteConfig(unknown).status()));
+}
+
+TEST(StartHintTest, ArgvZeroOnTheImagesPathOrAsWritten) {
+  auto config = [](const std::string& inner) {
+    auto c = oci::ImageConfig::Parse(
+        R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},)"
+        R"("config":)" +
+        inner + "}");
+    EXPECT_TRUE(c.ok()) << c.status();
+    return *c;
+  };
+  startup::StartHint h = StartHintFromConfig(
+      config(R"({"Env":["A=1","PATH=/opt/bin:rel:/usr/bin"],"Cmd":["python3","-c","1"]})"));
+  EXPECT_EQ(h.executables, (std::vector<std::string>{"/opt/bin/python3", "/usr/bin/python3"}));
+  EXPECT_EQ(h.files, (std::vector<std::string>{"/etc/passwd", "/etc/group"}));
+  h = StartHintFromConfig(config(R"({"Entrypoint":["./run.sh"],"Cmd":["x"],"WorkingDir":"/app"})"));
+  EXPECT_EQ(h.executables, (std::vector<std::string>{"/app/./run.sh"}));
+  h = StartHintFromConfig(config(R"({"Cmd":["sh"]})"));  // the default PATH
+  EXPECT_EQ(h.executables.size(), 6u);
+  EXPECT_EQ(h.executables.front(), "/usr/local/sbin/sh");
+  EXPECT_TRUE(StartHintFromConfig(config("{}")).executables.empty());
 }
 
 }  // namespace
