@@ -20,6 +20,7 @@
 #include "fetcher/layer_reader/layer_reader.h"
 #include "gtest/gtest.h"
 #include "lazypull/blob_reader.h"
+#include "mount/erofs/loop_device.h"
 #include "nlohmann/json.hpp"
 #include "tests/format/test_blob_builder.h"
 #include "tests/harness/fault_proxy.h"
@@ -47,11 +48,27 @@ total_timeout_ms = 3000
 status_interval_ms = 200
 )";
 
-// The daemon config of every test, with the [mount] backend under test ("fuse" or "erofs"),
-// background fetch off unless `mount_extra` sets it.
+// The daemon config of every test, with the [mount] backend under test ("fuse", "erofs", or
+// "erofs-loop": EROFS through loop devices, as on kernels before 6.12), background fetch off
+// unless `mount_extra` sets it.
 std::string DaemonConfig(const std::string& backend,
                          const std::string& mount_extra = "background_fetch = false\n") {
+  if (backend == "erofs-loop") {
+    return absl::StrCat("[mount]\nbackend = \"erofs\"\nerofs_attach = \"loop\"\n", mount_extra,
+                        kDaemonConfig);
+  }
   return absl::StrCat("[mount]\nbackend = \"", backend, "\"\n", mount_extra, kDaemonConfig);
+}
+
+// Bound loop devices of the daemon whose root is `root`: tagged with its EROFS dir's owner tag,
+// or backed by a file under the root.
+size_t DaemonLoopDevices(const std::string& root) {
+  const std::string owner = mount::erofs::LoopOwnerTag(root + "/erofs");
+  size_t n = 0;
+  for (const auto& d : mount::erofs::ListLoopDevices()) {
+    n += mount::erofs::IsOwnedLoopDevice(d, owner) || d.backing_file.rfind(root + "/", 0) == 0;
+  }
+  return n;
 }
 
 // Built once per test binary (see RemoteTestImages).
@@ -154,7 +171,7 @@ class RemoteDaemonTest : public ::testing::TestWithParam<std::string> {
     StartDaemon(DaemonConfig(GetParam()));
   }
   // The mount type of a lazy layer on the backend under test.
-  std::string LazyFsType() const { return GetParam() == "erofs" ? "erofs" : "fuse.lazypull"; }
+  std::string LazyFsType() const { return GetParam() == "fuse" ? "fuse.lazypull" : "erofs"; }
   // Builds the >4 GiB image once (it takes a while, so only when a test needs it).
   static absl::Status EnsureHugeImage() {
     if (huge_built) return huge_status;
@@ -174,10 +191,20 @@ class RemoteDaemonTest : public ::testing::TestWithParam<std::string> {
   void TearDown() override {
     mounts_.clear();
     client_.reset();
+    std::string root;
     if (daemon_ != nullptr) {
+      root = daemon_->root();
       absl::Status s = daemon_->Stop();
       EXPECT_TRUE(s.ok()) << s;
-      if (HasFailure()) std::cerr << "--- daemon log ---\n" << daemon_->ReadLog();
+    }
+    // Every loop device goes with its mount (the daemon unmounted them; the ones a killed
+    // daemon left went when the next one detached their mounts): none is left.
+    if (!root.empty()) {
+      EXPECT_TRUE(WaitUntil([&] { return DaemonLoopDevices(root) == 0; }))
+          << DaemonLoopDevices(root) << " loop devices of the daemon are left";
+    }
+    if (daemon_ != nullptr && HasFailure()) {
+      std::cerr << "--- daemon log ---\n" << daemon_->ReadLog();
     }
     daemon_.reset();
   }
@@ -499,6 +526,9 @@ TEST_P(RemoteDaemonTest, RestartAfterKillAndCleanRestartRemountLayers) {
   ASSERT_EQ(ReadErrno(dir + "/etc/greeting", &greeting), 0);
   EXPECT_EQ(greeting, "hello from the lazy layer\n");
 
+  if (GetParam() == "erofs-loop") {
+    EXPECT_EQ(DaemonLoopDevices(daemon_->root()), 8u) << "two per EROFS layer mount";
+  }
   daemon_->Kill();
   mounts_.clear();  // the old overlay (its FUSE lowerdirs are dead now)
   ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
@@ -626,7 +656,7 @@ TEST_P(RemoteDaemonTest, FileOverFourGiBReadsAcrossTheBoundary) {
 
 // The containerd.io/snapshot/lazypull.backend label picks the other backend for one chain.
 TEST_P(RemoteDaemonTest, BackendLabelOverridesTheDefault) {
-  const std::string other = GetParam() == "erofs" ? "fuse" : "erofs";
+  const std::string other = GetParam() == "fuse" ? "erofs" : "fuse";
   PushedImage image = Image("zc");
   std::string parent;
   std::vector<std::string> targets;
@@ -692,8 +722,11 @@ TEST_P(RemoteDaemonTest, TocWithOneDigestAtTwoLengthsFallsBackAndTheDaemonLives)
   ExpectImageTree(MountActive("container", targets.back()));
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, RemoteDaemonTest, ::testing::Values("fuse", "erofs"),
-                         [](const auto& info) { return info.param; });
+std::string BackendName(const ::testing::TestParamInfo<std::string>& info) {
+  return info.param == "erofs-loop" ? "erofs_loop" : info.param;
+}
+INSTANTIATE_TEST_SUITE_P(Backends, RemoteDaemonTest,
+                         ::testing::Values("fuse", "erofs", "erofs-loop"), BackendName);
 
 // EROFS only: graduation and the runtime choice of the backend.
 class RemoteErofsTest : public RemoteDaemonTest {
@@ -720,7 +753,7 @@ class RemoteErofsTest : public RemoteDaemonTest {
 TEST_P(RemoteErofsTest, GraduatedLayersRemountFromLocalCopiesWithoutRegistry) {
   ASSERT_TRUE(daemon_->Stop().ok());
   daemon_.reset();
-  StartDaemon(DaemonConfig("erofs", "background_fetch = true\nbackground_silence = 0\n"));
+  StartDaemon(DaemonConfig(GetParam(), "background_fetch = true\nbackground_silence = 0\n"));
   PushedImage image = Image("esgz");
   std::vector<std::string> targets = PrepareLazyChain(image, false, "g");
   ASSERT_TRUE(WaitGraduated(4)) << Status().dump();
@@ -752,6 +785,14 @@ TEST_P(RemoteErofsTest, GraduatedLayersRemountFromLocalCopiesWithoutRegistry) {
     ASSERT_FALSE(row.empty()) << layer.digest.ToString() << " is not listed:\n" << status->output;
     EXPECT_EQ(row[3], "erofs") << status->output;  // BACKEND
     EXPECT_EQ(row[4], "yes") << status->output;    // GRADUATED
+  }
+  const bool loop = GetParam() == "erofs-loop";
+  EXPECT_TRUE(absl::StrContains(
+      status->output, loop ? "EROFS attached through loop devices" : "EROFS attached file-backed"))
+      << status->output;
+  EXPECT_EQ(Status()["mount"].value("erofs_attach", ""), loop ? "loop" : "file") << Status().dump();
+  for (const auto& l : Status()["layers"]) {
+    EXPECT_EQ(l.value("attach", ""), loop ? "loop" : "file") << l.dump();
   }
   ExpectImageTree(MountActive("before", targets.back()));
   mounts_.clear();
@@ -803,7 +844,7 @@ TEST_P(RemoteErofsTest, GraduatedLayersRemountFromLocalCopiesWithoutRegistry) {
 TEST_P(RemoteErofsTest, ZstdChunkedLayersGraduateWithoutADownload) {
   ASSERT_TRUE(daemon_->Stop().ok());
   daemon_.reset();
-  StartDaemon(DaemonConfig("erofs", "background_fetch = true\nbackground_silence = 0\n"));
+  StartDaemon(DaemonConfig(GetParam(), "background_fetch = true\nbackground_silence = 0\n"));
   auto graduation_lines = [&](const std::string& digest, const char* what) {
     size_t n = 0;
     for (absl::string_view line : absl::StrSplit(daemon_->ReadLog(), '\n')) {
@@ -899,8 +940,8 @@ TEST_P(RemoteErofsTest, AutoFallsBackToFuseAndErofsFailsStartWithoutErofs) {
   daemon_.reset();
 }
 
-INSTANTIATE_TEST_SUITE_P(Erofs, RemoteErofsTest, ::testing::Values("erofs"),
-                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(Erofs, RemoteErofsTest, ::testing::Values("erofs", "erofs-loop"),
+                         BackendName);
 
 }  // namespace
 }  // namespace lazypull::testing
