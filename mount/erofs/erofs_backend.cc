@@ -107,7 +107,8 @@ struct LayerState {
     std::lock_guard<std::mutex> lock(mu);
     return !graduated && kmount != nullptr;
   }
-  // Whether its reads still go through the reader (lazy, not reading a local copy).
+  // Whether its reads still go through the reader (lazy, not reading a local copy). Caller
+  // holds mu.
   bool ReadsChunks() const { return !graduated && kmount != nullptr && !reads_local; }
   void SetGraduation(const std::string& g) {
     std::lock_guard<std::mutex> lock(mu);
