@@ -28,9 +28,12 @@ class SelectingBackend : public LayerMountBackend {
     absl::Status erofs = EnsureErofs();
     if (erofs.ok()) {
       default_ = BackendKind::kErofs;
+      std::lock_guard<std::mutex> lock(mu_);
       LogInfo("mount backend", {{"configured", BackendKindName(config_.backend)},
                                 {"using", "erofs"},
-                                {"dir", config_.erofs.dir}});
+                                {"dir", config_.erofs.dir},
+                                {"erofs_attach_configured", ErofsAttachName(config_.erofs.attach)},
+                                {"erofs", support_.ToJson()}});
       return absl::OkStatus();
     }
     if (config_.backend == BackendKind::kErofs) {
@@ -79,18 +82,30 @@ class SelectingBackend : public LayerMountBackend {
     return erofs_ != nullptr ? erofs_->LocalBytes() : 0;
   }
 
+  nlohmann::json Describe() const override {
+    nlohmann::json j = {{"backend", std::string(name())}};
+    std::lock_guard<std::mutex> lock(mu_);
+    if (erofs_ != nullptr) j.update(support_.ToJson());
+    return j;
+  }
+
  private:
   absl::Status EnsureErofs() {
     std::lock_guard<std::mutex> lock(mu_);
     if (erofs_ != nullptr) return absl::OkStatus();
     if (!erofs_error_.ok()) return erofs_error_;
-    erofs_error_ = probe_ ? probe_(config_) : erofs::ProbeErofs(config_.erofs);
-    if (!erofs_error_.ok()) return erofs_error_;
+    absl::StatusOr<erofs::ErofsSupport> support =
+        probe_ ? probe_(config_) : erofs::ProbeErofs(config_.erofs);
+    if (!support.ok()) {
+      erofs_error_ = support.status();
+      return erofs_error_;
+    }
     if (config_.erofs.dir.empty()) {
       erofs_error_ = absl::InvalidArgumentError("the EROFS backend needs a state directory");
       return erofs_error_;
     }
-    erofs_ = NewErofsBackend(config_.erofs, config_.fuse);
+    support_ = *support;
+    erofs_ = NewErofsBackend(config_.erofs, config_.fuse, support_);
     return absl::OkStatus();
   }
 
@@ -117,9 +132,10 @@ class SelectingBackend : public LayerMountBackend {
   const ErofsProbe probe_;
   const std::unique_ptr<LayerMountBackend> fuse_;
   BackendKind default_ = BackendKind::kFuse;
-  mutable std::mutex mu_;  // guards erofs_, erofs_error_
+  mutable std::mutex mu_;  // guards erofs_, erofs_error_, support_
   std::unique_ptr<LayerMountBackend> erofs_;
   absl::Status erofs_error_;
+  erofs::ErofsSupport support_;
 };
 
 }  // namespace
@@ -132,6 +148,7 @@ nlohmann::json LayerMountStatus::ToJson() const {
   j["mounted"] = mounted;
   j["graduated"] = graduated;
   if (!graduation.empty()) j["graduation"] = graduation;
+  if (!attach.empty()) j["attach"] = attach;
   return j;
 }
 

@@ -31,6 +31,7 @@
 #include "fetcher/cache/chunk_cache.h"
 #include "fetcher/layer_reader/layer_reader.h"
 #include "lazypull/digest.h"
+#include "mount/erofs/erofs_probe.h"
 #include "mount/mount_config.h"
 #include "nlohmann/json.hpp"
 
@@ -79,10 +80,12 @@ struct LayerMountStatus {
   // EROFS graduation of the layer: "" (none: FUSE, or no origin), "pending" (fetching),
   // "running", "failed" (retried once later unless it failed twice), "done".
   std::string graduation;
+  // EROFS: how the images reach the kernel, "file" or "loop"; "" for FUSE.
+  std::string attach;
   LayerReaderStats reader;
   // {"layer": ..., "backend": ..., "target": ..., "mounted": ..., "bytes_fetched": ...,
-  //  "graduated": ..., "fetched_percent": ..., "cache_hits": ..., ...} (the reader's fields
-  //  flattened in).
+  //  "graduated": ..., "attach": ... (EROFS), "fetched_percent": ..., "cache_hits": ..., ...}
+  //  (the reader's fields flattened in).
   nlohmann::json ToJson() const;
 };
 
@@ -124,14 +127,19 @@ class LayerMountBackend {
   virtual void DropLocalExcept(const std::set<std::string>& keep) {}
   // Bytes the backend's local copies occupy on disk. Default 0.
   virtual uint64_t LocalBytes() const { return 0; }
+  // How layers are mounted, for status: {"backend": name(), ...} (EROFS adds ErofsSupport's
+  // fields: "erofs_attach", "small_blocks", "mount_beneath").
+  virtual nlohmann::json Describe() const { return {{"backend", std::string(name())}}; }
 };
 
-// Whether EROFS can serve lazy layers here (see erofs/erofs_probe.h). OK or why not.
-using ErofsProbe = std::function<absl::Status(const MountConfig&)>;
+// Whether and how EROFS can serve lazy layers here (see erofs/erofs_probe.h): what works, or
+// why not.
+using ErofsProbe = std::function<absl::StatusOr<erofs::ErofsSupport>(const MountConfig&)>;
 
 // The backend selected by config.backend. "fuse": FUSE only. "erofs": EROFS, or
 // FailedPrecondition (with the probe's reason) when this kernel cannot. "auto": EROFS when
-// `probe` passes, else FUSE with one log line saying why. A request's `backend` overrides the
+// `probe` passes, else FUSE with one log line saying why. EROFS attaches images as the probe
+// found (config.erofs.attach; logged). A request's `backend` overrides the
 // default per layer ("erofs" on a kernel without it fails that mount). `probe` null = the real
 // probe.
 absl::StatusOr<std::unique_ptr<LayerMountBackend>> NewLayerMountBackend(const MountConfig& config,

@@ -67,6 +67,18 @@ std::string_view BackendKindName(BackendKind kind) {
   return "unknown";
 }
 
+std::string_view ErofsAttachName(ErofsAttach attach) {
+  switch (attach) {
+    case ErofsAttach::kAuto:
+      return "auto";
+    case ErofsAttach::kFile:
+      return "file";
+    case ErofsAttach::kLoop:
+      return "loop";
+  }
+  return "unknown";
+}
+
 absl::StatusOr<std::chrono::milliseconds> ParseDuration(std::string_view text) {
   uint64_t value = 0;
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -110,6 +122,17 @@ absl::StatusOr<MountConfig> ParseMountConfig(const toml::table& section) {
       auto b = GetBool(node, key);
       if (!b.ok()) return b.status();
       config.erofs.graduation = *b;
+    } else if (key == "erofs_attach") {
+      auto v = node.value<std::string>();
+      if (!v || !node.is_string()) return KeyError(key, "must be a string");
+      if (*v == "auto")
+        config.erofs.attach = ErofsAttach::kAuto;
+      else if (*v == "file")
+        config.erofs.attach = ErofsAttach::kFile;
+      else if (*v == "loop")
+        config.erofs.attach = ErofsAttach::kLoop;
+      else
+        return KeyError(key, fmt::format("\"{}\" is not auto, file or loop", *v));
     } else if (key == "erofs_probe_filesystems") {
       auto v = node.value<std::string>();
       if (!v || !node.is_string() || v->empty()) return KeyError(key, "must be a path");

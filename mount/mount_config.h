@@ -5,6 +5,9 @@
 //                                  # "erofs" (start fails when the kernel cannot)
 //   graduation = true              # erofs: serve fully fetched layers from a local copy of the
 //                                  # original tar, with no FUSE at all
+//   erofs_attach = "auto"          # erofs: how images reach the kernel: "file" (file-backed
+//                                  # mounts, Linux 6.12+), "loop" (loop devices, 5.16+) or
+//                                  # "auto" (file-backed if a probe mount works, else loop)
 //   erofs_probe_filesystems = "/proc/filesystems"  # where the erofs probe looks (tests)
 //   fetch_timeout = "30s"          # a read waiting longer for the registry fails with EIO
 //   prefetch = true                # fetch the eStargz prioritized range at mount
@@ -49,6 +52,10 @@ namespace lazypull::mount {
 enum class BackendKind { kFuse, kErofs, kAuto };
 std::string_view BackendKindName(BackendKind kind);
 
+// How the EROFS backend hands images to the kernel (mount/erofs/kernel_mount.h).
+enum class ErofsAttach { kAuto, kFile, kLoop };
+std::string_view ErofsAttachName(ErofsAttach attach);
+
 // Options of the FUSE backend.
 struct FuseOptions {
   // Upper bound of worker threads of one mount's multi-threaded session loop.
@@ -84,6 +91,8 @@ struct ErofsOptions {
   std::chrono::milliseconds graduation_check{1000};
   // The probe requires "erofs" in this file (a test points it at one without).
   std::string probe_filesystems = "/proc/filesystems";
+  // File-backed mounts, loop devices, or whichever works here (file-backed first).
+  ErofsAttach attach = ErofsAttach::kAuto;
 };
 
 struct MountConfig {

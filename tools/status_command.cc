@@ -82,6 +82,19 @@ int RunStatus(const StatusFlags& flags) {
                 HumanBytes(Field<double>(disk, "graduated_bytes", 0)).c_str(),
                 HumanBytes(Field<double>(disk, "max_bytes", 0)).c_str());
   }
+  if (const nlohmann::json mount = status.value("mount", nlohmann::json::object());
+      !mount.empty()) {
+    std::string line = "mount backend " + Field<std::string>(mount, "backend", "?");
+    if (mount.contains("erofs_attach")) {
+      line += fmt::format(", EROFS attached {}, 512-byte blocks {}, in-place graduation {}",
+                          Field<std::string>(mount, "erofs_attach", "") == "loop"
+                              ? "through loop devices"
+                              : "file-backed",
+                          Field<bool>(mount, "small_blocks", false) ? "yes" : "no",
+                          Field<bool>(mount, "mount_beneath", false) ? "yes" : "no");
+    }
+    std::printf("%s\n", line.c_str());
+  }
   std::printf("%-6s %-14s %-13s %-7s %-9s %10s %8s %10s %-10s %s\n", "SNAP", "LAYER", "FORMAT",
               "BACKEND", "GRADUATED", "FETCHED", "LOCAL%", "CACHE_HITS", "BACKGROUND", "REF");
   const nlohmann::json layers = status.value("layers", nlohmann::json::array());

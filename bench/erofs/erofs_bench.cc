@@ -7,6 +7,9 @@
 //                   blob FUSE file over LayerReader)
 //   erofs-graduated the EROFS backend after graduation (EROFS over the local copy: the lazy
 //                   blob layout written from the verified chunks)
+//   erofs-lazy-loop, erofs-graduated-loop
+//                   the same two with erofs_attach = "loop" (the images through loop devices,
+//                   as on kernels before 6.12) instead of file-backed mounts
 //
 // The layer: python3.11 with its libraries and standard library (~1,400 files), a --file_mb MiB
 // random file and --small_files random 4-16 KiB files, converted to eStargz by lazypull's
@@ -79,6 +82,7 @@ struct Options {
   int passes = 3;
   int warm_reps = 10;
   bool lifecycle_only = false;
+  bool skip_lifecycle = false;
 };
 
 const char kLayerId[] = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
@@ -361,13 +365,23 @@ int Run(const Options& o) {
   erofs_config.backend = mount::BackendKind::kErofs;
   erofs_config.erofs.dir = tmp.Sub("erofs");
   erofs_config.erofs.graduation = false;
+  erofs_config.erofs.attach = mount::ErofsAttach::kFile;
   mount::MountConfig graduated_config = erofs_config;
   graduated_config.erofs.graduation = true;
+  // Loop devices: their own state dir (each EROFS backend mounts its own blob file system).
+  mount::MountConfig erofs_loop_config = erofs_config;
+  erofs_loop_config.erofs.dir = tmp.Sub("erofs-loop");
+  erofs_loop_config.erofs.attach = mount::ErofsAttach::kLoop;
+  mount::MountConfig graduated_loop_config = erofs_loop_config;
+  graduated_loop_config.erofs.graduation = true;
   auto fuse_backend = mount::NewLayerMountBackend(fuse_config);
   auto erofs_backend = mount::NewLayerMountBackend(erofs_config);
   auto graduated_backend = mount::NewLayerMountBackend(graduated_config);
-  if (!fuse_backend.ok() || !erofs_backend.ok() || !graduated_backend.ok()) {
-    Die("backends: " + erofs_backend.status().ToString());
+  auto erofs_loop_backend = mount::NewLayerMountBackend(erofs_loop_config);
+  auto graduated_loop_backend = mount::NewLayerMountBackend(graduated_loop_config);
+  for (const auto* b : {&fuse_backend, &erofs_backend, &graduated_backend, &erofs_loop_backend,
+                        &graduated_loop_backend}) {
+    if (!b->ok()) Die("backends: " + b->status().ToString());
   }
   auto blob_reader = NewFileBlobReader(blob);
   if (!blob_reader.ok()) Die(blob_reader.status().ToString());
@@ -387,18 +401,21 @@ int Run(const Options& o) {
     auto reader =
         LayerReader::Create(kLayerId, shared_index, shared_blob, cache->get(), fuse_config.reader);
     if (!reader.ok()) Die(reader.status().ToString());
-    mount::erofs::GraduatedStore store(erofs_config.erofs.dir + "/graduated");
-    std::atomic<bool> cancel{false};
-    auto g = store.Build(kLayerId, **reader, origin, cancel);
-    if (!g.ok()) Die(g.status().ToString());
-    if (absl::Status s = store.Publish(**g); !s.ok()) Die(s.ToString());
-    Print({{"bench", "graduation"},
-           {"method", (*g)->stats().method},
-           {"seconds", (*g)->stats().seconds},
-           {"data_bytes", (*g)->stats().data_bytes},
-           {"disk_bytes", (*g)->stats().disk_bytes},
-           {"fetched_bytes", (*g)->stats().fetched_bytes},
-           {"chunks_verified", (*g)->stats().chunks_verified}});
+    for (const std::string& dir : {erofs_config.erofs.dir, erofs_loop_config.erofs.dir}) {
+      mount::erofs::GraduatedStore store(dir + "/graduated");
+      std::atomic<bool> cancel{false};
+      auto g = store.Build(kLayerId, **reader, origin, cancel);
+      if (!g.ok()) Die(g.status().ToString());
+      if (absl::Status s = store.Publish(**g); !s.ok()) Die(s.ToString());
+      Print({{"bench", "graduation"},
+             {"dir", dir},
+             {"method", (*g)->stats().method},
+             {"seconds", (*g)->stats().seconds},
+             {"data_bytes", (*g)->stats().data_bytes},
+             {"disk_bytes", (*g)->stats().disk_bytes},
+             {"fetched_bytes", (*g)->stats().fetched_bytes},
+             {"chunks_verified", (*g)->stats().chunks_verified}});
+    }
   }
 
   int seq = 0;
@@ -411,8 +428,10 @@ int Run(const Options& o) {
     const std::string work = tmp.Sub(mode + std::to_string(seq++));
     fs::create_directories(work + "/layer");
     std::string lower = src;
-    if (mode == "erofs-graduated") {
-      auto l = (*graduated_backend)->MountLocal(kLayerId, work + "/layer", "");
+    const bool loop = mode.ends_with("-loop");
+    if (mode.starts_with("erofs-graduated")) {
+      auto& backend = loop ? *graduated_loop_backend : *graduated_backend;
+      auto l = backend->MountLocal(kLayerId, work + "/layer", "");
       if (!l.ok()) Die(l.status().ToString());
       m->layer = std::move(*l);
       lower = work + "/layer";
@@ -426,7 +445,8 @@ int Run(const Options& o) {
                                         fuse_config.reader);
       if (!reader.ok()) Die(reader.status().ToString());
       m->reader = std::move(*reader);
-      auto& backend = mode == "fuse" ? *fuse_backend : *erofs_backend;
+      auto& backend =
+          mode == "fuse" ? *fuse_backend : (loop ? *erofs_loop_backend : *erofs_backend);
       auto l = backend->Mount(
           {.layer_id = kLayerId, .reader = m->reader, .target_dir = work + "/layer"});
       if (!l.ok()) Die(l.status().ToString());
@@ -437,7 +457,8 @@ int Run(const Options& o) {
     return m;
   };
 
-  const std::vector<std::string> modes = {"native", "fuse", "erofs-lazy", "erofs-graduated"};
+  const std::vector<std::string> modes = {
+      "native", "fuse", "erofs-lazy", "erofs-graduated", "erofs-lazy-loop", "erofs-graduated-loop"};
   std::map<std::string, std::map<std::string, double>> t;  // measurement → mode → seconds
   // Cold measurements: fresh mounts, page cache dropped, modes one after the other (passes
   // rotate through the modes, so a noisy moment does not hit one mode only).
@@ -493,7 +514,7 @@ int Run(const Options& o) {
     Print(j);
   }
   mounts.clear();
-  MeasureLifecycle(src, tmp.path());
+  if (!o.skip_lifecycle) MeasureLifecycle(src, tmp.path());
   auto ratio = [&](const char* name, const char* mode) {
     return t[name][mode] / t[name]["native"];
   };
@@ -506,6 +527,13 @@ int Run(const Options& o) {
        {"lazy_stat_walk_cold_le_1.1", ratio("stat_walk_cold", "erofs-lazy")},
        {"lazy_cold_start_over_fuse_le_1", t["cold_start"]["erofs-lazy"] / t["cold_start"]["fuse"]},
        {"reference_stargz_snapshotter", "read x2.0, stat walk x2.3 of native"}});
+  // Loop devices vs file-backed mounts, per measurement (expected ~1: the same EROFS).
+  nlohmann::json loop = {{"bench", "loop_over_file"}};
+  for (const auto& [name, by_mode] : t) {
+    loop["lazy_" + name] = by_mode.at("erofs-lazy-loop") / by_mode.at("erofs-lazy");
+    loop["graduated_" + name] = by_mode.at("erofs-graduated-loop") / by_mode.at("erofs-graduated");
+  }
+  Print(loop);
   return 0;
 }
 
@@ -521,6 +549,7 @@ int main(int argc, char** argv) {
   app.add_option("--warm_reps", o.warm_reps, "samples of each warm measurement (best is kept)");
   app.add_flag("--lifecycle_only", o.lifecycle_only,
                "only the bytes moved / kept on disk over a layer's life (issue 17)");
+  app.add_flag("--skip_lifecycle", o.skip_lifecycle, "leave out the lifecycle measurement");
   CLI11_PARSE(app, argc, argv);
   return lazypull::Run(o);
 }

@@ -28,6 +28,7 @@
 #include "mount/erofs/image_writer.h"
 #include "mount/erofs/kernel_mount.h"
 #include "mount/erofs/lazy_blob.h"
+#include "mount/erofs/loop_device.h"
 #include "mount/fuse/stale_mounts.h"
 
 namespace lazypull::mount {
@@ -90,7 +91,9 @@ struct LayerState {
   bool graduated = false;
   bool background = false;      // StartBackground was called
   bool switch_refused = false;  // a switch left a mount beneath: never again on this target
+  bool reads_local = false;     // stays lazy, but its blob file reads the local copy
   std::string graduation;       // LayerMountStatus::graduation
+  std::string attach;           // "file" or "loop"
 
   // Whether the lazy layer's chunks are all local (its reader says so).
   bool FullyLocal() {
@@ -104,6 +107,9 @@ struct LayerState {
     std::lock_guard<std::mutex> lock(mu);
     return !graduated && kmount != nullptr;
   }
+  // Whether its reads still go through the reader (lazy, not reading a local copy). Caller
+  // holds mu.
+  bool ReadsChunks() const { return !graduated && kmount != nullptr && !reads_local; }
   void SetGraduation(const std::string& g) {
     std::lock_guard<std::mutex> lock(mu);
     if (!graduated) graduation = g;
@@ -147,6 +153,7 @@ class ErofsMountedLayer : public MountedLayer {
     s.mounted = state_->kmount != nullptr;
     s.graduated = state_->graduated;
     s.graduation = state_->graduation;
+    s.attach = state_->attach;
     s.reader = state_->reader != nullptr ? state_->reader->Stats() : state_->last_stats;
     return s;
   }
@@ -158,8 +165,20 @@ class ErofsMountedLayer : public MountedLayer {
 
 class ErofsBackend : public LayerMountBackend {
  public:
-  ErofsBackend(const ErofsOptions& erofs, const FuseOptions& fuse)
-      : options_(erofs), fuse_(fuse), store_(erofs.dir + "/graduated") {}
+  ErofsBackend(const ErofsOptions& erofs, const FuseOptions& fuse,
+               const erofs::ErofsSupport& support)
+      : options_(erofs),
+        fuse_(fuse),
+        support_(support),
+        attach_{.loop = support.attach == ErofsAttach::kLoop,
+                .loop_owner = erofs::LoopOwnerTag(erofs.dir)},
+        store_(erofs.dir + "/graduated", support.small_blocks) {
+    // Loop devices of a daemon that died are autoclear: they go with their mounts. Any left
+    // bound anyway (a kernel or tool that cleared the flag) go now, or with their mount.
+    if (size_t stale = erofs::DetachStaleLoopDevices(attach_.loop_owner); stale > 0) {
+      LogInfo("loop devices of a previous daemon found", {{"count", stale}});
+    }
+  }
 
   ~ErofsBackend() override {
     {
@@ -175,6 +194,7 @@ class ErofsBackend : public LayerMountBackend {
   }
 
   std::string_view name() const override { return "erofs"; }
+  const char* attach_name() const { return attach_.loop ? "loop" : "file"; }
 
   absl::StatusOr<std::unique_ptr<MountedLayer>> Mount(const LayerMountRequest& request) override {
     if (!request.reader || request.target_dir.empty() || request.target_dir[0] != '/') {
@@ -242,7 +262,7 @@ class ErofsBackend : public LayerMountBackend {
     std::optional<GraduatedLayer> local = store_.Find(layer_id);
     if (!local) return absl::NotFoundError("layer " + layer_id + " has not graduated");
     absl::StatusOr<std::unique_ptr<KernelErofsMount>> m =
-        KernelErofsMount::Mount(local->image, local->data, target);
+        KernelErofsMount::Mount(local->image, local->data, target, attach_);
     if (!m.ok()) {
       LogWarn("cannot mount a graduated layer; mounting it lazily",
               {{"layer", layer_id}, {"error", m.status().ToString()}});
@@ -254,9 +274,13 @@ class ErofsBackend : public LayerMountBackend {
     state->kmount = std::move(*m);
     state->graduated = true;
     state->graduation = "done";
+    state->attach = attach_name();
     if (request != nullptr) state->last_stats = request->reader->Stats();
-    LogInfo("lazy layer mounted",
-            {{"layer", layer_id}, {"target", target}, {"backend", "erofs"}, {"graduated", true}});
+    LogInfo("lazy layer mounted", {{"layer", layer_id},
+                                   {"target", target},
+                                   {"backend", "erofs"},
+                                   {"attach", attach_name()},
+                                   {"graduated", true}});
     return std::unique_ptr<MountedLayer>(new ErofsMountedLayer(this, std::move(state)));
   }
 
@@ -308,7 +332,7 @@ class ErofsBackend : public LayerMountBackend {
       return s;
     }
     absl::StatusOr<std::unique_ptr<KernelErofsMount>> m =
-        KernelErofsMount::Mount(image, file->path(), request.target_dir);
+        KernelErofsMount::Mount(image, file->path(), request.target_dir, attach_);
     ::unlink(image.c_str());  // the kernel holds it
     if (!m.ok()) {
       return absl::Status(m.status().code(), fmt::format("layer {}: {}", request.layer_id,
@@ -322,10 +346,12 @@ class ErofsBackend : public LayerMountBackend {
     state->blob_file = std::move(file);
     state->source = std::move(source);
     state->reader = request.reader;
+    state->attach = attach_name();
     if (options_.graduation && request.origin.valid()) state->graduation = "pending";
     LogInfo("lazy layer mounted", {{"layer", request.layer_id},
                                    {"target", request.target_dir},
                                    {"backend", "erofs"},
+                                   {"attach", attach_name()},
                                    {"blob", state->blob_file->path()},
                                    {"blob_bytes", shared_layout->size}});
     {
@@ -347,7 +373,7 @@ class ErofsBackend : public LayerMountBackend {
         bool gone = s == nullptr;
         if (!gone) {
           std::lock_guard<std::mutex> state_lock(s->mu);
-          gone = s->kmount == nullptr || s->graduated;
+          gone = s->kmount == nullptr || s->graduated || s->reads_local;
         }
         if (gone) {
           it = watched_.erase(it);
@@ -383,7 +409,13 @@ class ErofsBackend : public LayerMountBackend {
       if (!local) continue;
       std::vector<uint64_t> payloads;
       if (auto it = payloads_.find(layer_id); it != payloads_.end()) payloads = it->second;
-      for (const auto& s : states) Switch(*s, *local, payloads);
+      for (const auto& s : states) {
+        if (support_.mount_beneath) {
+          Switch(*s, *local, payloads);
+        } else {
+          ReadFromCopy(*s, *local, payloads);
+        }
+      }
     }
     ReleaseGraduatedChunks();
   }
@@ -517,7 +549,7 @@ class ErofsBackend : public LayerMountBackend {
         std::shared_ptr<LayerState> s = w.lock();
         if (s == nullptr) continue;
         std::lock_guard<std::mutex> state_lock(s->mu);
-        if (s->graduated || s->kmount == nullptr || s->reader == nullptr) continue;
+        if (!s->ReadsChunks() || s->reader == nullptr) continue;
         still_lazy.insert(s->layer_id);
         if (release_pending_.count(s->layer_id) > 0) continue;
         const format::LayerIndex& index = s->reader->index();
@@ -559,7 +591,7 @@ class ErofsBackend : public LayerMountBackend {
     std::lock_guard<std::mutex> lock(s.mu);
     if (s.graduated || s.kmount == nullptr || s.switch_refused) return;
     absl::StatusOr<std::unique_ptr<KernelErofsMount>> m =
-        KernelErofsMount::MountBeneath(local.image, local.data, s.target);
+        KernelErofsMount::MountBeneath(local.image, local.data, s.target, attach_);
     if (!m.ok()) {
       s.switch_refused = m.status().code() == absl::StatusCode::kInternal;
       LogWarn("cannot switch a layer to its local copy; it stays lazy",
@@ -584,8 +616,35 @@ class ErofsBackend : public LayerMountBackend {
             {{"layer", s.layer_id}, {"target", s.target}, {"backend", "erofs"}});
   }
 
+  // Without MOVE_MOUNT_BENEATH (before Linux 6.5) a lazy mount cannot be replaced in place: it
+  // stays lazy (EROFS over its blob file) until unmounted, but its blob file reads the local
+  // copy from now on, so the layer's chunks can leave the cache. New mounts of the layer mount
+  // the copy itself.
+  void ReadFromCopy(LayerState& s, const GraduatedLayer& local,
+                    const std::vector<uint64_t>& payloads) {
+    std::lock_guard<std::mutex> lock(s.mu);
+    if (!s.ReadsChunks() || s.source == nullptr) return;
+    // A tar copy built by an earlier process has no payload map here: keep reading chunks.
+    if (local.method != "blob" && payloads.empty()) return;
+    auto fd = std::make_shared<UniqueFd>(::open(local.data.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd->valid()) {
+      LogWarn("cannot open a graduated layer's copy; the mount keeps reading chunks",
+              {{"layer", s.layer_id}, {"file", local.data}, {"error", strerror(errno)}});
+      return;
+    }
+    s.source->UseLocalCopy(std::move(fd), payloads);
+    s.reads_local = true;
+    s.graduation = "done";
+    LogInfo("layer graduated; this mount stays lazy and reads the local copy",
+            {{"layer", s.layer_id},
+             {"target", s.target},
+             {"reason", "no MOVE_MOUNT_BENEATH: new mounts of the layer use the local copy"}});
+  }
+
   const ErofsOptions options_;
   const FuseOptions fuse_;
+  const erofs::ErofsSupport support_;
+  const erofs::ErofsAttachment attach_;
   GraduatedStore store_;
 
   std::mutex blobs_mu_;
@@ -635,8 +694,9 @@ void DropUnusedErofsCopies(const ErofsOptions& erofs, const std::set<std::string
 }
 
 std::unique_ptr<LayerMountBackend> NewErofsBackend(const ErofsOptions& erofs,
-                                                   const FuseOptions& fuse) {
-  return std::make_unique<ErofsBackend>(erofs, fuse);
+                                                   const FuseOptions& fuse,
+                                                   const erofs::ErofsSupport& support) {
+  return std::make_unique<ErofsBackend>(erofs, fuse, support);
 }
 
 }  // namespace lazypull::mount

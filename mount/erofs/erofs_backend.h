@@ -19,6 +19,15 @@
 // and the copies' disk bytes are registered against the cache's max_bytes. New mounts of a
 // graduated layer, and MountLocal after a restart, mount the local copy directly.
 //
+// Kernels (ErofsSupport, found by the probe): images reach the kernel file-backed (Linux 6.12+)
+// or through loop devices (5.16+; two per mount, owned by the mount, autoclear, so none
+// outlives its mount, also after kill -9; ones tagged with this dir's owner tag that a previous
+// daemon left are detached at start). Without 512-byte-block support graduation makes only
+// blob-layout copies (4 KiB blocks). Without MOVE_MOUNT_BENEATH (before 6.5) lazy mounts are
+// not switched: they stay lazy, their blob files read the local copy (so the chunks still
+// leave the cache), and only new mounts of the layer mount the copy (status: graduation
+// "done", graduated false).
+//
 // Failures: a graduation job never takes the thread down (an exception is a logged, failed
 // job). A failed layer stays lazy and is retried once after 10 minutes; after two failures
 // (counted on disk) it is never tried again, also after a restart. A layer whose data alone
@@ -35,13 +44,16 @@
 #include <string>
 
 #include "mount/backend.h"
+#include "mount/erofs/erofs_probe.h"
 #include "mount/mount_config.h"
 
 namespace lazypull::mount {
 
-// `erofs.dir` must be set. Nothing is mounted or created until the first Mount.
+// `erofs.dir` must be set; `support` is what ProbeErofs found. Nothing is mounted or created
+// until the first Mount; loop devices a previous daemon left are detached at once.
 std::unique_ptr<LayerMountBackend> NewErofsBackend(const ErofsOptions& erofs,
-                                                   const FuseOptions& fuse);
+                                                   const FuseOptions& fuse,
+                                                   const erofs::ErofsSupport& support);
 
 // Deletes the local copies under `erofs.dir` of layers not in `keep`, for a daemon whose
 // EROFS backend is not running (e.g. configured "fuse" now).

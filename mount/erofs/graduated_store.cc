@@ -212,7 +212,8 @@ GraduatedStore::PendingCopy::~PendingCopy() {
   if (!published_ && !tmp_.empty()) fs::remove_all(tmp_, ec);
 }
 
-GraduatedStore::GraduatedStore(std::string dir) : dir_(std::move(dir)) {
+GraduatedStore::GraduatedStore(std::string dir, bool tar_copies)
+    : dir_(std::move(dir)), tar_copies_(tar_copies) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     if (entry.path().filename().string().rfind(kTempPrefix, 0) == 0) {
@@ -266,8 +267,8 @@ absl::StatusOr<std::unique_ptr<GraduatedStore::PendingCopy>> GraduatedStore::Bui
   GraduationStats& stats = copy->stats_;
 
   std::optional<Digest> diff_id;
-  if (index.format() == format::LayerFormat::kZstdChunked && origin.blob != nullptr &&
-      origin.diff_id && HoleBytes(index) <= kMaxTarHoleBytes) {
+  if (tar_copies_ && index.format() == format::LayerFormat::kZstdChunked &&
+      origin.blob != nullptr && origin.diff_id && HoleBytes(index) <= kMaxTarHoleBytes) {
     absl::StatusOr<Digest> d = origin.diff_id();
     if (d.ok()) {
       diff_id = *d;

@@ -96,8 +96,10 @@ class GraduatedStore {
     std::vector<uint64_t> tar_payloads_;
   };
 
-  // `dir` is created on first use. Removes temp leftovers of a crashed graduation.
-  explicit GraduatedStore(std::string dir);
+  // `dir` is created on first use. Removes temp leftovers of a crashed graduation. Without
+  // `tar_copies` every copy uses method "blob" (4 KiB blocks): for kernels that mount no
+  // 512-byte-block image (older kernels want page-sized EROFS blocks; the probe finds out).
+  explicit GraduatedStore(std::string dir, bool tar_copies = true);
 
   // The complete local copy of `layer_id`, if any.
   std::optional<GraduatedLayer> Find(const std::string& layer_id) const;
@@ -135,6 +137,7 @@ class GraduatedStore {
   std::string FailuresPath(const std::string& layer_id) const;
 
   const std::string dir_;
+  const bool tar_copies_;
 };
 
 }  // namespace lazypull::mount::erofs

@@ -72,33 +72,78 @@ absl::Status UndoMountBeneath(const std::string& target) {
   return result;
 }
 
+// What the kernel is given for an image and its data device: the files themselves, or the loop
+// devices attached to them (owned here until the mount handle takes them).
+struct Sources {
+  std::string source, device;
+  std::vector<std::unique_ptr<LoopDevice>> loops;
+};
+
+absl::StatusOr<Sources> Attach(const std::string& image, const std::string& device,
+                               const ErofsAttachment& attach) {
+  if (absl::Status s = CheckOptionPath(device); !s.ok()) return s;
+  Sources out;
+  if (!attach.loop) {
+    out.source = image;
+    out.device = device;
+    return out;
+  }
+  for (const std::string* file : {&image, &device}) {
+    absl::StatusOr<std::unique_ptr<LoopDevice>> loop =
+        LoopDevice::Attach(*file, attach.loop_owner, attach.loop_syscalls);
+    if (!loop.ok()) return loop.status();  // the ones attached so far are closed: detached
+    out.loops.push_back(std::move(*loop));
+  }
+  out.source = out.loops[0]->path();
+  out.device = out.loops[1]->path();
+  return out;
+}
+
+std::string Describe(const std::string& image, const std::string& device, const Sources& src) {
+  if (src.loops.empty()) return fmt::format("{} (device={})", image, device);
+  return fmt::format("{} via {} (device={} via {})", image, src.source, device, src.device);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<KernelErofsMount>> KernelErofsMount::Mount(
-    const std::string& image, const std::string& device, const std::string& target) {
-  if (absl::Status s = CheckOptionPath(device); !s.ok()) return s;
-  const std::string data = "device=" + device;
-  if (::mount(image.c_str(), target.c_str(), "erofs", MS_RDONLY, data.c_str()) != 0) {
-    return MountError(errno,
-                      fmt::format("mount -t erofs {} on {} (device={})", image, target, device));
+    const std::string& image, const std::string& device, const std::string& target,
+    const ErofsAttachment& attach) {
+  absl::StatusOr<Sources> src = Attach(image, device, attach);
+  if (!src.ok()) {
+    return absl::Status(src.status().code(),
+                        fmt::format("mount -t erofs {} on {}: {}", image, target,
+                                    std::string(src.status().message())));
+  }
+  const std::string data = "device=" + src->device;
+  if (::mount(src->source.c_str(), target.c_str(), "erofs", MS_RDONLY, data.c_str()) != 0) {
+    return MountError(
+        errno, fmt::format("mount -t erofs {} on {}", Describe(image, device, *src), target));
   }
   std::unique_ptr<KernelErofsMount> m(new KernelErofsMount(target));
   m->mounted_ = true;
+  m->loops_ = std::move(src->loops);
   return m;
 }
 
 absl::StatusOr<std::unique_ptr<KernelErofsMount>> KernelErofsMount::MountBeneath(
-    const std::string& image, const std::string& device, const std::string& target) {
-  return MountBeneath(image, device, target,
+    const std::string& image, const std::string& device, const std::string& target,
+    const ErofsAttachment& attach) {
+  return MountBeneath(image, device, target, attach,
                       [](const std::string& t) { return ::umount2(t.c_str(), MNT_DETACH); });
 }
 
 absl::StatusOr<std::unique_ptr<KernelErofsMount>> KernelErofsMount::MountBeneath(
     const std::string& image, const std::string& device, const std::string& target,
-    const DetachFn& detach) {
-  if (absl::Status s = CheckOptionPath(device); !s.ok()) return s;
+    const ErofsAttachment& attach, const DetachFn& detach) {
+  absl::StatusOr<Sources> src = Attach(image, device, attach);
+  if (!src.ok()) {
+    return absl::Status(src.status().code(),
+                        fmt::format("mount -t erofs {} beneath {}: {}", image, target,
+                                    std::string(src.status().message())));
+  }
   const std::string what =
-      fmt::format("mount -t erofs {} beneath {} (device={})", image, target, device);
+      fmt::format("mount -t erofs {} beneath {}", Describe(image, device, *src), target);
   UniqueFd fs(::fsopen("erofs", FSOPEN_CLOEXEC));
   if (!fs.valid()) return MountError(errno, what + ": fsopen");
   auto set = [&](const char* key, const std::string& value) -> absl::Status {
@@ -107,8 +152,13 @@ absl::StatusOr<std::unique_ptr<KernelErofsMount>> KernelErofsMount::MountBeneath
     }
     return absl::OkStatus();
   };
-  if (absl::Status s = set("source", image); !s.ok()) return s;
-  if (absl::Status s = set("device", device); !s.ok()) return s;
+  if (absl::Status s = set("source", src->source); !s.ok()) return s;
+  if (absl::Status s = set("device", src->device); !s.ok()) return s;
+  // A read-only superblock: loop devices are attached read-only, and a block device is opened
+  // for writing unless the superblock is.
+  if (::fsconfig(fs.get(), FSCONFIG_SET_FLAG, "ro", nullptr, 0) != 0) {
+    return MountError(errno, what + ": fsconfig ro");
+  }
   if (::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
     return MountError(errno, what + ": create");
   }
@@ -140,6 +190,7 @@ absl::StatusOr<std::unique_ptr<KernelErofsMount>> KernelErofsMount::MountBeneath
   }
   std::unique_ptr<KernelErofsMount> m(new KernelErofsMount(target));
   m->mounted_ = true;
+  m->loops_ = std::move(src->loops);
   return m;
 }
 
@@ -163,7 +214,14 @@ absl::Status KernelErofsMount::Unmount() {
     }
   }
   mounted_ = false;
+  loops_.clear();
   return absl::OkStatus();
+}
+
+std::vector<std::string> KernelErofsMount::loop_devices() const {
+  std::vector<std::string> out;
+  for (const auto& l : loops_) out.push_back(l->path());
+  return out;
 }
 
 bool IsMountOfType(const std::string& path, const std::string& fstype) {

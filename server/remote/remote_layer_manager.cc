@@ -602,6 +602,7 @@ nlohmann::json RemoteLayerManager::StatusJson() const {
     disk["cache_bytes"] = cache->stats().bytes_stored;
   }
   out["disk"] = std::move(disk);  // before mu_: it walks the copies
+  out["mount"] = backend_->Describe();
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [id, entry] : mounted_) {
     nlohmann::json j = entry.mounted->Status().ToJson();

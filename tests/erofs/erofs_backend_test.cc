@@ -4,7 +4,10 @@
 // nothing downloaded again, root-only files, bounded memory for a 100 GiB sparse file, failed
 // and throwing jobs, a release during a graduation, unused copies deleted at start), mounting
 // a graduated layer after a "restart" without index or reader, and the runtime backend choice
-// (probe failure → FUSE for auto, a clear error for erofs).
+// (probe failure → FUSE for auto, a clear error for erofs). Every backend test runs with images
+// file-backed and through loop devices (erofs_attach = "loop"), counting loop devices: none
+// outlives the backend; and on kernels without 512-byte blocks or MOVE_MOUNT_BENEATH (the real
+// probe's findings masked): blob-layout copies, lazy mounts that stay lazy and read the copy.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -62,10 +65,14 @@ bool WaitFor(const std::function<bool()>& condition) {
   return testing::WaitUntil(condition, std::chrono::seconds(60));
 }
 
-class ErofsBackendTest : public ::testing::TestWithParam<bool> {
+// Parameters: zstd:chunked (else eStargz), loop devices (else file-backed).
+class ErofsBackendTest : public ::testing::TestWithParam<std::tuple<bool, bool>> {
  protected:
+  bool zstd() const { return std::get<0>(GetParam()); }
+  bool loop() const { return std::get<1>(GetParam()); }
+
   void SetUp() override {
-    auto layer = MakeTestLayer(RichEntries(), GetParam());
+    auto layer = MakeTestLayer(RichEntries(), zstd());
     ASSERT_TRUE(layer.ok()) << layer.status();
     layer_ = std::move(*layer);
     fault_ = std::make_shared<FaultBlobReader>(NewStringBlobReader(layer_.built.blob));
@@ -73,14 +80,40 @@ class ErofsBackendTest : public ::testing::TestWithParam<bool> {
     config_.backend = mount::BackendKind::kErofs;
     config_.erofs.dir = tmp_.Sub("erofs");
     config_.erofs.graduation_check = std::chrono::milliseconds(100);
-    auto backend = mount::NewLayerMountBackend(config_);
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    backend_ = std::move(*backend);
-    ASSERT_EQ(backend_->name(), "erofs");
+    config_.erofs.attach = loop() ? mount::ErofsAttach::kLoop : mount::ErofsAttach::kFile;
+    NewBackend();
   }
   void TearDown() override {
     mounted_.clear();
     backend_.reset();
+    // A loop device goes when the kernel lets go of its mount: at once, or once I/O still in
+    // flight (a read the stalled registry held) has failed.
+    const std::string owner = mount::erofs::LoopOwnerTag(config_.erofs.dir);
+    EXPECT_TRUE(WaitFor([&] {
+      return OwnedLoopDevices(owner) == 0 && LoopDevicesBackedUnder(tmp_.path()) == 0;
+    })) << "a loop device outlived its mount: "
+        << OwnedLoopDevices(owner);
+  }
+
+  // (Re)creates the backend; `mask` edits what the real probe found (a kernel without
+  // something this one has).
+  void NewBackend(std::function<void(mount::erofs::ErofsSupport&)> mask = nullptr) {
+    mounted_.clear();
+    backend_.reset();
+    mount::ErofsProbe probe = nullptr;
+    if (mask) {
+      probe = [mask](const mount::MountConfig& c) -> absl::StatusOr<mount::erofs::ErofsSupport> {
+        auto found = mount::erofs::ProbeErofs(c.erofs);
+        if (found.ok()) mask(*found);
+        return found;
+      };
+    }
+    auto backend = mount::NewLayerMountBackend(config_, probe);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backend_ = std::move(*backend);
+    ASSERT_EQ(backend_->name(), "erofs");
+    EXPECT_EQ(backend_->Describe()["erofs_attach"], loop() ? "loop" : "file")
+        << backend_->Describe().dump();
   }
 
   void OpenCache() {
@@ -97,7 +130,7 @@ class ErofsBackendTest : public ::testing::TestWithParam<bool> {
     o.background_fetch = background;
     o.background_silence = std::chrono::milliseconds(0);
     o.readahead_window = 0;  // only what is read (cross-file readahead has its own tests)
-    auto r = LayerReader::Create("sha256:" + std::string(64, GetParam() ? 'b' : 'a'), layer_.index,
+    auto r = LayerReader::Create("sha256:" + std::string(64, zstd() ? 'b' : 'a'), layer_.index,
                                  fault_, cache_.get(), o);
     EXPECT_TRUE(r.ok()) << r.status();
     return std::move(*r);
@@ -187,6 +220,7 @@ TEST_P(ErofsBackendTest, LazyMountServesTheExactTreeAndFetchesOnlyWhatIsRead) {
   EXPECT_TRUE(diffs.empty()) << absl::StrJoin(diffs, "\n");
   mount::LayerMountStatus st = m->Status();
   EXPECT_EQ(st.backend, "erofs");
+  EXPECT_EQ(st.attach, loop() ? "loop" : "file");
   EXPECT_FALSE(st.graduated);
   EXPECT_TRUE(st.mounted);
   EXPECT_GT(st.reader.bytes_fetched, 0u);
@@ -254,7 +288,7 @@ TEST_P(ErofsBackendTest, GraduatesFromLocalChunksAndNeedsNothingElse) {
       << "the graduated layer's chunks stay in the cache: " << cache_->stats().bytes_stored;
   EXPECT_GT(cache_->stats().external_bytes, 0u) << "the copy does not count in the budget";
   const std::string local = CopyDir(reader->layer_id());
-  if (GetParam()) {
+  if (zstd()) {
     // zstd:chunked: the original tar, rebuilt with only its header frames fetched.
     EXPECT_LT(fault_->bytes() - fetched_before, layer_.built.blob.size() / 4)
         << "the rebuild fetched too much";
@@ -340,6 +374,59 @@ TEST_P(ErofsBackendTest, AGraduationThatFailedTwiceIsNotRetried) {
   EXPECT_FALSE(m->Status().graduated);
   EXPECT_EQ(diff_id_calls_, 0);
   EXPECT_FALSE(std::filesystem::exists(CopyDir(reader->layer_id())));
+  std::vector<std::string> diffs = CompareMountWithIndex(m->target(), layer_);
+  EXPECT_TRUE(diffs.empty()) << absl::StrJoin(diffs, "\n");
+}
+
+// A kernel without MOVE_MOUNT_BENEATH (before 6.5; the probe's finding masked): a lazy mount
+// whose layer graduates is not replaced, it stays lazy, but its blob file reads the local copy,
+// so the layer's chunks still leave the cache and it reads exactly with the registry failing;
+// a new mount of the layer mounts the copy itself.
+TEST_P(ErofsBackendTest, WithoutMountBeneathLazyMountsStayAndNewMountsUseTheCopy) {
+  NewBackend([](mount::erofs::ErofsSupport& s) { s.mount_beneath = false; });
+  EXPECT_EQ(backend_->Describe()["mount_beneath"], false);
+  auto reader = NewReader(/*background=*/true);
+  MountedLayer* m = MountAt("stays-lazy", reader, Origin(DecompressedBlob()));
+  ASSERT_NE(m, nullptr);
+  struct stat before;
+  ASSERT_EQ(stat(m->target().c_str(), &before), 0);
+  m->StartBackground();
+  ASSERT_TRUE(WaitFor([&] { return m->Status().graduation == "done"; }))
+      << m->Status().ToJson().dump();
+  EXPECT_FALSE(m->Status().graduated) << "no mount is switched without MOVE_MOUNT_BENEATH";
+  EXPECT_TRUE(std::filesystem::exists(CopyDir(reader->layer_id())));
+  ASSERT_TRUE(WaitFor([&] { return cache_->stats().bytes_stored == 0; }))
+      << "the graduated layer's chunks stay in the cache: " << cache_->stats().bytes_stored;
+  struct stat after;
+  ASSERT_EQ(stat(m->target().c_str(), &after), 0);
+  EXPECT_EQ(before.st_dev, after.st_dev) << "the lazy mount was replaced";
+  fault_->SetFailing(true);
+  std::vector<std::string> diffs = CompareMountWithIndex(m->target(), layer_);
+  EXPECT_TRUE(diffs.empty()) << absl::StrJoin(diffs, "\n");
+  MountedLayer* fresh = MountAt("new-mount", NewReader(/*background=*/false));
+  ASSERT_NE(fresh, nullptr);
+  EXPECT_TRUE(fresh->Status().graduated);
+  diffs = CompareMountWithIndex(fresh->target(), layer_);
+  EXPECT_TRUE(diffs.empty()) << absl::StrJoin(diffs, "\n");
+}
+
+// A kernel that mounts no image with 512-byte blocks (the probe's finding masked): a layer
+// graduates in the blob layout (4 KiB blocks), zstd:chunked too (no tar copy, no diff_id
+// asked), and reads exactly from it.
+TEST_P(ErofsBackendTest, WithoutSmallBlocksCopiesUseTheBlobLayout) {
+  NewBackend([](mount::erofs::ErofsSupport& s) { s.small_blocks = false; });
+  EXPECT_EQ(backend_->Describe()["small_blocks"], false);
+  auto reader = NewReader(/*background=*/true);
+  MountedLayer* m = MountAt("blocks", reader, Origin(DecompressedBlob()));
+  ASSERT_NE(m, nullptr);
+  m->StartBackground();
+  ASSERT_TRUE(WaitFor([&] { return m->Status().graduated; })) << m->Status().ToJson().dump();
+  const std::string local = CopyDir(reader->layer_id());
+  EXPECT_TRUE(std::filesystem::exists(local + "/layer.blob"));
+  EXPECT_FALSE(std::filesystem::exists(local + "/layer.tar"));
+  EXPECT_EQ(diff_id_calls_, 0);
+  ASSERT_TRUE(WaitFor([&] { return cache_->stats().bytes_stored == 0; }));
+  fault_->SetFailing(true);
   std::vector<std::string> diffs = CompareMountWithIndex(m->target(), layer_);
   EXPECT_TRUE(diffs.empty()) << absl::StrJoin(diffs, "\n");
 }
@@ -506,11 +593,14 @@ TEST_P(ErofsZstdGraduationTest, AHundredGiBSparseFileGraduatesInBoundedMemory) {
   backend_.reset();
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, ErofsBackendTest, ::testing::Bool(), [](const auto& info) {
-  return std::string(info.param ? "ZstdChunked" : "Estargz");
-});
-INSTANTIATE_TEST_SUITE_P(Formats, ErofsZstdGraduationTest, ::testing::Values(true),
-                         [](const auto&) { return std::string("ZstdChunked"); });
+std::string ParamName(const ::testing::TestParamInfo<std::tuple<bool, bool>>& info) {
+  return std::string(std::get<0>(info.param) ? "ZstdChunked" : "Estargz") +
+         (std::get<1>(info.param) ? "Loop" : "File");
+}
+INSTANTIATE_TEST_SUITE_P(FormatsAttachments, ErofsBackendTest,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool()), ParamName);
+INSTANTIATE_TEST_SUITE_P(FormatsAttachments, ErofsZstdGraduationTest,
+                         ::testing::Combine(::testing::Values(true), ::testing::Bool()), ParamName);
 
 TEST(BackendChoice, AutoFallsBackToFuseWhenTheProbeFails) {
   TempDir tmp("erofschoice");
@@ -533,6 +623,16 @@ TEST(BackendChoice, AutoFallsBackToFuseWhenTheProbeFails) {
   auto real = mount::NewLayerMountBackend(config);
   ASSERT_TRUE(real.ok()) << real.status();
   EXPECT_EQ((*real)->name(), "erofs");
+  // "auto" takes file-backed mounts where they work (they do here); "loop" forces loop devices.
+  EXPECT_EQ((*real)->Describe()["erofs_attach"], "file") << (*real)->Describe().dump();
+  EXPECT_EQ((*real)->Describe()["mount_beneath"], true);
+  EXPECT_EQ((*real)->Describe()["small_blocks"], true);
+  config.erofs.attach = mount::ErofsAttach::kLoop;
+  auto loop = mount::NewLayerMountBackend(config);
+  ASSERT_TRUE(loop.ok()) << loop.status();
+  EXPECT_EQ((*loop)->Describe()["erofs_attach"], "loop") << (*loop)->Describe().dump();
+  EXPECT_EQ((*loop)->Describe()["mount_beneath"], true);
+  config.erofs.attach = mount::ErofsAttach::kAuto;
   ASSERT_TRUE(testing::WriteFile(tmp.Sub("filesystems"), "nodev\tfuse\n\text4\n").ok());
   config.erofs.probe_filesystems = tmp.Sub("filesystems");
   auto none = mount::NewLayerMountBackend(config);

@@ -18,6 +18,7 @@
 #include "fetcher/tar/tar_scanner.h"
 #include "fmt/format.h"
 #include "mount/erofs/erofs_format.h"
+#include "mount/erofs/loop_device.h"
 #include "mount/erofs/tar_payloads.h"
 #include "nlohmann/json.hpp"
 
@@ -487,6 +488,22 @@ absl::StatusOr<std::vector<uint64_t>> TarPayloadOffsets(const TestLayer& layer) 
   absl::StatusOr<tar::TarIndex> scanned = tar::ScanTar(*tar);
   if (!scanned.ok()) return scanned.status();
   return mount::erofs::MatchTarPayloads(*layer.index, *scanned);
+}
+
+size_t OwnedLoopDevices(const std::string& owner) {
+  size_t n = 0;
+  for (const auto& d : mount::erofs::ListLoopDevices()) {
+    n += mount::erofs::IsOwnedLoopDevice(d, owner) ? 1 : 0;
+  }
+  return n;
+}
+
+size_t LoopDevicesBackedUnder(const std::string& dir) {
+  size_t n = 0;
+  for (const auto& d : mount::erofs::ListLoopDevices()) {
+    n += d.backing_file.rfind(dir + "/", 0) == 0 ? 1 : 0;
+  }
+  return n;
 }
 
 }  // namespace lazypull::erofs_testing

@@ -70,6 +70,11 @@ std::vector<std::string> CompareMountWithIndex(const std::string& dir, const Tes
 // Offsets of every regular file's payload in layer.built.tar (by ino - 1; UINT64_MAX if none).
 absl::StatusOr<std::vector<uint64_t>> TarPayloadOffsets(const TestLayer& layer);
 
+// Bound loop devices attached with owner tag `owner` (mount/erofs/loop_device.h).
+size_t OwnedLoopDevices(const std::string& owner);
+// Bound loop devices whose /sys/block/loop*/loop/backing_file lies under `dir`.
+size_t LoopDevicesBackedUnder(const std::string& dir);
+
 }  // namespace lazypull::erofs_testing
 
 #endif  // LAZYPULL_TESTS_EROFS_EROFS_TEST_UTIL_H_

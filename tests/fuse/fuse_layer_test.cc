@@ -882,6 +882,18 @@ TEST(MountConfigTest, ParsesMountSection) {
   EXPECT_FALSE(graduation->erofs.graduation);
   EXPECT_EQ(graduation->erofs.probe_filesystems, "/tmp/fs");
   EXPECT_EQ(mount::MountConfig().backend, mount::BackendKind::kAuto);
+  EXPECT_EQ(mount::MountConfig().erofs.attach, mount::ErofsAttach::kAuto);
+  EXPECT_EQ(mount::ParseMountConfig(toml::parse("erofs_attach = \"loop\""))->erofs.attach,
+            mount::ErofsAttach::kLoop);
+  EXPECT_EQ(mount::ParseMountConfig(toml::parse("erofs_attach = \"file\""))->erofs.attach,
+            mount::ErofsAttach::kFile);
+  EXPECT_EQ(mount::ParseMountConfig(toml::parse("erofs_attach = \"auto\""))->erofs.attach,
+            mount::ErofsAttach::kAuto);
+  auto bad_attach = mount::ParseMountConfig(toml::parse("erofs_attach = \"nbd\""));
+  EXPECT_EQ(bad_attach.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad_attach.status().message()),
+              HasSubstr("mount.erofs_attach: \"nbd\" is not auto, file or loop"));
+  EXPECT_FALSE(mount::ParseMountConfig(toml::parse("erofs_attach = 1")).ok());
 
   auto bad = mount::ParseMountConfig(toml::parse("backend = \"nfs\""));
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);

@@ -3,8 +3,9 @@
 // `ctr run --snapshotter lazypull REF ...`, for eStargz made by `ctr-remote images convert`,
 // eStargz made by `lazypull convert`, and zstd:chunked made by skopeo. Every layer must be
 // mounted lazily (committed as a remote snapshot), and the container must see the image. Every
-// case runs on both mount backends (FUSE and EROFS); with EROFS, a container started on
-// graduated layers must survive a SIGKILL of the daemon.
+// case runs on every mount backend (FUSE, EROFS file-backed, EROFS through loop devices); with
+// EROFS, a container started on graduated layers must survive a SIGKILL of the daemon, and no
+// loop device may be left once everything stopped.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -15,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "mount/erofs/loop_device.h"
 #include "nlohmann/json.hpp"
 #include "tests/harness/containerd_process.h"
 #include "tests/harness/image_builder.h"
@@ -30,7 +32,8 @@ constexpr char kRunScript[] =
     "cat /data/hello.txt; cat /etc/greeting; md5sum /data/big.bin | cut -c1-32; "
     "test -e /old/gone.txt || echo gone-is-gone; ls /old";
 
-// Every test runs on both backends (the parameter is the [mount] backend).
+// Every test runs on every backend (the parameter is the [mount] backend; "erofs-loop" is EROFS
+// with erofs_attach = "loop").
 class RemoteContainerdTest : public ::testing::TestWithParam<std::string> {
  protected:
   // Extra [mount] keys of the snapshotter's config.
@@ -54,8 +57,10 @@ class RemoteContainerdTest : public ::testing::TestWithParam<std::string> {
 
     ASSERT_EQ(mkdir(dir_.Sub("lp").c_str(), 0755), 0);
     SnapshotterOptions sopts;
-    sopts.config_toml = absl::StrCat("[mount]\nbackend = \"", GetParam(), "\"\n",
-                                     MountConfigExtra(), "[remote]\nstatus_interval_ms = 200\n");
+    const bool loop = GetParam() == "erofs-loop";
+    sopts.config_toml = absl::StrCat("[mount]\nbackend = \"", loop ? "erofs" : GetParam(), "\"\n",
+                                     loop ? "erofs_attach = \"loop\"\n" : "", MountConfigExtra(),
+                                     "[remote]\nstatus_interval_ms = 200\n");
     auto snapshotter = SnapshotterProcess::Start(dir_.Sub("lp"), sopts);
     ASSERT_TRUE(snapshotter.ok()) << snapshotter.status();
     snapshotter_ = std::move(*snapshotter);
@@ -81,6 +86,20 @@ class RemoteContainerdTest : public ::testing::TestWithParam<std::string> {
       if (HasFailure()) std::cerr << "--- snapshotter log ---\n" << snapshotter_->ReadLog();
       EXPECT_EQ(snapshotter_->Stop(), absl::OkStatus());
     }
+    EXPECT_TRUE(WaitUntil([&] { return LoopDevicesLeft() == 0; }))
+        << LoopDevicesLeft() << " loop devices are left";
+  }
+
+  // Bound loop devices of this test's snapshotter (its owner tag, or a backing file under the
+  // test dir).
+  size_t LoopDevicesLeft() const {
+    const std::string owner = mount::erofs::LoopOwnerTag(dir_.Sub("lp") + "/erofs");
+    size_t n = 0;
+    for (const auto& d : mount::erofs::ListLoopDevices()) {
+      n += mount::erofs::IsOwnedLoopDevice(d, owner) ||
+           d.backing_file.rfind(dir_.path() + "/", 0) == 0;
+    }
+    return n;
   }
 
   absl::StatusOr<CommandResult> CtrRemote(const std::vector<std::string>& args) {
@@ -164,8 +183,11 @@ TEST_P(RemoteContainerdTest, RpullAndRunZstdChunkedFromSkopeo) {
   RpullAndRun("zc-skopeo", dst);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, RemoteContainerdTest, ::testing::Values("fuse", "erofs"),
-                         [](const auto& info) { return info.param; });
+std::string BackendName(const ::testing::TestParamInfo<std::string>& info) {
+  return info.param == "erofs-loop" ? "erofs_loop" : info.param;
+}
+INSTANTIATE_TEST_SUITE_P(Backends, RemoteContainerdTest,
+                         ::testing::Values("fuse", "erofs", "erofs-loop"), BackendName);
 
 // Mount source (the image file for EROFS) and type of the topmost mount at `path`.
 std::pair<std::string, std::string> MountSourceAndType(const std::string& path) {
@@ -239,6 +261,12 @@ TEST_P(GraduatedContainerTest, KillDashNineDoesNotDisturbAContainerOnGraduatedLa
   for (const auto& l : status["layers"]) {
     auto [source, type] = MountSourceAndType(l.value("target", ""));
     EXPECT_EQ(type, "erofs") << l.dump();
+    if (GetParam() == "erofs-loop") {
+      ASSERT_TRUE(absl::StartsWith(source, "/dev/loop")) << source;
+      auto backing = ReadFile("/sys/block/" + source.substr(5) + "/loop/backing_file");
+      ASSERT_TRUE(backing.ok()) << backing.status();
+      source = *backing;
+    }
     EXPECT_TRUE(absl::StrContains(source, "/graduated/")) << source;
   }
   snapshotter_->Kill();
@@ -258,8 +286,8 @@ TEST_P(GraduatedContainerTest, KillDashNineDoesNotDisturbAContainerOnGraduatedLa
   EXPECT_TRUE(containerd_->Ctr({"-n", "grad", "containers", "rm", "grad-c"}).ok());
 }
 
-INSTANTIATE_TEST_SUITE_P(Erofs, GraduatedContainerTest, ::testing::Values("erofs"),
-                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(Erofs, GraduatedContainerTest, ::testing::Values("erofs", "erofs-loop"),
+                         BackendName);
 
 }  // namespace
 }  // namespace lazypull::testing
