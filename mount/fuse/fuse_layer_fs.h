@@ -29,8 +29,9 @@ struct FuseLayerFsContext {
   std::shared_ptr<LayerReader> reader;
   FuseOptions options;
   // Set by the INIT callback (before any other callback runs) when the kernel can skip
-  // OPENDIR/RELEASEDIR.
+  // OPENDIR/RELEASEDIR, and OPEN/RELEASE.
   bool no_opendir = false;
+  bool no_open = false;
 };
 
 // The callback table; pass a FuseLayerFsContext* as the session's userdata.
