@@ -66,6 +66,10 @@ struct FuseOptions {
   // reply needs a pipe holding the data plus a page per buffer, and a process without
   // CAP_SYS_RESOURCE cannot grow a pipe past fs.pipe-max-size (1 MiB by default).
   unsigned max_read = 768 << 10;
+  // Kernel readahead of the mount (bdi read_ahead_kb), in bytes. Larger than max_read so a
+  // sequential read keeps several requests in flight: the worker threads then read the
+  // chunk-cache files concurrently instead of one request at a time.
+  unsigned readahead = 4 << 20;
   // `allow_other` + `default_permissions`: non-root readers get the normal permission checks
   // instead of EACCES (overlayfs as root works either way).
   bool allow_other = true;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -54,7 +55,7 @@ class FuseMountedLayer : public MountedLayer {
     if (ctx_.options.allow_other) o.mount_options.push_back("allow_other");
     o.max_threads = ctx_.options.max_threads;
     o.unmount_timeout = ctx_.options.unmount_timeout;
-    o.readahead = ctx_.options.max_read;
+    o.readahead = std::max(ctx_.options.readahead, ctx_.options.max_read);
     absl::StatusOr<std::unique_ptr<FuseSession>> session =
         FuseSession::Start(FuseLayerFsOps(), &ctx_, target_, o);
     if (!session.ok()) return session.status();

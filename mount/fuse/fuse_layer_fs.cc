@@ -75,6 +75,13 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
     conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
     ctx->no_opendir = true;
   }
+  // No OPEN/RELEASE round trips either: the kernel then opens every file with FOPEN_KEEP_CACHE
+  // (what OnOpen answers) and file handle 0, so nothing per open lives here. Opens for writing
+  // never get this far: the mount is read-only (MS_RDONLY), the VFS answers EROFS itself.
+  if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) {
+    conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
+    ctx->no_open = true;
+  }
   if (ctx->options.zero_copy && (conn->capable & FUSE_CAP_SPLICE_WRITE)) {
     conn->want |= FUSE_CAP_SPLICE_WRITE;
     if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
@@ -127,6 +134,8 @@ void OnReadlink(fuse_req_t req, fuse_ino_t ino) {
 
 void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, "open", [&] {
+    // ENOSYS once: the kernel then stops sending OPEN (and RELEASE) for this mount.
+    if (Ctx(req).no_open) return (void)fuse_reply_err(req, ENOSYS);
     auto attr = Index(req).GetAttr(ino);
     if (!attr) return (void)fuse_reply_err(req, ENOENT);
     if ((attr->mode & S_IFMT) == S_IFDIR) return (void)fuse_reply_err(req, EISDIR);

@@ -6,7 +6,12 @@
 // per lookup, so forget is a no-op. Attributes: nanosecond mtimes (atime = ctime = mtime),
 // whiteouts are char 0:0 (from the index), hardlinks share an inode and its nlink,
 // st_blocks counts the non-hole bytes. Errors: ENOENT, ENOTDIR, ENODATA, ERANGE, EROFS for
-// opens for writing, EIO for any failed read (the LayerReader logs layer, file and chunk).
+// opens for writing (from the read-only mount itself once the kernel skips OPEN), EIO for any
+// failed read (the LayerReader logs layer, file and chunk).
+// Kernel caching (the layer is immutable): entries and attributes for attr_timeout, negative
+// entries too, always READDIRPLUS, page cache kept across opens, symlinks cached, no
+// OPEN/RELEASE/OPENDIR/RELEASEDIR round trips (file handles are always 0: nothing per open
+// lives here), getxattr answered by the kernel for layers without xattrs.
 // No exception ever leaves a callback. Thread-safe: the callbacks only read immutable state
 // and the thread-safe LayerReader.
 #ifndef LAZYPULL_MOUNT_FUSE_FUSE_LAYER_FS_H_
@@ -29,8 +34,9 @@ struct FuseLayerFsContext {
   std::shared_ptr<LayerReader> reader;
   FuseOptions options;
   // Set by the INIT callback (before any other callback runs) when the kernel can skip
-  // OPENDIR/RELEASEDIR.
+  // OPENDIR/RELEASEDIR, and OPEN/RELEASE.
   bool no_opendir = false;
+  bool no_open = false;
 };
 
 // The callback table; pass a FuseLayerFsContext* as the session's userdata.

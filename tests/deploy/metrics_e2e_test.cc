@@ -322,8 +322,10 @@ TEST_P(MetricsE2eTest, CorruptBytesCountAsVerificationFailures) {
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_GT(p->Sum("lazypull_verification_failures_total"), 0);
   // A response carries several chunks and one flipped byte: the other chunks verify and are
-  // served; the corrupt one never is, so the file cannot be read whole.
-  EXPECT_LT(p->Sum("lazypull_layer_read_bytes_total"), kBigSize);
+  // served; the corrupt one never is (never stored), so the file cannot be read whole. Served
+  // bytes are not bounded by the file size: the kernel retries a failed readahead request's
+  // good pages with smaller reads, which serve them again.
+  EXPECT_GT(p->Sum("lazypull_layer_read_bytes_total"), 0);
   EXPECT_LT(p->Sum("lazypull_chunk_cache_stored_bytes"), kBigSize);
 }
 
