@@ -122,6 +122,10 @@ absl::StatusOr<MountConfig> ParseMountConfig(const toml::table& section) {
       auto b = GetBool(node, key);
       if (!b.ok()) return b.status();
       config.reader.prefetch = *b;
+    } else if (key == "elf_prefetch") {
+      auto b = GetBool(node, key);
+      if (!b.ok()) return b.status();
+      config.elf_prefetch = *b;
     } else if (key == "background_fetch") {
       auto b = GetBool(node, key);
       if (!b.ok()) return b.status();

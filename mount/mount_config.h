@@ -15,6 +15,8 @@
 //   readahead_window_max = "4MiB"  #     adaptive up to this (compressed bytes; 0 = off)
 //   directory_batch = "256KiB"     # a miss on a file this small also fetches its directory's
 //                                  #     other small files, adaptive budget (0 = off)
+//   elf_prefetch = true            # a program reading an ELF file from its start: fetch its
+//                                  #     interpreter and libraries whole, ahead of the loader
 //   background_fetch = true        # then fetch the whole layer in the background:
 //   background_silence = "2s"      #   once the layer saw no on-demand fetch for this long,
 //   background_quiet = "500ms"     #   never while a container's fetch runs nor this soon after,
@@ -90,6 +92,8 @@ struct MountConfig {
   ErofsOptions erofs;
   // Fetch behaviour of every layer (executor and cache are filled in by the owner).
   LayerReaderOptions reader;
+  // ELF-aware startup prefetch (fetcher/startup/elf_prefetcher.h) for every lazy layer.
+  bool elf_prefetch = true;
 };
 
 // Parses the `[mount]` section (the section's table). Missing keys keep defaults.

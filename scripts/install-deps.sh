@@ -23,6 +23,9 @@ RUN_PKGS=(
   nlohmann-json3-dev libsqlite3-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev
   prometheus-cpp-dev  # metrics (issue 11)
+  # issue 19: SOCI zTOCs are FlatBuffers; flatc generates the C++ reader at build time and
+  # decodes our zTOCs to JSON in a test
+  libflatbuffers-dev flatbuffers-compiler
 )
 TEST_PKGS=(
   git clang lld libclang-rt-14-dev clang-format clang-tidy

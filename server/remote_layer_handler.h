@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -33,6 +34,8 @@ struct RemoteLayerRequest {
   std::string target_name;  // value of containerd.io/snapshot.ref
   Labels labels;            // all request labels (CRI / stargz annotations live here)
   int64_t snapshot_id = 0;  // id of the new snapshot
+  // Ids of the committed parent chain, nearest first (the layers below this one).
+  std::vector<int64_t> parent_ids;
 };
 
 class RemoteLayerHandler {
@@ -46,8 +49,10 @@ class RemoteLayerHandler {
                                                     const std::string& fs_dir) = 0;
 
   // Called at daemon start for every snapshot carrying kRemoteSnapshotLabel, so the handler
-  // can re-mount it at `fs_dir`. An error is logged; the snapshot stays in metadata.
+  // can re-mount it at `fs_dir`. `parent_ids` as in RemoteLayerRequest. An error is logged;
+  // the snapshot stays in metadata.
   virtual absl::Status RestoreRemoteLayer(int64_t snapshot_id, const SnapshotInfo& info,
+                                          const std::vector<int64_t>& parent_ids,
                                           const std::string& fs_dir) = 0;
 
   // Called once by the daemon after every RestoreRemoteLayer call and before serving gRPC, so a
@@ -71,7 +76,8 @@ class NoRemoteLayers final : public RemoteLayerHandler {
                                             const std::string& fs_dir) override {
     return absl::UnimplementedError("remote snapshots are not enabled");
   }
-  absl::Status RestoreRemoteLayer(int64_t, const SnapshotInfo&, const std::string&) override {
+  absl::Status RestoreRemoteLayer(int64_t, const SnapshotInfo&, const std::vector<int64_t>&,
+                                  const std::string&) override {
     return absl::OkStatus();
   }
   absl::Status ReleaseRemoteLayer(int64_t, const std::string&) override { return absl::OkStatus(); }

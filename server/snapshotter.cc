@@ -88,7 +88,7 @@ absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(Options options) 
     for (const SnapshotRecord& r : *records) {
       if (!r.info.labels.contains(kRemoteSnapshotLabel)) continue;
       absl::Status rs = s->options_.remote->RestoreRemoteLayer(
-          r.id, r.info, SnapshotFsDir(s->snapshots_dir(), r.id));
+          r.id, r.info, r.parent_ids, SnapshotFsDir(s->snapshots_dir(), r.id));
       if (!rs.ok()) {
         LogWarn("cannot restore remote layer",
                 {{"snapshot", r.info.name}, {"id", r.id}, {"error", rs.ToString()}});
@@ -188,7 +188,8 @@ absl::StatusOr<std::vector<MountSpec>> Snapshotter::MaybePrepareRemote(const std
                              .parent = parent,
                              .target_name = target,
                              .labels = labels,
-                             .snapshot_id = record->id};
+                             .snapshot_id = record->id,
+                             .parent_ids = record->parent_ids};
   absl::StatusOr<Labels> extra = options_.remote->PrepareRemoteLayer(request, fs_dir);
   if (!extra.ok()) {
     LogDebug("layer is not remote, falling back to a normal snapshot",

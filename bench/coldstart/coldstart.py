@@ -513,7 +513,13 @@ def one_trial(args, net, link, app, variant, spec, refs, n, warm):
                "bytes_read": sum(l.get("bytes_read", 0) for l in layers),
                "bytes_fetched": sum(l.get("bytes_fetched", 0) for l in layers),
                "background_bytes": sum(l.get("background_bytes", 0) for l in layers),
-               "requests": sum(l.get("requests", 0) for l in layers)}
+               "requests": sum(l.get("requests", 0) for l in layers),
+               # Fetches the container's own reads started (misses nothing foresaw): in a
+               # single-threaded start each waited for the one before, so this is the start's
+               # serial depth (issue 18: <= 6 for python).
+               "serial_depth": sum(l.get("demand_fetches", 0) for l in layers),
+               "elf_walks": st.get("elf_prefetch", {}).get("walks_finished", 0),
+               "elf_objects": st.get("elf_prefetch", {}).get("objects", 0)}
         # Warm reads compare fully local layers; without background fetch they never become
         # local, so that variant has no warm numbers; stargz-snapshotter reports no "fully
         # local" to wait for, so it has none either.
@@ -563,7 +569,8 @@ def summarize(results, out_dir):
                # This variant's time ÷ stargz-snapshotter's, same run (issue 18: lazypull's
                # eStargz rows ≤ 1/1.5).
                "time_vs_stargz": (med / sg_med) if sg_med and variant != "stargz" else None,
-               "median_loadavg_1m": statistics.median(x.get("loadavg_1m", 0) for x in rs)}
+               "median_loadavg_1m": statistics.median(x.get("loadavg_1m", 0) for x in rs),
+               "median_serial_depth": statistics.median(x.get("serial_depth", 0) for x in rs)}
         for k in ("seq_read_32m", "find_walk"):
             if all(k in x for x in rs):
                 row[k] = statistics.median(x[k] for x in rs)
@@ -573,16 +580,18 @@ def summarize(results, out_dir):
     with open(f"{out_dir}/summary.json", "w") as f:
         json.dump(rows, f, indent=1)
     print(f"{'link':9} {'app':7} {'variant':18} {'n':>2} {'seconds':>8} {'x full':>7} "
-          f"{'/stargz':>7} {'MiB moved':>9} {'MiB read':>8} {'load':>5}")
+          f"{'/stargz':>7} {'MiB moved':>9} {'MiB read':>8} {'serial':>6} {'load':>5}")
     for r in rows:
         sp = f"{r['speedup_vs_full']:.1f}" if r["speedup_vs_full"] else "-"
         vs = f"{r['time_vs_stargz']:.2f}" if r["time_vs_stargz"] else "-"
         # Only lazypull reports what the container read (its status.json).
         rd = f"{r['median_bytes_read'] / 2**20:8.1f}" if r["variant"] not in ("full", "stargz") \
             else f"{'-':>8}"
+        lazy = r["variant"] not in ("full", "stargz")
+        sd = f"{r['median_serial_depth']:6.0f}" if lazy else f"{'-':>6}"
         print(f"{r['link']:9} {r['app']:7} {r['variant']:18} {r['trials']:>2} "
               f"{r['median_seconds']:8.2f} {sp:>7} {vs:>7} {r['median_bytes_moved'] / 2**20:9.1f} "
-              f"{rd} {r['median_loadavg_1m']:5.1f}")
+              f"{rd} {sd} {r['median_loadavg_1m']:5.1f}")
     return rows
 
 

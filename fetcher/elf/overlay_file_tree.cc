@@ -25,12 +25,27 @@ absl::StatusOr<bool> OverlayFileTree::HidesBelow(const FileTree& layer,
 }
 
 absl::StatusOr<FileNode> OverlayFileTree::Lstat(std::string_view path) const {
+  size_t layer = 0;
+  return Find(path, &layer);
+}
+
+absl::StatusOr<size_t> OverlayFileTree::LayerOf(std::string_view path) const {
+  size_t layer = 0;
+  absl::StatusOr<FileNode> node = Find(path, &layer);
+  if (!node.ok()) return node.status();
+  return layer;
+}
+
+absl::StatusOr<FileNode> OverlayFileTree::Find(std::string_view path, size_t* layer_pos) const {
+  *layer_pos = 0;
   if (path == "/") return FileNode::Directory();
-  for (const FileTree* layer : layers_) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const FileTree* layer = layers_[i];
     auto node = layer->Lstat(path);
     if (node.ok()) {
       if (node->whiteout) break;
       node->opaque = false;
+      *layer_pos = i;
       return node;
     }
     if (!absl::IsNotFound(node.status())) return node.status();

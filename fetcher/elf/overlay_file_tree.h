@@ -25,10 +25,16 @@ class OverlayFileTree : public FileTree {
   // NotFound if no layer shows it; a layer's other errors are returned as they are.
   absl::StatusOr<FileNode> Lstat(std::string_view path) const override;
 
+  // The position (in the constructor's list) of the layer whose node Lstat(path) returns:
+  // where a file's bytes are to be read. NotFound as Lstat.
+  absl::StatusOr<size_t> LayerOf(std::string_view path) const;
+
  private:
   // Whether `layer` hides `path` from the layers below it through an ancestor directory of
   // `path` that is opaque, whited out or not a directory in that layer.
   absl::StatusOr<bool> HidesBelow(const FileTree& layer, std::string_view path) const;
+  // Lstat, and the position of the layer that answered in *layer.
+  absl::StatusOr<FileNode> Find(std::string_view path, size_t* layer) const;
 
   std::vector<const FileTree*> layers_;
 };

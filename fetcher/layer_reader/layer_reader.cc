@@ -28,34 +28,6 @@ using format::Chunk;
 using format::ChunkCompression;
 using format::Ino;
 
-nlohmann::json LayerReaderStats::ToJson() const {
-  return {{"layer", layer_id},
-          {"bytes_fetched", bytes_fetched},
-          {"requests", requests},
-          {"chunks_fetched", chunks_fetched},
-          {"cache_hits", cache_hits},
-          {"cache_misses", cache_misses},
-          {"fetch_waits", fetch_waits},
-          {"fetch_errors", fetch_errors},
-          {"verify_errors", verify_errors},
-          {"timeouts", timeouts},
-          {"local_bytes", local_bytes},
-          {"total_bytes", total_bytes},
-          {"local_chunks", local_chunks},
-          {"total_chunks", total_chunks},
-          {"fetched_percent", fetched_percent()},
-          {"bytes_read", bytes_read},
-          {"readahead_chunks", readahead_chunks},
-          {"readahead_used", readahead_used},
-          {"readahead_window", readahead_window},
-          {"background_bytes", background_bytes},
-          {"batch_chunks", batch_chunks},
-          {"batch_used", batch_used},
-          {"batch_budget", batch_budget},
-          {"prefetch", prefetch},
-          {"background", background}};
-}
-
 absl::StatusOr<std::unique_ptr<LayerReader>> LayerReader::Create(
     std::string layer_id, std::shared_ptr<const format::LayerIndex> index,
     std::shared_ptr<BlobReader> blob, ChunkCache* cache, LayerReaderOptions options) {
@@ -442,7 +414,8 @@ void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
                 });
   const auto elapsed = std::chrono::steady_clock::now() - start;
   if (st.ok()) scheduler_->RecordTransfer(total, elapsed);
-  static constexpr const char* kKindNames[] = {"on-demand", "readahead", "prefetch", "background"};
+  static constexpr const char* kKindNames[] = {"on-demand", "readahead", "prefetch", "background",
+                                               "ahead"};
   if (GetLogLevel() == LogLevel::kDebug) {
     LogDebug("layer fetch", {{"layer", layer_id_},
                              {"kind", kKindNames[static_cast<int>(kind)]},
@@ -545,6 +518,14 @@ absl::Status LayerReader::ChunkError(const Chunk& c, Ino ino, const absl::Status
 }
 
 absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, size_t length) {
+  absl::StatusOr<size_t> n = ReadChunks(ino, offset, buf, length);
+  if (offset == 0 && n.ok() && *n > 0 && options_.file_start_observer != nullptr) {
+    options_.file_start_observer->OnFileStart(layer_id_, ino, std::string_view(buf, *n));
+  }
+  return n;
+}
+
+absl::StatusOr<size_t> LayerReader::ReadChunks(Ino ino, uint64_t offset, char* buf, size_t length) {
   std::optional<format::InodeAttr> attr = index_->GetAttr(ino);
   if (!attr || (attr->mode & S_IFMT) != S_IFREG) {
     return absl::InvalidArgumentError(
@@ -633,6 +614,7 @@ absl::StatusOr<size_t> LayerReader::Read(Ino ino, uint64_t offset, char* buf, si
     stats_.fetch_waits += waits;
     stats_.bytes_read += length;
     if (!to_fetch.empty()) {
+      ++stats_.demand_fetches;
       last_on_demand_ = std::chrono::steady_clock::now();
       if (GetLogLevel() == LogLevel::kDebug) {
         LogDebug("layer miss", {{"layer", layer_id_},
@@ -782,6 +764,9 @@ bool LayerReader::ReadSpans(Ino ino, uint64_t offset, size_t length, std::vector
     }
   }
   SubmitFetch(std::move(next_window), FetchKind::kReadahead);
+  if (offset == 0 && length > 0 && options_.file_start_observer != nullptr) {
+    options_.file_start_observer->OnFileStart(layer_id_, ino, {});
+  }
   return true;
 }
 

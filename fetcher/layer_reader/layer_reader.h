@@ -54,6 +54,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -68,6 +69,7 @@
 #include "fetcher/layer_reader/chunk_spool.h"
 #include "fetcher/layer_reader/directory_batcher.h"
 #include "fetcher/layer_reader/fetch_executor.h"
+#include "fetcher/layer_reader/file_start_observer.h"
 #include "lazypull/blob_reader.h"
 #include "nlohmann/json.hpp"
 
@@ -123,6 +125,8 @@ struct LayerReaderOptions {
   // `background_policy`.
   std::shared_ptr<BackgroundScheduler> scheduler;
   BackgroundSchedulerOptions background_policy;
+  // Told about every read from the start of a regular file (startup prefetch). Null = none.
+  std::shared_ptr<FileStartObserver> file_start_observer;
 };
 
 // Counters and progress of one layer. Value type.
@@ -149,7 +153,13 @@ struct LayerReaderStats {
   uint64_t batch_chunks = 0;      // chunks fetched by directory batches
   uint64_t batch_used = 0;        // of those, chunks a later read asked for
   uint64_t batch_budget = 0;      // current directory batch budget, compressed bytes
-  std::string prefetch;           // "off", "pending", "none", "running", "done", "failed"
+  uint64_t ahead_chunks = 0;      // chunks fetched by FetchAhead (startup prefetch)
+  uint64_t ahead_used = 0;        // of those, chunks a later read asked for
+  // Fetches a read started for its own miss: round trips no prefetch, readahead or batch
+  // foresaw. In a single-threaded program start every one of them waited for the one before,
+  // so their sum over the image's layers is the start's serial depth.
+  uint64_t demand_fetches = 0;
+  std::string prefetch;  // "off", "pending", "none", "running", "done", "failed"
   // "off"; "pending" (not started); "waiting" (silence period: the layer is being read);
   // "paused" (yielding to on-demand fetches); "throttled" (bandwidth budget); "queued" (node-
   // wide background concurrency); "running"; "done"; "failed" (fetch errors left chunks
@@ -199,6 +209,21 @@ class LayerReader : private ChunkCache::EvictionListener {
   // one). Errors as Read.
   absl::Status Prefetch();
 
+  // Bytes [offset, offset + length) of regular file `ino`.
+  struct FileExtent {
+    format::Ino ino = 0;
+    uint64_t offset = 0;
+    uint64_t length = 0;
+  };
+  // Starts fetching, at foreground priority and without waiting, the chunks of `extents` that
+  // are neither local nor being fetched, as one fetch (blob order; each chunk is handed to
+  // its readers as soon as it arrived and verified). Reads of those chunks join that fetch.
+  // For startup prefetch, which knows what a program will read before it does. Extents of
+  // non-regular files are ignored. Returns how many chunks it started fetching (0 once
+  // stopped, or when all are local or in flight). Errors of the fetch reach the reads that
+  // wait for it.
+  size_t FetchAhead(std::span<const FileExtent> extents);
+
   // Starts (once) the prefetch and the background fetch on a thread of this reader, as
   // configured. Returns immediately.
   void StartBackground();
@@ -233,10 +258,16 @@ class LayerReader : private ChunkCache::EvictionListener {
     ByteRange range;
     std::vector<ChunkRef> chunks;  // sorted by compressed offset
   };
-  enum class FetchKind { kOnDemand, kReadahead, kPrefetch, kBackground };
+  enum class FetchKind { kOnDemand, kReadahead, kPrefetch, kBackground, kAhead };
 
   LayerReader(std::string layer_id, std::shared_ptr<const format::LayerIndex> index,
               std::shared_ptr<BlobReader> blob, ChunkCache* cache, LayerReaderOptions options);
+
+  // Read without telling the file_start_observer.
+  absl::StatusOr<size_t> ReadChunks(format::Ino ino, uint64_t offset, char* buf, size_t length);
+  // readahead_keys_ id of the chunks FetchAhead claimed (window ids count up from 1; batch ids
+  // carry DirectoryBatcher::kBatchIdBit).
+  static constexpr uint64_t kAheadId = uint64_t{1} << 62;
 
   // Uncompressed bytes and occurrences of one distinct chunk in the layer.
   struct Weight {

@@ -1,7 +1,10 @@
 // LayerReader's readahead bookkeeping (layer_reader.h, "Readahead"): the cross-file window in
 // blob order and the reads that use what readahead and directory batches fetched, kept apart
 // from the read path in layer_reader.cc.
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "fetcher/layer_reader/layer_reader.h"
@@ -39,11 +42,49 @@ std::vector<LayerReader::ChunkRef> LayerReader::ClaimWindowLocked(size_t pos, ui
   return claimed;
 }
 
+size_t LayerReader::FetchAhead(std::span<const FileExtent> extents) {
+  // Chunks without a digest are fetched by every read anyway (never cached); chunks another
+  // layer already brought into the shared cache need no fetch. Asked before mu_ is taken.
+  std::vector<const Chunk*> wanted;
+  for (const FileExtent& e : extents) {
+    std::optional<format::InodeAttr> attr = index_->GetAttr(e.ino);
+    if (!attr || (attr->mode & S_IFMT) != S_IFREG || e.offset >= attr->size) continue;
+    const uint64_t length = std::min<uint64_t>(e.length, attr->size - e.offset);
+    for (const Chunk& c : index_->ChunksInRange(e.ino, e.offset, length)) {
+      if (c.compression == ChunkCompression::kZeros || !c.has_digest) continue;
+      if (cache_->Contains(c.digest_value())) continue;
+      wanted.push_back(&c);
+    }
+  }
+  std::vector<ChunkRef> claimed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return 0;
+    for (const Chunk* cp : wanted) {
+      const Chunk& c = *cp;
+      bool owned = false;
+      std::shared_ptr<Flight> flight = ClaimLocked(c, &owned);
+      if (!owned) continue;
+      readahead_keys_.try_emplace(KeyOf(c), kAheadId);
+      claimed.push_back({&c, std::move(flight)});
+    }
+    stats_.ahead_chunks += claimed.size();
+    readahead_outstanding_.store(readahead_keys_.size(), std::memory_order_relaxed);
+  }
+  const size_t n = claimed.size();
+  SubmitFetch(std::move(claimed), FetchKind::kAhead);
+  return n;
+}
+
 std::vector<LayerReader::ChunkRef> LayerReader::NoteReadaheadUseLocked(const std::string& key) {
   auto it = readahead_keys_.find(key);
   if (it == readahead_keys_.end()) return {};
   const uint64_t id = it->second;
   readahead_keys_.erase(it);
+  if (id == kAheadId) {
+    ++stats_.ahead_used;
+    return {};
+  }
   if (DirectoryBatcher::IsBatchId(id)) {
     batcher_.NoteRead(id);
     stats_.batch_used = batcher_.used_total();

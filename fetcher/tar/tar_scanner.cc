@@ -1,5 +1,6 @@
 #include "fetcher/tar/tar_scanner.h"
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -159,12 +160,32 @@ absl::Status ParsePaxRecords(std::string_view data, uint64_t at,
   return absl::OkStatus();
 }
 
+// TarSource over random-access bytes.
+class BlobTarSource : public TarSource {
+ public:
+  explicit BlobTarSource(BlobReader& blob) : blob_(blob) {}
+  absl::StatusOr<std::string> Read(uint64_t offset, uint64_t length) override {
+    const uint64_t size = blob_.Size();
+    if (offset >= size) return std::string();
+    return blob_.ReadAt(offset, std::min(length, size - offset));
+  }
+  absl::StatusOr<uint64_t> Available(uint64_t end) override { return std::min(blob_.Size(), end); }
+
+ private:
+  BlobReader& blob_;
+};
+
 }  // namespace
 
 absl::StatusOr<TarIndex> ScanTar(BlobReader& tar, const ScanOptions& options) {
+  BlobTarSource source(tar);
+  auto index = ScanTarStream(source, options);
+  if (index.ok()) index->stream_size = tar.Size();
+  return index;
+}
+
+absl::StatusOr<TarIndex> ScanTarStream(TarSource& tar, const ScanOptions& options) {
   TarIndex index;
-  const uint64_t size = tar.Size();
-  index.stream_size = size;
   uint64_t pos = 0;
   // Extension state for the next real entry.
   std::map<std::string, std::string> pax;
@@ -173,7 +194,11 @@ absl::StatusOr<TarIndex> ScanTar(BlobReader& tar, const ScanOptions& options) {
   bool in_extension = false;
 
   while (true) {
-    if (pos + kBlockSize > size) {
+    auto block_or = tar.Read(pos, kBlockSize);
+    if (!block_or.ok()) return block_or.status();
+    const std::string& block = *block_or;
+    if (block.size() < kBlockSize) {
+      const uint64_t size = pos + block.size();
       if (in_extension) {
         return absl::DataLossError(
             fmt::format("tar stream ends at {} after an extension header", size));
@@ -183,17 +208,16 @@ absl::StatusOr<TarIndex> ScanTar(BlobReader& tar, const ScanOptions& options) {
             fmt::format("tar stream of {} bytes ends inside a header block at {}", size, pos));
       }
       index.trailer_offset = size;
+      index.stream_size = size;
       return index;
     }
-    auto block_or = tar.ReadAt(pos, kBlockSize);
-    if (!block_or.ok()) return block_or.status();
-    const std::string& block = *block_or;
     if (IsZeroBlock(block)) {
       if (in_extension) {
         return absl::DataLossError(
             fmt::format("tar end marker at {} right after an extension header", pos));
       }
       index.trailer_offset = pos;
+      index.stream_size = pos;
       return index;
     }
     if (auto st = VerifyChecksum(block, pos); !st.ok()) return st;
@@ -213,11 +237,11 @@ absl::StatusOr<TarIndex> ScanTar(BlobReader& tar, const ScanOptions& options) {
             fmt::format("tar extension header at {} has {} bytes (limit {})", pos, field_size,
                         options.max_extension_size));
       }
-      if (field_size > size - data_off) {
+      auto data = tar.Read(data_off, field_size);
+      if (!data.ok()) return data.status();
+      if (data->size() != field_size) {
         return absl::DataLossError(fmt::format("tar extension header at {} is truncated", pos));
       }
-      auto data = tar.ReadAt(data_off, field_size);
-      if (!data.ok()) return data.status();
       if (flag == 'x') {
         if (auto st = ParsePaxRecords(*data, pos, pax); !st.ok()) return st;
       } else {
@@ -360,16 +384,31 @@ absl::StatusOr<TarIndex> ScanTar(BlobReader& tar, const ScanOptions& options) {
     }
     if (e.type == EntryType::kGlobalHeader) entry_size = field_size;
     e.payload_size = header_only ? 0 : entry_size;
-    if (e.payload_size > size - data_off || PadToBlock(e.payload_size) > size - data_off) {
-      // The last entry's padding may be missing in a truncated stream: only the payload
-      // itself must be present.
-      if (e.payload_size > size - data_off) {
-        return absl::DataLossError(
-            fmt::format("tar entry {} at {}: payload of {} bytes runs past the stream end {}",
-                        e.name, pos, e.payload_size, size));
-      }
+    // The last entry's padding may be missing in a truncated stream: only the payload itself
+    // must be present.
+    if (e.payload_size > UINT64_MAX - kBlockSize - data_off) {
+      return absl::DataLossError(fmt::format("tar entry {} at {}: payload of {} bytes overflows",
+                                             e.name, pos, e.payload_size));
     }
-    pos = std::min(size, e.end_offset());
+    const uint64_t payload_end = data_off + e.payload_size;
+    auto present = tar.Available(payload_end);
+    if (!present.ok()) return present.status();
+    if (*present != payload_end) {
+      return absl::DataLossError(
+          fmt::format("tar entry {} at {}: payload of {} bytes runs past the stream end", e.name,
+                      pos, e.payload_size));
+    }
+    const uint64_t next = e.end_offset();
+    auto padded = tar.Available(next);
+    if (!padded.ok()) return padded.status();
+    if (*padded != next) {
+      // The stream ends inside this entry's padding: that is its end.
+      index.entries.push_back(std::move(e));
+      index.trailer_offset = *padded;
+      index.stream_size = *padded;
+      return index;
+    }
+    pos = next;
     index.entries.push_back(std::move(e));
     pax.clear();
     long_name.reset();

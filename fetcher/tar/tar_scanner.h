@@ -1,4 +1,5 @@
-// ScanTar: indexes an uncompressed tar stream held in a BlobReader.
+// ScanTar: indexes an uncompressed tar stream held in a BlobReader (random access) or produced
+// on the fly (ScanTarStream, e.g. while inflating a gzip layer once).
 //
 // Reads only header blocks and extension payloads (PAX records, GNU long names), never file
 // payloads, so scanning a multi-GB layer costs one small read per entry.
@@ -33,6 +34,24 @@ struct ScanOptions {
 // entries (GNU 'S' or PAX GNU.sparse.*) and unknown type flags ('V', 'M', ...). Messages
 // name the offset and entry. `tar` is read concurrently-safe; the result owns no reference.
 absl::StatusOr<TarIndex> ScanTar(BlobReader& tar, const ScanOptions& options = {});
+
+// A forward-only tar stream for ScanTarStream. The scanner asks for offsets in increasing
+// order (each Read/Available at or past the end of the previous call's range), so an
+// implementation may discard everything before the offset asked for.
+class TarSource {
+ public:
+  virtual ~TarSource() = default;
+  // Bytes [offset, offset + length); fewer only where the stream ends. Errors are returned as
+  // is by the scanner.
+  virtual absl::StatusOr<std::string> Read(uint64_t offset, uint64_t length) = 0;
+  // min(stream size, end): whether, or where before `end`, the stream ends.
+  virtual absl::StatusOr<uint64_t> Available(uint64_t end) = 0;
+};
+
+// ScanTar over a forward-only source, with the same errors. The stream's size is unknown to
+// the scanner: stream_size is set to where scanning stopped (trailer_offset); bytes after the
+// end-of-archive marker are not read.
+absl::StatusOr<TarIndex> ScanTarStream(TarSource& source, const ScanOptions& options = {});
 
 }  // namespace lazypull::tar
 

@@ -45,6 +45,7 @@ mount::LayerOrigin RemoteLayerManager::OriginOf(const ResolvedLayer& layer,
 }
 
 absl::Status RemoteLayerManager::MountLocalLayer(int64_t snapshot_id, const ResolvedLayer& layer,
+                                                 const std::vector<int64_t>& parent_ids,
                                                  const std::string& fs_dir,
                                                  const std::string& backend) {
   const std::string layer_id = layer.layer.digest.ToString();
@@ -58,7 +59,8 @@ absl::Status RemoteLayerManager::MountLocalLayer(int64_t snapshot_id, const Reso
     replaced = std::move(entry.mounted);
     entry = MountedEntry{.source = layer,
                          .format = FormatOfMediaType(layer.layer.media_type),
-                         .mounted = std::move(*mounted)};
+                         .mounted = std::move(*mounted),
+                         .parent_ids = parent_ids};
     unavailable_.erase(snapshot_id);
   }
   if (replaced != nullptr) replaced->Unmount().IgnoreError();

@@ -88,6 +88,11 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
   o.mount.reader.executor = m->executor_;
   m->scheduler_ = std::make_shared<BackgroundScheduler>(o.mount.reader.background_policy);
   o.mount.reader.scheduler = m->scheduler_;
+  if (o.mount.elf_prefetch) {
+    m->elf_prefetcher_ = std::make_shared<startup::ElfPrefetcher>(
+        startup::ElfPrefetchOptions{},
+        [raw = m.get()](const std::string& layer_id) { return raw->LayerStack(layer_id); });
+  }
 
   // A crashed daemon leaves its FUSE mounts behind; every access to them fails with ENOTCONN.
   absl::StatusOr<std::vector<std::string>> detached =
@@ -114,7 +119,38 @@ RemoteLayerManager::~RemoteLayerManager() {
   status_cv_.notify_all();
   if (status_thread_.joinable()) status_thread_.join();
   UnmountAll();
+  // Its walks hold readers of the layers just unmounted: Stop ends their waits.
+  if (elf_prefetcher_ != nullptr) elf_prefetcher_->Stop();
   WriteStatusFile().IgnoreError();
+}
+
+std::vector<std::shared_ptr<LayerReader>> RemoteLayerManager::LayerStack(
+    const std::string& layer_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  // The newest snapshot of the layer, then the newest chain that has it (the image being
+  // started most likely: a shared base layer belongs to every image above it).
+  int64_t self = -1;
+  for (const auto& [id, entry] : mounted_) {
+    if (entry.source.layer.digest.ToString() == layer_id && !entry.reader.expired()) self = id;
+  }
+  if (self < 0) return {};
+  int64_t top = self;
+  for (const auto& [id, entry] : mounted_) {
+    if (id > top && std::find(entry.parent_ids.begin(), entry.parent_ids.end(), self) !=
+                        entry.parent_ids.end()) {
+      top = id;
+    }
+  }
+  const MountedEntry& top_entry = mounted_.at(top);
+  std::vector<int64_t> chain = {top};
+  chain.insert(chain.end(), top_entry.parent_ids.begin(), top_entry.parent_ids.end());
+  std::vector<std::shared_ptr<LayerReader>> stack;
+  for (int64_t id : chain) {
+    auto it = mounted_.find(id);
+    if (it == mounted_.end()) continue;
+    if (std::shared_ptr<LayerReader> r = it->second.reader.lock()) stack.push_back(std::move(r));
+  }
+  return stack;
 }
 
 void RemoteLayerManager::UnmountAll() {
@@ -309,10 +345,11 @@ absl::StatusOr<std::shared_ptr<const format::LayerIndex>> RemoteLayerManager::La
 }
 
 absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedLayer& layer,
+                                            const std::vector<int64_t>& parent_ids,
                                             const std::string& fs_dir, const std::string& backend) {
   status_active_ = true;
   // A layer already local on this node needs neither its index nor the registry.
-  absl::Status local = MountLocalLayer(snapshot_id, layer, fs_dir, backend);
+  absl::Status local = MountLocalLayer(snapshot_id, layer, parent_ids, fs_dir, backend);
   if (local.ok() || local.code() != absl::StatusCode::kNotFound) return local;
   absl::StatusOr<ChunkCache*> cache = Cache();
   if (!cache.ok()) return cache.status();
@@ -325,12 +362,14 @@ absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedL
   const std::string layer_id = layer.layer.digest.ToString();
   LayerReaderOptions reader_options = options_.mount.reader;
   reader_options.fetch_source = ref->host;  // a stalled registry holds only its share of threads
-  absl::StatusOr<std::unique_ptr<LayerReader>> reader =
+  reader_options.file_start_observer = elf_prefetcher_;
+  absl::StatusOr<std::unique_ptr<LayerReader>> created =
       LayerReader::Create(layer_id, *index, blob, *cache, std::move(reader_options));
-  if (!reader.ok()) return reader.status();
+  if (!created.ok()) return created.status();
+  std::shared_ptr<LayerReader> reader = std::move(*created);
   absl::StatusOr<std::unique_ptr<mount::MountedLayer>> mounted =
       backend_->Mount({.layer_id = layer_id,
-                       .reader = std::move(*reader),
+                       .reader = reader,
                        .target_dir = fs_dir,
                        .backend = backend,
                        .origin = OriginOf(layer, blob)});
@@ -341,7 +380,11 @@ absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedL
     std::lock_guard<std::mutex> lock(mu_);
     MountedEntry& entry = mounted_[snapshot_id];
     replaced = std::move(entry.mounted);
-    entry = MountedEntry{.source = layer, .format = format, .mounted = std::move(*mounted)};
+    entry = MountedEntry{.source = layer,
+                         .format = format,
+                         .mounted = std::move(*mounted),
+                         .parent_ids = parent_ids,
+                         .reader = reader};
     unavailable_.erase(snapshot_id);
   }
   if (replaced != nullptr) replaced->Unmount().IgnoreError();
@@ -362,7 +405,10 @@ absl::StatusOr<Labels> RemoteLayerManager::PrepareRemoteLayer(const RemoteLayerR
   absl::StatusOr<ResolvedLayer> layer = Resolve(*source);
   absl::Status s = layer.status();
   if (s.ok()) PreloadImageLayers(*source, *layer);
-  if (s.ok()) s = MountLayer(request.snapshot_id, *layer, fs_dir, BackendLabel(request.labels));
+  if (s.ok()) {
+    s = MountLayer(request.snapshot_id, *layer, request.parent_ids, fs_dir,
+                   BackendLabel(request.labels));
+  }
   if (!s.ok()) {
     LogInfo("layer is not lazily mountable; containerd will pull it",
             {{"key", request.key},
@@ -375,10 +421,14 @@ absl::StatusOr<Labels> RemoteLayerManager::PrepareRemoteLayer(const RemoteLayerR
 }
 
 absl::Status RemoteLayerManager::RestoreRemoteLayer(int64_t snapshot_id, const SnapshotInfo& info,
+                                                    const std::vector<int64_t>& parent_ids,
                                                     const std::string& fs_dir) {
   std::lock_guard<std::mutex> lock(mu_);
-  pending_restores_.push_back(PendingRestore{
-      .snapshot_id = snapshot_id, .name = info.name, .labels = info.labels, .fs_dir = fs_dir});
+  pending_restores_.push_back(PendingRestore{.snapshot_id = snapshot_id,
+                                             .name = info.name,
+                                             .labels = info.labels,
+                                             .parent_ids = parent_ids,
+                                             .fs_dir = fs_dir});
   return absl::OkStatus();
 }
 
@@ -386,7 +436,8 @@ void RemoteLayerManager::RestoreOne(const PendingRestore& pending) {
   absl::StatusOr<ResolvedLayer> layer = ResolvedLayerFromLabels(pending.labels);
   absl::Status s = layer.status();
   if (s.ok())
-    s = MountLayer(pending.snapshot_id, *layer, pending.fs_dir, BackendLabel(pending.labels));
+    s = MountLayer(pending.snapshot_id, *layer, pending.parent_ids, pending.fs_dir,
+                   BackendLabel(pending.labels));
   if (s.ok()) return;
   LogWarn(
       "cannot re-mount remote layer; its snapshots are unavailable",
@@ -546,6 +597,7 @@ nlohmann::json RemoteLayerManager::StatusJson() const {
   out["layers"] = std::move(layers);
   out["unavailable"] = std::move(unavailable);
   if (scheduler_ != nullptr) out["fetch"] = scheduler_->StatusJson();
+  if (elf_prefetcher_ != nullptr) out["elf_prefetch"] = elf_prefetcher_->Stats().ToJson();
   return out;
 }
 

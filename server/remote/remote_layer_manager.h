@@ -49,6 +49,7 @@
 #include "fetcher/layer_reader/fetch_executor.h"
 #include "fetcher/registry/credential_provider.h"
 #include "fetcher/registry/registry_client.h"
+#include "fetcher/startup/elf_prefetcher.h"
 #include "metrics/metrics.h"
 #include "mount/backend.h"
 #include "mount/mount_config.h"
@@ -96,6 +97,7 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   absl::StatusOr<Labels> PrepareRemoteLayer(const RemoteLayerRequest& request,
                                             const std::string& fs_dir) override;
   absl::Status RestoreRemoteLayer(int64_t snapshot_id, const SnapshotInfo& info,
+                                  const std::vector<int64_t>& parent_ids,
                                   const std::string& fs_dir) override;
   absl::Status FinishRestore() override;
   absl::Status CheckLayerAvailable(int64_t snapshot_id) override;
@@ -126,11 +128,14 @@ class RemoteLayerManager final : public RemoteLayerHandler {
     ResolvedLayer source;
     std::string format;
     std::unique_ptr<mount::MountedLayer> mounted;
+    std::vector<int64_t> parent_ids;    // the snapshot's parent chain, nearest first
+    std::weak_ptr<LayerReader> reader;  // lazy layers (not local copies)
   };
   struct PendingRestore {
     int64_t snapshot_id;
     std::string name;
     Labels labels;
+    std::vector<int64_t> parent_ids;
     std::string fs_dir;
   };
 
@@ -150,10 +155,15 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // the kBackendLabel value ("" = configured backend). A layer the backend holds locally is
   // mounted from there without index or registry.
   absl::Status MountLayer(int64_t snapshot_id, const ResolvedLayer& layer,
-                          const std::string& fs_dir, const std::string& backend);
+                          const std::vector<int64_t>& parent_ids, const std::string& fs_dir,
+                          const std::string& backend);
+  // The ElfPrefetcher's LayerStackFn: the readers of the newest mounted snapshot chain that
+  // holds layer `layer_id`, top first (lazy layers only).
+  std::vector<std::shared_ptr<LayerReader>> LayerStack(const std::string& layer_id) const;
   // EROFS backend: mounts the backend's local copy of `layer` (NotFound if none).
   absl::Status MountLocalLayer(int64_t snapshot_id, const ResolvedLayer& layer,
-                               const std::string& fs_dir, const std::string& backend);
+                               const std::vector<int64_t>& parent_ids, const std::string& fs_dir,
+                               const std::string& backend);
   // Where graduation gets the layer's diff_id and compressed blob (through client_; `blob`
   // reads ranges of it).
   mount::LayerOrigin OriginOf(const ResolvedLayer& layer, std::shared_ptr<BlobReader> blob);
@@ -175,6 +185,8 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   std::unique_ptr<mount::LayerMountBackend> backend_;
   std::shared_ptr<FetchExecutor> executor_;
   std::shared_ptr<BackgroundScheduler> scheduler_;
+  // Null when `[mount] elf_prefetch = false`. Stopped after UnmountAll in the destructor.
+  std::shared_ptr<startup::ElfPrefetcher> elf_prefetcher_;
 
   mutable std::mutex mu_;
   std::map<int64_t, MountedEntry> mounted_;  // by snapshot id

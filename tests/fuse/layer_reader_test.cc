@@ -23,6 +23,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/fuse/fault_blob_reader.h"
+#include "tests/fuse/test_layer.h"
 #include "tests/harness/test_env.h"
 
 namespace lazypull {
@@ -31,60 +32,6 @@ namespace {
 using ::lazypull::testing::FaultBlobReader;
 using ::lazypull::testing::TempDir;
 using ::lazypull::testing::WaitUntil;
-
-struct Layer {
-  std::shared_ptr<const format::LayerIndex> index;
-  std::shared_ptr<FaultBlobReader> blob;
-  std::vector<std::string> contents;  // file i is "f<i>"
-};
-
-// `files` files of `size` bytes, one zstd frame each, laid out back to back.
-Layer MakeLayer(int files, size_t size, bool digests = true) {
-  Layer layer;
-  std::string blob;
-  format::IndexBuildOptions opts;
-  opts.allow_missing_digests = !digests;
-  format::LayerIndexBuilder b(format::LayerFormat::kZstdChunked, opts);
-  format::EntryMeta meta;
-  meta.permissions = 0644;
-  for (int i = 0; i < files; ++i) {
-    std::string content(size, '\0');
-    for (size_t j = 0; j < size; ++j) content[j] = static_cast<char>((i * 31 + j * 7) % 251);
-    // Distinct files (the cache is content-addressed: equal files would share one chunk).
-    std::string tag = "f" + std::to_string(i) + ":";
-    content.replace(0, std::min(tag.size(), size), tag.substr(0, size));
-    auto frame = codec::ZstdCompress(content, 1);
-    EXPECT_TRUE(frame.ok());
-    format::Chunk c;
-    c.compression = format::ChunkCompression::kZstdFrame;
-    c.compressed_offset = blob.size();
-    c.compressed_length = frame->size();
-    c.length = size;
-    if (digests) {
-      std::string raw = Digest::Of(content).hex();
-      for (int k = 0; k < 32; ++k) c.digest[k] = std::stoi(raw.substr(2 * k, 2), nullptr, 16);
-      c.has_digest = true;
-    }
-    EXPECT_TRUE(b.AddRegular("f" + std::to_string(i), meta, size, {c}).ok());
-    blob += *frame;
-    layer.contents.push_back(content);
-  }
-  auto index = b.Finish(Digest::Of("toc"), blob.size(), blob.size());
-  EXPECT_TRUE(index.ok()) << index.status();
-  layer.index = std::make_shared<const format::LayerIndex>(std::move(*index));
-  layer.blob = std::make_shared<FaultBlobReader>(NewStringBlobReader(blob));
-  return layer;
-}
-
-std::unique_ptr<ChunkCache> OpenCache(const TempDir& dir) {
-  CacheConfig cc;
-  cc.dir = dir.Sub("cache");
-  auto cache = ChunkCache::Open(cc);
-  EXPECT_TRUE(cache.ok()) << cache.status();
-  return std::move(*cache);
-}
-
-format::Ino InoOf(const Layer& l, int i) { return *l.index->LookupPath("f" + std::to_string(i)); }
 
 TEST(LayerReaderTest, RejectsBadOptions) {
   TempDir dir;

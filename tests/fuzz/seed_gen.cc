@@ -5,6 +5,7 @@
 // zstd:chunked zeros chunk with a huge sparse size.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <string>
@@ -12,6 +13,10 @@
 
 #include "fetcher/codec/gzip.h"
 #include "fetcher/codec/zstd.h"
+#include "fetcher/format/soci/soci_index.h"
+#include "fetcher/format/soci/ztoc_builder.h"
+#include "fetcher/format/soci/ztoc_serializer.h"
+#include "lazypull/blob_reader.h"
 #include "lazypull/digest.h"
 #include "nlohmann/json.hpp"
 #include "tests/elf/synthetic_elf.h"
@@ -167,6 +172,39 @@ int main(int argc, char** argv) {
                     TarHeader({.name = long_name.substr(0, 100)}, 5) + "hello" +
                     std::string(507, '\0') + std::string(1024, '\0');
   Write(out + "/tar_fuzzer", "gnu_long_name", gnu);
+
+  // SOCI: the zTOC of the gzipped tar, its checkpoint blob, and span 0 to inflate (the
+  // fuzzer's window is not the real one, which span 0 never reads).
+  {
+    const std::string gz = *lazypull::codec::GzipCompress(es.tar);
+    auto blob = lazypull::NewStringBlobReader(gz);
+    auto ztoc = lazypull::soci::BuildZtoc(*blob, {.span_size = 1000});
+    if (ztoc.ok()) {
+      Write(out + "/ztoc_fuzzer", "ztoc", *lazypull::soci::SerializeZtoc(*ztoc));
+      lazypull::soci::SociIndex index;
+      index.version = lazypull::soci::SociIndexVersion::kV1;
+      lazypull::soci::ZtocRef ref;
+      ref.ztoc.digest = Digest::Of("ztoc");
+      ref.ztoc.size = 4;
+      ref.layer_digest = Digest::Of(gz);
+      ref.layer_media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+      ref.span_size = 1000;
+      index.ztocs.push_back(ref);
+      lazypull::oci::Descriptor subject;
+      subject.media_type = "application/vnd.oci.image.manifest.v1+json";
+      subject.digest = Digest::Of("image");
+      subject.size = 5;
+      index.subject = subject;
+      Write(out + "/ztoc_fuzzer", "soci_index.json",
+            lazypull::oci::SerializeManifest(lazypull::soci::MakeSociIndexManifest(index)));
+      Write(out + "/zinfo_fuzzer", "v2_blob", std::string(1, '\0') + ztoc->checkpoints.blob());
+      const auto r = ztoc->SpanCompressedRange(0);
+      const uint64_t len = std::min<uint64_t>(ztoc->SpanUncompressedRange(0).length, 65535);
+      std::string span = std::string(1, '\x01') + static_cast<char>(len & 0xff) +
+                         static_cast<char>(len >> 8) + gz.substr(r.offset, r.length);
+      Write(out + "/zinfo_fuzzer", "span", span);
+    }
+  }
 
   // OCI documents.
   std::string layer_digest = Digest::Of(zc.blob).ToString();

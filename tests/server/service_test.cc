@@ -26,7 +26,8 @@ class ThrowingRemote final : public RemoteLayerHandler {
     if (request.target_name == "throws-int") throw 42;
     return absl::UnimplementedError("not remote");
   }
-  absl::Status RestoreRemoteLayer(int64_t, const SnapshotInfo&, const std::string&) override {
+  absl::Status RestoreRemoteLayer(int64_t, const SnapshotInfo&, const std::vector<int64_t>&,
+                                  const std::string&) override {
     return absl::OkStatus();
   }
   absl::Status ReleaseRemoteLayer(int64_t, const std::string&) override { return absl::OkStatus(); }

@@ -1,0 +1,43 @@
+// BuildZtoc: the SOCI zTOC of an unmodified gzip layer, from one front-to-back pass over the
+// blob (memory independent of the layer size, but for the 32 KiB per checkpoint the zTOC
+// itself holds). The result is what soci-snapshotter's `soci create` would make of the same
+// blob: the same checkpoints (same rule, see CheckpointingInflater), span digests, one entry per
+// tar member in stream order with its payload offset. Differences, all invisible to readers:
+// a PAX global header is skipped (soci refuses such layers), PAX records other than
+// SCHILY.xattr.* are not kept (soci keeps them all; readers use only the xattrs), and
+// mod_time is always written in UTC.
+//
+// Thread-safe (no shared state); `layer` is read sequentially.
+#ifndef LAZYPULL_FETCHER_FORMAT_SOCI_ZTOC_BUILDER_H_
+#define LAZYPULL_FETCHER_FORMAT_SOCI_ZTOC_BUILDER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "fetcher/format/soci/ztoc.h"
+#include "fetcher/tar/tar_scanner.h"
+#include "lazypull/blob_reader.h"
+
+namespace lazypull::soci {
+
+// soci's defaults.
+inline constexpr uint64_t kDefaultSpanSize = 4ull << 20;
+inline constexpr uint64_t kDefaultMinLayerSize = 10ull << 20;
+
+struct ZtocBuildOptions {
+  // Uncompressed bytes between checkpoints (a checkpoint lands on the first deflate block
+  // boundary past it).
+  uint64_t span_size = kDefaultSpanSize;
+  std::string build_tool_identifier = "lazypull";
+  tar::ScanOptions scan;
+  size_t read_size = 1 << 20;  // bytes per read of `layer`
+};
+
+// Errors: DataLoss for a corrupt or truncated gzip stream or tar (messages name the offset),
+// Unimplemented for tar members soci cannot describe (sparse files), the reader's errors.
+absl::StatusOr<Ztoc> BuildZtoc(BlobReader& layer, const ZtocBuildOptions& options = {});
+
+}  // namespace lazypull::soci
+
+#endif  // LAZYPULL_FETCHER_FORMAT_SOCI_ZTOC_BUILDER_H_

@@ -1,0 +1,281 @@
+#include "fetcher/startup/elf_prefetcher.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <optional>
+#include <utility>
+
+#include "base/logging.h"
+#include "fetcher/elf/elf_parser.h"
+#include "fetcher/elf/layer_index_file_tree.h"
+#include "fetcher/elf/overlay_file_tree.h"
+#include "fmt/format.h"
+
+namespace lazypull::startup {
+
+namespace {
+
+std::string SeenKey(const std::string& layer_id, format::Ino ino) {
+  return fmt::format("{}\n{}", layer_id, ino);
+}
+
+// One walk's view of the image: the merged tree over the stack's indexes, and where each
+// path's bytes are read.
+class StackView {
+ public:
+  explicit StackView(std::vector<std::shared_ptr<LayerReader>> readers)
+      : readers_(std::move(readers)) {
+    trees_.reserve(readers_.size());
+    for (const auto& r : readers_) trees_.emplace_back(&r->index());
+    std::vector<const elf::FileTree*> layers;
+    for (const auto& t : trees_) layers.push_back(&t);
+    overlay_.emplace(std::move(layers));
+  }
+  const elf::FileTree& tree() const { return *overlay_; }
+
+  struct Located {
+    LayerReader* reader = nullptr;
+    format::Ino ino = 0;
+    uint64_t size = 0;
+  };
+  // The layer and inode whose bytes `path` (absolute, symlink-free) shows.
+  absl::StatusOr<Located> Locate(std::string_view path) const {
+    absl::StatusOr<size_t> layer = overlay_->LayerOf(path);
+    if (!layer.ok()) return layer.status();
+    LayerReader* reader = readers_[*layer].get();
+    std::string_view rel = path;
+    while (!rel.empty() && rel.front() == '/') rel.remove_prefix(1);
+    std::optional<format::Ino> ino = reader->index().LookupPath(rel);
+    std::optional<format::InodeAttr> attr;
+    if (ino) attr = reader->index().GetAttr(*ino);
+    if (!attr || (attr->mode & S_IFMT) != S_IFREG) {
+      return absl::NotFoundError(fmt::format("{} is not a regular file", path));
+    }
+    return Located{reader, *ino, attr->size};
+  }
+
+ private:
+  std::vector<std::shared_ptr<LayerReader>> readers_;
+  std::vector<elf::LayerIndexFileTree> trees_;
+  std::optional<elf::OverlayFileTree> overlay_;
+};
+
+}  // namespace
+
+nlohmann::json ElfPrefetchStats::ToJson() const {
+  return {{"walks_started", walks_started},
+          {"walks_finished", walks_finished},
+          {"walks_dropped", walks_dropped},
+          {"not_elf", not_elf},
+          {"objects", objects},
+          {"rounds", rounds},
+          {"chunks_ahead", chunks_ahead},
+          {"problems", problems},
+          {"last_executable", last_executable},
+          {"last_objects", last_objects},
+          {"last_rounds", last_rounds}};
+}
+
+ElfPrefetcher::ElfPrefetcher(ElfPrefetchOptions options, LayerStackFn stack)
+    : options_(std::move(options)), stack_(std::move(stack)) {
+  const size_t n = std::max<size_t>(1, options_.threads);
+  active_.resize(n);
+  threads_.reserve(n);
+  for (size_t i = 0; i < n; ++i) threads_.emplace_back([this, i] { Work(i); });
+}
+
+ElfPrefetcher::~ElfPrefetcher() { Stop(); }
+
+void ElfPrefetcher::Stop() {
+  std::vector<std::shared_ptr<LayerReader>> readers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    stats_.walks_dropped += queue_.size();
+    queue_.clear();
+    for (const auto& walk : active_) readers.insert(readers.end(), walk.begin(), walk.end());
+  }
+  cv_.notify_all();
+  for (const auto& r : readers) r->Stop();
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+bool ElfPrefetcher::RememberLocked(const std::string& layer_id, format::Ino ino) {
+  if (seen_.size() >= options_.max_remembered) seen_.clear();
+  return seen_.insert(SeenKey(layer_id, ino)).second;
+}
+
+bool ElfPrefetcher::Remember(const std::string& layer_id, format::Ino ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return RememberLocked(layer_id, ino);
+}
+
+void ElfPrefetcher::OnFileStart(const std::string& layer_id, format::Ino ino,
+                                std::string_view head) {
+  const bool head_checked = !head.empty();
+  if (head_checked && !elf::IsElfMagic(head)) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    if (!RememberLocked(layer_id, ino)) return;
+    if (queue_.size() >= options_.max_queued) {
+      ++stats_.walks_dropped;
+      return;
+    }
+    queue_.push_back(Job{layer_id, ino, head_checked});
+  }
+  cv_.notify_one();
+}
+
+bool ElfPrefetcher::WaitIdle(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] { return queue_.empty() && running_ == 0; });
+}
+
+ElfPrefetchStats ElfPrefetcher::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void ElfPrefetcher::Work(size_t slot) {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+      ++running_;
+    }
+    // A walk must never take the daemon down: every failure is a log line.
+    try {
+      RunWalk(job, slot);
+    } catch (const std::exception& e) {
+      LogError("ELF prefetch failed", {{"layer", job.layer_id}, {"error", e.what()}});
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --running_;
+      active_[slot].clear();
+    }
+    cv_.notify_all();
+  }
+}
+
+void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
+  std::vector<std::shared_ptr<LayerReader>> stack = stack_(job.layer_id);
+  auto self = std::find_if(stack.begin(), stack.end(),
+                           [&](const auto& r) { return r->layer_id() == job.layer_id; });
+  if (self == stack.end()) return;
+  LayerReader& reader = **self;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    active_[slot] = stack;
+  }
+  if (!job.head_checked) {
+    char magic[4];
+    absl::StatusOr<size_t> n = reader.Read(job.ino, 0, magic, sizeof(magic));
+    if (!n.ok() || !elf::IsElfMagic(std::string_view(magic, *n))) {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.not_elf;
+      return;
+    }
+  }
+  const std::string executable = "/" + reader.index().Path(job.ino);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.walks_started;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  StackView view(stack);
+  // Files this walk has fetched whole (or decided not to), by reader and inode.
+  std::map<std::pair<LayerReader*, format::Ino>, bool> planned;
+  uint64_t budget = options_.max_walk_bytes;
+  uint64_t chunks_ahead = 0;
+
+  elf::BatchReader batch = [&](std::span<const elf::ReadRequest> requests) {
+    std::vector<absl::StatusOr<std::string>> out(requests.size(), absl::UnknownError("not read"));
+    std::vector<std::optional<StackView::Located>> where(requests.size());
+    // Phase 1 (per layer): what the walk asks for, plus the last chunk of each new file;
+    // phase 2: the rest of the new files.
+    std::map<LayerReader*, std::vector<LayerReader::FileExtent>> first, rest;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      absl::StatusOr<StackView::Located> loc = view.Locate(requests[i].path);
+      if (!loc.ok()) {
+        out[i] = loc.status();
+        continue;
+      }
+      where[i] = *loc;
+      LayerReader* r = loc->reader;
+      const ByteRange& range = requests[i].range;
+      first[r].push_back({loc->ino, range.offset, range.length});
+      auto [it, fresh] = planned.try_emplace({r, loc->ino}, false);
+      if (!fresh) continue;
+      // The walk reads this file itself: its first read must not start another walk.
+      Remember(r->layer_id(), loc->ino);
+      if (loc->size == 0 || loc->size > options_.max_file_bytes || loc->size > budget) continue;
+      budget -= loc->size;
+      it->second = true;
+      std::span<const format::Chunk> chunks = r->index().Chunks(loc->ino);
+      if (!chunks.empty()) {
+        const format::Chunk& last = chunks.back();
+        first[r].push_back({loc->ino, last.file_offset, last.length});
+      }
+      rest[r].push_back({loc->ino, 0, loc->size});
+    }
+    for (auto& [r, extents] : first) chunks_ahead += r->FetchAhead(extents);
+    for (auto& [r, extents] : rest) chunks_ahead += r->FetchAhead(extents);
+    for (size_t i = 0; i < requests.size(); ++i) {
+      if (!where[i]) continue;
+      const ByteRange& range = requests[i].range;
+      std::string buf(range.length, '\0');
+      absl::StatusOr<size_t> n =
+          where[i]->reader->Read(where[i]->ino, range.offset, buf.data(), buf.size());
+      if (!n.ok()) {
+        out[i] = n.status();
+        continue;
+      }
+      buf.resize(*n);
+      out[i] = std::move(buf);
+    }
+    return out;
+  };
+
+  absl::StatusOr<elf::WalkResult> walk =
+      elf::WalkDependencies(view.tree(), executable, batch, options_.walk);
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  std::lock_guard<std::mutex> lock(mu_);
+  ++stats_.walks_finished;
+  stats_.chunks_ahead += chunks_ahead;
+  stats_.last_executable = executable;
+  if (!walk.ok()) {
+    stats_.last_objects = 0;
+    stats_.last_rounds = 0;
+    LogDebug("ELF prefetch: no walk",
+             {{"layer", job.layer_id}, {"file", executable}, {"error", walk.status().ToString()}});
+    return;
+  }
+  stats_.objects += walk->objects.size();
+  stats_.rounds += walk->rounds;
+  stats_.problems += walk->problems.size();
+  stats_.last_objects = walk->objects.size();
+  stats_.last_rounds = walk->rounds;
+  LogDebug("ELF prefetch", {{"layer", job.layer_id},
+                            {"file", executable},
+                            {"objects", walk->objects.size()},
+                            {"rounds", walk->rounds},
+                            {"chunks_ahead", chunks_ahead},
+                            {"problems", walk->problems},
+                            {"truncated", walk->truncated},
+                            {"ms", ms}});
+}
+
+}  // namespace lazypull::startup

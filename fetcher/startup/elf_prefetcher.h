@@ -1,0 +1,143 @@
+// ElfPrefetcher: ELF-aware startup prefetch. When a program starts reading a lazy file whose
+// first bytes are an ELF header (execve reading a binary, the dynamic loader reading a
+// library), it walks what the loader will open next — PT_INTERP and the DT_NEEDED libraries,
+// resolved inside the image as ld.so would (elf/dependency_walk.h) — and fetches those files
+// whole, in parallel and ahead of the program, so that a start costs about one round trip
+// per level of the dependency graph instead of one miss per file and per segment.
+//
+// Wiring: the ElfPrefetcher is every LayerReader's FileStartObserver
+// (LayerReaderOptions::file_start_observer). OnFileStart only queues; the walks run on the
+// prefetcher's own threads, read through the image's LayerReaders (cache hit, or a wait for a
+// fetch), and fetch with LayerReader::FetchAhead at foreground priority. A walk's reads never
+// notify the observer again, and each file starts at most one walk.
+//
+// The image: a layer can belong to several images, and the file tree a container sees is
+// the stack of its image's layers. `stack(layer_id)` (the snapshotter's view, e.g. the newest
+// snapshot chain that contains the layer) returns the LayerReaders of that stack, top first,
+// the triggering layer among them. Layers of the stack that are not lazy (unpacked by
+// containerd) are simply absent: a library found only there is not prefetched (nor needed:
+// it is local).
+//
+// Per round of the walk and per layer, two fetches: first what the walk asks for (file heads,
+// the ranges of ELF structures it still misses) together with the last chunk of each new
+// file (where the dynamic section and the data the loader relocates first usually sit); then
+// the rest of the new files. Files larger than max_file_bytes are fetched only where the walk
+// reads; a walk fetches at most max_walk_bytes of file data.
+//
+// Bounded: at most max_queued walks wait (more triggers are dropped and counted), `threads`
+// run at once, the walk itself is bounded (WalkOptions), and remembered files are forgotten
+// beyond max_remembered. Untrusted input only reaches the bounded ELF and ld.so.cache parsers.
+//
+// Thread-safety: all methods are thread-safe. Destruction (or Stop) drops queued walks, stops
+// the readers of the walks in progress (only at shutdown: see Stop) and joins the threads.
+#ifndef LAZYPULL_FETCHER_STARTUP_ELF_PREFETCHER_H_
+#define LAZYPULL_FETCHER_STARTUP_ELF_PREFETCHER_H_
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "fetcher/elf/dependency_walk.h"
+#include "fetcher/format/layer_index.h"
+#include "fetcher/layer_reader/file_start_observer.h"
+#include "fetcher/layer_reader/layer_reader.h"
+#include "nlohmann/json.hpp"
+
+namespace lazypull::startup {
+
+struct ElfPrefetchOptions {
+  size_t threads = 2;
+  size_t max_queued = 64;
+  // Files of the walk up to this size (uncompressed) are fetched whole; larger ones only where
+  // the walk reads.
+  uint64_t max_file_bytes = 256 << 20;
+  // Uncompressed file bytes one walk may fetch whole.
+  uint64_t max_walk_bytes = 1ull << 30;
+  size_t max_remembered = 1 << 16;
+  elf::WalkOptions walk;
+};
+
+// Counters, for status.json and tests. Value type.
+struct ElfPrefetchStats {
+  uint64_t walks_started = 0;
+  uint64_t walks_finished = 0;  // including failed ones
+  uint64_t walks_dropped = 0;   // queue full or stopping
+  uint64_t not_elf = 0;         // triggers whose file was no ELF file
+  uint64_t objects = 0;         // executables and libraries walked, over all walks
+  uint64_t rounds = 0;          // the walks' read rounds (their serial depth), summed
+  uint64_t chunks_ahead = 0;    // chunks FetchAhead started fetching
+  uint64_t problems = 0;        // libraries not found, unreadable or malformed
+  std::string last_executable;  // path of the last walk's executable
+  uint64_t last_objects = 0;
+  uint64_t last_rounds = 0;
+  nlohmann::json ToJson() const;
+};
+
+// The LayerReaders of the image stack that holds layer `layer_id`, top first; empty when
+// the layer is unknown (no longer mounted).
+using LayerStackFn =
+    std::function<std::vector<std::shared_ptr<LayerReader>>(const std::string& layer_id)>;
+
+class ElfPrefetcher final : public FileStartObserver {
+ public:
+  // Starts options.threads threads. `stack` is called on them, never under a lock of the
+  // prefetcher.
+  ElfPrefetcher(ElfPrefetchOptions options, LayerStackFn stack);
+  ~ElfPrefetcher() override;
+  ElfPrefetcher(const ElfPrefetcher&) = delete;
+  ElfPrefetcher& operator=(const ElfPrefetcher&) = delete;
+
+  // FileStartObserver: queues a walk for an ELF file (or a file whose head was not copied)
+  // not walked before. Returns at once.
+  void OnFileStart(const std::string& layer_id, format::Ino ino, std::string_view head) override;
+
+  // Drops queued walks, stops (LayerReader::Stop) the readers of the walks in progress so
+  // their waits end, and joins the threads. For shutdown, after the layers were unmounted.
+  // Idempotent.
+  void Stop();
+
+  // Blocks until no walk is queued or running, or `timeout` passed. Returns whether idle.
+  bool WaitIdle(std::chrono::milliseconds timeout);
+
+  ElfPrefetchStats Stats() const;
+
+ private:
+  struct Job {
+    std::string layer_id;
+    format::Ino ino;
+    bool head_checked;  // the trigger's head showed an ELF magic
+  };
+  // Thread `slot` of threads_.
+  void Work(size_t slot);
+  void RunWalk(const Job& job, size_t slot);
+  // Remembers (layer_id, ino) as walked or read by a walk; false if it was already.
+  bool RememberLocked(const std::string& layer_id, format::Ino ino);
+  bool Remember(const std::string& layer_id, format::Ino ino);
+
+  const ElfPrefetchOptions options_;
+  const LayerStackFn stack_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // queue_ or stopping_ changed, a walk ended
+  std::deque<Job> queue_;
+  size_t running_ = 0;
+  bool stopping_ = false;
+  absl::flat_hash_set<std::string> seen_;  // layer_id + '\n' + ino
+  // Readers of the walks in progress (for Stop), by thread slot.
+  std::vector<std::vector<std::shared_ptr<LayerReader>>> active_;
+  ElfPrefetchStats stats_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace lazypull::startup
+
+#endif  // LAZYPULL_FETCHER_STARTUP_ELF_PREFETCHER_H_

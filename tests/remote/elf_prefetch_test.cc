@@ -1,0 +1,295 @@
+// ELF-aware startup prefetch (issue 18) through the real daemon, on FUSE and EROFS: an image of
+// two lazy eStargz layers — this machine's curl, its interpreter, its 31 libraries (four
+// DT_NEEDED levels deep) and its /etc/ld.so.cache below, /usr/bin/curl above — pushed to a
+// real docker-registry. The first read of curl's header walks the dependency graph across
+// both layers and fetches every file the loader will open; exec then needs no fetch at all.
+// Without the prefetch, each file costs the program its own miss. Serial depth is counted
+// from the readers' counters (demand_fetches: fetches a read started for its own miss).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/harness/registry_process.h"
+#include "tests/harness/snapshotter_process.h"
+#include "tests/harness/subprocess.h"
+#include "tests/harness/test_env.h"
+#include "tests/remote/remote_test_util.h"
+#include "tests/server/snapshot_test_util.h"
+
+namespace lazypull::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kBinary[] = "/usr/bin/curl";
+
+// Adds host path `path` to `layer` as the image would hold it: every symlink on the way as a
+// symlink, the file itself with its bytes and mode. `added` avoids duplicates.
+absl::Status AddHostPath(const std::string& path, LayerChanges& layer, std::set<std::string>& added,
+                         int depth = 0) {
+  if (depth > 16) return absl::InvalidArgumentError("symlink loop at " + path);
+  std::vector<std::string> parts = absl::StrSplit(path, '/', absl::SkipEmpty());
+  std::string cur;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string candidate = cur + "/" + parts[i];
+    struct stat st;
+    if (::lstat(candidate.c_str(), &st) != 0) return absl::NotFoundError(candidate);
+    if (S_ISLNK(st.st_mode)) {
+      const std::string target = fs::read_symlink(candidate).string();
+      if (added.insert(candidate).second) layer.symlinks.push_back({candidate, target});
+      std::string rest;
+      for (size_t j = i + 1; j < parts.size(); ++j) rest += "/" + parts[j];
+      const std::string next = target.front() == '/' ? target + rest : cur + "/" + target + rest;
+      return AddHostPath(fs::path(next).lexically_normal().string(), layer, added, depth + 1);
+    }
+    if (S_ISREG(st.st_mode)) {
+      if (i + 1 != parts.size()) return absl::NotFoundError(candidate + " is not a directory");
+      if (!added.insert(candidate).second) return absl::OkStatus();
+      absl::StatusOr<std::string> content = ReadFile(candidate);
+      if (!content.ok()) return content.status();
+      layer.files.push_back({.path = candidate, .content = *content, .mode = st.st_mode & 07777});
+      return absl::OkStatus();
+    }
+    cur = candidate;
+  }
+  return absl::OkStatus();
+}
+
+// The interpreter and libraries `ldd` lists for kBinary.
+absl::StatusOr<std::vector<std::string>> LddPaths() {
+  auto ldd = RunCommand({"ldd", kBinary}, std::chrono::seconds(30));
+  if (!ldd.ok()) return ldd.status();
+  if (ldd->exit_code != 0) return absl::InternalError("ldd: " + ldd->output);
+  std::vector<std::string> paths;
+  for (absl::string_view line : absl::StrSplit(ldd->output, '\n')) {
+    std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    // "\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or "\t/lib64/ld-linux... (0x)"
+    for (std::string& w : f) {
+      absl::string_view t = absl::StripAsciiWhitespace(w);
+      if (absl::StartsWith(t, "/")) paths.emplace_back(t);
+    }
+  }
+  return paths;
+}
+
+struct Image {
+  absl::Status status = absl::UnknownError("not built");
+  TempDir dir{"lpelf"};
+  std::unique_ptr<RegistryProcess> registry;
+  size_t objects = 0;        // curl, its interpreter and libraries
+  std::string host_version;  // `curl --version` on this machine
+};
+Image* image = nullptr;
+
+absl::Status BuildImage(Image& im) {
+  absl::StatusOr<std::vector<std::string>> libs = LddPaths();
+  if (!libs.ok()) return libs.status();
+  im.objects = libs->size() + 1;
+  LayerChanges base, top;
+  std::set<std::string> added_base, added_top;
+  for (const std::string& p : *libs) {
+    if (absl::Status s = AddHostPath(p, base, added_base); !s.ok()) return s;
+  }
+  if (absl::Status s = AddHostPath("/etc/ld.so.cache", base, added_base); !s.ok()) return s;
+  if (absl::Status s = AddHostPath(kBinary, top, added_top); !s.ok()) return s;
+  ImageBuilder b(im.dir.Sub("image"));
+  b.AddLayer(base).AddLayer(top);
+  auto built = b.Build("v1");
+  if (!built.ok()) return built.status();
+  auto reg = RegistryProcess::Start(im.dir.Sub("reg"));
+  if (!reg.ok()) return reg.status();
+  im.registry = std::move(*reg);
+  const std::string host = im.registry->host();
+  if (absl::Status s = im.registry->PushOciLayout(built->layout_dir, "v1", "src:v1"); !s.ok()) {
+    return s;
+  }
+  // Small chunks, so libraries span several chunks and "whole file" means something.
+  if (absl::Status s =
+          LazypullConvert("estargz", host + "/src:v1", host + "/esgz:v1", "--chunk-size 65536");
+      !s.ok()) {
+    return s;
+  }
+  auto version = RunCommand({kBinary, "--version"}, std::chrono::seconds(30));
+  if (!version.ok()) return version.status();
+  im.host_version = version->output;
+  return absl::OkStatus();
+}
+
+class ElfPrefetchTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  static void SetUpTestSuite() {
+    image = new Image;
+    image->status = BuildImage(*image);
+  }
+  static void TearDownTestSuite() {
+    delete image;
+    image = nullptr;
+  }
+  void SetUp() override { ASSERT_TRUE(image->status.ok()) << image->status; }
+  void TearDown() override {
+    mounts_.clear();
+    client_.reset();
+    if (daemon_ != nullptr) {
+      EXPECT_EQ(daemon_->Stop(), absl::OkStatus());
+      if (HasFailure()) std::cerr << "--- daemon log ---\n" << daemon_->ReadLog();
+    }
+  }
+
+  // Background fetch and eStargz prefetch off: every byte moved is a read's or a prefetch's.
+  void StartDaemon(const std::string& mount_extra) {
+    SnapshotterOptions options;
+    options.config_toml = absl::StrCat(
+        "[mount]\nbackend = \"", GetParam(), "\"\nbackground_fetch = false\nprefetch = false\n",
+        "graduation = false\n", mount_extra, "[remote]\nstatus_interval_ms = 100\n");
+    options.log_level = "debug";
+    auto d = SnapshotterProcess::Start(tmp_.Sub("daemon"), options);
+    ASSERT_TRUE(d.ok()) << d.status();
+    daemon_ = std::move(*d);
+    client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
+  }
+
+  // Prepares both layers lazily and mounts a container's rootfs on them.
+  std::string MountImage() {
+    auto pushed = ResolvePushed(image->registry->host() + "/esgz:v1");
+    EXPECT_TRUE(pushed.ok()) << pushed.status();
+    if (!pushed.ok()) return "";
+    std::string parent;
+    for (size_t i = 0; i < pushed->resolved.manifest.layers.size(); ++i) {
+      std::string target = absl::StrCat("layer-", i);
+      grpc::Status s =
+          client_->Prepare(absl::StrCat("extract-", i), parent, StargzLabels(*pushed, i, target));
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+      parent = target;
+    }
+    MountList mounts;
+    grpc::Status s = client_->Prepare("container", parent, {}, &mounts);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    std::string dir = tmp_.Sub("rootfs");
+    fs::create_directories(dir);
+    auto m = ScopedMount::Mount(mounts, dir);
+    EXPECT_TRUE(m.ok()) << m.status();
+    if (m.ok()) mounts_.push_back(std::move(*m));
+    return dir;
+  }
+
+  nlohmann::json Status() {
+    auto text = ReadFile(daemon_->root() + "/status.json");
+    if (!text.ok()) return nlohmann::json::object();
+    nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+    return j.is_object() ? j : nlohmann::json::object();
+  }
+  // Sum of a per-layer counter over the mounted layers, from a fresh status.json.
+  uint64_t LayerSum(const nlohmann::json& st, const std::string& key) {
+    uint64_t sum = 0;
+    for (const auto& l : st.value("layers", nlohmann::json::array())) sum += l.value(key, 0ull);
+    return sum;
+  }
+  // A status.json written after everything before this call (the writer runs every 100 ms).
+  nlohmann::json FreshStatus() {
+    const std::string before = Status().value("updated", "");
+    WaitUntil([&] { return Status().value("updated", "") != before; });
+    return Status();
+  }
+
+  std::string Exec(const std::string& rootfs) {
+    auto run = RunCommand({"chroot", rootfs, kBinary, "--version"}, std::chrono::seconds(60));
+    EXPECT_TRUE(run.ok()) << run.status();
+    if (!run.ok()) return "";
+    EXPECT_EQ(run->exit_code, 0) << run->output;
+    return run->output;
+  }
+
+  TempDir tmp_{"lpelft"};
+  std::unique_ptr<SnapshotterProcess> daemon_;
+  std::unique_ptr<SnapshotClient> client_;
+  std::vector<std::unique_ptr<ScopedMount>> mounts_;
+};
+
+// Reading curl's first bytes walks its dependency graph across both layers and fetches every
+// file the loader will open, whole: exec then starts no fetch at all.
+TEST_P(ElfPrefetchTest, FirstReadOfAnExecutableFetchesItsInterpreterAndLibraries) {
+  StartDaemon("");
+  const std::string rootfs = MountImage();
+  ASSERT_FALSE(rootfs.empty());
+  char head[64];
+  {
+    int fd = ::open((rootfs + kBinary).c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::read(fd, head, sizeof(head)), static_cast<ssize_t>(sizeof(head)));
+    ::close(fd);
+  }
+  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
+                        std::chrono::seconds(60)))
+      << Status().dump(2);
+  // The walk ends when it knows every file; the files' bodies may still be arriving. Then
+  // every chunk of both layers is local: the layers hold only what the loader opens.
+  auto all_local = [&] {
+    nlohmann::json st = Status();
+    if (st.value("layers", nlohmann::json::array()).size() != 2) return false;
+    for (const auto& l : st["layers"]) {
+      if (l.value("local_chunks", 0) != l.value("total_chunks", -1)) return false;
+    }
+    return true;
+  };
+  EXPECT_TRUE(WaitUntil(all_local, std::chrono::seconds(60))) << Status().dump(2);
+  nlohmann::json st = FreshStatus();
+  const nlohmann::json& elf = st["elf_prefetch"];
+  EXPECT_EQ(elf.value("walks_started", 0), 1) << elf.dump();
+  EXPECT_EQ(elf.value("last_executable", ""), kBinary);
+  EXPECT_EQ(elf.value("last_objects", 0u), image->objects) << elf.dump();
+  EXPECT_EQ(elf.value("problems", 1), 0) << elf.dump();
+  // Parallel: a few rounds per dependency level (curl's graph is five levels deep), far fewer
+  // than one per file.
+  EXPECT_LE(elf.value("last_rounds", 99u) * 2, image->objects) << elf.dump();
+  // Only the first read of curl was a miss of the program's own.
+  EXPECT_EQ(LayerSum(st, "demand_fetches"), 1u) << st.dump(2);
+  const uint64_t requests_before = LayerSum(st, "requests");
+
+  EXPECT_EQ(Exec(rootfs), image->host_version);
+  st = FreshStatus();
+  EXPECT_EQ(LayerSum(st, "demand_fetches"), 1u) << st.dump(2);
+  EXPECT_EQ(LayerSum(st, "requests"), requests_before) << st.dump(2);
+}
+
+// Cold exec: with the prefetch, the program's own misses are a fraction of the files it opens;
+// without it (and without readahead or batches), every file costs at least one.
+TEST_P(ElfPrefetchTest, ColdExecMissesLessThanOncePerFileOnlyWithThePrefetch) {
+  StartDaemon("elf_prefetch = false\ndirectory_batch = 0\nreadahead_window = 0\n");
+  std::string rootfs = MountImage();
+  ASSERT_FALSE(rootfs.empty());
+  EXPECT_EQ(Exec(rootfs), image->host_version);
+  nlohmann::json st = FreshStatus();
+  const uint64_t without = LayerSum(st, "demand_fetches");
+  EXPECT_FALSE(st.contains("elf_prefetch"));
+  EXPECT_GE(without, image->objects + 1) << st.dump(2);  // + /etc/ld.so.cache
+  std::cerr << "serial depth without ELF prefetch: " << without << "\n";
+}
+
+TEST_P(ElfPrefetchTest, ColdExecWithThePrefetch) {
+  StartDaemon("directory_batch = 0\nreadahead_window = 0\n");
+  std::string rootfs = MountImage();
+  ASSERT_FALSE(rootfs.empty());
+  EXPECT_EQ(Exec(rootfs), image->host_version);
+  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
+                        std::chrono::seconds(60)));
+  nlohmann::json st = FreshStatus();
+  const uint64_t with = LayerSum(st, "demand_fetches");
+  std::cerr << "serial depth with ELF prefetch: " << with << "\n" << st["elf_prefetch"].dump();
+  // The loader races the walk level by level; it may win a few files, never most of them.
+  EXPECT_LE(with, image->objects / 2) << st.dump(2);
+  EXPECT_GE(st["elf_prefetch"].value("objects", 0u), image->objects);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ElfPrefetchTest, ::testing::Values("fuse", "erofs"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace lazypull::testing
