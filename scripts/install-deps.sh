@@ -1,22 +1,36 @@
 #!/usr/bin/env bash
-# Installs every Debian package lazypull needs to build, run and test.
-# Idempotent; safe to run on a bare Debian 12 machine as root.
+# Installs the Debian packages lazypull needs. Idempotent; safe to run on a bare Debian 12
+# machine as root.
+#   install-deps.sh run    what scripts/run-snapshotter.sh needs: compilers and the libraries
+#                          of the daemon and the CLI (RUN_PKGS; ~1/4 of the test set's bytes)
+#   install-deps.sh [test] everything to build, run and test (the run set plus TEST_PKGS,
+#                          RUNTIME_PKGS, GO_PKGS and npm)
 set -euo pipefail
+set_name=${1:-test}
+case $set_name in
+  run | test) ;;
+  *) echo "install-deps: unknown set $set_name (run | test)" >&2; exit 2 ;;
+esac
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-BUILD_PKGS=(
-  build-essential cmake ninja-build ccache pkg-config git ca-certificates
-  clang lld libclang-rt-14-dev clang-format clang-tidy
+# The daemon and the CLI: compilers and their libraries' -dev packages.
+RUN_PKGS=(
+  build-essential cmake ninja-build ccache pkg-config ca-certificates
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libfuse3-dev libcurl4-openssl-dev libzstd-dev zlib1g-dev libdeflate-dev libssl-dev
-  nlohmann-json3-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev
+  nlohmann-json3-dev libsqlite3-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev
   prometheus-cpp-dev  # metrics (issue 11)
   # issue 19: SOCI zTOCs are FlatBuffers; flatc generates the C++ reader at build time and
   # decodes our zTOCs to JSON in a test
   libflatbuffers-dev flatbuffers-compiler
+)
+TEST_PKGS=(
+  git clang lld libclang-rt-14-dev clang-format clang-tidy
+  libgtest-dev libgmock-dev libbenchmark-dev
+  lintian  # scripts/build-deb.sh's package, checked by tests/deploy/deb_package_test
 )
 RUNTIME_PKGS=(
   containerd runc docker-registry skopeo fuse3 erofs-utils debootstrap umoci
@@ -34,13 +48,15 @@ GO_PKGS=(
   golang-goprotobuf-dev
 )
 
+wanted=("${RUN_PKGS[@]}")
+[ "$set_name" = run ] || wanted+=("${TEST_PKGS[@]}" "${RUNTIME_PKGS[@]}" "${GO_PKGS[@]}")
 missing=()
-for p in "${BUILD_PKGS[@]}" "${RUNTIME_PKGS[@]}" "${GO_PKGS[@]}"; do
+for p in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 # tests/deploy validates Kubernetes objects with the npm package kubernetes-models: npm (Debian's,
 # unless a node.js with its own npm is installed).
-if ! command -v npm >/dev/null; then missing+=(nodejs npm); fi
+if [ "$set_name" = test ] && ! command -v npm >/dev/null; then missing+=(nodejs npm); fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   $SUDO apt-get update -qq

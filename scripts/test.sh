@@ -4,7 +4,7 @@
 # ctest, printing ctest's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh test
 bash scripts/build.sh
 cd "${BUILD_DIR:-build}"
 ctest --output-on-failure --timeout 1200 -j "${CTEST_JOBS:-2}" "$@"

@@ -5,11 +5,8 @@
 // once it serves (with the installed config's own paths and metrics port, in a node sandbox),
 // `lazypull health` agrees, and SIGTERM (KillMode=process) brings STOPPING=1 and exit 0.
 // Also the man-page-like --help.
-#include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,52 +19,12 @@
 #include "gtest/gtest.h"
 #include "tests/deploy/node_sandbox.h"
 #include "tests/deploy/prom_text.h"
+#include "tests/deploy/systemd_util.h"
 #include "tests/harness/subprocess.h"
 #include "tests/harness/test_env.h"
 
 namespace lazypull::testing {
 namespace {
-
-// Value of `key=` in `unit` ("" if absent); the last assignment wins, as in systemd.
-std::string UnitValue(const std::string& unit, const std::string& key) {
-  std::string value;
-  std::istringstream in(unit);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (absl::StartsWith(line, key + "=")) value = line.substr(key.size() + 1);
-  }
-  return value;
-}
-
-// A datagram socket standing in for systemd's notification socket.
-class NotifySocket {
- public:
-  explicit NotifySocket(std::string path) : path_(std::move(path)) {
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path_.c_str());
-    ::unlink(path_.c_str());
-    ok_ = fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  }
-  ~NotifySocket() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  bool ok() const { return ok_; }
-  // Next message, or "" after `timeout`.
-  std::string Receive(std::chrono::milliseconds timeout) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return "";
-    char buf[4096];
-    ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
-    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  bool ok_ = false;
-};
 
 class InstallTest : public ::testing::Test {
  protected:
