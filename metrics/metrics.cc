@@ -201,8 +201,10 @@ void RegistryObserver::OnResponse(const registry::RequestEvent& event) {
     std::snprintf(status, sizeof(status), "%d", event.status);
   }
   Metrics::State& s = *state_;
-  const CountedHistogram& series = s.registry_series.Get(status, event.host, [&] {
-    const prometheus::Labels labels = {{"status", status}, {"host", std::string(event.host)}};
+  // No host label: metrics name no image, repository or registry (issue 17; hosts.toml names
+  // the mirrors). Per-host counts are in the registry client's stats and its log lines.
+  const CountedHistogram& series = s.registry_series.Get(status, "", [&] {
+    const prometheus::Labels labels = {{"status", status}};
     return CountedHistogram{&s.registry_requests.Add(labels),
                             &s.registry_latency.Add(labels, kRegistryBuckets),
                             &s.registry_bytes.Add(labels)};

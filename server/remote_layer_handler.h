@@ -63,6 +63,12 @@ class RemoteLayerHandler {
   // is a remote layer that could not be re-mounted; OK for every other id.
   virtual absl::Status CheckLayerAvailable(int64_t snapshot_id) { return absl::OkStatus(); }
 
+  // Called after Prepare created an active snapshot that is not a layer (no
+  // containerd.io/snapshot.ref label: a container's rootfs) on the committed chain
+  // `parent_ids` (nearest first): a container is about to start on those layers. Must return
+  // at once. Default: nothing.
+  virtual void ContainerPrepared(const std::vector<int64_t>& parent_ids) {}
+
   // Called after snapshot `snapshot_id` left the metadata and before its directory is
   // deleted (Remove, Cleanup): unmount `fs_dir` and drop caches. Must be idempotent and
   // succeed when nothing is mounted.

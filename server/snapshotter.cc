@@ -232,7 +232,17 @@ absl::StatusOr<std::vector<MountSpec>> Snapshotter::Prepare(const std::string& k
     if (absl::Status s = ValidateLabels(labels); !s.ok()) return s;
     return MaybePrepareRemote(key, parent, labels);
   }
-  return CreateSnapshot(SnapshotKind::kActive, key, parent, std::move(labels));
+  absl::StatusOr<std::vector<MountSpec>> mounts =
+      CreateSnapshot(SnapshotKind::kActive, key, parent, std::move(labels));
+  // A container's rootfs on lazy layers: it is about to start (startup prefetch).
+  if (mounts.ok() && options_.remote != nullptr && !parent.empty()) {
+    absl::StatusOr<std::unique_ptr<MetaStore::Transaction>> txn = store_->BeginTransaction();
+    absl::StatusOr<SnapshotRecord> record =
+        txn.ok() ? (*txn)->Get(key) : absl::StatusOr<SnapshotRecord>(txn.status());
+    if (txn.ok()) txn->reset();
+    if (record.ok()) options_.remote->ContainerPrepared(record->parent_ids);
+  }
+  return mounts;
 }
 
 absl::StatusOr<std::vector<MountSpec>> Snapshotter::View(const std::string& key,

@@ -18,12 +18,12 @@
 // containerd) are simply absent: a library found only there is not prefetched (nor needed:
 // it is local).
 //
-// A start can also be announced before any read (PrefetchStart): when an image's top layer is
-// mounted, the image config names the program the container will run (Entrypoint + Cmd,
-// found on the config's PATH), so its walk — and the few files the runtime reads at creation,
-// /etc/passwd and /etc/group — can run while containerd and runc still set up the container.
-// A command overridden at run time (a pod's `command`) makes that walk useless, bounded as
-// any walk.
+// A start can also be announced before any read (PrefetchStart): when a container's rootfs is
+// prepared on an image's layers, the image config names the program the container will run
+// (Entrypoint + Cmd, found on the config's PATH), so its walk — and the few files the runtime reads
+// at creation, /etc/passwd and /etc/group — can run while containerd and runc still set up the
+// container. A command overridden at run time (a pod's `command`) makes that walk useless, bounded
+// as any walk.
 //
 // Per round of the walk and per layer, two fetches: first what the walk asks for (file heads,
 // the ranges of ELF structures it still misses) together with the last chunk of each new

@@ -125,6 +125,18 @@ RemoteLayerManager::~RemoteLayerManager() {
   WriteStatusFile().IgnoreError();
 }
 
+void RemoteLayerManager::ContainerPrepared(const std::vector<int64_t>& parent_ids) {
+  if (parent_ids.empty() || elf_prefetcher_ == nullptr) return;
+  ResolvedLayer top;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = mounted_.find(parent_ids.front());
+    if (it == mounted_.end() || it->second.reader.expired()) return;  // not lazy
+    top = it->second.source;
+  }
+  PrefetchImageStart(top);
+}
+
 void RemoteLayerManager::PrefetchImageStart(const ResolvedLayer& layer) {
   if (elf_prefetcher_ == nullptr) return;
   // Runs on a prefetcher thread: the config is one more registry round trip, off the Prepare.
@@ -433,7 +445,6 @@ absl::StatusOr<Labels> RemoteLayerManager::PrepareRemoteLayer(const RemoteLayerR
     s = MountLayer(request.snapshot_id, *layer, request.parent_ids, fs_dir,
                    BackendLabel(request.labels));
   }
-  if (s.ok()) PrefetchImageStart(*layer);
   if (!s.ok()) {
     LogInfo("layer is not lazily mountable; containerd will pull it",
             {{"key", request.key},

@@ -101,6 +101,8 @@ class RemoteLayerManager final : public RemoteLayerHandler {
                                   const std::string& fs_dir) override;
   absl::Status FinishRestore() override;
   absl::Status CheckLayerAvailable(int64_t snapshot_id) override;
+  // Walks the program the image of the chain's top layer starts (PrefetchImageStart).
+  void ContainerPrepared(const std::vector<int64_t>& parent_ids) override;
   absl::Status ReleaseRemoteLayer(int64_t snapshot_id, const std::string& fs_dir) override;
 
   // Unmounts every layer now (clean shutdown). Idempotent.
@@ -160,8 +162,8 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // The ElfPrefetcher's LayerStackFn: the readers of the newest mounted snapshot chain that
   // holds layer `layer_id`, top first (lazy layers only).
   std::vector<std::shared_ptr<LayerReader>> LayerStack(const std::string& layer_id) const;
-  // When `layer` is its image's top layer: the walk of the program its containers will start
-  // (image config), before they start it (ElfPrefetcher::PrefetchStart).
+  // When `layer` is its image's top layer: the walk of the program its containers start
+  // (image config), while the container is being created (ElfPrefetcher::PrefetchStart).
   void PrefetchImageStart(const ResolvedLayer& layer);
   // EROFS backend: mounts the backend's local copy of `layer` (NotFound if none).
   absl::Status MountLocalLayer(int64_t snapshot_id, const ResolvedLayer& layer,
