@@ -55,6 +55,7 @@
 
 #include "CLI/CLI.hpp"
 #include "base/logging.h"
+#include "bench/common/bench_support.h"
 #include "fetcher/cache/chunk_cache.h"
 #include "fetcher/convert/blob_sink.h"
 #include "fetcher/convert/estargz_writer.h"
@@ -74,6 +75,12 @@ namespace lazypull {
 namespace {
 
 namespace fs = std::filesystem;
+using bench::BuildEstargz;
+using bench::Die;
+using bench::DropCaches;
+using bench::Overlay;
+using bench::Print;
+using bench::Sh;
 using Clock = std::chrono::steady_clock;
 
 struct Options {
@@ -89,20 +96,6 @@ const char kLayerId[] = "sha256:000000000000000000000000000000000000000000000000
 const char kPython[] =
     "/usr/bin/python3.11 -c 'import json, email.parser, http.client, xml.dom.minidom, asyncio, "
     "decimal, unittest, argparse, logging, sqlite3, csv, tarfile, zipfile'";
-
-[[noreturn]] void Die(const std::string& what) {
-  std::fprintf(stderr, "erofs_bench: %s\n", what.c_str());
-  std::exit(1);
-}
-
-void Sh(const std::string& cmd) {
-  if (std::system(cmd.c_str()) != 0) Die("command failed: " + cmd);
-}
-
-void Print(const nlohmann::json& j) {
-  std::printf("%s\n", j.dump().c_str());
-  std::fflush(stdout);
-}
 
 std::string RandomBytes(size_t n, std::mt19937_64& rng) {
   std::string s(n, '\0');
@@ -141,46 +134,6 @@ std::vector<std::string> BuildTree(const std::string& root, const Options& o) {
   }
   return small;
 }
-
-convert::EstargzResult BuildEstargz(const std::string& src, const std::string& out) {
-  const std::string tar_path = out + ".tar";
-  Sh("tar --format=pax --sort=name -C " + src + " -cf " + tar_path + " .");
-  auto tar = NewFileBlobReader(tar_path);
-  if (!tar.ok()) Die(tar.status().ToString());
-  auto tar_index = tar::ScanTar(**tar);
-  if (!tar_index.ok()) Die(tar_index.status().ToString());
-  auto sink = convert::NewFileBlobSink(out);
-  if (!sink.ok()) Die(sink.status().ToString());
-  auto written = convert::WriteEstargz(**tar, *tar_index, {}, **sink);
-  if (!written.ok()) Die(written.status().ToString());
-  fs::remove(tar_path);
-  return *written;
-}
-
-void DropCaches() {
-  sync();
-  std::ofstream f("/proc/sys/vm/drop_caches");
-  f << "3" << std::flush;
-  if (!f) Die("cannot write /proc/sys/vm/drop_caches (run as root)");
-}
-
-// A read-only overlayfs of `lower` over an empty dir, as a container's rootfs; RAII.
-class Overlay {
- public:
-  Overlay(const std::string& lower, const std::string& work) : target_(work + "/ovl") {
-    fs::create_directories(work + "/empty");
-    fs::create_directories(target_);
-    std::string opts = "lowerdir=" + lower + ":" + work + "/empty";
-    if (::mount("overlay", target_.c_str(), "overlay", MS_RDONLY, opts.c_str()) != 0) {
-      Die("mount overlay " + opts + ": " + strerror(errno));
-    }
-  }
-  ~Overlay() { umount2(target_.c_str(), MNT_DETACH); }
-  const std::string& path() const { return target_; }
-
- private:
-  std::string target_;
-};
 
 // One fresh mount of the layer in a mode: the layer mount (none for native) + its overlay.
 struct ModeMount {

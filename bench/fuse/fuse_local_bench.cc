@@ -41,6 +41,7 @@
 
 #include "CLI/CLI.hpp"
 #include "base/logging.h"
+#include "bench/common/bench_support.h"
 #include "fetcher/cache/chunk_cache.h"
 #include "fetcher/convert/blob_sink.h"
 #include "fetcher/convert/estargz_writer.h"
@@ -55,6 +56,12 @@ namespace lazypull {
 namespace {
 
 namespace fs = std::filesystem;
+using bench::BuildEstargz;
+using bench::Die;
+using bench::DropCaches;
+using bench::Overlay;
+using bench::Print;
+using bench::Sh;
 using Clock = std::chrono::steady_clock;
 
 struct Options {
@@ -67,20 +74,6 @@ struct Options {
   unsigned readahead_kb = mount::FuseOptions().readahead >> 10;
   std::string only;  // run only this measurement (e.g. to profile it)
 };
-
-[[noreturn]] void Die(const std::string& what) {
-  std::fprintf(stderr, "fuse_local_bench: %s\n", what.c_str());
-  std::exit(1);
-}
-
-void Sh(const std::string& cmd) {
-  if (std::system(cmd.c_str()) != 0) Die("command failed: " + cmd);
-}
-
-void Print(const nlohmann::json& j) {
-  std::printf("%s\n", j.dump().c_str());
-  std::fflush(stdout);
-}
 
 // The layer's tree: python3.11 + libraries (merged-/usr layout, as erofs_bench), big.bin.
 void BuildTree(const std::string& root, const Options& o) {
@@ -100,46 +93,6 @@ void BuildTree(const std::string& root, const Options& o) {
   }
   std::ofstream(root + "/big.bin", std::ios::binary).write(big.data(), big.size());
 }
-
-convert::EstargzResult BuildEstargz(const std::string& src, const std::string& out) {
-  const std::string tar_path = out + ".tar";
-  Sh("tar --format=pax --sort=name -C " + src + " -cf " + tar_path + " .");
-  auto tar = NewFileBlobReader(tar_path);
-  if (!tar.ok()) Die(tar.status().ToString());
-  auto tar_index = tar::ScanTar(**tar);
-  if (!tar_index.ok()) Die(tar_index.status().ToString());
-  auto sink = convert::NewFileBlobSink(out);
-  if (!sink.ok()) Die(sink.status().ToString());
-  auto written = convert::WriteEstargz(**tar, *tar_index, {}, **sink);
-  if (!written.ok()) Die(written.status().ToString());
-  fs::remove(tar_path);
-  return *written;
-}
-
-void DropCaches() {
-  sync();
-  std::ofstream f("/proc/sys/vm/drop_caches");
-  f << "3" << std::flush;
-  if (!f) Die("cannot write /proc/sys/vm/drop_caches (run as root)");
-}
-
-// A read-only overlayfs of `lower` over an empty dir, as a container's rootfs; RAII.
-class Overlay {
- public:
-  Overlay(const std::string& lower, const std::string& work) : target_(work + "/ovl") {
-    fs::create_directories(work + "/empty");
-    fs::create_directories(target_);
-    std::string opts = "lowerdir=" + lower + ":" + work + "/empty";
-    if (::mount("overlay", target_.c_str(), "overlay", MS_RDONLY, opts.c_str()) != 0) {
-      Die("mount overlay " + opts + ": " + strerror(errno));
-    }
-  }
-  ~Overlay() { umount2(target_.c_str(), MNT_DETACH); }
-  const std::string& path() const { return target_; }
-
- private:
-  std::string target_;
-};
 
 // Counts the FUSE requests the layer file system answers (the daemon's metrics hook).
 class OpCounter : public mount::FsOpObserver {
