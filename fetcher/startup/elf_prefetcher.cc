@@ -12,6 +12,8 @@
 #include "fetcher/elf/elf_parser.h"
 #include "fetcher/elf/layer_index_file_tree.h"
 #include "fetcher/elf/overlay_file_tree.h"
+#include "fetcher/python/module_finder.h"
+#include "fetcher/python/pyc_imports.h"
 #include "fmt/format.h"
 
 namespace lazypull::startup {
@@ -20,6 +22,8 @@ namespace {
 
 // Files a start hint names (passwd, group) are fetched whole only up to this size.
 constexpr uint64_t kMaxHintFileBytes = 1 << 20;
+// Directory entries a walk looks at per directory and layer.
+constexpr size_t kMaxListed = 4096;
 
 std::string SeenKey(const std::string& layer_id, format::Ino ino) {
   return fmt::format("{}\n{}", layer_id, ino);
@@ -44,6 +48,27 @@ class StackView {
     format::Ino ino = 0;
     uint64_t size = 0;
   };
+  // The names in directory `dir` (absolute, symlink-free) over all layers (whiteouts and
+  // opaque directories are not applied: a name too many is only a file not prefetched).
+  std::vector<std::string> ListDir(std::string_view dir) const {
+    std::string_view rel = dir;
+    while (!rel.empty() && rel.front() == '/') rel.remove_prefix(1);
+    absl::flat_hash_set<std::string> names;
+    std::vector<std::string> out;
+    for (const auto& r : readers_) {
+      const format::LayerIndex& index = r->index();
+      std::optional<format::Ino> ino =
+          rel.empty() ? std::optional<format::Ino>(1) : index.LookupPath(rel);
+      if (!ino) continue;
+      const size_t n = std::min<size_t>(index.ChildCount(*ino), kMaxListed);
+      for (size_t i = 0; i < n; ++i) {
+        std::string name(index.Name(index.Child(*ino, i).ino));
+        if (names.insert(name).second) out.push_back(std::move(name));
+      }
+    }
+    return out;
+  }
+
   // The layer and inode whose bytes `path` (absolute, symlink-free) shows.
   absl::StatusOr<Located> Locate(std::string_view path) const {
     absl::StatusOr<size_t> layer = overlay_->LayerOf(path);
@@ -78,6 +103,10 @@ nlohmann::json ElfPrefetchStats::ToJson() const {
           {"chunks_ahead", chunks_ahead},
           {"problems", problems},
           {"start_hints", start_hints},
+          {"python_walks", python_walks},
+          {"python_files", python_files},
+          {"python_rounds", python_rounds},
+          {"python_problems", python_problems},
           {"last_executable", last_executable},
           {"last_objects", last_objects},
           {"last_rounds", last_rounds}};
@@ -121,8 +150,9 @@ bool ElfPrefetcher::Remember(const std::string& layer_id, format::Ino ino) {
 
 void ElfPrefetcher::OnFileStart(const std::string& layer_id, format::Ino ino,
                                 std::string_view head) {
-  const bool head_checked = !head.empty();
-  if (head_checked && !elf::IsElfMagic(head)) return;
+  const bool elf = !head.empty() && elf::IsElfMagic(head);
+  const bool pyc = !head.empty() && !elf && python::IsPycMagic(head);
+  if (!head.empty() && !elf && !pyc) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
@@ -131,7 +161,24 @@ void ElfPrefetcher::OnFileStart(const std::string& layer_id, format::Ino ino,
       ++stats_.walks_dropped;
       return;
     }
-    queue_.push_back(Job{layer_id, ino, head_checked});
+    queue_.push_back(
+        Job{.kind = JobKind::kFile, .layer_id = layer_id, .ino = ino, .elf = elf, .pyc = pyc});
+  }
+  cv_.notify_one();
+}
+
+void ElfPrefetcher::QueuePythonStart(const std::string& layer_id, const std::string& interpreter) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    if (seen_.size() >= options_.max_remembered) seen_.clear();
+    if (!seen_.insert(fmt::format("{}\npython\n{}", layer_id, interpreter)).second) return;
+    if (queue_.size() >= options_.max_queued) {
+      ++stats_.walks_dropped;
+      return;
+    }
+    queue_.push_front(
+        Job{.kind = JobKind::kPythonStart, .layer_id = layer_id, .interpreter = interpreter});
   }
   cv_.notify_one();
 }
@@ -145,7 +192,7 @@ void ElfPrefetcher::PrefetchStart(const std::string& layer_id, std::function<Sta
       return;
     }
     ++stats_.start_hints;
-    queue_.push_back(Job{.layer_id = layer_id, .hint = std::move(hint)});
+    queue_.push_back(Job{.kind = JobKind::kHint, .layer_id = layer_id, .hint = std::move(hint)});
   }
   cv_.notify_one();
 }
@@ -197,8 +244,12 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
     if (stopping_) return;
     active_[slot] = stack;
   }
+  if (job.kind == JobKind::kPythonStart) {
+    RunPythonWalk(job, stack, PythonWalkStart{.interpreter = job.interpreter});
+    return;
+  }
   std::string executable;
-  if (job.hint) {
+  if (job.kind == JobKind::kHint) {
     StartHint hint = job.hint();
     StackView view(stack);
     std::map<LayerReader*, std::vector<LayerReader::FileExtent>> files;
@@ -219,16 +270,30 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
       }
     }
     if (executable.empty()) return;
-  } else if (!job.head_checked) {
-    char magic[4];
-    absl::StatusOr<size_t> n = reader.Read(job.ino, 0, magic, sizeof(magic));
-    if (!n.ok() || !elf::IsElfMagic(std::string_view(magic, *n))) {
+  } else {
+    bool elf = job.elf;
+    bool pyc = job.pyc;
+    if (!elf && !pyc) {
+      char magic[4];
+      absl::StatusOr<size_t> n = reader.Read(job.ino, 0, magic, sizeof(magic));
+      const std::string_view head(magic, n.ok() ? *n : 0);
+      elf = elf::IsElfMagic(head);
+      pyc = !elf && python::IsPycMagic(head);
+    }
+    if (pyc) {
+      RunPythonWalk(job, stack, PythonWalkStart{.pycs = {"/" + reader.index().Path(job.ino)}});
+      return;
+    }
+    if (!elf) {
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.not_elf;
       return;
     }
   }
   if (executable.empty()) executable = "/" + reader.index().Path(job.ino);
+  if (python::InterpreterVersion(executable.substr(executable.rfind('/') + 1))) {
+    QueuePythonStart(job.layer_id, executable);
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.walks_started;
@@ -316,6 +381,66 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
                             {"problems", walk->problems},
                             {"truncated", walk->truncated},
                             {"ms", ms}});
+}
+
+void ElfPrefetcher::RunPythonWalk(const Job& job,
+                                  const std::vector<std::shared_ptr<LayerReader>>& stack,
+                                  PythonWalkStart start) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.python_walks;
+  }
+  const auto begin = std::chrono::steady_clock::now();
+  StackView view(stack);
+  ListDirFn list_dir = [&](std::string_view dir) { return view.ListDir(dir); };
+  PythonFetchFn fetch = [&](std::span<const PythonFetch> files) {
+    std::vector<absl::StatusOr<std::string>> out(files.size(), std::string());
+    std::vector<std::optional<StackView::Located>> where(files.size());
+    std::map<LayerReader*, std::vector<LayerReader::FileExtent>> extents;
+    for (size_t i = 0; i < files.size(); ++i) {
+      absl::StatusOr<StackView::Located> loc = view.Locate(files[i].path);
+      if (!loc.ok()) {
+        out[i] = loc.status();
+        continue;
+      }
+      where[i] = *loc;
+      if (loc->size > 0) extents[loc->reader].push_back({loc->ino, 0, loc->size});
+      // The walk parses what it reads: the interpreter's own read of it starts no walk.
+      if (files[i].read) Remember(loc->reader->layer_id(), loc->ino);
+    }
+    for (auto& [r, e] : extents) r->FetchAhead(e);
+    for (size_t i = 0; i < files.size(); ++i) {
+      if (!where[i] || !files[i].read) continue;
+      std::string buf(where[i]->size, '\0');
+      absl::StatusOr<size_t> n = where[i]->reader->Read(where[i]->ino, 0, buf.data(), buf.size());
+      if (!n.ok()) {
+        out[i] = n.status();
+        continue;
+      }
+      buf.resize(*n);
+      out[i] = std::move(buf);
+    }
+    return out;
+  };
+  PythonWalkResult walk = WalkPythonImports(view.tree(), list_dir, fetch, start, options_.python);
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - begin).count();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.python_files += walk.files;
+    stats_.python_rounds += walk.rounds;
+    stats_.python_problems += walk.problems.size();
+  }
+  LogDebug("Python prefetch",
+           {{"layer", job.layer_id},
+            {"from", start.interpreter.empty() ? start.pycs.front() : start.interpreter},
+            {"files", walk.files},
+            {"bytes", walk.bytes},
+            {"parsed", walk.modules_parsed},
+            {"rounds", walk.rounds},
+            {"problems", walk.problems},
+            {"truncated", walk.truncated},
+            {"ms", ms}});
 }
 
 }  // namespace lazypull::startup

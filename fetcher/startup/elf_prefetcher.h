@@ -31,6 +31,12 @@
 // the rest of the new files. Files larger than max_file_bytes are fetched only where the walk
 // reads; a walk fetches at most max_walk_bytes of file data.
 //
+// Python: a CPython interpreter being walked (its file name says pythonX.Y) also starts a
+// Python import walk of what every interpreter start reads (startup/python_import_walk.h),
+// on another thread at once, and a program starting to read a .pyc (the import system
+// loading a module) starts a walk of that module's imports, level by level. Files those
+// walks have parsed start no walk of their own when the interpreter reads them.
+//
 // Bounded: at most max_queued walks wait (more triggers are dropped and counted), `threads`
 // run at once, the walk itself is bounded (WalkOptions), and remembered files are forgotten
 // beyond max_remembered. Untrusted input only reaches the bounded ELF and ld.so.cache parsers.
@@ -57,12 +63,15 @@
 #include "fetcher/format/layer_index.h"
 #include "fetcher/layer_reader/file_start_observer.h"
 #include "fetcher/layer_reader/layer_reader.h"
+#include "fetcher/startup/python_import_walk.h"
 #include "nlohmann/json.hpp"
 
 namespace lazypull::startup {
 
 struct ElfPrefetchOptions {
-  size_t threads = 2;
+  // Walks mostly wait for fetches; an interpreter start runs its ELF walk, its Python start
+  // walk and the first module walks at once.
+  size_t threads = 4;
   size_t max_queued = 64;
   // Files of the walk up to this size (uncompressed) are fetched whole; larger ones only where
   // the walk reads.
@@ -71,6 +80,7 @@ struct ElfPrefetchOptions {
   uint64_t max_walk_bytes = 1ull << 30;
   size_t max_remembered = 1 << 16;
   elf::WalkOptions walk;
+  PythonWalkOptions python;
 };
 
 // Counters, for status.json and tests. Value type.
@@ -84,6 +94,10 @@ struct ElfPrefetchStats {
   uint64_t chunks_ahead = 0;    // chunks FetchAhead started fetching
   uint64_t problems = 0;        // libraries not found, unreadable or malformed
   uint64_t start_hints = 0;     // walks announced by PrefetchStart
+  uint64_t python_walks = 0;    // Python import walks (interpreter starts and .pyc reads)
+  uint64_t python_files = 0;    // files they fetched
+  uint64_t python_rounds = 0;   // their rounds, summed
+  uint64_t python_problems = 0;
   std::string last_executable;  // path of the last walk's executable
   uint64_t last_objects = 0;
   uint64_t last_rounds = 0;
@@ -111,8 +125,8 @@ class ElfPrefetcher final : public FileStartObserver {
   ElfPrefetcher(const ElfPrefetcher&) = delete;
   ElfPrefetcher& operator=(const ElfPrefetcher&) = delete;
 
-  // FileStartObserver: queues a walk for an ELF file (or a file whose head was not copied)
-  // not walked before. Returns at once.
+  // FileStartObserver: queues a walk for an ELF or .pyc file (or a file whose head was not
+  // copied) not walked before. Returns at once.
   void OnFileStart(const std::string& layer_id, format::Ino ino, std::string_view head) override;
 
   // Queues a walk from the executable `hint` names, in the image stack of `layer_id` (its
@@ -131,15 +145,24 @@ class ElfPrefetcher final : public FileStartObserver {
   ElfPrefetchStats Stats() const;
 
  private:
+  enum class JobKind { kFile, kHint, kPythonStart };
   struct Job {
+    JobKind kind = JobKind::kFile;
     std::string layer_id;
-    format::Ino ino = 0;
-    bool head_checked = false;        // the trigger's head showed an ELF magic
-    std::function<StartHint()> hint;  // set for PrefetchStart (then ino is 0)
+    format::Ino ino = 0;              // kFile
+    bool elf = false;                 // kFile: the trigger's head showed an ELF magic
+    bool pyc = false;                 // kFile: ... or a .pyc magic (neither: not copied)
+    std::function<StartHint()> hint;  // kHint
+    std::string interpreter;          // kPythonStart: its path in the image
   };
   // Thread `slot` of threads_.
   void Work(size_t slot);
   void RunWalk(const Job& job, size_t slot);
+  void RunPythonWalk(const Job& job, const std::vector<std::shared_ptr<LayerReader>>& stack,
+                     PythonWalkStart start);
+  // Queues, ahead of the others, the Python start walk of `interpreter` in the stack of
+  // `layer_id`, once per interpreter and layer.
+  void QueuePythonStart(const std::string& layer_id, const std::string& interpreter);
   // Remembers (layer_id, ino) as walked or read by a walk; false if it was already.
   bool RememberLocked(const std::string& layer_id, format::Ino ino);
   bool Remember(const std::string& layer_id, format::Ino ino);

@@ -275,6 +275,14 @@ int main(int argc, char** argv) {
   }
   std::string busybox = ReadPrefix("/bin/busybox", 8 << 10);
   if (!busybox.empty()) Write(out + "/elf_fuzzer", "static-head", std::string(1, '\x10') + busybox);
+  // .pyc: this machine's compiled standard library (python3 is a test dependency).
+  for (const char* pyc : {"/usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc",
+                          "/usr/lib/python3.11/__pycache__/enum.cpython-311.pyc",
+                          "/usr/lib/python3.11/re/__pycache__/__init__.cpython-311.pyc"}) {
+    std::string bytes = ReadPrefix(pyc, 256 << 10);
+    std::string name = std::string(pyc).substr(std::string(pyc).rfind('/') + 1);
+    if (!bytes.empty()) Write(out + "/pyc_fuzzer", name + std::to_string(bytes.size()), bytes);
+  }
   std::string cache = ReadPrefix("/etc/ld.so.cache", 256 << 10);
   if (!cache.empty()) {
     Write(out + "/ld_so_cache_fuzzer", "whole", cache);

@@ -1,0 +1,275 @@
+#include "fetcher/startup/python_import_walk.h"
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <optional>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "base/split_view.h"
+#include "fetcher/python/module_finder.h"
+#include "fetcher/python/pyc_imports.h"
+#include "fmt/format.h"
+
+namespace lazypull::startup {
+
+namespace {
+
+using python::ModuleFile;
+using python::ModuleFinder;
+
+std::string_view Dirname(std::string_view path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string_view::npos || slash == 0 ? std::string_view("/")
+                                                       : path.substr(0, slash);
+}
+
+// The directory relative imports of a module file start from: a package's own directory,
+// else the directory of its source (a .pyc sits in <dir>/__pycache__).
+std::string ImportBase(const ModuleFile& m) {
+  if (!m.package_dir.empty()) return m.package_dir;
+  std::string_view dir = Dirname(m.path);
+  if (dir.ends_with("/__pycache__")) dir = Dirname(dir);
+  return std::string(dir);
+}
+
+bool IsIdentChar(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.';
+}
+
+class Walk {
+ public:
+  Walk(const elf::FileTree& tree, const ListDirFn& list_dir, const PythonFetchFn& fetch,
+       const PythonWalkOptions& options)
+      : tree_(tree), list_dir_(list_dir), fetch_(fetch), options_(options) {}
+
+  PythonWalkResult Run(const PythonWalkStart& start) {
+    for (const std::string& pyc : start.pycs) {
+      const ModuleFinder* finder = FinderForPyc(pyc);
+      if (finder == nullptr) continue;
+      std::string_view dir = Dirname(pyc);
+      if (dir.ends_with("/__pycache__")) dir = Dirname(dir);
+      Add(pyc, Kind::kPyc, finder, std::string(dir));
+    }
+    if (!start.interpreter.empty()) AddInterpreterStart(start.interpreter);
+    while (!frontier_.empty()) {
+      if (result_.rounds >= options_.max_rounds) {
+        Truncate(fmt::format("{} rounds", options_.max_rounds));
+        break;
+      }
+      ++result_.rounds;
+      std::vector<Item> round = std::move(frontier_);
+      frontier_.clear();
+      std::vector<PythonFetch> files;
+      files.reserve(round.size());
+      for (const Item& item : round) {
+        files.push_back({item.path, item.size, item.kind != Kind::kPlain});
+      }
+      std::vector<absl::StatusOr<std::string>> bytes = fetch_(files);
+      for (size_t i = 0; i < round.size() && i < bytes.size(); ++i) {
+        if (round[i].kind == Kind::kPlain) continue;
+        if (!bytes[i].ok()) {
+          Problem(round[i].path, bytes[i].status().ToString());
+          continue;
+        }
+        if (round[i].kind == Kind::kPyc) {
+          Follow(round[i], *bytes[i]);
+        } else {
+          FollowPth(round[i], *bytes[i]);
+        }
+      }
+    }
+    return std::move(result_);
+  }
+
+ private:
+  enum class Kind { kPyc, kPth, kPlain };
+  struct Item {
+    std::string path;
+    uint64_t size = 0;
+    Kind kind = Kind::kPlain;
+    const ModuleFinder* finder = nullptr;
+    std::string base;  // where its relative imports start
+  };
+
+  const ModuleFinder* FinderForPyc(std::string_view pyc) {
+    std::optional<ModuleFinder> f = ModuleFinder::ForPyc(tree_, pyc);
+    if (!f) return nullptr;
+    return Keep(*std::move(f));
+  }
+
+  const ModuleFinder* Keep(ModuleFinder f) {
+    auto [it, fresh] = finders_.try_emplace(f.stdlib() + "\n" + f.cache_tag(), std::move(f));
+    return &it->second;
+  }
+
+  void Truncate(std::string why) {
+    if (!result_.truncated) result_.problems.push_back("walk truncated: " + why);
+    result_.truncated = true;
+  }
+
+  void Problem(std::string_view path, std::string_view what) {
+    if (result_.problems.size() < 64) result_.problems.push_back(fmt::format("{}: {}", path, what));
+  }
+
+  // Queues `path` (any path; symlinks resolved) for the next round, within the budgets.
+  void Add(const std::string& path, Kind kind, const ModuleFinder* finder, std::string base) {
+    absl::StatusOr<elf::ResolvedPath> r = elf::ResolvePath(tree_, path);
+    if (!r.ok() || r->node.kind != elf::FileNode::Kind::kRegular) return;
+    if (!seen_.insert(r->path).second) return;
+    if (r->node.size > options_.max_file_bytes) return;
+    if (result_.files >= options_.max_files) {
+      Truncate(fmt::format("{} files", options_.max_files));
+      return;
+    }
+    if (result_.bytes + r->node.size > options_.max_bytes) {
+      Truncate(fmt::format("{} bytes", options_.max_bytes));
+      return;
+    }
+    ++result_.files;
+    result_.bytes += r->node.size;
+    frontier_.push_back({r->path, r->node.size, kind, finder, std::move(base)});
+  }
+
+  void AddModules(const std::vector<ModuleFile>& modules, const ModuleFinder* finder) {
+    for (const ModuleFile& m : modules) {
+      if (m.path.empty()) continue;  // a namespace package has no file
+      Add(m.path, m.kind == ModuleFile::Kind::kBytecode ? Kind::kPyc : Kind::kPlain, finder,
+          ImportBase(m));
+    }
+  }
+
+  void AddInterpreterStart(const std::string& interpreter) {
+    std::optional<std::pair<int, int>> version =
+        python::InterpreterVersion(interpreter.substr(interpreter.rfind('/') + 1));
+    if (!version) return;
+    std::optional<ModuleFinder> found =
+        ModuleFinder::ForVersion(tree_, version->first, version->second, interpreter);
+    if (!found) return;
+    const ModuleFinder* finder = Keep(*std::move(found));
+    // The C library's data the interpreter's initialization reads (setlocale under the
+    // coerced C.UTF-8 locale, the codeset's gconv cache, tzset).
+    for (std::string file :
+         {std::string("/usr/lib/locale/C.utf8/LC_CTYPE"),
+          std::string("/usr/lib/locale/C.UTF-8/LC_CTYPE"),
+          fmt::format("/usr/lib/{}/gconv/gconv-modules.cache", python::HostMultiarch()),
+          std::string("/etc/localtime")}) {
+      Add(file, Kind::kPlain, finder, "");
+    }
+    std::vector<ModuleFile> encodings = finder->FindAbsolute("encodings");
+    AddModules(encodings, finder);
+    if (!encodings.empty() && !encodings.back().package_dir.empty()) {
+      for (const char* codec : {"aliases", "utf_8"}) {
+        if (auto m = finder->FindIn(encodings.back().package_dir, codec)) AddModules({*m}, finder);
+      }
+    }
+    for (const char* module : {"site", "sitecustomize", "usercustomize"}) {
+      AddModules(finder->FindAbsolute(module), finder);
+    }
+    for (const std::string& dir : finder->SiteDirs()) {
+      std::vector<std::string> names = list_dir_(dir);
+      std::sort(names.begin(), names.end());
+      for (const std::string& name : names) {
+        if (name.ends_with(".pth")) Add(dir + "/" + name, Kind::kPth, finder, dir);
+      }
+    }
+  }
+
+  void Follow(const Item& item, std::string_view bytes) {
+    absl::StatusOr<python::PycInfo> info = python::ParsePycImports(bytes);
+    if (!info.ok()) {
+      Problem(item.path, info.status().ToString());
+      return;
+    }
+    ++result_.modules_parsed;
+    result_.parsed.push_back(item.path);
+    const ModuleFinder* finder = item.finder;
+    const bool in_package = std::find(finder->search_path().begin(), finder->search_path().end(),
+                                      item.base) == finder->search_path().end();
+    for (const python::PycImport& import : info->imports) {
+      std::vector<ModuleFile> found;
+      if (import.module.empty()) {
+        // `from . import a, b`: submodules of the module's own package.
+        for (const std::string& name : import.names) {
+          if (auto m = finder->FindIn(item.base, name)) found.push_back(*std::move(m));
+        }
+        AddModules(found, finder);
+        continue;
+      }
+      // The relative level is not in the names: the absolute reading, and inside a package
+      // also the relative one (`from .x import y`) when it exists.
+      std::vector<std::vector<ModuleFile>> readings{finder->FindAbsolute(import.module)};
+      if (in_package) readings.push_back(finder->FindFrom(item.base, import.module));
+      for (const std::vector<ModuleFile>& modules : readings) {
+        AddModules(modules, finder);
+        if (modules.empty() || modules.back().package_dir.empty()) continue;
+        // `from package import name`: a name may be a submodule.
+        std::vector<ModuleFile> subs;
+        for (const std::string& name : import.names) {
+          if (auto m = finder->FindIn(modules.back().package_dir, name)) {
+            subs.push_back(*std::move(m));
+          }
+        }
+        AddModules(subs, finder);
+      }
+    }
+  }
+
+  void FollowPth(const Item& item, std::string_view bytes) {
+    for (std::string_view line : SplitView(bytes, '\n')) {
+      for (const std::string& module : PthImports(line)) {
+        AddModules(item.finder->FindAbsolute(module), item.finder);
+      }
+    }
+  }
+
+  const elf::FileTree& tree_;
+  const ListDirFn& list_dir_;
+  const PythonFetchFn& fetch_;
+  const PythonWalkOptions& options_;
+  std::map<std::string, ModuleFinder> finders_;  // node-stable: items point into it
+  absl::flat_hash_set<std::string> seen_;
+  std::vector<Item> frontier_;
+  PythonWalkResult result_;
+};
+
+}  // namespace
+
+std::vector<std::string> PthImports(std::string_view line) {
+  std::vector<std::string> out;
+  auto push = [&](std::string_view name) {
+    if (name.empty() || name.front() == '.' || name.size() > 255) return;
+    if (std::find(out.begin(), out.end(), name) == out.end()) out.emplace_back(name);
+  };
+  if (!line.starts_with("import ") && !line.starts_with("import\t")) return out;
+  // `import a, b.c` up to the first statement end.
+  std::string_view first = line.substr(
+      6, line.find(';') == std::string_view::npos ? std::string_view::npos : line.find(';') - 6);
+  for (std::string_view part : SplitView(first, ',')) {
+    while (!part.empty() && (part.front() == ' ' || part.front() == '\t')) part.remove_prefix(1);
+    size_t n = 0;
+    while (n < part.size() && IsIdentChar(part[n])) ++n;
+    push(part.substr(0, n));
+  }
+  // `__import__('name')` anywhere on the line.
+  for (size_t at = line.find("__import__("); at != std::string_view::npos;
+       at = line.find("__import__(", at + 1)) {
+    size_t p = at + 11;
+    if (p >= line.size() || (line[p] != '\'' && line[p] != '"')) continue;
+    const char quote = line[p++];
+    size_t end = line.find(quote, p);
+    if (end == std::string_view::npos) break;
+    std::string_view name = line.substr(p, end - p);
+    if (std::all_of(name.begin(), name.end(), IsIdentChar)) push(name);
+  }
+  return out;
+}
+
+PythonWalkResult WalkPythonImports(const elf::FileTree& tree, const ListDirFn& list_dir,
+                                   const PythonFetchFn& fetch, const PythonWalkStart& start,
+                                   const PythonWalkOptions& options) {
+  return Walk(tree, list_dir, fetch, options).Run(start);
+}
+
+}  // namespace lazypull::startup
