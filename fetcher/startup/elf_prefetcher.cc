@@ -161,24 +161,31 @@ void ElfPrefetcher::OnFileStart(const std::string& layer_id, format::Ino ino,
       ++stats_.walks_dropped;
       return;
     }
-    queue_.push_back(
-        Job{.kind = JobKind::kFile, .layer_id = layer_id, .ino = ino, .elf = elf, .pyc = pyc});
+    Job job;
+    job.layer_id = layer_id;
+    job.ino = ino;
+    job.elf = elf;
+    job.pyc = pyc;
+    queue_.push_back(std::move(job));
   }
   cv_.notify_one();
 }
 
-void ElfPrefetcher::QueuePythonStart(const std::string& layer_id, const std::string& interpreter) {
+void ElfPrefetcher::QueuePythonStart(const std::string& layer_id, PythonWalkStart start) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
     if (seen_.size() >= options_.max_remembered) seen_.clear();
-    if (!seen_.insert(fmt::format("{}\npython\n{}", layer_id, interpreter)).second) return;
+    if (!seen_.insert(fmt::format("{}\npython\n{}", layer_id, start.interpreter)).second) return;
     if (queue_.size() >= options_.max_queued) {
       ++stats_.walks_dropped;
       return;
     }
-    queue_.push_front(
-        Job{.kind = JobKind::kPythonStart, .layer_id = layer_id, .interpreter = interpreter});
+    Job job;
+    job.kind = JobKind::kPythonStart;
+    job.layer_id = layer_id;
+    job.python = std::move(start);
+    queue_.push_front(std::move(job));
   }
   cv_.notify_one();
 }
@@ -192,7 +199,11 @@ void ElfPrefetcher::PrefetchStart(const std::string& layer_id, std::function<Sta
       return;
     }
     ++stats_.start_hints;
-    queue_.push_back(Job{.kind = JobKind::kHint, .layer_id = layer_id, .hint = std::move(hint)});
+    Job job;
+    job.kind = JobKind::kHint;
+    job.layer_id = layer_id;
+    job.hint = std::move(hint);
+    queue_.push_back(std::move(job));
   }
   cv_.notify_one();
 }
@@ -245,12 +256,13 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
     active_[slot] = stack;
   }
   if (job.kind == JobKind::kPythonStart) {
-    RunPythonWalk(job, stack, PythonWalkStart{.interpreter = job.interpreter});
+    RunPythonWalk(job, stack, job.python);
     return;
   }
   std::string executable;
+  StartHint hint;
   if (job.kind == JobKind::kHint) {
-    StartHint hint = job.hint();
+    hint = job.hint();
     StackView view(stack);
     std::map<LayerReader*, std::vector<LayerReader::FileExtent>> files;
     for (const std::string& f : hint.files) {
@@ -281,7 +293,9 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
       pyc = !elf && python::IsPycMagic(head);
     }
     if (pyc) {
-      RunPythonWalk(job, stack, PythonWalkStart{.pycs = {"/" + reader.index().Path(job.ino)}});
+      PythonWalkStart start;
+      start.pycs.push_back("/" + reader.index().Path(job.ino));
+      RunPythonWalk(job, stack, std::move(start));
       return;
     }
     if (!elf) {
@@ -292,7 +306,11 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
   }
   if (executable.empty()) executable = "/" + reader.index().Path(job.ino);
   if (python::InterpreterVersion(executable.substr(executable.rfind('/') + 1))) {
-    QueuePythonStart(job.layer_id, executable);
+    PythonWalkStart start;
+    start.interpreter = executable;
+    start.argv = hint.args;
+    start.working_dir = hint.working_dir;
+    QueuePythonStart(job.layer_id, std::move(start));
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -109,6 +109,8 @@ struct ElfPrefetchStats {
 struct StartHint {
   std::vector<std::string> executables;
   std::vector<std::string> files;
+  std::vector<std::string> args;  // the program's arguments (argv[1:])
+  std::string working_dir = "/";
 };
 
 // The LayerReaders of the image stack that holds layer `layer_id`, top first; empty when
@@ -153,16 +155,16 @@ class ElfPrefetcher final : public FileStartObserver {
     bool elf = false;                 // kFile: the trigger's head showed an ELF magic
     bool pyc = false;                 // kFile: ... or a .pyc magic (neither: not copied)
     std::function<StartHint()> hint;  // kHint
-    std::string interpreter;          // kPythonStart: its path in the image
+    PythonWalkStart python;           // kPythonStart
   };
   // Thread `slot` of threads_.
   void Work(size_t slot);
   void RunWalk(const Job& job, size_t slot);
   void RunPythonWalk(const Job& job, const std::vector<std::shared_ptr<LayerReader>>& stack,
                      PythonWalkStart start);
-  // Queues, ahead of the others, the Python start walk of `interpreter` in the stack of
+  // Queues, ahead of the others, the Python start walk of `start.interpreter` in the stack of
   // `layer_id`, once per interpreter and layer.
-  void QueuePythonStart(const std::string& layer_id, const std::string& interpreter);
+  void QueuePythonStart(const std::string& layer_id, PythonWalkStart start);
   // Remembers (layer_id, ino) as walked or read by a walk; false if it was already.
   bool RememberLocked(const std::string& layer_id, format::Ino ino);
   bool Remember(const std::string& layer_id, format::Ino ino);

@@ -10,6 +10,7 @@
 #include "base/split_view.h"
 #include "fetcher/python/module_finder.h"
 #include "fetcher/python/pyc_imports.h"
+#include "fetcher/python/source_imports.h"
 #include "fmt/format.h"
 
 namespace lazypull::startup {
@@ -34,10 +35,6 @@ std::string ImportBase(const ModuleFile& m) {
   return std::string(dir);
 }
 
-bool IsIdentChar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.';
-}
-
 class Walk {
  public:
   Walk(const elf::FileTree& tree, const ListDirFn& list_dir, const PythonFetchFn& fetch,
@@ -52,7 +49,7 @@ class Walk {
       if (dir.ends_with("/__pycache__")) dir = Dirname(dir);
       Add(pyc, Kind::kPyc, finder, std::string(dir));
     }
-    if (!start.interpreter.empty()) AddInterpreterStart(start.interpreter);
+    if (!start.interpreter.empty()) AddInterpreterStart(start);
     while (!frontier_.empty()) {
       if (result_.rounds >= options_.max_rounds) {
         Truncate(fmt::format("{} rounds", options_.max_rounds));
@@ -73,10 +70,20 @@ class Walk {
           Problem(round[i].path, bytes[i].status().ToString());
           continue;
         }
-        if (round[i].kind == Kind::kPyc) {
-          Follow(round[i], *bytes[i]);
-        } else {
-          FollowPth(round[i], *bytes[i]);
+        switch (round[i].kind) {
+          case Kind::kPyc:
+            Follow(round[i], *bytes[i]);
+            break;
+          case Kind::kScript:
+            ++result_.modules_parsed;
+            FollowImports(python::SourceImports(*bytes[i]), *round[i].finder, round[i].base,
+                          Reading::kScript);
+            break;
+          case Kind::kPth:
+            FollowPth(round[i], *bytes[i]);
+            break;
+          case Kind::kPlain:
+            break;
         }
       }
     }
@@ -84,7 +91,11 @@ class Walk {
   }
 
  private:
-  enum class Kind { kPyc, kPth, kPlain };
+  enum class Kind { kPyc, kScript, kPth, kPlain };
+  // How an import's module name is looked up: from a module (absolute, and inside a package
+  // also relative to it, as the level is not kept), from a script (its directory first, as
+  // sys.path[0]), or from code without a directory (`-c`, .pth lines: absolute).
+  enum class Reading { kModule, kScript, kAbsolute };
   struct Item {
     std::string path;
     uint64_t size = 0;
@@ -140,7 +151,8 @@ class Walk {
     }
   }
 
-  void AddInterpreterStart(const std::string& interpreter) {
+  void AddInterpreterStart(const PythonWalkStart& start) {
+    const std::string& interpreter = start.interpreter;
     std::optional<std::pair<int, int>> version =
         python::InterpreterVersion(interpreter.substr(interpreter.rfind('/') + 1));
     if (!version) return;
@@ -174,6 +186,39 @@ class Walk {
         if (name.ends_with(".pth")) Add(dir + "/" + name, Kind::kPth, finder, dir);
       }
     }
+    AddCommandLine(start, *finder);
+  }
+
+  // What the interpreter's arguments name: `-c CODE` (its imports), `-m MODULE` (the module,
+  // and a package's __main__), or a script (fetched, its imports followed).
+  void AddCommandLine(const PythonWalkStart& start, const ModuleFinder& finder) {
+    const std::vector<std::string>& argv = start.argv;
+    for (size_t i = 0; i < argv.size(); ++i) {
+      const std::string& a = argv[i];
+      const bool next = i + 1 < argv.size();
+      if (a == "-c" || (a.starts_with("-c") && a.size() > 2)) {
+        if (a.size() == 2 && !next) return;
+        FollowImports(python::SourceImports(a.size() > 2 ? a.substr(2) : argv[i + 1]), finder, "",
+                      Reading::kAbsolute);
+        return;
+      }
+      if (a == "-m" || (a.starts_with("-m") && a.size() > 2)) {
+        if (a.size() == 2 && !next) return;
+        const std::string module = a.size() > 2 ? a.substr(2) : argv[i + 1];
+        FollowImports({{module, {}}, {module + ".__main__", {}}}, finder, "", Reading::kAbsolute);
+        return;
+      }
+      if (a == "-W" || a == "-X" || a == "--check-hash-based-pycs") {
+        ++i;  // the option's value
+        continue;
+      }
+      if (a == "-" || a == "--") return;
+      if (a.starts_with("-")) continue;
+      std::string script = a.starts_with("/") ? a : start.working_dir + "/" + a;
+      std::string dir(Dirname(script));
+      Add(script, Kind::kScript, &finder, std::move(dir));
+      return;
+    }
   }
 
   void Follow(const Item& item, std::string_view bytes) {
@@ -184,43 +229,56 @@ class Walk {
     }
     ++result_.modules_parsed;
     result_.parsed.push_back(item.path);
-    const ModuleFinder* finder = item.finder;
-    const bool in_package = std::find(finder->search_path().begin(), finder->search_path().end(),
-                                      item.base) == finder->search_path().end();
-    for (const python::PycImport& import : info->imports) {
-      std::vector<ModuleFile> found;
+    FollowImports(info->imports, *item.finder, item.base, Reading::kModule);
+  }
+
+  void FollowImports(const std::vector<python::PycImport>& imports, const ModuleFinder& finder,
+                     const std::string& base, Reading reading) {
+    const bool in_package = reading == Reading::kModule &&
+                            std::find(finder.search_path().begin(), finder.search_path().end(),
+                                      base) == finder.search_path().end();
+    for (const python::PycImport& import : imports) {
       if (import.module.empty()) {
         // `from . import a, b`: submodules of the module's own package.
+        if (reading != Reading::kModule) continue;
+        std::vector<ModuleFile> found;
         for (const std::string& name : import.names) {
-          if (auto m = finder->FindIn(item.base, name)) found.push_back(*std::move(m));
+          if (auto m = finder.FindIn(base, name)) found.push_back(*std::move(m));
         }
-        AddModules(found, finder);
+        AddModules(found, &finder);
         continue;
       }
       // The relative level is not in the names: the absolute reading, and inside a package
-      // also the relative one (`from .x import y`) when it exists.
-      std::vector<std::vector<ModuleFile>> readings{finder->FindAbsolute(import.module)};
-      if (in_package) readings.push_back(finder->FindFrom(item.base, import.module));
+      // also the relative one (`from .x import y`) when it exists. A script's directory
+      // comes first on its search path.
+      std::vector<std::vector<ModuleFile>> readings;
+      if (reading == Reading::kScript) {
+        std::vector<ModuleFile> local = finder.FindFrom(base, import.module);
+        readings.push_back(local.empty() ? finder.FindAbsolute(import.module) : std::move(local));
+      } else {
+        readings.push_back(finder.FindAbsolute(import.module));
+        if (in_package) readings.push_back(finder.FindFrom(base, import.module));
+      }
       for (const std::vector<ModuleFile>& modules : readings) {
-        AddModules(modules, finder);
+        AddModules(modules, &finder);
         if (modules.empty() || modules.back().package_dir.empty()) continue;
         // `from package import name`: a name may be a submodule.
         std::vector<ModuleFile> subs;
         for (const std::string& name : import.names) {
-          if (auto m = finder->FindIn(modules.back().package_dir, name)) {
+          if (auto m = finder.FindIn(modules.back().package_dir, name)) {
             subs.push_back(*std::move(m));
           }
         }
-        AddModules(subs, finder);
+        AddModules(subs, &finder);
       }
     }
   }
 
   void FollowPth(const Item& item, std::string_view bytes) {
     for (std::string_view line : SplitView(bytes, '\n')) {
-      for (const std::string& module : PthImports(line)) {
-        AddModules(item.finder->FindAbsolute(module), item.finder);
-      }
+      std::vector<python::PycImport> imports;
+      for (std::string& module : PthImports(line)) imports.push_back({std::move(module), {}});
+      FollowImports(imports, *item.finder, "", Reading::kAbsolute);
     }
   }
 
@@ -238,30 +296,12 @@ class Walk {
 
 std::vector<std::string> PthImports(std::string_view line) {
   std::vector<std::string> out;
-  auto push = [&](std::string_view name) {
-    if (name.empty() || name.front() == '.' || name.size() > 255) return;
-    if (std::find(out.begin(), out.end(), name) == out.end()) out.emplace_back(name);
-  };
+  // site.py executes only the lines that start with "import".
   if (!line.starts_with("import ") && !line.starts_with("import\t")) return out;
-  // `import a, b.c` up to the first statement end.
-  std::string_view first = line.substr(
-      6, line.find(';') == std::string_view::npos ? std::string_view::npos : line.find(';') - 6);
-  for (std::string_view part : SplitView(first, ',')) {
-    while (!part.empty() && (part.front() == ' ' || part.front() == '\t')) part.remove_prefix(1);
-    size_t n = 0;
-    while (n < part.size() && IsIdentChar(part[n])) ++n;
-    push(part.substr(0, n));
-  }
-  // `__import__('name')` anywhere on the line.
-  for (size_t at = line.find("__import__("); at != std::string_view::npos;
-       at = line.find("__import__(", at + 1)) {
-    size_t p = at + 11;
-    if (p >= line.size() || (line[p] != '\'' && line[p] != '"')) continue;
-    const char quote = line[p++];
-    size_t end = line.find(quote, p);
-    if (end == std::string_view::npos) break;
-    std::string_view name = line.substr(p, end - p);
-    if (std::all_of(name.begin(), name.end(), IsIdentChar)) push(name);
+  for (python::PycImport& i : python::SourceImports(line)) {
+    if (!i.module.empty() && std::find(out.begin(), out.end(), i.module) == out.end()) {
+      out.push_back(std::move(i.module));
+    }
   }
   return out;
 }

@@ -13,7 +13,10 @@
 //     encoding under C.UTF-8, to which CPython >= 3.7 coerces the C locale), `site`,
 //     `sitecustomize` and `usercustomize`, the *.pth files of the site directories and the
 //     modules their `import` lines load — plus the C library's locale data for C.UTF-8, its
-//     gconv module cache and /etc/localtime, which the interpreter's initialization reads.
+//     gconv module cache and /etc/localtime, which the interpreter's initialization reads;
+//     and, when its arguments are known, what they name: the imports of `-c` code
+//     (python/source_imports.h), a `-m` module, or a script and its imports (the script's
+//     directory first).
 //
 // Each round hands every new file to `fetch` at once (whole files; one request per layer in
 // the caller); .pyc and .pth files of the round are read back and parsed for the next. Only
@@ -50,6 +53,10 @@ struct PythonWalkOptions {
 struct PythonWalkStart {
   std::vector<std::string> pycs;  // absolute, symlink-free
   std::string interpreter;        // absolute, symlink-free; empty: none
+  // The interpreter's arguments (argv[1:]), when known (an image config's Entrypoint + Cmd),
+  // and the directory a relative script name is found in.
+  std::vector<std::string> argv;
+  std::string working_dir = "/";
 };
 
 // One file to fetch whole; `read` asks for its bytes back (to parse it).

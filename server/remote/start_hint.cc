@@ -36,9 +36,11 @@ startup::StartHint StartHintFromConfig(const oci::ImageConfig& config) {
   argv.insert(argv.end(), cmd.begin(), cmd.end());
   if (argv.empty() || argv[0].empty()) return hint;
   const std::string& name = argv[0];
+  hint.args.assign(argv.begin() + 1, argv.end());
+  std::string dir = c.value("WorkingDir", std::string("/"));
+  if (dir.empty() || dir.front() != '/') dir = "/";
+  hint.working_dir = dir;
   if (absl::StrContains(name, '/')) {
-    std::string dir = c.value("WorkingDir", std::string("/"));
-    if (dir.empty()) dir = "/";
     hint.executables.push_back(name.front() == '/' ? name : dir + "/" + name);
     return hint;
   }

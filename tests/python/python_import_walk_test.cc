@@ -10,6 +10,7 @@
 
 #include "fetcher/elf/file_tree.h"
 #include "fetcher/python/module_finder.h"
+#include "fetcher/python/source_imports.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/harness/subprocess.h"
@@ -64,6 +65,9 @@ class PythonImportWalkTest : public ::testing::Test {
           "import os; var = 'X'; enabled = 1; enabled and __import__('_distutils_hack').add()\n"},
          {"usr/lib/python3/dist-packages/paths.pth", "/opt/somewhere\n# a comment\n"},
          {"usr/lib/python3/dist-packages/_distutils_hack/__init__.py", "import os\n"},
+         {"app/main.py", "import helper\nimport json\nfrom collections import abc\n"},
+         {"app/helper.py", "import keyword\n"},
+         {lib_ + "/collections/abc.py", "\n"},
          {"usr/lib/locale/C.utf8/LC_CTYPE", "ctype"},
          {"usr/share/zoneinfo/Etc/UTC", "TZif"}});
     ASSERT_TRUE(testing::RunCommand({"mkdir", "-p", root_.path() + "/etc"}).ok());
@@ -172,6 +176,54 @@ TEST_F(PythonImportWalkTest, InterpreterStartFetchesWhatEveryStartReads) {
   EXPECT_THAT(rounds_[1],
               ElementsAre(Pyc("usr/lib/python3/dist-packages/_distutils_hack", "__init__")));
   EXPECT_FALSE(r.truncated);
+}
+
+// The walk's files beyond what every start reads (round 1 of an interpreter start).
+std::set<std::string> Beyond(const std::set<std::string>& round) {
+  std::set<std::string> out;
+  for (const std::string& p : round) {
+    if (p.find("/encodings/") == std::string::npos &&
+        p.find("sitecustomize") == std::string::npos && !p.ends_with(".pth") &&
+        p.find("_distutils_hack") == std::string::npos && !p.starts_with("/usr/lib/locale") &&
+        !p.starts_with("/usr/share/zoneinfo")) {
+      out.insert(p);
+    }
+  }
+  return out;
+}
+
+TEST_F(PythonImportWalkTest, CommandLineCodeModuleAndScript) {
+  const std::string py = "/usr/bin/python" + py_.version;
+  Walk({.interpreter = py, .argv = {"-u", "-c", "import json; print(1)"}});
+  ASSERT_GE(rounds_.size(), 1u);
+  EXPECT_EQ(Beyond(rounds_[0]), (std::set<std::string>{Pyc(lib_ + "/json", "__init__")}));
+  EXPECT_EQ(rounds_.size(), 6u);  // then json's imports, level by level (as above)
+
+  Walk({.interpreter = py, .argv = {"-X", "dev", "-m", "json.tool"}});
+  EXPECT_EQ(Beyond(rounds_[0]),
+            (std::set<std::string>{Pyc(lib_ + "/json", "__init__"), Pyc(lib_ + "/json", "tool")}));
+
+  // A relative script: found in the working directory; its own directory comes first.
+  Walk({.interpreter = py, .argv = {"main.py"}, .working_dir = "/app"});
+  EXPECT_EQ(Beyond(rounds_[0]), (std::set<std::string>{"/app/main.py"}));
+  ASSERT_GE(rounds_.size(), 2u);
+  EXPECT_EQ(Beyond(rounds_[1]),
+            (std::set<std::string>{Pyc("app", "helper"), Pyc(lib_ + "/json", "__init__"),
+                                   Pyc(lib_ + "/collections", "__init__"),
+                                   Pyc(lib_ + "/collections", "abc")}));
+}
+
+TEST(SourceImportsTest, StatementsOnLinesAndAfterSemicolons) {
+  using python::PycImport;
+  EXPECT_THAT(python::SourceImports("import os, json.decoder as d\n"
+                                    "  from collections import (OrderedDict, abc)  # c\n"
+                                    "from . import x; from .m import y\n"
+                                    "x = 1; import zlib\n"
+                                    "text = 'important'\n"
+                                    "m = __import__('pkg.sub')\n"),
+              ElementsAre(PycImport{"os", {}}, PycImport{"json.decoder", {}},
+                          PycImport{"collections", {"OrderedDict", "abc"}}, PycImport{"", {"x"}},
+                          PycImport{"m", {"y"}}, PycImport{"zlib", {}}, PycImport{"pkg.sub", {}}));
 }
 
 TEST_F(PythonImportWalkTest, BoundedByFilesAndRounds) {

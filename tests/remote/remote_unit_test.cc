@@ -101,8 +101,12 @@ TEST(StartHintTest, ArgvZeroOnTheImagesPathOrAsWritten) {
       config(R"({"Env":["A=1","PATH=/opt/bin:rel:/usr/bin"],"Cmd":["python3","-c","1"]})"));
   EXPECT_EQ(h.executables, (std::vector<std::string>{"/opt/bin/python3", "/usr/bin/python3"}));
   EXPECT_EQ(h.files, (std::vector<std::string>{"/etc/passwd", "/etc/group"}));
+  EXPECT_EQ(h.args, (std::vector<std::string>{"-c", "1"}));
+  EXPECT_EQ(h.working_dir, "/");
   h = StartHintFromConfig(config(R"({"Entrypoint":["./run.sh"],"Cmd":["x"],"WorkingDir":"/app"})"));
   EXPECT_EQ(h.executables, (std::vector<std::string>{"/app/./run.sh"}));
+  EXPECT_EQ(h.args, (std::vector<std::string>{"x"}));
+  EXPECT_EQ(h.working_dir, "/app");
   h = StartHintFromConfig(config(R"({"Cmd":["sh"]})"));  // the default PATH
   EXPECT_EQ(h.executables.size(), 6u);
   EXPECT_EQ(h.executables.front(), "/usr/local/sbin/sh");
