@@ -298,9 +298,15 @@ absl::Status ParseDynamic(std::string_view dyn, const FileBytes& bytes, ElfInfo&
 
 }  // namespace
 
-std::vector<ByteRange> ElfInfo::LoadRanges() const {
+std::vector<ByteRange> ElfInfo::LoadRanges(uint64_t max_lazy_data) const {
+  constexpr uint32_t kPfWrite = 2, kPfExec = 1;
   std::vector<ByteRange> r;
-  for (const LoadSegment& s : loads) r.push_back({s.offset, s.file_size});
+  for (size_t i = 0; i < loads.size(); ++i) {
+    const LoadSegment& s = loads[i];
+    if (i > 0 && (s.flags & (kPfWrite | kPfExec)) == 0 && s.file_size > max_lazy_data) continue;
+    if (s.offset >= file_size) continue;
+    r.push_back({s.offset, std::min(s.file_size, file_size - s.offset)});
+  }
   return CoalesceRanges(std::move(r));
 }
 

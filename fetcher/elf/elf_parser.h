@@ -110,8 +110,11 @@ struct ElfInfo {
   bool complete() const { return missing.empty(); }
   // No PT_INTERP and no PT_DYNAMIC: the kernel runs it as is, nothing else to load.
   bool is_static() const { return have_program_headers && !interp_range && !dynamic_range; }
-  // The file ranges the loader maps (PT_LOAD file bytes), sorted and merged.
-  std::vector<ByteRange> LoadRanges() const;
+  // The file ranges the loader maps (PT_LOAD file bytes), sorted, merged and clipped to the
+  // file. With `max_lazy_data`, read-only data segments (neither writable nor executable, and
+  // not the first segment, which holds the dynamic symbols and relocations the loader reads)
+  // larger than that are left out: constant data a program pages in where it reads it.
+  std::vector<ByteRange> LoadRanges(uint64_t max_lazy_data = UINT64_MAX) const;
 };
 
 // True if `head` starts with "\x7fELF".

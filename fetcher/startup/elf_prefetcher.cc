@@ -6,6 +6,7 @@
 #include <chrono>
 #include <map>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "base/logging.h"
@@ -320,6 +321,8 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
   StackView view(stack);
   // Files this walk has fetched whole (or decided not to), by reader and inode.
   std::map<std::pair<LayerReader*, format::Ino>, bool> planned;
+  // Large files whose segments are planned when their head arrives.
+  std::set<std::pair<LayerReader*, format::Ino>> large;
   uint64_t budget = options_.max_walk_bytes;
   uint64_t chunks_ahead = 0;
 
@@ -344,6 +347,10 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
       // The walk reads this file itself: its first read must not start another walk.
       Remember(r->layer_id(), loc->ino);
       if (loc->size == 0 || loc->size > options_.max_file_bytes || loc->size > budget) continue;
+      if (loc->size > options_.large_file_bytes) {
+        large.insert({r, loc->ino});  // its segments, once the head has arrived (below)
+        continue;
+      }
       budget -= loc->size;
       it->second = true;
       std::span<const format::Chunk> chunks = r->index().Chunks(loc->ino);
@@ -366,6 +373,11 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
         continue;
       }
       buf.resize(*n);
+      if (range.offset == 0 && large.erase({where[i]->reader, where[i]->ino}) > 0) {
+        chunks_ahead +=
+            FetchSegments(*where[i]->reader, where[i]->ino, where[i]->size, buf, budget);
+        planned[{where[i]->reader, where[i]->ino}] = true;
+      }
       out[i] = std::move(buf);
     }
     return out;
@@ -399,6 +411,19 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
                             {"problems", walk->problems},
                             {"truncated", walk->truncated},
                             {"ms", ms}});
+}
+
+size_t ElfPrefetcher::FetchSegments(LayerReader& reader, format::Ino ino, uint64_t size,
+                                    std::string_view head, uint64_t& budget) const {
+  absl::StatusOr<elf::ElfInfo> info = elf::ParseElf(head, size);
+  if (!info.ok() || !info->have_program_headers) return 0;
+  std::vector<LayerReader::FileExtent> extents;
+  for (const ByteRange& range : info->LoadRanges(options_.max_lazy_data_segment)) {
+    if (range.length > budget) break;
+    budget -= range.length;
+    extents.push_back({ino, range.offset, range.length});
+  }
+  return reader.FetchAhead(extents);
 }
 
 void ElfPrefetcher::RunPythonWalk(const Job& job,

@@ -28,8 +28,9 @@
 // Per round of the walk and per layer, two fetches: first what the walk asks for (file heads,
 // the ranges of ELF structures it still misses) together with the last chunk of each new
 // file (where the dynamic section and the data the loader relocates first usually sit); then
-// the rest of the new files. Files larger than max_file_bytes are fetched only where the walk
-// reads; a walk fetches at most max_walk_bytes of file data.
+// the rest of the new files (large files: their segments, see ElfPrefetchOptions). Files
+// larger than max_file_bytes are fetched only where the walk reads; a walk fetches at most
+// max_walk_bytes of file data.
 //
 // Python: a CPython interpreter being walked (its file name says pythonX.Y) also starts a
 // Python import walk of what every interpreter start reads (startup/python_import_walk.h),
@@ -76,6 +77,13 @@ struct ElfPrefetchOptions {
   // Files of the walk up to this size (uncompressed) are fetched whole; larger ones only where
   // the walk reads.
   uint64_t max_file_bytes = 256 << 20;
+  // Files larger than this are fetched segment by segment once their program headers have
+  // arrived, leaving out read-only data segments (neither code nor relocated, and not the
+  // first segment, which holds the dynamic symbols and relocations) larger than
+  // max_lazy_data_segment: constant data a program reads where it needs it (ICU's 30 MB
+  // table library, embedded resources), which a whole-file fetch would move for nothing.
+  uint64_t large_file_bytes = 16 << 20;
+  uint64_t max_lazy_data_segment = 16 << 20;
   // Uncompressed file bytes one walk may fetch whole.
   uint64_t max_walk_bytes = 1ull << 30;
   size_t max_remembered = 1 << 16;
@@ -160,6 +168,11 @@ class ElfPrefetcher final : public FileStartObserver {
   // Thread `slot` of threads_.
   void Work(size_t slot);
   void RunWalk(const Job& job, size_t slot);
+  // Starts fetching the segments of large ELF file `ino` of `size` bytes that its head
+  // (program headers) shows and ElfPrefetchOptions keeps, charged to `budget`. Returns the
+  // chunks FetchAhead started.
+  size_t FetchSegments(LayerReader& reader, format::Ino ino, uint64_t size, std::string_view head,
+                       uint64_t& budget) const;
   void RunPythonWalk(const Job& job, const std::vector<std::shared_ptr<LayerReader>>& stack,
                      PythonWalkStart start);
   // Queues, ahead of the others, the Python start walk of `start.interpreter` in the stack of

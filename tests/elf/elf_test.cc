@@ -127,6 +127,41 @@ TEST(ElfParserTest, StaticBinary) {
   EXPECT_FALSE(info->LoadRanges().empty());
 }
 
+// The prefetch's view of a large library: a data-only library (ICU's table library: R, a
+// tiny R+X, a 31 MB R table, R+W, as Debian's libicudata.so.72 is laid out) leaves its table
+// to the program's reads; a code library (libnode's layout) keeps every segment, its 8.5 MB
+// read-only data included, as it is under the limit.
+TEST(ElfParserTest, LoadRangesLeaveLargeReadOnlyDataOut) {
+  constexpr uint32_t kR = 4, kW = 2, kX = 1;
+  using Pairs = std::vector<std::pair<uint64_t, uint64_t>>;
+  auto pairs = [](const std::vector<ByteRange>& ranges) {
+    Pairs out;
+    for (const ByteRange& r : ranges) out.emplace_back(r.offset, r.length);
+    return out;
+  };
+  ElfInfo icu;
+  icu.file_size = 0x1dd0008;
+  icu.loads = {{0x0, 0x400, 0x0, 0x400, kR},
+               {0x1000, 0x105, 0x1000, 0x105, kR | kX},
+               {0x2000, 0x1dcde04, 0x2000, 0x1dcde04, kR},
+               {0x1dcfe28, 0x1e0, 0x1dd0e28, 0x1e8, kR | kW}};
+  EXPECT_EQ(pairs(icu.LoadRanges(16 << 20)),
+            (Pairs{{0x0, 0x400}, {0x1000, 0x105}, {0x1dcfe28, 0x1e0}}));
+  EXPECT_EQ(pairs(icu.LoadRanges()),
+            (Pairs{{0x0, 0x400}, {0x1000, 0x105}, {0x2000, 0x1dcde04}, {0x1dcfe28, 0x1e0}}));
+  ElfInfo node;
+  node.file_size = 0x2d40000;
+  node.loads = {{0x0, 0x891168, 0x0, 0x891168, kR},
+                {0x892000, 0x1bb85d9, 0x892000, 0x1bb85d9, kR | kX},
+                {0x244b000, 0x820c98, 0x244b000, 0x820c98, kR},
+                {0x2c6c128, 0xd39c8, 0x2c6c128, 0xefff0, kR | kW}};
+  EXPECT_EQ(pairs(node.LoadRanges(16 << 20)), pairs(node.LoadRanges()));
+  EXPECT_EQ(node.LoadRanges().size(), 4u);
+  // The first segment (dynamic symbols, relocations) is kept whatever its size.
+  EXPECT_EQ(pairs(node.LoadRanges(1)),
+            (Pairs{{0x0, 0x891168}, {0x892000, 0x1bb85d9}, {0x2c6c128, 0xd39c8}}));
+}
+
 TEST(ElfParserTest, TruncatedAndNonElfInput) {
   std::string data = ReadWholeFile("/bin/ls");
   // A 40-byte file cannot hold a 64-byte header.
