@@ -105,6 +105,7 @@ nlohmann::json ElfPrefetchStats::ToJson() const {
           {"problems", problems},
           {"start_hints", start_hints},
           {"python_walks", python_walks},
+          {"python_walks_finished", python_walks_finished},
           {"python_files", python_files},
           {"python_rounds", python_rounds},
           {"python_problems", python_problems},
@@ -470,6 +471,7 @@ void ElfPrefetcher::RunPythonWalk(const Job& job,
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - begin).count();
   {
     std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.python_walks_finished;
     stats_.python_files += walk.files;
     stats_.python_rounds += walk.rounds;
     stats_.python_problems += walk.problems.size();

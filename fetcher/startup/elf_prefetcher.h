@@ -103,8 +103,9 @@ struct ElfPrefetchStats {
   uint64_t problems = 0;        // libraries not found, unreadable or malformed
   uint64_t start_hints = 0;     // walks announced by PrefetchStart
   uint64_t python_walks = 0;    // Python import walks (interpreter starts and .pyc reads)
-  uint64_t python_files = 0;    // files they fetched
-  uint64_t python_rounds = 0;   // their rounds, summed
+  uint64_t python_walks_finished = 0;
+  uint64_t python_files = 0;   // files they fetched
+  uint64_t python_rounds = 0;  // their rounds, summed
   uint64_t python_problems = 0;
   std::string last_executable;  // path of the last walk's executable
   uint64_t last_objects = 0;

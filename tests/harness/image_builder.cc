@@ -1,5 +1,6 @@
 #include "tests/harness/image_builder.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -113,6 +114,10 @@ absl::Status ApplyChanges(const std::string& rootfs, const LayerChanges& changes
     if (absl::Status st = WriteFile(*host, file.content); !st.ok()) return st;
     if (chmod(host->c_str(), file.mode) != 0) return ErrnoError("chmod", *host);
     if (lchown(host->c_str(), file.uid, file.gid) != 0) return ErrnoError("chown", *host);
+    if (file.mtime != 0) {
+      const struct timespec times[2] = {{file.mtime, 0}, {file.mtime, 0}};
+      if (utimensat(AT_FDCWD, host->c_str(), times, 0) != 0) return ErrnoError("utimensat", *host);
+    }
   }
   for (const auto& link : changes.symlinks) {
     auto host = HostPath(rootfs, link.path);

@@ -32,6 +32,9 @@ struct LayerChanges {
     mode_t mode = 0644;
     uid_t uid = 0;
     gid_t gid = 0;
+    // Modification time (seconds since the epoch); 0 leaves the time of the build. Python
+    // checks a .pyc against its source's mtime, so an image of a real stdlib keeps them.
+    time_t mtime = 0;
   };
   struct Dir {
     std::string path;
