@@ -67,6 +67,7 @@ class FuseMountedLayer : public MountedLayer {
     session_ = std::move(*session);
     mounted_ = true;
     adopted_ = session_->adopted();
+    resent_ = session_->resent_requests();
     LogInfo(adopted_ ? "lazy layer adopted" : "lazy layer mounted",
             {{"layer", layer_id_},
              {"target", target_},
@@ -94,12 +95,13 @@ class FuseMountedLayer : public MountedLayer {
   absl::Status HandOver() override {
     std::lock_guard<std::mutex> unmount_lock(unmount_mu_);
     if (session_ == nullptr) return absl::OkStatus();
+    // Even when in-flight requests could not finish, the session is done (and, with a holder,
+    // the mount stays for the successor, which gets them resent): never unmount it after this.
     absl::Status result = session_->Detach();
-    if (result.ok()) {
-      session_.reset();
-      mounted_ = false;
-      LogInfo("lazy layer handed over", {{"layer", layer_id_}, {"target", target_}});
-    }
+    session_.reset();
+    mounted_ = false;
+    LogInfo("lazy layer handed over",
+            {{"layer", layer_id_}, {"target", target_}, {"clean", result.ok()}});
     return result;
   }
 
@@ -110,10 +112,7 @@ class FuseMountedLayer : public MountedLayer {
     s.target = target_;
     s.mounted = mounted_.load();
     s.adopted = adopted_;
-    {
-      std::lock_guard<std::mutex> lock(unmount_mu_);
-      if (session_ != nullptr) s.resent_requests = session_->resent_requests();
-    }
+    s.resent_requests = resent_ != nullptr ? resent_->load() : 0;
     s.reader = ctx_.reader->Stats();
     return s;
   }
@@ -122,8 +121,9 @@ class FuseMountedLayer : public MountedLayer {
   const std::string target_;
   const std::string layer_id_;
   FuseLayerFsContext ctx_;
-  mutable std::mutex unmount_mu_;  // serializes Unmount and HandOver; guards session_
-  bool adopted_ = false;           // set by Start
+  std::mutex unmount_mu_;                                // serializes Unmount and HandOver
+  bool adopted_ = false;                                 // set by Start
+  std::shared_ptr<const std::atomic<uint64_t>> resent_;  // set by Start
   std::unique_ptr<FuseSession> session_;
   std::atomic<bool> mounted_{false};
 };

@@ -137,9 +137,9 @@ ssize_t FuseChannel::Read(void* buf, size_t len) {
       }
     }
     if ((h.unique & kFuseUniqueResend) != 0) {
-      resent_.fetch_add(1);
-      LogInfo("FUSE request resent by the kernel",
-              {{"name", options_.name}, {"opcode", h.opcode}, {"unique", h.unique}});
+      resent_->fetch_add(1);
+      LogDebug("FUSE request resent by the kernel",
+               {{"name", options_.name}, {"opcode", h.opcode}, {"unique", h.unique}});
     }
     if (crash) {
       LogWarn("test hook: killing the daemon after reading a FUSE read request",

@@ -35,6 +35,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -84,8 +85,9 @@ class FuseChannel {
   // The kernel's INIT request (captured or replayed); empty before one was seen.
   std::string init_request() const;
   bool adopted() const { return !options_.replay_init.empty(); }
-  // Requests the kernel sent again after FUSE_NOTIFY_RESEND (bit 63 of unique).
-  uint64_t resent_requests() const { return resent_.load(); }
+  // Requests the kernel sent again after FUSE_NOTIFY_RESEND (bit 63 of unique); the counter
+  // outlives the channel.
+  std::shared_ptr<const std::atomic<uint64_t>> resent_requests() const { return resent_; }
   // Whether FUSE_NOTIFY_RESEND was sent.
   bool sent_resend() const { return sent_resend_.load(); }
 
@@ -115,7 +117,7 @@ class FuseChannel {
   bool closed_ = false;
   uint64_t in_flight_ = 0;  // requests handed out that need an answer and got none yet
   uint64_t reads_ = 0;      // FUSE_READ requests read (test hook)
-  std::atomic<uint64_t> resent_{0};
+  const std::shared_ptr<std::atomic<uint64_t>> resent_ = std::make_shared<std::atomic<uint64_t>>(0);
   std::atomic<bool> sent_resend_{false};
 };
 

@@ -88,6 +88,7 @@ absl::Status FuseSession::Begin(const fuse_lowlevel_ops& ops, FuseSessionUserdat
     channel_ = std::make_unique<FuseChannel>(fd, FuseChannelOptions{.name = options_.name});
   }
   userdata->channel = channel_.get();
+  resent_ = channel_->resent_requests();
   if (int rc = fuse_session_custom_io(session_, &FuseChannel::Io(), fd); rc != 0) {
     if (adopted_) {
       ::close(fd);
@@ -242,8 +243,10 @@ absl::Status FuseSession::EndLoopLocked(bool abort) {
     if (loop_.joinable()) loop_.join();
     fuse_session_destroy(session_);
   } else {
-    // The loop could not be stopped: leak the session rather than hang or free it in use.
+    // The loop could not be stopped: leak the session (and the channel its threads use)
+    // rather than hang or free them in use.
     loop_.detach();
+    (void)channel_.release();
     LogError("FUSE session could not be stopped",
              {{"name", options_.name}, {"error", result.ToString()}});
   }

@@ -83,8 +83,9 @@ class FuseSession {
   bool running() const;
   // Whether this session took over a connection from the holder.
   bool adopted() const { return adopted_; }
-  // Requests the kernel sent again after FUSE_NOTIFY_RESEND.
-  uint64_t resent_requests() const { return channel_ ? channel_->resent_requests() : 0; }
+  // Requests the kernel sent again after FUSE_NOTIFY_RESEND (a counter that outlives the
+  // session).
+  std::shared_ptr<const std::atomic<uint64_t>> resent_requests() const { return resent_; }
 
  private:
   FuseSession(std::string target, FuseSessionOptions options)
@@ -105,6 +106,7 @@ class FuseSession {
   std::optional<HeldConnection> adopt_;
   fuse_session* session_ = nullptr;
   std::unique_ptr<FuseChannel> channel_;
+  std::shared_ptr<const std::atomic<uint64_t>> resent_;  // the channel's counter
   bool adopted_ = false;
   dev_t dev_ = 0;
   std::thread loop_;

@@ -632,7 +632,10 @@ absl::Status RemoteLayerManager::ReleaseRemoteLayer(int64_t snapshot_id,
     }
     if (auto it = mounted_.find(snapshot_id); it != mounted_.end()) {
       mounted = std::move(it->second.mounted);
-      AddRetiredStats(mounted->Status().reader, retired_);
+      const mount::LayerMountStatus st = mounted->Status();
+      AddRetiredStats(st.reader, retired_);
+      retired_handover_.adoptions += st.adopted ? 1 : 0;
+      retired_handover_.resent_requests += st.resent_requests;
       digest = it->second.source.layer.digest;
       mounted_.erase(it);
     }

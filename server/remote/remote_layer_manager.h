@@ -213,6 +213,11 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   std::map<int64_t, Unavailable> unavailable_;
   // Counters of layers already released, so node-wide metric totals never go down.
   LayerReaderStats retired_;
+  struct HandoverCounters {
+    uint64_t adoptions = 0;        // mounts taken over from a previous daemon
+    uint64_t resent_requests = 0;  // requests the kernel resent after FUSE_NOTIFY_RESEND
+  };
+  HandoverCounters retired_handover_;  // of layers already released
   std::vector<PendingRestore> pending_restores_;
   struct CachedImage {
     registry::ResolvedImage image;
