@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "tests/remote/handover_fixture.h"
 
@@ -61,6 +63,12 @@ TEST_P(HandoverTest, Stalls) {
                         {"target_kill_s", 0.5},
                         {"target_upgrade_s", 0.2}};
   std::cout << row.dump() << std::endl;
+  if (std::getenv("HANDOVER_TIMELINE") != nullptr) {  // where a restart's time goes
+    for (absl::string_view line : absl::StrSplit(daemon_->ReadLog(), '\n')) {
+      if (absl::StrContains(line, "\"level\":\"debug\"")) continue;
+      std::cerr << line.substr(0, 200) << "\n";
+    }
+  }
   readers_.clear();
 }
 
