@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include "base/logging.h"
 
@@ -101,6 +102,13 @@ ssize_t FuseChannel::Read(void* buf, size_t len) {
     // Nothing reaches libfuse before the replayed INIT was answered: it would answer EIO.
     cv_.wait(lock, [&] { return !adopted() || init_done_ || closed_; });
   }
+  // Leaves the poll-and-read window (see Quiesce); `opcode` of the request read, if any.
+  auto leave_window = [this](std::optional<uint32_t> opcode) {
+    std::lock_guard<std::mutex> lock(mu_);
+    --in_window_;
+    if (opcode.has_value() && NeedsAnswer(*opcode)) ++in_flight_;
+    cv_.notify_all();
+  };
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -109,25 +117,34 @@ ssize_t FuseChannel::Read(void* buf, size_t len) {
         errno = ENODEV;
         return -1;
       }
+      ++in_window_;
     }
     pollfd p[2] = {{fd_, POLLIN, 0}, {wake_.get(), POLLIN, 0}};
     if (::poll(p, 2, -1) < 0) {
-      if (errno == EINTR) continue;
+      const int err = errno;
+      leave_window(std::nullopt);
+      if (err == EINTR) continue;
+      errno = err;
       return -1;
     }
-    if (p[1].revents != 0) continue;
-    const ssize_t n = ::read(fd_, buf, len);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) continue;  // another thread took it
-      return -1;                                        // ENODEV ends the loop; ENOENT retries
+    if (p[1].revents != 0) {
+      leave_window(std::nullopt);
+      continue;
     }
-    if (static_cast<size_t>(n) < sizeof(fuse_in_header)) return n;  // libfuse reports it
+    const ssize_t n = ::read(fd_, buf, len);
+    const int err = errno;
+    if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) {
+      leave_window(std::nullopt);
+      if (n < 0 && (err == EAGAIN || err == EINTR)) continue;  // another thread took it
+      errno = err;
+      return n;  // ENODEV ends the loop; ENOENT retries; a short read is libfuse's to report
+    }
     fuse_in_header h;
     std::memcpy(&h, buf, sizeof(h));
+    leave_window(h.opcode);
     bool crash = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (NeedsAnswer(h.opcode)) ++in_flight_;
       if (h.opcode == FUSE_INIT && !adopted() && init_request_.empty()) {
         init_request_.assign(static_cast<const char*>(buf), static_cast<size_t>(n));
         init_unique_ = h.unique;
@@ -229,7 +246,10 @@ bool FuseChannel::Quiesce(std::chrono::milliseconds timeout) {
   parked_ = true;
   Wake();
   cv_.notify_all();
-  return cv_.wait_for(lock, timeout, [&] { return in_flight_ == 0; });
+  // A thread between its check of parked_ and the end of its read may still take a request;
+  // once none is, every request read is counted in in_flight_ (libfuse has not been told to
+  // exit yet, so it processes them all).
+  return cv_.wait_for(lock, timeout, [&] { return in_window_ == 0 && in_flight_ == 0; });
 }
 
 void FuseChannel::Close() {

@@ -116,6 +116,7 @@ class FuseChannel {
   bool parked_ = false;
   bool closed_ = false;
   uint64_t in_flight_ = 0;  // requests handed out that need an answer and got none yet
+  int in_window_ = 0;       // threads between their check of parked_ and the end of a read
   uint64_t reads_ = 0;      // FUSE_READ requests read (test hook)
   const std::shared_ptr<std::atomic<uint64_t>> resent_ = std::make_shared<std::atomic<uint64_t>>(0);
   std::atomic<bool> sent_resend_{false};

@@ -61,7 +61,9 @@ TEST_P(HandoverTest, ReadersSurviveKillsCrashMidRequestAndUpgrade) {
   ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
   client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
   ExpectReadersProgress("after a graceful restart");
-  ExpectAllAdopted(layers);
+  // Every request the old daemon took was answered before it left: nothing to resend, so this
+  // works on kernels without FUSE_NOTIFY_RESEND too.
+  EXPECT_EQ(ExpectAllAdopted(layers), 0u) << "a graceful handover leaves nothing unanswered";
   EXPECT_TRUE(absl::StrContains(daemon_->ReadLog(), "\"msg\":\"lazy layer handed over\""));
 
   // `lazypull status` and the metrics say so.
