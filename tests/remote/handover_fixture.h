@@ -127,7 +127,12 @@ class HandoverTest : public RemoteDaemonTest {
   }
   // Every lazy layer in status.json is adopted; the sum of their resent requests.
   uint64_t ExpectAllAdopted(size_t layers) {
-    EXPECT_TRUE(WaitMountedLayers(layers)) << Status().dump();
+    // The current daemon's status (not one its predecessor left).
+    EXPECT_TRUE(WaitUntil([&] {
+      nlohmann::json st = Status();
+      return st.is_object() && st.value("pid", 0) == daemon_->pid() && st.contains("layers") &&
+             st["layers"].size() == layers;
+    })) << Status().dump();
     uint64_t resent = 0;
     const nlohmann::json status = Status();
     for (const auto& l : status["layers"]) {
