@@ -149,6 +149,8 @@ nlohmann::json LayerMountStatus::ToJson() const {
   j["graduated"] = graduated;
   if (!graduation.empty()) j["graduation"] = graduation;
   if (!attach.empty()) j["attach"] = attach;
+  j["adopted"] = adopted;
+  j["resent_requests"] = resent_requests;
   return j;
 }
 

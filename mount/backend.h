@@ -82,9 +82,15 @@ struct LayerMountStatus {
   std::string graduation;
   // EROFS: how the images reach the kernel, "file" or "loop"; "" for FUSE.
   std::string attach;
+  // FUSE: the mount was taken over from a previous daemon through the FUSE holder (issue 20)
+  // instead of being mounted afresh, and how many requests the kernel resent to this daemon
+  // that the previous one had read but not answered.
+  bool adopted = false;
+  uint64_t resent_requests = 0;
   LayerReaderStats reader;
   // {"layer": ..., "backend": ..., "target": ..., "mounted": ..., "bytes_fetched": ...,
-  //  "graduated": ..., "attach": ... (EROFS), "fetched_percent": ..., "cache_hits": ..., ...}
+  //  "graduated": ..., "attach": ... (EROFS), "adopted": ..., "resent_requests": ...,
+  //  "fetched_percent": ..., "cache_hits": ..., ...}
   //  (the reader's fields flattened in).
   nlohmann::json ToJson() const;
 };
@@ -100,6 +106,10 @@ class MountedLayer {
   // and its connection aborted after FuseOptions::unmount_timeout, so this never hangs;
   // readers of the detached tree then get ENOTCONN. Errors name the target.
   virtual absl::Status Unmount() = 0;
+  // Graceful handover to a successor daemon (issue 20): stops serving without unmounting,
+  // after the requests in progress were answered, when a FUSE holder keeps the mount's
+  // connection; otherwise the same as Unmount. Idempotent; Unmount afterwards is a no-op.
+  virtual absl::Status HandOver() { return Unmount(); }
   virtual LayerMountStatus Status() const = 0;
 };
 

@@ -212,6 +212,12 @@ absl::StatusOr<MountConfig> ParseMountConfig(const toml::table& section) {
       auto n = GetPositive(node, key, false);
       if (!n.ok()) return n.status();
       config.fuse.max_threads = static_cast<unsigned>(std::min<uint64_t>(*n, 1024));
+    } else if (key == "fuse_holder_socket") {
+      auto v = node.value<std::string>();
+      if (!v || (!v->empty() && (*v)[0] != '/')) {
+        return KeyError(key, "must be an absolute path (or \"\" for <root>/fuse-holder.sock)");
+      }
+      config.fuse.holder_socket = *v;
     } else if (key == "attr_timeout") {
       auto d = GetDuration(node, key);
       if (!d.ok()) return d.status();

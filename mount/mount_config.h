@@ -29,6 +29,8 @@
 //   background_bandwidth_fraction = 0.5  # measured link throughput; bytes/s or "20MiB"; 0 = none
 //   fuse_threads = 16              # max FUSE worker threads per mounted layer
 //   attr_timeout = "24h"           # kernel cache lifetime of entries/attributes
+//   fuse_holder_socket = ""        # the FUSE holder (FUSE mounts survive daemon restarts);
+//                                  #     "" = <root>/fuse-holder.sock
 //
 // Value type; thread-compatible.
 #ifndef LAZYPULL_MOUNT_MOUNT_CONFIG_H_
@@ -48,6 +50,8 @@
 #include "mount/op_observer.h"
 
 namespace lazypull::mount {
+
+class FuseHolderClient;
 
 enum class BackendKind { kFuse, kErofs, kAuto };
 std::string_view BackendKindName(BackendKind kind);
@@ -82,6 +86,12 @@ struct FuseOptions {
   // Not from TOML: told about every FUSE request of the layer and blob file systems (the
   // daemon's metrics). Null = none.
   std::shared_ptr<FsOpObserver> op_observer;
+  // The FUSE holder's socket (`[mount] fuse_holder_socket`; "" = <root>/fuse-holder.sock,
+  // filled in by the daemon). Mounts survive a crash or upgrade of the daemon while a holder
+  // listens there (tools/fuse_holder/); without one, they are mounted afresh at each start.
+  std::string holder_socket;
+  // Not from TOML: the connection to the holder (null = no handover). See FuseSession.
+  std::shared_ptr<FuseHolderClient> holder;
 };
 
 // Options of the EROFS backend (mount/erofs/).

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Builds the Debian package lazypull_<version>_<arch>.deb (dpkg-deb, no debian/ source tree):
 #
-#   /usr/bin/lazypull-snapshotter, /usr/bin/lazypull         stripped (cmake --install --strip)
+#   /usr/bin/lazypull-snapshotter, /usr/bin/lazypull,
+#   /usr/bin/lazypull-fuse-holder                             stripped (cmake --install --strip)
 #   /lib/systemd/system/lazypull-snapshotter.service          enabled and started on install
 #                                                             where systemd runs (as debhelper's
 #                                                             dh_installsystemd does)
+#   /lib/systemd/system/lazypull-fuse-holder.service          enabled and started, never
+#                                                             restarted by an upgrade (it keeps
+#                                                             the lazy mounts while the daemon
+#                                                             restarts)
 #   /etc/lazypull/config.toml                                 conffile (packaging/config.toml)
 #   /usr/share/man/man8/lazypull-snapshotter.8.gz,
 #   /usr/share/man/man1/lazypull.1.gz                         from the binaries' --help
 #   /usr/share/doc/lazypull/{README.md,copyright,changelog.gz}
 #
-# Depends: is dpkg-shlibdeps' answer for the two binaries (the Debian packages of every shared
+# Depends: is dpkg-shlibdeps' answer for the binaries (the Debian packages of every shared
 # library they link, with the minimum versions their symbols need). Purging the package also
 # removes the daemon's default state (/var/lib/lazypull, /run/lazypull) unless something is
 # still mounted there.
@@ -42,7 +47,7 @@ build_dir=$(realpath "$build_dir")
 [ -n "$output" ] || output="$build_dir/deb"
 mkdir -p "$output"
 output=$(realpath "$output")
-for b in lazypull-snapshotter lazypull; do
+for b in lazypull-snapshotter lazypull lazypull-fuse-holder; do
   [ -x "$build_dir/bin/$b" ] || { echo "build-deb: $build_dir/bin/$b is not built" >&2; exit 1; }
 done
 
@@ -62,7 +67,7 @@ umask 022
 
 # 1. The install layout (binaries, unit, config, README), stripped.
 DESTDIR="$stage" cmake --install "$build_dir" --prefix /usr --strip >&2
-for b in lazypull-snapshotter lazypull; do  # the compilers' version strings
+for b in lazypull-snapshotter lazypull lazypull-fuse-holder; do  # the compilers' version strings
   objcopy --remove-section=.comment "$stage/usr/bin/$b"
 done
 # Debian 12 keeps units in /lib/systemd/system (where debhelper puts them and lintian wants
@@ -72,6 +77,9 @@ mv "$stage/usr/lib/systemd/system" "$stage/lib/systemd/system"
 rmdir -p --ignore-fail-on-non-empty "$stage/usr/lib/systemd"
 unit="$stage/lib/systemd/system/lazypull-snapshotter.service"
 sed -i 's|^Documentation=file:/usr/share/doc/lazypull/README.md$|Documentation=man:lazypull-snapshotter(8) file:/usr/share/doc/lazypull/README.md|' "$unit"
+grep -q '^ExecStart=/usr/bin/lazypull-fuse-holder --socket /var/lib/lazypull/fuse-holder.sock$' \
+  "$stage/lib/systemd/system/lazypull-fuse-holder.service" ||
+  { echo "build-deb: unexpected ExecStart in lazypull-fuse-holder.service" >&2; exit 1; }
 grep -q '^ExecStart=/usr/bin/lazypull-snapshotter --config /etc/lazypull/config.toml$' "$unit" ||
   { echo "build-deb: unexpected ExecStart in $unit" >&2; exit 1; }
 
@@ -138,7 +146,8 @@ install -m 0644 packaging/debian/copyright "$doc/copyright"
 mkdir -p "$work/shlibdeps/debian" "$stage/DEBIAN"
 printf 'Source: lazypull\n\nPackage: lazypull\nArchitecture: any\n' >"$work/shlibdeps/debian/control"
 depends=$(cd "$work/shlibdeps" &&
-          dpkg-shlibdeps -O "$stage/usr/bin/lazypull-snapshotter" "$stage/usr/bin/lazypull" |
+          dpkg-shlibdeps -O "$stage/usr/bin/lazypull-snapshotter" "$stage/usr/bin/lazypull" \
+            "$stage/usr/bin/lazypull-fuse-holder" |
           sed -n 's/^shlibs:Depends=//p')
 [ -n "$depends" ] || { echo "build-deb: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
 installed_size=$(du -sk --apparent-size "$stage" | cut -f1)

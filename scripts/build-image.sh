@@ -2,7 +2,8 @@
 # Builds lazypull's own container image (the Helm chart's DaemonSet runs it) as an OCI image
 # layout, from Debian packages only:
 #
-#   1. the Debian packages that own the shared libraries lazypull-snapshotter and lazypull link
+#   1. the Debian packages that own the shared libraries lazypull-snapshotter, lazypull and
+#      lazypull-fuse-holder link
 #      (their ELF dependencies, resolved with ldd and dpkg -S on this build machine);
 #   2. a Debian bookworm tree with exactly those packages: debootstrap --variant=minbase
 #      --include=<packages> (cached under the build dir, keyed by the package list);
@@ -50,7 +51,7 @@ if [ -z "$mirror" ]; then
                                grep -v security | head -n1 | sed 's/^deb *//')
   [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
 fi
-bins=(lazypull-snapshotter lazypull)
+bins=(lazypull-snapshotter lazypull lazypull-fuse-holder)
 for b in "${bins[@]}"; do
   [ -x "$build_dir/bin/$b" ] || { echo "build-image: $build_dir/bin/$b is not built" >&2; exit 1; }
 done

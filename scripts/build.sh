@@ -2,7 +2,7 @@
 # Configures and builds lazypull. Assumes install-deps.sh ran.
 #   build.sh [CMAKE_ARGS...]           every target (tests, benchmarks), RelWithDebInfo, into
 #                                      ${BUILD_DIR:-build} (scripts/test.sh)
-#   build.sh --daemon [CMAKE_ARGS...]  only lazypull-snapshotter and lazypull, Release at -O2
+#   build.sh --daemon [CMAKE_ARGS...]  only lazypull-snapshotter, lazypull and lazypull-fuse-holder, Release at -O2
 #                                      without debug info, tests and benchmarks off, unity build,
 #                                      into ${BUILD_DIR:-build-release} (scripts/run-snapshotter.sh,
 #                                      scripts/build-deb.sh)
@@ -35,11 +35,11 @@ else
       "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG" "-DCMAKE_C_FLAGS_RELEASE=-O2 -DNDEBUG" \
       -DLAZYPULL_BUILD_TESTS=OFF -DLAZYPULL_BUILD_BENCH=OFF \
       -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=8 "$@"
-  if ! cmake --build "$BUILD_DIR" -j "$(nproc)" --target lazypull-snapshotter lazypull; then
+  if ! cmake --build "$BUILD_DIR" -j "$(nproc)" --target lazypull-snapshotter lazypull lazypull-fuse-holder; then
     # CI builds file by file (scripts/test.sh), so two files' same-named file-local helpers
     # may meet in one batch unnoticed there: then build file by file here too.
     echo "build: the unity build failed; building file by file (slower)" >&2
     cmake -S . -B "$BUILD_DIR" -DCMAKE_UNITY_BUILD=OFF
-    cmake --build "$BUILD_DIR" -j "$(nproc)" --target lazypull-snapshotter lazypull
+    cmake --build "$BUILD_DIR" -j "$(nproc)" --target lazypull-snapshotter lazypull lazypull-fuse-holder
   fi
 fi

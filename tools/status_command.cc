@@ -95,21 +95,24 @@ int RunStatus(const StatusFlags& flags) {
     }
     std::printf("%s\n", line.c_str());
   }
-  std::printf("%-6s %-14s %-13s %-7s %-9s %10s %8s %10s %-10s %s\n", "SNAP", "LAYER", "FORMAT",
-              "BACKEND", "GRADUATED", "FETCHED", "LOCAL%", "CACHE_HITS", "BACKGROUND", "REF");
+  std::printf("%-6s %-14s %-13s %-7s %-9s %10s %8s %10s %-10s %-7s %s\n", "SNAP", "LAYER", "FORMAT",
+              "BACKEND", "GRADUATED", "FETCHED", "LOCAL%", "CACHE_HITS", "BACKGROUND", "ADOPTED",
+              "REF");
   const nlohmann::json layers = status.value("layers", nlohmann::json::array());
   for (const nlohmann::json& l : layers) {
     std::string digest = Field<std::string>(l, "digest", "");
     std::string short_digest = digest.size() > 19 ? digest.substr(7, 12) : digest;
     std::printf(
-        "%-6lld %-14s %-13s %-7s %-9s %10s %7.1f%% %10llu %-10s %s\n",
+        "%-6lld %-14s %-13s %-7s %-9s %10s %7.1f%% %10llu %-10s %-7s %s\n",
         static_cast<long long>(Field<int64_t>(l, "snapshot_id", 0)), short_digest.c_str(),
         Field<std::string>(l, "format", "").c_str(), Field<std::string>(l, "backend", "").c_str(),
         Field<bool>(l, "graduated", false) ? "yes" : "no",
         HumanBytes(Field<double>(l, "bytes_fetched", 0)).c_str(),
         Field<double>(l, "fetched_percent", 0),
         static_cast<unsigned long long>(Field<uint64_t>(l, "cache_hits", 0)),
-        Field<std::string>(l, "background", "").c_str(), Field<std::string>(l, "ref", "").c_str());
+        Field<std::string>(l, "background", "").c_str(),
+        // Taken over from a previous daemon through the FUSE holder (issue 20).
+        Field<bool>(l, "adopted", false) ? "yes" : "no", Field<std::string>(l, "ref", "").c_str());
   }
   for (const nlohmann::json& u : status.value("unavailable", nlohmann::json::array())) {
     std::printf("UNAVAILABLE snapshot %lld %s: %s\n",

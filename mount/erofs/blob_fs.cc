@@ -21,7 +21,9 @@ namespace {
 // Attributes of a blob never change for an inode number; names come and go (entry timeout 0).
 constexpr double kAttrTimeout = 24 * 3600;
 
-BlobFs& Fs(fuse_req_t req) { return *static_cast<BlobFs*>(fuse_req_userdata(req)); }
+BlobFs& Fs(fuse_req_t req) {
+  return *static_cast<BlobFs*>(static_cast<FuseSessionUserdata*>(fuse_req_userdata(req)));
+}
 
 template <typename F>
 void Guard(fuse_req_t req, const char* op, F&& body) {
@@ -66,7 +68,7 @@ void RootStat(struct stat* st) {
 }
 
 void OnInit(void* userdata, fuse_conn_info* conn) {
-  auto* fs = static_cast<BlobFs*>(userdata);
+  auto* fs = static_cast<BlobFs*>(static_cast<FuseSessionUserdata*>(userdata));
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
   if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
   conn->max_read = fs->options().max_read;
@@ -236,7 +238,7 @@ absl::StatusOr<std::unique_ptr<BlobFs>> BlobFs::Mount(const std::string& dir,
   o.max_threads = options.max_threads;
   o.unmount_timeout = options.unmount_timeout;
   absl::StatusOr<std::unique_ptr<FuseSession>> session =
-      FuseSession::Start(BlobFsOps(), fs.get(), dir, o);
+      FuseSession::Start(BlobFsOps(), fs.get(), dir, std::move(o));
   if (!session.ok()) return session.status();
   fs->session_ = std::move(*session);
   LogInfo("blob file system mounted", {{"dir", dir}});

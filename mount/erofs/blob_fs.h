@@ -50,7 +50,7 @@ struct BlobFsOptions {
   std::shared_ptr<FsOpObserver> op_observer;  // null = none
 };
 
-class BlobFs {
+class BlobFs : public FuseSessionUserdata {
  public:
   // A registered file; destruction removes its name (see above).
   class File {

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -16,6 +17,7 @@
 #include "fmt/format.h"
 #include "mount/fuse/fuse_layer_fs.h"
 #include "mount/fuse/fuse_session.h"
+#include "mount/fuse/holder_client.h"
 #include "mount/fuse/stale_mounts.h"
 
 namespace lazypull::mount {
@@ -46,7 +48,8 @@ class FuseMountedLayer : public MountedLayer {
     }
   }
 
-  absl::Status Start() {
+  // `adopt`: a connection the FUSE holder kept for this target (a previous daemon's mount).
+  absl::Status Start(std::optional<HeldConnection> adopt) {
     FuseSessionOptions o;
     o.name = "layer " + layer_id_;
     o.mount_options = {"ro", "default_permissions", "subtype=lazypull",
@@ -56,15 +59,20 @@ class FuseMountedLayer : public MountedLayer {
     o.max_threads = ctx_.options.max_threads;
     o.unmount_timeout = ctx_.options.unmount_timeout;
     o.readahead = std::max(ctx_.options.readahead, ctx_.options.max_read);
+    o.holder = ctx_.options.holder.get();
+    o.adopt = std::move(adopt);
     absl::StatusOr<std::unique_ptr<FuseSession>> session =
-        FuseSession::Start(FuseLayerFsOps(), &ctx_, target_, o);
+        FuseSession::Start(FuseLayerFsOps(), &ctx_, target_, std::move(o));
     if (!session.ok()) return session.status();
     session_ = std::move(*session);
     mounted_ = true;
-    LogInfo("lazy layer mounted", {{"layer", layer_id_},
-                                   {"target", target_},
-                                   {"backend", "fuse"},
-                                   {"conn", minor(session_->dev())}});
+    adopted_ = session_->adopted();
+    resent_ = session_->resent_requests();
+    LogInfo(adopted_ ? "lazy layer adopted" : "lazy layer mounted",
+            {{"layer", layer_id_},
+             {"target", target_},
+             {"backend", "fuse"},
+             {"conn", minor(session_->dev())}});
     return absl::OkStatus();
   }
 
@@ -84,12 +92,27 @@ class FuseMountedLayer : public MountedLayer {
     return result;
   }
 
+  absl::Status HandOver() override {
+    std::lock_guard<std::mutex> unmount_lock(unmount_mu_);
+    if (session_ == nullptr) return absl::OkStatus();
+    // Even when in-flight requests could not finish, the session is done (and, with a holder,
+    // the mount stays for the successor, which gets them resent): never unmount it after this.
+    absl::Status result = session_->Detach();
+    session_.reset();
+    mounted_ = false;
+    LogInfo("lazy layer handed over",
+            {{"layer", layer_id_}, {"target", target_}, {"clean", result.ok()}});
+    return result;
+  }
+
   LayerMountStatus Status() const override {
     LayerMountStatus s;
     s.layer_id = layer_id_;
     s.backend = "fuse";
     s.target = target_;
     s.mounted = mounted_.load();
+    s.adopted = adopted_;
+    s.resent_requests = resent_ != nullptr ? resent_->load() : 0;
     s.reader = ctx_.reader->Stats();
     return s;
   }
@@ -98,7 +121,9 @@ class FuseMountedLayer : public MountedLayer {
   const std::string target_;
   const std::string layer_id_;
   FuseLayerFsContext ctx_;
-  std::mutex unmount_mu_;  // serializes Unmount
+  std::mutex unmount_mu_;                                // serializes Unmount and HandOver
+  bool adopted_ = false;                                 // set by Start
+  std::shared_ptr<const std::atomic<uint64_t>> resent_;  // set by Start
   std::unique_ptr<FuseSession> session_;
   std::atomic<bool> mounted_{false};
 };
@@ -128,6 +153,23 @@ absl::StatusOr<std::unique_ptr<MountedLayer>> MountFuseLayer(const LayerMountReq
         fmt::format("layer {}: a mount needs a reader and an absolute target (got \"{}\")",
                     request.layer_id, request.target_dir));
   }
+  // A mount of a previous daemon the holder kept: adopt it. (Never stat it before: with
+  // nobody serving, that would wait forever.)
+  std::optional<HeldConnection> adopt;
+  if (options.holder != nullptr) {
+    absl::StatusOr<HeldConnection> held = options.holder->Get(request.target_dir);
+    if (held.ok()) {
+      adopt = std::move(*held);
+    } else if (held.status().code() != absl::StatusCode::kNotFound) {
+      LogWarn("cannot ask the FUSE holder; mounting afresh",
+              {{"target", request.target_dir}, {"error", held.status().ToString()}});
+    }
+  }
+  if (adopt.has_value()) {
+    auto mounted = std::make_unique<FuseMountedLayer>(request, options);
+    if (absl::Status s = mounted->Start(std::move(adopt)); !s.ok()) return s;
+    return mounted;
+  }
   if (IsStaleFuseMount(request.target_dir)) {
     if (umount2(request.target_dir.c_str(), MNT_DETACH) != 0) {
       return absl::FailedPreconditionError(
@@ -142,7 +184,7 @@ absl::StatusOr<std::unique_ptr<MountedLayer>> MountFuseLayer(const LayerMountReq
                                                   request.layer_id, request.target_dir));
   }
   auto mounted = std::make_unique<FuseMountedLayer>(request, options);
-  if (absl::Status s = mounted->Start(); !s.ok()) return s;
+  if (absl::Status s = mounted->Start(std::nullopt); !s.ok()) return s;
   return mounted;
 }
 

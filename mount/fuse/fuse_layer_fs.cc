@@ -21,7 +21,8 @@ using format::Ino;
 using format::LayerIndex;
 
 FuseLayerFsContext& Ctx(fuse_req_t req) {
-  return *static_cast<FuseLayerFsContext*>(fuse_req_userdata(req));
+  return *static_cast<FuseLayerFsContext*>(
+      static_cast<FuseSessionUserdata*>(fuse_req_userdata(req)));
 }
 const LayerIndex& Index(fuse_req_t req) { return Ctx(req).reader->index(); }
 double Timeout(fuse_req_t req) {
@@ -60,7 +61,7 @@ bool FillEntry(const LayerIndex& index, Ino ino, double timeout, fuse_entry_para
 }
 
 void OnInit(void* userdata, fuse_conn_info* conn) {
-  auto* ctx = static_cast<FuseLayerFsContext*>(userdata);
+  auto* ctx = static_cast<FuseLayerFsContext*>(static_cast<FuseSessionUserdata*>(userdata));
   if (conn->capable & FUSE_CAP_READDIRPLUS) {
     conn->want |= FUSE_CAP_READDIRPLUS;
     conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;  // always plus: saves a lookup per entry

@@ -3,10 +3,13 @@
 // LayerReader (file bytes).
 //
 // Inode numbers are the LayerIndex's (1 = root = FUSE_ROOT_ID); nothing is created or freed
-// per lookup, so forget is a no-op. Attributes: nanosecond mtimes (atime = ctime = mtime),
-// whiteouts are char 0:0 (from the index), hardlinks share an inode and its nlink,
-// st_blocks counts the non-hole bytes. Errors: ENOENT, ENOTDIR, ENODATA, ERANGE, EROFS for
-// opens for writing (from the read-only mount itself once the kernel skips OPEN), EIO for any
+// per lookup, so forget is a no-op. File handles are always 0 and generations 1. So every
+// node id the kernel holds means the same file to any server of the same layer index, and
+// lookup counts do not matter: a successor daemon that adopts the connection (issue 20)
+// answers requests about nodes the kernel got from its predecessor. Attributes: nanosecond mtimes
+// (atime = ctime = mtime), whiteouts are char 0:0 (from the index), hardlinks share an inode and
+// its nlink, st_blocks counts the non-hole bytes. Errors: ENOENT, ENOTDIR, ENODATA, ERANGE, EROFS
+// for opens for writing (from the read-only mount itself once the kernel skips OPEN), EIO for any
 // failed read (the LayerReader logs layer, file and chunk).
 // Kernel caching (the layer is immutable): entries and attributes for attr_timeout, negative
 // entries too, always READDIRPLUS, page cache kept across opens, symlinks cached, no
@@ -25,12 +28,13 @@
 #include <memory>
 
 #include "fetcher/layer_reader/layer_reader.h"
+#include "mount/fuse/fuse_channel.h"
 #include "mount/mount_config.h"
 
 namespace lazypull::mount {
 
 // The state the callbacks see (fuse_req_userdata). Must outlive the session.
-struct FuseLayerFsContext {
+struct FuseLayerFsContext : FuseSessionUserdata {
   std::shared_ptr<LayerReader> reader;
   FuseOptions options;
   // Set by the INIT callback (before any other callback runs) when the kernel can skip

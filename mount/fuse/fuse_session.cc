@@ -39,15 +39,15 @@ absl::Status AbortConnection(unsigned conn) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<FuseSession>> FuseSession::Start(const fuse_lowlevel_ops& ops,
-                                                                void* userdata,
+                                                                FuseSessionUserdata* userdata,
                                                                 const std::string& target,
-                                                                const FuseSessionOptions& options) {
-  std::unique_ptr<FuseSession> s(new FuseSession(target, options));
+                                                                FuseSessionOptions options) {
+  std::unique_ptr<FuseSession> s(new FuseSession(target, std::move(options)));
   if (absl::Status st = s->Begin(ops, userdata); !st.ok()) return st;
   return s;
 }
 
-absl::Status FuseSession::Begin(const fuse_lowlevel_ops& ops, void* userdata) {
+absl::Status FuseSession::Begin(const fuse_lowlevel_ops& ops, FuseSessionUserdata* userdata) {
   // Every lazypull FUSE mount lets the kernel check file modes: without it, allow_other would
   // let any user open any file whatever its mode.
   std::vector<std::string> mount_options = options_.mount_options;
@@ -66,12 +66,39 @@ absl::Status FuseSession::Begin(const fuse_lowlevel_ops& ops, void* userdata) {
     return absl::InvalidArgumentError(
         fmt::format("{}: fuse_session_new refused options \"{}\"", options_.name, joined));
   }
-  if (fuse_session_mount(session_, target_.c_str()) != 0) {
+  int fd;
+  if (adopt_.has_value()) {
+    // A connection the holder kept: no mount, no INIT from the kernel (see fuse_channel.h).
+    fd = adopt_->fd.Release();
+    FuseChannelOptions co;
+    co.name = options_.name;
+    co.replay_init = std::move(adopt_->init_request);
+    adopt_.reset();
+    channel_ = std::make_unique<FuseChannel>(fd, std::move(co));
+    adopted_ = true;
+  } else {
+    if (fuse_session_mount(session_, target_.c_str()) != 0) {
+      fuse_session_destroy(session_);
+      session_ = nullptr;
+      return absl::FailedPreconditionError(
+          fmt::format("{}: FUSE mount on {} failed (see stderr; /dev/fuse and root needed)",
+                      options_.name, target_));
+    }
+    fd = fuse_session_fd(session_);
+    channel_ = std::make_unique<FuseChannel>(fd, FuseChannelOptions{.name = options_.name});
+  }
+  userdata->channel = channel_.get();
+  resent_ = channel_->resent_requests();
+  if (int rc = fuse_session_custom_io(session_, &FuseChannel::Io(), fd); rc != 0) {
+    if (adopted_) {
+      ::close(fd);
+    } else {
+      fuse_session_unmount(session_);
+    }
     fuse_session_destroy(session_);
     session_ = nullptr;
-    return absl::FailedPreconditionError(
-        fmt::format("{}: FUSE mount on {} failed (see stderr; /dev/fuse and root needed)",
-                    options_.name, target_));
+    return absl::InternalError(
+        fmt::format("{}: fuse_session_custom_io: {}", options_.name, strerror(-rc)));
   }
   loop_ = std::thread([this] {
     fuse_loop_config* cfg = fuse_loop_cfg_create();
@@ -92,8 +119,29 @@ absl::Status FuseSession::Begin(const fuse_lowlevel_ops& ops, void* userdata) {
     return err;
   }
   dev_ = st.st_dev;
-  SetReadahead();
+  if (!adopted_) SetReadahead();  // an adopted mount keeps what its first server set
+  if (adopted_) {
+    LogInfo("FUSE connection adopted", {{"name", options_.name}, {"target", target_}});
+  } else {
+    RegisterWithHolder();
+  }
   return absl::OkStatus();
+}
+
+void FuseSession::RegisterWithHolder() {
+  if (options_.holder == nullptr) return;
+  // The kernel sends INIT at mount; the stat above already waited for its answer.
+  if (!channel_->WaitInit(std::chrono::seconds(10))) {
+    LogWarn("no INIT seen on a new FUSE mount; it will not survive a daemon restart",
+            {{"name", options_.name}, {"target", target_}});
+    return;
+  }
+  absl::Status s =
+      options_.holder->Put(target_, fuse_session_fd(session_), channel_->init_request());
+  if (!s.ok()) {
+    LogWarn("the FUSE holder did not take a new mount; it will not survive a daemon restart",
+            {{"name", options_.name}, {"target", target_}, {"error", s.ToString()}});
+  }
 }
 
 // The kernel caps FUSE readahead at the bdi default (128 KiB) whatever max_readahead says;
@@ -123,16 +171,65 @@ bool FuseSession::running() const {
 absl::Status FuseSession::Stop() {
   std::lock_guard<std::mutex> stop_lock(stop_mu_);
   if (session_ == nullptr) return absl::OkStatus();
-  absl::Status result;
   fuse_session_exit(session_);
-  fuse_session_unmount(session_);  // lazy detach as root; ends the session if unused
+  if (adopted_) {
+    // libfuse did not mount it, so it does not know the mount point.
+    if (::umount2(target_.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
+      LogWarn("unmounting an adopted FUSE mount failed",
+              {{"name", options_.name}, {"target", target_}, {"error", strerror(errno)}});
+    }
+  } else {
+    fuse_session_unmount(session_);  // lazy detach as root; ends the session if unused
+  }
+  absl::Status result = EndLoopLocked(/*abort=*/true);
+  if (options_.holder != nullptr) {
+    if (absl::Status s = options_.holder->Forget(target_); !s.ok()) {
+      LogWarn("the FUSE holder could not forget an unmounted mount",
+              {{"target", target_}, {"error", s.ToString()}});
+    }
+  }
+  if (!result.ok()) {
+    return absl::Status(result.code(), fmt::format("unmounting {} at {}: {}", options_.name,
+                                                   target_, std::string(result.message())));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FuseSession::Detach() {
+  if (options_.holder == nullptr) return Stop();
+  // Leave the mount only to a holder that has it: else nothing would keep it alive.
+  if (absl::StatusOr<HeldConnection> held = options_.holder->Get(target_); !held.ok()) {
+    LogWarn("the FUSE holder does not keep this mount; unmounting instead of handing over",
+            {{"name", options_.name}, {"target", target_}, {"error", held.status().ToString()}});
+    return Stop();
+  }
+  std::lock_guard<std::mutex> stop_lock(stop_mu_);
+  if (session_ == nullptr) return absl::OkStatus();
+  const bool idle = channel_->Quiesce(options_.unmount_timeout);
+  if (!idle) {
+    LogWarn("FUSE requests still unanswered at handover; the successor gets them resent",
+            {{"name", options_.name}, {"target", target_}});
+  }
+  channel_->Close();
+  fuse_session_exit(session_);
+  absl::Status result = EndLoopLocked(/*abort=*/false);
+  LogInfo("FUSE mount left to the holder", {{"name", options_.name}, {"target", target_}});
+  return result;
+}
+
+absl::Status FuseSession::EndLoopLocked(bool abort) {
+  absl::Status result;
   {
     std::unique_lock<std::mutex> lock(mu_);
     if (!cv_.wait_for(lock, options_.unmount_timeout, [&] { return loop_done_; })) {
       lock.unlock();
-      LogWarn("FUSE mount still in use at unmount; aborting its connection",
-              {{"name", options_.name}, {"target", target_}, {"conn", minor(dev_)}});
-      result = AbortConnection(minor(dev_));
+      if (abort) {
+        LogWarn("FUSE mount still in use at unmount; aborting its connection",
+                {{"name", options_.name}, {"target", target_}, {"conn", minor(dev_)}});
+        result = AbortConnection(minor(dev_));
+      } else {
+        result = absl::DeadlineExceededError("the session loop did not end");
+      }
       lock.lock();
       if (result.ok()) cv_.wait(lock, [&] { return loop_done_; });
     }
@@ -146,8 +243,10 @@ absl::Status FuseSession::Stop() {
     if (loop_.joinable()) loop_.join();
     fuse_session_destroy(session_);
   } else {
-    // The loop could not be stopped: leak the session rather than hang or free it in use.
+    // The loop could not be stopped: leak the session (and the channel its threads use)
+    // rather than hang or free them in use.
     loop_.detach();
+    (void)channel_.release();
     LogError("FUSE session could not be stopped",
              {{"name", options_.name}, {"error", result.ToString()}});
   }
@@ -155,11 +254,7 @@ absl::Status FuseSession::Stop() {
     std::lock_guard<std::mutex> lock(mu_);
     session_ = nullptr;
   }
-  if (!result.ok()) {
-    return absl::Status(result.code(), fmt::format("unmounting {} at {}: {}", options_.name,
-                                                   target_, std::string(result.message())));
-  }
-  return absl::OkStatus();
+  return result;
 }
 
 }  // namespace lazypull::mount

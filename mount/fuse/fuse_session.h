@@ -7,7 +7,14 @@
 // data device), the FUSE connection is aborted through fusectl so the loop threads end and
 // nothing hangs; users of the detached mount then get ENOTCONN/EIO.
 //
-// Thread-safety: Stop is thread-safe and idempotent; the accessors are immutable after Start.
+// Handover (issue 20): with a FUSE holder (FuseSessionOptions::holder) a fresh mount hands a
+// dup of its /dev/fuse fd and the kernel's INIT request to the holder, and a session can be
+// started on a connection the holder kept (FuseSessionOptions::adopt) instead of mounting:
+// see fuse_channel.h. Stop unmounts and makes the holder forget the mount; Detach instead
+// leaves the mount to the holder for a successor.
+//
+// Thread-safety: Stop and Detach are thread-safe and idempotent; the accessors are immutable
+// after Start.
 #ifndef LAZYPULL_MOUNT_FUSE_FUSE_SESSION_H_
 #define LAZYPULL_MOUNT_FUSE_FUSE_SESSION_H_
 
@@ -21,12 +28,15 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "mount/fuse/fuse_channel.h"
+#include "mount/fuse/holder_client.h"
 
 namespace lazypull::mount {
 
@@ -38,37 +48,66 @@ struct FuseSessionOptions {
   std::chrono::milliseconds unmount_timeout{2000};
   // Kernel readahead of the mount (bdi read_ahead_kb), in bytes; 0 keeps the default.
   unsigned readahead = 0;
+  // The FUSE holder, or null (no handover). Must outlive the session. The key of the mount
+  // there is its target.
+  FuseHolderClient* holder = nullptr;
+  // Serve this connection (kept by the holder for `target`) instead of mounting. The previous
+  // server must be dead (FUSE_NOTIFY_RESEND is sent when the kernel supports it).
+  std::optional<HeldConnection> adopt;
 };
 
 class FuseSession {
  public:
   // Creates a session over `ops` with `userdata` (which must outlive the session), mounts it at
-  // `target` and starts the loop. InvalidArgument if libfuse refuses the options;
-  // FailedPrecondition if the mount fails (no /dev/fuse, not root, ...). Messages name `target`.
+  // `target` (or adopts options.adopt) and starts the loop. InvalidArgument if libfuse refuses the
+  // options; FailedPrecondition if the mount fails (no /dev/fuse, not root, ...). Messages name
+  // `target`.
   static absl::StatusOr<std::unique_ptr<FuseSession>> Start(const fuse_lowlevel_ops& ops,
-                                                            void* userdata,
+                                                            FuseSessionUserdata* userdata,
                                                             const std::string& target,
-                                                            const FuseSessionOptions& options);
+                                                            FuseSessionOptions options);
   ~FuseSession();
   FuseSession(const FuseSession&) = delete;
   FuseSession& operator=(const FuseSession&) = delete;
 
-  // Ends the session and unmounts (see above). Errors name the target.
+  // Ends the session and unmounts (see above); the holder forgets the mount. Errors name the
+  // target.
   absl::Status Stop();
+  // Graceful handover: stops reading requests, waits up to unmount_timeout for the ones
+  // handed out to be answered, ends the loop and leaves the mount (and the connection, in the
+  // holder) to a successor. Falls back to Stop() without a holder. Errors name the target.
+  absl::Status Detach();
 
   const std::string& target() const { return target_; }
   dev_t dev() const { return dev_; }  // st_dev of the mount
   bool running() const;
+  // Whether this session took over a connection from the holder.
+  bool adopted() const { return adopted_; }
+  // Requests the kernel sent again after FUSE_NOTIFY_RESEND (a counter that outlives the
+  // session).
+  std::shared_ptr<const std::atomic<uint64_t>> resent_requests() const { return resent_; }
 
  private:
   FuseSession(std::string target, FuseSessionOptions options)
-      : target_(std::move(target)), options_(std::move(options)) {}
-  absl::Status Begin(const fuse_lowlevel_ops& ops, void* userdata);
+      : target_(std::move(target)), options_(std::move(options)) {
+    adopt_ = std::move(options_.adopt);
+    options_.adopt.reset();
+  }
+  absl::Status Begin(const fuse_lowlevel_ops& ops, FuseSessionUserdata* userdata);
   void SetReadahead();
+  // Gives the holder a dup of the fresh mount's fd and its INIT request (logged on failure).
+  void RegisterWithHolder();
+  // Waits for the loop to end (aborting the connection after unmount_timeout when `abort`),
+  // then joins and destroys the session. Caller holds stop_mu_.
+  absl::Status EndLoopLocked(bool abort);
 
   const std::string target_;
-  const FuseSessionOptions options_;
+  FuseSessionOptions options_;  // immutable after construction (adopt moved out)
+  std::optional<HeldConnection> adopt_;
   fuse_session* session_ = nullptr;
+  std::unique_ptr<FuseChannel> channel_;
+  std::shared_ptr<const std::atomic<uint64_t>> resent_;  // the channel's counter
+  bool adopted_ = false;
   dev_t dev_ = 0;
   std::thread loop_;
 

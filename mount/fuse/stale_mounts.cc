@@ -74,14 +74,17 @@ bool IsStaleFuseMount(const std::string& path) {
   return stat(path.c_str(), &st) != 0 && errno == ENOTCONN;
 }
 
-absl::StatusOr<std::vector<std::string>> DetachStaleFuseMounts(const std::string& root) {
+absl::StatusOr<std::vector<std::string>> DetachStaleFuseMounts(const std::string& root,
+                                                               const std::set<std::string>& skip) {
   auto mounts = MountsUnder(root);
   if (!mounts.ok()) return mounts.status();
   std::vector<std::string> detached;
   absl::Status first_error;
   for (const MountPoint& m : *mounts) {
     // Only our own mounts: probing a live but hung foreign FUSE daemon could block.
-    if (m.fstype != kLazypullFuseType || !IsStaleFuseMount(m.path)) continue;
+    if (m.fstype != kLazypullFuseType || skip.count(m.path) > 0 || !IsStaleFuseMount(m.path)) {
+      continue;
+    }
     if (umount2(m.path.c_str(), MNT_DETACH) != 0) {
       absl::Status st = absl::InternalError(
           fmt::format("detaching stale FUSE mount {}: {}", m.path, strerror(errno)));

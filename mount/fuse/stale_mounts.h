@@ -6,6 +6,7 @@
 #ifndef LAZYPULL_MOUNT_FUSE_STALE_MOUNTS_H_
 #define LAZYPULL_MOUNT_FUSE_STALE_MOUNTS_H_
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -30,8 +31,11 @@ bool IsStaleFuseMount(const std::string& path);
 
 // Detaches (umount2 MNT_DETACH) every stale lazypull FUSE mount (type kLazypullFuseType) at or
 // below `root`, deepest first, and returns their paths. Each detach is logged. The first
-// umount2 failure is returned as an error naming the path (after trying all).
-absl::StatusOr<std::vector<std::string>> DetachStaleFuseMounts(const std::string& root);
+// umount2 failure is returned as an error naming the path (after trying all). Mounts in
+// `skip` are not even probed (the FUSE holder keeps their connections for adoption: with no
+// server yet, a probe would wait forever).
+absl::StatusOr<std::vector<std::string>> DetachStaleFuseMounts(
+    const std::string& root, const std::set<std::string>& skip = {});
 
 }  // namespace lazypull::mount
 

@@ -1,6 +1,7 @@
 #include "server/remote/remote_layer_manager.h"
 
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include "fetcher/format/format_detector.h"
 #include "fetcher/format/zstd_chunked_reader.h"
 #include "fetcher/layer_reader/layer_reader.h"
+#include "mount/fuse/holder_client.h"
 #include "mount/fuse/stale_mounts.h"
 #include "server/remote/remote_metrics.h"
 #include "server/remote/start_hint.h"
@@ -77,6 +79,21 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
       o.transport != nullptr ? std::move(o.transport) : registry::NewCurlTransport();
   m->client_ = std::make_unique<registry::RegistryClient>(o.registry, std::move(transport));
   if (o.mount.erofs.dir.empty()) o.mount.erofs.dir = o.root + "/erofs";
+  // Issue 20: with a FUSE holder, FUSE mounts outlive this daemon and the next one adopts them.
+  if (o.mount.fuse.holder_socket.empty()) o.mount.fuse.holder_socket = o.root + "/fuse-holder.sock";
+  absl::StatusOr<std::unique_ptr<mount::FuseHolderClient>> holder =
+      mount::FuseHolderClient::Connect(o.mount.fuse.holder_socket);
+  std::set<std::string> held;
+  if (holder.ok()) {
+    o.mount.fuse.holder = std::move(*holder);
+    absl::StatusOr<std::vector<std::string>> keys = o.mount.fuse.holder->List();
+    if (keys.ok()) held.insert(keys->begin(), keys->end());
+    LogInfo("FUSE holder connected: FUSE mounts survive daemon restarts",
+            {{"socket", o.mount.fuse.holder_socket}, {"held", held.size()}});
+  } else {
+    LogInfo("no FUSE holder: FUSE mounts end with this daemon",
+            {{"socket", o.mount.fuse.holder_socket}, {"error", holder.status().ToString()}});
+  }
   absl::StatusOr<std::unique_ptr<mount::LayerMountBackend>> backend =
       mount::NewLayerMountBackend(o.mount);
   if (!backend.ok()) return backend.status();
@@ -97,7 +114,7 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
 
   // A crashed daemon leaves its FUSE mounts behind; every access to them fails with ENOTCONN.
   absl::StatusOr<std::vector<std::string>> detached =
-      mount::DetachStaleFuseMounts(o.root + "/snapshots");
+      mount::DetachStaleFuseMounts(o.root + "/snapshots", held);
   if (!detached.ok()) {
     LogWarn("cannot detach stale FUSE mounts", {{"error", detached.status().ToString()}});
   } else if (!detached->empty()) {
@@ -119,7 +136,12 @@ RemoteLayerManager::~RemoteLayerManager() {
   }
   status_cv_.notify_all();
   if (status_thread_.joinable()) status_thread_.join();
-  UnmountAll();
+  // With a holder, the mounts stay for the next daemon (a graceful upgrade); else unmount.
+  if (options_.mount.fuse.holder != nullptr) {
+    HandOverAll();
+  } else {
+    UnmountAll();
+  }
   // Its walks hold readers of the layers just unmounted: Stop ends their waits.
   if (elf_prefetcher_ != nullptr) elf_prefetcher_->Stop();
   WriteStatusFile().IgnoreError();
@@ -204,6 +226,45 @@ void RemoteLayerManager::UnmountAll() {
     }
   }
   if (!entries.empty()) LogInfo("remote layers unmounted", {{"count", entries.size()}});
+}
+
+void RemoteLayerManager::HandOverAll() {
+  std::map<int64_t, MountedEntry> entries;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries.swap(mounted_);
+  }
+  for (auto& [id, entry] : entries) {
+    if (absl::Status s = entry.mounted->HandOver(); !s.ok()) {
+      LogWarn("cannot hand over remote layer", {{"snapshot_id", id},
+                                                {"layer", entry.source.layer.digest.ToString()},
+                                                {"error", s.ToString()}});
+    }
+  }
+  if (!entries.empty()) LogInfo("remote layers handed over", {{"count", entries.size()}});
+}
+
+void RemoteLayerManager::ReleaseUnadoptedHeld() {
+  mount::FuseHolderClient* holder = options_.mount.fuse.holder.get();
+  if (holder == nullptr) return;
+  absl::StatusOr<std::vector<std::string>> keys = holder->List();
+  if (!keys.ok()) return;
+  std::set<std::string> in_use;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, entry] : mounted_) in_use.insert(entry.mounted->target());
+  }
+  for (const std::string& key : *keys) {
+    if (in_use.count(key) > 0) continue;
+    // A mount of a previous daemon that no snapshot here uses (or that could not be
+    // restored): nobody will serve it.
+    if (::umount2(key.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
+      LogWarn("cannot unmount a FUSE mount left in the holder",
+              {{"target", key}, {"error", strerror(errno)}});
+    }
+    holder->Forget(key).IgnoreError();
+    LogInfo("released a FUSE mount no snapshot uses", {{"target", key}});
+  }
 }
 
 absl::StatusOr<registry::ResolvedImage> RemoteLayerManager::ResolveImage(
@@ -501,7 +562,10 @@ absl::Status RemoteLayerManager::FinishRestore() {
   }
   backend_->DropLocalExcept(used_layers);
   UpdateCacheBudget();
-  if (pending.empty()) return absl::OkStatus();
+  if (pending.empty()) {
+    ReleaseUnadoptedHeld();
+    return absl::OkStatus();
+  }
   const absl::Time start = absl::Now();
   std::atomic<size_t> next{0};
   std::vector<std::thread> workers;
@@ -522,6 +586,7 @@ absl::Status RemoteLayerManager::FinishRestore() {
     });
   }
   for (std::thread& t : workers) t.join();
+  ReleaseUnadoptedHeld();
   size_t failed;
   std::string first_error;
   {
@@ -567,7 +632,10 @@ absl::Status RemoteLayerManager::ReleaseRemoteLayer(int64_t snapshot_id,
     }
     if (auto it = mounted_.find(snapshot_id); it != mounted_.end()) {
       mounted = std::move(it->second.mounted);
-      AddRetiredStats(mounted->Status().reader, retired_);
+      const mount::LayerMountStatus st = mounted->Status();
+      AddRetiredStats(st.reader, retired_);
+      retired_handover_.adoptions += st.adopted ? 1 : 0;
+      retired_handover_.resent_requests += st.resent_requests;
       digest = it->second.source.layer.digest;
       mounted_.erase(it);
     }

@@ -22,8 +22,13 @@
 // with one entry per mounted layer (see StatusJson); `lazypull status` prints it. The file and
 // the chunk cache (<root>/cache by default) appear with the first remote layer.
 //
-// Thread-safety: all methods are thread-safe. Destruction unmounts every layer, in parallel
-// with nothing: callers must have stopped RPCs first.
+// FUSE handover (issue 20): when a FUSE holder listens at `[mount] fuse_holder_socket`
+// (default <root>/fuse-holder.sock), FUSE mounts are registered with it, a restarted daemon
+// adopts the ones its snapshots use (FinishRestore releases the others), and destruction
+// leaves them to the holder (HandOverAll) instead of unmounting.
+//
+// Thread-safety: all methods are thread-safe. Destruction unmounts (or hands over) every
+// layer, in parallel with nothing: callers must have stopped RPCs first.
 #ifndef LAZYPULL_SERVER_REMOTE_REMOTE_LAYER_MANAGER_H_
 #define LAZYPULL_SERVER_REMOTE_REMOTE_LAYER_MANAGER_H_
 
@@ -107,6 +112,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
 
   // Unmounts every layer now (clean shutdown). Idempotent.
   void UnmountAll();
+  // Stops serving every layer without unmounting: FUSE mounts stay with the FUSE holder for
+  // the next daemon (issue 20); others are unmounted. What destruction does with a holder.
+  void HandOverAll();
 
   // {"pid": ..., "updated": "<RFC 3339>", "layers": [{"snapshot_id": ..., "ref": ...,
   //  "digest": ..., "format": ..., <LayerMountStatus::ToJson() fields>}],
@@ -173,6 +181,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // reads ranges of it).
   mount::LayerOrigin OriginOf(const ResolvedLayer& layer, std::shared_ptr<BlobReader> blob);
   void RestoreOne(const PendingRestore& pending);
+  // After the restores: unmounts and releases every mount the FUSE holder keeps that no
+  // restored snapshot adopted.
+  void ReleaseUnadoptedHeld();
   // Tells the chunk cache (if open) how many bytes the backend's local copies take, so they
   // count against its max_bytes.
   void UpdateCacheBudget();
@@ -202,6 +213,11 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   std::map<int64_t, Unavailable> unavailable_;
   // Counters of layers already released, so node-wide metric totals never go down.
   LayerReaderStats retired_;
+  struct HandoverCounters {
+    uint64_t adoptions = 0;        // mounts taken over from a previous daemon
+    uint64_t resent_requests = 0;  // requests the kernel resent after FUSE_NOTIFY_RESEND
+  };
+  HandoverCounters retired_handover_;  // of layers already released
   std::vector<PendingRestore> pending_restores_;
   struct CachedImage {
     registry::ResolvedImage image;

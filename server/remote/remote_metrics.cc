@@ -52,9 +52,11 @@ void RemoteLayerManager::CollectMetrics(metrics::FamilySet& out) {
   for (const char* state : kBackgroundStates) background[state] = 0;
   LayerReaderStats node;
   size_t unavailable;
+  HandoverCounters handover;
   {
     std::lock_guard<std::mutex> lock(mu_);
     node = retired_;
+    handover = retired_handover_;
     unavailable = unavailable_.size();
     for (const auto& [id, entry] : mounted_) {
       const mount::LayerMountStatus st = entry.mounted->Status();
@@ -69,6 +71,8 @@ void RemoteLayerManager::CollectMetrics(metrics::FamilySet& out) {
       t.format = entry.format;
       t.graduated = t.graduated || st.graduated;
       AddCounters(st.reader, node);
+      handover.adoptions += st.adopted ? 1 : 0;
+      handover.resent_requests += st.resent_requests;
       mounted_by_backend[st.backend]++;
       background[st.reader.background]++;
     }
@@ -126,6 +130,14 @@ void RemoteLayerManager::CollectMetrics(metrics::FamilySet& out) {
     out.Gauge("lazypull_mounted_layers", "Lazily mounted layers (snapshots), by backend.",
               {{"backend", backend}}, n);
   }
+  out.Counter("lazypull_fuse_adoptions_total",
+              "FUSE mounts this daemon took over from its predecessor through the FUSE holder "
+              "instead of mounting them afresh.",
+              {}, handover.adoptions);
+  out.Counter("lazypull_fuse_resent_requests_total",
+              "FUSE requests a dead predecessor had read but not answered, resent by the kernel "
+              "to this daemon (FUSE_NOTIFY_RESEND).",
+              {}, handover.resent_requests);
   out.Gauge("lazypull_unavailable_layers",
             "Remote layers that could not be re-mounted after a restart.", {}, unavailable);
 

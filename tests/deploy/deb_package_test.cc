@@ -117,10 +117,12 @@ TEST_F(DebPackageTest, HoldsTheLayoutDeclaresItsLibrariesAndIsLintianClean) {
             "drwxr-xr-x root/root ./lib/\n"
             "drwxr-xr-x root/root ./lib/systemd/\n"
             "drwxr-xr-x root/root ./lib/systemd/system/\n"
+            "-rw-r--r-- root/root ./lib/systemd/system/lazypull-fuse-holder.service\n"
             "-rw-r--r-- root/root ./lib/systemd/system/lazypull-snapshotter.service\n"
             "drwxr-xr-x root/root ./usr/\n"
             "drwxr-xr-x root/root ./usr/bin/\n"
             "-rwxr-xr-x root/root ./usr/bin/lazypull\n"
+            "-rwxr-xr-x root/root ./usr/bin/lazypull-fuse-holder\n"
             "-rwxr-xr-x root/root ./usr/bin/lazypull-snapshotter\n"
             "drwxr-xr-x root/root ./usr/share/\n"
             "drwxr-xr-x root/root ./usr/share/doc/\n"
@@ -152,10 +154,15 @@ TEST_F(DebPackageTest, HoldsTheLayoutDeclaresItsLibrariesAndIsLintianClean) {
   EXPECT_EQ(UnitValue(*unit, "ExecStart"),
             "/usr/bin/lazypull-snapshotter --config /etc/lazypull/config.toml");
   EXPECT_EQ(UnitValue(*unit, "Type"), "notify");
+  auto holder_unit = ReadFile(files + "/lib/systemd/system/lazypull-fuse-holder.service");
+  ASSERT_TRUE(holder_unit.ok());
+  EXPECT_EQ(UnitValue(*holder_unit, "ExecStart"),
+            "/usr/bin/lazypull-fuse-holder --socket /var/lib/lazypull/fuse-holder.sock");
 
   // Depends names exactly the packages owning the shared libraries the binaries link.
   auto owners = RunShell("cd '" + files +
-                         "/usr/bin' && for so in $(readelf -d lazypull-snapshotter lazypull | "
+                         "/usr/bin' && for so in $(readelf -d lazypull-snapshotter lazypull "
+                         "lazypull-fuse-holder | "
                          "sed -n 's/.*Shared library: \\[\\(.*\\)\\]/\\1/p' | sort -u); do "
                          "dpkg -S \"/usr/lib/x86_64-linux-gnu/$so\" 2>/dev/null || dpkg -S "
                          "\"/lib/x86_64-linux-gnu/$so\"; "
@@ -242,6 +249,10 @@ TEST_F(DebPackageTest, InstallsOnBareDebianServesAndPurges) {
   EXPECT_EQ(std::filesystem::read_symlink(
                 root + "/etc/systemd/system/multi-user.target.wants/" + kUnit, ec),
             std::string("/lib/systemd/system/") + kUnit);
+  EXPECT_EQ(
+      std::filesystem::read_symlink(
+          root + "/etc/systemd/system/multi-user.target.wants/lazypull-fuse-holder.service", ec),
+      std::string("/lib/systemd/system/lazypull-fuse-holder.service"));
   EXPECT_FALSE(std::filesystem::exists(root + "/run/lazypull"));
 
   // The daemon as systemd runs the unit: its ExecStart, NOTIFY_SOCKET, in its own network

@@ -109,15 +109,34 @@ TEST(HelmChartTest, DefaultValuesRenderAValidDaemonSet) {
   ASSERT_TRUE(objects.ok()) << objects.status();
   std::vector<std::string> kinds;
   for (const auto& o : *objects) kinds.push_back(o["kind"].get<std::string>());
-  EXPECT_EQ(kinds,
-            (std::vector<std::string>{"ConfigMap", "DaemonSet", "Service", "ServiceAccount"}));
+  EXPECT_EQ(kinds, (std::vector<std::string>{"ConfigMap", "DaemonSet", "DaemonSet", "Service",
+                                             "ServiceAccount"}));
   auto report = ValidateWithKubernetesModels(*objects);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(*report,
-            "ok ConfigMap/lazypull\nok DaemonSet/lazypull\nok Service/lazypull-metrics\n"
-            "ok ServiceAccount/lazypull\n");
+            "ok ConfigMap/lazypull\nok DaemonSet/lazypull\nok DaemonSet/lazypull-fuse-holder\n"
+            "ok Service/lazypull-metrics\nok ServiceAccount/lazypull\n");
 
-  const nlohmann::json ds = FindObject(*objects, "DaemonSet");
+  const nlohmann::json ds = FindObject(*objects, "DaemonSet", "lazypull");
+  // Issue 20: the FUSE holder is its own DaemonSet, never rolled with lazypull's, sharing only
+  // a hostPath socket directory (not the root with the lazy mounts, which it would pin).
+  const nlohmann::json holder = FindObject(*objects, "DaemonSet", "lazypull-fuse-holder");
+  EXPECT_EQ(holder["spec"]["updateStrategy"]["type"], "OnDelete");
+  const nlohmann::json& hc = holder["spec"]["template"]["spec"]["containers"][0];
+  EXPECT_EQ(hc["image"], "ghcr.io/lazypull/lazypull:0.1.0");
+  EXPECT_EQ(Strings(hc["command"]),
+            (std::vector<std::string>{"/usr/bin/lazypull-fuse-holder", "--socket",
+                                      "/run/lazypull-fuse-holder/fuse-holder.sock"}));
+  EXPECT_FALSE(hc["securityContext"].contains("privileged"));
+  ASSERT_EQ(holder["spec"]["template"]["spec"]["volumes"].size(), 1u);
+  EXPECT_EQ(holder["spec"]["template"]["spec"]["volumes"][0]["hostPath"]["path"],
+            "/run/lazypull-fuse-holder");
+  EXPECT_NE(holder["spec"]["selector"], ds["spec"]["selector"]);
+  bool daemon_sees_socket = false;
+  for (const auto& m : Container(ds)["volumeMounts"]) {
+    daemon_sees_socket = daemon_sees_socket || m["mountPath"] == "/run/lazypull-fuse-holder";
+  }
+  EXPECT_TRUE(daemon_sees_socket);
   const nlohmann::json& pod = ds["spec"]["template"]["spec"];
   const nlohmann::json& c = Container(ds);
   EXPECT_EQ(ds["metadata"]["namespace"], "kube-system");
@@ -184,6 +203,9 @@ TEST(HelmChartTest, DefaultValuesRenderAValidDaemonSet) {
   EXPECT_EQ(config->root, "/var/lib/lazypull");
   EXPECT_EQ(config->address, "/run/lazypull/lazypull.sock");
   EXPECT_EQ(config->log_level, "info");
+  EXPECT_TRUE(absl::StrContains(
+      toml, "fuse_holder_socket = \"/run/lazypull-fuse-holder/fuse-holder.sock\""))
+      << toml;
   EXPECT_EQ(config->mount_backend, MountBackend::kAuto);
   // Without the node's IP (the flag above) the daemon stays node-local; never 0.0.0.0.
   EXPECT_EQ(config->metrics_address, "127.0.0.1:9102");
@@ -213,6 +235,7 @@ TEST(HelmChartTest, AValuesFileSettingEverythingLandsAndValidates) {
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(*report,
             "ok ConfigMap/node-lazypull\nok DaemonSet/node-lazypull\n"
+            "ok DaemonSet/node-lazypull-fuse-holder\n"
             "ok ConfigMap/node-lazypull-mirrors\nok Service/node-lazypull-metrics\n"
             "ok ServiceAccount/lazypull-sa\nok ServiceMonitor/node-lazypull\n");
 

@@ -45,7 +45,7 @@ class InstallTest : public ::testing::Test {
 };
 
 TEST_F(InstallTest, LayoutAndUnitAcceptedBySystemdAnalyze) {
-  for (const std::string bin : {"lazypull-snapshotter", "lazypull"}) {
+  for (const std::string bin : {"lazypull-snapshotter", "lazypull", "lazypull-fuse-holder"}) {
     EXPECT_EQ(::access((prefix_ + "/bin/" + bin).c_str(), X_OK), 0) << bin;
   }
   auto config = ReadFile(prefix_ + "/etc/lazypull/config.toml");
@@ -63,12 +63,23 @@ TEST_F(InstallTest, LayoutAndUnitAcceptedBySystemdAnalyze) {
   EXPECT_EQ(UnitValue(unit_, "KillMode"), "process");
   EXPECT_EQ(UnitValue(unit_, "LimitNOFILE"), "1048576");
   EXPECT_TRUE(absl::StrContains(UnitValue(unit_, "WantedBy"), "multi-user.target"));
+  // Issue 20: the FUSE holder is its own unit that the daemon wants, never restarted with it.
+  EXPECT_TRUE(absl::StrContains(unit_, "\nWants=lazypull-fuse-holder.service\n")) << unit_;
+  for (const char* dep : {"Requires", "BindsTo", "PartOf", "Requisite"}) {
+    EXPECT_FALSE(absl::StrContains(UnitValue(unit_, dep), "lazypull-fuse-holder")) << dep;
+  }
+  const std::string holder_path = prefix_ + "/lib/systemd/system/lazypull-fuse-holder.service";
+  auto holder_unit = ReadFile(holder_path);
+  ASSERT_TRUE(holder_unit.ok()) << holder_unit.status();
+  EXPECT_EQ(UnitValue(*holder_unit, "ExecStart"),
+            prefix_ + "/bin/lazypull-fuse-holder --socket /var/lib/lazypull/fuse-holder.sock");
+  EXPECT_EQ(UnitValue(*holder_unit, "Restart"), "always");
 
   // Accepted with no warning at all (verify exits 0 on mere warnings).
   // Its messages go to the console, not to a journal this machine may lack.
   const std::map<std::string, std::string> env = {{"SYSTEMD_LOG_TARGET", "console"}};
-  auto verify =
-      RunCommand({"systemd-analyze", "verify", unit_path_}, std::chrono::seconds(60), env);
+  auto verify = RunCommand({"systemd-analyze", "verify", unit_path_, holder_path},
+                           std::chrono::seconds(60), env);
   ASSERT_TRUE(verify.ok()) << verify.status();
   EXPECT_EQ(verify->exit_code, 0) << verify->output;
   EXPECT_EQ(verify->output, "");

@@ -868,6 +868,14 @@ TEST(MountConfigTest, ParsesMountSection) {
   EXPECT_EQ(c->reader.max_request_bytes, 8u << 20);
   EXPECT_EQ(c->fuse.max_threads, 8u);
   EXPECT_EQ(c->fuse.attr_timeout, std::chrono::seconds(3600));
+  // The FUSE holder's socket (issue 20): "" = the daemon's <root>/fuse-holder.sock.
+  EXPECT_EQ(c->fuse.holder_socket, "");
+  EXPECT_EQ(mount::ParseMountConfig(toml::parse("fuse_holder_socket = \"/run/h/h.sock\""))
+                ->fuse.holder_socket,
+            "/run/h/h.sock");
+  auto relative = mount::ParseMountConfig(toml::parse("fuse_holder_socket = \"h.sock\""));
+  EXPECT_EQ(relative.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(relative.status().message()), HasSubstr("mount.fuse_holder_socket"));
   // auto = EROFS where the kernel can (it can here; the EROFS tests cover the rest).
   TempDir state("mountcfg");
   c->erofs.dir = state.path();

@@ -64,7 +64,7 @@ absl::Status SnapshotterProcess::Launch() {
     argv.push_back(work_dir_ + "/config.toml");
   }
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
-  auto proc = Subprocess::Start(argv, work_dir_ + "/snapshotter.log");
+  auto proc = Subprocess::Start(argv, work_dir_ + "/snapshotter.log", options_.env);
   if (!proc.ok()) return proc.status();
   process_ = std::move(*proc);
 

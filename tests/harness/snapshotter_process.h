@@ -4,6 +4,7 @@
 #define LAZYPULL_TESTS_HARNESS_SNAPSHOTTER_PROCESS_H_
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -25,6 +26,8 @@ struct SnapshotterOptions {
   std::string metrics_address;
   // Extra command-line arguments, appended after the standard ones.
   std::vector<std::string> extra_args;
+  // Environment entries added to the daemon's (e.g. test hooks).
+  std::map<std::string, std::string> env;
   // How long Start/Restart wait for the socket to accept connections.
   std::chrono::milliseconds ready_timeout = std::chrono::seconds(30);
   // Binary to run; empty = $LAZYPULL_SNAPSHOTTER_BIN if set (e.g. bench's lazypull-refproxy, to
@@ -78,6 +81,8 @@ class SnapshotterProcess {
   absl::Status Restart();
 
   std::string ReadLog() const { return process_.ReadLog(); }
+  // The options the next Restart uses (e.g. to set or clear a test hook's env).
+  SnapshotterOptions& options() { return options_; }
   const std::string& log_path() const { return process_.log_path(); }
 
  private:

@@ -48,6 +48,18 @@ app.kubernetes.io/component: snapshotter
 {{- printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{- define "lazypull.fuseHolderImage" -}}
+{{- if .Values.fuseHolder.image.repository -}}
+{{- printf "%s:%s" .Values.fuseHolder.image.repository (default .Chart.AppVersion .Values.fuseHolder.image.tag) -}}
+{{- else -}}
+{{- include "lazypull.image" . -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "lazypull.fuseHolderSocket" -}}
+{{- printf "%s/fuse-holder.sock" (.Values.fuseHolder.socketDir | trimSuffix "/") -}}
+{{- end -}}
+
 {{/* Paths inside the pod; node paths are mounted at the same place. */}}
 {{- define "lazypull.socket" -}}
 {{- printf "%s/lazypull.sock" (.Values.paths.socketDir | trimSuffix "/") -}}
@@ -108,6 +120,9 @@ fetch_timeout = {{ .Values.fetchTimeout | quote }}
 prefetch = {{ .Values.prefetch }}
 background_fetch = {{ .Values.backgroundFetch.enabled }}
 background_bandwidth = {{ .Values.backgroundFetch.bandwidth | quote }}
+{{- if .Values.fuseHolder.enabled }}
+fuse_holder_socket = {{ include "lazypull.fuseHolderSocket" . | quote }}
+{{- end }}
 
 [cri_keychain]
 enable_keychain = {{ .Values.criKeychain.enabled }}

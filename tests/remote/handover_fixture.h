@@ -1,0 +1,160 @@
+// The fixture of tests/remote/handover_test and bench/handover (issue 20): RemoteDaemonTest
+// (the real daemon, FUSE backend, background fetch off, a registry behind the fault proxy) plus
+// a lazypull-fuse-holder on the daemon root's default socket, a 64 MiB one-layer image and
+// HandoverReaders through container overlays. One binary per including file.
+#ifndef LAZYPULL_TESTS_REMOTE_HANDOVER_FIXTURE_H_
+#define LAZYPULL_TESTS_REMOTE_HANDOVER_FIXTURE_H_
+
+#include <sys/mount.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mount/fuse/holder_client.h"
+#include "mount/fuse/stale_mounts.h"
+#include "tests/remote/handover_reader.h"
+#include "tests/remote/remote_daemon_fixture.h"
+
+namespace lazypull::testing {
+
+inline constexpr uint64_t kBigSize = 64ull << 20;
+
+// The 64 MiB image, built once per binary.
+inline absl::Status big_status = absl::UnknownError("not built");
+inline bool big_built = false;
+
+inline absl::Status EnsureBigImage() {
+  if (big_built) return big_status;
+  big_built = true;
+  absl::StatusOr<std::string> layout =
+      BuildHugeSparseLayout(images->dir.path(), kBigSize, "big-layout");
+  big_status = layout.status();
+  const std::string host = images->registry->host();
+  if (big_status.ok()) big_status = images->registry->PushOciLayout(*layout, "v1", "big:v1");
+  if (big_status.ok()) {
+    big_status = LazypullConvert("estargz", host + "/big:v1", host + "/big-esgz:v1");
+  }
+  return big_status;
+}
+
+// Open fds of process `pid` on /dev/fuse.
+inline int FuseFds(pid_t pid) {
+  int n = 0;
+  std::error_code ec;
+  for (const auto& e :
+       std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/fd"), ec)) {
+    std::error_code ec2;
+    if (std::filesystem::read_symlink(e.path(), ec2) == "/dev/fuse") ++n;
+  }
+  return n;
+}
+
+class HandoverTest : public RemoteDaemonTest {
+ protected:
+  void SetUp() override {
+    RemoteDaemonTest::SetUp();
+    if (HasFatalFailure()) return;
+    ASSERT_TRUE(EnsureBigImage().ok()) << big_status;
+    socket_ = daemon_->root() + "/fuse-holder.sock";
+    auto holder = Subprocess::Start(
+        {BinaryDir() + "/bin/lazypull-fuse-holder", "--socket", socket_, "--log-level", "debug"},
+        tmp_.Sub("holder.log"));
+    ASSERT_TRUE(holder.ok()) << holder.status();
+    holder_ = std::move(*holder);
+    ASSERT_TRUE(WaitUntil([&] { return mount::FuseHolderClient::Connect(socket_).ok(); }))
+        << holder_.ReadLog();
+    // The daemon finds the holder at start.
+    ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
+    client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
+  }
+
+  void TearDown() override {
+    // Without holder and daemon, blocked reads fail (ENOTCONN) instead of waiting forever.
+    holder_.Kill();
+    readers_.clear();
+    RemoteDaemonTest::TearDown();
+    if (HasFailure()) std::cerr << "--- holder log ---\n" << holder_.ReadLog();
+    auto left = mount::MountsUnder(tmp_.path());
+    if (left.ok()) {
+      for (const auto& m : *left) ::umount2(m.path.c_str(), MNT_DETACH);
+    }
+  }
+
+  // Readers of the big file and of every small file of the test image in `dir_small` /
+  // `dir_big` (container roots).
+  void StartReaders(const std::string& dir_small, const std::string& dir_big) {
+    std::vector<HandoverReader::File> small;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(images->rootfs)) {
+      if (!e.is_regular_file() || e.is_symlink()) continue;
+      std::string rel = std::filesystem::relative(e.path(), images->rootfs).string();
+      auto content = ReadFile(e.path().string());
+      ASSERT_TRUE(content.ok());
+      small.push_back({dir_small + "/" + rel, *content});
+    }
+    ASSERT_GE(small.size(), 10u);
+    readers_.push_back(std::make_unique<HandoverReader>(std::move(small)));
+    readers_.push_back(std::make_unique<HandoverReader>(std::vector<HandoverReader::File>{
+        {dir_big + "/big/huge.bin", HugeBytes(0, kBigSize, kBigSize)}}));
+  }
+
+  // Waits until every reader completed two more passes (so the current daemon served them).
+  void ExpectReadersProgress(const std::string& when) {
+    std::vector<uint64_t> start;
+    for (const auto& r : readers_) start.push_back(r->passes());
+    bool ok = WaitUntil(
+        [&] {
+          for (size_t i = 0; i < readers_.size(); ++i) {
+            if (readers_[i]->passes() < start[i] + 2 || readers_[i]->errors() > 0) return false;
+          }
+          return true;
+        },
+        std::chrono::seconds(180));
+    EXPECT_TRUE(ok) << "readers stalled " << when;
+    ExpectNoReadErrors(when);
+  }
+  void ExpectNoReadErrors(const std::string& when) {
+    for (const auto& r : readers_) {
+      EXPECT_EQ(r->errors(), 0u) << when << ": " << r->first_error();
+      EXPECT_EQ(r->wrong(), 0u) << when << ": " << r->first_error();
+    }
+  }
+  double MaxStall() const {
+    double m = 0;
+    for (const auto& r : readers_) m = std::max(m, r->max_stall_seconds());
+    return m;
+  }
+  // Every lazy layer in status.json is adopted; the sum of their resent requests.
+  uint64_t ExpectAllAdopted(size_t layers) {
+    // The current daemon's status (not one its predecessor left).
+    EXPECT_TRUE(WaitUntil([&] {
+      nlohmann::json st = Status();
+      return st.is_object() && st.value("pid", 0) == daemon_->pid() && st.contains("layers") &&
+             st["layers"].size() == layers;
+    })) << Status().dump();
+    uint64_t resent = 0;
+    const nlohmann::json status = Status();
+    for (const auto& l : status["layers"]) {
+      EXPECT_TRUE(l.value("adopted", false)) << l.dump();
+      resent += l.value("resent_requests", uint64_t{0});
+    }
+    return resent;
+  }
+  size_t LazyFuseMounts() {
+    auto mounts = mount::MountsUnder(daemon_->root());
+    size_t n = 0;
+    if (mounts.ok()) {
+      for (const auto& m : *mounts) n += m.fstype == "fuse.lazypull";
+    }
+    return n;
+  }
+
+  std::string socket_;
+  Subprocess holder_;
+  std::vector<std::unique_ptr<HandoverReader>> readers_;
+};
+
+}  // namespace lazypull::testing
+
+#endif  // LAZYPULL_TESTS_REMOTE_HANDOVER_FIXTURE_H_

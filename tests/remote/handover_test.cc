@@ -1,0 +1,123 @@
+// Issue 20: running readers never notice the daemon dying or being upgraded. A FUSE holder
+// (lazypull-fuse-holder) keeps every lazy layer's FUSE connection; each restarted daemon adopts
+// them. Readers (threads of this test reading through a container's overlay, page cache dropped
+// after every read so every pass reaches the daemon) read a 64 MiB file and hash-compare every
+// small file of the test image in a loop while the daemon is SIGKILLed 10 times, killed between
+// a request's read and its reply (deterministic test hook), and upgraded with SIGTERM + start.
+// Synchronisation is by the readers' progress counters, never by sleeping.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include "tests/remote/handover_fixture.h"
+
+namespace lazypull::testing {
+namespace {
+
+TEST_P(HandoverTest, ReadersSurviveKillsCrashMidRequestAndUpgrade) {
+  PushedImage small = Image("esgz");
+  PushedImage big = Image("big-esgz");
+  std::vector<std::string> small_chain = PrepareLazyChain(small, /*cri=*/false, "s");
+  std::vector<std::string> big_chain = PrepareLazyChain(big, /*cri=*/false, "b");
+  const size_t layers = small_chain.size() + big_chain.size();
+  std::string small_dir = MountActive("small-ctr", small_chain.back());
+  std::string big_dir = MountActive("big-ctr", big_chain.back());
+  ASSERT_NO_FATAL_FAILURE(StartReaders(small_dir, big_dir));
+  ExpectReadersProgress("before any restart");
+  EXPECT_EQ(LazyFuseMounts(), layers);
+
+  for (int i = 0; i < 10; ++i) {
+    daemon_->Kill();
+    ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
+    client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
+    ExpectReadersProgress(absl::StrCat("after kill ", i + 1));
+    ExpectAllAdopted(layers);
+  }
+  const double kill_stall = MaxStall();
+  EXPECT_EQ(LazyFuseMounts(), layers) << "adoption mounts nothing";
+
+  // Killed between reading a request and answering it: the next daemon gets it resent.
+  daemon_->options().env["LAZYPULL_TEST_CRASH_AFTER_FUSE_READS"] = "1";
+  daemon_->Kill();
+  daemon_->Restart().IgnoreError();  // may die before its socket is ready
+  absl::StatusOr<int> exit = daemon_->WaitForExit(std::chrono::seconds(120));
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  ASSERT_TRUE(WIFSIGNALED(*exit) && WTERMSIG(*exit) == SIGKILL) << *exit;
+  daemon_->options().env.clear();
+  ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
+  client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
+  ExpectReadersProgress("after a kill between read and reply");
+  ExpectAllAdopted(layers);
+  // The request the killed daemon had read reached this one again (bit 63 of its unique).
+  EXPECT_TRUE(WaitUntil([&] { return ExpectAllAdopted(layers) >= 1; }))
+      << "the unanswered request was not resent";
+
+  // Upgrade: SIGTERM (finish in flight, hand over), then start.
+  const std::string metrics_address = absl::StrCat("127.0.0.1:", PickFreePort());
+  daemon_->options().metrics_address = metrics_address;
+  ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
+  client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
+  ExpectReadersProgress("after a graceful restart");
+  // Every request the old daemon took was answered before it left: nothing to resend, so this
+  // works on kernels without FUSE_NOTIFY_RESEND too.
+  EXPECT_EQ(ExpectAllAdopted(layers), 0u) << "a graceful handover leaves nothing unanswered";
+  EXPECT_TRUE(absl::StrContains(daemon_->ReadLog(), "\"msg\":\"lazy layer handed over\""));
+
+  // `lazypull status` and the metrics say so.
+  auto status = RunCommand({BinaryDir() + "/bin/lazypull", "status", "--root", daemon_->root()},
+                           std::chrono::seconds(30));
+  ASSERT_TRUE(status.ok());
+  EXPECT_TRUE(absl::StrContains(status->output, " ADOPTED ")) << status->output;
+  for (const PushedImage* image : {&small, &big}) {
+    for (const oci::Descriptor& layer : image->resolved.manifest.layers) {
+      std::vector<std::string> row =
+          StatusTableRow(status->output, layer.digest.hex().substr(0, 12));
+      ASSERT_GE(row.size(), 10u) << status->output;
+      EXPECT_EQ(row[9], "yes") << status->output;  // ADOPTED
+    }
+  }
+  auto metrics = RunCommand(
+      {"curl", "-sS", "--fail", "--max-time", "10", "http://" + metrics_address + "/metrics"},
+      std::chrono::seconds(30));
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_TRUE(absl::StrContains(metrics->output,
+                                absl::StrCat("lazypull_fuse_adoptions_total ", layers, "\n")))
+      << metrics->output;
+  EXPECT_TRUE(absl::StrContains(metrics->output, "lazypull_fuse_resent_requests_total "))
+      << metrics->output;
+  std::cerr << "longest read stall: " << kill_stall << " s across kills, " << MaxStall()
+            << " s overall\n";
+
+  // New containers after the last restart are exact.
+  ExpectImageTree(MountActive("after-ctr", small_chain.back()));
+  for (auto& r : readers_) r->Stop();
+  ExpectNoReadErrors("at the end");
+
+  // Remove everything: every mount and every held fd goes.
+  readers_.clear();
+  mounts_.clear();
+  for (const char* key : {"small-ctr", "big-ctr", "after-ctr"})
+    ASSERT_GRPC_OK(client_->Remove(key));
+  for (const auto* chain : {&small_chain, &big_chain}) {
+    for (auto it = chain->rbegin(); it != chain->rend(); ++it) ASSERT_GRPC_OK(client_->Remove(*it));
+  }
+  EXPECT_EQ(LazyFuseMounts(), 0u);
+  auto holder = mount::FuseHolderClient::Connect(socket_);
+  ASSERT_TRUE(holder.ok()) << holder.status();
+  auto held = (*holder)->List();
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_TRUE(held->empty()) << absl::StrJoin(*held, " ");
+  EXPECT_EQ(FuseFds(holder_.pid()), 0);
+  EXPECT_EQ(FuseFds(daemon_->pid()), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, HandoverTest, ::testing::Values("fuse"), ParamName);
+
+}  // namespace
+}  // namespace lazypull::testing
