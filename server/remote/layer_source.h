@@ -62,6 +62,9 @@ absl::StatusOr<LayerSource> LayerSourceFromLabels(const Labels& labels);
 struct ResolvedLayer {
   std::string image_ref;  // pinned to the manifest digest when known ("host/repo@sha256:…")
   oci::Descriptor layer;  // media type, digest, size, merged annotations
+  // Why the layer has no SOCI zTOC when discovery failed (for the fallback log line). Not
+  // persisted.
+  std::string soci_note;
 };
 
 // The labels that persist `layer` in a committed snapshot (kSourceRefLabel, kSourceLayerLabel).
