@@ -62,7 +62,7 @@ RemoteLayerManager::OpenSociIndex(const ResolvedLayer& layer) {
       soci::OpenSociLayerIndex(*blob, **ztoc, static_cast<uint64_t>(layer.layer.size));
   if (!index.ok()) {
     return absl::Status(index.status().code(),
-                        fmt::format("SOCI layer: {}", index.status().message()));
+                        fmt::format("SOCI layer: {}", std::string(index.status().message())));
   }
   return std::make_shared<const format::LayerIndex>(std::move(*index));
 }
