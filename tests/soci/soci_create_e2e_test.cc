@@ -341,6 +341,43 @@ TEST_F(SociCreateTest, V1ReferrerThroughTagSchema) {
   EXPECT_EQ(resolved->manifest_descriptor.digest, manifest);
 }
 
+// A Docker schema 2 source (skopeo --format v2s2): as soci does, the SOCI-enabled image's
+// manifest and config descriptor get OCI media types; layers (Docker media types), config
+// bytes and every digest but the manifest's stay.
+TEST_F(SociCreateTest, DockerManifestSource) {
+  ASSERT_TRUE(
+      env_->reg->PushOciLayout(env_->image.layout_dir, "v1", "team/docker:v1", "--format v2s2")
+          .ok());
+  registry::Reference src = ParsedRef("team/docker:v1");
+  auto original = client_->Resolve(src);
+  ASSERT_TRUE(original.ok()) << original.status();
+  ASSERT_EQ(original->manifest.media_type, oci::kDockerManifest);
+  auto run = IndexCreate({"--plain-http", "--span-size", "256KiB", "--min-layer-size", "512KiB",
+                          Ref("team/docker:v1"), Ref("team/docker:soci")});
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->exit_code, 0) << run->output;
+  auto enabled = client_->Resolve(ParsedRef("team/docker:soci"));
+  ASSERT_TRUE(enabled.ok()) << enabled.status();
+  EXPECT_EQ(enabled->manifest.media_type, oci::kOciManifest);
+  EXPECT_EQ(enabled->manifest.config.media_type, oci::kOciConfig);
+  EXPECT_EQ(enabled->manifest.config.digest, original->manifest.config.digest);
+  ASSERT_EQ(enabled->manifest.layers.size(), original->manifest.layers.size());
+  for (size_t i = 0; i < enabled->manifest.layers.size(); ++i) {
+    EXPECT_EQ(enabled->manifest.layers[i].media_type, oci::kDockerLayerGzip);
+    EXPECT_EQ(enabled->manifest.layers[i].digest, original->manifest.layers[i].digest);
+    EXPECT_EQ(enabled->manifest.layers[i].size, original->manifest.layers[i].size);
+  }
+  auto found = FindSociIndex(*client_, ParsedRef("team/docker:soci"), std::nullopt);
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ((*found)->image_manifest_digest, enabled->manifest_descriptor.digest);
+  ASSERT_EQ((*found)->index.ztocs.size(), 2u);
+  for (const ZtocRef& r : (*found)->index.ztocs) {
+    EXPECT_EQ(r.layer_media_type, oci::kDockerLayerGzip);
+    EXPECT_EQ(FetchBlob(src, r.ztoc), LocalZtoc(r.layer_digest.ToString()));
+  }
+}
+
 TEST_F(SociCreateTest, OciLayoutDestinationAndErrors) {
   const std::string out = env_->dir.Sub("out-layout");
   auto run = IndexCreate({"--span-size", "256KiB", "--min-layer-size", "512KiB",
