@@ -405,6 +405,28 @@ TEST_F(SociCreateTest, OciLayoutDestinationAndErrors) {
               LocalZtoc(r.layer_digest.ToString()));
   }
 
+  // A corrupt layer (one flipped byte in the big layer's blob): DataLoss naming the layer,
+  // exit 1, and DST's tag never written.
+  const std::string corrupt = env_->dir.Sub("corrupt-layout");
+  ASSERT_EQ(RunShell("cp -a " + env_->image.layout_dir + " " + corrupt)->exit_code, 0);
+  {
+    const std::string blob = BlobPath(corrupt, env_->image.layer_digests[1]);
+    std::string bytes = *ReadFile(blob);
+    bytes[bytes.size() / 2] ^= 0x20;
+    ASSERT_TRUE(WriteFile(blob, bytes).ok());
+  }
+  const std::string corrupt_out = env_->dir.Sub("corrupt-out");
+  run = IndexCreate({"--span-size", "256KiB", "--min-layer-size", "512KiB",
+                     "oci:" + corrupt + ":v1", "oci:" + corrupt_out + ":soci"});
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(run->exit_code, 1);
+  EXPECT_NE(run->output.find("DATA_LOSS"), std::string::npos) << run->output;
+  EXPECT_NE(run->output.find(env_->image.layer_digests[1]), std::string::npos) << run->output;
+  auto corrupt_index = ReadFile(corrupt_out + "/index.json");
+  if (corrupt_index.ok()) {
+    EXPECT_EQ(corrupt_index->find("soci"), std::string::npos) << *corrupt_index;
+  }
+
   // Nothing big enough to index: exit 1, one clear line.
   run = IndexCreate(
       {"--plain-http", "--min-layer-size", "1GiB", Ref("team/app:v1"), Ref("team/app:none")});
