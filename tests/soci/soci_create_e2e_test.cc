@@ -447,8 +447,8 @@ TEST_F(SociCreateTest, OciLayoutDestinationAndErrors) {
 }
 
 // containerd picks the image manifest of a SOCI-enabled image: `ctr images pull` (no
-// snapshotter labels) and `ctr-remote images rpull` through lazypull (gzip layers without a
-// lazy format fall back to a normal pull), then `ctr run` sees the image's tree. With
+// snapshotter labels), `ctr-remote images rpull` and `lazypull rpull` through lazypull (gzip layers
+// without a lazy format fall back to a normal pull), then `ctr run` sees the image's tree. With
 // ctr-remote (containerd's client.Pull, as CRI) the SOCI index manifest is not even fetched.
 TEST_F(SociCreateTest, ContainerdPullsTheImageManifest) {
   auto run = IndexCreate({"--plain-http", "--span-size", "256KiB", "--min-layer-size", "512KiB",
@@ -479,17 +479,23 @@ TEST_F(SociCreateTest, ContainerdPullsTheImageManifest) {
                             std::chrono::seconds(180));
   ASSERT_TRUE(rpulled.ok()) << rpulled.status();
   ASSERT_EQ(rpulled->exit_code, 0) << rpulled->output;
-  for (const std::string ns : {"plain", "remote"}) {
+  auto lp_pulled = RunCommand({BinaryDir() + "/bin/lazypull", "rpull", "--address",
+                               (*cd)->address(), "--namespace", "lp", "--plain-http", ref},
+                              std::chrono::seconds(180));
+  ASSERT_TRUE(lp_pulled.ok()) << lp_pulled.status();
+  ASSERT_EQ(lp_pulled->exit_code, 0) << lp_pulled->output;
+  for (const std::string ns : {"plain", "remote", "lp"}) {
     SCOPED_TRACE(ns);
     auto content = (*cd)->CtrOk({"-n", ns, "content", "ls", "-q"});
     ASSERT_TRUE(content.ok()) << content.status();
     EXPECT_NE(content->find(image), std::string::npos) << *content;
-    if (ns == "remote") {
-      // client.Pull (ctr-remote, CRI) keeps only the first manifest matching the platform.
+    if (ns != "plain") {
+      // client.Pull (ctr-remote, CRI) keeps only the first manifest matching the platform;
+      // lazypull rpull resolves like it.
       EXPECT_EQ(content->find(soci), std::string::npos) << "SOCI index fetched:\n" << *content;
     }  // `ctr images pull` 1.6 fetches every matching manifest (no limit), unpacks the first.
     std::vector<std::string> args = {"-n", ns, "run", "--rm"};
-    if (ns == "remote") {
+    if (ns != "plain") {
       args.push_back("--snapshotter");
       args.push_back("lazypull");
     }
