@@ -378,6 +378,65 @@ TEST_F(SociCreateTest, DockerManifestSource) {
   }
 }
 
+// A multi-platform source (an OCI index): the host's platform is indexed by default, another
+// with --platform; DST's index holds only the indexed platform's image and its SOCI index.
+TEST_F(SociCreateTest, MultiPlatformSourcePicksThePlatform) {
+  const std::string layout = env_->dir.Sub("multi-layout");
+  ASSERT_EQ(RunShell("cp -a " + env_->image.layout_dir + " " + layout)->exit_code, 0);
+  const oci::Platform host = oci::HostPlatform();
+  const oci::Platform other{"linux", host.architecture == "arm64" ? "amd64" : "arm64"};
+  // The same image manifest listed under two platforms (the index does not check).
+  oci::Index multi;
+  multi.media_type = std::string(oci::kOciIndex);
+  for (const oci::Platform& p : {other, host}) {
+    oci::Descriptor d;
+    d.media_type = std::string(oci::kOciManifest);
+    d.digest = *Digest::Parse(env_->image.manifest_digest);
+    d.size = static_cast<int64_t>(env_->image.manifest_json.size());
+    d.platform = p;
+    multi.manifests.push_back(d);
+  }
+  const std::string multi_bytes = oci::SerializeIndex(multi);
+  const Digest multi_digest = Digest::Of(multi_bytes);
+  ASSERT_TRUE(WriteFile(BlobPath(layout, multi_digest.ToString()), multi_bytes).ok());
+  ASSERT_TRUE(WriteFile(layout + "/index.json",
+                        fmt::format(R"({{"schemaVersion":2,"manifests":[{{"mediaType":"{}",)"
+                                    R"("digest":"{}","size":{},"annotations":)"
+                                    R"({{"org.opencontainers.image.ref.name":"multi"}}}}]}})",
+                                    oci::kOciIndex, multi_digest.ToString(), multi_bytes.size()))
+                  .ok());
+  for (const auto& [flags, want] : std::vector<std::pair<std::vector<std::string>, oci::Platform>>{
+           {{}, host}, {{"--platform", "linux/" + other.architecture}, other}}) {
+    SCOPED_TRACE(want.ToString());
+    const std::string out = env_->dir.Sub("multi-out-" + want.architecture);
+    std::vector<std::string> args = {"--span-size", "256KiB", "--min-layer-size", "512KiB"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    args.push_back("oci:" + layout + ":multi");
+    args.push_back("oci:" + out + ":soci");
+    auto run = IndexCreate(args);
+    ASSERT_TRUE(run.ok()) << run.status();
+    ASSERT_EQ(run->exit_code, 0) << run->output;
+    auto top = nlohmann::json::parse(*ReadFile(out + "/index.json"));
+    auto index = oci::ParseIndex(*ReadFile(BlobPath(out, top["manifests"][0]["digest"])));
+    ASSERT_TRUE(index.ok()) << index.status();
+    ASSERT_EQ(index->manifests.size(), 2u);
+    EXPECT_EQ(index->manifests[0].platform, want);
+    EXPECT_TRUE(index->manifests[0].artifact_type.empty());
+    EXPECT_EQ(index->manifests[1].platform, want);
+    EXPECT_EQ(index->manifests[1].artifact_type, kSociIndexV2);
+    auto m = oci::ParseManifest(*ReadFile(BlobPath(out, index->manifests[0].digest.ToString())));
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->annotations[std::string(kAnnotationIndexDigest)],
+              index->manifests[1].digest.ToString());
+  }
+  // A platform the source does not have.
+  auto run = IndexCreate({"--platform", "linux/s390x", "oci:" + layout + ":multi",
+                          "oci:" + env_->dir.Sub("multi-none") + ":soci"});
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(run->exit_code, 1);
+  EXPECT_NE(run->output.find("NOT_FOUND"), std::string::npos) << run->output;
+}
+
 TEST_F(SociCreateTest, OciLayoutDestinationAndErrors) {
   const std::string out = env_->dir.Sub("out-layout");
   auto run = IndexCreate({"--span-size", "256KiB", "--min-layer-size", "512KiB",
