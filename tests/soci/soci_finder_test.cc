@@ -170,6 +170,21 @@ TEST_F(SociFinderTest, FindsV2ByTagAndByManifestDigest) {
   ASSERT_TRUE(by_digest.ok()) << by_digest.status();
   ASSERT_TRUE(by_digest->has_value());
   EXPECT_EQ((*by_digest)->descriptor.digest, soci.digest);
+  // With the manifest already in hand (the daemon's case): no manifest round trip.
+  {
+    Reference r = img.ref;
+    r.digest = image.digest;
+    auto m = client_->FetchManifest(r);
+    ASSERT_TRUE(m.ok()) << m.status();
+    auto parsed = oci::ParseManifest(m->bytes);
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    uint64_t before = client_->stats().requests;
+    auto held = FindSociIndexOfManifest(*client_, img.ref, image.digest, *parsed);
+    ASSERT_TRUE(held.ok()) << held.status();
+    ASSERT_TRUE(held->has_value());
+    EXPECT_EQ((*held)->descriptor.digest, soci.digest);
+    EXPECT_EQ(client_->stats().requests - before, 1u) << "only the SOCI index is fetched";
+  }
   // The registry client's own resolution picks the image manifest too.
   auto resolved = client_->Resolve(Ref(reg_->host() + "/team/app:v1-soci"));
   ASSERT_TRUE(resolved.ok()) << resolved.status();

@@ -108,18 +108,24 @@ absl::StatusOr<std::optional<FoundSociIndex>> FindSociIndex(
     const std::optional<Digest>& manifest_digest, const SociFinderOptions& options) {
   auto manifest = FetchImageManifest(client, image, manifest_digest, options);
   if (!manifest.ok()) return manifest.status();
+  return FindSociIndexOfManifest(client, image, manifest->digest, manifest->manifest, options);
+}
 
-  auto v2 = SociIndexDigestOf(manifest->manifest);
+absl::StatusOr<std::optional<FoundSociIndex>> FindSociIndexOfManifest(
+    registry::RegistryClient& client, const registry::Reference& image,
+    const Digest& manifest_digest, const oci::Manifest& manifest,
+    const SociFinderOptions& options) {
+  auto v2 = SociIndexDigestOf(manifest);
   if (!v2.ok()) {
     return absl::InvalidArgumentError(fmt::format("{} (image manifest {} of {})",
                                                   format::Msg(v2.status()),
-                                                  manifest->digest.ToString(), image.Name()));
+                                                  manifest_digest.ToString(), image.Name()));
   }
   if (*v2) {
-    auto found = FetchIndex(client, image, **v2, SociIndexVersion::kV2, manifest->digest, options);
+    auto found = FetchIndex(client, image, **v2, SociIndexVersion::kV2, manifest_digest, options);
     if (!found.ok()) return found.status();
     LogInfo("soci index found", {{"image", image.ToString()},
-                                 {"manifest", manifest->digest.ToString()},
+                                 {"manifest", manifest_digest.ToString()},
                                  {"index", found->descriptor.digest.ToString()},
                                  {"version", "v2"},
                                  {"ztocs", found->index.ztocs.size()}});
@@ -127,13 +133,13 @@ absl::StatusOr<std::optional<FoundSociIndex>> FindSociIndex(
   }
   if (!options.v1) return std::optional<FoundSociIndex>();
 
-  auto referrers = client.FetchReferrers(image, manifest->digest, kSociIndexV1);
+  auto referrers = client.FetchReferrers(image, manifest_digest, kSociIndexV1);
   if (!referrers.ok()) return referrers.status();
   if (referrers->manifests.empty()) return std::optional<FoundSociIndex>();
   // soci-snapshotter's selection policy: the first one listed.
   const oci::Descriptor& chosen = referrers->manifests.front();
   auto found =
-      FetchIndex(client, image, chosen.digest, SociIndexVersion::kV1, manifest->digest, options);
+      FetchIndex(client, image, chosen.digest, SociIndexVersion::kV1, manifest_digest, options);
   if (!found.ok()) return found.status();
   if (found->descriptor.size != chosen.size) {
     return absl::InvalidArgumentError(
@@ -141,7 +147,7 @@ absl::StatusOr<std::optional<FoundSociIndex>> FindSociIndex(
                     chosen.digest.ToString(), image.Name(), found->descriptor.size, chosen.size));
   }
   LogInfo("soci index found", {{"image", image.ToString()},
-                               {"manifest", manifest->digest.ToString()},
+                               {"manifest", manifest_digest.ToString()},
                                {"index", found->descriptor.digest.ToString()},
                                {"version", "v1"},
                                {"via", referrers->from_tag_schema ? "tag schema" : "referrers api"},

@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "fetcher/format/soci/soci_index.h"
 #include "fetcher/oci/descriptor.h"
+#include "fetcher/oci/manifest.h"
 #include "fetcher/oci/platform.h"
 #include "fetcher/registry/reference.h"
 #include "fetcher/registry/registry_client.h"
@@ -55,6 +56,14 @@ struct FoundSociIndex {
 absl::StatusOr<std::optional<FoundSociIndex>> FindSociIndex(
     registry::RegistryClient& client, const registry::Reference& image,
     const std::optional<Digest>& manifest_digest, const SociFinderOptions& options = {});
+
+// The same search when the caller already holds the image manifest (e.g. the daemon resolved
+// it for the layer's labels): `manifest` must be the one `manifest_digest` names, verified by
+// the caller. Saves the manifest round trip; errors as above.
+absl::StatusOr<std::optional<FoundSociIndex>> FindSociIndexOfManifest(
+    registry::RegistryClient& client, const registry::Reference& image,
+    const Digest& manifest_digest, const oci::Manifest& manifest,
+    const SociFinderOptions& options = {});
 
 }  // namespace lazypull::soci
 
