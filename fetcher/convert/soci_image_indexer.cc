@@ -1,7 +1,11 @@
 #include "fetcher/convert/soci_image_indexer.h"
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -64,7 +68,17 @@ class Indexer {
     soci::SociIndex index;
     index.version = options_.version;
     index.build_tool_identifier = options_.build_tool_identifier;
+    std::set<Digest> seen;
     for (const oci::Descriptor& layer : manifest_.layers) {
+      if (!seen.insert(layer.digest).second) {
+        // The same blob twice in one image: one zTOC serves both (an index lists a layer once).
+        SociIndexedLayer again;
+        again.layer = layer;
+        again.skipped = "the same blob as an earlier layer (one index entry serves both)";
+        if (on_layer_) on_layer_(again);
+        result.layers.push_back(std::move(again));
+        continue;
+      }
       auto done = IndexLayer(layer);
       if (!done.ok()) return done.status();
       if (done->ztoc) {

@@ -437,6 +437,45 @@ TEST_F(SociCreateTest, MultiPlatformSourcePicksThePlatform) {
   EXPECT_NE(run->output.find("NOT_FOUND"), std::string::npos) << run->output;
 }
 
+// An image listing the same layer blob twice: one zTOC, listed once (an index names a layer
+// once; soci's parser and ours key zTOCs by layer digest).
+TEST_F(SociCreateTest, RepeatedLayerIndexedOnce) {
+  const std::string layout = env_->dir.Sub("twice-layout");
+  ASSERT_EQ(RunShell("cp -a " + env_->image.layout_dir + " " + layout)->exit_code, 0);
+  auto m = oci::ParseManifest(env_->image.manifest_json);
+  ASSERT_TRUE(m.ok());
+  m->layers = {m->layers[1], m->layers[1]};
+  auto config = nlohmann::json::parse(*ReadFile(BlobPath(layout, env_->image.config_digest)));
+  config["rootfs"]["diff_ids"] = {env_->image.layer_diff_ids[1], env_->image.layer_diff_ids[1]};
+  const std::string config_bytes = config.dump();
+  m->config.digest = Digest::Of(config_bytes);
+  m->config.size = static_cast<int64_t>(config_bytes.size());
+  ASSERT_TRUE(WriteFile(BlobPath(layout, m->config.digest.ToString()), config_bytes).ok());
+  const std::string manifest = oci::SerializeManifest(*m);
+  const Digest digest = Digest::Of(manifest);
+  ASSERT_TRUE(WriteFile(BlobPath(layout, digest.ToString()), manifest).ok());
+  ASSERT_TRUE(WriteFile(layout + "/index.json",
+                        fmt::format(R"({{"schemaVersion":2,"manifests":[{{"mediaType":"{}",)"
+                                    R"("digest":"{}","size":{},"annotations":)"
+                                    R"({{"org.opencontainers.image.ref.name":"twice"}}}}]}})",
+                                    oci::kOciManifest, digest.ToString(), manifest.size()))
+                  .ok());
+  const std::string out = env_->dir.Sub("twice-out");
+  auto run = IndexCreate({"--span-size", "256KiB", "--min-layer-size", "512KiB",
+                          "oci:" + layout + ":twice", "oci:" + out + ":soci"});
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->exit_code, 0) << run->output;
+  EXPECT_NE(run->output.find("same blob as an earlier layer"), std::string::npos) << run->output;
+  auto top = nlohmann::json::parse(*ReadFile(out + "/index.json"));
+  auto index = oci::ParseIndex(*ReadFile(BlobPath(out, top["manifests"][0]["digest"])));
+  ASSERT_TRUE(index.ok()) << index.status();
+  ASSERT_EQ(index->manifests.size(), 2u);
+  auto soci = ParseSociIndex(*ReadFile(BlobPath(out, index->manifests[1].digest.ToString())));
+  ASSERT_TRUE(soci.ok()) << soci.status();
+  ASSERT_EQ(soci->ztocs.size(), 1u);
+  EXPECT_EQ(soci->ztocs[0].layer_digest.ToString(), env_->image.layer_digests[1]);
+}
+
 TEST_F(SociCreateTest, OciLayoutDestinationAndErrors) {
   const std::string out = env_->dir.Sub("out-layout");
   auto run = IndexCreate({"--span-size", "256KiB", "--min-layer-size", "512KiB",
