@@ -101,8 +101,9 @@ class RegistryClient {
   // The referrers of manifest `subject` in ref's repository (OCI distribution 1.1): GET
   // /v2/<name>/referrers/<digest>, filtered by `artifact_type` when not empty. A registry
   // without that API (404, as distribution 2.8 answers) is asked for the referrers tag schema
-  // instead: the image index tagged "sha256-<hex>" (no tag: no referrers). Bodies over 4 MiB
-  // are refused. InvalidArgument for an answer that is not an image index.
+  // instead: the image index tagged "sha256-<hex>" (no tag: no referrers). Only the first
+  // page of a paginated answer (Link header) is read; bodies over 4 MiB are refused.
+  // InvalidArgument for an answer that is not an image index.
   absl::StatusOr<Referrers> FetchReferrers(const Reference& ref, const Digest& subject,
                                            std::string_view artifact_type = {});
 
