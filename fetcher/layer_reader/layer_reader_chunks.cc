@@ -155,6 +155,7 @@ bool LayerReader::ReadSpanLocal(const Chunk& c, Ino ino, uint64_t chunk_off, cha
   if (decoder == nullptr) return false;
   std::shared_ptr<const std::string> span = inflated_spans_.Get(c.compressed_range());
   if (span == nullptr) {
+    if (!cache_->Contains(c.digest_value())) return false;
     // The cache verifies a stored span on its first read in this process (ChunkCache::Read).
     std::string compressed(c.compressed_length, '\0');
     absl::StatusOr<size_t> got =

@@ -40,6 +40,9 @@ inline constexpr char kStargzLayersLabel[] = "containerd.io/snapshot/remote/star
 // Labels lazypull adds to a committed remote snapshot (the persisted LayerSource).
 inline constexpr char kSourceRefLabel[] = "containerd.io/snapshot/lazypull.ref";
 inline constexpr char kSourceLayerLabel[] = "containerd.io/snapshot/lazypull.layer";
+// The lazy format a remote snapshot is served in ("estargz", "zstd:chunked", "soci"), for
+// clients (`lazypull rpull` prints it).
+inline constexpr char kFormatLabel[] = "containerd.io/snapshot/lazypull.format";
 
 // What Prepare's labels say about a layer.
 struct LayerSource {

@@ -459,7 +459,15 @@ absl::StatusOr<Labels> RemoteLayerManager::PrepareRemoteLayer(const RemoteLayerR
              {"reason", s.ToString()}});
     return s;
   }
-  return ResolvedLayerToLabels(*layer);
+  Labels labels = ResolvedLayerToLabels(*layer);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = mounted_.find(request.snapshot_id);
+    if (it != mounted_.end() && !it->second.format.empty()) {
+      labels[kFormatLabel] = it->second.format;
+    }
+  }
+  return labels;
 }
 
 absl::Status RemoteLayerManager::RestoreRemoteLayer(int64_t snapshot_id, const SnapshotInfo& info,

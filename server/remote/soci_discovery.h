@@ -24,6 +24,10 @@ using SociDiscovery = std::function<absl::StatusOr<std::map<Digest, oci::Descrip
     registry::RegistryClient& client, const registry::Reference& ref,
     const Digest& manifest_digest)>;
 
+// FindSociIndex (fetcher/format/soci/soci_index_finder.h): v2 SOCI-enabled images, and v1
+// indexes through referrers when `v1` (the daemon's `[soci] v1`).
+SociDiscovery NewSociDiscovery(bool v1);
+
 }  // namespace lazypull::remote
 
 #endif  // LAZYPULL_SERVER_REMOTE_SOCI_DISCOVERY_H_

@@ -20,6 +20,7 @@
 
 #include "fetcher/cache/chunk_cache.h"
 #include "fetcher/format/soci/soci_layer_index.h"
+#include "fetcher/format/soci/soci_layer_open.h"
 #include "fetcher/format/soci/span_slices.h"
 #include "fetcher/format/soci/ztoc_builder.h"
 #include "fetcher/format/soci/ztoc_parser.h"
@@ -114,6 +115,7 @@ void BuildSourceTree(const std::string& src) {
 struct SociLayer {
   std::string gzip;  // the layer blob, untouched
   std::shared_ptr<const soci::Ztoc> ztoc;
+  std::string ztoc_bytes;  // serialized, as a registry serves it
   Digest ztoc_digest;
   std::shared_ptr<const format::LayerIndex> index;
 };
@@ -141,6 +143,7 @@ void BuildLayer() {
   // As the daemon gets it: serialized bytes, verified by digest, parsed as untrusted input.
   auto bytes = soci::SerializeZtoc(*built);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
+  g_layer->ztoc_bytes = *bytes;
   g_layer->ztoc_digest = Digest::Of(*bytes);
   auto parsed = soci::ParseZtoc(*bytes);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
@@ -235,6 +238,8 @@ class SociLayerTest : public ::testing::TestWithParam<std::string> {
   static void TearDownTestSuite() {
     delete g_layer;
     delete g_shared;
+    g_layer = nullptr;
+    g_shared = nullptr;
   }
 
   void SetUp() override {
@@ -437,6 +442,66 @@ TEST_P(SociLayerTest, BackgroundFetchMakesTheLayerLocal) {
   }
   fault_->SetFailing(true);
   CompareWithSource(g_shared->Sub("src"), mnt, erofs());
+}
+
+// What the daemon does with a zTOC descriptor: exact size, digest checked before parsing, the
+// zTOC must describe this layer.
+TEST(SociLayerOpenTest, TheZtocIsVerifiedBeforeItIsUsed) {
+  const bool own = g_layer == nullptr;
+  if (own) BuildLayer();
+  ASSERT_NE(g_layer, nullptr);
+  struct Cleanup {
+    bool own;
+    ~Cleanup() {
+      if (!own) return;
+      delete g_layer;
+      delete g_shared;
+      g_layer = nullptr;
+      g_shared = nullptr;
+    }
+  } cleanup{own};
+  oci::Descriptor ztoc;
+  ztoc.media_type = soci::kZtocMediaType;
+  ztoc.digest = g_layer->ztoc_digest;
+  ztoc.size = static_cast<int64_t>(g_layer->ztoc_bytes.size());
+  // Through the layer descriptor's annotations, as persisted with a snapshot.
+  std::map<std::string, std::string> annotations;
+  soci::AddZtocAnnotations(ztoc, annotations);
+  auto recorded = soci::ZtocFromAnnotations(annotations);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  ASSERT_TRUE(recorded->has_value());
+  EXPECT_EQ((*recorded)->digest, ztoc.digest);
+  EXPECT_EQ((*recorded)->size, ztoc.size);
+  auto none = soci::ZtocFromAnnotations({});
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  annotations[soci::kZtocSizeAnnotation] = "-1";
+  EXPECT_EQ(soci::ZtocFromAnnotations(annotations).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  auto good = NewStringBlobReader(g_layer->ztoc_bytes);
+  auto index = soci::OpenSociLayerIndex(*good, ztoc, g_layer->gzip.size());
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(index->format(), format::LayerFormat::kSoci);
+  EXPECT_EQ(index->inode_count(), g_layer->index->inode_count());
+
+  std::string flipped = g_layer->ztoc_bytes;
+  flipped[flipped.size() / 2] ^= 0x01;
+  auto bad = NewStringBlobReader(flipped);
+  auto refused = soci::OpenSociLayerIndex(*bad, ztoc, g_layer->gzip.size());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(refused.status().message().find("does not match its digest"), std::string::npos)
+      << refused.status();
+
+  auto other_layer = soci::OpenSociLayerIndex(*good, ztoc, g_layer->gzip.size() + 1);
+  EXPECT_EQ(other_layer.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(other_layer.status().message().find("describes a"), std::string::npos)
+      << other_layer.status();
+
+  oci::Descriptor huge = ztoc;
+  huge.size = int64_t{1} << 40;
+  EXPECT_EQ(soci::OpenSociLayerIndex(*good, huge, g_layer->gzip.size()).status().code(),
+            absl::StatusCode::kResourceExhausted);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, SociLayerTest, ::testing::Values("fuse", "erofs"),

@@ -73,7 +73,11 @@ format::EntryMeta MetaOf(const ZtocFile& f) {
   meta.gid = f.gid;
   meta.mtime_sec = f.mtime_sec;
   meta.mtime_nsec = f.mtime_nsec;
-  meta.xattrs = f.Xattrs();
+  // An empty PAX value deletes the keyword (POSIX pax): dropped as lazypull's tar scanner (and
+  // so every other lazy format) drops it.
+  for (auto& [name, value] : f.Xattrs()) {
+    if (!value.empty()) meta.xattrs.emplace_back(std::move(name), std::move(value));
+  }
   return meta;
 }
 
