@@ -103,6 +103,19 @@ absl::StatusOr<DaemonConfig> ParseDaemonConfig(absl::string_view text, absl::str
     }
   }
   // --- end [metrics] ---
+  // --- [soci] (issue 19) ---
+  if (const toml::node* soci = table->get("soci")) {
+    if (!soci->is_table()) return WrongType(source, "soci", "a table");
+    for (const auto& [key, value] : *soci->as_table()) {
+      if (key.str() != "v1") {
+        return absl::InvalidArgumentError(
+            absl::StrCat("config ", source, ": unknown key 'soci.", std::string(key.str()), "'"));
+      }
+      if (!value.is_boolean()) return WrongType(source, "soci.v1", "true or false");
+      config.soci_v1 = *value.value<bool>();
+    }
+  }
+  // --- end [soci] ---
   if (config.root.empty()) return WrongType(source, "root", "a non-empty path");
   if (config.address.empty()) return WrongType(source, "address", "a non-empty path");
   config.table = std::move(table);

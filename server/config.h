@@ -9,6 +9,8 @@
 //   backend = "fuse"                          # fuse | erofs | auto (remote layers, issue 5)
 //   [metrics]
 //   address = "127.0.0.1:9102"                # Prometheus GET /metrics; "" = off
+//   [soci]
+//   v1 = false                                # also find SOCI v1 indexes (referrers)
 //
 // Other modules read their own sections ([registry], [cache], ...) from table().
 #ifndef LAZYPULL_SERVER_CONFIG_H_
@@ -39,6 +41,11 @@ struct DaemonConfig {
   // "" = no metrics endpoint. A port in use fails the daemon's start, so tests that start
   // daemons in parallel set "" (the test harness's SnapshotterProcess does).
   std::string metrics_address = "127.0.0.1:9102";
+  // [soci] v1: look for SOCI v1 indexes (referrers of the image manifest) when the image has
+  // no v2 index. Off by default, as in soci-snapshotter >= 0.10: anyone who can push to a
+  // repository could attach an index to an existing image and change how it runs, while a
+  // v2 index is part of the (digest-pinned) image itself (soci_index_finder.h).
+  bool soci_v1 = false;
 
   // The whole parsed file (empty table without a file). Never null.
   std::shared_ptr<const toml::table> table = std::make_shared<toml::table>();

@@ -14,6 +14,10 @@ namespace lazypull::tools {
 //  [--optimize-timeout 10s] [-v]] SRC DST`
 void RegisterConvertCommand(CLI::App& app, int* exit_code);
 
+// `lazypull index create [--span-size 4MiB] [--min-layer-size 10MiB] [--v1] [--plain-http]
+//  [--platform P] [--work-dir DIR] SRC [DST]` (index_command.cc)
+void RegisterIndexCommand(CLI::App& app, int* exit_code);
+
 // `lazypull rpull [--address SOCK] [--namespace NS] [--snapshotter NAME] [--plain-http]
 //  [--platform P] [--user U[:P]] [--config FILE] REF` (rpull_command.cc)
 void RegisterRpullCommand(CLI::App& app, int* exit_code);

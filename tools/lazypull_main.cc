@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "debug|info|warn|error")->capture_default_str();
   int exit_code = 0;
   lazypull::tools::RegisterConvertCommand(app, &exit_code);
+  lazypull::tools::RegisterIndexCommand(app, &exit_code);
   lazypull::tools::RegisterRpullCommand(app, &exit_code);
   lazypull::tools::RegisterStatusCommand(app, &exit_code);
   lazypull::tools::RegisterHealthCommand(app, &exit_code);

@@ -17,9 +17,38 @@ absl::Status ChunkError(const Chunk& c, std::string_view what) {
 
 }  // namespace
 
-absl::StatusOr<std::string> DecodeChunk(const Chunk& chunk, std::string_view compressed) {
+absl::StatusOr<std::string> DecodeSpan(const Chunk& chunk, std::string_view compressed,
+                                       const SpanDecoder* spans) {
+  if (chunk.compression != ChunkCompression::kGzipSpan) {
+    return absl::InvalidArgumentError("DecodeSpan: not a SOCI span chunk");
+  }
+  if (spans == nullptr) return ChunkError(chunk, "SOCI span without a span decoder");
+  if (compressed.size() != chunk.compressed_length) {
+    return ChunkError(chunk, fmt::format("got {} compressed bytes", compressed.size()));
+  }
+  // The span digest covers the compressed bytes: checked before inflating any of them.
+  if (!chunk.has_digest) return ChunkError(chunk, "SOCI span without a digest");
+  if (auto st = chunk.digest_value().Verify(compressed); !st.ok()) {
+    return ChunkError(chunk, Msg(st));
+  }
+  absl::StatusOr<std::string> span = spans->Inflate(chunk, compressed);
+  if (!span.ok()) return ChunkError(chunk, Msg(span.status()));
+  if (chunk.inner_offset > span->size() || chunk.length > span->size() - chunk.inner_offset) {
+    return ChunkError(chunk, fmt::format("span holds {} bytes, need [{}, +{})", span->size(),
+                                         chunk.inner_offset, chunk.length));
+  }
+  return span;
+}
+
+absl::StatusOr<std::string> DecodeChunk(const Chunk& chunk, std::string_view compressed,
+                                        const SpanDecoder* spans) {
   std::string out;
   switch (chunk.compression) {
+    case ChunkCompression::kGzipSpan: {
+      absl::StatusOr<std::string> span = DecodeSpan(chunk, compressed, spans);
+      if (!span.ok()) return span.status();
+      return span->substr(chunk.inner_offset, chunk.length);
+    }
     case ChunkCompression::kZeros:
       out.assign(chunk.length, '\0');
       break;

@@ -19,7 +19,16 @@ namespace lazypull::format {
 // built with allow_missing_digests). Returns exactly chunk.length bytes. Every failure —
 // wrong compressed size, corrupt data, too few or too many bytes, digest mismatch — is
 // DataLoss naming the chunk's blob offset.
-absl::StatusOr<std::string> DecodeChunk(const Chunk& chunk, std::string_view compressed);
+// kGzipSpan chunks need their layer's `spans` (LayerIndex::span_decoder()): their
+// compressed bytes are checked against the span digest BEFORE they are inflated.
+absl::StatusOr<std::string> DecodeChunk(const Chunk& chunk, std::string_view compressed,
+                                        const SpanDecoder* spans = nullptr);
+
+// For a kGzipSpan chunk: checks `compressed` (exactly chunk.compressed_range()) against the
+// span digest, then returns the whole inflated span, which holds the chunk at [inner_offset,
+// +length). DataLoss as DecodeChunk.
+absl::StatusOr<std::string> DecodeSpan(const Chunk& chunk, std::string_view compressed,
+                                       const SpanDecoder* spans);
 
 }  // namespace lazypull::format
 

@@ -12,6 +12,8 @@ std::string_view LayerFormatName(LayerFormat format) {
       return "estargz";
     case LayerFormat::kZstdChunked:
       return "zstd:chunked";
+    case LayerFormat::kSoci:
+      return "soci";
   }
   return "unknown";
 }

@@ -1,6 +1,6 @@
-// LayerIndex: the compact, immutable in-memory index of one lazy layer (eStargz or
-// zstd:chunked): a file tree with inode numbers plus, per regular file, where each chunk of
-// its bytes sits in the compressed blob.
+// LayerIndex: the compact, immutable in-memory index of one lazy layer (eStargz, zstd:chunked
+// or a gzip layer described by a SOCI zTOC): a file tree with inode numbers plus, per regular file,
+// where each chunk of its bytes sits in the compressed blob.
 //
 // View: the index stores the OVERLAYFS view of the layer, i.e. exactly what containerd's own
 // unpacker would leave on disk, so the FUSE layer can serve it as is:
@@ -27,6 +27,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -34,6 +35,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "lazypull/blob_reader.h"
 #include "lazypull/digest.h"
 
@@ -42,7 +44,7 @@ namespace lazypull::format {
 using Ino = uint32_t;
 inline constexpr Ino kRootIno = 1;
 
-enum class LayerFormat : uint8_t { kEstargz, kZstdChunked };
+enum class LayerFormat : uint8_t { kEstargz, kZstdChunked, kSoci };
 std::string_view LayerFormatName(LayerFormat format);
 
 // How a chunk's bytes are stored in the blob.
@@ -50,6 +52,11 @@ enum class ChunkCompression : uint8_t {
   kGzipMember,  // eStargz: a gzip member; the chunk starts `inner_offset` bytes into it.
   kZstdFrame,   // zstd:chunked: one zstd frame holding exactly this chunk.
   kZeros,       // zstd:chunked hole: all zeros, need not be fetched.
+  // SOCI: the compressed range is a whole span of an unmodified gzip stream (shared by every
+  // file with bytes in it), which inflates only from its checkpoint (SpanDecoder); the chunk
+  // is `length` bytes at `inner_offset` of the inflated span, and `digest` is the sha256 of
+  // the span's COMPRESSED bytes.
+  kGzipSpan,
 };
 
 // One piece of a regular file. 80 bytes.
@@ -59,12 +66,32 @@ struct Chunk {
   uint64_t file_offset = 0;          // offset of the chunk's first byte within the file
   uint64_t length = 0;               // uncompressed bytes of this chunk (> 0)
   uint64_t inner_offset = 0;         // eStargz only: offset inside the decompressed member
-  std::array<uint8_t, 32> digest{};  // sha256 of the chunk's uncompressed bytes
+  std::array<uint8_t, 32> digest{};  // sha256 of the chunk's uncompressed bytes (kGzipSpan:
+                                     // of the span's compressed bytes)
   ChunkCompression compression = ChunkCompression::kGzipMember;
   bool has_digest = false;  // false only when built with allow_missing_digests
 
   ByteRange compressed_range() const { return {compressed_offset, compressed_length}; }
+  // The length the chunk's digest names: the uncompressed length, or for kGzipSpan the
+  // span's compressed length (fetches, cache entries and single flight are per span).
+  uint64_t digest_length() const {
+    return compression == ChunkCompression::kGzipSpan ? compressed_length : length;
+  }
   Digest digest_value() const;  // empty Digest if !has_digest
+};
+
+// Inflates the spans of kGzipSpan chunks (SOCI), which need the checkpoints of their layer's
+// zTOC. Owned by the LayerIndex of that layer. Stateless and thread-safe.
+class SpanDecoder {
+ public:
+  virtual ~SpanDecoder() = default;
+  // Inflates the whole span of `chunk` (a kGzipSpan chunk of this layer) from `compressed`,
+  // exactly chunk.compressed_range() of the blob, which the caller has ALREADY checked against
+  // chunk.digest (no unverified byte is inflated). DataLoss if the bytes do not inflate to the
+  // span's length ending at the span's end; InvalidArgument if `chunk` names no span of this
+  // layer.
+  virtual absl::StatusOr<std::string> Inflate(const Chunk& chunk,
+                                              std::string_view compressed) const = 0;
 };
 
 // Per-inode flags.
@@ -146,6 +173,9 @@ class LayerIndex {
   // The chunks that overlap [offset, offset + length) of a regular file (empty past EOF).
   std::span<const Chunk> ChunksInRange(Ino ino, uint64_t offset, uint64_t length) const;
 
+  // The decoder of kGzipSpan chunks; null for layers without any (every format but SOCI).
+  const SpanDecoder* span_decoder() const { return span_decoder_.get(); }
+
   // Totals, for status and benchmarks.
   size_t chunk_count() const { return chunks_.size(); }
   uint64_t total_file_bytes() const { return total_file_bytes_; }
@@ -204,6 +234,7 @@ class LayerIndex {
   std::vector<Dirent> dirents_;
   std::vector<Chunk> chunks_;
   std::vector<XattrRef> xattrs_;
+  std::shared_ptr<const SpanDecoder> span_decoder_;
 };
 
 }  // namespace lazypull::format

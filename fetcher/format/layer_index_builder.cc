@@ -445,6 +445,7 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
   // one ask for bytes the shorter one never had.
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   ranges.reserve(index_.chunks_.size());
+  std::vector<std::pair<uint64_t, uint64_t>> spans;
   absl::flat_hash_map<std::string_view, uint64_t> digest_lengths;
   for (Ino ino = 1; ino <= index_.inodes_.size(); ++ino) {
     const Node& n = index_.inodes_[ino - 1];
@@ -454,13 +455,17 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
       if (c.compression == ChunkCompression::kZeros) continue;  // never fetched nor cached
       if (c.has_digest && options_.check_digest_lengths) {
         std::string_view key(reinterpret_cast<const char*>(c.digest.data()), c.digest.size());
-        auto [it, inserted] = digest_lengths.emplace(key, c.length);
-        if (!inserted && it->second != c.length) {
-          return absl::InvalidArgumentError(fmt::format(
-              "layer entry \"{}\": chunk at file offset {} has digest {} with length {}, but "
-              "another chunk has the same digest with length {}",
-              index_.Path(ino), c.file_offset, c.digest_value().ToString(), c.length, it->second));
+        auto [it, inserted] = digest_lengths.emplace(key, c.digest_length());
+        if (!inserted && it->second != c.digest_length()) {
+          return absl::InvalidArgumentError(
+              fmt::format("layer entry \"{}\": chunk at file offset {} has digest {} with length "
+                          "{}, but another chunk has the same digest with length {}",
+                          index_.Path(ino), c.file_offset, c.digest_value().ToString(),
+                          c.digest_length(), it->second));
         }
+      }
+      if (c.compression == ChunkCompression::kGzipSpan && index_.span_decoder_ == nullptr) {
+        return Invalid(index_.Path(ino), "SOCI span chunk in an index without a span decoder");
       }
       if (c.compressed_length == 0 || c.compressed_offset > data_end ||
           c.compressed_length > data_end - c.compressed_offset) {
@@ -470,18 +475,37 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
       }
       // Neither codec can expand past a fixed ratio: a chunk claiming more than its member or
       // frame can hold is a lie, and decoding it to find out would be a decompression bomb.
-      const uint64_t ratio =
-          c.compression == ChunkCompression::kGzipMember ? kMaxDeflateRatio : kMaxZstdRatio;
+      const bool deflate = c.compression == ChunkCompression::kGzipMember ||
+                           c.compression == ChunkCompression::kGzipSpan;
+      const uint64_t ratio = deflate ? kMaxDeflateRatio : kMaxZstdRatio;
       if (c.compressed_length <= (UINT64_MAX - kMaxRatioSlack) / ratio &&
           c.inner_offset + c.length > ratio * c.compressed_length + kMaxRatioSlack) {
         return absl::InvalidArgumentError(fmt::format(
             "layer entry \"{}\": chunk at file offset {} claims {} bytes at inner offset {} of a "
             "{}-byte {}, more than it can expand to",
             index_.Path(ino), c.file_offset, c.length, c.inner_offset, c.compressed_length,
-            c.compression == ChunkCompression::kGzipMember ? "gzip member" : "zstd frame"));
+            deflate ? "gzip member or span" : "zstd frame"));
       }
-      ranges.emplace_back(c.compressed_offset, c.compressed_offset + c.compressed_length);
+      if (c.compression == ChunkCompression::kGzipSpan) {
+        spans.emplace_back(c.compressed_offset, c.compressed_offset + c.compressed_length);
+      } else {
+        ranges.emplace_back(c.compressed_offset, c.compressed_offset + c.compressed_length);
+      }
     }
+  }
+  // SOCI spans: shared by every file in them; the next span starts at the byte where its
+  // deflate block begins, which the previous span may also hold (checkpoint bits).
+  std::sort(spans.begin(), spans.end());
+  spans.erase(std::unique(spans.begin(), spans.end()), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i) {
+    if (spans[i].first + 1 < spans[i - 1].second) {
+      return absl::InvalidArgumentError(
+          fmt::format("SOCI spans overlap in the blob: [{}, {}) and [{}, {})", spans[i - 1].first,
+                      spans[i - 1].second, spans[i].first, spans[i].second));
+    }
+  }
+  if (!spans.empty() && !ranges.empty()) {
+    return absl::InvalidArgumentError("a layer index mixes SOCI spans with other chunk kinds");
   }
   std::sort(ranges.begin(), ranges.end());
   for (size_t i = 1; i < ranges.size(); ++i) {

@@ -3,7 +3,9 @@
 // "..", no absolute paths), no duplicate names, parents that are directories, hardlinks to
 // existing non-directories, chunk lists that tile each file exactly, chunk ranges inside the
 // blob's data area and not overlapping, digests present and naming one length each, gzip
-// members not claiming more bytes than deflate can expand to.
+// members not claiming more bytes than deflate can expand to. SOCI spans (kGzipSpan) are
+// shared by the files they hold: their digest names their compressed length, and neighbouring
+// spans may share the one byte where a deflate block starts mid-byte.
 //
 // Whiteouts are translated to the overlay view here (see layer_index.h). Not thread-safe;
 // one builder builds one index.
@@ -68,6 +70,10 @@ class LayerIndexBuilder {
   absl::Status AddHardlink(std::string_view path, std::string_view target);
 
   void SetPrefetchRange(ByteRange range) { prefetch_range_ = range; }
+  // Required (at Finish) when any chunk is kGzipSpan.
+  void SetSpanDecoder(std::shared_ptr<const SpanDecoder> decoder) {
+    index_.span_decoder_ = std::move(decoder);
+  }
   void SetNoPrefetchLandmark() { no_prefetch_landmark_ = true; }
 
   // eStargz (and stargz-snapshotter's zstd:chunked): every chunk whose compressed_length is

@@ -89,8 +89,8 @@ LayerReader::LayerReader(std::string layer_id, std::shared_ptr<const format::Lay
       if (c.has_digest) {
         std::vector<uint64_t>& lengths = lengths_by_digest_[std::string(
             reinterpret_cast<const char*>(c.digest.data()), c.digest.size())];
-        if (std::find(lengths.begin(), lengths.end(), c.length) == lengths.end()) {
-          lengths.push_back(c.length);
+        if (std::find(lengths.begin(), lengths.end(), c.digest_length()) == lengths.end()) {
+          lengths.push_back(c.digest_length());
         }
       }
     }
@@ -129,7 +129,8 @@ bool LayerReader::BlobOrderLess(const Chunk* a, const Chunk* b) {
 
 std::string LayerReader::KeyOf(const Chunk& c) {
   if (!c.has_digest) return fmt::format("@{}:{}:{}", c.compressed_offset, c.inner_offset, c.length);
-  return DigestKey(std::string_view(reinterpret_cast<const char*>(c.digest.data()), 32), c.length);
+  return DigestKey(std::string_view(reinterpret_cast<const char*>(c.digest.data()), 32),
+                   c.digest_length());
 }
 
 std::string LayerReader::DigestKey(std::string_view raw_digest, uint64_t length) {
@@ -267,54 +268,6 @@ void LayerReader::RetireFlight(const Chunk& c, const std::shared_ptr<Flight>& fl
   if (!flight->status.ok()) readahead_keys_.erase(key);
 }
 
-void LayerReader::FinishChunk(const ChunkRef& ref, std::string_view compressed) {
-  const Chunk& c = *ref.chunk;
-  // Decoded without the digest check, then hashed once here: readers are answered from these
-  // verified bytes before they are stored, so no reader waits for the disk.
-  Chunk unverified = c;
-  unverified.has_digest = false;
-  absl::StatusOr<std::string> data = format::DecodeChunk(unverified, compressed);
-  absl::Status st = data.status();
-  if (st.ok() && c.has_digest) st = c.digest_value().Verify(*data);
-  if (!st.ok()) {
-    st = absl::DataLossError(
-        fmt::format("layer {}: chunk at blob offset {} (+{}) failed verification: {}", layer_id_,
-                    c.compressed_offset, c.compressed_length, std::string(st.message())));
-    LogError("layer chunk rejected", {{"layer", layer_id_},
-                                      {"chunk_offset", c.compressed_offset},
-                                      {"chunk_length", c.compressed_length},
-                                      {"error", st.ToString()}});
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++stats_.verify_errors;
-    }
-    if (!RefetchElsewhere(ref)) CompleteFlight(c, ref.flight, st, {}, false);
-    return;
-  }
-  auto bytes = std::make_shared<const std::string>(std::move(*data));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.chunks_fetched;
-  }
-  if (!c.has_digest) {
-    // Never stored, so fetched for every read (layer_reader.h): forgotten before its waiters
-    // are woken, so no later read joins it.
-    RetireFlight(c, ref.flight, false);
-    PublishFlight(ref.flight, absl::OkStatus(), bytes);
-    return;
-  }
-  // The flight stays registered (done) until the chunk is stored: a read arriving meanwhile
-  // takes the bytes from it instead of fetching them again.
-  PublishFlight(ref.flight, absl::OkStatus(), bytes);
-  absl::Status put = cache_->PutVerified(c.digest_value(), *bytes);
-  if (!put.ok()) {
-    LogWarn(
-        "served a verified chunk without caching it",
-        {{"layer", layer_id_}, {"chunk_offset", c.compressed_offset}, {"error", put.ToString()}});
-  }
-  RetireFlight(c, ref.flight, put.ok());
-}
-
 void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
   if (groups.empty()) return;
   // Chunks too large to hold in memory are spooled to a file as they stream in; the others
@@ -337,9 +290,11 @@ void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
       // What decoding holds in memory is the member/frame and everything it inflates to up to
       // the chunk's end (inner_offset included), so both decide. Chunks sharing a member may
       // be spooled: each spool and the assembler see every byte of the fetch.
-      if (c.compressed_length > options_.max_chunk_in_memory ||
-          c.length > options_.max_chunk_in_memory ||
-          c.inner_offset > options_.max_chunk_in_memory - c.length) {
+      // SOCI spans are always inflated whole in memory (the zTOC parser caps their size).
+      if (c.compression != ChunkCompression::kGzipSpan &&
+          (c.compressed_length > options_.max_chunk_in_memory ||
+           c.length > options_.max_chunk_in_memory ||
+           c.inner_offset > options_.max_chunk_in_memory - c.length)) {
         spooled[g].push_back(Spooled{i, 0, std::make_unique<ChunkSpool>(c, cache_)});
       } else {
         buffered[g].push_back(i);
@@ -461,50 +416,6 @@ void LayerReader::RunFetch(std::vector<Group> groups, FetchKind kind) {
   }
 }
 
-bool LayerReader::RefetchElsewhere(const ChunkRef& ref) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (ref.flight->refetched || stopping_) return false;
-    ref.flight->refetched = true;
-  }
-  const Chunk& c = *ref.chunk;
-  if (!blob_->ReportCorruption(c.compressed_offset, c.compressed_length)) return false;
-  SubmitFetch({ref}, FetchKind::kOnDemand);
-  return true;
-}
-
-void LayerReader::FinishSpool(const ChunkRef& ref, ChunkSpool& spool) {
-  const Chunk& c = *ref.chunk;
-  bool stored = false;
-  absl::StatusOr<std::shared_ptr<const TempChunk>> file = spool.Finish(&stored);
-  if (!file.ok()) {
-    absl::Status st =
-        absl::Status(file.status().code(),
-                     fmt::format("layer {}: chunk at blob offset {} (+{}) failed verification: {}",
-                                 layer_id_, c.compressed_offset, c.compressed_length,
-                                 std::string(file.status().message())));
-    LogError("layer chunk rejected", {{"layer", layer_id_},
-                                      {"chunk_offset", c.compressed_offset},
-                                      {"chunk_length", c.compressed_length},
-                                      {"error", st.ToString()}});
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (st.code() == absl::StatusCode::kDataLoss) ++stats_.verify_errors;
-    }
-    if (st.code() != absl::StatusCode::kDataLoss || !RefetchElsewhere(ref)) {
-      CompleteFlight(c, ref.flight, st, {}, false);
-    }
-    return;
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.chunks_fetched;
-    ref.flight->file = *file;
-  }
-  PublishFlight(ref.flight, absl::OkStatus(), nullptr);
-  RetireFlight(c, ref.flight, stored);
-}
-
 absl::Status LayerReader::WaitFlight(const std::shared_ptr<Flight>& flight,
                                      std::chrono::steady_clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
@@ -552,7 +463,7 @@ absl::StatusOr<size_t> LayerReader::ReadChunks(Ino ino, uint64_t offset, char* b
   struct Pending {
     const Chunk* chunk;
     std::shared_ptr<Flight> flight;
-    uint64_t chunk_off;  // first byte wanted, relative to the chunk
+    uint64_t chunk_off;  // first byte wanted, relative to the flight's data
     size_t n;
     char* dst;
   };
@@ -575,7 +486,17 @@ absl::StatusOr<size_t> LayerReader::ReadChunks(Ino ino, uint64_t offset, char* b
     // A fetch may complete between our cache miss and the claim: then the chunk is local and
     // the cache is asked once more. A chunk that is "local" but missing was evicted.
     for (int attempt = 0; attempt < 2; ++attempt) {
-      if (c.has_digest) {
+      if (c.compression == ChunkCompression::kGzipSpan) {
+        if (ReadSpanLocal(c, ino, chunk_off, dst, n)) {
+          ++hits;
+          if (track_readahead) {
+            std::lock_guard<std::mutex> lock(mu_);
+            std::vector<ChunkRef> more = NoteReadaheadUseLocked(KeyOf(c));
+            next_window.insert(next_window.end(), more.begin(), more.end());
+          }
+          break;
+        }
+      } else if (c.has_digest) {
         absl::StatusOr<size_t> got = cache_->Read(c.digest_value(), chunk_off, dst, n);
         if (got.ok() && *got == n) {
           ++hits;
@@ -614,7 +535,10 @@ absl::StatusOr<size_t> LayerReader::ReadChunks(Ino ino, uint64_t offset, char* b
       } else {
         ++waits;
       }
-      pending.push_back({&c, flight, chunk_off, n, dst});
+      // A span's flight holds the whole inflated span.
+      const uint64_t data_off =
+          chunk_off + (c.compression == ChunkCompression::kGzipSpan ? c.inner_offset : 0);
+      pending.push_back({&c, flight, data_off, n, dst});
       break;
     }
   }
@@ -759,7 +683,8 @@ bool LayerReader::ReadSpans(Ino ino, uint64_t offset, size_t length, std::vector
     if (begin >= end) continue;
     Span span{std::nullopt, begin - c.file_offset, static_cast<size_t>(end - begin)};
     if (c.compression != ChunkCompression::kZeros) {
-      if (!c.has_digest) return false;
+      // Cached SOCI spans are compressed: no file holds the chunk's bytes.
+      if (!c.has_digest || c.compression == ChunkCompression::kGzipSpan) return false;
       absl::StatusOr<ChunkCache::ReadHandle> file = cache_->OpenVerified(c.digest_value());
       if (!file.ok() || file->size() != c.length) return false;
       span.file = std::move(*file);

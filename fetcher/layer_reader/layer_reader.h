@@ -37,6 +37,12 @@
 // BackgroundScheduler (paused while any on-demand fetch is in progress, paced by a bandwidth
 // budget), so the layer becomes fully local without slowing containers' reads.
 //
+// SOCI layers (ChunkCompression::kGzipSpan): the unit of fetch, verification, caching and
+// single flight is the span, shared by the chunks of every file in it: a span's compressed
+// bytes are checked against its digest before they are inflated, the cache stores the
+// compressed span, and the reader keeps the last few inflated spans (InflatedSpans), so
+// neighbouring files inflate a span once. Their reads are never zero-copy (ReadSpans).
+//
 // Chunks built without a digest (IndexBuildOptions::allow_missing_digests) cannot be
 // content-addressed: they are fetched on every read and never cached.
 //
@@ -70,6 +76,7 @@
 #include "fetcher/layer_reader/directory_batcher.h"
 #include "fetcher/layer_reader/fetch_executor.h"
 #include "fetcher/layer_reader/file_start_observer.h"
+#include "fetcher/layer_reader/inflated_spans.h"
 #include "lazypull/blob_reader.h"
 #include "nlohmann/json.hpp"
 
@@ -313,6 +320,13 @@ class LayerReader : private ChunkCache::EvictionListener {
   void RunFetch(std::vector<Group> groups, FetchKind kind);
   // Decodes/verifies/stores one chunk's compressed bytes and completes its flight.
   void FinishChunk(const ChunkRef& ref, std::string_view compressed);
+  // FinishChunk for a SOCI span: the flight's data is the whole inflated span; the cache
+  // stores the compressed span.
+  void FinishSpan(const ChunkRef& ref, std::string_view compressed);
+  // Copies `n` bytes at `chunk_off` of SOCI span chunk `c` from a recently inflated span or the
+  // compressed span in the cache. False (nothing copied) when neither has it.
+  bool ReadSpanLocal(const format::Chunk& c, format::Ino ino, uint64_t chunk_off, char* dst,
+                     size_t n);
   // After `ref`'s bytes failed verification: when the blob reader excluded their source
   // (BlobReader::ReportCorruption, e.g. a registry mirror), fetches the chunk once more and
   // returns true (its flight stays pending); false when the failure stands.
@@ -389,6 +403,7 @@ class LayerReader : private ChunkCache::EvictionListener {
   // readahead_keys_.size() as of the last Read, so cache hits skip mu_ when it is 0.
   std::atomic<size_t> readahead_outstanding_{0};
   LayerReaderStats stats_;
+  InflatedSpans inflated_spans_;  // SOCI layers only
 };
 
 }  // namespace lazypull

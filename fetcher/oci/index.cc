@@ -80,17 +80,21 @@ std::string SerializeIndex(const Index& x) {
 }
 
 absl::StatusOr<Descriptor> SelectPlatformManifest(const Index& index, const Platform& want) {
-  const Descriptor* loose = nullptr;
   Platform nwant = NormalizePlatform(want);
+  for (bool artifacts : {false, true}) {
+    const Descriptor* loose = nullptr;
+    for (const auto& d : index.manifests) {
+      if (!d.platform || d.artifact_type.empty() == artifacts) continue;
+      if (!PlatformMatches(nwant, *d.platform)) continue;
+      if (NormalizePlatform(*d.platform).variant == nwant.variant) return d;
+      if (loose == nullptr) loose = &d;
+    }
+    if (loose != nullptr) return *loose;
+  }
   std::vector<std::string> offered;
   for (const auto& d : index.manifests) {
-    if (!d.platform) continue;
-    offered.push_back(d.platform->ToString());
-    if (!PlatformMatches(nwant, *d.platform)) continue;
-    if (NormalizePlatform(*d.platform).variant == nwant.variant) return d;
-    if (loose == nullptr) loose = &d;
+    if (d.platform) offered.push_back(d.platform->ToString());
   }
-  if (loose != nullptr) return *loose;
   return absl::NotFoundError(fmt::format("no manifest for platform {} in index (offers: {})",
                                          nwant.ToString(), absl::StrJoin(offered, ", ")));
 }

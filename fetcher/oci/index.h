@@ -32,8 +32,10 @@ absl::StatusOr<Index> ParseIndex(std::string_view bytes, std::string_view media_
 std::string SerializeIndex(const Index& index);
 
 // The first manifest in `index` whose platform matches `want` (PlatformMatches), preferring an
-// exact variant match. Entries without a platform never match. NotFound lists the platforms
-// the index offers.
+// exact variant match. Entries without a platform never match. Entries with an artifactType
+// (artifacts, e.g. the SOCI index manifest a SOCI-enabled image lists under the image's own
+// platform) are chosen only when no other entry matches; containerd relies on the image
+// coming first instead. NotFound lists the platforms the index offers.
 absl::StatusOr<Descriptor> SelectPlatformManifest(const Index& index, const Platform& want);
 
 // Reads the top-level "mediaType" of a JSON document, or "" if absent. Used to tell manifests

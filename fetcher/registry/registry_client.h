@@ -46,6 +46,14 @@ struct FetchedManifest {
   std::string bytes;
 };
 
+// What FetchReferrers found: the descriptors of the manifests naming the subject.
+struct Referrers {
+  std::vector<oci::Descriptor> manifests;
+  // The registry has no referrers API: the list came from the "sha256-<hex>" tag (empty when
+  // the tag does not exist). A pusher of a referrer must then update that tag itself.
+  bool from_tag_schema = false;
+};
+
 // The result of resolving a reference to one platform's image manifest.
 struct ResolvedImage {
   Reference reference;
@@ -89,6 +97,15 @@ class RegistryClient {
   // bytes against the reference digest, or against the Docker-Content-Digest header when
   // resolving a tag; retries on mismatch, then DataLoss.
   absl::StatusOr<FetchedManifest> FetchManifest(const Reference& ref);
+
+  // The referrers of manifest `subject` in ref's repository (OCI distribution 1.1): GET
+  // /v2/<name>/referrers/<digest>, filtered by `artifact_type` when not empty. A registry
+  // without that API (404, as distribution 2.8 answers) is asked for the referrers tag schema
+  // instead: the image index tagged "sha256-<hex>" (no tag: no referrers). Only the first
+  // page of a paginated answer (Link header) is read; bodies over 4 MiB are refused.
+  // InvalidArgument for an answer that is not an image index.
+  absl::StatusOr<Referrers> FetchReferrers(const Reference& ref, const Digest& subject,
+                                           std::string_view artifact_type = {});
 
   // Resolves `ref` to the image manifest for `platform` (default: HostPlatform()), following
   // an index / manifest list. NotFound when the index has no matching platform.
@@ -170,6 +187,15 @@ class RegistryClient {
   // digest of `bytes`; a Docker-Content-Digest answer that differs is DataLoss.
   absl::StatusOr<Digest> PushManifest(const Reference& ref, const std::string& media_type,
                                       std::string_view bytes);
+
+  // Lists `referrer` (a manifest already pushed whose `subject` is `subject`) among the
+  // referrers of `subject`. A registry with the referrers API does that itself on the push;
+  // otherwise the "sha256-<hex>" tag index is fetched (or started), the descriptor added
+  // unless already listed, and the index pushed under that tag again. Not atomic against
+  // another writer of the same tag (neither is the tag schema). Returns whether the tag schema
+  // was used.
+  absl::StatusOr<bool> AddReferrer(const Reference& ref, const Digest& subject,
+                                   const oci::Descriptor& referrer);
 
   RegistryStats stats() const;
   Authorizer& authorizer() { return *authorizer_; }

@@ -40,6 +40,9 @@ inline constexpr char kStargzLayersLabel[] = "containerd.io/snapshot/remote/star
 // Labels lazypull adds to a committed remote snapshot (the persisted LayerSource).
 inline constexpr char kSourceRefLabel[] = "containerd.io/snapshot/lazypull.ref";
 inline constexpr char kSourceLayerLabel[] = "containerd.io/snapshot/lazypull.layer";
+// The lazy format a remote snapshot is served in ("estargz", "zstd:chunked", "soci"), for
+// clients (`lazypull rpull` prints it).
+inline constexpr char kFormatLabel[] = "containerd.io/snapshot/lazypull.format";
 
 // What Prepare's labels say about a layer.
 struct LayerSource {
@@ -62,6 +65,9 @@ absl::StatusOr<LayerSource> LayerSourceFromLabels(const Labels& labels);
 struct ResolvedLayer {
   std::string image_ref;  // pinned to the manifest digest when known ("host/repo@sha256:…")
   oci::Descriptor layer;  // media type, digest, size, merged annotations
+  // Why the layer has no SOCI zTOC when discovery failed (for the fallback log line). Not
+  // persisted.
+  std::string soci_note;
 };
 
 // The labels that persist `layer` in a committed snapshot (kSourceRefLabel, kSourceLayerLabel).

@@ -16,6 +16,7 @@ absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> NewRemoteLayerHandlerWithCre
   if (!options.ok()) return options.status();
   options->registry.credential_provider = std::move(extra_credentials);
   options->metrics = std::move(metrics);
+  options->soci_discovery = NewSociDiscovery(config.soci_v1);
   if (!options->remote.enabled) return nullptr;
   absl::StatusOr<std::unique_ptr<RemoteLayerManager>> manager =
       RemoteLayerManager::Create(std::move(*options));

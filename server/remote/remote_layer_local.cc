@@ -3,6 +3,7 @@
 // are local already. Kept apart from the lazy-mount path in remote_layer_manager.cc.
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
+#include "fetcher/format/soci/soci_layer_open.h"
 #include "fetcher/oci/image_config.h"
 #include "fetcher/registry/reference.h"
 #include "server/remote/remote_layer_manager.h"
@@ -11,8 +12,10 @@ namespace lazypull::remote {
 namespace {
 
 // The format a layer's media type implies (for status when no index was opened).
-std::string FormatOfMediaType(const std::string& media_type) {
-  return media_type.find("zstd") != std::string::npos ? "zstd:chunked" : "estargz";
+// The lazy format a graduated layer was served in, from its persisted descriptor.
+std::string FormatOfLayer(const oci::Descriptor& layer) {
+  if (layer.annotations.count(soci::kZtocDigestAnnotation) > 0) return "soci";
+  return layer.media_type.find("zstd") != std::string::npos ? "zstd:chunked" : "estargz";
 }
 
 }  // namespace
@@ -58,7 +61,7 @@ absl::Status RemoteLayerManager::MountLocalLayer(int64_t snapshot_id, const Reso
     MountedEntry& entry = mounted_[snapshot_id];
     replaced = std::move(entry.mounted);
     entry = MountedEntry{.source = layer,
-                         .format = FormatOfMediaType(layer.layer.media_type),
+                         .format = FormatOfLayer(layer.layer),
                          .mounted = std::move(*mounted),
                          .parent_ids = parent_ids};
     unavailable_.erase(snapshot_id);

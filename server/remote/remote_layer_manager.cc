@@ -305,6 +305,7 @@ absl::StatusOr<ResolvedLayer> RemoteLayerManager::Resolve(const LayerSource& sou
       resolved.layer = layer;
       // The manifest is authoritative; labels only fill what it lacks.
       for (const auto& [k, v] : source.label_annotations) resolved.layer.annotations.emplace(k, v);
+      resolved.soci_note = AttachZtoc(pinned, image->manifest_descriptor.digest, &resolved);
       return resolved;
     }
     if (!ref->digest.empty()) break;  // a digest's manifest cannot change
@@ -435,8 +436,13 @@ absl::StatusOr<std::shared_ptr<const format::LayerIndex>> RemoteLayerManager::La
     LogInfo("preloaded layer index failed; opening it again",
             {{"layer", layer.layer.digest.ToString()}, {"error", index.status().ToString()}});
   }
+  if (auto soci = OpenSociIndex(layer)) return std::move(*soci);
   absl::StatusOr<format::LayerIndex> index =
       format::OpenLayerIndex(blob, layer.layer.media_type, layer.layer.annotations);
+  if (!index.ok() && !layer.soci_note.empty()) {
+    return absl::Status(index.status().code(), absl::StrCat(index.status().message(),
+                                                            "; no SOCI zTOC: ", layer.soci_note));
+  }
   if (!index.ok()) return index.status();
   return std::make_shared<const format::LayerIndex>(std::move(*index));
 }
@@ -514,7 +520,15 @@ absl::StatusOr<Labels> RemoteLayerManager::PrepareRemoteLayer(const RemoteLayerR
              {"reason", s.ToString()}});
     return s;
   }
-  return ResolvedLayerToLabels(*layer);
+  Labels labels = ResolvedLayerToLabels(*layer);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = mounted_.find(request.snapshot_id);
+    if (it != mounted_.end() && !it->second.format.empty()) {
+      labels[kFormatLabel] = it->second.format;
+    }
+  }
+  return labels;
 }
 
 absl::Status RemoteLayerManager::RestoreRemoteLayer(int64_t snapshot_id, const SnapshotInfo& info,

@@ -41,6 +41,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -62,6 +63,7 @@
 #include "server/config.h"
 #include "server/remote/layer_source.h"
 #include "server/remote/remote_config.h"
+#include "server/remote/soci_discovery.h"
 #include "server/remote_layer_handler.h"
 
 namespace lazypull::remote {
@@ -84,6 +86,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
     // The daemon's metrics (issue 11): registry requests and FUSE requests are recorded into
     // it, and the manager adds a scrape-time source (CollectMetrics). Null = none.
     std::shared_ptr<metrics::Metrics> metrics;
+    // Which zTOC belongs to which layer (SOCI indexes): a gzip layer with no lazy format of its
+    // own is served through its zTOC when this names one. Null = no SOCI.
+    SociDiscovery soci_discovery;
   };
 
   // Opens the chunk cache, creates the mount backend, lazily detaches stale FUSE mounts under
@@ -134,6 +139,15 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   registry::RegistryClient& registry_client() { return *client_; }
 
  private:
+  // remote_layer_soci.cc. For a gzip layer without a lazy format of its own: records the zTOC
+  // that SOCI discovery names for it in resolved->layer's annotations. Discovery errors are
+  // returned as a note for the fallback log line ("" when none).
+  std::string AttachZtoc(const registry::Reference& pinned, const Digest& manifest_digest,
+                         ResolvedLayer* resolved);
+  // The layer's index through its recorded zTOC, or nullopt when none is recorded.
+  std::optional<absl::StatusOr<std::shared_ptr<const format::LayerIndex>>> OpenSociIndex(
+      const ResolvedLayer& layer);
+
   struct MountedEntry {
     ResolvedLayer source;
     std::string format;
@@ -224,6 +238,13 @@ class RemoteLayerManager final : public RemoteLayerHandler {
     std::chrono::steady_clock::time_point fetched;
   };
   std::map<std::string, CachedImage> images_;  // by reference string
+  // SOCI discovery answers by manifest digest (a digest's index never changes, but a SOCI index
+  // may be pushed after the image: entries expire after manifest_cache). Guarded by mu_.
+  struct CachedZtocs {
+    absl::StatusOr<std::map<Digest, oci::Descriptor>> ztocs;
+    std::chrono::steady_clock::time_point fetched;
+  };
+  std::map<Digest, CachedZtocs> ztocs_;
   // Indexes being opened ahead of their Prepare, by pinned image ref + " " + layer digest.
   // Declared after client_: destroyed (waiting for their tasks) before it.
   struct Preload {

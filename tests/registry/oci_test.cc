@@ -82,6 +82,27 @@ TEST(OciIndexTest, SelectsPlatform) {
   EXPECT_FALSE(ParseManifest(j).ok());
 }
 
+// A SOCI-enabled image lists its SOCI index manifest (an artifact) under the image's own
+// platform: the image is chosen whatever the order; an artifact only when nothing else matches.
+TEST(OciIndexTest, SelectPlatformPrefersImagesOverArtifacts) {
+  std::string j =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",
+    "manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+      kD1 +
+      R"(","size":1,"artifactType":"application/vnd.amazon.soci.index.v2+json",
+    "platform":{"os":"linux","architecture":"amd64"}},
+    {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+      kD2 +
+      R"(","size":2,"platform":{"os":"linux","architecture":"amd64"}},
+    {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+      kD1 +
+      R"(","size":1,"artifactType":"application/vnd.example","platform":{"os":"linux","architecture":"arm64"}}]})";
+  auto idx = ParseIndex(j);
+  ASSERT_TRUE(idx.ok()) << idx.status();
+  EXPECT_EQ(SelectPlatformManifest(*idx, *ParsePlatform("linux/amd64"))->digest.ToString(), kD2);
+  EXPECT_EQ(SelectPlatformManifest(*idx, *ParsePlatform("linux/arm64"))->digest.ToString(), kD1);
+}
+
 TEST(OciPlatformTest, HostIsNormalised) {
   Platform p = HostPlatform();
   EXPECT_EQ(p.os, "linux");

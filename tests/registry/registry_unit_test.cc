@@ -280,5 +280,58 @@ TEST(MirrorRoutesTest, MemoryIsBounded) {
   EXPECT_TRUE(routes.RangesAllowed("m", "sha256:0", now));
 }
 
+// A registry WITH the referrers API (docker-registry 2.8, in the e2e tests, has none): the
+// artifact type is sent escaped, the answer is filtered again here (the spec lets a registry
+// ignore the filter), and AddReferrer leaves the list to the registry (no tag pushed).
+TEST(RegistryClientFakeTest, ReferrersApi) {
+  RegistryConfig config;
+  config.config_path = "";
+  config.plain_http.insert("reg.test:5000");
+  config.initial_backoff = std::chrono::milliseconds(1);
+  auto transport = std::make_unique<FakeTransport>();
+  FakeTransport* fake = transport.get();
+  RegistryClient client(config, std::move(transport));
+  auto ref = *ParseReference("reg.test:5000/app:v1");
+  const Digest subject = Digest::Of("manifest");
+  const Digest soci = Digest::Of("soci index");
+  const Digest sig = Digest::Of("signature");
+  const std::string index =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[)"
+      R"({"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+      sig.ToString() +
+      R"(","size":9,"artifactType":"application/vnd.example.sig"},)"
+      R"({"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+      soci.ToString() +
+      R"(","size":10,"artifactType":"application/vnd.amazon.soci.index.v1+json"}]})";
+  fake->answers.push_back(
+      Resp(200, index, {{"content-type", "application/vnd.oci.image.index.v1+json"}}));
+  auto r = client.FetchReferrers(ref, subject, "application/vnd.amazon.soci.index.v1+json");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->from_tag_schema);
+  ASSERT_EQ(r->manifests.size(), 1u);
+  EXPECT_EQ(r->manifests[0].digest, soci);
+  ASSERT_EQ(fake->requests.size(), 1u);
+  EXPECT_EQ(fake->requests[0].url,
+            "http://reg.test:5000/v2/app/referrers/" + subject.ToString() +
+                "?artifactType=application%2Fvnd.amazon.soci.index.v1%2Bjson");
+
+  fake->requests.clear();
+  fake->answers.push_back(
+      Resp(200, index, {{"content-type", "application/vnd.oci.image.index.v1+json"}}));
+  oci::Descriptor referrer;
+  referrer.media_type = "application/vnd.oci.image.manifest.v1+json";
+  referrer.digest = soci;
+  referrer.size = 10;
+  auto added = client.AddReferrer(ref, subject, referrer);
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_FALSE(*added);
+  EXPECT_EQ(fake->requests.size(), 1u) << "nothing pushed";
+
+  // Not an index: InvalidArgument.
+  fake->answers.push_back(Resp(200, "{\"layers\":[]}"));
+  EXPECT_EQ(client.FetchReferrers(ref, subject).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace lazypull::registry

@@ -1,7 +1,9 @@
 // `lazypull rpull` end to end (issue 9): real containerd + runc + docker-registry + the
 // snapshotter with its default configuration. For eStargz and zstd:chunked (lazypull convert,
 // skopeo) every layer is mounted lazily and only the TOC (and no file content) was fetched by
-// the time rpull returns; plain gzip layers fall back and are unpacked by containerd. In every
+// the time rpull returns; so for the plain gzip image with a SOCI index (`lazypull index
+// create`, issue 19), whose layers rpull names `lazy (soci)`; plain gzip layers without an index
+// fall back and are unpacked by containerd. In every
 // case `ctr run` works and the container's whole tree equals the source rootfs. Removing the
 // image lets containerd's GC remove lazypull's snapshots. Bad input ends with one clear line on
 // stderr, exit status 1, and no image record. Also: the nerdctl configuration (proxy plugin
@@ -39,6 +41,18 @@ class RpullTest : public ::testing::Test {
     images_ = new RemoteTestImages();
     images_->status = BuildRemoteTestImages(*images_);
     if (!images_->status.ok()) return;
+    // soci:v1 = the plain gzip image src:v1, untouched, with a SOCI index (v2) made by
+    // `lazypull index create` (every layer indexed, small spans).
+    auto indexed =
+        RunCommand({BinaryDir() + "/bin/lazypull", "index", "create", "--plain-http", "--span-size",
+                    "64KiB", "--min-layer-size", "0", images_->registry->host() + "/src:v1",
+                    images_->registry->host() + "/soci:v1"},
+                   std::chrono::seconds(300));
+    if (!indexed.ok() || indexed->exit_code != 0) {
+      images_->status =
+          indexed.ok() ? absl::InternalError("index create: " + indexed->output) : indexed.status();
+      return;
+    }
     // The daemon's defaults, except status.json is rewritten often (reporting only) and no
     // metrics port (the harness's default).
     SnapshotterOptions sopts;
@@ -202,6 +216,7 @@ TEST_P(RpullLazyTest, EveryLayerLazyAndTheContainerSeesTheSourceTree) {
         lines[i + 1], absl::StrCat("layer ", i + 1, "/", layers.size(),
                                    " sha256:", layers[i].digest.hex().substr(0, 12), " lazy (")))
         << lines[i + 1];
+    if (GetParam() == "soci:v1") EXPECT_TRUE(absl::StrContains(lines[i + 1], " lazy (soci) "));
   }
   EXPECT_TRUE(absl::StartsWith(lines.back(), ref + ": pulled in ")) << lines.back();
   EXPECT_TRUE(
@@ -231,6 +246,7 @@ TEST_P(RpullLazyTest, EveryLayerLazyAndTheContainerSeesTheSourceTree) {
     const uint64_t foreground =
         s.value("bytes_fetched", uint64_t{0}) - s.value("background_bytes", uint64_t{0});
     EXPECT_LT(foreground, 64u << 10) << "layer " << l.digest.ToString() << ": " << s.dump();
+    if (GetParam() == "soci:v1") EXPECT_EQ(s.value("format", ""), "soci") << s.dump();
   }
   EXPECT_EQ(ImageNames(ns), std::vector<std::string>{ref});
   ExpectContainerTreeEqualsSource(ns, ref);
@@ -238,7 +254,7 @@ TEST_P(RpullLazyTest, EveryLayerLazyAndTheContainerSeesTheSourceTree) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, RpullLazyTest,
-                         ::testing::Values("esgz:v1", "zc:v1", "skopeo-zc:v1"),
+                         ::testing::Values("esgz:v1", "zc:v1", "skopeo-zc:v1", "soci:v1"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (char& c : n) {

@@ -137,9 +137,10 @@ class FakeContainerd : public ContainerdApi {
     committed.insert(name);
     return absl::OkStatus();
   }
-  absl::Status Stat(const std::string&, const std::string& key) override {
+  absl::StatusOr<Labels> Stat(const std::string&, const std::string& key) override {
     calls.push_back("Stat " + key);
-    return committed.count(key) ? absl::OkStatus() : absl::NotFoundError(key);
+    if (!committed.count(key)) return absl::NotFoundError(key);
+    return Labels{};
   }
   absl::Status Remove(const std::string&, const std::string& key) override {
     calls.push_back("Remove " + key);

@@ -13,6 +13,7 @@ TEST(DaemonConfigTest, DefaultsWithoutFile) {
   EXPECT_EQ(c->socket_mode, 0660u);
   EXPECT_EQ(c->log_level, "info");
   EXPECT_EQ(c->mount_backend, MountBackend::kAuto);
+  EXPECT_FALSE(c->soci_v1);
   EXPECT_TRUE(c->table->empty());
 }
 
@@ -52,6 +53,17 @@ TEST(DaemonConfigTest, ErrorsNameTheProblem) {
   EXPECT_NE(c.status().message().find("mount.backend"), std::string::npos) << c.status();
   EXPECT_TRUE(absl::IsInvalidArgument(ParseDaemonConfig("socket_mode = \"999\"", "d").status()));
   EXPECT_TRUE(absl::IsNotFound(LoadDaemonConfig("/nonexistent/lazypull.toml").status()));
+}
+
+TEST(DaemonConfigTest, SociV1IsOptIn) {
+  EXPECT_FALSE(ParseDaemonConfig("[soci]\nv1 = false", "t")->soci_v1);
+  EXPECT_TRUE(ParseDaemonConfig("[soci]\nv1 = true", "t")->soci_v1);
+  absl::StatusOr<DaemonConfig> c = ParseDaemonConfig("[soci]\nv1 = \"yes\"", "e.toml");
+  EXPECT_TRUE(absl::IsInvalidArgument(c.status()));
+  EXPECT_NE(c.status().message().find("soci.v1"), std::string::npos) << c.status();
+  c = ParseDaemonConfig("[soci]\nv3 = true", "f.toml");
+  EXPECT_TRUE(absl::IsInvalidArgument(c.status()));
+  EXPECT_NE(c.status().message().find("soci.v3"), std::string::npos) << c.status();
 }
 
 }  // namespace

@@ -94,8 +94,8 @@ class ContainerdApi {
                                                      const Labels& labels) = 0;
   virtual absl::Status Commit(const std::string& snapshotter, const std::string& name,
                               const std::string& key, const Labels& labels) = 0;
-  // OK if a snapshot `key` exists (committed or active), NotFound if not.
-  virtual absl::Status Stat(const std::string& snapshotter, const std::string& key) = 0;
+  // The labels of snapshot `key` if it exists (committed or active), NotFound if not.
+  virtual absl::StatusOr<Labels> Stat(const std::string& snapshotter, const std::string& key) = 0;
   virtual absl::Status Remove(const std::string& snapshotter, const std::string& key) = 0;
 
   // --- Diff ---------------------------------------------------------------------------------

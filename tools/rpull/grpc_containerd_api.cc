@@ -287,14 +287,18 @@ class GrpcContainerdApi : public ContainerdApi {
                     fmt::format("Snapshots.Commit ({})", snapshotter));
   }
 
-  absl::Status Stat(const std::string& snapshotter, const std::string& key) override {
+  absl::StatusOr<Labels> Stat(const std::string& snapshotter, const std::string& key) override {
     snapshots_v1::StatSnapshotRequest req;
     req.set_snapshotter(snapshotter);
     req.set_key(key);
     snapshots_v1::StatSnapshotResponse resp;
     auto ctx = Context();
-    return FromGrpc(snapshots_->Stat(ctx.get(), req, &resp),
-                    fmt::format("Snapshots.Stat ({})", snapshotter));
+    absl::Status st = FromGrpc(snapshots_->Stat(ctx.get(), req, &resp),
+                               fmt::format("Snapshots.Stat ({})", snapshotter));
+    if (!st.ok()) return st;
+    Labels labels;
+    for (const auto& [k, v] : resp.info().labels()) labels[k] = v;
+    return labels;
   }
 
   absl::Status Remove(const std::string& snapshotter, const std::string& key) override {

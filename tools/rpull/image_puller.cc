@@ -17,6 +17,8 @@ namespace {
 // AppendInfoHandlerWrapper); remote snapshotters and containerd's GC read them.
 constexpr char kSnapshotRefLabel[] = "containerd.io/snapshot.ref";
 constexpr char kCriImageRefLabel[] = "containerd.io/snapshot/cri.image-ref";
+// Set by lazypull on the layers it mounted lazily: "estargz", "zstd:chunked", "soci".
+constexpr char kLazyFormatLabel[] = "containerd.io/snapshot/lazypull.format";
 constexpr char kCriManifestDigestLabel[] = "containerd.io/snapshot/cri.manifest-digest";
 constexpr char kCriLayerDigestLabel[] = "containerd.io/snapshot/cri.layer-digest";
 constexpr char kCriImageLayersLabel[] = "containerd.io/snapshot/cri.image-layers";
@@ -192,7 +194,7 @@ class Puller {
     const std::string where = fmt::format("layer {} ({})", i + 1, layer.digest.ToString());
     if (observer_) observer_->OnLayerStart(i, layer);
 
-    absl::Status existing = containerd_.Stat(options_.snapshotter, chain_id);
+    absl::Status existing = containerd_.Stat(options_.snapshotter, chain_id).status();
     if (existing.ok()) {
       report.outcome = LayerOutcome::kAlreadyThere;
       report.seconds = SecondsSince(t0);
@@ -216,9 +218,11 @@ class Puller {
     if (absl::IsAlreadyExists(mounts.status())) {
       // The remote snapshotter made the layer from the labels; containerd has recorded it under
       // the chain ID. Make sure before calling it done.
-      if (auto st = containerd_.Stat(options_.snapshotter, chain_id); !st.ok()) {
-        return Annotate(st, where + ": the snapshotter said it exists, but");
+      absl::StatusOr<Labels> made = containerd_.Stat(options_.snapshotter, chain_id);
+      if (!made.ok()) {
+        return Annotate(made.status(), where + ": the snapshotter said it exists, but");
       }
+      if (auto f = made->find(kLazyFormatLabel); f != made->end()) report.format = f->second;
       report.outcome = LayerOutcome::kLazy;
       report.seconds = SecondsSince(t0);
       return report;

@@ -54,6 +54,7 @@ struct LayerReport {
   oci::Descriptor layer;
   std::string chain_id;  // "sha256:<hex>"
   LayerOutcome outcome = LayerOutcome::kLazy;
+  std::string format;  // kLazy: the lazy format the snapshotter named ("" if it named none)
   uint64_t bytes_downloaded = 0;
   double seconds = 0;
 };

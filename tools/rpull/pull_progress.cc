@@ -61,8 +61,11 @@ void PullProgress::OnLayerDone(size_t index, const LayerReport& report) {
   std::string what;
   switch (report.outcome) {
     case LayerOutcome::kLazy:
-      what = fmt::format("lazy ({} compressed, mounted from the registry)",
-                         HumanBytes(static_cast<uint64_t>(report.layer.size)));
+      what = report.format.empty()
+                 ? fmt::format("lazy ({} compressed, mounted from the registry)",
+                               HumanBytes(static_cast<uint64_t>(report.layer.size)))
+                 : fmt::format("lazy ({}) {} compressed, mounted from the registry", report.format,
+                               HumanBytes(static_cast<uint64_t>(report.layer.size)));
       break;
     case LayerOutcome::kDownloaded:
       what = fmt::format("downloaded {}", HumanBytes(report.bytes_downloaded));

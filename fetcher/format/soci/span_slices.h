@@ -1,7 +1,9 @@
 // SlicesForRange: which spans of a SOCI layer hold a range of the uncompressed tar, and where
 // in each span's inflated bytes — the mapping a lazy read of a file through a zTOC needs.
 //
-// Design for serving SOCI layers lazily (issue 19; next step, not wired yet):
+// Design for serving SOCI layers lazily (issue 19; implemented by soci_layer_index.h,
+// chunk_decoder.h DecodeSpan, LayerReader; the EROFS backend serves SOCI layers through its
+// usual blob layout, not the tar layout described last):
 //   - LayerIndex: a zTOC entry becomes a LayerIndex entry through LayerIndexBuilder as eStargz
 //     entries do (names cleaned by the builder; whiteouts, opaque dirs, hardlinks handled
 //     there; xattrs = ZtocFile::Xattrs(); mode & 07777; mtime from mod_time; devices from

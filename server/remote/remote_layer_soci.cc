@@ -1,0 +1,70 @@
+// RemoteLayerManager: SOCI layers — attaching the zTOC that discovery names to a resolved gzip
+// layer, and opening a layer's index through it.
+#include <string>
+#include <utility>
+
+#include "base/logging.h"
+#include "fetcher/format/estargz_reader.h"
+#include "fetcher/format/soci/soci_layer_open.h"
+#include "fetcher/oci/media_types.h"
+#include "fmt/format.h"
+#include "server/remote/remote_layer_manager.h"
+
+namespace lazypull::remote {
+
+std::string RemoteLayerManager::AttachZtoc(const registry::Reference& pinned,
+                                           const Digest& manifest_digest, ResolvedLayer* resolved) {
+  oci::Descriptor& layer = resolved->layer;
+  if (!options_.soci_discovery ||
+      oci::LayerCompressionOf(layer.media_type) != oci::LayerCompression::kGzip ||
+      layer.annotations.count(std::string(format::kEstargzTocDigestAnnotation)) > 0) {
+    return "";
+  }
+  const auto now = std::chrono::steady_clock::now();
+  absl::StatusOr<std::map<Digest, oci::Descriptor>> ztocs = std::map<Digest, oci::Descriptor>{};
+  bool cached = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = ztocs_.find(manifest_digest);
+    if (it != ztocs_.end() && now - it->second.fetched < options_.remote.manifest_cache) {
+      ztocs = it->second.ztocs;
+      cached = true;
+    }
+  }
+  if (!cached) {
+    ztocs = options_.soci_discovery(*client_, pinned, manifest_digest);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ztocs_.size() > 256) ztocs_.clear();  // bound; answers are cheap to ask again
+    ztocs_[manifest_digest] = CachedZtocs{ztocs, now};
+  }
+  if (!ztocs.ok()) {
+    return fmt::format("SOCI index discovery failed: {}", ztocs.status().ToString());
+  }
+  auto it = ztocs->find(layer.digest);
+  if (it == ztocs->end()) {
+    return ztocs->empty() ? "the image has no SOCI index" : "the SOCI index has no zTOC for it";
+  }
+  soci::AddZtocAnnotations(it->second, layer.annotations);
+  return "";
+}
+
+std::optional<absl::StatusOr<std::shared_ptr<const format::LayerIndex>>>
+RemoteLayerManager::OpenSociIndex(const ResolvedLayer& layer) {
+  absl::StatusOr<std::optional<oci::Descriptor>> ztoc =
+      soci::ZtocFromAnnotations(layer.layer.annotations);
+  if (!ztoc.ok()) return ztoc.status();
+  if (!ztoc->has_value()) return std::nullopt;
+  absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
+  if (!ref.ok()) return ref.status();
+  // The zTOC is a blob of the image's repository (a layer of the SOCI index manifest).
+  std::unique_ptr<BlobReader> blob = client_->OpenBlob(*ref, **ztoc);
+  absl::StatusOr<format::LayerIndex> index =
+      soci::OpenSociLayerIndex(*blob, **ztoc, static_cast<uint64_t>(layer.layer.size));
+  if (!index.ok()) {
+    return absl::Status(index.status().code(),
+                        fmt::format("SOCI layer: {}", std::string(index.status().message())));
+  }
+  return std::make_shared<const format::LayerIndex>(std::move(*index));
+}
+
+}  // namespace lazypull::remote
