@@ -73,10 +73,13 @@ class Network:
     `name` names the namespace and the veth ends (`<name>0` on the host, `<name>1` inside);
     `subnet` is the first three octets of their /24 (host .1, namespace .2), so benchmarks
     with different names can run side by side. The registry stores under `work`/registry;
-    logs go to `logs` (default `work`)."""
+    logs go to `logs` (default `work`); `registry_log` is the registry's log level (above
+    "error" it logs every request as a JSON line)."""
 
-    def __init__(self, work, build, name="lpcs", subnet="10.231.0", logs=None):
+    def __init__(self, work, build, name="lpcs", subnet="10.231.0", logs=None,
+                 registry_log="error"):
         self.work, self.build = work, build
+        self.registry_log = registry_log
         self.logs = logs or work
         self.netns = name
         self.host_if, self.ns_if = f"{name}0", f"{name}1"
@@ -99,7 +102,9 @@ class Network:
         os.makedirs(f"{self.work}/registry", exist_ok=True)
         cfg = f"{self.logs}/registry.yml"
         with open(cfg, "w") as f:
-            f.write(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+            f.write(f"version: 0.1\nlog:\n  level: {self.registry_log}\n"
+                    + ("  formatter: json\n" if self.registry_log != "error" else "")
+                    + "storage:\n  filesystem:\n"
                     f"    rootdirectory: {self.work}/registry\n  delete:\n    enabled: true\n"
                     f"http:\n  addr: 127.0.0.1:{REGISTRY_PORT}\n")
         self.spawn(self.ns(["docker-registry", "serve", cfg]), "registry")
