@@ -39,6 +39,21 @@ bool MirrorRoutes::RangesAllowed(std::string_view mirror, std::string_view blob,
   return true;
 }
 
+std::optional<MirrorRoutes::Clock::time_point> MirrorRoutes::FillingUntil(
+    std::string_view mirror, std::string_view blob, Clock::time_point now) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto b = blobs_.find(blob);
+  if (b == blobs_.end()) return std::nullopt;
+  auto m = b->second.marks.find(mirror);
+  if (m == b->second.marks.end()) return std::nullopt;
+  const Mark& mark = m->second;
+  if (mark.bad_bytes || mark.refusals == 0 || now >= mark.retry_at ||
+      now - mark.first_refusal >= options_.fill_wait) {
+    return std::nullopt;
+  }
+  return mark.retry_at;
+}
+
 bool MirrorRoutes::Trusted(std::string_view mirror, std::string_view blob) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto b = blobs_.find(blob);
@@ -54,6 +69,7 @@ std::chrono::milliseconds MirrorRoutes::MarkNoRanges(std::string_view mirror, st
   auto m = b.marks.find(mirror);
   if (m == b.marks.end()) m = b.marks.emplace(std::string(mirror), Mark{}).first;
   Mark& mark = m->second;
+  if (mark.refusals == 0) mark.first_refusal = now;
   mark.interval =
       mark.refusals == 0 ? options_.first_retry : std::min(mark.interval * 2, options_.max_retry);
   ++mark.refusals;

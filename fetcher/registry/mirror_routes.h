@@ -21,6 +21,15 @@
 // comes, only the first reader probes the mirror: the mark moves one interval on at once, so
 // concurrent readers keep using the upstream until the probe's answer is known.
 //
+// Bulk readers wait for a filling mirror. While a mirror refuses ranges of a blob, on-demand
+// reads go to the upstream (a program is waiting), but a background fetch of the whole layer
+// can wait: on N nodes behind a cold cache, reading the upstream meanwhile would cost its
+// egress up to N more copies of the blob, while the cache is copying it once. FillingUntil
+// tells such a reader when the mirror is asked again; it waits at most `fill_wait` from the
+// mirror's first refusal of the blob (a cache copying a 1 GiB layer over 100 Mbit/s takes
+// about 90 s), after which it reads from the next host as on-demand reads do (a mirror that
+// never serves ranges must not keep layers from becoming local).
+//
 // A mirror that served bytes of a blob that then failed verification (ReportBadBytes) is
 // excluded for that blob for good (ranges and whole reads): a chunk digest mismatch means the
 // mirror holds different bytes under that digest, which waiting will not fix.
@@ -38,6 +47,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,6 +59,9 @@ namespace lazypull::registry {
 struct MirrorRoutesOptions {
   std::chrono::milliseconds first_retry{1000};
   std::chrono::milliseconds max_retry{300000};
+  // How long after a mirror's first refusal of a blob FillingUntil still asks bulk readers to
+  // wait for it.
+  std::chrono::milliseconds fill_wait{300000};
   size_t max_blobs = 4096;
   // Byte spans remembered per blob (which mirror delivered bytes of which span), newest first.
   size_t spans_per_blob = 64;
@@ -65,6 +78,14 @@ class MirrorRoutes {
   // When the retry time has come, returns true to this one caller and moves the retry time
   // one interval on (see the file comment).
   bool RangesAllowed(std::string_view mirror, std::string_view blob, Clock::time_point now);
+  // When `mirror` refuses ranges of `blob` for now (a "no ranges" mark whose retry time is
+  // after `now`) and its first refusal is less than `fill_wait` before `now`: that retry time,
+  // which a bulk reader that can wait should wait for instead of reading the next host (see
+  // the file comment). nullopt when ranges may go to the mirror now (or a probe is due), the
+  // mirror is excluded for the blob (bad bytes), or it has refused for longer than fill_wait.
+  // Does not move the retry time.
+  std::optional<Clock::time_point> FillingUntil(std::string_view mirror, std::string_view blob,
+                                                Clock::time_point now) const;
   // Whether `mirror` may serve `blob` at all (false after ReportBadBytes).
   bool Trusted(std::string_view mirror, std::string_view blob) const;
 
@@ -88,6 +109,7 @@ class MirrorRoutes {
     bool bad_bytes = false;
     int refusals = 0;  // consecutive; 0 = ranges allowed
     Clock::time_point retry_at;
+    Clock::time_point first_refusal;  // of the current run of refusals
     std::chrono::milliseconds interval{0};
   };
   struct Served {

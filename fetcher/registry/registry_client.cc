@@ -215,6 +215,22 @@ absl::StatusOr<HttpResponse> RegistryClient::Execute(const Reference& ref, Call&
   return absl::InternalError(fmt::format("{}: no host left to ask", call.what));
 }
 
+std::optional<std::chrono::steady_clock::time_point> RegistryClient::MirrorReadyAt(
+    const Reference& ref, const oci::Descriptor& desc) {
+  auto hosts = HostsFor(ref, kCapPull);
+  if (!hosts.ok()) return std::nullopt;
+  const std::string blob = desc.digest.ToString();
+  const Clock::time_point now = Clock::now();
+  // The first mirror Execute would not skip for good decides (the last host is never a
+  // mirror to wait for).
+  for (size_t i = 0; i + 1 < hosts->size(); ++i) {
+    const RegistryHost& host = (*hosts)[i];
+    if (!host.mirror || !routes_->Trusted(host.host, blob)) continue;
+    return routes_->FillingUntil(host.host, blob, now);
+  }
+  return std::nullopt;
+}
+
 bool RegistryClient::ReportBadBytes(const Reference& ref, const oci::Descriptor& desc,
                                     ByteRange range) {
   const std::string blob = desc.digest.ToString();

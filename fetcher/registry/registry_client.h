@@ -142,6 +142,14 @@ class RegistryClient {
   // bytes again asks another host.
   bool ReportBadBytes(const Reference& ref, const oci::Descriptor& desc, ByteRange range);
 
+  // When the first host that range reads of `desc` would go to is a mirror filling itself
+  // with the blob (it refused ranges of it recently: MirrorRoutes::FillingUntil): the time it
+  // is asked again. A background fetch waits until then rather than read the upstream (the
+  // fleet's egress, README "Many nodes"). nullopt when range reads would go out now, to a
+  // mirror or the upstream; also when hosts.toml cannot be read (the read reports that).
+  std::optional<std::chrono::steady_clock::time_point> MirrorReadyAt(const Reference& ref,
+                                                                     const oci::Descriptor& desc);
+
   // Whether `registry_host` answered a multi-range request with multipart/byteranges (true),
   // did not (false), or has not been asked yet (nullopt).
   std::optional<bool> MultiRangeSupport(const std::string& registry_host) const;

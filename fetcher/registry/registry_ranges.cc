@@ -387,6 +387,10 @@ class RegistryClient::RegistryBlobReader : public BlobReader {
 
   void Cancel() override { cancelled_ = true; }
 
+  std::optional<std::chrono::steady_clock::time_point> BulkReadsReadyAt() override {
+    return client_->MirrorReadyAt(ref_, desc_);
+  }
+
   bool ReportCorruption(uint64_t offset, uint64_t length) override {
     return client_->ReportBadBytes(ref_, desc_, ByteRange{offset, length});
   }

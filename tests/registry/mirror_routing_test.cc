@@ -217,6 +217,36 @@ TEST_F(MirrorRoutingTest, MirrorAnsweringRangesWithTheWholeBlobIsRoutedAround) {
   EXPECT_NE(text.find("answered HTTP 200 (the whole blob)"), std::string::npos) << text;
 }
 
+// While the mirror refuses ranges of the blob, a reader's bulk reads are asked to wait for its
+// retry time (the background fetch then does not read the upstream); not before it refused,
+// and no longer once it serves ranges.
+TEST_F(MirrorRoutingTest, BulkReadsWaitWhileTheMirrorFills) {
+  auto reader = client_->OpenBlob(ref_, layer());
+  EXPECT_EQ(reader->BulkReadsReadyAt(), std::nullopt);
+  mirror_->AddRule({.kind = FaultKind::kIgnoreRange, .path_contains = blob_path(), .times = -1});
+  const auto before = std::chrono::steady_clock::now();
+  auto data = reader->ReadAt(1 << 20, 1000);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(*data, blob_.substr(1 << 20, 1000));
+  EXPECT_EQ(client_->stats().mirror_range_refusals, 1u);
+  std::optional<std::chrono::steady_clock::time_point> ready = reader->BulkReadsReadyAt();
+  ASSERT_TRUE(ready.has_value());
+  // The first retry time: 1 s after the refusal.
+  EXPECT_GT(*ready, before + std::chrono::milliseconds(1000));
+  EXPECT_LE(*ready, std::chrono::steady_clock::now() + std::chrono::milliseconds(1000));
+  // Another blob of the image is not affected.
+  EXPECT_EQ(client_->OpenBlob(ref_, image_.config)->BulkReadsReadyAt(), std::nullopt);
+  // The cache stored the blob: the probe at the retry time is served, and nobody waits.
+  mirror_->ClearRules();
+  ASSERT_TRUE(WaitUntil([&] { return std::chrono::steady_clock::now() >= *ready; }));
+  EXPECT_EQ(reader->BulkReadsReadyAt(), std::nullopt);
+  auto probe = reader->ReadAt(4096, 100);
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  EXPECT_EQ(*probe, blob_.substr(4096, 100));
+  EXPECT_GT(counts_->Get(mirror_->host()).blob_body_bytes, 0u);
+  EXPECT_EQ(reader->BulkReadsReadyAt(), std::nullopt);
+}
+
 // A mirror that answers 206, but for other bytes than asked.
 TEST_F(MirrorRoutingTest, MirrorAnsweringAnotherRangeIsRoutedAround) {
   mirror_->AddRule({.kind = FaultKind::kWrongRange, .path_contains = blob_path(), .times = -1});

@@ -271,6 +271,45 @@ TEST(MirrorRoutesTest, BackoffProbesOnceAndBadBytesExclude) {
   EXPECT_FALSE(routes.Trusted("m:5000", "sha256:c"));
 }
 
+// Bulk readers wait for a refusing mirror until its retry time, for at most fill_wait from the
+// first refusal; served ranges or bad bytes end the wait.
+TEST(MirrorRoutesTest, FillingUntilAsksBulkReadersToWaitWithinFillWait) {
+  using std::chrono::milliseconds;
+  MirrorRoutes routes({.first_retry = milliseconds(1000),
+                       .max_retry = milliseconds(4000),
+                       .fill_wait = milliseconds(5000)});
+  const auto t0 = MirrorRoutes::Clock::now();
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", t0), std::nullopt);  // never refused
+  routes.MarkNoRanges("m:5000", "sha256:a", t0);
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", t0), t0 + milliseconds(1000));
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:b", t0), std::nullopt);
+  EXPECT_EQ(routes.FillingUntil("n:5000", "sha256:a", t0), std::nullopt);
+  // The retry time: a probe is due, nobody waits (and asking does not take the probe).
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", t0 + milliseconds(1000)), std::nullopt);
+  EXPECT_TRUE(routes.RangesAllowed("m:5000", "sha256:a", t0 + milliseconds(1000)));
+  // The probe's caller moved the retry time on: wait for it.
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", t0 + milliseconds(1001)),
+            t0 + milliseconds(2000));
+  // Refused again at 2 s: retry at 4 s, then at 8 s; the wait ends at 5 s after the first.
+  routes.MarkNoRanges("m:5000", "sha256:a", t0 + milliseconds(2000));
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", t0 + milliseconds(2000)),
+            t0 + milliseconds(4000));
+  routes.MarkNoRanges("m:5000", "sha256:a", t0 + milliseconds(4000));
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", t0 + milliseconds(4999)),
+            t0 + milliseconds(8000));
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", t0 + milliseconds(5000)), std::nullopt);
+  // Served ranges clear the mark; a new refusal starts a new wait.
+  routes.MarkRangesServed("m:5000", "sha256:a");
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", t0 + milliseconds(6000)), std::nullopt);
+  routes.MarkNoRanges("m:5000", "sha256:a", t0 + milliseconds(6000));
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", t0 + milliseconds(6000)),
+            t0 + milliseconds(7000));
+  // A mirror excluded for bad bytes is not waited for.
+  routes.RecordServed("m:5000", "sha256:a", ByteRange{0, 100});
+  routes.ReportBadBytes("sha256:a", ByteRange{0, 10});
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", t0 + milliseconds(6000)), std::nullopt);
+}
+
 TEST(MirrorRoutesTest, MemoryIsBounded) {
   MirrorRoutes routes({.max_blobs = 8});
   const auto now = MirrorRoutes::Clock::now();
