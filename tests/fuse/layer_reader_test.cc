@@ -268,37 +268,6 @@ TEST(LayerReaderTest, BackgroundFetchCompletesALayerNobodyReads) {
   EXPECT_EQ(s.bytes_read, 0u);
 }
 
-// Behind a mirror that is filling itself with the blob (BlobReader::BulkReadsReadyAt), the
-// background fetch sends nothing (it would go to the upstream, once more per node) while
-// on-demand reads still go out; once the source is ready, the layer completes, exact.
-TEST(LayerReaderTest, BackgroundFetchWaitsWhileTheBlobsMirrorFills) {
-  TempDir dir;
-  auto cache = OpenCache(dir);
-  Layer l = MakeLayer(30, 20000);
-  LayerReaderOptions o;
-  o.background_silence = std::chrono::milliseconds(50);
-  o.prefetch = false;
-  o.readahead_window = 0;
-  o.readahead_bytes = 0;
-  o.directory_batch.small_file = 0;
-  auto r = LayerReader::Create("x", l.index, l.blob, cache.get(), o);
-  ASSERT_TRUE(r.ok());
-  l.blob->SetFilling(true);
-  (*r)->StartBackground();
-  ASSERT_TRUE(WaitUntil([&] { return l.blob->filling_answers() >= 3; }));
-  EXPECT_EQ((*r)->Stats().background, "mirror_filling");
-  EXPECT_EQ(l.blob->requests(), 0u);
-  ExpectFile(**r, l, 4);  // an on-demand read does not wait
-  EXPECT_EQ(l.blob->requests(), 1u);
-  EXPECT_FALSE((*r)->WaitBackground(std::chrono::milliseconds(0)));
-  l.blob->SetFilling(false);
-  ASSERT_TRUE((*r)->WaitBackground(std::chrono::seconds(60)));
-  LayerReaderStats s = (*r)->Stats();
-  EXPECT_EQ(s.background, "done");
-  EXPECT_EQ(s.local_chunks, s.total_chunks);
-  for (int i = 0; i < 30; ++i) ExpectFile(**r, l, i);
-}
-
 // A read issued while background requests are in flight is served before the background
 // fetch sends anything more: background yields to on-demand reads (order, not time).
 TEST(LayerReaderTest, OnDemandReadGoesBeforeTheBackgroundQueue) {
