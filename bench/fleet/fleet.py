@@ -177,6 +177,11 @@ def chart(rows, size, path):
     for i, r in enumerate(rows):
         a1.bar(i, r["median_seconds"], 0.6, color=f"C{i}")
         a1.scatter([i] * len(r["seconds"]), r["seconds"], color="black", s=12, zorder=3)
+        a1.annotate(f"{r['median_seconds']:.1f}", (i, r["max_seconds"]), ha="center",
+                    xytext=(0, 4), textcoords="offset points", fontsize=9)
+    # The full pulls take ten times longer: a log axis keeps the lazy rows readable.
+    a1.set_yscale("log")
+    a1.set_ylim(bottom=1)
     a1.set_xticks(range(len(rows)))
     a1.set_xticklabels(names)
     a1.set_ylabel("seconds to first output (bar: median, dots: nodes)")
@@ -184,7 +189,8 @@ def chart(rows, size, path):
     up = [r["upstream_bytes_background_done"] / 2**20 for r in rows]
     served = [r.get("cache", {}).get("bytes_served", 0) / 2**20 for r in rows]
     xs = range(len(rows))
-    a2.bar([x - 0.2 for x in xs], up, 0.4, label="upstream (until background done)")
+    bars = a2.bar([x - 0.2 for x in xs], up, 0.4, label="upstream (until background done)")
+    a2.bar_label(bars, fmt="%.0f", fontsize=8)
     a2.bar([x + 0.2 for x in xs], served, 0.4, label="served by the cache")
     a2.axhline(size / 2**20, color="grey", ls="--", label="image (compressed)")
     a2.axhline(1.5 * size / 2**20, color="red", ls=":", label="1.5x image")
@@ -195,6 +201,12 @@ def chart(rows, size, path):
     a2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def replot(path):
+    """Redraws the chart of a results.json (--replot)."""
+    data = json.load(open(path))
+    chart(data["rows"], data["image_bytes"], os.path.join(os.path.dirname(path), "fleet.png"))
 
 
 def main():
@@ -210,7 +222,11 @@ def main():
     ap.add_argument("--log-level", default="info", help="lazypull's log_level (default: info)")
     ap.add_argument("--bg-timeout", type=float, default=600)
     ap.add_argument("--keep", action="store_true", help="keep each node's dir (logs, status)")
+    ap.add_argument("--replot", metavar="RESULTS_JSON", help="only redraw the chart of a run")
     args = ap.parse_args()
+    if args.replot:
+        replot(args.replot)
+        return
     if os.geteuid() != 0:
         sys.exit("fleet: must run as root (namespaces, mounts, drop_caches)")
     rows_wanted = args.rows.split(",")
