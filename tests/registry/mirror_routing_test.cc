@@ -218,9 +218,10 @@ TEST_F(MirrorRoutingTest, MirrorAnsweringRangesWithTheWholeBlobIsRoutedAround) {
 }
 
 // While the mirror refuses ranges of the blob, a reader's bulk reads are asked to wait for its
-// retry time (the background fetch then does not read the upstream); not before it refused,
-// and no longer once it serves ranges.
-TEST_F(MirrorRoutingTest, BulkReadsWaitWhileTheMirrorFills) {
+// retry time (the background fetch then does not read the upstream) and the bulk reader
+// probes the mirror itself, so a program's read at the retry time goes to the upstream
+// without a refused probe; once the mirror serves ranges, nobody waits and ranges come from it.
+TEST_F(MirrorRoutingTest, BulkReadsWaitWhileTheMirrorFillsAndProbeIt) {
   auto reader = client_->OpenBlob(ref_, layer());
   EXPECT_EQ(reader->BulkReadsReadyAt(), std::nullopt);
   mirror_->AddRule({.kind = FaultKind::kIgnoreRange, .path_contains = blob_path(), .times = -1});
@@ -236,14 +237,34 @@ TEST_F(MirrorRoutingTest, BulkReadsWaitWhileTheMirrorFills) {
   EXPECT_LE(*ready, std::chrono::steady_clock::now() + std::chrono::milliseconds(1000));
   // Another blob of the image is not affected.
   EXPECT_EQ(client_->OpenBlob(ref_, image_.config)->BulkReadsReadyAt(), std::nullopt);
-  // The cache stored the blob: the probe at the retry time is served, and nobody waits.
-  mirror_->ClearRules();
+
+  // The retry time: a program's read does not probe (the bulk reader does), it reads the
+  // upstream at once.
   ASSERT_TRUE(WaitUntil([&] { return std::chrono::steady_clock::now() >= *ready; }));
+  const int upstream_before = counts_->Get(reg_->host()).blob_requests;
+  auto read = reader->ReadAt(8192, 100);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, blob_.substr(8192, 100));
+  EXPECT_EQ(MirrorBlobRequests(), 1);
+  EXPECT_EQ(counts_->Get(reg_->host()).blob_requests, upstream_before + 1);
+  // The bulk reader's probe: refused (abandoned at its headers), wait for the next retry.
+  std::optional<std::chrono::steady_clock::time_point> next = reader->BulkReadsReadyAt();
+  ASSERT_TRUE(next.has_value());
+  EXPECT_GT(*next, *ready);
+  EXPECT_EQ(MirrorBlobRequests(), 2);
+  EXPECT_EQ(client_->stats().mirror_range_refusals, 2u);
+  EXPECT_EQ(counts_->Get(mirror_->host()).blob_body_bytes, 0u);
+
+  // The cache stored the blob: the next probe is served, nobody waits, ranges come from it.
+  mirror_->ClearRules();
+  ASSERT_TRUE(WaitUntil([&] { return std::chrono::steady_clock::now() >= *next; }));
   EXPECT_EQ(reader->BulkReadsReadyAt(), std::nullopt);
-  auto probe = reader->ReadAt(4096, 100);
-  ASSERT_TRUE(probe.ok()) << probe.status();
-  EXPECT_EQ(*probe, blob_.substr(4096, 100));
-  EXPECT_GT(counts_->Get(mirror_->host()).blob_body_bytes, 0u);
+  EXPECT_EQ(MirrorBlobRequests(), 3);
+  auto served = reader->ReadAt(4096, 100);
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ(*served, blob_.substr(4096, 100));
+  EXPECT_EQ(MirrorBlobRequests(), 4);
+  EXPECT_EQ(counts_->Get(reg_->host()).blob_requests, upstream_before + 1);
   EXPECT_EQ(reader->BulkReadsReadyAt(), std::nullopt);
 }
 
