@@ -169,7 +169,8 @@ struct LayerReaderStats {
   std::string prefetch;  // "off", "pending", "none", "running", "done", "failed"
   // "off"; "pending" (not started); "waiting" (silence period: the layer is being read);
   // "paused" (yielding to on-demand fetches); "throttled" (bandwidth budget); "queued" (node-
-  // wide background concurrency); "running"; "done"; "failed" (fetch errors left chunks
+  // wide background concurrency); "mirror_filling" (the blob's mirror is copying it from the
+  // registry: BlobReader::BulkReadsReadyAt); "running"; "done"; "failed" (fetch errors left chunks
   // missing); "incomplete" (the chunk cache evicted chunks and cannot hold the whole
   // layer); "stopped".
   std::string background;
@@ -298,6 +299,9 @@ class LayerReader : private ChunkCache::EvictionListener {
   void OnChunkRemoved(const Digest& digest) override;
   // One pass of the background fetch over every chunk not local. False if stopped.
   bool BackgroundPass();
+  // Waits while the blob asks bulk reads to wait (BlobReader::BulkReadsReadyAt: its mirror is
+  // filling itself). False if stopped.
+  bool WaitBulkReady();
   // Claims `c` for fetching: returns a new flight registered in flights_ (and sets *owned),
   // or the flight in progress (or done with the verified bytes, until stored); a flight that
   // failed is replaced. Returns null if the chunk became local meanwhile.

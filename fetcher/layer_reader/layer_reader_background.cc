@@ -157,6 +157,7 @@ bool LayerReader::BackgroundPass() {
   };
   size_t i = 0;
   while (i < all_chunks_.size()) {
+    if (!WaitBulkReady()) break;
     // The permit comes first: claiming chunks and then waiting would make on-demand reads of
     // them wait for the very pause they cause.
     std::optional<BackgroundScheduler::Permit> permit =
@@ -188,6 +189,32 @@ bool LayerReader::BackgroundPass() {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return background_in_flight_ == 0; });
   return !stopping_;
+}
+
+bool LayerReader::WaitBulkReady() {
+  bool logged = false;
+  for (;;) {
+    std::optional<std::chrono::steady_clock::time_point> ready = blob_->BulkReadsReadyAt();
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stopping_) return false;
+    if (!ready) {
+      if (logged) stats_.background = "running";
+      return true;
+    }
+    if (!logged) {
+      logged = true;
+      LogInfo("background fetch waits for the layer's mirror to store it",
+              {{"layer", layer_id_},
+               {"fetched_percent", stats_.fetched_percent()},
+               {"retry_in_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   *ready - std::chrono::steady_clock::now())
+                                   .count()}});
+    }
+    stats_.background = "mirror_filling";
+    // Woken early only by Stop(); at `ready` the mirror is asked again (by this fetch's next
+    // request or an on-demand read), and its answer decides whether to wait more.
+    cv_.wait_until(lock, *ready, [&] { return stopping_.load(); });
+  }
 }
 
 }  // namespace lazypull

@@ -34,8 +34,43 @@ bool MirrorRoutes::RangesAllowed(std::string_view mirror, std::string_view blob,
   Mark& mark = m->second;
   if (mark.bad_bytes) return false;
   if (mark.refusals == 0) return true;
-  if (now < mark.retry_at) return false;
+  if (now < mark.retry_at || now < mark.bulk_waits_until) return false;
   mark.retry_at = now + mark.interval;  // this caller probes; the others wait for its answer
+  return true;
+}
+
+std::optional<MirrorRoutes::Clock::time_point> MirrorRoutes::FillingUntil(std::string_view mirror,
+                                                                          std::string_view blob,
+                                                                          Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto b = blobs_.find(blob);
+  if (b == blobs_.end()) return std::nullopt;
+  auto m = b->second.marks.find(mirror);
+  if (m == b->second.marks.end()) return std::nullopt;
+  Mark& mark = m->second;
+  if (mark.bad_bytes || mark.refusals == 0 || now - mark.first_refusal >= options_.fill_wait) {
+    return std::nullopt;
+  }
+  // The bulk reader comes back at the retry time to probe; if it does not (stopped, done),
+  // other readers probe again one interval later.
+  mark.bulk_waits_until = mark.retry_at + mark.interval;
+  if (now >= mark.retry_at) return std::nullopt;
+  return mark.retry_at;
+}
+
+bool MirrorRoutes::TakeBulkProbe(std::string_view mirror, std::string_view blob,
+                                 Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto b = blobs_.find(blob);
+  if (b == blobs_.end()) return false;
+  auto m = b->second.marks.find(mirror);
+  if (m == b->second.marks.end()) return false;
+  Mark& mark = m->second;
+  if (mark.bad_bytes || mark.refusals == 0 || now < mark.retry_at ||
+      now - mark.first_refusal >= options_.fill_wait) {
+    return false;
+  }
+  mark.retry_at = now + mark.interval;
   return true;
 }
 
@@ -54,6 +89,7 @@ std::chrono::milliseconds MirrorRoutes::MarkNoRanges(std::string_view mirror, st
   auto m = b.marks.find(mirror);
   if (m == b.marks.end()) m = b.marks.emplace(std::string(mirror), Mark{}).first;
   Mark& mark = m->second;
+  if (mark.refusals == 0) mark.first_refusal = now;
   mark.interval =
       mark.refusals == 0 ? options_.first_retry : std::min(mark.interval * 2, options_.max_retry);
   ++mark.refusals;

@@ -21,6 +21,18 @@
 // comes, only the first reader probes the mirror: the mark moves one interval on at once, so
 // concurrent readers keep using the upstream until the probe's answer is known.
 //
+// Bulk readers wait for a filling mirror. While a mirror refuses ranges of a blob, on-demand
+// reads go to the upstream (a program is waiting), but a background fetch of the whole layer
+// can wait: on N nodes behind a cold cache, reading the upstream meanwhile would cost its
+// egress up to N more copies of the blob, while the cache is copying it once. FillingUntil
+// tells such a reader when the mirror is asked again; it waits at most `fill_wait` from the
+// mirror's first refusal of the blob (a cache copying a 1 GiB layer over 100 Mbit/s takes
+// about 90 s), after which it reads from the next host as on-demand reads do (a mirror that
+// never serves ranges must not keep layers from becoming local). While a bulk reader waits for
+// a mirror, it also takes the mirror's probes (TakeBulkProbe): a program's read at the retry
+// time goes straight to the next host instead of paying a refused probe's round trips (through
+// a cache that first asks its own upstream) on the path of a container's start.
+//
 // A mirror that served bytes of a blob that then failed verification (ReportBadBytes) is
 // excluded for that blob for good (ranges and whole reads): a chunk digest mismatch means the
 // mirror holds different bytes under that digest, which waiting will not fix.
@@ -38,6 +50,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,6 +62,9 @@ namespace lazypull::registry {
 struct MirrorRoutesOptions {
   std::chrono::milliseconds first_retry{1000};
   std::chrono::milliseconds max_retry{300000};
+  // How long after a mirror's first refusal of a blob FillingUntil still asks bulk readers to
+  // wait for it.
+  std::chrono::milliseconds fill_wait{300000};
   size_t max_blobs = 4096;
   // Byte spans remembered per blob (which mirror delivered bytes of which span), newest first.
   size_t spans_per_blob = 64;
@@ -63,8 +79,24 @@ class MirrorRoutes {
   // Whether range reads of `blob` (a digest string) may be sent to `mirror` ("host[:port]") at
   // `now`. False while a "no ranges" mark waits for its retry time, or after ReportBadBytes.
   // When the retry time has come, returns true to this one caller and moves the retry time
-  // one interval on (see the file comment).
+  // one interval on (see the file comment) — unless a bulk reader waits for the mirror
+  // (FillingUntil): the probe is then its own (TakeBulkProbe) and this returns false.
   bool RangesAllowed(std::string_view mirror, std::string_view blob, Clock::time_point now);
+  // When `mirror` refuses ranges of `blob` for now (a "no ranges" mark whose retry time is
+  // after `now`) and its first refusal is less than `fill_wait` before `now`: that retry time,
+  // which a bulk reader that can wait should wait for instead of reading the next host (see
+  // the file comment). nullopt when ranges may go to the mirror now (or a probe is due), the
+  // mirror is excluded for the blob (bad bytes), or it has refused for longer than fill_wait.
+  // Does not move the retry time.
+  // Records that a bulk reader waits for the mirror: until one interval after that retry time,
+  // RangesAllowed leaves the probe to it (TakeBulkProbe).
+  std::optional<Clock::time_point> FillingUntil(std::string_view mirror, std::string_view blob,
+                                                Clock::time_point now);
+  // For a bulk reader that FillingUntil let go (nullopt): whether it should probe `mirror` for
+  // ranges of `blob` now (a no-ranges mark within fill_wait whose retry time has come). True
+  // to one caller per retry time, which moves the retry time one interval on; the caller
+  // reports the answer with MarkRangesServed or MarkNoRanges.
+  bool TakeBulkProbe(std::string_view mirror, std::string_view blob, Clock::time_point now);
   // Whether `mirror` may serve `blob` at all (false after ReportBadBytes).
   bool Trusted(std::string_view mirror, std::string_view blob) const;
 
@@ -88,6 +120,8 @@ class MirrorRoutes {
     bool bad_bytes = false;
     int refusals = 0;  // consecutive; 0 = ranges allowed
     Clock::time_point retry_at;
+    Clock::time_point first_refusal;     // of the current run of refusals
+    Clock::time_point bulk_waits_until;  // a bulk reader probes until then (FillingUntil)
     std::chrono::milliseconds interval{0};
   };
   struct Served {

@@ -215,6 +215,42 @@ absl::StatusOr<HttpResponse> RegistryClient::Execute(const Reference& ref, Call&
   return absl::InternalError(fmt::format("{}: no host left to ask", call.what));
 }
 
+std::optional<std::chrono::steady_clock::time_point> RegistryClient::MirrorReadyAt(
+    const Reference& ref, const oci::Descriptor& desc, const std::function<bool()>& cancelled) {
+  auto hosts = HostsFor(ref, kCapPull);
+  if (!hosts.ok()) return std::nullopt;
+  const std::string blob = desc.digest.ToString();
+  const Clock::time_point now = Clock::now();
+  // The first mirror Execute would not skip for good decides (the last host is never a
+  // mirror to wait for).
+  for (size_t i = 0; i + 1 < hosts->size(); ++i) {
+    const RegistryHost& host = (*hosts)[i];
+    if (!host.mirror || !routes_->Trusted(host.host, blob)) continue;
+    if (std::optional<Clock::time_point> until = routes_->FillingUntil(host.host, blob, now)) {
+      return until;
+    }
+    // The retry time has come: the bulk reader probes (not a program's read, mirror_routes.h).
+    if (!routes_->TakeBulkProbe(host.host, blob, now)) return std::nullopt;
+    absl::StatusOr<bool> served = ProbeMirrorRanges(ref, desc, host, cancelled);
+    if (served.ok() && *served) {
+      routes_->MarkRangesServed(host.host, blob);
+      LogInfo("registry mirror serves ranges of this blob now",
+              {{"mirror", host.ApiRoot()}, {"repository", ref.repository}, {"digest", blob}});
+      return std::nullopt;
+    }
+    if (!served.ok()) return std::nullopt;  // failed: reads skip it as any failed mirror
+    mirror_range_refusals_++;
+    const std::chrono::milliseconds retry = routes_->MarkNoRanges(host.host, blob, Clock::now());
+    LogInfo("registry mirror does not serve ranges of this blob yet; the background fetch waits",
+            {{"mirror", host.ApiRoot()},
+             {"repository", ref.repository},
+             {"digest", blob},
+             {"retry_in_ms", retry.count()}});
+    return routes_->FillingUntil(host.host, blob, Clock::now());
+  }
+  return std::nullopt;
+}
+
 bool RegistryClient::ReportBadBytes(const Reference& ref, const oci::Descriptor& desc,
                                     ByteRange range) {
   const std::string blob = desc.digest.ToString();

@@ -159,6 +159,19 @@ class RegistryClient {
   // bytes again asks another host.
   bool ReportBadBytes(const Reference& ref, const oci::Descriptor& desc, ByteRange range);
 
+  // When the first host that range reads of `desc` would go to is a mirror filling itself
+  // with the blob (it refused ranges of it recently: MirrorRoutes::FillingUntil): the time it
+  // is asked again. A background fetch waits until then rather than read the upstream (the
+  // fleet's egress, README "Many nodes"). When that time has come, this call probes the
+  // mirror itself with a small range read (so that programs' reads never pay for a refused
+  // probe) and answers nullopt if it serves ranges now, else the next retry time. nullopt
+  // also when range reads would go out now, to a mirror or the upstream, and when hosts.toml
+  // cannot be read (the read reports that). May block for one request to the mirror.
+  // `cancelled` (may be empty) aborts the probe.
+  std::optional<std::chrono::steady_clock::time_point> MirrorReadyAt(
+      const Reference& ref, const oci::Descriptor& desc,
+      const std::function<bool()>& cancelled = {});
+
   // Whether `registry_host` answered a multi-range request with multipart/byteranges (true),
   // did not (false), or has not been asked yet (nullopt).
   std::optional<bool> MultiRangeSupport(const std::string& registry_host) const;
@@ -214,6 +227,12 @@ class RegistryClient {
   // `last_host`: no host comes after this one (a mirror's range answer is then used as is).
   absl::StatusOr<HttpResponse> ExecuteOnHost(const Reference& ref, const RegistryHost& host,
                                              Call& call, bool last_host = true);
+  // Asks mirror `host` alone for the first bytes of blob `desc` with a Range request: true if
+  // it answered that range (206), false if it refused it (abandoned at its headers), an
+  // error if it failed.
+  absl::StatusOr<bool> ProbeMirrorRanges(const Reference& ref, const oci::Descriptor& desc,
+                                         const RegistryHost& host,
+                                         const std::function<bool()>& cancelled);
   // One multi-range request for `ranges` (at least 2), retried for what is missing.
   absl::Status StreamMultipart(const Reference& ref, const oci::Descriptor& desc,
                                std::span<const ByteRange> ranges, std::span<uint64_t> done,

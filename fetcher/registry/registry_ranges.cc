@@ -370,6 +370,31 @@ absl::Status RegistryClient::StreamCovering(const Reference& ref, const oci::Des
   return resp.ok() ? absl::OkStatus() : resp.status();
 }
 
+absl::StatusOr<bool> RegistryClient::ProbeMirrorRanges(const Reference& ref,
+                                                       const oci::Descriptor& desc,
+                                                       const RegistryHost& host,
+                                                       const std::function<bool()>& cancelled) {
+  const uint64_t n = std::min<uint64_t>(static_cast<uint64_t>(desc.size), 4096);
+  if (n == 0) return true;
+  Call call;
+  call.path = "blobs/" + desc.digest.ToString();
+  call.what = fmt::format("probe GET blob {} range [0, {})", desc.digest.ToString(), n);
+  call.accept = {200, 206};
+  call.cancelled = cancelled;
+  call.blob = desc.digest.ToString();
+  call.range_span = ByteRange{0, n};
+  call.on_attempt = [&](HttpHeaders* h) {
+    h->emplace_back("Range", fmt::format("bytes=0-{}", n - 1));
+  };
+  // The bytes are not used: whether the mirror answers the range is the point.
+  call.sink = [](const HttpResponse&, std::string_view) { return true; };
+  call.validate = [](const HttpResponse&) { return absl::OkStatus(); };
+  absl::StatusOr<HttpResponse> resp = ExecuteOnHost(ref, host, call, /*last_host=*/false);
+  if (resp.ok()) return true;
+  if (call.range_refused) return false;
+  return resp.status();
+}
+
 class RegistryClient::RegistryBlobReader : public BlobReader {
  public:
   RegistryBlobReader(RegistryClient* client, Reference ref, oci::Descriptor desc)
@@ -386,6 +411,10 @@ class RegistryClient::RegistryBlobReader : public BlobReader {
   }
 
   void Cancel() override { cancelled_ = true; }
+
+  std::optional<std::chrono::steady_clock::time_point> BulkReadsReadyAt() override {
+    return client_->MirrorReadyAt(ref_, desc_, cancelled_fn_);
+  }
 
   bool ReportCorruption(uint64_t offset, uint64_t length) override {
     return client_->ReportBadBytes(ref_, desc_, ByteRange{offset, length});

@@ -4,9 +4,11 @@
 #ifndef LAZYPULL_BLOB_READER_H_
 #define LAZYPULL_BLOB_READER_H_
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -50,6 +52,14 @@ class BlobReader {
   // and later reads fail at once, with Cancelled. For shutdown and snapshot removal.
   // Default: nothing (for readers that never block long).
   virtual void Cancel() {}
+
+  // When bulk reads that can wait (a layer's background fetch) should be sent: a time in the
+  // future while the preferred source of this blob is filling itself and a read now would go
+  // to a costlier one (a pull-through cache copying the blob from the registry: reading the
+  // registry meanwhile costs its egress once more per node). nullopt: now. Default: nullopt.
+  virtual std::optional<std::chrono::steady_clock::time_point> BulkReadsReadyAt() {
+    return std::nullopt;
+  }
 
   // Tells the reader that bytes it delivered in [offset, offset + length) failed
   // verification. Returns true when a source that delivered them is now excluded, so reading

@@ -1,10 +1,12 @@
 // FaultBlobReader: a BlobReader wrapper for tests that counts what is read and injects one
 // fault at a time: a flipped byte (optionally from a source that ReportCorruption excludes),
-// failing requests, or requests blocked until released.
+// failing requests, requests blocked until released, or a source that asks bulk reads to wait
+// (a mirror filling itself).
 #ifndef LAZYPULL_TESTS_FUSE_FAULT_BLOB_READER_H_
 #define LAZYPULL_TESTS_FUSE_FAULT_BLOB_READER_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -66,6 +68,23 @@ class FaultBlobReader : public BlobReader {
     return corruption_reports_;
   }
 
+  // While filling, BulkReadsReadyAt answers a time 20 ms ahead (moved on at each call, as a
+  // mirror refusing each probe would be) and counts the calls.
+  std::optional<std::chrono::steady_clock::time_point> BulkReadsReadyAt() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!filling_) return std::nullopt;
+    ++filling_answers_;
+    return std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+  }
+  void SetFilling(bool filling) {
+    std::lock_guard<std::mutex> lock(mu_);
+    filling_ = filling;
+  }
+  int filling_answers() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return filling_answers_;
+  }
+
   void CorruptByte(std::optional<uint64_t> offset) {
     std::lock_guard<std::mutex> lock(mu_);
     corrupt_at_ = offset;
@@ -111,6 +130,8 @@ class FaultBlobReader : public BlobReader {
   int corruption_reports_ = 0;
   bool blocked_ = false;
   int blocked_now_ = 0;
+  bool filling_ = false;
+  int filling_answers_ = 0;
 };
 
 }  // namespace lazypull::testing

@@ -217,6 +217,57 @@ TEST_F(MirrorRoutingTest, MirrorAnsweringRangesWithTheWholeBlobIsRoutedAround) {
   EXPECT_NE(text.find("answered HTTP 200 (the whole blob)"), std::string::npos) << text;
 }
 
+// While the mirror refuses ranges of the blob, a reader's bulk reads are asked to wait for its
+// retry time (the background fetch then does not read the upstream) and the bulk reader
+// probes the mirror itself, so a program's read at the retry time goes to the upstream
+// without a refused probe; once the mirror serves ranges, nobody waits and ranges come from it.
+TEST_F(MirrorRoutingTest, BulkReadsWaitWhileTheMirrorFillsAndProbeIt) {
+  auto reader = client_->OpenBlob(ref_, layer());
+  EXPECT_EQ(reader->BulkReadsReadyAt(), std::nullopt);
+  mirror_->AddRule({.kind = FaultKind::kIgnoreRange, .path_contains = blob_path(), .times = -1});
+  const auto before = std::chrono::steady_clock::now();
+  auto data = reader->ReadAt(1 << 20, 1000);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(*data, blob_.substr(1 << 20, 1000));
+  EXPECT_EQ(client_->stats().mirror_range_refusals, 1u);
+  std::optional<std::chrono::steady_clock::time_point> ready = reader->BulkReadsReadyAt();
+  ASSERT_TRUE(ready.has_value());
+  // The first retry time: 1 s after the refusal.
+  EXPECT_GT(*ready, before + std::chrono::milliseconds(1000));
+  EXPECT_LE(*ready, std::chrono::steady_clock::now() + std::chrono::milliseconds(1000));
+  // Another blob of the image is not affected.
+  EXPECT_EQ(client_->OpenBlob(ref_, image_.config)->BulkReadsReadyAt(), std::nullopt);
+
+  // The retry time: a program's read does not probe (the bulk reader does), it reads the
+  // upstream at once.
+  ASSERT_TRUE(WaitUntil([&] { return std::chrono::steady_clock::now() >= *ready; }));
+  const int upstream_before = counts_->Get(reg_->host()).blob_requests;
+  auto read = reader->ReadAt(8192, 100);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, blob_.substr(8192, 100));
+  EXPECT_EQ(MirrorBlobRequests(), 1);
+  EXPECT_EQ(counts_->Get(reg_->host()).blob_requests, upstream_before + 1);
+  // The bulk reader's probe: refused (abandoned at its headers), wait for the next retry.
+  std::optional<std::chrono::steady_clock::time_point> next = reader->BulkReadsReadyAt();
+  ASSERT_TRUE(next.has_value());
+  EXPECT_GT(*next, *ready);
+  EXPECT_EQ(MirrorBlobRequests(), 2);
+  EXPECT_EQ(client_->stats().mirror_range_refusals, 2u);
+  EXPECT_EQ(counts_->Get(mirror_->host()).blob_body_bytes, 0u);
+
+  // The cache stored the blob: the next probe is served, nobody waits, ranges come from it.
+  mirror_->ClearRules();
+  ASSERT_TRUE(WaitUntil([&] { return std::chrono::steady_clock::now() >= *next; }));
+  EXPECT_EQ(reader->BulkReadsReadyAt(), std::nullopt);
+  EXPECT_EQ(MirrorBlobRequests(), 3);
+  auto served = reader->ReadAt(4096, 100);
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ(*served, blob_.substr(4096, 100));
+  EXPECT_EQ(MirrorBlobRequests(), 4);
+  EXPECT_EQ(counts_->Get(reg_->host()).blob_requests, upstream_before + 1);
+  EXPECT_EQ(reader->BulkReadsReadyAt(), std::nullopt);
+}
+
 // A mirror that answers 206, but for other bytes than asked.
 TEST_F(MirrorRoutingTest, MirrorAnsweringAnotherRangeIsRoutedAround) {
   mirror_->AddRule({.kind = FaultKind::kWrongRange, .path_contains = blob_path(), .times = -1});

@@ -271,6 +271,51 @@ TEST(MirrorRoutesTest, BackoffProbesOnceAndBadBytesExclude) {
   EXPECT_FALSE(routes.Trusted("m:5000", "sha256:c"));
 }
 
+// Bulk readers wait for a refusing mirror until its retry time, for at most fill_wait from the
+// first refusal, and take its probes meanwhile; served ranges or bad bytes end the wait.
+TEST(MirrorRoutesTest, BulkReadersWaitForAFillingMirrorAndTakeItsProbes) {
+  using std::chrono::milliseconds;
+  MirrorRoutes routes({.first_retry = milliseconds(1000),
+                       .max_retry = milliseconds(4000),
+                       .fill_wait = milliseconds(5000)});
+  const auto t0 = MirrorRoutes::Clock::now();
+  const auto at = [&](int ms) { return t0 + milliseconds(ms); };
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", t0), std::nullopt);  // never refused
+  EXPECT_FALSE(routes.TakeBulkProbe("m:5000", "sha256:a", t0));
+  routes.MarkNoRanges("m:5000", "sha256:a", t0);
+  // No bulk reader yet: a program's read probes at the retry time.
+  EXPECT_TRUE(routes.RangesAllowed("m:5000", "sha256:a", at(1000)));
+  // A bulk reader waits for the next retry time; other blobs and mirrors are not affected.
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", at(1001)), at(2000));
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:b", at(1001)), std::nullopt);
+  EXPECT_EQ(routes.FillingUntil("n:5000", "sha256:a", at(1001)), std::nullopt);
+  // At the retry time programs' reads leave the probe to the bulk reader, once.
+  EXPECT_FALSE(routes.RangesAllowed("m:5000", "sha256:a", at(2000)));
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", at(2000)), std::nullopt);
+  EXPECT_TRUE(routes.TakeBulkProbe("m:5000", "sha256:a", at(2000)));
+  EXPECT_FALSE(routes.TakeBulkProbe("m:5000", "sha256:a", at(2000)));
+  // Refused again at 2 s: retry at 4 s, then at 8 s; the wait ends 5 s after the first.
+  EXPECT_EQ(routes.MarkNoRanges("m:5000", "sha256:a", at(2000)), milliseconds(2000));
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", at(2000)), at(4000));
+  EXPECT_EQ(routes.MarkNoRanges("m:5000", "sha256:a", at(4000)), milliseconds(4000));
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", at(4999)), at(8000));
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", at(5000)), std::nullopt);
+  EXPECT_FALSE(routes.TakeBulkProbe("m:5000", "sha256:a", at(8000)));
+  // Programs' reads probe again once the bulk reader's turn (one interval) has passed.
+  EXPECT_FALSE(routes.RangesAllowed("m:5000", "sha256:a", at(8000)));
+  EXPECT_TRUE(routes.RangesAllowed("m:5000", "sha256:a", at(12000)));
+  // Served ranges clear the mark.
+  routes.MarkRangesServed("m:5000", "sha256:a");
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", at(13000)), std::nullopt);
+  EXPECT_TRUE(routes.RangesAllowed("m:5000", "sha256:a", at(13000)));
+  // A mirror excluded for bad bytes is neither waited for nor probed.
+  routes.MarkNoRanges("m:5000", "sha256:a", at(13000));
+  routes.RecordServed("m:5000", "sha256:a", ByteRange{0, 100});
+  routes.ReportBadBytes("sha256:a", ByteRange{0, 10});
+  EXPECT_EQ(routes.FillingUntil("m:5000", "sha256:a", at(13000)), std::nullopt);
+  EXPECT_FALSE(routes.TakeBulkProbe("m:5000", "sha256:a", at(20000)));
+}
+
 TEST(MirrorRoutesTest, MemoryIsBounded) {
   MirrorRoutes routes({.max_blobs = 8});
   const auto now = MirrorRoutes::Clock::now();
