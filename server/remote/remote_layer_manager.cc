@@ -24,6 +24,7 @@
 #include "fetcher/layer_reader/layer_reader.h"
 #include "mount/fuse/holder_client.h"
 #include "mount/fuse/stale_mounts.h"
+#include "server/remote/index_ranges.h"
 #include "server/remote/remote_metrics.h"
 #include "server/remote/start_hint.h"
 
@@ -408,7 +409,7 @@ void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const Res
                   [&]() -> absl::StatusOr<std::shared_ptr<const format::LayerIndex>> {
                     std::shared_ptr<BlobReader> blob = client_->OpenBlob(pinned, other);
                     absl::StatusOr<format::LayerIndex> index =
-                        format::OpenLayerIndex(*blob, other.media_type, other.annotations);
+                        OpenLayerIndexKeepingBytes(blob, other, IndexBytesDir());
                     if (!index.ok()) return index.status();
                     return std::make_shared<const format::LayerIndex>(std::move(*index));
                   });
@@ -419,7 +420,7 @@ void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const Res
 }
 
 absl::StatusOr<std::shared_ptr<const format::LayerIndex>> RemoteLayerManager::LayerIndexFor(
-    const ResolvedLayer& layer, BlobReader& blob) {
+    const ResolvedLayer& layer, const std::shared_ptr<BlobReader>& blob) {
   std::optional<Preload> preload;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -436,7 +437,7 @@ absl::StatusOr<std::shared_ptr<const format::LayerIndex>> RemoteLayerManager::La
             {{"layer", layer.layer.digest.ToString()}, {"error", index.status().ToString()}});
   }
   absl::StatusOr<format::LayerIndex> index =
-      format::OpenLayerIndex(blob, layer.layer.media_type, layer.layer.annotations);
+      OpenLayerIndexKeepingBytes(blob, layer.layer, IndexBytesDir());
   if (!index.ok()) return index.status();
   return std::make_shared<const format::LayerIndex>(std::move(*index));
 }
@@ -453,7 +454,7 @@ absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedL
   absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
   if (!ref.ok()) return ref.status();
   std::shared_ptr<BlobReader> blob = client_->OpenBlob(*ref, layer.layer);
-  absl::StatusOr<std::shared_ptr<const format::LayerIndex>> index = LayerIndexFor(layer, *blob);
+  absl::StatusOr<std::shared_ptr<const format::LayerIndex>> index = LayerIndexFor(layer, blob);
   if (!index.ok()) return index.status();
   const std::string format(format::LayerFormatName((*index)->format()));
   const std::string layer_id = layer.layer.digest.ToString();
