@@ -131,18 +131,18 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
 
 RemoteLayerManager::~RemoteLayerManager() {
   metrics_source_.Reset();
+  // With a holder, the mounts stay for the next daemon (a graceful upgrade), handed over first:
+  // readers wait from here until the next daemon adopts them, so not behind the status
+  // writer's last write (an fsync: hundreds of ms on a busy disk). Without one, unmount.
+  const bool hand_over = options_.mount.fuse.holder != nullptr;
+  if (hand_over) HandOverAll();
   {
     std::lock_guard<std::mutex> lock(status_mu_);
     stopping_ = true;
   }
   status_cv_.notify_all();
   if (status_thread_.joinable()) status_thread_.join();
-  // With a holder, the mounts stay for the next daemon (a graceful upgrade); else unmount.
-  if (options_.mount.fuse.holder != nullptr) {
-    HandOverAll();
-  } else {
-    UnmountAll();
-  }
+  if (!hand_over) UnmountAll();
   // Its walks hold readers of the layers just unmounted: Stop ends their waits.
   if (elf_prefetcher_ != nullptr) elf_prefetcher_->Stop();
   WriteStatusFile().IgnoreError();
