@@ -137,4 +137,18 @@ absl::StatusOr<format::LayerIndex> OpenLayerIndexKeepingBytes(std::shared_ptr<Bl
   return index;
 }
 
+void DropIndexBytesExcept(const std::string& dir, const std::set<std::string>& used_digests) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (used_digests.count("sha256:" + name) > 0) continue;
+    std::error_code rm;
+    std::filesystem::remove(entry.path(), rm);
+    if (rm) {
+      LogWarn("cannot remove kept layer index bytes",
+              {{"path", entry.path().string()}, {"error", rm.message()}});
+    }
+  }
+}
+
 }  // namespace lazypull::remote

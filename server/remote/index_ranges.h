@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -62,6 +63,10 @@ class IndexRangeReader : public BlobReader {
 absl::StatusOr<format::LayerIndex> OpenLayerIndexKeepingBytes(std::shared_ptr<BlobReader> blob,
                                                               const oci::Descriptor& layer,
                                                               const std::string& dir);
+
+// Removes the files under `dir` of layers not in `used_digests` ("sha256:<hex>"): kept bytes of
+// layers no snapshot uses any more. Best effort (errors are logged).
+void DropIndexBytesExcept(const std::string& dir, const std::set<std::string>& used_digests);
 
 }  // namespace lazypull::remote
 

@@ -562,6 +562,7 @@ absl::Status RemoteLayerManager::FinishRestore() {
     if (layer.ok()) used_layers.insert(layer->layer.digest.ToString());
   }
   backend_->DropLocalExcept(used_layers);
+  DropIndexBytesExcept(IndexBytesDir(), used_layers);
   UpdateCacheBudget();
   if (pending.empty()) {
     ReleaseUnadoptedHeld();

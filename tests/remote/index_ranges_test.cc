@@ -99,5 +99,17 @@ TEST_F(IndexRangesTest, MalformedFileIsIgnored) {
   EXPECT_GT(blob->reads.load(), 0);
 }
 
+TEST_F(IndexRangesTest, DropKeepsOnlyUsedLayers) {
+  auto blob = std::make_shared<CountingReader>(built_.blob);
+  ASSERT_TRUE(OpenLayerIndexKeepingBytes(blob, layer_, dir_).ok());
+  const std::string other = dir_ + "/" + std::string(64, 'e');
+  std::ofstream(other) << "x";
+  DropIndexBytesExcept(dir_, {layer_.digest.ToString()});
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/" + layer_.digest.hex()));
+  EXPECT_FALSE(std::filesystem::exists(other));
+  DropIndexBytesExcept(dir_, {});
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/" + layer_.digest.hex()));
+}
+
 }  // namespace
 }  // namespace lazypull::remote
