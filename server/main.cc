@@ -70,6 +70,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   lazypull::SetLogLevel(*level);
+  // With "lazypull-snapshotter serving" and "exited", times a restart (bench/handover).
+  lazypull::LogInfo("lazypull-snapshotter starting", {{"pid", ::getpid()}});
 
   // Block the shutdown signals in every thread (gRPC's included) and take them synchronously.
   sigset_t signals;
@@ -115,5 +117,6 @@ int main(int argc, char** argv) {
   lazypull::SdNotifyFromEnv("STOPPING=1").IgnoreError();
   (*daemon)->Shutdown();
   daemon->reset();
+  lazypull::LogInfo("lazypull-snapshotter exited", {{"pid", ::getpid()}});
   return 0;
 }

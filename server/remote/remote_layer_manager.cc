@@ -24,6 +24,7 @@
 #include "fetcher/layer_reader/layer_reader.h"
 #include "mount/fuse/holder_client.h"
 #include "mount/fuse/stale_mounts.h"
+#include "server/remote/index_ranges.h"
 #include "server/remote/remote_metrics.h"
 #include "server/remote/start_hint.h"
 
@@ -130,18 +131,18 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
 
 RemoteLayerManager::~RemoteLayerManager() {
   metrics_source_.Reset();
+  // With a holder, the mounts stay for the next daemon (a graceful upgrade), handed over first:
+  // readers wait from here until the next daemon adopts them, so not behind the status
+  // writer's last write (an fsync: hundreds of ms on a busy disk). Without one, unmount.
+  const bool hand_over = options_.mount.fuse.holder != nullptr;
+  if (hand_over) HandOverAll();
   {
     std::lock_guard<std::mutex> lock(status_mu_);
     stopping_ = true;
   }
   status_cv_.notify_all();
   if (status_thread_.joinable()) status_thread_.join();
-  // With a holder, the mounts stay for the next daemon (a graceful upgrade); else unmount.
-  if (options_.mount.fuse.holder != nullptr) {
-    HandOverAll();
-  } else {
-    UnmountAll();
-  }
+  if (!hand_over) UnmountAll();
   // Its walks hold readers of the layers just unmounted: Stop ends their waits.
   if (elf_prefetcher_ != nullptr) elf_prefetcher_->Stop();
   WriteStatusFile().IgnoreError();
@@ -409,7 +410,7 @@ void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const Res
                   [&]() -> absl::StatusOr<std::shared_ptr<const format::LayerIndex>> {
                     std::shared_ptr<BlobReader> blob = client_->OpenBlob(pinned, other);
                     absl::StatusOr<format::LayerIndex> index =
-                        format::OpenLayerIndex(*blob, other.media_type, other.annotations);
+                        OpenLayerIndexKeepingBytes(blob, other, IndexBytesDir());
                     if (!index.ok()) return index.status();
                     return std::make_shared<const format::LayerIndex>(std::move(*index));
                   });
@@ -420,7 +421,7 @@ void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const Res
 }
 
 absl::StatusOr<std::shared_ptr<const format::LayerIndex>> RemoteLayerManager::LayerIndexFor(
-    const ResolvedLayer& layer, BlobReader& blob) {
+    const ResolvedLayer& layer, const std::shared_ptr<BlobReader>& blob) {
   std::optional<Preload> preload;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -438,7 +439,7 @@ absl::StatusOr<std::shared_ptr<const format::LayerIndex>> RemoteLayerManager::La
   }
   if (auto soci = OpenSociIndex(layer)) return std::move(*soci);
   absl::StatusOr<format::LayerIndex> index =
-      format::OpenLayerIndex(blob, layer.layer.media_type, layer.layer.annotations);
+      OpenLayerIndexKeepingBytes(blob, layer.layer, IndexBytesDir());
   if (!index.ok() && !layer.soci_note.empty()) {
     return absl::Status(index.status().code(), absl::StrCat(index.status().message(),
                                                             "; no SOCI zTOC: ", layer.soci_note));
@@ -459,7 +460,7 @@ absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedL
   absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
   if (!ref.ok()) return ref.status();
   std::shared_ptr<BlobReader> blob = client_->OpenBlob(*ref, layer.layer);
-  absl::StatusOr<std::shared_ptr<const format::LayerIndex>> index = LayerIndexFor(layer, *blob);
+  absl::StatusOr<std::shared_ptr<const format::LayerIndex>> index = LayerIndexFor(layer, blob);
   if (!index.ok()) return index.status();
   const std::string format(format::LayerFormatName((*index)->format()));
   const std::string layer_id = layer.layer.digest.ToString();
@@ -575,6 +576,7 @@ absl::Status RemoteLayerManager::FinishRestore() {
     if (layer.ok()) used_layers.insert(layer->layer.digest.ToString());
   }
   backend_->DropLocalExcept(used_layers);
+  DropIndexBytesExcept(IndexBytesDir(), used_layers);
   UpdateCacheBudget();
   if (pending.empty()) {
     ReleaseUnadoptedHeld();

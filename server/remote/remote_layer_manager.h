@@ -172,9 +172,12 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // Starts opening, in parallel, the indexes of the other lazy layers of `layer`'s image that
   // `source` names (all of the manifest's when it names none), so their Prepares only mount.
   void PreloadImageLayers(const LayerSource& source, const ResolvedLayer& layer);
-  // The layer's index: a preloaded one when there is one, else opened now.
+  // The layer's index: a preloaded one when there is one, else opened now (from the bytes an
+  // earlier open kept under IndexBytesDir() when there are, so a restart needs no registry).
   absl::StatusOr<std::shared_ptr<const format::LayerIndex>> LayerIndexFor(
-      const ResolvedLayer& layer, BlobReader& blob);
+      const ResolvedLayer& layer, const std::shared_ptr<BlobReader>& blob);
+  // <root>/index-bytes: per layer digest, the blob bytes its index was parsed from.
+  std::string IndexBytesDir() const { return options_.root + "/index-bytes"; }
   // Opens, indexes and mounts `layer` at fs_dir and records it under snapshot_id. `backend`:
   // the kBackendLabel value ("" = configured backend). A layer the backend holds locally is
   // mounted from there without index or registry.

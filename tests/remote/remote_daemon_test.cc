@@ -279,8 +279,10 @@ TEST_P(RemoteDaemonTest, UnrestorableLayerMakesMountsUnavailable) {
   ASSERT_GRPC_OK(client_->Prepare("container", targets.back(), {}, &mounts));
   ASSERT_TRUE(daemon_->Stop().ok());
   proxy_.reset();  // the registry is unreachable from now on
-  // A fresh cache: the TOC must come from the registry.
-  ASSERT_EQ(RunShell("rm -rf " + daemon_->root() + "/cache", std::chrono::seconds(30))->exit_code,
+  // A fresh cache and no kept index bytes: the TOC must come from the registry.
+  ASSERT_EQ(RunShell("rm -rf " + daemon_->root() + "/cache " + daemon_->root() + "/index-bytes",
+                     std::chrono::seconds(30))
+                ->exit_code,
             0);
   ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
   client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());

@@ -170,7 +170,10 @@ TEST_P(RemoteErofsTest, RemovingAnUnavailableLayerDeletesItsCopy) {
   std::vector<std::string> targets = PrepareLazyChain(image, false, "u");
   ASSERT_TRUE(daemon_->Stop().ok());
   proxy_.reset();  // the registry is unreachable from now on
-  ASSERT_EQ(RunShell("rm -rf " + daemon_->root() + "/cache", std::chrono::seconds(30))->exit_code,
+  // No cache and no kept index bytes: only the registry could re-open the indexes.
+  ASSERT_EQ(RunShell("rm -rf " + daemon_->root() + "/cache " + daemon_->root() + "/index-bytes",
+                     std::chrono::seconds(30))
+                ->exit_code,
             0);
   const std::string copy =
       daemon_->root() + "/erofs/graduated/sha256-" + image.resolved.manifest.layers[0].digest.hex();
