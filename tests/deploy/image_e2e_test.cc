@@ -167,6 +167,11 @@ TEST_F(ImageE2eTest, ImageRunByContainerdServesTheNodesContainerd) {
     std::string source;
     if (volume.contains("hostPath")) {
       source = volume["hostPath"]["path"];
+      // The kubelet creates a DirectoryOrCreate hostPath (the FUSE holder's socket dir).
+      if (volume["hostPath"].value("type", "") == "DirectoryOrCreate") {
+        std::error_code mkdir_error;
+        std::filesystem::create_directories(source, mkdir_error);
+      }
     } else if (vm["name"] == "config") {
       source = dir_.Sub("configmap/") + vm["subPath"].get<std::string>();
     } else {

@@ -6,6 +6,7 @@
 #define LAZYPULL_TESTS_REGISTRY_FAKE_TRANSPORT_H_
 
 #include <algorithm>
+#include <map>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -19,6 +20,9 @@ class FakeTransport : public HttpTransport {
  public:
   std::vector<HttpRequest> requests;  // as sent, without their sink
   std::vector<absl::StatusOr<HttpResponse>> answers;
+  // Answers for a request whose Range header is the key, taken before the queue: requests sent
+  // in parallel arrive in any order.
+  std::map<std::string, HttpResponse> answers_by_range;
   size_t piece_bytes = 1 << 20;
 
   absl::StatusOr<HttpResponse> Send(const HttpRequest& r) override {
@@ -26,9 +30,20 @@ class FakeTransport : public HttpTransport {
     requests.push_back(r);
     requests.back().body_sink = nullptr;
     requests.back().head_check = nullptr;
-    if (answers.empty()) return absl::UnavailableError("no more answers");
-    auto a = answers.front();
-    answers.erase(answers.begin());
+    absl::StatusOr<HttpResponse> a = absl::UnavailableError("no more answers");
+    auto by_range = answers_by_range.end();
+    for (const auto& [k, v] : r.headers) {
+      if (k == "Range") by_range = answers_by_range.find(v);
+    }
+    if (by_range != answers_by_range.end()) {
+      a = std::move(by_range->second);
+      answers_by_range.erase(by_range);
+    } else if (!answers.empty()) {
+      a = answers.front();
+      answers.erase(answers.begin());
+    } else {
+      return a;
+    }
     if (a.ok() && r.head_check && a->status >= 200 && a->status < 300 && !r.head_check(*a)) {
       a->body.clear();
       a->body_bytes = 0;

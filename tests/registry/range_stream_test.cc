@@ -217,8 +217,10 @@ TEST_F(StreamRangesTest, WholeBlobAnswerStopsEarlyAndTurnsMultiRangeOff) {
 
   // From now on: one single-range request per range, never a multi-range header.
   fake_->requests.clear();
-  fake_->answers.push_back(Resp(206, blob_.substr(0, 2), {{"content-range", "bytes 0-1/1000"}}));
-  fake_->answers.push_back(Resp(206, blob_.substr(50, 2), {{"content-range", "bytes 50-51/1000"}}));
+  fake_->answers_by_range["bytes=0-1"] =
+      Resp(206, blob_.substr(0, 2), {{"content-range", "bytes 0-1/1000"}});
+  fake_->answers_by_range["bytes=50-51"] =
+      Resp(206, blob_.substr(50, 2), {{"content-range", "bytes 50-51/1000"}});
   Received more;
   const std::vector<ByteRange> next = {{0, 2}, {50, 2}};
   ASSERT_TRUE(Stream(next, &more).ok());
