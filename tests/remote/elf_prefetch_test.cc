@@ -92,6 +92,34 @@ struct Image {
 };
 Image* image = nullptr;
 
+// Starts the image's registry and pushes two eStargz images of layers `base` and `top`:
+// esgz:v1 without a command and esgz-cmd:v1 (same layers) running `cmd`.
+absl::Status PushImages(Image& im, const LayerChanges& base, const LayerChanges& top,
+                        const std::vector<std::string>& cmd, const std::string& convert_flags) {
+  auto reg = RegistryProcess::Start(im.dir.Sub("reg"));
+  if (!reg.ok()) return reg.status();
+  im.registry = std::move(*reg);
+  const std::string host = im.registry->host();
+  for (bool with_cmd : {false, true}) {
+    ImageBuilder b(im.dir.Sub(with_cmd ? "image-cmd" : "image"));
+    b.AddLayer(base).AddLayer(top);
+    if (with_cmd) b.SetCmd(cmd);
+    auto built = b.Build("v1");
+    if (!built.ok()) return built.status();
+    const std::string src = with_cmd ? "src-cmd:v1" : "src:v1";
+    if (absl::Status s = im.registry->PushOciLayout(built->layout_dir, "v1", src); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s =
+            LazypullConvert("estargz", host + "/" + src,
+                            host + (with_cmd ? "/esgz-cmd:v1" : "/esgz:v1"), convert_flags);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status BuildImage(Image& im) {
   absl::StatusOr<std::vector<std::string>> libs = LddPaths();
   if (!libs.ok()) return libs.status();
@@ -103,28 +131,10 @@ absl::Status BuildImage(Image& im) {
   }
   if (absl::Status s = AddHostPath("/etc/ld.so.cache", base, added_base); !s.ok()) return s;
   if (absl::Status s = AddHostPath(kBinary, top, added_top); !s.ok()) return s;
-  auto reg = RegistryProcess::Start(im.dir.Sub("reg"));
-  if (!reg.ok()) return reg.status();
-  im.registry = std::move(*reg);
-  const std::string host = im.registry->host();
-  // esgz:v1 has no command; esgz-cmd:v1 (same layers) runs `curl --version`.
-  for (bool with_cmd : {false, true}) {
-    ImageBuilder b(im.dir.Sub(with_cmd ? "image-cmd" : "image"));
-    b.AddLayer(base).AddLayer(top);
-    if (with_cmd) b.SetCmd({"curl", "--version"});
-    auto built = b.Build("v1");
-    if (!built.ok()) return built.status();
-    const std::string src = with_cmd ? "src-cmd:v1" : "src:v1";
-    if (absl::Status s = im.registry->PushOciLayout(built->layout_dir, "v1", src); !s.ok()) {
-      return s;
-    }
-    // Small chunks, so libraries span several chunks and "whole file" means something.
-    if (absl::Status s =
-            LazypullConvert("estargz", host + "/" + src,
-                            host + (with_cmd ? "/esgz-cmd:v1" : "/esgz:v1"), "--chunk-size 65536");
-        !s.ok()) {
-      return s;
-    }
+  // Small chunks, so libraries span several chunks and "whole file" means something.
+  if (absl::Status s = PushImages(im, base, top, {"curl", "--version"}, "--chunk-size 65536");
+      !s.ok()) {
+    return s;
   }
   auto version = RunCommand({kBinary, "--version"}, std::chrono::seconds(30));
   if (!version.ok()) return version.status();
@@ -355,25 +365,8 @@ absl::Status BuildPythonImage(Image& im) {
     if (!wanted || e.is_directory()) continue;
     if (absl::Status s = AddHostPath(path, top, added_top); !s.ok()) return s;
   }
-  auto reg = RegistryProcess::Start(im.dir.Sub("reg"));
-  if (!reg.ok()) return reg.status();
-  im.registry = std::move(*reg);
-  const std::string host = im.registry->host();
-  for (bool with_cmd : {false, true}) {
-    ImageBuilder b(im.dir.Sub(with_cmd ? "image-cmd" : "image"));
-    b.AddLayer(base).AddLayer(top);
-    if (with_cmd) b.SetCmd({"python3", "-c", kPythonCode});
-    auto built = b.Build("v1");
-    if (!built.ok()) return built.status();
-    const std::string src = with_cmd ? "src-cmd:v1" : "src:v1";
-    if (absl::Status s = im.registry->PushOciLayout(built->layout_dir, "v1", src); !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = LazypullConvert("estargz", host + "/" + src,
-                                         host + (with_cmd ? "/esgz-cmd:v1" : "/esgz:v1"), "");
-        !s.ok()) {
-      return s;
-    }
+  if (absl::Status s = PushImages(im, base, top, {"python3", "-c", kPythonCode}, ""); !s.ok()) {
+    return s;
   }
   im.host_version = "42\n";
   return absl::OkStatus();
