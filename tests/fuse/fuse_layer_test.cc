@@ -39,6 +39,7 @@
 #include "mount/fuse/fuse_backend.h"
 #include "mount/fuse/stale_mounts.h"
 #include "tests/fuse/fault_blob_reader.h"
+#include "tests/fuse/file_test_util.h"
 #include "tests/harness/subprocess.h"
 #include "tests/harness/test_env.h"
 
@@ -47,6 +48,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::lazypull::testing::FaultBlobReader;
+using ::lazypull::testing::MustWrite;
+using ::lazypull::testing::RandomBytes;
+using ::lazypull::testing::ReadAll;
 using ::lazypull::testing::ReadFile;
 using ::lazypull::testing::RunCommand;
 using ::lazypull::testing::TempDir;
@@ -56,44 +60,9 @@ using ::testing::HasSubstr;
 
 constexpr uint64_t kChunkSize = 256 << 10;
 
-std::string RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(s.data() + i, &v, std::min<size_t>(8, n - i));
-  }
-  return s;
-}
-
-void MustWrite(const std::string& path, const std::string& content, mode_t mode = 0644) {
-  ASSERT_TRUE(WriteFile(path, content).ok()) << path;
-  ASSERT_EQ(chmod(path.c_str(), mode), 0) << path;
-}
-
 void SetMtime(const std::string& path, int64_t sec, long nsec) {
   timespec ts[2] = {{sec, nsec}, {sec, nsec}};
   ASSERT_EQ(utimensat(AT_FDCWD, path.c_str(), ts, AT_SYMLINK_NOFOLLOW), 0) << path;
-}
-
-// Reads a whole file, failing on any read error (EIO included).
-absl::StatusOr<std::string> ReadAll(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::NotFoundError(path + ": " + strerror(errno));
-  std::string out;
-  char buf[1 << 16];
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      return absl::InternalError(path + ": " + strerror(err));
-    }
-    if (n == 0) break;
-    out.append(buf, n);
-  }
-  close(fd);
-  return out;
 }
 
 // The source tree of the layer. Whiteout markers are regular files, as in an OCI layer tar.
