@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 from benchlib import (APPS, Network, build_layout, build_rootfs, cleanup_dir,  # noqa: E402
-                      drop_caches, log, push_images, run, stop_proc, wait_ctr)
+                      drop_caches, log, push_images, run, start_containerd, stop_proc)
 
 # --- trials --------------------------------------------------------------------------------
 
@@ -89,12 +89,7 @@ class Trial:
                 log(open(self.lp_log.name).read())
                 cleanup_dir(self.dir)
                 raise RuntimeError(f"snapshotter daemon exited ({self.lp.returncode})")
-        with open(f"{self.dir}/config.toml", "w") as f:
-            f.write(cfg)
-        self.c_log = open(f"{self.dir}/containerd.log", "w")
-        self.containerd = subprocess.Popen(["containerd", "--config", f"{self.dir}/config.toml"],
-                                           stdout=self.c_log, stderr=self.c_log)
-        wait_ctr(self.sock)
+        self.containerd, self.c_log = start_containerd(self.dir, cfg, self.sock)
 
     def ctr(self, *a):
         return ["ctr", "--address", self.sock, "-n", "bench"] + list(a)

@@ -309,6 +309,18 @@ def wait_ctr(sock, timeout=30):
     raise RuntimeError(f"containerd at {sock} did not start")
 
 
+def start_containerd(directory, cfg, sock):
+    """Writes `cfg` to <directory>/config.toml and starts containerd on it, logging to
+    <directory>/containerd.log; returns (process, log file) once `sock` answers."""
+    with open(f"{directory}/config.toml", "w") as f:
+        f.write(cfg)
+    log_file = open(f"{directory}/containerd.log", "w")
+    proc = subprocess.Popen(["containerd", "--config", f"{directory}/config.toml"],
+                            stdout=log_file, stderr=log_file)
+    wait_ctr(sock)
+    return proc, log_file
+
+
 def stop_proc(proc, sig=signal.SIGTERM, timeout=20):
     if proc.poll() is not None:
         return

@@ -8,7 +8,7 @@ import tempfile
 import time
 import urllib.request
 
-from benchlib import cleanup_dir, log, run, stop_proc, wait_ctr
+from benchlib import cleanup_dir, log, run, start_containerd, stop_proc
 
 CACHE_PORT = 5071  # the cache, on loopback
 METRICS_BASE = 9310  # node i serves /metrics on 127.0.0.1:METRICS_BASE+i
@@ -149,12 +149,7 @@ class Node:
             if self.lp.poll() is not None:
                 raise RuntimeError(f"lazypull-snapshotter exited ({self.lp.returncode}): "
                                    f"{open(self.lp_log.name).read()[-2000:]}")
-        with open(f"{self.dir}/config.toml", "w") as f:
-            f.write(cfg)
-        self.c_log = open(f"{self.dir}/containerd.log", "w")
-        self.containerd = subprocess.Popen(["containerd", "--config", f"{self.dir}/config.toml"],
-                                           stdout=self.c_log, stderr=self.c_log)
-        wait_ctr(self.sock)
+        self.containerd, self.c_log = start_containerd(self.dir, cfg, self.sock)
 
     def ctr(self, *a):
         return ["ctr", "--address", self.sock, "-n", "bench"] + list(a)
