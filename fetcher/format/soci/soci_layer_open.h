@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "fetcher/format/layer_index.h"
+#include "fetcher/format/soci/soci_index.h"
 #include "fetcher/format/soci/ztoc_parser.h"
 #include "fetcher/oci/descriptor.h"
 #include "lazypull/blob_reader.h"
@@ -24,8 +25,6 @@ namespace lazypull::soci {
 // containerd.io/snapshot/, so no Prepare label can set them.
 inline constexpr char kZtocDigestAnnotation[] = "dev.lazypull.soci.ztoc-digest";
 inline constexpr char kZtocSizeAnnotation[] = "dev.lazypull.soci.ztoc-size";
-// The media type soci gives zTOC layers of a SOCI index manifest.
-inline constexpr char kZtocMediaType[] = "application/octet-stream";
 
 // Records `ztoc` (digest and size) in `annotations`.
 void AddZtocAnnotations(const oci::Descriptor& ztoc,
