@@ -36,6 +36,12 @@ else
       -DLAZYPULL_BUILD_TESTS=OFF -DLAZYPULL_BUILD_BENCH=OFF \
       -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=8 "$@"
   if ! cmake --build "$BUILD_DIR" -j "$(nproc)" --target lazypull-snapshotter lazypull lazypull-fuse-holder; then
+    # tests/deploy's daemon_unity_build_test sets this: a unity clash must fail CI, not
+    # silently double the README's first-start compile.
+    if [ "${LAZYPULL_UNITY_STRICT:-0}" = 1 ]; then
+      echo "build: the unity build failed (LAZYPULL_UNITY_STRICT=1: no file-by-file fallback)" >&2
+      exit 1
+    fi
     # CI builds file by file (scripts/test.sh), so two files' same-named file-local helpers
     # may meet in one batch unnoticed there: then build file by file here too.
     echo "build: the unity build failed; building file by file (slower)" >&2
