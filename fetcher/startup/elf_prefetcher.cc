@@ -11,6 +11,7 @@
 
 #include "base/logging.h"
 #include "fetcher/elf/elf_parser.h"
+#include "fetcher/elf/embedded_paths.h"
 #include "fetcher/elf/layer_index_file_tree.h"
 #include "fetcher/elf/overlay_file_tree.h"
 #include "fetcher/python/module_finder.h"
@@ -92,6 +93,67 @@ class StackView {
   std::optional<elf::OverlayFileTree> overlay_;
 };
 
+struct EmbeddedFetch {
+  uint64_t files = 0;
+  uint64_t bytes = 0;
+};
+
+// Fetches the small regular files the walked objects name in their read-only data segments
+// (the walk fetched those segments: reading them waits for that fetch at most).
+EmbeddedFetch FetchEmbeddedFiles(const StackView& view, const elf::WalkResult& walk,
+                                 const ElfPrefetchOptions& options) {
+  constexpr uint32_t kPfWrite = 2, kPfExec = 1;
+  EmbeddedFetch done;
+  if (options.embedded_files == 0) return done;
+  absl::flat_hash_set<std::string> candidates_seen;
+  std::vector<std::string> candidates;
+  for (const elf::WalkObject& object : walk.objects) {
+    absl::StatusOr<StackView::Located> loc = view.Locate(object.real_path);
+    if (!loc.ok()) continue;
+    uint64_t scan_budget = options.embedded_scan_bytes;
+    for (size_t i = 1; i < object.info.loads.size(); ++i) {
+      const elf::LoadSegment& seg = object.info.loads[i];
+      // Read-only data the walk fetched (ElfInfo::LoadRanges left larger ones out).
+      if ((seg.flags & (kPfWrite | kPfExec)) != 0 || seg.file_size == 0) continue;
+      if (seg.file_size > options.max_lazy_data_segment || seg.file_size > scan_budget) continue;
+      if (seg.offset >= loc->size) continue;
+      scan_budget -= seg.file_size;
+      std::string data(std::min(seg.file_size, loc->size - seg.offset), '\0');
+      absl::StatusOr<size_t> n = loc->reader->Read(loc->ino, seg.offset, data.data(), data.size());
+      if (!n.ok()) continue;
+      data.resize(*n);
+      for (std::string& path : elf::EmbeddedPaths(data)) {
+        if (candidates_seen.insert(path).second) candidates.push_back(std::move(path));
+      }
+    }
+  }
+  std::map<LayerReader*, std::vector<LayerReader::FileExtent>> extents;
+  // What the walk itself read is not counted again.
+  absl::flat_hash_set<std::string> fetched;
+  for (const elf::WalkObject& object : walk.objects) fetched.insert(object.real_path);
+  if (absl::StatusOr<elf::ResolvedPath> cache =
+          elf::ResolvePath(view.tree(), options.walk.ld_so_cache_path);
+      cache.ok()) {
+    fetched.insert(cache->path);
+  }
+  for (const std::string& path : candidates) {
+    if (done.files >= options.embedded_files) break;
+    absl::StatusOr<elf::ResolvedPath> resolved = elf::ResolvePath(view.tree(), path);
+    if (!resolved.ok() || resolved->node.kind != elf::FileNode::Kind::kRegular) continue;
+    if (!fetched.insert(resolved->path).second) continue;
+    absl::StatusOr<StackView::Located> loc = view.Locate(resolved->path);
+    if (!loc.ok() || loc->size == 0 || loc->size > options.embedded_file_bytes ||
+        done.bytes + loc->size > options.embedded_bytes) {
+      continue;
+    }
+    extents[loc->reader].push_back({loc->ino, 0, loc->size});
+    ++done.files;
+    done.bytes += loc->size;
+  }
+  for (auto& [reader, e] : extents) reader->FetchAhead(e);
+  return done;
+}
+
 }  // namespace
 
 nlohmann::json ElfPrefetchStats::ToJson() const {
@@ -104,6 +166,7 @@ nlohmann::json ElfPrefetchStats::ToJson() const {
           {"chunks_ahead", chunks_ahead},
           {"problems", problems},
           {"start_hints", start_hints},
+          {"embedded_files", embedded_files},
           {"python_walks", python_walks},
           {"python_walks_finished", python_walks_finished},
           {"python_files", python_files},
@@ -200,7 +263,6 @@ void ElfPrefetcher::PrefetchStart(const std::string& layer_id, std::function<Sta
       ++stats_.walks_dropped;
       return;
     }
-    ++stats_.start_hints;
     Job job;
     job.kind = JobKind::kHint;
     job.layer_id = layer_id;
@@ -265,6 +327,11 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
   StartHint hint;
   if (job.kind == JobKind::kHint) {
     hint = job.hint();
+    if (hint.executables.empty() && hint.files.empty()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.start_hints;
+    }
     StackView view(stack);
     std::map<LayerReader*, std::vector<LayerReader::FileExtent>> files;
     for (const std::string& f : hint.files) {
@@ -388,8 +455,11 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
       elf::WalkDependencies(view.tree(), executable, batch, options_.walk);
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const EmbeddedFetch embedded =
+      walk.ok() ? FetchEmbeddedFiles(view, *walk, options_) : EmbeddedFetch{};
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.walks_finished;
+  stats_.embedded_files += embedded.files;
   stats_.chunks_ahead += chunks_ahead;
   stats_.last_executable = executable;
   if (!walk.ok()) {
@@ -409,6 +479,8 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
                             {"objects", walk->objects.size()},
                             {"rounds", walk->rounds},
                             {"chunks_ahead", chunks_ahead},
+                            {"embedded_files", embedded.files},
+                            {"embedded_bytes", embedded.bytes},
                             {"problems", walk->problems},
                             {"truncated", walk->truncated},
                             {"ms", ms}});

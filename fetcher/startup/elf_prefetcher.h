@@ -18,8 +18,9 @@
 // containerd) are simply absent: a library found only there is not prefetched (nor needed:
 // it is local).
 //
-// A start can also be announced before any read (PrefetchStart): when a container's rootfs is
-// prepared on an image's layers, the image config names the program the container will run
+// A start can also be announced before any read (PrefetchStart): when an image's top layer is
+// pulled (with background fetch on) or a container's rootfs is prepared on an image's layers,
+// the image config names the program the container will run
 // (Entrypoint + Cmd, found on the config's PATH), so its walk — and the few files the runtime reads
 // at creation, /etc/passwd and /etc/group — can run while containerd and runc still set up the
 // container. A command overridden at run time (a pod's `command`) makes that walk useless, bounded
@@ -31,6 +32,11 @@
 // the rest of the new files (large files: their segments, see ElfPrefetchOptions). Files
 // larger than max_file_bytes are fetched only where the walk reads; a walk fetches at most
 // max_walk_bytes of file data.
+//
+// Files a program names itself: once the walk is done, the walked objects' read-only data
+// segments (fetched by the walk) are scanned for absolute paths (elf/embedded_paths.h), and
+// the small regular files among them are fetched whole: glibc's configuration, OpenSSL's
+// openssl.cnf, Node.js's JavaScript builtins kept outside the binary.
 //
 // Python: a CPython interpreter being walked (its file name says pythonX.Y) also starts a
 // Python import walk of what every interpreter start reads (startup/python_import_walk.h),
@@ -86,6 +92,15 @@ struct ElfPrefetchOptions {
   uint64_t max_lazy_data_segment = 16 << 20;
   // Uncompressed file bytes one walk may fetch whole.
   uint64_t max_walk_bytes = 1ull << 30;
+  // Once a walk ends, the files its objects name in their read-only data (configuration,
+  // Node.js's external builtins: elf/embedded_paths.h) that are regular files in the image of
+  // at most embedded_file_bytes are fetched whole: at most embedded_files files and
+  // embedded_bytes bytes per walk, from at most embedded_scan_bytes of each object's data
+  // (only data segments the walk fetched). embedded_files = 0: off.
+  size_t embedded_files = 64;
+  uint64_t embedded_file_bytes = 1 << 20;
+  uint64_t embedded_bytes = 4 << 20;
+  uint64_t embedded_scan_bytes = 16 << 20;
   size_t max_remembered = 1 << 16;
   elf::WalkOptions walk;
   PythonWalkOptions python;
@@ -101,7 +116,8 @@ struct ElfPrefetchStats {
   uint64_t rounds = 0;          // the walks' read rounds (their serial depth), summed
   uint64_t chunks_ahead = 0;    // chunks FetchAhead started fetching
   uint64_t problems = 0;        // libraries not found, unreadable or malformed
-  uint64_t start_hints = 0;     // walks announced by PrefetchStart
+  uint64_t start_hints = 0;     // PrefetchStart hints that named a program or files
+  uint64_t embedded_files = 0;  // files named in walked objects' data, fetched
   uint64_t python_walks = 0;    // Python import walks (interpreter starts and .pyc reads)
   uint64_t python_walks_finished = 0;
   uint64_t python_files = 0;   // files they fetched

@@ -173,6 +173,12 @@ void RemoteLayerManager::PrefetchImageStart(const ResolvedLayer& layer) {
             image->manifest.layers.back().digest != layer.layer.digest) {
           return {};
         }
+        {
+          // Once per top layer: at its pull and again when a container is prepared on it.
+          std::lock_guard<std::mutex> lock(mu_);
+          if (start_hinted_.size() >= kMaxStartHinted) start_hinted_.clear();
+          if (!start_hinted_.insert(layer.layer.digest.ToString()).second) return {};
+        }
         absl::StatusOr<oci::ImageConfig> config = client_->FetchConfig(*ref, image->manifest);
         if (!config.ok()) {
           LogDebug("no start prefetch: image config",
@@ -521,6 +527,10 @@ absl::StatusOr<Labels> RemoteLayerManager::PrepareRemoteLayer(const RemoteLayerR
              {"reason", s.ToString()}});
     return s;
   }
+  // With background fetch on, the pull is followed by a fetch of every layer anyway: the
+  // program the image starts goes first, while containerd still pulls and creates the
+  // container (else it waits for the container's rootfs: ContainerPrepared).
+  if (options_.mount.reader.background_fetch) PrefetchImageStart(*layer);
   Labels labels = ResolvedLayerToLabels(*layer);
   {
     std::lock_guard<std::mutex> lock(mu_);

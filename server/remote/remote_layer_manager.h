@@ -47,6 +47,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "fetcher/cache/chunk_cache.h"
@@ -188,7 +189,8 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // holds layer `layer_id`, top first (lazy layers only).
   std::vector<std::shared_ptr<LayerReader>> LayerStack(const std::string& layer_id) const;
   // When `layer` is its image's top layer: the walk of the program its containers start
-  // (image config), while the container is being created (ElfPrefetcher::PrefetchStart).
+  // (image config), while the image is pulled or the container created
+  // (ElfPrefetcher::PrefetchStart); once per top layer.
   void PrefetchImageStart(const ResolvedLayer& layer);
   // EROFS backend: mounts the backend's local copy of `layer` (NotFound if none).
   absl::Status MountLocalLayer(int64_t snapshot_id, const ResolvedLayer& layer,
@@ -241,6 +243,10 @@ class RemoteLayerManager final : public RemoteLayerHandler {
     std::chrono::steady_clock::time_point fetched;
   };
   std::map<std::string, CachedImage> images_;  // by reference string
+  // Top layers whose image start was prefetched (PrefetchImageStart), by digest; forgotten
+  // beyond kMaxStartHinted.
+  static constexpr size_t kMaxStartHinted = 4096;
+  absl::flat_hash_set<std::string> start_hinted_;
   // SOCI discovery answers by manifest digest (a digest's index never changes, but a SOCI index
   // may be pushed after the image: entries expire after manifest_cache). Guarded by mu_.
   struct CachedZtocs {

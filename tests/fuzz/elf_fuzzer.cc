@@ -2,13 +2,16 @@
 // Input: one byte that picks the size of the first "read" (× 64 bytes), then the file.
 // Oracle: the incremental parse (start from the head, add exactly the ranges it asks for)
 // ends within a few rounds and agrees with the whole-file parse (both fail or both give the
-// same result).
+// same result). EmbeddedPaths over the same bytes: bounded, and every result an absolute path.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "fetcher/elf/elf_parser.h"
+#include "fetcher/elf/embedded_paths.h"
 #include "fetcher/elf/file_bytes.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -28,6 +31,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const ByteRange& r : whole->LoadRanges()) {
       if (r.end() > file.size()) abort();
     }
+  }
+
+  EmbeddedPathOptions path_options;
+  path_options.max_paths = 64;
+  const std::vector<std::string> paths = EmbeddedPaths(file, path_options);
+  if (paths.size() > path_options.max_paths) abort();
+  for (const std::string& p : paths) {
+    if (p.empty() || p.front() != '/' || p.size() > path_options.max_length) abort();
   }
 
   FileBytes bytes(file.size());

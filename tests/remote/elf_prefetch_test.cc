@@ -130,6 +130,11 @@ absl::Status BuildImage(Image& im) {
     if (absl::Status s = AddHostPath(p, base, added_base); !s.ok()) return s;
   }
   if (absl::Status s = AddHostPath("/etc/ld.so.cache", base, added_base); !s.ok()) return s;
+  // Files the libraries name in their data (no loader opens them): glibc's nsswitch.conf and,
+  // through the OPENSSLDIR symlink, the openssl.cnf libcrypto reads; the walk fetches them.
+  for (const char* named : {"/etc/nsswitch.conf", "/usr/lib/ssl/openssl.cnf"}) {
+    if (absl::Status s = AddHostPath(named, base, added_base); !s.ok()) return s;
+  }
   if (absl::Status s = AddHostPath(kBinary, top, added_top); !s.ok()) return s;
   // Small chunks, so libraries span several chunks and "whole file" means something.
   if (absl::Status s = PushImages(im, base, top, {"curl", "--version"}, "--chunk-size 65536");
@@ -162,12 +167,14 @@ class ElfPrefetchTest : public ::testing::TestWithParam<std::string> {
     }
   }
 
-  // Background fetch and eStargz prefetch off: every byte moved is a read's or a prefetch's.
-  void StartDaemon(const std::string& mount_extra) {
+  // Background fetch (unless `background`) and eStargz prefetch off: every byte moved is a
+  // read's or a prefetch's.
+  void StartDaemon(const std::string& mount_extra, bool background = false) {
     SnapshotterOptions options;
-    options.config_toml = absl::StrCat(
-        "[mount]\nbackend = \"", GetParam(), "\"\nbackground_fetch = false\nprefetch = false\n",
-        "graduation = false\n", mount_extra, "[remote]\nstatus_interval_ms = 100\n");
+    options.config_toml = absl::StrCat("[mount]\nbackend = \"", GetParam(),
+                                       "\"\nbackground_fetch = ", background ? "true" : "false",
+                                       "\nprefetch = false\n", "graduation = false\n", mount_extra,
+                                       "[remote]\nstatus_interval_ms = 100\n");
     options.log_level = "debug";
     auto d = SnapshotterProcess::Start(tmp_.Sub("daemon"), options);
     ASSERT_TRUE(d.ok()) << d.status();
@@ -176,7 +183,8 @@ class ElfPrefetchTest : public ::testing::TestWithParam<std::string> {
   }
 
   // Prepares both layers lazily and mounts a container's rootfs on them.
-  std::string MountImage(const std::string& repo = "esgz") {
+  // Prepares the image's layers as a pull does (no container). Returns the top layer's key.
+  std::string PullImage(const std::string& repo) {
     auto pushed = ResolvePushed(image->registry->host() + "/" + repo + ":v1");
     EXPECT_TRUE(pushed.ok()) << pushed.status();
     if (!pushed.ok()) return "";
@@ -188,6 +196,12 @@ class ElfPrefetchTest : public ::testing::TestWithParam<std::string> {
       EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
       parent = target;
     }
+    return parent;
+  }
+
+  std::string MountImage(const std::string& repo = "esgz") {
+    const std::string parent = PullImage(repo);
+    if (parent.empty()) return "";
     MountList mounts;
     grpc::Status s = client_->Prepare("container", parent, {}, &mounts);
     EXPECT_TRUE(s.ok()) << s.error_message();
@@ -328,8 +342,31 @@ TEST_P(ElfPrefetchTest, ImageCommandIsFetchedBeforeTheContainerStarts) {
   EXPECT_EQ(st["elf_prefetch"].value("last_executable", ""), kBinary);
   EXPECT_EQ(st["elf_prefetch"].value("last_objects", 0u), image->objects);
   EXPECT_EQ(LayerSum(st, "demand_fetches"), 0u) << st.dump(2);
+  // nsswitch.conf (glibc) and openssl.cnf (libcrypto): named in the libraries' data.
+  EXPECT_EQ(st["elf_prefetch"].value("embedded_files", 0), 2) << st["elf_prefetch"].dump();
   EXPECT_EQ(Exec(rootfs), image->host_version);
   EXPECT_EQ(LayerSum(FreshStatus(), "demand_fetches"), 0u);
+}
+
+// With background fetch on (the default), the pull is followed by a fetch of the whole image
+// anyway: the program the image starts is walked as soon as its top layer is mounted, before
+// any container exists, and the container's Prepare does not walk it again.
+TEST_P(ElfPrefetchTest, WithBackgroundFetchThePullStartsTheImagesProgram) {
+  StartDaemon("", /*background=*/true);
+  ASSERT_FALSE(PullImage("esgz-cmd").empty());
+  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
+                        std::chrono::seconds(60)))
+      << Status().dump(2);
+  nlohmann::json st = FreshStatus();
+  EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
+  EXPECT_EQ(st["elf_prefetch"].value("last_executable", ""), kBinary);
+  EXPECT_EQ(st["elf_prefetch"].value("last_objects", 0u), image->objects);
+  const std::string rootfs = MountImage("esgz-cmd");
+  ASSERT_FALSE(rootfs.empty());
+  EXPECT_EQ(Exec(rootfs), image->host_version);
+  st = FreshStatus();
+  EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
+  EXPECT_EQ(st["elf_prefetch"].value("walks_started", 0), 1) << st["elf_prefetch"].dump();
 }
 
 // Python: this machine's python3.11 with its libraries (base layer) and the part of its
