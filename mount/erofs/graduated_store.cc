@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "base/logging.h"
 #include "base/unique_fd.h"
+#include "fetcher/format/gzip_spans.h"
 #include "fetcher/tar/tar_scanner.h"
 #include "fmt/format.h"
 #include "mount/erofs/device_layout.h"
@@ -230,6 +231,12 @@ absl::Status WriteSociTarCopy(const format::LayerIndex& index, const LayerOrigin
         fmt::format("the layer's tar, inflated from its verified spans, hashes to {}, not to the "
                     "image config's diff_id {}",
                     tar->digest.ToString(), diff_id.ToString()));
+  }
+  // A lazy mount switched to the copy reads it in its own (tar) layout, up to the zTOC's size.
+  const uint64_t declared = (format::GzipSpansOf(index)->uncompressed_size() + 511) / 512 * 512;
+  if (tar->size < declared) {
+    return absl::DataLossError(
+        fmt::format("the layer's tar has {} bytes, its zTOC declares {}", tar->size, declared));
   }
   absl::StatusOr<std::unique_ptr<BlobReader>> tar_reader = NewFileBlobReader(tar_path);
   if (!tar_reader.ok()) return tar_reader.status();
