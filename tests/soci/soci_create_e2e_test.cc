@@ -547,8 +547,8 @@ TEST_F(SociCreateTest, OciLayoutDestinationAndErrors) {
 }
 
 // containerd picks the image manifest of a SOCI-enabled image: `ctr images pull` (no
-// snapshotter labels), `ctr-remote images rpull` and `lazypull rpull` through lazypull (gzip layers
-// without a lazy format fall back to a normal pull), then `ctr run` sees the image's tree. With
+// snapshotter labels), `ctr-remote images rpull` and `lazypull rpull` through lazypull (indexed
+// layers mounted lazily, the small one pulled), then `ctr run` sees the image's tree. With
 // ctr-remote (containerd's client.Pull, as CRI) the SOCI index manifest is not even fetched.
 TEST_F(SociCreateTest, ContainerdPullsTheImageManifest) {
   auto run = IndexCreate({"--plain-http", "--span-size", "256KiB", "--min-layer-size", "512KiB",
