@@ -169,4 +169,31 @@ absl::StatusOr<DeviceLayout> PlanTarLayout(const LayerIndex& index,
   return out;
 }
 
+absl::StatusOr<BlobLayout> PlanTarBlobLayout(const LayerIndex& index,
+                                             const std::vector<uint64_t>& payload_offsets,
+                                             uint64_t tar_size) {
+  absl::StatusOr<DeviceLayout> device = PlanTarLayout(index, payload_offsets, tar_size);
+  if (!device.ok()) return device.status();
+  BlobLayout out;
+  for (Ino ino = 1; ino <= index.inode_count(); ++ino) {
+    uint64_t size = 0;
+    if (!IsRegular(index, ino, &size) || size == 0) continue;
+    out.extents.push_back(
+        {.offset = payload_offsets[ino - 1], .length = size, .ino = ino, .file_offset = 0});
+  }
+  std::sort(out.extents.begin(), out.extents.end(),
+            [](const BlobExtent& a, const BlobExtent& b) { return a.offset < b.offset; });
+  for (size_t i = 1; i < out.extents.size(); ++i) {
+    const BlobExtent& prev = out.extents[i - 1];
+    if (prev.offset + prev.length > out.extents[i].offset) {
+      return absl::InvalidArgumentError(
+          fmt::format("files {} and {} overlap in the tar at offset {}", index.Path(prev.ino),
+                      index.Path(out.extents[i].ino), out.extents[i].offset));
+    }
+  }
+  out.device = std::move(*device);
+  out.size = out.device.device_blocks << out.device.block_bits;
+  return out;
+}
+
 }  // namespace lazypull::mount::erofs

@@ -5,7 +5,9 @@
 //     block-aligned in inode order, so a blob byte maps to one (file, offset) and back; the blob
 //     is a virtual file served by the blob FUSE file system (blob_fs.h);
 //   * the layer's original uncompressed tar (PlanTarLayout): each file's chunks point at its
-//     payload inside the tar (tar payloads are 512-byte aligned, so 512-byte blocks).
+//     payload inside the tar (tar payloads are 512-byte aligned, so 512-byte blocks). A SOCI
+//     layer's lazy blob has this shape too (PlanTarBlobLayout): the tar its gzip blob inflates
+//     to, so its graduated copy is the tar itself, and neither layout nor image changes.
 //
 // Chunk size policy (one per file): a file without holes gets one chunk of the next power of
 // two >= its size (capped at kMaxChunkBits), so it is one contiguous extent; a file with holes
@@ -83,6 +85,14 @@ absl::StatusOr<BlobLayout> PlanBlobLayout(const format::LayerIndex& index, uint3
 absl::StatusOr<DeviceLayout> PlanTarLayout(const format::LayerIndex& index,
                                            const std::vector<uint64_t>& payload_offsets,
                                            uint64_t tar_size);
+
+// The lazy blob of a layer whose data blob is its uncompressed tar (SOCI): device 1 is the tar
+// (PlanTarLayout's chunks, 512-byte blocks) and every non-empty regular file's extent is its
+// payload, [payload_offsets[ino - 1], + size), file offset 0. Errors as PlanTarLayout's, and
+// InvalidArgument naming both files when two payloads overlap (a blob byte must map to one file).
+absl::StatusOr<BlobLayout> PlanTarBlobLayout(const format::LayerIndex& index,
+                                             const std::vector<uint64_t>& payload_offsets,
+                                             uint64_t tar_size);
 
 }  // namespace lazypull::mount::erofs
 

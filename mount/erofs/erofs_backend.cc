@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "base/background_guard.h"
 #include "base/logging.h"
 #include "base/unique_fd.h"
+#include "fetcher/format/gzip_spans.h"
 #include "fmt/format.h"
 #include "mount/erofs/blob_fs.h"
 #include "mount/erofs/device_layout.h"
@@ -29,6 +31,7 @@
 #include "mount/erofs/kernel_mount.h"
 #include "mount/erofs/lazy_blob.h"
 #include "mount/erofs/loop_device.h"
+#include "mount/erofs/soci_tar.h"
 #include "mount/fuse/stale_mounts.h"
 
 namespace lazypull::mount {
@@ -92,6 +95,7 @@ struct LayerState {
   bool background = false;      // StartBackground was called
   bool switch_refused = false;  // a switch left a mount beneath: never again on this target
   bool reads_local = false;     // stays lazy, but its blob file reads the local copy
+  bool tar_layout = false;      // the lazy blob is the layer's tar (SOCI): so is a "tar" copy
   std::string graduation;       // LayerMountStatus::graduation
   std::string attach;           // "file" or "loop"
 
@@ -314,11 +318,34 @@ class ErofsBackend : public LayerMountBackend {
     return blobs_.get();
   }
 
+  // The lazy blob's layout: a SOCI layer's uncompressed tar when the kernel mounts 512-byte
+  // blocks (its graduated copy is then that very tar, in the same layout), else the blob layout
+  // (4 KiB blocks; also for a SOCI layer whose zTOC places files where the tar layout cannot).
+  absl::StatusOr<erofs::BlobLayout> PlanLazyLayout(const std::string& layer_id,
+                                                   const format::LayerIndex& index,
+                                                   bool* tar_layout) {
+    const format::GzipSpans* spans = format::GzipSpansOf(index);
+    if (spans != nullptr && support_.small_blocks) {
+      absl::StatusOr<std::vector<uint64_t>> payloads = erofs::SociTarPayloads(index);
+      absl::StatusOr<erofs::BlobLayout> tar =
+          payloads.ok() ? erofs::PlanTarBlobLayout(index, *payloads, spans->uncompressed_size())
+                        : absl::StatusOr<erofs::BlobLayout>(payloads.status());
+      if (tar.ok()) {
+        *tar_layout = true;
+        return tar;
+      }
+      LogWarn("a SOCI layer's files cannot be laid out at their tar offsets; using the blob layout",
+              {{"layer", layer_id}, {"error", tar.status().ToString()}});
+    }
+    return erofs::PlanBlobLayout(index, 12);
+  }
+
   absl::StatusOr<std::unique_ptr<MountedLayer>> MountLazy(const LayerMountRequest& request) {
     absl::StatusOr<BlobFs*> blobs = Blobs();
     if (!blobs.ok()) return blobs.status();
     const format::LayerIndex& index = request.reader->index();
-    absl::StatusOr<erofs::BlobLayout> layout = erofs::PlanBlobLayout(index, 12);
+    bool tar_layout = false;
+    absl::StatusOr<erofs::BlobLayout> layout = PlanLazyLayout(request.layer_id, index, &tar_layout);
     if (!layout.ok()) return layout.status();
     auto shared_layout = std::make_shared<const erofs::BlobLayout>(std::move(*layout));
     auto source = std::make_shared<erofs::LazyBlobSource>(request.reader, shared_layout);
@@ -346,6 +373,7 @@ class ErofsBackend : public LayerMountBackend {
     state->blob_file = std::move(file);
     state->source = std::move(source);
     state->reader = request.reader;
+    state->tar_layout = tar_layout;
     state->attach = attach_name();
     if (options_.graduation && request.origin.valid()) state->graduation = "pending";
     LogInfo("lazy layer mounted", {{"layer", request.layer_id},
@@ -353,7 +381,8 @@ class ErofsBackend : public LayerMountBackend {
                                    {"backend", "erofs"},
                                    {"attach", attach_name()},
                                    {"blob", state->blob_file->path()},
-                                   {"blob_bytes", shared_layout->size}});
+                                   {"blob_bytes", shared_layout->size},
+                                   {"layout", tar_layout ? "tar" : "blob"}});
     {
       std::lock_guard<std::mutex> lock(mu_);
       std::erase_if(lazy_, [](const std::weak_ptr<LayerState>& w) { return w.expired(); });
@@ -586,6 +615,22 @@ class ErofsBackend : public LayerMountBackend {
     }
   }
 
+  // How a lazy mount's blob file reads the local copy `local` (LazyBlobSource::UseLocalCopy):
+  // empty = the same layout as its blob; payload offsets of a tar copy; nullopt = it cannot (a
+  // tar copy built by an earlier process has no payload map here, unless the lazy blob is the
+  // tar itself; a blob copy of a tar-layout blob), so it keeps reading chunks. Caller holds s.mu.
+  static std::optional<std::vector<uint64_t>> LocalCopyMap(const LayerState& s,
+                                                           const GraduatedLayer& local,
+                                                           const std::vector<uint64_t>& payloads) {
+    if (local.method == "tar") {
+      if (s.tar_layout) return std::vector<uint64_t>();
+      if (payloads.empty()) return std::nullopt;
+      return payloads;
+    }
+    if (s.tar_layout) return std::nullopt;
+    return std::vector<uint64_t>();
+  }
+
   // Replaces a lazy mount by the local copy in place.
   void Switch(LayerState& s, const GraduatedLayer& local, const std::vector<uint64_t>& payloads) {
     std::lock_guard<std::mutex> lock(s.mu);
@@ -603,9 +648,10 @@ class ErofsBackend : public LayerMountBackend {
     s.last_stats = s.reader->Stats();
     // The detached lazy mount keeps its blob file (and the reader it holds) until the kernel
     // releases it; its reads now come from the local copy, since the chunks are released.
-    if (s.source != nullptr && (local.method == "blob" || !payloads.empty())) {
+    std::optional<std::vector<uint64_t>> map = LocalCopyMap(s, local, payloads);
+    if (s.source != nullptr && map) {
       auto fd = std::make_shared<UniqueFd>(::open(local.data.c_str(), O_RDONLY | O_CLOEXEC));
-      if (fd->valid()) s.source->UseLocalCopy(std::move(fd), payloads);
+      if (fd->valid()) s.source->UseLocalCopy(std::move(fd), std::move(*map));
     }
     s.blob_file.reset();
     s.source.reset();
@@ -625,14 +671,15 @@ class ErofsBackend : public LayerMountBackend {
     std::lock_guard<std::mutex> lock(s.mu);
     if (!s.ReadsChunks() || s.source == nullptr) return;
     // A tar copy built by an earlier process has no payload map here: keep reading chunks.
-    if (local.method != "blob" && payloads.empty()) return;
+    std::optional<std::vector<uint64_t>> map = LocalCopyMap(s, local, payloads);
+    if (!map) return;
     auto fd = std::make_shared<UniqueFd>(::open(local.data.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd->valid()) {
       LogWarn("cannot open a graduated layer's copy; the mount keeps reading chunks",
               {{"layer", s.layer_id}, {"file", local.data}, {"error", strerror(errno)}});
       return;
     }
-    s.source->UseLocalCopy(std::move(fd), payloads);
+    s.source->UseLocalCopy(std::move(fd), std::move(*map));
     s.reads_local = true;
     s.graduation = "done";
     LogInfo("layer graduated; this mount stays lazy and reads the local copy",

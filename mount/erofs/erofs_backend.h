@@ -5,19 +5,21 @@
 // blocks, regular files as chunks on device 1) under <dir>/images and mounted with mount(2)
 // type erofs, MS_RDONLY, data `device=<dir>/blobs/<layer>.<n>`: a file of the one daemon-wide
 // blob file system (blob_fs.h) whose reads go through the layer's LayerReader (lazy_blob.h).
-// The image file is unlinked once mounted (the kernel holds it).
+// The image file is unlinked once mounted (the kernel holds it). A SOCI layer's blob is its
+// uncompressed tar instead (512-byte blocks, each file at its tar offset from the zTOC), when
+// the kernel mounts 512-byte blocks: its graduated copy is then that very tar.
 //
 // Graduation: a backend thread checks the lazily mounted layers every
 // ErofsOptions::graduation_check; once a layer's reader reports every chunk local and the
 // request carried a LayerOrigin, it builds the layer's local copy from those local chunks
-// (graduated_store.h: the lazy blob layout, or a zstd:chunked layer's original tar verified
-// against the diff_id), one layer at a time, then replaces each of that layer's lazy mounts in
-// place (KernelErofsMount::MountBeneath): containers started from then on get EROFS over a
-// local file with no FUSE in the path; overlays already built on the lazy mount keep it (and
-// its blob file, which now reads the local copy) until they are gone. Then the layer's chunks
-// are released from the chunk cache (except chunks another lazy layer of this backend uses)
-// and the copies' disk bytes are registered against the cache's max_bytes. New mounts of a
-// graduated layer, and MountLocal after a restart, mount the local copy directly.
+// (graduated_store.h: the lazy blob layout, or a zstd:chunked or SOCI layer's original tar
+// verified against the diff_id), one layer at a time, then replaces each of that layer's lazy
+// mounts in place (KernelErofsMount::MountBeneath): containers started from then on get EROFS over
+// a local file with no FUSE in the path; overlays already built on the lazy mount keep it (and its
+// blob file, which now reads the local copy) until they are gone. Then the layer's chunks are
+// released from the chunk cache (except chunks another lazy layer of this backend uses) and the
+// copies' disk bytes are registered against the cache's max_bytes. New mounts of a graduated layer,
+// and MountLocal after a restart, mount the local copy directly.
 //
 // Kernels (ErofsSupport, found by the probe): images reach the kernel file-backed (Linux 6.12+)
 // or through loop devices (5.16+; two per mount, owned by the mount, autoclear, so none

@@ -14,10 +14,12 @@
 #include "absl/time/time.h"
 #include "base/logging.h"
 #include "base/unique_fd.h"
+#include "fetcher/format/gzip_spans.h"
 #include "fetcher/tar/tar_scanner.h"
 #include "fmt/format.h"
 #include "mount/erofs/device_layout.h"
 #include "mount/erofs/image_writer.h"
+#include "mount/erofs/soci_tar.h"
 #include "mount/erofs/sparse_file_sink.h"
 #include "mount/erofs/tar_payloads.h"
 #include "mount/erofs/tar_rebuilder.h"
@@ -205,6 +207,62 @@ absl::Status WriteTarCopy(LayerReader& reader, BlobReader& blob, const Digest& d
   return absl::OkStatus();
 }
 
+// The original tar of a SOCI layer inflated from its verified spans (soci_tar.h), accepted only
+// if it hashes to the diff_id and its files sit where the zTOC says (where the lazy mount read
+// them), with its image.
+absl::Status WriteSociTarCopy(const format::LayerIndex& index, const LayerOrigin& origin,
+                              const Digest& diff_id, const std::string& tmp,
+                              const std::string& final_dir, const std::atomic<bool>& cancel,
+                              GraduationStats& stats, std::vector<uint64_t>& payloads_out) {
+  absl::StatusOr<std::vector<uint64_t>> ztoc_payloads = SociTarPayloads(index);
+  if (!ztoc_payloads.ok()) return ztoc_payloads.status();
+  const std::string tar_path = tmp + "/" + kTar;
+  absl::StatusOr<std::unique_ptr<SparseFileSink>> sink =
+      SparseFileSink::Create(tar_path, {.hash = true, .cancel = &cancel});
+  if (!sink.ok()) return sink.status();
+  absl::StatusOr<SociTar> tar =
+      InflateSociTar(index, origin.cache, *origin.blob, **sink, tmp + "/span.spool", cancel);
+  if (!tar.ok()) return tar.status();
+  stats.fetched_bytes = tar->fetched_bytes;
+  stats.data_bytes = tar->size;
+  stats.chunks_verified = tar->spans_verified;
+  if (tar->digest != diff_id) {
+    return absl::DataLossError(
+        fmt::format("the layer's tar, inflated from its verified spans, hashes to {}, not to the "
+                    "image config's diff_id {}",
+                    tar->digest.ToString(), diff_id.ToString()));
+  }
+  // A lazy mount switched to the copy reads it in its own (tar) layout, up to the zTOC's size.
+  const uint64_t declared = (format::GzipSpansOf(index)->uncompressed_size() + 511) / 512 * 512;
+  if (tar->size < declared) {
+    return absl::DataLossError(
+        fmt::format("the layer's tar has {} bytes, its zTOC declares {}", tar->size, declared));
+  }
+  absl::StatusOr<std::unique_ptr<BlobReader>> tar_reader = NewFileBlobReader(tar_path);
+  if (!tar_reader.ok()) return tar_reader.status();
+  absl::StatusOr<tar::TarIndex> scanned = tar::ScanTar(**tar_reader);
+  if (!scanned.ok()) return scanned.status();
+  absl::StatusOr<std::vector<uint64_t>> payloads = MatchTarPayloads(index, *scanned);
+  if (!payloads.ok()) return payloads.status();
+  for (format::Ino ino = 1; ino <= index.inode_count(); ++ino) {
+    if ((*payloads)[ino - 1] != (*ztoc_payloads)[ino - 1]) {
+      return absl::DataLossError(fmt::format("file {} starts at {} in the tar, the zTOC says {}",
+                                             index.Path(ino), (*payloads)[ino - 1],
+                                             (*ztoc_payloads)[ino - 1]));
+    }
+  }
+  absl::StatusOr<DeviceLayout> device = PlanTarLayout(index, *payloads, stats.data_bytes);
+  if (!device.ok()) return device.status();
+  ImageOptions image_options;
+  image_options.device_tag = final_dir + "/" + kTar;
+  if (absl::Status s = WriteErofsImage(index, *device, image_options, tmp + "/" + kImage);
+      !s.ok()) {
+    return s;
+  }
+  payloads_out = std::move(*payloads);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 GraduatedStore::PendingCopy::~PendingCopy() {
@@ -267,8 +325,28 @@ absl::StatusOr<std::unique_ptr<GraduatedStore::PendingCopy>> GraduatedStore::Bui
   GraduationStats& stats = copy->stats_;
 
   std::optional<Digest> diff_id;
-  if (tar_copies_ && index.format() == format::LayerFormat::kZstdChunked &&
-      origin.blob != nullptr && origin.diff_id && HoleBytes(index) <= kMaxTarHoleBytes) {
+  const bool soci = tar_copies_ && index.format() == format::LayerFormat::kSoci;
+  if (soci) {
+    // No blob-layout fallback: the layer's tar, checked against its diff_id, or no copy.
+    if (origin.blob == nullptr || !origin.diff_id) {
+      return absl::FailedPreconditionError("a SOCI layer's copy needs its blob and diff_id");
+    }
+    absl::StatusOr<Digest> d = origin.diff_id();
+    if (cancel) return absl::CancelledError("graduation cancelled");
+    if (!d.ok()) {
+      return absl::Status(d.status().code(),
+                          fmt::format("no diff_id to check the layer's tar against: {}",
+                                      std::string(d.status().message())));
+    }
+    diff_id = *d;
+    stats.method = "tar";
+    if (absl::Status s = WriteSociTarCopy(index, origin, *diff_id, copy->tmp_, final_dir, cancel,
+                                          stats, copy->tar_payloads_);
+        !s.ok()) {
+      return s;
+    }
+  } else if (tar_copies_ && index.format() == format::LayerFormat::kZstdChunked &&
+             origin.blob != nullptr && origin.diff_id && HoleBytes(index) <= kMaxTarHoleBytes) {
     absl::StatusOr<Digest> d = origin.diff_id();
     if (d.ok()) {
       diff_id = *d;
@@ -280,8 +358,8 @@ absl::StatusOr<std::unique_ptr<GraduatedStore::PendingCopy>> GraduatedStore::Bui
     }
   }
   if (cancel) return absl::CancelledError("graduation cancelled");
-  absl::Status built = absl::FailedPreconditionError("no tar copy");
-  if (diff_id) {
+  absl::Status built = soci ? absl::OkStatus() : absl::FailedPreconditionError("no tar copy");
+  if (diff_id && !soci) {
     stats.method = "tar";
     built = WriteTarCopy(reader, *origin.blob, *diff_id, copy->tmp_, final_dir, cancel, stats,
                          copy->tar_payloads_);

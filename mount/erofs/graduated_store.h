@@ -17,13 +17,20 @@
 //                accepted only if its sha256 equals the image config's diff_id, then every chunk
 //                digest of the index checked against it; chunk indexes point at the payloads in
 //                the tar (512-byte blocks). All-zero 4 KiB blocks are holes.
+//                A SOCI layer's tar is the whole gzip blob inflated (soci_tar.h): spans from
+//                the chunk cache or the registry, each checked against its span digest before
+//                it is inflated; accepted only if it hashes to the diff_id and every file sits
+//                at the tar offset its zTOC gives (where the lazy mount read it from).
 //   info.json    what was verified: layer, method, diff_id (tar), sizes, time.
 //
 // Method: "tar" for a zstd:chunked layer whose origin gives the blob and diff_id and whose
 // holes add up to at most kMaxTarHoleBytes (the diff_id check hashes every byte, holes
 // included: a 100 GiB sparse file would cost minutes of CPU); "blob" otherwise, and when the
 // rebuild fails or does not match the diff_id. eStargz is always "blob": its tar headers are in
-// the same gzip members as the data, so its original tar would mean downloading it again.
+// the same gzip members as the data, so its original tar would mean downloading it again. A SOCI
+// layer is always "tar" (its lazy blob already has the tar's layout) and has no fallback: without
+// a diff_id, or when its tar does not match it, Build fails and the layer stays lazy, serving
+// only bytes of spans that matched their digests (without tar_copies it is "blob", as eStargz).
 //
 // A layer directory appears by renaming a complete temp directory (Publish), so "present"
 // means "complete and verified"; a crash mid-way leaves only a temp dir, removed when the next

@@ -17,6 +17,7 @@ absl::StatusOr<std::unique_ptr<RemoteLayerHandler>> NewRemoteLayerHandlerWithCre
   options->registry.credential_provider = std::move(extra_credentials);
   options->metrics = std::move(metrics);
   options->soci_discovery = NewSociDiscovery(config.soci_v1);
+  options->soci_v1 = config.soci_v1;
   if (!options->remote.enabled) return nullptr;
   absl::StatusOr<std::unique_ptr<RemoteLayerManager>> manager =
       RemoteLayerManager::Create(std::move(*options));

@@ -90,6 +90,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
     // Which zTOC belongs to which layer (SOCI indexes): a gzip layer with no lazy format of its
     // own is served through its zTOC when this names one. Null = no SOCI.
     SociDiscovery soci_discovery;
+    // Whether soci_discovery looks for v1 indexes (`[soci] v1`): named in the fallback reason
+    // of a layer no index covers.
+    bool soci_v1 = false;
   };
 
   // Opens the chunk cache, creates the mount backend, lazily detaches stale FUSE mounts under

@@ -42,7 +42,10 @@ std::string RemoteLayerManager::AttachZtoc(const registry::Reference& pinned,
   }
   auto it = ztocs->find(layer.digest);
   if (it == ztocs->end()) {
-    return ztocs->empty() ? "the image has no SOCI index" : "the SOCI index has no zTOC for it";
+    if (!ztocs->empty()) return "the SOCI index has no zTOC for it";
+    return options_.soci_v1 ? "the image has no SOCI index"
+                            : "the image has no SOCI index (v2; v1 indexes, found through "
+                              "referrers, are not looked for: [soci] v1 = false)";
   }
   soci::AddZtocAnnotations(it->second, layer.annotations);
   return "";

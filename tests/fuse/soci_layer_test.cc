@@ -1,10 +1,12 @@
-// SOCI layers served lazily (issue 19), on FUSE and EROFS (label root): a real tree packed by
+// SOCI layers served lazily (issue 19), on FUSE and EROFS (label root), and their EROFS
+// graduation to the layer's original tar: a real tree packed by
 // GNU tar (pax: xattrs, nanosecond times) and gzip, UNMODIFIED; its zTOC built by BuildZtoc with
 // small spans, serialized and parsed back as the daemon would receive it; the layer mounted
 // through BuildSociLayerIndex + LayerReader and compared with the source tree entry by entry.
 // Fault injection through FaultBlobReader (the registry seam).
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -15,6 +17,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -29,6 +32,7 @@
 #include "gtest/gtest.h"
 #include "mount/backend.h"
 #include "mount/mount_config.h"
+#include "nlohmann/json.hpp"
 #include "tests/fuse/fault_blob_reader.h"
 #include "tests/fuse/file_test_util.h"
 #include "tests/harness/subprocess.h"
@@ -82,6 +86,8 @@ void BuildSourceTree(const std::string& src) {
 }
 
 struct SociLayer {
+  std::string tar;   // the uncompressed layer
+  Digest diff_id;    // its sha256
   std::string gzip;  // the layer blob, untouched
   std::shared_ptr<const soci::Ztoc> ztoc;
   std::string ztoc_bytes;  // serialized, as a registry serves it
@@ -96,13 +102,18 @@ void BuildLayer() {
   g_shared = new TempDir("lazypull-soci-src");
   const std::string src = g_shared->Sub("src");
   BuildSourceTree(src);
+  const std::string tar = g_shared->Sub("layer.tar");
   const std::string tgz = g_shared->Sub("layer.tar.gz");
   auto r = RunCommand({"sh", "-c",
                        "tar --format=pax --xattrs --xattrs-include='*' --numeric-owner "
                        "--sort=name -C " +
-                           src + " -cf - . | gzip -6 -c > " + tgz});
+                           src + " -cf " + tar + " . && gzip -6 -c " + tar + " > " + tgz});
   ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->output : r.status().ToString());
   g_layer = new SociLayer;
+  auto plain = ReadFile(tar);
+  ASSERT_TRUE(plain.ok());
+  g_layer->tar = *plain;
+  g_layer->diff_id = Digest::Of(g_layer->tar);
   auto gz = ReadFile(tgz);
   ASSERT_TRUE(gz.ok());
   g_layer->gzip = *gz;
@@ -392,25 +403,120 @@ TEST_P(SociLayerTest, ReadsAfterARestartComeFromTheCachedSpans) {
   EXPECT_EQ(fault_->bytes(), fetched);
 }
 
+// FUSE: a fully fetched layer reads from the cached spans, the registry gone. (EROFS graduates:
+// SociErofsTest.)
 TEST_P(SociLayerTest, BackgroundFetchMakesTheLayerLocal) {
-  mount::LayerOrigin origin;
-  origin.cache = cache_.get();
-  const std::string mnt =
-      Mount(NewReader(true), erofs() ? std::move(origin) : mount::LayerOrigin{});
+  const std::string mnt = Mount(NewReader(true));
   ASSERT_FALSE(mnt.empty());
   mounted_->StartBackground();
   ASSERT_TRUE(testing::WaitUntil([&] { return mounted_->Status().reader.background == "done"; },
                                  std::chrono::seconds(60)))
       << mounted_->Status().ToJson().dump();
   EXPECT_EQ(mounted_->Status().reader.fetched_percent(), 100.0);
-  if (erofs()) {
-    // Graduation: the tree from the local copy, the registry gone.
-    ASSERT_TRUE(
-        testing::WaitUntil([&] { return mounted_->Status().graduated; }, std::chrono::seconds(60)))
-        << mounted_->Status().ToJson().dump();
-  }
   fault_->SetFailing(true);
   CompareWithSource(g_shared->Sub("src"), mnt, erofs());
+}
+
+// The source of the mount at `target` in /proc/self/mountinfo (the image file of an EROFS
+// mount); "" if nothing is mounted there.
+std::string MountSource(const std::string& target) {
+  auto info = ReadFile("/proc/self/mountinfo");
+  EXPECT_TRUE(info.ok());
+  std::string source;
+  std::istringstream in(info.ok() ? *info : "");
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> f;
+    std::istringstream words(line);
+    for (std::string w; words >> w;) f.push_back(w);
+    if (f.size() < 10 || f[4] != target) continue;
+    auto dash = std::find(f.begin() + 6, f.end(), "-");
+    if (dash != f.end() && dash + 2 < f.end()) source = *(dash + 2);
+  }
+  return source;
+}
+
+// EROFS: a SOCI layer's lazy blob is its uncompressed tar, so it graduates to that tar.
+class SociErofsTest : public SociLayerTest {
+ protected:
+  mount::LayerOrigin Origin(const Digest& diff_id) {
+    mount::LayerOrigin origin;
+    origin.cache = cache_.get();
+    origin.blob = fault_;
+    origin.diff_id = [diff_id]() -> absl::StatusOr<Digest> { return diff_id; };
+    return origin;
+  }
+  std::string Graduated() const { return config_.erofs.dir + "/graduated"; }
+  std::string CopyDir() const { return Graduated() + "/sha256-" + std::string(64, 'c'); }
+};
+
+// Lazily, the tree is exact and the EROFS image has the tar's 512-byte blocks. Once the
+// background fetch made the layer local, graduation inflates the cached spans into the layer's
+// ORIGINAL tar (byte for byte, checked against the diff_id), downloading nothing again but the
+// gzip header, switches the mount to it (mountinfo names the copy's image) and releases the
+// spans from the cache; the tree stays exact with the registry gone, and no request follows.
+TEST_P(SociErofsTest, LazyBlobIsTheTarAndGraduatesToIt) {
+  const std::string mnt = Mount(NewReader(true), Origin(g_layer->diff_id));
+  ASSERT_FALSE(mnt.empty());
+  struct statfs sf;
+  ASSERT_EQ(statfs(mnt.c_str(), &sf), 0);
+  EXPECT_EQ(sf.f_bsize, 512) << "the lazy blob is laid out as the tar";
+  EXPECT_NE(MountSource(mnt).find(config_.erofs.dir + "/images/"), std::string::npos)
+      << MountSource(mnt);
+  CompareWithSource(g_shared->Sub("src"), mnt, true);
+  mounted_->StartBackground();
+  ASSERT_TRUE(
+      testing::WaitUntil([&] { return mounted_->Status().graduated; }, std::chrono::seconds(60)))
+      << mounted_->Status().ToJson().dump();
+  EXPECT_EQ(mounted_->Status().graduation, "done");
+  auto copy = ReadFile(CopyDir() + "/layer.tar");
+  ASSERT_TRUE(copy.ok()) << copy.status();
+  EXPECT_TRUE(*copy == g_layer->tar) << "the copy is not the layer's tar";
+  EXPECT_FALSE(fs::exists(CopyDir() + "/layer.blob"));
+  auto info = ReadFile(CopyDir() + "/info.json");
+  ASSERT_TRUE(info.ok());
+  auto json = nlohmann::json::parse(*info);
+  EXPECT_EQ(json.value("method", ""), "tar");
+  EXPECT_EQ(json.value("diff_id", ""), g_layer->diff_id.ToString());
+  EXPECT_EQ(json.value("chunks_verified", uint64_t{0}), g_layer->ztoc->span_count());
+  EXPECT_EQ(MountSource(mnt), CopyDir() + "/meta.erofs");
+  // Each compressed byte crossed the "network" about once (neighbouring spans share a byte).
+  EXPECT_LE(fault_->bytes(), g_layer->gzip.size() + g_layer->ztoc->span_count());
+  for (size_t i = 0; i < g_layer->ztoc->span_count(); ++i) {
+    EXPECT_TRUE(
+        testing::WaitUntil([&] { return !cache_->Contains(g_layer->ztoc->span_digests[i]); },
+                           std::chrono::seconds(10)))
+        << "span " << i << " stays in the cache";
+  }
+  const uint64_t requests = fault_->requests();
+  fault_->SetFailing(true);
+  CompareWithSource(g_shared->Sub("src"), mnt, true);
+  EXPECT_EQ(fault_->requests(), requests);
+}
+
+// A layer whose tar does not hash to the diff_id the image config gives never gets a copy: the
+// graduation fails (recorded, retried once later), nothing is kept, and the mount stays lazy,
+// serving exactly what its verified spans hold.
+TEST_P(SociErofsTest, ADiffIdMismatchKeepsTheLayerLazy) {
+  const std::string mnt = Mount(NewReader(true), Origin(Digest::Of("not this layer's tar")));
+  ASSERT_FALSE(mnt.empty());
+  mounted_->StartBackground();
+  ASSERT_TRUE(testing::WaitUntil([&] { return mounted_->Status().graduation == "failed"; },
+                                 std::chrono::seconds(60)))
+      << mounted_->Status().ToJson().dump();
+  EXPECT_FALSE(mounted_->Status().graduated);
+  EXPECT_FALSE(fs::exists(CopyDir()));
+  auto failures = ReadFile(Graduated() + "/.failures-sha256-" + std::string(64, 'c'));
+  ASSERT_TRUE(failures.ok()) << failures.status();
+  EXPECT_EQ(*failures, "1\n");
+  for (const auto& e : fs::directory_iterator(Graduated())) {
+    EXPECT_EQ(e.path().filename().string().rfind(".failures-", 0), 0u) << e.path();
+  }
+  EXPECT_NE(MountSource(mnt).find(config_.erofs.dir + "/images/"), std::string::npos)
+      << MountSource(mnt);
+  // Still lazy: its spans stay in the cache and serve the tree without the registry.
+  fault_->SetFailing(true);
+  CompareWithSource(g_shared->Sub("src"), mnt, true);
+  EXPECT_EQ(mounted_->Status().reader.verify_errors, 0u);
 }
 
 // What the daemon does with a zTOC descriptor: exact size, digest checked before parsing, the
@@ -474,6 +580,8 @@ TEST(SociLayerOpenTest, TheZtocIsVerifiedBeforeItIsUsed) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, SociLayerTest, ::testing::Values("fuse", "erofs"),
+                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(Backends, SociErofsTest, ::testing::Values("erofs"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

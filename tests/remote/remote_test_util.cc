@@ -272,7 +272,8 @@ json.dump({'schemaVersion': 2, 'manifests': [dict(manifest,
 }
 
 absl::Status WriteOneLayerLayout(const std::string& layout, const std::string& blob,
-                                 const std::map<std::string, std::string>& annotations) {
+                                 const std::map<std::string, std::string>& annotations,
+                                 const std::optional<Digest>& diff_id) {
   absl::StatusOr<std::string> tar = codec::Gunzip(blob, {.max_output = 1ull << 30});
   if (!tar.ok()) return tar.status();
   if (absl::Status s = Sh("mkdir -p " + layout + "/blobs/sha256"); !s.ok()) return s;
@@ -285,12 +286,13 @@ absl::Status WriteOneLayerLayout(const std::string& layout, const std::string& b
   if (!layer.ok()) return layer.status();
   (*layer)["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip";
   if (!annotations.empty()) (*layer)["annotations"] = annotations;
-  absl::StatusOr<nlohmann::json> config = put(
-      nlohmann::json{{"architecture", "amd64"},
-                     {"os", "linux"},
-                     {"config", nlohmann::json::object()},
-                     {"rootfs", {{"type", "layers"}, {"diff_ids", {Digest::Of(*tar).ToString()}}}}}
-          .dump());
+  absl::StatusOr<nlohmann::json> config = put(nlohmann::json{
+      {"architecture", "amd64"},
+      {"os", "linux"},
+      {"config", nlohmann::json::object()},
+      {"rootfs",
+       {{"type", "layers"}, {"diff_ids", {diff_id.value_or(Digest::Of(*tar)).ToString()}}}}}
+                                                  .dump());
   if (!config.ok()) return config.status();
   (*config)["mediaType"] = "application/vnd.oci.image.config.v1+json";
   absl::StatusOr<nlohmann::json> manifest = put(nlohmann::json{

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -78,10 +79,12 @@ std::map<std::string, std::string> CriLabels(const PushedImage& image, size_t i,
                                              const std::string& target);
 
 // Writes an OCI layout at `layout` (tag v1) of a one-layer linux/amd64 image whose layer is the
-// gzip `blob` (media type tar+gzip, with `annotations`); the diff_id is computed from it. For
-// layers a test crafts byte by byte (hostile TOCs).
+// gzip `blob` (media type tar+gzip, with `annotations`); the diff_id is computed from it unless
+// `diff_id` names another (an image whose config lies). For layers a test crafts byte by byte
+// (hostile TOCs).
 absl::Status WriteOneLayerLayout(const std::string& layout, const std::string& blob,
-                                 const std::map<std::string, std::string>& annotations);
+                                 const std::map<std::string, std::string>& annotations,
+                                 const std::optional<Digest>& diff_id = std::nullopt);
 
 // `umoci unpack` of layout:tag into <dir>/bundle; returns the rootfs path.
 absl::StatusOr<std::string> UnpackRootfs(const std::string& layout, const std::string& tag,

@@ -5,11 +5,13 @@
 // writes them; every zTOC decodable by the public schema with flatc and equal to what
 // ParseZtoc reads and to a local BuildZtoc of the same blob; FindSociIndex finds v2, and v1
 // only when enabled; containerd's `ctr pull` and `ctr-remote images rpull` of the SOCI-enabled
-// image take the image manifest (the SOCI index manifest is never fetched) and the image runs.
+// image take the image manifest (the SOCI index manifest is never fetched) and the image runs;
+// a v1 index pulled through the daemon with `[soci] v1` on (lazily) and off (normal pull).
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <set>
+#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -545,8 +547,8 @@ TEST_F(SociCreateTest, OciLayoutDestinationAndErrors) {
 }
 
 // containerd picks the image manifest of a SOCI-enabled image: `ctr images pull` (no
-// snapshotter labels), `ctr-remote images rpull` and `lazypull rpull` through lazypull (gzip layers
-// without a lazy format fall back to a normal pull), then `ctr run` sees the image's tree. With
+// snapshotter labels), `ctr-remote images rpull` and `lazypull rpull` through lazypull (indexed
+// layers mounted lazily, the small one pulled), then `ctr run` sees the image's tree. With
 // ctr-remote (containerd's client.Pull, as CRI) the SOCI index manifest is not even fetched.
 TEST_F(SociCreateTest, ContainerdPullsTheImageManifest) {
   auto run = IndexCreate({"--plain-http", "--span-size", "256KiB", "--min-layer-size", "512KiB",
@@ -605,6 +607,106 @@ TEST_F(SociCreateTest, ContainerdPullsTheImageManifest) {
   }
   EXPECT_EQ((*cd)->Stop(), absl::OkStatus());
   EXPECT_EQ((*snapshotter)->Stop(), absl::OkStatus());
+}
+
+// A v1 index (the tag schema: docker-registry 2.8 has no referrers API) through the daemon. With
+// `[soci] v1 = true`, `lazypull rpull` and `ctr-remote images rpull` mount the indexed layers
+// lazily (`lazy (soci)`; the small layer has no zTOC and is downloaded) and a container sees
+// exactly what containerd's own unpack of the image gives. With v1 off (the default) the same
+// image falls back to a normal pull: one log line per layer saying why, the same tree.
+TEST_F(SociCreateTest, V1IndexPulledThroughTheDaemon) {
+  ASSERT_TRUE(env_->reg->PushOciLayout(env_->image.layout_dir, "v1", "team/v1d:v1").ok());
+  auto run = IndexCreate({"--plain-http", "--v1", "--span-size", "256KiB", "--min-layer-size",
+                          "512KiB", Ref("team/v1d:v1")});
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->exit_code, 0) << run->output;
+  EXPECT_NE(run->output.find("tag schema"), std::string::npos) << run->output;
+  const std::string ref = Ref("team/v1d:v1");
+  const std::string script =
+      "cat /etc/soci-test; find /bin /etc /data | sort | md5sum; ls -ln /data | grep -v ^total; "
+      "sha256sum /data/random.bin /data/text.txt /bin/busybox";
+  std::string reference;  // the tree as containerd's own unpack (overlayfs) gives it
+  for (const bool v1 : {true, false}) {
+    SCOPED_TRACE(v1 ? "v1 = true" : "v1 = false");
+    const std::string tag = v1 ? "on" : "off";
+    ASSERT_EQ(mkdir(env_->dir.Sub("lp-v1" + tag).c_str(), 0755), 0);
+    lazypull::testing::SnapshotterOptions sopts;
+    sopts.config_toml = v1 ? "[soci]\nv1 = true\n" : "";
+    auto snapshotter =
+        lazypull::testing::SnapshotterProcess::Start(env_->dir.Sub("lp-v1" + tag), sopts);
+    ASSERT_TRUE(snapshotter.ok()) << snapshotter.status();
+    lazypull::testing::ContainerdOptions options;
+    options.proxy_snapshotter_socket = (*snapshotter)->socket();
+    ASSERT_EQ(mkdir(env_->dir.Sub("cd-v1" + tag).c_str(), 0755), 0);
+    auto cd = lazypull::testing::ContainerdProcess::Start(env_->dir.Sub("cd-v1" + tag), options);
+    ASSERT_TRUE(cd.ok()) << cd.status();
+    if (reference.empty()) {
+      ASSERT_TRUE((*cd)->CtrOk({"-n", "plain", "images", "pull", "--plain-http", ref}).ok());
+      auto out =
+          (*cd)->CtrOk({"-n", "plain", "run", "--rm", ref, "c-plain", "/bin/sh", "-c", script});
+      ASSERT_TRUE(out.ok()) << out.status();
+      reference = *out;
+      ASSERT_NE(reference.find("indexed\n"), std::string::npos) << reference;
+    }
+    auto pulled = RunCommand({BinaryDir() + "/bin/lazypull", "rpull", "--address", (*cd)->address(),
+                              "--namespace", "lp", "--plain-http", ref},
+                             std::chrono::seconds(180));
+    ASSERT_TRUE(pulled.ok()) << pulled.status();
+    ASSERT_EQ(pulled->exit_code, 0) << pulled->output;
+    size_t soci_lines = 0;
+    for (size_t at = 0; (at = pulled->output.find(" lazy (soci) ", at)) != std::string::npos;
+         ++at) {
+      ++soci_lines;
+    }
+    EXPECT_EQ(soci_lines, v1 ? 2u : 0u) << pulled->output;
+    EXPECT_NE(pulled->output.find(v1 ? "2 lazy, 1 downloaded" : "0 lazy, 3 downloaded"),
+              std::string::npos)
+        << pulled->output;
+    std::vector<std::string> namespaces = {"lp"};
+    if (v1) {
+      auto rpulled =
+          RunCommand({"ctr-remote", "--address", (*cd)->address(), "-n", "remote", "images",
+                      "rpull", "--snapshotter", "lazypull", "--plain-http", ref},
+                     std::chrono::seconds(180));
+      ASSERT_TRUE(rpulled.ok()) << rpulled.status();
+      ASSERT_EQ(rpulled->exit_code, 0) << rpulled->output;
+      namespaces.push_back("remote");
+    } else {
+      // One line per layer, saying why: v1 indexes are not looked for.
+      size_t fallbacks = 0;
+      std::istringstream log((*snapshotter)->ReadLog());
+      for (std::string line; std::getline(log, line);) {
+        fallbacks += absl::StrContains(line, "layer is not lazily mountable") &&
+                     absl::StrContains(line, "[soci] v1 = false");
+      }
+      EXPECT_EQ(fallbacks, 3u) << (*snapshotter)->ReadLog();
+    }
+    for (const std::string& ns : namespaces) {
+      auto out = (*cd)->CtrOk({"-n", ns, "run", "--rm", "--snapshotter", "lazypull", ref,
+                               "c-" + ns + tag, "/bin/sh", "-c", script});
+      ASSERT_TRUE(out.ok()) << out.status();
+      EXPECT_EQ(*out, reference) << ns;
+    }
+    auto status =
+        RunCommand({BinaryDir() + "/bin/lazypull", "status", "--root", (*snapshotter)->root()},
+                   std::chrono::seconds(30));
+    ASSERT_TRUE(status.ok());
+    // The two indexed layers (busybox and the big one) are served as soci; nothing when off.
+    std::set<std::string> soci_layers;
+    std::istringstream rows(status->output);
+    for (std::string row; std::getline(rows, row);) {
+      std::istringstream cols(row);
+      std::string snap, layer, format;
+      if (cols >> snap >> layer >> format && format == "soci") soci_layers.insert(layer);
+    }
+    std::set<std::string> want;
+    if (v1) {
+      for (int i : {0, 1}) want.insert(env_->image.layer_digests[i].substr(7, 12));
+    }
+    EXPECT_EQ(soci_layers, want) << status->output;
+    EXPECT_EQ((*cd)->Stop(), absl::OkStatus());
+    EXPECT_EQ((*snapshotter)->Stop(), absl::OkStatus());
+  }
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "fetcher/format/gzip_spans.h"
 #include "fetcher/format/soci/span_inflater.h"
 #include "fetcher/format/soci/span_slices.h"
 #include "fmt/format.h"
@@ -19,8 +20,8 @@ namespace {
 using format::Chunk;
 using format::ChunkCompression;
 
-// Inflates the spans of one zTOC.
-class ZtocSpanDecoder : public format::SpanDecoder {
+// Inflates the spans of one zTOC, and describes them (for EROFS layouts and graduation).
+class ZtocSpanDecoder : public format::SpanDecoder, public format::GzipSpans {
  public:
   explicit ZtocSpanDecoder(std::shared_ptr<const Ztoc> ztoc) : ztoc_(std::move(ztoc)) {
     by_offset_.reserve(ztoc_->span_count());
@@ -47,6 +48,19 @@ class ZtocSpanDecoder : public format::SpanDecoder {
                           fmt::format("span {}: {}", *span, std::string(bytes.status().message())));
     }
     return bytes;
+  }
+
+  size_t span_count() const override { return ztoc_->span_count(); }
+  format::GzipSpan span(size_t i) const override {
+    return {.compressed = ztoc_->SpanCompressedRange(i),
+            .uncompressed = ztoc_->SpanUncompressedRange(i),
+            .digest = ztoc_->span_digests.at(i)};
+  }
+  uint64_t uncompressed_size() const override { return ztoc_->uncompressed_archive_size; }
+  std::optional<uint64_t> UncompressedOffset(const Chunk& chunk) const override {
+    std::optional<size_t> span = SpanOf(chunk);
+    if (!span) return std::nullopt;
+    return ztoc_->SpanUncompressedRange(*span).offset + chunk.inner_offset;
   }
 
  private:
