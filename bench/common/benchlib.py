@@ -253,6 +253,9 @@ def push_images(work, net, app, layout, rebuild, optimize, lazypull_cli):
         if optimize and "estargz-opt" not in refs:
             push_optimized(host, app, refs, lazypull_cli)
             json.dump(refs, open(marker, "w"))
+        if "soci" not in refs:
+            push_soci(work, host, app, refs, lazypull_cli)
+            json.dump(refs, open(marker, "w"))
         return refs
     refs = {}
     refs["gzip"] = f"bench/{app}:gzip"
@@ -282,8 +285,21 @@ def push_images(work, net, app, layout, rebuild, optimize, lazypull_cli):
     refs["zstdchunked"] = f"bench/{app}-zstd:chunked"
     if optimize:
         push_optimized(host, app, refs, lazypull_cli)
+    push_soci(work, host, app, refs, lazypull_cli)
     json.dump(refs, open(marker, "w"))
     return refs
+
+
+def push_soci(work, host, app, refs, lazypull_cli):
+    """The gzip image, untouched, plus its SOCI index: `lazypull index create` with its default
+    settings (span size, minimum layer size) writes the SOCI-enabled image (v2). Its report
+    (one line per layer: zTOC digest, size, spans) goes to <work>/soci-<app>.log."""
+    dst = f"bench/{app}:soci"
+    r = run([lazypull_cli, "index", "create", "--plain-http", f"{host}/{refs['gzip']}",
+             f"{host}/{dst}"], capture=True)
+    with open(f"{work}/soci-{app}.log", "w") as f:
+        f.write(r.stdout + r.stderr)
+    refs["soci"] = dst
 
 
 def push_optimized(host, app, refs, lazypull_cli):
