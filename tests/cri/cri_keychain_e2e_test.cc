@@ -6,11 +6,11 @@
 // lazy for eStargz and for skopeo's zstd:chunked (every layer mounted remotely, bytes fetched
 // far below the layer sizes), and so is the plain gzip image indexed by `lazypull index create`
 // (SOCI v2, issue 19: only zTOCs fetched by PullImage, every layer served as `soci`, the running
-// container's tree equal to the image's unpacked rootfs), the pod's container runs and prints
-// what the image holds, wrong
-// credentials give exactly containerd's own gRPC error, other ImageService calls answer as
-// containerd does, and the password never reaches lazypull's log or disk. Without the
-// AuthConfig reaching lazypull (a pull sent to containerd directly), layers fall back.
+// container's tree equal to the image's unpacked rootfs); the pod's container runs and prints
+// what the image holds, wrong credentials give exactly containerd's own gRPC error, other
+// ImageService calls answer as containerd does, and the password never reaches lazypull's log
+// or disk. Without the AuthConfig reaching lazypull (a pull sent to containerd directly),
+// layers fall back.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
