@@ -5,7 +5,8 @@ Runs, in ONE run on this machine, alternating trials with fresh daemons and drop
 containerd's own overlayfs full pull (the baseline), stargz-snapshotter (its library from
 Debian with our own main, bench/coldstart/stargzd, built here; the eStargz image pulled with
 `ctr-remote images rpull`) and lazypull lazy pulls (eStargz made by ctr-remote, zstd:chunked made
-by skopeo, optionally lazypull-converted `--optimize` images, pulled with `ctr-remote images
+by skopeo, optionally lazypull-converted `--optimize` images, and the untouched gzip image with
+its SOCI index made by `lazypull index create` (variant soci), pulled with `ctr-remote images
 rpull` and `lazypull rpull`), for images built from Debian packages by this script. The registry (Debian docker-registry) runs in a network namespace
 behind a veth shaped with tbf (100 Mbit/s) and a delay proxy (10 ms each way: 20 ms RTT);
 an unshaped path is measured too. Results: JSON lines per trial, a summary (medians, ratios
@@ -15,7 +16,10 @@ Usage (root, from the repo, after scripts/build.sh):
   bench/coldstart/coldstart.py [--build build] [--work /var/tmp/lazypull-coldstart]
                                [--apps python,node,gcc] [--trials 3] [--links shaped,unshaped]
                                [--variants ...] [--out bench/coldstart/results]
-Images are built once and kept in --work (rebuild with --rebuild).
+                               [--index-timing] [--netns lpcs --subnet 10.231.0]
+Images are built once and kept in --work (rebuild with --rebuild). --index-timing also times
+`lazypull index create` against `ctr-remote images convert --estargz` and `lazypull convert
+--format estargz` of each app's gzip image (untimed by the trials; index-timing.json).
 """
 import argparse
 import json
@@ -27,8 +31,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from benchlib import (APPS, Network, build_layout, build_rootfs, cleanup_dir,  # noqa: E402
-                      drop_caches, log, push_images, run, start_containerd, stop_proc)
+from benchlib import (APPS, Network, SetupContainerd, build_layout,  # noqa: E402
+                      build_rootfs, cleanup_dir, drop_caches, log, push_images, run,
+                      start_containerd, stop_proc)
 
 # --- trials --------------------------------------------------------------------------------
 
@@ -162,6 +167,11 @@ def variants_for(args, refs):
     v["stargz"] = ("estargz", None, "stargz")
     v["estargz"] = ("estargz", "", "ctr-remote")
     v["zstdchunked"] = ("zstdchunked", "", "ctr-remote")
+    # The untouched gzip image with its SOCI index (v2), found by the default configuration
+    # from the manifest containerd's labels name.
+    v["soci"] = ("soci", "", "ctr-remote")
+    # The same with 1 MiB spans (`index create --span-size 1MiB`, not its default).
+    v["soci-1m"] = ("soci-1m", "", "ctr-remote")
     v["estargz-nobg"] = ("estargz", "[mount]\nbackground_fetch = false\n", "ctr-remote")
     v["estargz-fuse"] = ("estargz", "[mount]\nbackend = \"fuse\"\n", "ctr-remote")
     # Before issue 18's ELF-aware prefetch and directory batches (for the trace in README).
@@ -214,6 +224,9 @@ def one_trial(args, net, link, app, variant, spec, refs, n, warm):
                # single-threaded start each waited for the one before, so this is the start's
                # serial depth (issue 18: <= 6 for python).
                "serial_depth": sum(l.get("demand_fetches", 0) for l in layers),
+               # Lazy layers by format ("soci", "estargz", ...): a soci row whose layers fell
+               # back to a normal pull would otherwise pass for a slow lazy one.
+               "formats": sorted(l.get("format", "?") for l in layers),
                "elf_walks": st.get("elf_prefetch", {}).get("walks_finished", 0),
                "elf_objects": st.get("elf_prefetch", {}).get("objects", 0)}
         # Warm reads compare fully local layers; without background fetch they never become
@@ -246,6 +259,43 @@ def one_trial(args, net, link, app, variant, spec, refs, n, warm):
             trial.stop()
 
 
+def timed(cmd):
+    """Runs `cmd` with dropped caches; returns (seconds, combined output)."""
+    drop_caches()
+    t0 = time.monotonic()
+    r = run(cmd, capture=True)
+    return time.monotonic() - t0, r.stdout + r.stderr
+
+
+def index_timing(args, net, app, refs):
+    """`lazypull index create` (registry to registry, as users run it) against the two eStargz
+    converters on the same gzip image, over the unshaped path: `lazypull convert --format
+    estargz` (registry to registry) and `ctr-remote images convert --estargz` (containerd's
+    content store to itself: its pull before and any push after are not timed). Also the zTOC
+    of every layer (`index create`'s report)."""
+    net.shape("unshaped")
+    host = net.host("unshaped")
+    src = f"{host}/{refs['gzip']}"
+    lp = f"{args.build}/bin/lazypull"
+    out = {"app": app, "loadavg_1m": os.getloadavg()[0]}
+    out["index_create_s"], report = timed(
+        [lp, "index", "create", "--plain-http", src, f"{host}/bench/{app}:soci-timing"])
+    out["layers"] = [line for line in report.splitlines() if line.startswith("layer ")]
+    out["lazypull_convert_estargz_s"], _ = timed(
+        [lp, "convert", "--format", "estargz", "--plain-http", src,
+         f"{host}/bench/{app}:esgz-timing"])
+    c = SetupContainerd(args.work)
+    try:
+        run(["ctr", "--address", c.sock, "-n", "setup", "images", "pull", "--plain-http", src])
+        out["ctr_remote_convert_estargz_s"], _ = timed(
+            ["ctr-remote", "--address", c.sock, "-n", "setup", "images", "convert", "--estargz",
+             "--oci", src, f"{host}/bench/{app}:esgz-timing2"])
+    finally:
+        c.stop()
+    log(json.dumps(out))
+    return out
+
+
 def summarize(results, out_dir):
     rows = []
     groups = {}
@@ -257,6 +307,8 @@ def summarize(results, out_dir):
         full_med = statistics.median(x["seconds"] for x in full) if full else None
         sg = groups.get((link, app, "stargz"))
         sg_med = statistics.median(x["seconds"] for x in sg) if sg else None
+        es = groups.get((link, app, "estargz"))
+        es_med = statistics.median(x["seconds"] for x in es) if es else None
         row = {"link": link, "app": app, "variant": variant, "trials": len(rs),
                "median_seconds": med,
                "median_bytes_moved": statistics.median(x["bytes_moved"] for x in rs),
@@ -265,6 +317,8 @@ def summarize(results, out_dir):
                # This variant's time ÷ stargz-snapshotter's, same run (issue 18: lazypull's
                # eStargz rows ≤ 1/1.5).
                "time_vs_stargz": (med / sg_med) if sg_med and variant != "stargz" else None,
+               # This variant's time ÷ lazypull eStargz's, same run (issue 19: soci ≤ 1.3).
+               "time_vs_estargz": (med / es_med) if es_med and variant != "estargz" else None,
                "median_loadavg_1m": statistics.median(x.get("loadavg_1m", 0) for x in rs),
                "median_serial_depth": statistics.median(x.get("serial_depth", 0) for x in rs)}
         for k in ("seq_read_32m", "find_walk"):
@@ -276,17 +330,20 @@ def summarize(results, out_dir):
     with open(f"{out_dir}/summary.json", "w") as f:
         json.dump(rows, f, indent=1)
     print(f"{'link':9} {'app':7} {'variant':18} {'n':>2} {'seconds':>8} {'x full':>7} "
-          f"{'/stargz':>7} {'MiB moved':>9} {'MiB read':>8} {'serial':>6} {'load':>5}")
+          f"{'/stargz':>7} {'/esgz':>6} {'MiB moved':>9} {'MiB read':>8} {'serial':>6} "
+          f"{'load':>5}")
     for r in rows:
         sp = f"{r['speedup_vs_full']:.1f}" if r["speedup_vs_full"] else "-"
         vs = f"{r['time_vs_stargz']:.2f}" if r["time_vs_stargz"] else "-"
+        ve = f"{r['time_vs_estargz']:.2f}" if r["time_vs_estargz"] else "-"
         # Only lazypull reports what the container read (its status.json).
         rd = f"{r['median_bytes_read'] / 2**20:8.1f}" if r["variant"] not in ("full", "stargz") \
             else f"{'-':>8}"
         lazy = r["variant"] not in ("full", "stargz")
         sd = f"{r['median_serial_depth']:6.0f}" if lazy else f"{'-':>6}"
         print(f"{r['link']:9} {r['app']:7} {r['variant']:18} {r['trials']:>2} "
-              f"{r['median_seconds']:8.2f} {sp:>7} {vs:>7} {r['median_bytes_moved'] / 2**20:9.1f} "
+              f"{r['median_seconds']:8.2f} {sp:>7} {vs:>7} {ve:>6} "
+              f"{r['median_bytes_moved'] / 2**20:9.1f} "
               f"{rd} {sd} {r['median_loadavg_1m']:5.1f}")
     return rows
 
@@ -297,7 +354,8 @@ def chart(rows, path):
     import matplotlib.pyplot as plt
     links = sorted({r["link"] for r in rows})
     # One order and one colour per variant in every panel.
-    order = ["full", "stargz", "estargz", "zstdchunked", "estargz-rpull", "zstdchunked-rpull",
+    order = ["full", "stargz", "estargz", "zstdchunked", "soci", "soci-1m", "estargz-rpull",
+             "zstdchunked-rpull",
              "estargz-nobg", "estargz-fuse", "estargz-noelf", "estargz-opt", "zstdchunked-opt"]
     all_variants = sorted({r["variant"] for r in rows},
                           key=lambda v: (order.index(v) if v in order else len(order), v))
@@ -335,6 +393,10 @@ def main():
     ap.add_argument("--warm", action="store_true", help="also warm read/walk inside containers")
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep each trial's dir and logs")
+    ap.add_argument("--index-timing", action="store_true",
+                    help="also time index create against convert (index-timing.json)")
+    ap.add_argument("--netns", default="lpcs", help="the registry's namespace and veth name")
+    ap.add_argument("--subnet", default="10.231.0", help="first 3 octets of the veth's /24")
     ap.add_argument("--out", default="bench/coldstart/results")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -344,7 +406,7 @@ def main():
         build_stargzd(args.build)
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
-    net = Network(args.work, args.build)
+    net = Network(args.work, args.build, name=args.netns, subnet=args.subnet)
     results = []
     try:
         net.start()
@@ -355,6 +417,10 @@ def main():
             net.shape("unshaped")
             refs[app] = push_images(args.work, net, app, layout, args.rebuild, args.optimize,
                                     f"{args.build}/bin/lazypull")
+        if args.index_timing:
+            timings = [index_timing(args, net, app, refs[app]) for app in args.apps.split(",")]
+            with open(f"{args.out}/index-timing.json", "w") as f:
+                json.dump(timings, f, indent=1)
         with open(f"{args.out}/trials.jsonl", "w") as out:
             for link in args.links.split(","):
                 net.shape(link)

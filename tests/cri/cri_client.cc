@@ -103,11 +103,10 @@ grpc::Status CriClient::Version(runtime::v1::VersionResponse* response) {
   return runtime_->Version(&ctx, req, response);
 }
 
-absl::StatusOr<ContainerRun> CriClient::RunContainer(const std::string& name,
-                                                     const std::string& image,
-                                                     const std::vector<std::string>& command,
-                                                     const std::string& log_dir,
-                                                     std::chrono::seconds timeout) {
+absl::StatusOr<ContainerRun> CriClient::RunContainer(
+    const std::string& name, const std::string& image, const std::vector<std::string>& command,
+    const std::string& log_dir, std::chrono::seconds timeout,
+    const std::function<void(const std::string&)>& while_running) {
   runtime::v1::PodSandboxConfig pod;
   pod.mutable_metadata()->set_name(name);
   pod.mutable_metadata()->set_uid(name + "-uid");
@@ -178,6 +177,17 @@ absl::StatusOr<ContainerRun> CriClient::RunContainer(const std::string& name,
     SetTimeout(&ctx, timeout);
     grpc::Status s = runtime_->StartContainer(&ctx, req, &resp);
     if (!s.ok()) return CallError("StartContainer", s);
+  }
+  if (while_running) {
+    while_running(container_id);
+    runtime::v1::StopContainerRequest req;
+    req.set_container_id(container_id);
+    req.set_timeout(0);
+    runtime::v1::StopContainerResponse resp;
+    grpc::ClientContext ctx;
+    SetTimeout(&ctx, timeout);
+    grpc::Status s = runtime_->StopContainer(&ctx, req, &resp);
+    if (!s.ok()) return CallError("StopContainer", s);
   }
   ContainerRun run;
   const auto deadline = std::chrono::steady_clock::now() + timeout;

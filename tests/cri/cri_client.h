@@ -13,6 +13,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -51,9 +52,16 @@ class CriClient {
   // go under `log_dir`, waits (up to `timeout`) for it to exit, reads its CRI log, then removes
   // the container and the sandbox. `name` makes the pod unique. Errors carry the failing CRI
   // call and its status.
+  //
+  // With `while_running`, it is called with the container's ID once StartContainer returned
+  // (so its rootfs is mounted, under containerd's state dir in io.containerd.runtime.v2.task/
+  // k8s.io/<ID>/rootfs), and the container is then stopped (StopContainer, no grace period:
+  // SIGKILL) before its exit is awaited — for a long-running `command` whose tree a test
+  // inspects.
   absl::StatusOr<ContainerRun> RunContainer(
       const std::string& name, const std::string& image, const std::vector<std::string>& command,
-      const std::string& log_dir, std::chrono::seconds timeout = std::chrono::seconds(120));
+      const std::string& log_dir, std::chrono::seconds timeout = std::chrono::seconds(120),
+      const std::function<void(const std::string& container_id)>& while_running = nullptr);
 
  private:
   std::unique_ptr<runtime::v1::ImageService::Stub> images_;

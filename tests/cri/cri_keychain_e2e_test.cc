@@ -4,20 +4,29 @@
 // `[cri_keychain] enable_keychain = true` pointing at containerd's socket. A CRI client plays
 // kubelet with `--image-service-endpoint` = lazypull's socket: PullImage with an AuthConfig is
 // lazy for eStargz and for skopeo's zstd:chunked (every layer mounted remotely, bytes fetched
-// far below the layer sizes), the pod's container runs and prints what the image holds, wrong
-// credentials give exactly containerd's own gRPC error, other ImageService calls answer as
-// containerd does, and the password never reaches lazypull's log or disk. Without the
-// AuthConfig reaching lazypull (a pull sent to containerd directly), layers fall back.
+// far below the layer sizes), and so is the plain gzip image indexed by `lazypull index create`
+// (SOCI v2, issue 19: only zTOCs fetched by PullImage, every layer served as `soci`, the running
+// container's tree equal to the image's unpacked rootfs); the pod's container runs and prints
+// what the image holds, wrong credentials give exactly containerd's own gRPC error, other
+// ImageService calls answer as containerd does, and the password never reaches lazypull's log
+// or disk. Without the AuthConfig reaching lazypull (a pull sent to containerd directly),
+// layers fall back.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <set>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "fetcher/format/soci/soci_index_finder.h"
+#include "fetcher/registry/http_transport.h"
+#include "fetcher/registry/registry_client.h"
 #include "nlohmann/json.hpp"
 #include "tests/cri/cri_client.h"
 #include "tests/harness/containerd_process.h"
@@ -50,6 +59,7 @@ struct Env {
   std::unique_ptr<CriClient> via_lazypull;    // kubelet with --image-service-endpoint=lazypull
   std::unique_ptr<CriClient> via_containerd;  // kubelet talking to containerd only
   std::string md5_big;
+  std::string soci_rootfs;  // the SOCI image's source (gzip) layout unpacked by umoci
 };
 Env* env = nullptr;
 
@@ -74,6 +84,25 @@ absl::Status BuildAndPush(const std::string& name, const std::string& format) {
   const std::string open = env->open_registry->host();
   if (format == "pause")
     return env->open_registry->PushOciLayout(image->layout_dir, "v1", name + ":v1");
+  if (format == "soci") {
+    // The gzip image as pushed, untouched, plus its SOCI index (v2) in an image index. Every
+    // layer indexed (the default minimum size would skip these small ones); 512 KiB spans keep
+    // the zTOCs (a 32 KiB window per span) small against the layers, as 4 MiB spans do for
+    // real images.
+    absl::Status s =
+        env->open_registry->PushOciLayout(image->layout_dir, "v1", "src-" + name + ":v1");
+    if (!s.ok()) return s;
+    auto rootfs = UnpackRootfs(image->layout_dir, "v1", env->dir.Sub("rootfs-" + name));
+    if (!rootfs.ok()) return rootfs.status();
+    env->soci_rootfs = *rootfs;
+    auto indexed = RunCommand(
+        {BinaryDir() + "/bin/lazypull", "index", "create", "--plain-http", "--span-size", "512KiB",
+         "--min-layer-size", "0", open + "/src-" + name + ":v1", open + "/" + name + ":v1"},
+        std::chrono::seconds(300));
+    if (!indexed.ok()) return indexed.status();
+    if (indexed->exit_code != 0) return absl::InternalError("index create: " + indexed->output);
+    return absl::OkStatus();
+  }
   if (format == "zstd:chunked") {
     ::mkdir(env->dir.Sub("zc-" + name).c_str(), 0755);
     return PushZstdChunkedWithSkopeo(env->dir.Sub("zc-" + name), image->layout_dir, "v1",
@@ -89,15 +118,15 @@ absl::Status BuildAndPush(const std::string& name, const std::string& format) {
 // containerd or to lazypull — is counted.
 std::string PrivateRef(const std::string& name) { return env->wire->host() + "/" + name + ":v1"; }
 
-// Bytes of `layer` fetched from the registry by anyone: range lengths, or the whole blob for a
-// GET without a Range header.
-uint64_t LayerBytesOnTheWire(const oci::Descriptor& layer) {
+// Bytes of blob `blob` fetched from the registry by anyone: range lengths, or the whole blob
+// for a GET without a Range header.
+uint64_t LayerBytesOnTheWire(const oci::Descriptor& blob) {
   uint64_t total = 0;
   for (const RecordedRequest& r : env->wire->Requests()) {
-    if (r.method != "GET" || !absl::StrContains(r.target, layer.digest.hex())) continue;
+    if (r.method != "GET" || !absl::StrContains(r.target, blob.digest.hex())) continue;
     auto range = r.headers.find("range");
     if (range == r.headers.end()) {
-      total += layer.size;
+      total += blob.size;
       continue;
     }
     absl::string_view v = range->second;
@@ -139,6 +168,7 @@ class CriKeychainE2eTest : public ::testing::Test {
     for (const auto& [name, format] :
          std::vector<std::pair<std::string, std::string>>{{"esgz", "estargz"},
                                                           {"zc", "zstd:chunked"},
+                                                          {"soci", "soci"},
                                                           {"ctl", "estargz"},
                                                           {"bad", "estargz"},
                                                           {"pause", "pause"}}) {
@@ -232,9 +262,25 @@ class CriKeychainE2eTest : public ::testing::Test {
     return out;
   }
 
+  // The zTOC of each layer of the SOCI-enabled image `name` (open registry), by layer digest.
+  static std::map<Digest, oci::Descriptor> Ztocs(const std::string& name) {
+    std::map<Digest, oci::Descriptor> out;
+    auto ref = registry::ParseReference(env->open_registry->host() + "/" + name + ":v1");
+    EXPECT_TRUE(ref.ok()) << ref.status();
+    if (!ref.ok()) return out;
+    registry::RegistryClient client(registry::RegistryConfig{}, registry::NewCurlTransport());
+    auto found = soci::FindSociIndex(client, *ref, std::nullopt);
+    EXPECT_TRUE(found.ok() && found->has_value()) << name << ": no SOCI index found";
+    if (!found.ok() || !found->has_value()) return out;
+    for (const soci::ZtocRef& z : (*found)->index.ztocs) out.emplace(z.layer_digest, z.ztoc);
+    return out;
+  }
+
   // PullImage through lazypull with the image pull secret, then checks laziness, runs the pod's
-  // container through containerd's CRI and checks its output.
-  void PullLazilyAndRun(const std::string& name) {
+  // container through containerd's CRI and checks its output. `format` is the lazy format every
+  // layer must be served in (status.json). For "soci" the layer's index is its zTOC, a blob of
+  // its own: PullImage must have fetched it and none of the layer.
+  void PullLazilyAndRun(const std::string& name, const std::string& format) {
     const std::string ref = PrivateRef(name);
     std::string image_ref;
     grpc::Status s = env->via_lazypull->PullImage(ref, BasicAuth(kUser, kPassword), &image_ref);
@@ -243,14 +289,28 @@ class CriKeychainE2eTest : public ::testing::Test {
 
     auto image = ResolvePushed(env->open_registry->host() + "/" + name + ":v1");
     ASSERT_TRUE(image.ok()) << image.status();
+    const std::map<Digest, oci::Descriptor> ztocs =
+        format == "soci" ? Ztocs(name) : std::map<Digest, oci::Descriptor>{};
     std::map<std::string, nlohmann::json> layers = LazyLayers(*image);
     uint64_t fetched = 0, total = 0;
     for (const oci::Descriptor& layer : image->resolved.manifest.layers) {
       EXPECT_TRUE(layers.count(layer.digest.ToString()))
           << "layer " << layer.digest.ToString() << " was not mounted lazily";
+      EXPECT_EQ(layers[layer.digest.ToString()].value("format", ""), format)
+          << layers[layer.digest.ToString()].dump();
       uint64_t bytes = LayerBytesOnTheWire(layer);
       EXPECT_LT(bytes, static_cast<uint64_t>(layer.size) / 4)
           << "layer " << layer.digest.ToString() << " of " << layer.size << " bytes";
+      if (format == "soci") {
+        EXPECT_EQ(bytes, 0u) << "layer " << layer.digest.ToString() << " read before any run";
+        auto ztoc = ztocs.find(layer.digest);
+        EXPECT_NE(ztoc, ztocs.end()) << "no zTOC for layer " << layer.digest.ToString();
+        if (ztoc != ztocs.end()) {
+          EXPECT_EQ(LayerBytesOnTheWire(ztoc->second), static_cast<uint64_t>(ztoc->second.size))
+              << "zTOC " << ztoc->second.digest.ToString() << " was not fetched (once, whole)";
+          bytes += LayerBytesOnTheWire(ztoc->second);
+        }
+      }
       std::cout << "[ lazy ] " << name << " layer " << layer.digest.hex().substr(0, 12) << ": "
                 << bytes << " of " << layer.size << " bytes fetched by PullImage\n";
       fetched += bytes;
@@ -277,11 +337,57 @@ class CriKeychainE2eTest : public ::testing::Test {
 };
 
 TEST_F(CriKeychainE2eTest, PrivateEstargzPullsLazilyWithPullImageCredentialsAndRuns) {
-  PullLazilyAndRun("esgz");
+  PullLazilyAndRun("esgz", "estargz");
 }
 
 TEST_F(CriKeychainE2eTest, PrivateSkopeoZstdChunkedPullsLazilyWithPullImageCredentialsAndRuns) {
-  PullLazilyAndRun("zc");
+  PullLazilyAndRun("zc", "zstd:chunked");
+}
+
+// The plain gzip image, untouched, with a SOCI index made by `lazypull index create`: CRI's labels
+// (image ref, manifest digest) lead the daemon to the index through the private registry with
+// the pull secret's credentials; every layer is served from its zTOC, the pod runs, and the
+// running container's tree is the image's own (contents, modes, owners, xattrs, hardlinks,
+// whiteouts) except for the files containerd's CRI mounts into /etc.
+TEST_F(CriKeychainE2eTest, PrivateSociIndexedGzipPullsLazilyWithPullImageCredentialsAndRuns) {
+  PullLazilyAndRun("soci", "soci");
+  ASSERT_FALSE(HasFatalFailure());
+
+  // Mount points containerd's CRI and runc add: the runtime's own dirs, and /etc/hosts,
+  // /etc/hostname and /etc/resolv.conf (bind-mounted from the sandbox; runc creates the
+  // targets the image lacks in the container's upper dir).
+  const std::vector<std::string> runtime_dirs = {"proc", "sys", "dev", "run"};
+  std::vector<std::string> etc_want, etc_got;
+  for (const auto& e : std::filesystem::directory_iterator(env->soci_rootfs + "/etc")) {
+    etc_want.push_back(e.path().filename());
+  }
+  etc_got = etc_want;
+  for (const char* f : {"hostname", "hosts", "resolv.conf"}) {
+    if (std::find(etc_want.begin(), etc_want.end(), f) == etc_want.end()) etc_got.push_back(f);
+  }
+  std::sort(etc_want.begin(), etc_want.end());
+  std::sort(etc_got.begin(), etc_got.end());
+  std::vector<std::string> known;
+  if (etc_got != etc_want) {
+    known.push_back(absl::StrCat("/etc: entries differ: expected [", absl::StrJoin(etc_want, ","),
+                                 "] got [", absl::StrJoin(etc_got, ","), "]"));
+  }
+  std::vector<std::string> diffs;
+  bool inspected = false;
+  auto run = env->via_lazypull->RunContainer(
+      "soci-tree-pod", PrivateRef("soci"), {"/bin/sleep", "600"}, env->dir.Sub("logs-soci-tree"),
+      std::chrono::seconds(120), [&](const std::string& id) {
+        const std::string rootfs = absl::StrCat(
+            env->containerd->state(), "/io.containerd.runtime.v2.task/k8s.io/", id, "/rootfs");
+        diffs = CompareTrees(env->soci_rootfs, rootfs, runtime_dirs);
+        inspected = true;
+      });
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_TRUE(inspected);
+  EXPECT_EQ(diffs, known) << "the container's tree differs from the image's:\n"
+                          << absl::StrJoin(diffs.begin(),
+                                           diffs.begin() + std::min<size_t>(diffs.size(), 40),
+                                           "\n");
 }
 
 // Control: the same kind of pull sent to containerd directly — containerd pulls (it has the
