@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "fmt/format.h"
@@ -118,13 +121,8 @@ absl::Status SnapshotterProcess::Restart() {
 
 absl::Status SnapshotterProcess::Upgrade(const std::string& binary) {
   constexpr char kWaiting[] = "another daemon serves this root; waiting for it to hand over";
-  auto count = [&](std::string_view needle) {
-    const std::string log = ReadLog();
-    size_t n = 0;
-    for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++n;
-    return n;
-  };
-  const size_t waiting_before = count(kWaiting);
+  // Polled every 2 ms: read only what was logged since (a debug log grows by megabytes).
+  const size_t before = LogSize();
   SnapshotterOptions next = options_;
   if (!binary.empty()) next.binary = binary;
   std::vector<std::string> argv = {next.binary,
@@ -145,7 +143,7 @@ absl::Status SnapshotterProcess::Upgrade(const std::string& binary) {
   auto successor = Subprocess::Start(argv, work_dir_ + "/snapshotter.log", next.env);
   if (!successor.ok()) return successor.status();
   const auto deadline = std::chrono::steady_clock::now() + next.ready_timeout;
-  while (count(kWaiting) == waiting_before) {
+  while (LogFrom(before).find(kWaiting) == std::string::npos) {
     if (!successor->running() || std::chrono::steady_clock::now() > deadline) {
       successor->Kill();
       return absl::UnavailableError(
@@ -160,13 +158,28 @@ absl::Status SnapshotterProcess::Upgrade(const std::string& binary) {
   }
   process_ = std::move(*successor);
   options_ = std::move(next);
-  return WaitServing(deadline);
+  return WaitServing(before, deadline);
 }
 
-absl::Status SnapshotterProcess::WaitServing(std::chrono::steady_clock::time_point deadline) {
+size_t SnapshotterProcess::LogSize() const {
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(log_path(), ec);
+  return ec ? 0 : static_cast<size_t>(size);
+}
+
+std::string SnapshotterProcess::LogFrom(size_t offset) const {
+  std::ifstream in(log_path(), std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(offset));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::Status SnapshotterProcess::WaitServing(size_t from,
+                                             std::chrono::steady_clock::time_point deadline) {
   const std::string serving = fmt::format("\"pid\":{}", process_.pid());
   while (true) {
-    const std::string log = ReadLog();
+    const std::string log = LogFrom(from);
     size_t at = log.rfind("lazypull-snapshotter serving");
     if (at != std::string::npos) {
       const size_t eol = log.find('\n', at);
@@ -186,7 +199,7 @@ absl::Status SnapshotterProcess::WaitServing(std::chrono::steady_clock::time_poi
 
 absl::Status SnapshotterProcess::UpgradeBySighup() {
   constexpr std::string_view kSpawned = "successor waits for the root lock";
-  const size_t before = ReadLog().size();
+  const size_t before = LogSize();
   // The successor is the daemon's child: it becomes ours when the daemon exits.
   if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
     return absl::InternalError(fmt::format("PR_SET_CHILD_SUBREAPER: {}", strerror(errno)));
@@ -195,8 +208,8 @@ absl::Status SnapshotterProcess::UpgradeBySighup() {
   const auto deadline = std::chrono::steady_clock::now() + options_.ready_timeout;
   pid_t successor = -1;
   while (successor < 0) {
-    const std::string log = ReadLog();
-    const size_t at = log.find(kSpawned, before);
+    const std::string log = LogFrom(before);
+    const size_t at = log.find(kSpawned);
     const size_t pid_at = at == std::string::npos ? at : log.find("\"successor_pid\":", at);
     if (pid_at != std::string::npos) {
       successor = std::atoi(log.c_str() + pid_at + std::strlen("\"successor_pid\":"));
@@ -218,7 +231,7 @@ absl::Status SnapshotterProcess::UpgradeBySighup() {
         fmt::format("the daemon did not exit cleanly after SIGHUP; log:\n{}", Tail(ReadLog())));
   }
   process_ = Subprocess::Adopt(successor, process_.log_path());
-  return WaitServing(deadline);
+  return WaitServing(before, deadline);
 }
 
 std::set<std::string> LazyLayerDigests(const std::string& status_path) {

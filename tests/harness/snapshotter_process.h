@@ -99,8 +99,11 @@ class SnapshotterProcess {
  private:
   SnapshotterProcess() = default;
   absl::Status Launch();
-  // Waits until the log has a "lazypull-snapshotter serving" line of the current process.
-  absl::Status WaitServing(std::chrono::steady_clock::time_point deadline);
+  // Waits until the log, from byte `from` on, has a "lazypull-snapshotter serving" line of the
+  // current process.
+  absl::Status WaitServing(size_t from, std::chrono::steady_clock::time_point deadline);
+  size_t LogSize() const;
+  std::string LogFrom(size_t offset) const;
 
   std::string work_dir_, root_, socket_;
   SnapshotterOptions options_;
