@@ -7,7 +7,7 @@
 //
 // Two containers loop over their files, reading each with O_DIRECT (so every pass reaches the
 // daemon, not the page cache) and comparing its SHA-256 with the one the test computed from
-// the image's bytes: one reads a 64 MiB file, the other 100 small files of two layers. Each
+// the image's bytes: one reads a 64 MiB file, the other 64 small files of two layers. Each
 // appends a line per pass to a log in a bind-mounted directory, and a line per read error or
 // wrong hash to another. Expected: no such line, every pass counter moving under every new
 // daemon, both tasks RUNNING at the end, and a container started after the last upgrade sees
@@ -39,7 +39,7 @@ namespace lazypull::testing {
 namespace {
 
 constexpr size_t kBigSize = 64 << 20;
-constexpr int kSmallFiles = 100;
+constexpr int kSmallFiles = 64;
 constexpr int kKills = 10;
 constexpr char kNamespace[] = "handover";
 
