@@ -1,5 +1,6 @@
 #include "server/daemon.h"
 
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -13,6 +14,7 @@
 #include "base/logging.h"
 #include "base/unique_fd.h"
 #include "server/rpc_metrics.h"
+#include "server/takeover.h"
 
 namespace lazypull {
 namespace {
@@ -41,7 +43,7 @@ bool SocketIsLive(const std::string& path) {
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
                                                       RemoteLayerHandler* remote) {
-  return Start(config, RemoteLayerFactoryWithMetrics(), remote, nullptr);
+  return Start(config, RemoteLayerFactoryWithMetrics(), remote, nullptr, {});
 }
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
@@ -53,23 +55,34 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
       return factory(c);
     };
   }
-  return Start(config, with_metrics, nullptr, extra_service);
+  return Start(config, with_metrics, nullptr, extra_service, {});
 }
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
                                                       const RemoteLayerFactoryWithMetrics& factory,
-                                                      grpc::CallbackGenericService* extra_service) {
-  return Start(config, factory, nullptr, extra_service);
+                                                      grpc::CallbackGenericService* extra_service,
+                                                      TakeoverOptions takeover) {
+  return Start(config, factory, nullptr, extra_service, takeover);
 }
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
                                                       const RemoteLayerFactoryWithMetrics& factory,
                                                       RemoteLayerHandler* remote,
-                                                      grpc::CallbackGenericService* extra_service) {
+                                                      grpc::CallbackGenericService* extra_service,
+                                                      TakeoverOptions takeover) {
   using std::filesystem::perms;
   // Before anything is created under it (the remote-layer handler mounts there).
   if (absl::Status s = MakePrivateRoot(config.root); !s.ok()) return s;
-  absl::StatusOr<RootLock> lock = RootLock::Acquire(config.root);
+  absl::StatusOr<RootLock> lock = absl::UnknownError("unset");
+  if (takeover.enabled) {
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    lock = AcquireRootLockForTakeover(config.root, takeover.ready_fd, stop_signals);
+  } else {
+    lock = RootLock::Acquire(config.root);
+  }
   if (!lock.ok()) return lock.status();
   std::unique_ptr<Daemon> d(new Daemon(config, std::move(*lock)));
   // Metrics first: a port in use fails the start before layers are re-mounted.

@@ -1,7 +1,8 @@
 // Daemon: the running snapshotter — root lock, Snapshotter, gRPC server on a unix socket.
 //
 // Start order: create root (mode 0700 enforced at every start, see MakePrivateRoot), take
-// <root>/lazypull.lock (a second instance on the same root fails here), open metadata, bind
+// <root>/lazypull.lock (a second instance on the same root fails here; with config.takeover it
+// waits until the running one hands over and exits, TakeoverOptions), open metadata, bind
 // the socket (a stale socket file is replaced; a live one is refused), chmod it to
 // config.socket_mode. Shutdown: stop accepting, let in-flight RPCs
 // finish (up to a grace period, then cancel them), remove the socket, release the lock.
@@ -26,6 +27,15 @@
 #include "server/snapshotter.h"
 
 namespace lazypull {
+
+// Graceful upgrade (issue 20; command line --takeover, server/takeover.h): when another daemon
+// holds the root lock, wait until it hands over and exits instead of failing. SIGTERM and
+// SIGINT must then be blocked in the thread calling Start; either one ends the wait (Start
+// fails with Cancelled, having touched nothing).
+struct TakeoverOptions {
+  bool enabled = false;
+  int ready_fd = -1;  // gets one byte (and is closed) once the wait began; -1 = none
+};
 
 class Daemon {
  public:
@@ -55,7 +65,7 @@ class Daemon {
           const DaemonConfig&, const std::shared_ptr<metrics::Metrics>&)>;
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(
       const DaemonConfig& config, const RemoteLayerFactoryWithMetrics& factory,
-      grpc::CallbackGenericService* extra_service = nullptr);
+      grpc::CallbackGenericService* extra_service = nullptr, TakeoverOptions takeover = {});
   metrics::Metrics& metrics() { return *metrics_; }
   // --- end metrics ---
   // Shuts down (see Shutdown) if still running.
@@ -73,7 +83,8 @@ class Daemon {
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonConfig& config,
                                                        const RemoteLayerFactoryWithMetrics& factory,
                                                        RemoteLayerHandler* remote,
-                                                       grpc::CallbackGenericService* extra_service);
+                                                       grpc::CallbackGenericService* extra_service,
+                                                       TakeoverOptions takeover);
   Daemon(DaemonConfig config, RootLock lock) : config_(std::move(config)), lock_(std::move(lock)) {}
 
   DaemonConfig config_;

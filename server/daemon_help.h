@@ -53,14 +53,20 @@ METRICS
     passes the node's IP). A port in use fails the start.
 
 SIGNALS
-    SIGTERM, SIGINT    stop accepting RPCs, finish those in flight (10 s), unmount, exit 0.
+    SIGTERM, SIGINT    stop accepting RPCs, finish those in flight (10 s), unmount (with a
+                       FUSE holder: hand the FUSE mounts over to it instead), exit 0.
+    SIGHUP             graceful upgrade (systemctl reload): start the binary now at this
+                       executable's path with --takeover; once it waits for the root lock,
+                       stop as on SIGTERM and let it adopt the mounts. A successor that
+                       fails to start leaves this daemon serving.
 
 ENVIRONMENT
     NOTIFY_SOCKET      set by systemd for Type=notify: READY=1 is sent once serving.
 
 EXIT STATUS
-    0 after a clean shutdown; 1 when the daemon cannot start (bad config, root locked by
-    another instance, socket or metrics port in use, ...), with the reason on stderr.
+    0 after a clean shutdown (also a --takeover start stopped before it took over); 1 when
+    the daemon cannot start (bad config, root locked by another instance without
+    --takeover, socket or metrics port in use, ...), with the reason on stderr.
 
 SEE ALSO
     lazypull(1) (lazypull --help: convert, status, health), containerd(8), ctr(8)

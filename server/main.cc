@@ -1,9 +1,13 @@
 // lazypull-snapshotter: containerd remote snapshotter daemon.
 //
 //   lazypull-snapshotter [--config FILE] [--address SOCK] [--root DIR] [--log-level LEVEL]
+//                        [--takeover]
 //
 // Flags override the TOML config file, which overrides the built-in defaults. Runs in the
-// foreground; SIGTERM/SIGINT shut it down cleanly. Exit code 1 on startup errors.
+// foreground; SIGTERM/SIGINT shut it down cleanly. SIGHUP upgrades in place: the binary now at
+// this executable's path is started with --takeover and, once it waits for the root lock, this
+// daemon stops as on SIGTERM (server/takeover.h; systemd's ExecReload). Exit code 1 on startup
+// errors; 0 when a --takeover start is stopped before it took over.
 #include <signal.h>
 #include <unistd.h>
 
@@ -11,6 +15,7 @@
 #include <cstdio>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/logging.h"
 #include "metrics/metrics_server.h"
@@ -20,6 +25,7 @@
 #include "server/daemon_help.h"
 #include "server/remote/remote_layer_manager.h"
 #include "server/sd_notify.h"
+#include "server/takeover.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"lazypull-snapshotter: containerd remote snapshotter (lazy image pulling)"};
@@ -43,7 +49,16 @@ int main(int argc, char** argv) {
                  "replaces the host of the metrics address, keeping its port (e.g. the node's IP "
                  "from Kubernetes' downward API)")
       ->type_name("IP");
+  bool takeover = false;
+  app.add_flag("--takeover", takeover,
+               "graceful upgrade: if another daemon serves this root, load what can be loaded, "
+               "wait until it hands over (send it SIGTERM) and take over its FUSE mounts");
+  int takeover_ready_fd = -1;
+  app.add_option("--takeover-ready-fd", takeover_ready_fd,
+                 "with --takeover: write one byte to this fd once waiting (used by SIGHUP)")
+      ->type_name("FD");
   CLI11_PARSE(app, argc, argv);
+  const std::vector<std::string> args(argv + 1, argv + argc);
 
   absl::StatusOr<lazypull::DaemonConfig> config = lazypull::LoadDaemonConfig(config_path);
   if (!config.ok()) {
@@ -78,6 +93,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -98,7 +114,13 @@ int main(int argc, char** argv) {
           const std::shared_ptr<lazypull::metrics::Metrics>& metrics) {
         return lazypull::remote::NewRemoteLayerHandlerWithCredentials(c, cri_credentials, metrics);
       },
-      *cri ? (*cri)->grpc_service() : nullptr);
+      *cri ? (*cri)->grpc_service() : nullptr,
+      lazypull::TakeoverOptions{.enabled = takeover, .ready_fd = takeover_ready_fd});
+  if (!daemon.ok() && daemon.status().code() == absl::StatusCode::kCancelled) {
+    lazypull::LogInfo("lazypull-snapshotter exited before taking over",
+                      {{"pid", ::getpid()}, {"reason", daemon.status().ToString()}});
+    return 0;
+  }
   if (!daemon.ok()) {
     lazypull::LogError("cannot start lazypull-snapshotter",
                        {{"error", daemon.status().ToString()}});
@@ -112,9 +134,27 @@ int main(int argc, char** argv) {
     lazypull::LogWarn("cannot notify systemd", {{"error", s.ToString()}});
   }
   int sig = 0;
-  sigwait(&signals, &sig);
+  pid_t successor_pid = -1;
+  for (;;) {
+    sigwait(&signals, &sig);
+    if (sig != SIGHUP) break;
+    // Upgrade in place: stop only once the successor waits for the root lock.
+    absl::StatusOr<std::string> exe = lazypull::SelfExecutablePath();
+    absl::StatusOr<pid_t> successor =
+        exe.ok() ? lazypull::SpawnSuccessor(*exe, args, absl::Seconds(120)) : exe.status();
+    if (!successor.ok()) {
+      lazypull::LogError("upgrade failed; still serving",
+                         {{"error", successor.status().ToString()}});
+      continue;
+    }
+    // systemd follows the successor from now on (the unit has NotifyAccess=all).
+    lazypull::SdNotifyFromEnv("MAINPID=" + std::to_string(*successor)).IgnoreError();
+    successor_pid = *successor;
+    break;
+  }
   lazypull::LogInfo("shutting down", {{"signal", strsignal(sig)}});
-  lazypull::SdNotifyFromEnv("STOPPING=1").IgnoreError();
+  // Not when upgrading: systemd would take it for the service (now the successor) stopping.
+  if (successor_pid < 0) lazypull::SdNotifyFromEnv("STOPPING=1").IgnoreError();
   (*daemon)->Shutdown();
   daemon->reset();
   lazypull::LogInfo("lazypull-snapshotter exited", {{"pid", ::getpid()}});

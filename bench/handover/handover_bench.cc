@@ -4,7 +4,9 @@
 // while the daemon is
 //   - left alone (baseline: the longest read of an undisturbed window of the same length),
 //   - SIGKILLed and restarted (target: longest stall <= 0.5 s),
-//   - upgraded: SIGTERM, then started again (target: <= 0.2 s).
+//   - upgraded by takeover: a successor started with --takeover loads while the daemon still
+//     serves and waits for the root lock; then SIGTERM (target: <= 0.2 s),
+//   - stopped and started: SIGTERM, then started again (the upgrade before takeover).
 // Prints one JSON line per phase and the stall ratios against the baseline. Not a ctest test:
 //   build/bin/handover_bench [--gtest_also_run_disabled_tests]   (env HANDOVER_ROUNDS, default 3)
 #include <cstdlib>
@@ -49,6 +51,9 @@ TEST_P(HandoverTest, Stalls) {
     ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
   });
   const double upgrade = phase("upgrade", [&] {
+    ASSERT_TRUE(daemon_->Upgrade().ok()) << daemon_->ReadLog();  // --takeover, then SIGTERM
+  });
+  const double stop_start = phase("stop-start", [&] {
     ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();  // SIGTERM, then start
   });
   ExpectNoReadErrors("at the end");
@@ -58,6 +63,7 @@ TEST_P(HandoverTest, Stalls) {
                         {"baseline_max_read_s", baseline},
                         {"kill_restart_max_stall_s", kill},
                         {"graceful_upgrade_max_stall_s", upgrade},
+                        {"stop_start_max_stall_s", stop_start},
                         {"kill_vs_baseline", baseline > 0 ? kill / baseline : 0},
                         {"upgrade_vs_baseline", baseline > 0 ? upgrade / baseline : 0},
                         {"target_kill_s", 0.5},

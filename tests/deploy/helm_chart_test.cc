@@ -395,6 +395,30 @@ TEST(HelmChartTest, MetricsListenOnEveryInterfaceOnlyWhenAsked) {
   }
 }
 
+// Issue 20: with takeover the new pod starts before the old one stops (maxSurge), runs with
+// --takeover, and declares no port (under hostNetwork a hostPort two pods of one node could not
+// share); the metrics Service targets the port by number.
+TEST(HelmChartTest, TakeoverSurgesTheNewPodWithoutAHostPort) {
+  auto objects = RenderChart({"--release-name", "lazypull", "--set", "takeover.enabled=true"});
+  ASSERT_TRUE(objects.ok()) << objects.status();
+  auto report = ValidateWithKubernetesModels(*objects);
+  ASSERT_TRUE(report.ok()) << report.status();
+  const nlohmann::json ds = FindObject(*objects, "DaemonSet", "lazypull");
+  EXPECT_EQ(ds["spec"]["updateStrategy"],
+            nlohmann::json::parse(R"({"type":"RollingUpdate",)"
+                                  R"("rollingUpdate":{"maxSurge":1,"maxUnavailable":0}})"));
+  const nlohmann::json& c = Container(ds);
+  EXPECT_EQ(Strings(c["args"]),
+            (std::vector<std::string>{"--config", "/etc/lazypull/config.toml", "--metrics-host",
+                                      "$(LAZYPULL_NODE_IP)", "--takeover"}));
+  EXPECT_FALSE(c.contains("ports")) << c.dump();
+  EXPECT_EQ(FindObject(*objects, "Service")["spec"]["ports"][0]["targetPort"], 9102);
+  // The holder DaemonSet is unchanged: still never rolled with lazypull.
+  EXPECT_EQ(
+      FindObject(*objects, "DaemonSet", "lazypull-fuse-holder")["spec"]["updateStrategy"]["type"],
+      "OnDelete");
+}
+
 TEST(HelmChartTest, BadValuesFailRenderingNamingTheValue) {
   struct Case {
     std::vector<std::string> args;

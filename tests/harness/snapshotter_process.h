@@ -79,6 +79,17 @@ class SnapshotterProcess {
   // Stop() (if running) then start again with the same root, socket and options; waits for the
   // socket. Returns the Stop error, if any, only after a successful restart is impossible.
   absl::Status Restart();
+  // Graceful upgrade as a Kubernetes DaemonSet with maxSurge (or an operator) does it: starts a
+  // successor with the same root, socket and options plus --takeover (`binary`, if not empty,
+  // replaces the executable: a different build), waits until it logs that it waits for the
+  // root lock, SIGTERMs the running daemon, waits for its clean exit and for the successor to
+  // serve. This object then controls the successor. Errors carry the log tail.
+  absl::Status Upgrade(const std::string& binary = "");
+  // Graceful upgrade as systemd's `systemctl reload` does it: SIGHUP, after which the daemon
+  // starts the binary at its own path with --takeover and stops once that one waits for the
+  // root lock. Waits for the old daemon's clean exit and for the successor to serve; this
+  // object then controls the successor (this process is its subreaper meanwhile).
+  absl::Status UpgradeBySighup();
 
   std::string ReadLog() const { return process_.ReadLog(); }
   // The options the next Restart uses (e.g. to set or clear a test hook's env).
@@ -88,6 +99,11 @@ class SnapshotterProcess {
  private:
   SnapshotterProcess() = default;
   absl::Status Launch();
+  // Waits until the log, from byte `from` on, has a "lazypull-snapshotter serving" line of the
+  // current process.
+  absl::Status WaitServing(size_t from, std::chrono::steady_clock::time_point deadline);
+  size_t LogSize() const;
+  std::string LogFrom(size_t offset) const;
 
   std::string work_dir_, root_, socket_;
   SnapshotterOptions options_;

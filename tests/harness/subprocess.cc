@@ -114,6 +114,13 @@ absl::StatusOr<Subprocess> Subprocess::Start(const std::vector<std::string>& arg
   return p;
 }
 
+Subprocess Subprocess::Adopt(pid_t pid, std::string log_path) {
+  Subprocess p;
+  p.pid_ = pid;
+  p.log_path_ = std::move(log_path);
+  return p;
+}
+
 bool Subprocess::running() {
   if (pid_ < 0) return false;
   pid_t r = waitpid(pid_, &status_, WNOHANG);

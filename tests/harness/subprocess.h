@@ -46,6 +46,10 @@ class Subprocess {
                                           const std::string& log_path,
                                           const std::map<std::string, std::string>& env = {});
 
+  // Takes over `pid`, a process that became this process's child when its parent died (this
+  // process was its subreaper, prctl PR_SET_CHILD_SUBREAPER), logging to `log_path`.
+  static Subprocess Adopt(pid_t pid, std::string log_path);
+
   pid_t pid() const { return pid_; }
   bool running();
   // Sends `sig` to the child. No-op if already reaped.
