@@ -1,6 +1,8 @@
 #include "fetcher/registry/mirror_routes.h"
 
 #include <algorithm>
+#include <string>
+#include <thread>
 
 namespace lazypull::registry {
 
@@ -38,23 +40,42 @@ bool MirrorRoutes::ScopeColdLocked(std::string_view mirror, std::string_view sco
   return it != cold_scopes_.end() && now - it->second < options_.scope_cold_wait;
 }
 
+namespace {
+
+// How long after a scope's first request to a mirror went out the reads of its other blobs
+// wait for that answer before going to the next host: a warm mirror near the node answers well
+// within it; a cold proxy asks its own upstream first (seconds on a busy link).
+constexpr std::chrono::milliseconds kFirstAnswerWait{300};
+
+}  // namespace
+
 bool MirrorRoutes::RangesAllowed(std::string_view mirror, std::string_view blob,
                                  Clock::time_point now, std::string_view scope,
                                  bool* first_request) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   Mark* found = FindLocked(mirror, blob);
-  if (found == nullptr) {
+  while (found == nullptr) {
     if (scope.empty()) return true;
     if (ScopeColdLocked(mirror, scope, now)) return false;
     std::string key = std::string(mirror) + '\n' + std::string(scope);
     auto pending = first_requests_.find(key);
-    if (pending != first_requests_.end() && now - pending->second < options_.first_request_wait) {
-      return false;
+    if (pending == first_requests_.end() || now - pending->second >= options_.first_request_wait) {
+      if (first_requests_.size() >= std::max<size_t>(options_.max_blobs, 2)) {
+        first_requests_.clear();
+      }
+      first_requests_[std::move(key)] = now;
+      if (first_request != nullptr) *first_request = true;
+      return true;
     }
-    if (first_requests_.size() >= std::max<size_t>(options_.max_blobs, 2)) first_requests_.clear();
-    first_requests_[std::move(key)] = now;
-    if (first_request != nullptr) *first_request = true;
-    return true;
+    // Another read's first request is out: wait for its answer (polled; the mark it leaves
+    // decides) until kFirstAnswerWait after it went out, then the next host.
+    if (now - pending->second >= kFirstAnswerWait) return false;
+    const Clock::time_point before = Clock::now();
+    lock.unlock();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    lock.lock();
+    now += Clock::now() - before;
+    found = FindLocked(mirror, blob);
   }
   Mark& mark = *found;
   if (mark.bad_bytes) return false;
