@@ -47,9 +47,9 @@
 // any other). A warm mirror never refuses, so nothing changes for it; blobs the mirror served
 // ranges of stay served. The same holds while the scope's FIRST request to the mirror waits
 // for its answer (a container's layers are opened at once, and a cold proxy answers only after
-// asking its own upstream, seconds on a loaded link): range reads of the scope's other blobs
-// not asked yet go to the next host meanwhile, so a cold cache is sent one request per node
-// during the start instead of one per layer; a warm one answers within milliseconds.
+// asking its own upstream, seconds on a loaded link): reads of the scope's other blobs wait
+// for it up to 300 ms after it went out, then go to the next host: a cold cache gets one request
+// per node during the start instead of one per layer; a warm one answers within the wait.
 //
 // A mirror that served bytes of a blob that then failed verification (ReportBadBytes) is
 // excluded for that blob for good (ranges and whole reads): a chunk digest mismatch means the
@@ -106,10 +106,10 @@ class MirrorRoutes {
   // (FillingUntil): the probe is then its own (TakeBulkProbe) and this returns false. Also
   // false for a blob never answered by `mirror` while its `scope` is cold (the mirror refused
   // ranges of another blob of it within scope_cold_wait).
-  // While `scope`'s first request to `mirror` waits for its answer, also false for the
-  // scope's blobs never answered; when this call makes that first request (a blob never
-  // answered, the scope neither cold nor waiting), *first_request (if given) is set true and the
-  // caller must call EndFirstRequest once the answer (or an error) is in.
+  // While `scope`'s first request to `mirror` waits for its answer, blocks up to 300 ms from
+  // its start for it, then false for blobs never answered; when it makes that first request (a blob
+  // never answered, the scope neither cold nor waiting), *first_request (if given) is set true and
+  // the caller must call EndFirstRequest once the answer (or an error) is in.
   bool RangesAllowed(std::string_view mirror, std::string_view blob, Clock::time_point now,
                      std::string_view scope = {}, bool* first_request = nullptr);
   // The first request RangesAllowed let out for `scope` has its answer (reported as usual with
