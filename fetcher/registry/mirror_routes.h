@@ -42,7 +42,7 @@
 // reads of such a blob (a TOC, a program's reads) go to the next host at once instead of
 // starting one more copy on the start's path and paying a refused request's round trips
 // through the cache. The mirror's first request for such a blob is left to a bulk reader
-// (TakeBulkProbe), which runs after the node's start has gone quiet: it starts the cache's copy
+// (TakeBulkProbe), which runs once the layer had no on-demand read for a while: it starts the copy
 // then, and its answer decides (served: ranges go to the mirror; refused: a no-ranges mark as
 // any other). A warm mirror never refuses, so nothing changes for it; blobs the mirror served
 // ranges of stay served. The same holds while the scope's FIRST request to the mirror waits
