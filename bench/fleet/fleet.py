@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from benchlib import (APPS, Network, build_layout, build_rootfs, drop_caches, log,  # noqa: E402
                       push_images, run, stop_proc)
 from fleet_node import (CACHE_PORT, Cache, Node, registry_log_summary,  # noqa: E402
-                        write_hosts)
+                        request_timeline, write_hosts)
 
 ROWS = ("direct", "cold", "warm", "full")
 
@@ -107,6 +107,15 @@ def run_row(args, net, row, ref, certs, cache, n_nodes):
             t.start()
         rx0 = net.rx_bytes()
         t0_box["t0"] = time.monotonic()
+        t0_wall = time.time()
+        # The link's timeline: bytes crossed since t0, sampled every 0.2 s until the row ends.
+        samples, sampling = [], threading.Event()
+
+        def sample():
+            while not sampling.wait(0.2):
+                samples.append([round(time.monotonic() - t0_box["t0"], 2), net.rx_bytes() - rx0])
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         barrier.wait()
         for t in threads:
             t.join()
@@ -128,6 +137,19 @@ def run_row(args, net, row, ref, certs, cache, n_nodes):
         log(f"row {row}: background done {time.monotonic() - t_bg:.1f} s after first outputs")
         wait_quiet(net)
         rec["upstream_bytes_settled"] = net.rx_bytes() - rx0
+        sampling.set()
+        sampler.join()
+        rec["timeline"] = {
+            "link_bytes": samples,
+            # [start, end] s from t0, client, method, status, bytes written.
+            "upstream_blob_requests": request_timeline(upstream_log, upstream_mark, t0_wall),
+            "cache_blob_requests": (request_timeline(cache.log_path, cache_mark, t0_wall)
+                                    if cache else []),
+        }
+        for i, r in enumerate(results):
+            at = max((b for t, b in samples if t <= r["seconds"]), default=0)
+            log(f"row {row} node {i}: pull {r['pull_seconds']:.2f} s, first output "
+                f"{r['seconds']:.2f} s, link bytes by then {at / 2**20:.1f} MiB")
         rec["node_stats"] = [node.stats() for node in nodes]
         if cache:
             rec["cache"] = cache.served_since(cache_mark)

@@ -50,6 +50,40 @@ def registry_log_summary(path, offset, by_agent=False):
     return out
 
 
+def request_timeline(path, offset, t0_wall):
+    """Blob requests a docker-registry answered since byte `offset` of its log, as
+    [start, end] seconds relative to `t0_wall` (wall clock), client, method, status and body
+    bytes written: when the cache's copies and the nodes' reads ran (fleet.py --timeline)."""
+    from datetime import datetime
+    out = []
+    with open(path) as f:
+        f.seek(offset)
+        for line in f:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if e.get("msg") != "response completed" or "/blobs/" not in e.get("http.request.uri", ""):
+                continue
+            t = e["time"]
+            m = re.match(r"(.*T\d\d:\d\d:\d\d)(\.\d+)?Z", t)
+            end = datetime.fromisoformat(m.group(1) + "+00:00").timestamp() + \
+                float("0" + (m.group(2) or ".0")[:8])
+            d = e.get("http.response.duration", "0s")
+            unit = re.match(r"([0-9.]+)(ns|µs|us|ms|s|m)", d)
+            dur = float(unit.group(1)) * {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1,
+                                          "m": 60}[unit.group(2)] if unit else 0.0
+            if re.match(r"[0-9.]+m[0-9]", d):  # "1m2.5s"
+                mm = re.match(r"([0-9]+)m([0-9.]+)s", d)
+                dur = int(mm.group(1)) * 60 + float(mm.group(2))
+            out.append([round(end - dur - t0_wall, 3), round(end - t0_wall, 3),
+                        e.get("http.request.useragent", "?").split("/")[0],
+                        e.get("http.request.method"), e.get("http.response.status"),
+                        int(e.get("http.response.written", 0))])
+    out.sort()
+    return out
+
+
 class Cache:
     """docker-registry in proxy mode on 127.0.0.1:CACHE_PORT in front of `upstream`, storing
     under `dir`, logging every request as a JSON line (what it served is read from there)."""

@@ -1,6 +1,8 @@
 #include "fetcher/registry/mirror_routes.h"
 
 #include <algorithm>
+#include <string>
+#include <thread>
 
 namespace lazypull::registry {
 
@@ -24,19 +26,69 @@ MirrorRoutes::Blob& MirrorRoutes::TouchLocked(std::string_view blob) {
   return it->second;
 }
 
-bool MirrorRoutes::RangesAllowed(std::string_view mirror, std::string_view blob,
-                                 Clock::time_point now) {
-  std::lock_guard<std::mutex> lock(mu_);
+MirrorRoutes::Mark* MirrorRoutes::FindLocked(std::string_view mirror, std::string_view blob) {
   auto b = blobs_.find(blob);
-  if (b == blobs_.end()) return true;
+  if (b == blobs_.end()) return nullptr;
   auto m = b->second.marks.find(mirror);
-  if (m == b->second.marks.end()) return true;
-  Mark& mark = m->second;
+  return m == b->second.marks.end() ? nullptr : &m->second;
+}
+
+bool MirrorRoutes::ScopeColdLocked(std::string_view mirror, std::string_view scope,
+                                   Clock::time_point now) const {
+  if (scope.empty()) return false;
+  auto it = cold_scopes_.find(std::string(mirror) + '\n' + std::string(scope));
+  return it != cold_scopes_.end() && now - it->second < options_.scope_cold_wait;
+}
+
+namespace {
+
+// How long after a scope's first request to a mirror went out the reads of its other blobs
+// wait for that answer before going to the next host: a warm mirror near the node answers well
+// within it; a cold proxy asks its own upstream first (seconds on a busy link).
+constexpr std::chrono::milliseconds kFirstAnswerWait{300};
+
+}  // namespace
+
+bool MirrorRoutes::RangesAllowed(std::string_view mirror, std::string_view blob,
+                                 Clock::time_point now, std::string_view scope,
+                                 bool* first_request) {
+  std::unique_lock<std::mutex> lock(mu_);
+  Mark* found = FindLocked(mirror, blob);
+  while (found == nullptr) {
+    if (scope.empty()) return true;
+    if (ScopeColdLocked(mirror, scope, now)) return false;
+    std::string key = std::string(mirror) + '\n' + std::string(scope);
+    auto pending = first_requests_.find(key);
+    if (pending == first_requests_.end() || now - pending->second >= options_.first_request_wait) {
+      if (first_requests_.size() >= std::max<size_t>(options_.max_blobs, 2)) {
+        first_requests_.clear();
+      }
+      first_requests_[std::move(key)] = now;
+      if (first_request != nullptr) *first_request = true;
+      return true;
+    }
+    // Another read's first request is out: wait for its answer (polled; the mark it leaves
+    // decides) until kFirstAnswerWait after it went out, then the next host.
+    if (now - pending->second >= kFirstAnswerWait) return false;
+    const Clock::time_point before = Clock::now();
+    lock.unlock();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    lock.lock();
+    now += Clock::now() - before;
+    found = FindLocked(mirror, blob);
+  }
+  Mark& mark = *found;
   if (mark.bad_bytes) return false;
   if (mark.refusals == 0) return true;
   if (now < mark.retry_at || now < mark.bulk_waits_until) return false;
   mark.retry_at = now + mark.interval;  // this caller probes; the others wait for its answer
   return true;
+}
+
+void MirrorRoutes::EndFirstRequest(std::string_view mirror, std::string_view scope) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = first_requests_.find(std::string(mirror) + '\n' + std::string(scope));
+  if (it != first_requests_.end()) first_requests_.erase(it);
 }
 
 std::optional<MirrorRoutes::Clock::time_point> MirrorRoutes::FillingUntil(std::string_view mirror,
@@ -59,13 +111,23 @@ std::optional<MirrorRoutes::Clock::time_point> MirrorRoutes::FillingUntil(std::s
 }
 
 bool MirrorRoutes::TakeBulkProbe(std::string_view mirror, std::string_view blob,
-                                 Clock::time_point now) {
+                                 Clock::time_point now, std::string_view scope) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto b = blobs_.find(blob);
-  if (b == blobs_.end()) return false;
-  auto m = b->second.marks.find(mirror);
-  if (m == b->second.marks.end()) return false;
-  Mark& mark = m->second;
+  Mark* found = FindLocked(mirror, blob);
+  if (found == nullptr) {
+    if (!ScopeColdLocked(mirror, scope, now)) return false;
+    // The mirror's first request for this blob: this bulk reader's probe. Until its answer
+    // (or first_retry), programs' reads keep to the next host.
+    Blob& b = TouchLocked(blob);
+    Mark& mark = b.marks.emplace(std::string(mirror), Mark{}).first->second;
+    mark.first_probe = true;
+    mark.refusals = 1;
+    mark.interval = options_.first_retry;
+    mark.first_refusal = now;
+    mark.retry_at = now + mark.interval;
+    return true;
+  }
+  Mark& mark = *found;
   if (mark.bad_bytes || mark.refusals == 0 || now < mark.retry_at ||
       now - mark.first_refusal >= options_.fill_wait) {
     return false;
@@ -83,27 +145,45 @@ bool MirrorRoutes::Trusted(std::string_view mirror, std::string_view blob) const
 }
 
 std::chrono::milliseconds MirrorRoutes::MarkNoRanges(std::string_view mirror, std::string_view blob,
-                                                     Clock::time_point now) {
+                                                     Clock::time_point now,
+                                                     std::string_view scope) {
   std::lock_guard<std::mutex> lock(mu_);
   Blob& b = TouchLocked(blob);
   auto m = b.marks.find(mirror);
   if (m == b.marks.end()) m = b.marks.emplace(std::string(mirror), Mark{}).first;
   Mark& mark = m->second;
-  if (mark.refusals == 0) mark.first_refusal = now;
-  mark.interval =
-      mark.refusals == 0 ? options_.first_retry : std::min(mark.interval * 2, options_.max_retry);
-  ++mark.refusals;
+  if (mark.refusals == 0 || mark.first_probe) {
+    mark.first_probe = false;
+    mark.first_refusal = now;
+    mark.interval = options_.first_retry;
+    mark.refusals = 1;
+  } else {
+    mark.interval = std::min(mark.interval * 2, options_.max_retry);
+    ++mark.refusals;
+  }
   mark.retry_at = now + mark.interval;
+  if (!scope.empty()) {
+    if (cold_scopes_.size() >= std::max<size_t>(options_.max_blobs, 2)) {
+      std::erase_if(cold_scopes_,
+                    [&](const auto& kv) { return now - kv.second >= options_.scope_cold_wait; });
+      if (cold_scopes_.size() >= std::max<size_t>(options_.max_blobs, 2)) cold_scopes_.clear();
+    }
+    cold_scopes_[std::string(mirror) + '\n' + std::string(scope)] = now;
+  }
   return mark.interval;
 }
 
 void MirrorRoutes::MarkRangesServed(std::string_view mirror, std::string_view blob) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto b = blobs_.find(blob);
-  if (b == blobs_.end()) return;
-  auto m = b->second.marks.find(mirror);
-  if (m == b->second.marks.end() || m->second.bad_bytes) return;
-  b->second.marks.erase(m);
+  // Kept (not erased) as an answered blob: a cold scope must not keep its reads away.
+  Blob& b = TouchLocked(blob);
+  auto m = b.marks.find(mirror);
+  if (m == b.marks.end()) {
+    b.marks.emplace(std::string(mirror), Mark{});
+    return;
+  }
+  if (m->second.bad_bytes) return;
+  m->second = Mark{};
 }
 
 void MirrorRoutes::RecordServed(std::string_view mirror, std::string_view blob, ByteRange span) {

@@ -33,6 +33,24 @@
 // time goes straight to the next host instead of paying a refused probe's round trips (through
 // a cache that first asks its own upstream) on the path of a container's start.
 //
+// Blobs not asked yet, behind a mirror that is filling itself. distribution's proxy starts
+// copying a blob from its upstream, unpaced, on the FIRST request for it, whoever sends it and
+// whatever it asks; that copy shares the registry's link with the ranges a starting container
+// needs. Once a mirror refused ranges of a blob of a repository (the `scope` argument; empty =
+// none), the other blobs of that repository this client has not asked the mirror about yet are
+// most likely not stored either: for `scope_cold_wait` after the scope's last refusal, range
+// reads of such a blob (a TOC, a program's reads) go to the next host at once instead of
+// starting one more copy on the start's path and paying a refused request's round trips
+// through the cache. The mirror's first request for such a blob is left to a bulk reader
+// (TakeBulkProbe), which runs once the layer had no on-demand read for a while: it starts the copy
+// then, and its answer decides (served: ranges go to the mirror; refused: a no-ranges mark as
+// any other). A warm mirror never refuses, so nothing changes for it; blobs the mirror served
+// ranges of stay served. The same holds while the scope's FIRST request to the mirror waits
+// for its answer (a container's layers are opened at once, and a cold proxy answers only after
+// asking its own upstream, seconds on a loaded link): reads of the scope's other blobs wait
+// for it up to 300 ms after it went out, then go to the next host: a cold cache gets one request
+// per node during the start instead of one per layer; a warm one answers within the wait.
+//
 // A mirror that served bytes of a blob that then failed verification (ReportBadBytes) is
 // excluded for that blob for good (ranges and whole reads): a chunk digest mismatch means the
 // mirror holds different bytes under that digest, which waiting will not fix.
@@ -65,6 +83,11 @@ struct MirrorRoutesOptions {
   // How long after a mirror's first refusal of a blob FillingUntil still asks bulk readers to
   // wait for it.
   std::chrono::milliseconds fill_wait{300000};
+  // How long after a mirror's last refusal of a blob of a scope (repository) range reads of
+  // that scope's blobs not asked yet skip the mirror (see the file comment).
+  std::chrono::milliseconds scope_cold_wait{60000};
+  // Longest a scope's first request to a mirror keeps the scope's other blobs away.
+  std::chrono::milliseconds first_request_wait{30000};
   size_t max_blobs = 4096;
   // Byte spans remembered per blob (which mirror delivered bytes of which span), newest first.
   size_t spans_per_blob = 64;
@@ -80,8 +103,18 @@ class MirrorRoutes {
   // `now`. False while a "no ranges" mark waits for its retry time, or after ReportBadBytes.
   // When the retry time has come, returns true to this one caller and moves the retry time
   // one interval on (see the file comment) — unless a bulk reader waits for the mirror
-  // (FillingUntil): the probe is then its own (TakeBulkProbe) and this returns false.
-  bool RangesAllowed(std::string_view mirror, std::string_view blob, Clock::time_point now);
+  // (FillingUntil): the probe is then its own (TakeBulkProbe) and this returns false. Also
+  // false for a blob never answered by `mirror` while its `scope` is cold (the mirror refused
+  // ranges of another blob of it within scope_cold_wait).
+  // While `scope`'s first request to `mirror` waits for its answer, blocks up to 300 ms from
+  // its start for it, then false for blobs never answered; when it makes that first request (a blob
+  // never answered, the scope neither cold nor waiting), *first_request (if given) is set true and
+  // the caller must call EndFirstRequest once the answer (or an error) is in.
+  bool RangesAllowed(std::string_view mirror, std::string_view blob, Clock::time_point now,
+                     std::string_view scope = {}, bool* first_request = nullptr);
+  // The first request RangesAllowed let out for `scope` has its answer (reported as usual with
+  // MarkRangesServed / MarkNoRanges) or failed.
+  void EndFirstRequest(std::string_view mirror, std::string_view scope);
   // When `mirror` refuses ranges of `blob` for now (a "no ranges" mark whose retry time is
   // after `now`) and its first refusal is less than `fill_wait` before `now`: that retry time,
   // which a bulk reader that can wait should wait for instead of reading the next host (see
@@ -93,19 +126,24 @@ class MirrorRoutes {
   std::optional<Clock::time_point> FillingUntil(std::string_view mirror, std::string_view blob,
                                                 Clock::time_point now);
   // For a bulk reader that FillingUntil let go (nullopt): whether it should probe `mirror` for
-  // ranges of `blob` now (a no-ranges mark within fill_wait whose retry time has come). True
-  // to one caller per retry time, which moves the retry time one interval on; the caller
+  // ranges of `blob` now: a no-ranges mark within fill_wait whose retry time has come, or a
+  // blob never answered by `mirror` while its `scope` is cold (the bulk reader's probe is then
+  // the mirror's first request for the blob). True to one caller per retry time, which moves
+  // the retry time one interval on (for a blob never answered: records a pending first probe
+  // that keeps programs' reads away from the mirror until first_retry after `now`); the caller
   // reports the answer with MarkRangesServed or MarkNoRanges.
-  bool TakeBulkProbe(std::string_view mirror, std::string_view blob, Clock::time_point now);
+  bool TakeBulkProbe(std::string_view mirror, std::string_view blob, Clock::time_point now,
+                     std::string_view scope = {});
   // Whether `mirror` may serve `blob` at all (false after ReportBadBytes).
   bool Trusted(std::string_view mirror, std::string_view blob) const;
 
   // `mirror` answered a range read of `blob` with other bytes than asked (200 with the whole
   // blob, or a 206 for another range). Returns the time until it is asked for ranges again.
+  // Makes `scope` (when not empty) cold for scope_cold_wait.
   std::chrono::milliseconds MarkNoRanges(std::string_view mirror, std::string_view blob,
-                                         Clock::time_point now);
+                                         Clock::time_point now, std::string_view scope = {});
   // `mirror` answered a range read of `blob` as asked: the no-ranges mark and its backoff are
-  // forgotten.
+  // forgotten, and the blob counts as answered (a cold scope no longer keeps reads away).
   void MarkRangesServed(std::string_view mirror, std::string_view blob);
 
   // `mirror` delivered bytes of `blob` within `span` (the span a range request asked for).
@@ -116,9 +154,12 @@ class MirrorRoutes {
   std::vector<std::string> ReportBadBytes(std::string_view blob, ByteRange range);
 
  private:
+  // A (mirror, blob) pair the mirror answered, or a first probe pending (TakeBulkProbe of a
+  // blob never answered): no entry = never answered.
   struct Mark {
     bool bad_bytes = false;
-    int refusals = 0;  // consecutive; 0 = ranges allowed
+    bool first_probe = false;  // refusals == 1 stands for a pending first probe, not a refusal
+    int refusals = 0;          // consecutive; 0 = ranges allowed
     Clock::time_point retry_at;
     Clock::time_point first_refusal;     // of the current run of refusals
     Clock::time_point bulk_waits_until;  // a bulk reader probes until then (FillingUntil)
@@ -135,10 +176,22 @@ class MirrorRoutes {
   };
   // The entry of `blob`, created (and the map pruned) if needed. Caller holds mu_.
   Blob& TouchLocked(std::string_view blob);
+  // Whether `scope` is cold for `mirror` at `now` (a refusal within scope_cold_wait). Caller
+  // holds mu_.
+  bool ScopeColdLocked(std::string_view mirror, std::string_view scope,
+                       Clock::time_point now) const;
+  // The mark of (`mirror`, `blob`); nullptr when `mirror` never answered `blob` and no first
+  // probe is pending. Caller holds mu_.
+  Mark* FindLocked(std::string_view mirror, std::string_view blob);
 
   const MirrorRoutesOptions options_;
   mutable std::mutex mu_;
   std::map<std::string, Blob, std::less<>> blobs_;
+  // Last refusal by mirror and scope, keyed "mirror\nscope"; at most max_blobs entries.
+  std::map<std::string, Clock::time_point, std::less<>> cold_scopes_;
+  // Scopes whose first request to a mirror waits for its answer, since when; same keys. An
+  // entry older than first_request_wait is ignored (a caller that never ended it).
+  std::map<std::string, Clock::time_point, std::less<>> first_requests_;
   uint64_t clock_ = 0;  // touch counter, for pruning
 };
 

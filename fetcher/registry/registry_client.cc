@@ -166,19 +166,28 @@ absl::StatusOr<HttpResponse> RegistryClient::Execute(const Reference& ref, Call&
   auto hosts = HostsFor(ref, call.capability);
   if (!hosts.ok()) return hosts.status();
   std::string mirror_errors;
+  const std::string scope = MirrorScope(ref);
   for (size_t i = 0; i < hosts->size(); ++i) {
     const RegistryHost& host = (*hosts)[i];
     const bool last = i + 1 == hosts->size();
+    bool first_request = false;
     if (!last && host.mirror && !call.blob.empty() &&
         (!routes_->Trusted(host.host, call.blob) ||
-         (call.range_span && !routes_->RangesAllowed(host.host, call.blob, Clock::now())))) {
+         (call.range_span &&
+          !routes_->RangesAllowed(host.host, call.blob, Clock::now(), scope, &first_request)))) {
       mirror_skips_++;
       continue;
     }
+    // Ended after the answer's mark is set: a read of another blob meanwhile then sees the
+    // scope cold (refused) or asks the mirror (served).
+    auto end_first_request = [&] {
+      if (first_request) routes_->EndFirstRequest(host.host, scope);
+    };
     call.range_refused = false;
     auto resp = ExecuteOnHost(ref, host, call, last);
     if (resp.ok()) {
       if (call.range_span && host.mirror) routes_->MarkRangesServed(host.host, call.blob);
+      end_first_request();
       return resp;
     }
     if (last) {
@@ -191,7 +200,8 @@ absl::StatusOr<HttpResponse> RegistryClient::Execute(const Reference& ref, Call&
       // very request (mirror_routes.h), so it is asked again later; meanwhile the next host.
       mirror_range_refusals_++;
       const std::chrono::milliseconds retry =
-          routes_->MarkNoRanges(host.host, call.blob, Clock::now());
+          routes_->MarkNoRanges(host.host, call.blob, Clock::now(), scope);
+      end_first_request();
       LogInfo(
           "registry mirror does not serve ranges of this blob yet; reading them from the next "
           "host",
@@ -202,6 +212,7 @@ absl::StatusOr<HttpResponse> RegistryClient::Execute(const Reference& ref, Call&
            {"retry_in_ms", retry.count()}});
       continue;
     }
+    end_first_request();
     mirror_fallbacks_++;
     LogWarn("registry mirror failed, trying next host",
             {{"mirror", host.ApiRoot()},
@@ -220,6 +231,7 @@ std::optional<std::chrono::steady_clock::time_point> RegistryClient::MirrorReady
   auto hosts = HostsFor(ref, kCapPull);
   if (!hosts.ok()) return std::nullopt;
   const std::string blob = desc.digest.ToString();
+  const std::string scope = MirrorScope(ref);
   const Clock::time_point now = Clock::now();
   // The first mirror Execute would not skip for good decides (the last host is never a
   // mirror to wait for).
@@ -229,8 +241,9 @@ std::optional<std::chrono::steady_clock::time_point> RegistryClient::MirrorReady
     if (std::optional<Clock::time_point> until = routes_->FillingUntil(host.host, blob, now)) {
       return until;
     }
-    // The retry time has come: the bulk reader probes (not a program's read, mirror_routes.h).
-    if (!routes_->TakeBulkProbe(host.host, blob, now)) return std::nullopt;
+    // The retry time has come, or the mirror was never asked for this blob while it fills
+    // others of the repository: the bulk reader probes (not a program's read, mirror_routes.h).
+    if (!routes_->TakeBulkProbe(host.host, blob, now, scope)) return std::nullopt;
     absl::StatusOr<bool> served = ProbeMirrorRanges(ref, desc, host, cancelled);
     if (served.ok() && *served) {
       routes_->MarkRangesServed(host.host, blob);
@@ -240,7 +253,8 @@ std::optional<std::chrono::steady_clock::time_point> RegistryClient::MirrorReady
     }
     if (!served.ok()) return std::nullopt;  // failed: reads skip it as any failed mirror
     mirror_range_refusals_++;
-    const std::chrono::milliseconds retry = routes_->MarkNoRanges(host.host, blob, Clock::now());
+    const std::chrono::milliseconds retry =
+        routes_->MarkNoRanges(host.host, blob, Clock::now(), scope);
     LogInfo("registry mirror does not serve ranges of this blob yet; the background fetch waits",
             {{"mirror", host.ApiRoot()},
              {"repository", ref.repository},

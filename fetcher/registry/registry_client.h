@@ -218,6 +218,8 @@ class RegistryClient {
   class HostLimiter;
   class RegistryBlobReader;
 
+  // The scope of `ref`'s blobs for MirrorRoutes: registry and repository.
+  static std::string MirrorScope(const Reference& ref) { return ref.host + "/" + ref.repository; }
   absl::StatusOr<std::vector<RegistryHost>> HostsFor(const Reference& ref, uint32_t capability);
   // Runs `call` against the hosts for `ref` that have the capability, in order, falling back to
   // the next host on failure (except NotFound from the upstream). Returns the response of the
