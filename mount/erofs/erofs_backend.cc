@@ -27,6 +27,7 @@
 #include "mount/erofs/graduated_store.h"
 #include "mount/erofs/image_writer.h"
 #include "mount/erofs/kernel_mount.h"
+#include "mount/erofs/layer_state.h"
 #include "mount/erofs/lazy_blob.h"
 #include "mount/erofs/lazy_mount_identity.h"
 #include "mount/erofs/loop_device.h"
@@ -39,6 +40,7 @@ using erofs::BlobFs;
 using erofs::GraduatedLayer;
 using erofs::GraduatedStore;
 using erofs::KernelErofsMount;
+using erofs::LayerState;
 
 constexpr auto kRetryFailedGraduation = std::chrono::minutes(10);
 constexpr int kMaxGraduationAttempts = 2;
@@ -76,48 +78,6 @@ absl::Status DetachOldMount(const std::string& target) {
   LogInfo("detached an old layer mount", {{"target", target}});
   return absl::OkStatus();
 }
-
-// One mounted layer: lazy (EROFS + blob file) until it graduates (EROFS over the local copy).
-// Shared between the handle and the backend's graduation thread. Guarded by mu.
-struct LayerState {
-  std::mutex mu;
-  std::string layer_id;
-  std::string target;
-  LayerOrigin origin;
-  std::unique_ptr<KernelErofsMount> kmount;
-  std::unique_ptr<BlobFs::File> blob_file;        // lazy only
-  std::shared_ptr<erofs::LazyBlobSource> source;  // lazy only
-  std::shared_ptr<LayerReader> reader;            // lazy only
-  LayerReaderStats last_stats;                    // once the reader is gone
-  bool graduated = false;
-  bool background = false;      // StartBackground was called
-  bool switch_refused = false;  // a switch left a mount beneath: never again on this target
-  bool reads_local = false;     // stays lazy, but its blob file reads the local copy
-  std::string graduation;       // LayerMountStatus::graduation
-  std::string attach;           // "file" or "loop"
-  bool adopted = false;         // taken back from a previous daemon (issue 20)
-  uint64_t last_resent = 0;     // resent requests of the blob file once it is gone
-
-  // Whether the lazy layer's chunks are all local (its reader says so).
-  bool FullyLocal() {
-    std::lock_guard<std::mutex> lock(mu);
-    if (graduated || kmount == nullptr || reader == nullptr || !background) return false;
-    LayerReaderStats s = reader->Stats();
-    return s.total_chunks == s.local_chunks;
-  }
-  // Whether it still serves a lazy mount.
-  bool Lazy() {
-    std::lock_guard<std::mutex> lock(mu);
-    return !graduated && kmount != nullptr;
-  }
-  // Whether its reads still go through the reader (lazy, not reading a local copy). Caller
-  // holds mu.
-  bool ReadsChunks() const { return !graduated && kmount != nullptr && !reads_local; }
-  void SetGraduation(const std::string& g) {
-    std::lock_guard<std::mutex> lock(mu);
-    if (!graduated) graduation = g;
-  }
-};
 
 class ErofsBackend;
 
@@ -239,6 +199,9 @@ class ErofsBackend : public LayerMountBackend {
                                                            const std::string& target_dir,
                                                            std::string_view) override {
     if (!options_.graduation) return absl::NotFoundError("graduation is off");
+    // Without a local copy the caller mounts the layer lazily: a lazy mount of a previous
+    // daemon at the target must stay for Mount to take back.
+    if (!store_.Find(layer_id)) return absl::NotFoundError("layer " + layer_id + " is not local");
     if (absl::Status s = DetachOldMount(target_dir); !s.ok()) return s;
     return MountGraduated(layer_id, target_dir, nullptr);
   }

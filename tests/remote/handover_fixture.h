@@ -68,7 +68,12 @@ class HandoverTest : public RemoteDaemonTest {
     holder_ = std::move(*holder);
     ASSERT_TRUE(WaitUntil([&] { return mount::FuseHolderClient::Connect(socket_).ok(); }))
         << holder_.ReadLog();
-    // The daemon finds the holder at start.
+    // The daemon finds the holder at start. Readers read every byte, which would graduate
+    // EROFS layers to local copies: they must stay lazy here.
+    ASSERT_TRUE(
+        WriteFile(tmp_.path() + "/config.toml",
+                  DaemonConfig(GetParam(), "background_fetch = false\ngraduation = false\n"))
+            .ok());
     ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
     client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
   }
