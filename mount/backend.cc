@@ -77,6 +77,16 @@ class SelectingBackend : public LayerMountBackend {
     }
   }
 
+  void HandOverShared() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (erofs_ != nullptr) erofs_->HandOverShared();
+  }
+
+  std::set<std::string> FinishRestore() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return erofs_ != nullptr ? erofs_->FinishRestore() : std::set<std::string>();
+  }
+
   uint64_t LocalBytes() const override {
     std::lock_guard<std::mutex> lock(mu_);
     return erofs_ != nullptr ? erofs_->LocalBytes() : 0;

@@ -67,6 +67,10 @@ struct LayerMountRequest {
   // containerd.io/snapshot/lazypull.backend label).
   std::string backend;
   LayerOrigin origin;
+  // A number naming this mount across daemon restarts, unique among the daemon's mounts and
+  // never reused (the snapshot id); 0 = none. With it, the EROFS backend takes back the lazy
+  // mount a previous daemon left at target_dir instead of mounting again (issue 20).
+  uint64_t mount_id = 0;
 };
 
 // Operator-visible state of one mounted layer. Value type.
@@ -82,9 +86,11 @@ struct LayerMountStatus {
   std::string graduation;
   // EROFS: how the images reach the kernel, "file" or "loop"; "" for FUSE.
   std::string attach;
-  // FUSE: the mount was taken over from a previous daemon through the FUSE holder (issue 20)
-  // instead of being mounted afresh, and how many requests the kernel resent to this daemon
-  // that the previous one had read but not answered.
+  // The mount was taken over from a previous daemon through the FUSE holder (issue 20)
+  // instead of being mounted afresh (FUSE: the layer's connection; EROFS: the kernel mount,
+  // whose blob file the adopted blob file system serves again), and how many requests (for
+  // this layer) the kernel resent to this daemon that the previous one had read but not
+  // answered.
   bool adopted = false;
   uint64_t resent_requests = 0;
   LayerReaderStats reader;
@@ -135,6 +141,16 @@ class LayerMountBackend {
   // Deletes every local copy (and leftover) of a layer not in `keep` (layer ids): at start,
   // with the layers some snapshot still uses. Default: nothing to delete.
   virtual void DropLocalExcept(const std::set<std::string>& keep) {}
+  // Graceful handover (issue 20), before the mounts' own HandOver: leaves what the backend
+  // shares between mounts (the EROFS blob file system) to the FUSE holder for a successor,
+  // after the requests in progress were answered. From then on no mount of the backend is
+  // served. Without a holder that keeps it, nothing happens (the mounts' HandOver unmounts).
+  virtual void HandOverShared() {}
+  // After a restart, once every snapshot's layer was mounted again: requests of the previous
+  // daemon's mounts that no layer took back fail from now on instead of waiting, and the
+  // result is the FUSE holder keys the backend serves besides the layers' targets (the EROFS
+  // blob file system's mount point), which the caller must not release. Default: none.
+  virtual std::set<std::string> FinishRestore() { return {}; }
   // Bytes the backend's local copies occupy on disk. Default 0.
   virtual uint64_t LocalBytes() const { return 0; }
   // How layers are mounted, for status: {"backend": name(), ...} (EROFS adds ErofsSupport's

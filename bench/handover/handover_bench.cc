@@ -1,7 +1,8 @@
 // handover_bench (issue 20): the longest read stall a program sees while lazypull restarts
-// under it, with the FUSE holder keeping its mounts. Readers (a 64 MiB file and every file of
-// a four-layer image, through container overlays, page cache dropped after every read) run
-// while the daemon is
+// under it, with the FUSE holder keeping its mounts (FUSE backend: every layer's connection;
+// EROFS backend: the blob file system's, under the kernel's EROFS mounts). Readers (a 64 MiB file
+// and every file of a four-layer image, through container overlays, page cache dropped after every
+// read) run while the daemon is
 //   - left alone (baseline: the longest read of an undisturbed window of the same length),
 //   - SIGKILLed and restarted (target: longest stall <= 0.5 s),
 //   - upgraded by takeover: a successor started with --takeover loads while the daemon still
@@ -59,6 +60,7 @@ TEST_P(HandoverTest, Stalls) {
   ExpectNoReadErrors("at the end");
   for (auto& r : readers_) r->Stop();
   nlohmann::json row = {{"bench", "handover"},
+                        {"backend", GetParam()},
                         {"rounds", rounds},
                         {"baseline_max_read_s", baseline},
                         {"kill_restart_max_stall_s", kill},
@@ -78,7 +80,7 @@ TEST_P(HandoverTest, Stalls) {
   readers_.clear();
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, HandoverTest, ::testing::Values("fuse"), ParamName);
+INSTANTIATE_TEST_SUITE_P(Backends, HandoverTest, ::testing::Values("fuse", "erofs"), ParamName);
 
 }  // namespace
 }  // namespace lazypull::testing

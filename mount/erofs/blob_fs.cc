@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <vector>
 
 #include "base/logging.h"
@@ -215,7 +216,19 @@ BlobFs::File::~File() { fs_->Remove(name_); }
 
 absl::StatusOr<std::unique_ptr<BlobFs>> BlobFs::Mount(const std::string& dir,
                                                       const BlobFsOptions& options) {
-  if (IsStaleFuseMount(dir)) {
+  // The connection of a previous daemon's blob file system, kept by the holder: adopt it. (Never
+  // probe it before: with nobody serving, that would wait forever.)
+  std::optional<HeldConnection> adopt;
+  if (options.holder != nullptr) {
+    absl::StatusOr<HeldConnection> held = options.holder->Get(dir);
+    if (held.ok()) {
+      adopt = std::move(*held);
+    } else if (held.status().code() != absl::StatusCode::kNotFound) {
+      LogWarn("cannot ask the FUSE holder; mounting the blob file system afresh",
+              {{"dir", dir}, {"error", held.status().ToString()}});
+    }
+  }
+  if (!adopt.has_value() && IsStaleFuseMount(dir)) {
     if (umount2(dir.c_str(), MNT_DETACH) != 0) {
       return absl::FailedPreconditionError(
           fmt::format("detaching the stale blob file system at {}: {}", dir, strerror(errno)));
@@ -223,6 +236,8 @@ absl::StatusOr<std::unique_ptr<BlobFs>> BlobFs::Mount(const std::string& dir,
     LogInfo("detached stale FUSE mount", {{"path", dir}});
   }
   std::unique_ptr<BlobFs> fs(new BlobFs(dir, options));
+  fs->adopted_ = adopt.has_value();
+  fs->settling_ = fs->adopted_;
   FuseSessionOptions o;
   o.name = "blob file system";
   // allow_other: EROFS reads the blob with the credentials of whoever faults the page in
@@ -237,30 +252,86 @@ absl::StatusOr<std::unique_ptr<BlobFs>> BlobFs::Mount(const std::string& dir,
                      fmt::format("max_read={}", options.max_read)};
   o.max_threads = options.max_threads;
   o.unmount_timeout = options.unmount_timeout;
+  o.holder = options.holder;
+  o.adopt = std::move(adopt);
+  o.on_resent = [raw = fs.get()](uint64_t nodeid) { raw->CountResent(nodeid); };
   absl::StatusOr<std::unique_ptr<FuseSession>> session =
       FuseSession::Start(BlobFsOps(), fs.get(), dir, std::move(o));
   if (!session.ok()) return session.status();
   fs->session_ = std::move(*session);
-  LogInfo("blob file system mounted", {{"dir", dir}});
+  LogInfo(fs->adopted_ ? "blob file system adopted" : "blob file system mounted", {{"dir", dir}});
   return fs;
 }
 
 BlobFs::~BlobFs() {
+  Settle();  // no request may wait for a file any more
   if (session_ != nullptr) session_->Stop().IgnoreError();
 }
 
-std::unique_ptr<BlobFs::File> BlobFs::Add(const std::string& name_hint,
-                                          std::shared_ptr<BlobSource> source) {
+absl::Status BlobFs::Detach() {
+  Settle();
+  if (session_ == nullptr) return absl::OkStatus();
+  return session_->Detach();
+}
+
+void BlobFs::Settle() {
   std::lock_guard<std::mutex> lock(mu_);
-  std::string name = fmt::format("{}.{}", name_hint, next_seq_++);
-  uint64_t ino = next_ino_++;
+  if (!settling_) return;
+  settling_ = false;
+  added_.notify_all();
+  resent_early_.clear();
+}
+
+std::unique_ptr<BlobFs::File> BlobFs::Add(const std::string& name_hint,
+                                          std::shared_ptr<BlobSource> source, BlobAddOptions add) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t ino = add.ino;
+  if (ino != 0 && (ino <= FUSE_ROOT_ID || ino >= kVolatileInoBase || inodes_.count(ino) > 0)) {
+    LogWarn("blob file number in use or out of range; this file will not survive a restart",
+            {{"name", name_hint}, {"ino", ino}});
+    ino = 0;
+  }
+  if (ino == 0) ino = next_volatile_++;
+  std::string name = fmt::format("{}.{}", name_hint, ino);
   auto e = std::make_shared<Entry>();
   e->name = name;
   e->size = source->size();
   e->source = std::move(source);
+  if (add.reattach && ino < kVolatileInoBase) e->opens = 1;
+  if (auto it = resent_early_.find(ino); it != resent_early_.end()) {
+    e->resent->store(it->second);
+    resent_early_.erase(it);
+  }
+  std::shared_ptr<std::atomic<uint64_t>> resent = e->resent;
   inodes_[ino] = std::move(e);
   names_[name] = ino;
-  return std::unique_ptr<File>(new File(this, name, dir_ + "/" + name));
+  added_.notify_all();
+  return std::unique_ptr<File>(new File(this, name, dir_ + "/" + name, ino, std::move(resent)));
+}
+
+void BlobFs::CountResent(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = inodes_.find(ino);
+  if (it != inodes_.end()) {
+    it->second->resent->fetch_add(1);
+  } else if (settling_) {
+    ++resent_early_[ino];
+  }
+}
+
+std::shared_ptr<BlobFs::Entry> BlobFs::FindLocked(std::unique_lock<std::mutex>& lock,
+                                                  uint64_t ino) {
+  const auto deadline = std::chrono::steady_clock::now() + options_.adoption_wait;
+  for (;;) {
+    auto it = inodes_.find(ino);
+    if (it != inodes_.end()) return it->second;
+    if (!settling_ || ino == FUSE_ROOT_ID) return nullptr;
+    if (added_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      LogWarn("a blob file of the previous daemon was not taken back in time",
+              {{"ino", ino}, {"waited_ms", options_.adoption_wait.count()}});
+      return nullptr;
+    }
+  }
 }
 
 void BlobFs::Remove(const std::string& name) {
@@ -293,15 +364,14 @@ std::shared_ptr<BlobFs::Entry> BlobFs::Lookup(const std::string& name, uint64_t*
 }
 
 std::shared_ptr<BlobSource> BlobFs::SourceOf(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = inodes_.find(ino);
-  return it == inodes_.end() ? nullptr : it->second->source;
+  std::unique_lock<std::mutex> lock(mu_);
+  std::shared_ptr<Entry> e = FindLocked(lock, ino);
+  return e == nullptr ? nullptr : e->source;
 }
 
 std::shared_ptr<BlobFs::Entry> BlobFs::Get(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = inodes_.find(ino);
-  return it == inodes_.end() ? nullptr : it->second;
+  std::unique_lock<std::mutex> lock(mu_);
+  return FindLocked(lock, ino);
 }
 
 void BlobFs::Forget(uint64_t ino, uint64_t n) {
@@ -313,10 +383,10 @@ void BlobFs::Forget(uint64_t ino, uint64_t n) {
 }
 
 bool BlobFs::Open(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = inodes_.find(ino);
-  if (it == inodes_.end() || it->second->source == nullptr) return false;
-  ++it->second->opens;
+  std::unique_lock<std::mutex> lock(mu_);
+  std::shared_ptr<Entry> e = FindLocked(lock, ino);
+  if (e == nullptr || e->source == nullptr) return false;
+  ++e->opens;
   return true;
 }
 

@@ -29,7 +29,9 @@
 #include "mount/erofs/graduated_store.h"
 #include "mount/erofs/image_writer.h"
 #include "mount/erofs/kernel_mount.h"
+#include "mount/erofs/layer_state.h"
 #include "mount/erofs/lazy_blob.h"
+#include "mount/erofs/lazy_mount_identity.h"
 #include "mount/erofs/loop_device.h"
 #include "mount/erofs/soci_tar.h"
 #include "mount/fuse/stale_mounts.h"
@@ -41,6 +43,7 @@ using erofs::BlobFs;
 using erofs::GraduatedLayer;
 using erofs::GraduatedStore;
 using erofs::KernelErofsMount;
+using erofs::LayerState;
 
 constexpr auto kRetryFailedGraduation = std::chrono::minutes(10);
 constexpr int kMaxGraduationAttempts = 2;
@@ -79,47 +82,6 @@ absl::Status DetachOldMount(const std::string& target) {
   return absl::OkStatus();
 }
 
-// One mounted layer: lazy (EROFS + blob file) until it graduates (EROFS over the local copy).
-// Shared between the handle and the backend's graduation thread. Guarded by mu.
-struct LayerState {
-  std::mutex mu;
-  std::string layer_id;
-  std::string target;
-  LayerOrigin origin;
-  std::unique_ptr<KernelErofsMount> kmount;
-  std::unique_ptr<BlobFs::File> blob_file;        // lazy only
-  std::shared_ptr<erofs::LazyBlobSource> source;  // lazy only
-  std::shared_ptr<LayerReader> reader;            // lazy only
-  LayerReaderStats last_stats;                    // once the reader is gone
-  bool graduated = false;
-  bool background = false;      // StartBackground was called
-  bool switch_refused = false;  // a switch left a mount beneath: never again on this target
-  bool reads_local = false;     // stays lazy, but its blob file reads the local copy
-  bool tar_layout = false;      // the lazy blob is the layer's tar (SOCI): so is a "tar" copy
-  std::string graduation;       // LayerMountStatus::graduation
-  std::string attach;           // "file" or "loop"
-
-  // Whether the lazy layer's chunks are all local (its reader says so).
-  bool FullyLocal() {
-    std::lock_guard<std::mutex> lock(mu);
-    if (graduated || kmount == nullptr || reader == nullptr || !background) return false;
-    LayerReaderStats s = reader->Stats();
-    return s.total_chunks == s.local_chunks;
-  }
-  // Whether it still serves a lazy mount.
-  bool Lazy() {
-    std::lock_guard<std::mutex> lock(mu);
-    return !graduated && kmount != nullptr;
-  }
-  // Whether its reads still go through the reader (lazy, not reading a local copy). Caller
-  // holds mu.
-  bool ReadsChunks() const { return !graduated && kmount != nullptr && !reads_local; }
-  void SetGraduation(const std::string& g) {
-    std::lock_guard<std::mutex> lock(mu);
-    if (!graduated) graduation = g;
-  }
-};
-
 class ErofsBackend;
 
 class ErofsMountedLayer : public MountedLayer {
@@ -141,6 +103,7 @@ class ErofsMountedLayer : public MountedLayer {
     if (state_->reader != nullptr) state_->reader->Stop();
     absl::Status s = state_->kmount->Unmount();
     state_->kmount.reset();
+    if (state_->blob_file != nullptr) state_->last_resent = state_->blob_file->resent_requests();
     state_->blob_file.reset();
     state_->source.reset();
     if (state_->reader != nullptr) state_->last_stats = state_->reader->Stats();
@@ -158,9 +121,13 @@ class ErofsMountedLayer : public MountedLayer {
     s.graduated = state_->graduated;
     s.graduation = state_->graduation;
     s.attach = state_->attach;
+    s.adopted = state_->adopted;
+    s.resent_requests =
+        state_->blob_file != nullptr ? state_->blob_file->resent_requests() : state_->last_resent;
     s.reader = state_->reader != nullptr ? state_->reader->Stats() : state_->last_stats;
     return s;
   }
+  absl::Status HandOver() override;
 
  private:
   ErofsBackend* backend_;
@@ -206,19 +173,38 @@ class ErofsBackend : public LayerMountBackend {
           fmt::format("layer {}: a mount needs a reader and an absolute target (got \"{}\")",
                       request.layer_id, request.target_dir));
     }
+    // A lazy mount of this snapshot that a previous daemon left (issue 20): take it back.
+    std::optional<erofs::ExistingLazyMount> old = erofs::FindExistingLazyMount(
+        request.target_dir, options_.dir + "/images", SafeName(request.layer_id));
+    uint8_t epoch = 0;
+    if (old.has_value() && erofs::MountIdOfBlobIno(old->ino) == request.mount_id &&
+        request.mount_id != 0) {
+      absl::StatusOr<std::unique_ptr<MountedLayer>> taken = Reattach(request, *old);
+      if (taken.ok() || taken.status().code() != absl::StatusCode::kNotFound) return taken;
+      LogInfo("cannot take back the previous daemon's lazy mount; mounting again",
+              {{"layer", request.layer_id},
+               {"target", request.target_dir},
+               {"reason", std::string(taken.status().message())}});
+      // The old mount may live on, detached, in a running container: a new blob must not
+      // share its inode number (the kernel would read it with the old layout).
+      epoch = static_cast<uint8_t>(erofs::EpochOfBlobIno(old->ino) + 1);
+    }
     if (absl::Status s = DetachOldMount(request.target_dir); !s.ok()) return s;
     if (options_.graduation) {
       absl::StatusOr<std::unique_ptr<MountedLayer>> local =
           MountGraduated(request.layer_id, request.target_dir, &request);
       if (local.ok() || local.status().code() != absl::StatusCode::kNotFound) return local;
     }
-    return MountLazy(request);
+    return MountLazy(request, erofs::StableBlobIno(request.mount_id, epoch));
   }
 
   absl::StatusOr<std::unique_ptr<MountedLayer>> MountLocal(const std::string& layer_id,
                                                            const std::string& target_dir,
                                                            std::string_view) override {
     if (!options_.graduation) return absl::NotFoundError("graduation is off");
+    // Without a local copy the caller mounts the layer lazily: a lazy mount of a previous
+    // daemon at the target must stay for Mount to take back.
+    if (!store_.Find(layer_id)) return absl::NotFoundError("layer " + layer_id + " is not local");
     if (absl::Status s = DetachOldMount(target_dir); !s.ok()) return s;
     return MountGraduated(layer_id, target_dir, nullptr);
   }
@@ -249,6 +235,31 @@ class ErofsBackend : public LayerMountBackend {
   }
 
   uint64_t LocalBytes() const override { return store_.DiskBytes(); }
+
+  void HandOverShared() override {
+    std::lock_guard<std::mutex> lock(blobs_mu_);
+    if (blobs_ == nullptr || fuse_.holder == nullptr || blobs_handed_over_) return;
+    // Only a connection the holder keeps can be left (else Detach unmounts it).
+    if (!fuse_.holder->Get(blobs_->dir()).ok()) return;
+    if (absl::Status s = blobs_->Detach(); !s.ok()) {
+      LogWarn("blob file system handover incomplete; the successor gets the rest resent",
+              {{"dir", blobs_->dir()}, {"error", s.ToString()}});
+    }
+    blobs_handed_over_ = true;
+    LogInfo("blob file system left to the holder", {{"dir", blobs_->dir()}});
+  }
+
+  bool blobs_handed_over() {
+    std::lock_guard<std::mutex> lock(blobs_mu_);
+    return blobs_handed_over_;
+  }
+
+  std::set<std::string> FinishRestore() override {
+    std::lock_guard<std::mutex> lock(blobs_mu_);
+    if (blobs_ == nullptr) return {};
+    blobs_->Settle();
+    return {blobs_->dir()};
+  }
 
   // Registers a lazy layer whose background fetch runs, for the graduation thread.
   void Watch(std::shared_ptr<LayerState> state) {
@@ -311,6 +322,7 @@ class ErofsBackend : public LayerMountBackend {
       o.max_read = fuse_.max_read;
       o.unmount_timeout = fuse_.unmount_timeout;
       o.op_observer = fuse_.op_observer;
+      o.holder = fuse_.holder.get();
       absl::StatusOr<std::unique_ptr<BlobFs>> fs = BlobFs::Mount(options_.dir + "/blobs", o);
       if (!fs.ok()) return fs.status();
       blobs_ = std::move(*fs);
@@ -340,17 +352,71 @@ class ErofsBackend : public LayerMountBackend {
     return erofs::PlanBlobLayout(index, 12);
   }
 
-  absl::StatusOr<std::unique_ptr<MountedLayer>> MountLazy(const LayerMountRequest& request) {
+  // Takes back the lazy mount `old` of a previous daemon at request.target_dir: its blob file
+  // (the same inode number, in the blob file system adopted from the holder) is served by
+  // request.reader again; the kernel mount stays. NotFound when it cannot be (the blob file
+  // system was mounted afresh, or this build lays the blob out differently).
+  absl::StatusOr<std::unique_ptr<MountedLayer>> Reattach(const LayerMountRequest& request,
+                                                         const erofs::ExistingLazyMount& old) {
+    absl::StatusOr<BlobFs*> blobs = Blobs();
+    if (!blobs.ok()) return blobs.status();
+    if (!(*blobs)->adopted()) {
+      return absl::NotFoundError("the blob file system was not kept by a FUSE holder");
+    }
+    bool tar_layout = false;
+    absl::StatusOr<erofs::BlobLayout> layout =
+        PlanLazyLayout(request.layer_id, request.reader->index(), &tar_layout);
+    if (!layout.ok()) return layout.status();
+    if (erofs::LayoutFingerprint(*layout) != old.fingerprint) {
+      return absl::NotFoundError("the mounted image expects another blob layout");
+    }
+    auto shared_layout = std::make_shared<const erofs::BlobLayout>(std::move(*layout));
+    auto source = std::make_shared<erofs::LazyBlobSource>(request.reader, shared_layout);
+    std::unique_ptr<BlobFs::File> file =
+        (*blobs)->Add(SafeName(request.layer_id), source, {.ino = old.ino, .reattach = true});
+    if (file->ino() != old.ino) return absl::NotFoundError("its blob file number is in use");
+    auto state = std::make_shared<LayerState>();
+    state->layer_id = request.layer_id;
+    state->target = request.target_dir;
+    state->origin = request.origin;
+    state->kmount = KernelErofsMount::Adopt(request.target_dir);
+    state->blob_file = std::move(file);
+    state->source = std::move(source);
+    state->reader = request.reader;
+    state->tar_layout = tar_layout;
+    // Loop devices are autoclear: they go with the mount.
+    state->attach = old.loop ? "loop" : "file";
+    state->adopted = true;
+    if (options_.graduation && request.origin.valid()) state->graduation = "pending";
+    LogInfo("lazy layer adopted", {{"layer", request.layer_id},
+                                   {"target", request.target_dir},
+                                   {"backend", "erofs"},
+                                   {"attach", state->attach},
+                                   {"blob", state->blob_file->path()}});
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      std::erase_if(lazy_, [](const std::weak_ptr<LayerState>& w) { return w.expired(); });
+      lazy_.push_back(state);
+    }
+    return std::unique_ptr<MountedLayer>(new ErofsMountedLayer(this, std::move(state)));
+  }
+
+  // `ino`: the blob's stable inode number (StableBlobIno), or 0.
+  absl::StatusOr<std::unique_ptr<MountedLayer>> MountLazy(const LayerMountRequest& request,
+                                                          uint64_t ino) {
     absl::StatusOr<BlobFs*> blobs = Blobs();
     if (!blobs.ok()) return blobs.status();
     const format::LayerIndex& index = request.reader->index();
     bool tar_layout = false;
     absl::StatusOr<erofs::BlobLayout> layout = PlanLazyLayout(request.layer_id, index, &tar_layout);
     if (!layout.ok()) return layout.status();
+    const std::string fingerprint = erofs::LayoutFingerprint(*layout);
     auto shared_layout = std::make_shared<const erofs::BlobLayout>(std::move(*layout));
     auto source = std::make_shared<erofs::LazyBlobSource>(request.reader, shared_layout);
-    std::unique_ptr<BlobFs::File> file = (*blobs)->Add(SafeName(request.layer_id), source);
-    const std::string image = fmt::format("{}/images/{}.erofs", options_.dir, file->name());
+    std::unique_ptr<BlobFs::File> file =
+        (*blobs)->Add(SafeName(request.layer_id), source, {.ino = ino});
+    const std::string image =
+        erofs::LazyImagePath(options_.dir + "/images", file->name(), fingerprint);
     erofs::ImageOptions image_options;
     image_options.device_tag = file->path();
     image_options.uuid = UuidOf(request.layer_id);
@@ -696,6 +762,7 @@ class ErofsBackend : public LayerMountBackend {
 
   std::mutex blobs_mu_;
   std::unique_ptr<BlobFs> blobs_;
+  bool blobs_handed_over_ = false;  // guarded by blobs_mu_
 
   std::mutex mu_;  // guards the members below, and a publish against DropLocal
   std::condition_variable cv_;
@@ -715,6 +782,24 @@ class ErofsBackend : public LayerMountBackend {
   std::set<std::string> given_up_;                                       // logged once
   std::map<std::string, std::vector<uint64_t>> payloads_;  // tar copies built by this process
 };
+
+absl::Status ErofsMountedLayer::HandOver() {
+  // The blob file system was left to the holder first (HandOverShared): the kernel mount stays
+  // for the successor, which takes it back. Else, and for a local copy, as Unmount.
+  if (!backend_->blobs_handed_over()) return Unmount();
+  std::lock_guard<std::mutex> lock(state_->mu);
+  if (state_->kmount == nullptr) return absl::OkStatus();
+  if (state_->graduated) {
+    absl::Status s = state_->kmount->Unmount();
+    state_->kmount.reset();
+    return s;
+  }
+  state_->kmount->Release();  // its loop devices (autoclear) stay with the mount
+  state_->kmount.reset();
+  LogInfo("lazy layer handed over",
+          {{"layer", state_->layer_id}, {"target", state_->target}, {"backend", "erofs"}});
+  return absl::OkStatus();
+}
 
 void ErofsMountedLayer::StartBackground() {
   std::shared_ptr<LayerReader> reader;

@@ -155,6 +155,7 @@ ssize_t FuseChannel::Read(void* buf, size_t len) {
     }
     if ((h.unique & kFuseUniqueResend) != 0) {
       resent_->fetch_add(1);
+      if (options_.on_resent) options_.on_resent(h.nodeid);
       LogDebug("FUSE request resent by the kernel",
                {{"name", options_.name}, {"opcode", h.opcode}, {"unique", h.unique}});
     }

@@ -35,6 +35,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -64,6 +65,10 @@ struct FuseChannelOptions {
   // Send FUSE_NOTIFY_RESEND after the replay when the kernel supports it. Only when the
   // previous server of the connection is certainly dead, or requests are answered twice.
   bool resend = true;
+  // Called (on a session thread, before libfuse sees it) with the node id of each request the
+  // kernel resent; optional. Lets a file system that serves many files on one connection (the
+  // EROFS blob file system) count them per file.
+  std::function<void(uint64_t nodeid)> on_resent;
 };
 
 class FuseChannel {

@@ -73,6 +73,7 @@ absl::Status FuseSession::Begin(const fuse_lowlevel_ops& ops, FuseSessionUserdat
     FuseChannelOptions co;
     co.name = options_.name;
     co.replay_init = std::move(adopt_->init_request);
+    co.on_resent = options_.on_resent;
     adopt_.reset();
     channel_ = std::make_unique<FuseChannel>(fd, std::move(co));
     adopted_ = true;
@@ -85,7 +86,9 @@ absl::Status FuseSession::Begin(const fuse_lowlevel_ops& ops, FuseSessionUserdat
                       options_.name, target_));
     }
     fd = fuse_session_fd(session_);
-    channel_ = std::make_unique<FuseChannel>(fd, FuseChannelOptions{.name = options_.name});
+    FuseChannelOptions co;
+    co.name = options_.name;
+    channel_ = std::make_unique<FuseChannel>(fd, std::move(co));
   }
   userdata->channel = channel_.get();
   resent_ = channel_->resent_requests();

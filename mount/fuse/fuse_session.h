@@ -26,6 +26,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -54,6 +55,8 @@ struct FuseSessionOptions {
   // Serve this connection (kept by the holder for `target`) instead of mounting. The previous
   // server must be dead (FUSE_NOTIFY_RESEND is sent when the kernel supports it).
   std::optional<HeldConnection> adopt;
+  // See FuseChannelOptions::on_resent.
+  std::function<void(uint64_t nodeid)> on_resent;
 };
 
 class FuseSession {

@@ -55,10 +55,10 @@ absl::StatusOr<std::vector<MountPoint>> MountsUnder(const std::string& root) {
     fields >> id >> parent >> devno >> fsroot >> mountpoint;
     while (fields >> word && word != "-") {
     }
-    std::string fstype;
-    fields >> fstype;
+    std::string fstype, source;
+    fields >> fstype >> source;
     std::string path = Unescape(mountpoint);
-    if (IsAtOrBelow(path, clean_root)) out.push_back({path, fstype});
+    if (IsAtOrBelow(path, clean_root)) out.push_back({path, fstype, Unescape(source)});
   }
   std::stable_sort(out.begin(), out.end(), [](const MountPoint& a, const MountPoint& b) {
     return a.path.size() > b.path.size();

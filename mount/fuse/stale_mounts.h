@@ -20,6 +20,7 @@ inline constexpr char kLazypullFuseType[] = "fuse.lazypull";
 struct MountPoint {
   std::string path;    // unescaped mount point
   std::string fstype;  // e.g. "fuse.lazypull"
+  std::string source;  // unescaped mount source (an EROFS image path, /dev/loopN, ...)
 };
 
 // Mounts at or below `root` (an absolute path), deepest first. Errors if mountinfo cannot be

@@ -241,6 +241,9 @@ void RemoteLayerManager::HandOverAll() {
     std::lock_guard<std::mutex> lock(mu_);
     entries.swap(mounted_);
   }
+  // First what the layers share (the EROFS blob file system): its files' reads then wait for
+  // the successor, and no layer's handover below can cut one off.
+  backend_->HandOverShared();
   for (auto& [id, entry] : entries) {
     if (absl::Status s = entry.mounted->HandOver(); !s.ok()) {
       LogWarn("cannot hand over remote layer", {{"snapshot_id", id},
@@ -252,11 +255,12 @@ void RemoteLayerManager::HandOverAll() {
 }
 
 void RemoteLayerManager::ReleaseUnadoptedHeld() {
+  // What the backend serves besides the layers' targets (the EROFS blob file system).
+  std::set<std::string> in_use = backend_->FinishRestore();
   mount::FuseHolderClient* holder = options_.mount.fuse.holder.get();
   if (holder == nullptr) return;
   absl::StatusOr<std::vector<std::string>> keys = holder->List();
   if (!keys.ok()) return;
-  std::set<std::string> in_use;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [id, entry] : mounted_) in_use.insert(entry.mounted->target());
@@ -482,7 +486,8 @@ absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedL
                        .reader = reader,
                        .target_dir = fs_dir,
                        .backend = backend,
-                       .origin = OriginOf(layer, blob)});
+                       .origin = OriginOf(layer, blob),
+                       .mount_id = static_cast<uint64_t>(snapshot_id)});
   if (!mounted.ok()) return mounted.status();
   (*mounted)->StartBackground();
   std::unique_ptr<mount::MountedLayer> replaced;

@@ -23,9 +23,11 @@
 // the chunk cache (<root>/cache by default) appear with the first remote layer.
 //
 // FUSE handover (issue 20): when a FUSE holder listens at `[mount] fuse_holder_socket`
-// (default <root>/fuse-holder.sock), FUSE mounts are registered with it, a restarted daemon
-// adopts the ones its snapshots use (FinishRestore releases the others), and destruction
-// leaves them to the holder (HandOverAll) instead of unmounting.
+// (default <root>/fuse-holder.sock), FUSE mounts (the FUSE backend's per-layer mounts and the
+// EROFS backend's blob file system) are registered with it, a restarted daemon adopts the ones
+// its snapshots use (the EROFS backend takes back each snapshot's lazy EROFS mount, keyed by
+// snapshot id; FinishRestore releases the others), and destruction leaves them to the holder
+// (HandOverAll) instead of unmounting.
 //
 // Thread-safety: all methods are thread-safe. Destruction unmounts (or hands over) every
 // layer, in parallel with nothing: callers must have stopped RPCs first.
@@ -203,8 +205,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // reads ranges of it).
   mount::LayerOrigin OriginOf(const ResolvedLayer& layer, std::shared_ptr<BlobReader> blob);
   void RestoreOne(const PendingRestore& pending);
-  // After the restores: unmounts and releases every mount the FUSE holder keeps that no
-  // restored snapshot adopted.
+  // After the restores: ends the backend's restore (LayerMountBackend::FinishRestore), then
+  // unmounts and releases every mount the FUSE holder keeps that no restored snapshot adopted
+  // and the backend does not serve.
   void ReleaseUnadoptedHeld();
   // Tells the chunk cache (if open) how many bytes the backend's local copies take, so they
   // count against its max_bytes.

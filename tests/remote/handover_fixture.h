@@ -1,13 +1,16 @@
 // The fixture of tests/remote/handover_test and bench/handover (issue 20): RemoteDaemonTest
-// (the real daemon, FUSE backend, background fetch off, a registry behind the fault proxy) plus
+// (the real daemon, the backend under test, background fetch off, a registry behind the fault
+// proxy) plus
 // a lazypull-fuse-holder on the daemon root's default socket, a 64 MiB one-layer image and
 // HandoverReaders through container overlays. One binary per including file.
 #ifndef LAZYPULL_TESTS_REMOTE_HANDOVER_FIXTURE_H_
 #define LAZYPULL_TESTS_REMOTE_HANDOVER_FIXTURE_H_
 
 #include <sys/mount.h>
+#include <sys/stat.h>
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,7 +68,12 @@ class HandoverTest : public RemoteDaemonTest {
     holder_ = std::move(*holder);
     ASSERT_TRUE(WaitUntil([&] { return mount::FuseHolderClient::Connect(socket_).ok(); }))
         << holder_.ReadLog();
-    // The daemon finds the holder at start.
+    // The daemon finds the holder at start. Readers read every byte, which would graduate
+    // EROFS layers to local copies: they must stay lazy here.
+    ASSERT_TRUE(
+        WriteFile(tmp_.path() + "/config.toml",
+                  DaemonConfig(GetParam(), "background_fetch = false\ngraduation = false\n"))
+            .ok());
     ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
     client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
   }
@@ -141,13 +149,23 @@ class HandoverTest : public RemoteDaemonTest {
     }
     return resent;
   }
-  size_t LazyFuseMounts() {
-    auto mounts = mount::MountsUnder(daemon_->root());
-    size_t n = 0;
-    if (mounts.ok()) {
-      for (const auto& m : *mounts) n += m.fstype == "fuse.lazypull";
+  // Lazy layer mounts (of the backend under test) under the daemon's snapshots.
+  size_t LazyMounts() { return LazyMountDevs().size(); }
+  // st_dev of every lazy layer mount, by target: a mount made again gets a new one.
+  std::map<std::string, dev_t> LazyMountDevs() {
+    std::map<std::string, dev_t> out;
+    auto mounts = mount::MountsUnder(daemon_->root() + "/snapshots");
+    if (!mounts.ok()) return out;
+    for (const auto& m : *mounts) {
+      struct stat st;
+      if (m.fstype == LazyFsType() && ::stat(m.path.c_str(), &st) == 0) out[m.path] = st.st_dev;
     }
-    return n;
+    return out;
+  }
+  // The FUSE holder keys the daemon keeps besides its layers' own: the EROFS blob file system.
+  std::vector<std::string> SharedHeldKeys() const {
+    if (GetParam() == "fuse") return {};
+    return {daemon_->root() + "/erofs/blobs"};
   }
 
   std::string socket_;
