@@ -129,8 +129,21 @@ absl::StatusOr<std::unique_ptr<KernelErofsMount>> KernelErofsMount::Mount(
 absl::StatusOr<std::unique_ptr<KernelErofsMount>> KernelErofsMount::MountBeneath(
     const std::string& image, const std::string& device, const std::string& target,
     const ErofsAttachment& attach) {
-  return MountBeneath(image, device, target, attach,
-                      [](const std::string& t) { return ::umount2(t.c_str(), MNT_DETACH); });
+  return MountBeneath(image, device, target, attach, UnmountTop);
+}
+
+int KernelErofsMount::UnmountTop(const std::string& target) {
+  // A plain umount, not MNT_DETACH: a container's overlay being mounted at this moment holds
+  // the old mount between its lowerdir lookup and clone_private_mount(), and cloning a
+  // detached mount fails (EINVAL, "overlayfs: failed to clone lowerpath"). A plain umount
+  // fails with EBUSY while that reference exists instead, so it is retried; only a mount held
+  // for longer (a reader inside it, not through an overlay) is finally detached.
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    if (::umount2(target.c_str(), 0) == 0) return 0;
+    if (errno != EBUSY) return -1;
+    ::usleep(2000);
+  }
+  return ::umount2(target.c_str(), MNT_DETACH);
 }
 
 absl::StatusOr<std::unique_ptr<KernelErofsMount>> KernelErofsMount::MountBeneath(

@@ -6,9 +6,10 @@
 // or never made); the kernel keeps them while a detached mount lives on.
 //
 // Replacing a mount in place (graduation): MountBeneath() mounts a new image underneath the
-// mount currently at the target (move_mount MOVE_MOUNT_BENEATH, Linux 6.5+) and then detaches
-// the old one, so a path lookup at the target never sees an empty directory. Processes that
-// still use the old mount (e.g. an overlay built on it) keep it until they let go.
+// mount currently at the target (move_mount MOVE_MOUNT_BENEATH, Linux 6.5+) and then unmounts
+// the old one (UnmountTop), so a path lookup at the target never sees an empty directory.
+// Processes that still use the old mount (e.g. an overlay built on it) keep it until they let
+// go.
 //
 // Thread-compatible: one owner.
 #ifndef LAZYPULL_MOUNT_EROFS_KERNEL_MOUNT_H_
@@ -56,9 +57,13 @@ class KernelErofsMount {
   static absl::StatusOr<std::unique_ptr<KernelErofsMount>> MountBeneath(
       const std::string& image, const std::string& device, const std::string& target,
       const ErofsAttachment& attach = {});
-  // The same with the call that detaches the old mount replaced (default: umount2(target,
-  // MNT_DETACH); returns 0 or -1 with errno set). For tests that inject its failure.
+  // The same with the call that takes the old mount away (default: UnmountTop; returns 0 or -1
+  // with errno set). For tests that inject its failure.
   using DetachFn = std::function<int(const std::string& target)>;
+  // Unmounts the mount on top at `target`: umount2(target, 0), retried for up to 200 ms while
+  // it is busy (an overlay being mounted on it holds it until it has cloned it), then
+  // umount2(MNT_DETACH). Returns 0 or -1 with errno set.
+  static int UnmountTop(const std::string& target);
   static absl::StatusOr<std::unique_ptr<KernelErofsMount>> MountBeneath(
       const std::string& image, const std::string& device, const std::string& target,
       const ErofsAttachment& attach, const DetachFn& detach);
