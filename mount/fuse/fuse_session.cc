@@ -85,7 +85,10 @@ absl::Status FuseSession::Begin(const fuse_lowlevel_ops& ops, FuseSessionUserdat
                       options_.name, target_));
     }
     fd = fuse_session_fd(session_);
-    channel_ = std::make_unique<FuseChannel>(fd, FuseChannelOptions{.name = options_.name});
+    FuseChannelOptions co;
+    co.name = options_.name;
+    co.passthrough = options_.passthrough;
+    channel_ = std::make_unique<FuseChannel>(fd, std::move(co));
   }
   userdata->channel = channel_.get();
   resent_ = channel_->resent_requests();

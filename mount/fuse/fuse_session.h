@@ -54,6 +54,8 @@ struct FuseSessionOptions {
   // Serve this connection (kept by the holder for `target`) instead of mounting. The previous
   // server must be dead (FUSE_NOTIFY_RESEND is sent when the kernel supports it).
   std::optional<HeldConnection> adopt;
+  // Accept FUSE passthrough at INIT when the kernel offers it (FuseChannelOptions).
+  bool passthrough = false;
 };
 
 class FuseSession {
