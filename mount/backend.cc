@@ -161,6 +161,12 @@ nlohmann::json LayerMountStatus::ToJson() const {
   if (!attach.empty()) j["attach"] = attach;
   j["adopted"] = adopted;
   j["resent_requests"] = resent_requests;
+  if (!passthrough.empty()) {
+    j["passthrough"] = passthrough;
+    j["passthrough_opens"] = passthrough_opens;
+    j["cached_opens"] = cached_opens;
+    j["backing_files"] = backing_files;
+  }
   return j;
 }
 

@@ -93,9 +93,17 @@ struct LayerMountStatus {
   // answered.
   bool adopted = false;
   uint64_t resent_requests = 0;
+  // FUSE passthrough of fully local files: "" (EROFS), "off" (configured off, or the kernel
+  // does not offer it), "unavailable" (offered, but this process may not register backing
+  // files: the reason is logged) or "on"; and the opens answered in each mode.
+  std::string passthrough;
+  uint64_t passthrough_opens = 0;
+  uint64_t cached_opens = 0;
+  uint64_t backing_files = 0;  // backing files registered now (one per inode with open files)
   LayerReaderStats reader;
   // {"layer": ..., "backend": ..., "target": ..., "mounted": ..., "bytes_fetched": ...,
   //  "graduated": ..., "attach": ... (EROFS), "adopted": ..., "resent_requests": ...,
+  //  "passthrough", "passthrough_opens", "cached_opens", "backing_files" (FUSE),
   //  "fetched_percent": ..., "cache_hits": ..., ...}
   //  (the reader's fields flattened in).
   nlohmann::json ToJson() const;

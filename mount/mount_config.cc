@@ -218,6 +218,10 @@ absl::StatusOr<MountConfig> ParseMountConfig(const toml::table& section) {
         return KeyError(key, "must be an absolute path (or \"\" for <root>/fuse-holder.sock)");
       }
       config.fuse.holder_socket = *v;
+    } else if (key == "fuse_passthrough") {
+      auto b = GetBool(node, key);
+      if (!b.ok()) return b.status();
+      config.fuse.passthrough = *b;
     } else if (key == "attr_timeout") {
       auto d = GetDuration(node, key);
       if (!d.ok()) return d.status();

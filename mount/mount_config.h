@@ -29,6 +29,8 @@
 //   background_bandwidth_fraction = 0.5  # measured link throughput; bytes/s or "20MiB"; 0 = none
 //   fuse_threads = 16              # max FUSE worker threads per mounted layer
 //   attr_timeout = "24h"           # kernel cache lifetime of entries/attributes
+//   fuse_passthrough = true        # fully local files open in FUSE passthrough mode (reads
+//                                  #     go to a local backing file in the kernel; 6.9+, root)
 //   fuse_holder_socket = ""        # the FUSE holder (FUSE mounts survive daemon restarts);
 //                                  #     "" = <root>/fuse-holder.sock
 //
@@ -92,6 +94,16 @@ struct FuseOptions {
   std::string holder_socket;
   // Not from TOML: the connection to the holder (null = no handover). See FuseSession.
   std::shared_ptr<FuseHolderClient> holder;
+  // `[mount] fuse_passthrough`: when the kernel offers FUSE passthrough and the daemon may use
+  // it (CAP_SYS_ADMIN, state on a non-stacked file system), files that are entirely local and
+  // verified open in passthrough mode: the kernel reads a local backing file itself, with no
+  // daemon round trip nor second page-cache copy (mount/fuse/passthrough_files.h). Costs an
+  // OPEN round trip per open on such mounts. Needs passthrough_dir.
+  bool passthrough = true;
+  // Not from TOML: where each mount keeps its passthrough state (a directory per mount
+  // target: the handover ledger and assembled backing files); "" = no passthrough. The
+  // daemon sets <root>/fuse-passthrough.
+  std::string passthrough_dir;
 };
 
 // Options of the EROFS backend (mount/erofs/).

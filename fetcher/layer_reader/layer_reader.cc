@@ -709,6 +709,24 @@ bool LayerReader::ReadSpans(Ino ino, uint64_t offset, size_t length, std::vector
   return true;
 }
 
+bool LayerReader::LocalFileSpans(Ino ino, std::vector<Span>* spans) {
+  spans->clear();
+  std::optional<format::InodeAttr> attr = index_->GetAttr(ino);
+  if (!attr || (attr->mode & S_IFMT) != S_IFREG) return false;
+  for (const Chunk& c : index_->ChunksInRange(ino, 0, attr->size)) {
+    if (c.length == 0) continue;
+    Span span{std::nullopt, 0, static_cast<size_t>(c.length)};
+    if (c.compression != ChunkCompression::kZeros) {
+      if (!c.has_digest || c.compression == ChunkCompression::kGzipSpan) return false;
+      absl::StatusOr<ChunkCache::ReadHandle> file = cache_->OpenVerified(c.digest_value());
+      if (!file.ok() || file->size() != c.length) return false;
+      span.file = std::move(*file);
+    }
+    spans->push_back(std::move(span));
+  }
+  return true;
+}
+
 LayerReaderStats LayerReader::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;

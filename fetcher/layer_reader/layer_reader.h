@@ -212,6 +212,10 @@ class LayerReader : private ChunkCache::EvictionListener {
   // in order and returns true; the handles keep the files open while the caller splices them.
   // Otherwise returns false without side effects beyond LRU touches, and the caller uses Read.
   bool ReadSpans(format::Ino ino, uint64_t offset, size_t length, std::vector<Span>* spans);
+  // The same for the whole of `ino`, with no side effect but LRU touches (no read statistics,
+  // readahead or file-start observers): for FUSE passthrough, which asks at open whether a
+  // file is entirely local and verified.
+  bool LocalFileSpans(format::Ino ino, std::vector<Span>* spans);
 
   // Fetches the prefetch range now, on the calling thread, in one request (no-op without
   // one). Errors as Read.

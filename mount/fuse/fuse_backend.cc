@@ -18,6 +18,7 @@
 #include "mount/fuse/fuse_layer_fs.h"
 #include "mount/fuse/fuse_session.h"
 #include "mount/fuse/holder_client.h"
+#include "mount/fuse/passthrough_files.h"
 #include "mount/fuse/stale_mounts.h"
 
 namespace lazypull::mount {
@@ -60,11 +61,29 @@ class FuseMountedLayer : public MountedLayer {
     o.unmount_timeout = ctx_.options.unmount_timeout;
     o.readahead = std::max(ctx_.options.readahead, ctx_.options.max_read);
     o.holder = ctx_.options.holder.get();
+    const bool adopting = adopt.has_value();
+    adopting_ = adopting;
     o.adopt = std::move(adopt);
+    o.passthrough = ctx_.options.passthrough && !ctx_.options.passthrough_dir.empty();
+    // An adopted connection may have negotiated passthrough even if this daemon would not:
+    // the files its predecessor left open need their io modes honoured.
+    if (!ctx_.options.passthrough_dir.empty() && (o.passthrough || adopting)) {
+      absl::StatusOr<std::unique_ptr<PassthroughFiles>> p = PassthroughFiles::Create(
+          ctx_.reader.get(), PassthroughDir(), adopting, "layer " + layer_id_);
+      if (p.ok()) {
+        passthrough_ = std::move(*p);
+        ctx_.passthrough = passthrough_.get();
+      } else {
+        LogWarn("FUSE passthrough state unusable; serving without passthrough",
+                {{"layer", layer_id_}, {"error", p.status().ToString()}});
+        o.passthrough = false;
+      }
+    }
     absl::StatusOr<std::unique_ptr<FuseSession>> session =
         FuseSession::Start(FuseLayerFsOps(), &ctx_, target_, std::move(o));
     if (!session.ok()) return session.status();
     session_ = std::move(*session);
+    StartPassthrough();
     mounted_ = true;
     adopted_ = session_->adopted();
     resent_ = session_->resent_requests();
@@ -78,6 +97,44 @@ class FuseMountedLayer : public MountedLayer {
 
   const std::string& target() const override { return target_; }
 
+  // <passthrough_dir>/<hash of the target>: per connection, as the holder keys it.
+  std::string PassthroughDir() const {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across processes
+    for (unsigned char c : target_) h = (h ^ c) * 1099511628211ull;
+    return fmt::format("{}/{:016x}", ctx_.options.passthrough_dir, h);
+  }
+
+  // After the session started: passthrough is "on" once the kernel negotiated it and a probe
+  // registered a backing file; else opens stay cached (OPEN round trips end with ENOSYS).
+  void StartPassthrough() {
+    if (passthrough_ == nullptr) {
+      passthrough_state_ = "off";
+      return;
+    }
+    FuseChannel* channel = ctx_.channel;
+    if (channel == nullptr || !channel->passthrough()) {
+      passthrough_state_ = "off";
+      LogInfo("FUSE passthrough off: the kernel does not offer it on this connection",
+              {{"layer", layer_id_}});
+      return;
+    }
+    passthrough_->SetDevice(channel->fd());
+    if (!ctx_.options.passthrough) {
+      passthrough_state_ = "off";
+      return;  // adopted: only the predecessor's open files keep their mode
+    }
+    if (absl::Status s = passthrough_->Probe(); !s.ok()) {
+      passthrough_state_ = "unavailable";
+      ctx_.no_open.store(true);
+      LogWarn("FUSE passthrough unavailable; fully local files are read through the daemon",
+              {{"layer", layer_id_}, {"error", s.ToString()}});
+      return;
+    }
+    passthrough_state_ = "on";
+    LogInfo("FUSE passthrough on: fully local files are read by the kernel",
+            {{"layer", layer_id_}, {"adopted", adopting_}});
+  }
+
   void StartBackground() override { ctx_.reader->StartBackground(); }
 
   absl::Status Unmount() override {
@@ -85,6 +142,7 @@ class FuseMountedLayer : public MountedLayer {
     if (session_ == nullptr) return absl::OkStatus();
     // Readers blocked on a stalled registry must not hold the session's threads: cancel.
     ctx_.reader->Stop();
+    if (passthrough_ != nullptr) passthrough_->RemoveAll();  // needs the connection's fd
     absl::Status result = session_->Stop();
     session_.reset();
     mounted_ = false;
@@ -113,6 +171,13 @@ class FuseMountedLayer : public MountedLayer {
     s.mounted = mounted_.load();
     s.adopted = adopted_;
     s.resent_requests = resent_ != nullptr ? resent_->load() : 0;
+    s.passthrough = passthrough_state_;
+    if (passthrough_ != nullptr) {
+      PassthroughStats p = passthrough_->Stats();
+      s.passthrough_opens = p.passthrough_opens;
+      s.cached_opens = p.cached_opens;
+      s.backing_files = p.backing_files;
+    }
     s.reader = ctx_.reader->Stats();
     return s;
   }
@@ -124,6 +189,9 @@ class FuseMountedLayer : public MountedLayer {
   std::mutex unmount_mu_;                                // serializes Unmount and HandOver
   bool adopted_ = false;                                 // set by Start
   std::shared_ptr<const std::atomic<uint64_t>> resent_;  // set by Start
+  std::unique_ptr<PassthroughFiles> passthrough_;        // outlives session_ (declared before it)
+  std::string passthrough_state_;                        // set by Start
+  bool adopting_ = false;
   std::unique_ptr<FuseSession> session_;
   std::atomic<bool> mounted_{false};
 };

@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "base/logging.h"
+#include "mount/fuse/fuse_passthrough_abi.h"
 
 namespace lazypull::mount {
 namespace {
@@ -53,6 +54,24 @@ uint64_t InitFlags(const std::string& init) {
   return flags | (static_cast<uint64_t>(flags2) << 32);
 }
 
+// Clears FUSE_PASSTHROUGH in a saved INIT request (flags2 of fuse_init_in).
+void ClearPassthroughOffer(std::string* init) {
+  constexpr size_t kFlags2 = sizeof(fuse_in_header) + 16;
+  if (init->size() < kFlags2 + 4) return;
+  uint32_t flags2;
+  std::memcpy(&flags2, init->data() + kFlags2, 4);
+  flags2 &= ~static_cast<uint32_t>(kFusePassthrough >> 32);
+  std::memcpy(init->data() + kFlags2, &flags2, 4);
+}
+
+bool OffersPassthrough(const std::string& init) {
+  const uint64_t flags = InitFlags(init);
+  return (flags & kFuseInitExt) != 0 && (flags & kFusePassthrough) != 0;
+}
+
+// The OPEN answer the current thread is to send in passthrough mode (0 = none).
+thread_local int32_t tl_open_backing = 0;
+
 int CrashAfterReads() {
   const char* v = std::getenv("LAZYPULL_TEST_CRASH_AFTER_FUSE_READS");
   return v == nullptr ? 0 : std::atoi(v);
@@ -67,8 +86,13 @@ FuseChannel::FuseChannel(int fd, FuseChannelOptions options)
       wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   const int fl = ::fcntl(fd_, F_GETFL);
   if (fl >= 0) ::fcntl(fd_, F_SETFL, fl | O_NONBLOCK);
-  if (adopted()) init_request_ = options_.replay_init;
+  if (adopted()) {
+    init_request_ = options_.replay_init;
+    passthrough_.store(OffersPassthrough(init_request_));
+  }
 }
+
+void FuseChannel::ReplyNextOpenWithBacking(int32_t backing_id) { tl_open_backing = backing_id; }
 
 const fuse_custom_io& FuseChannel::Io() {
   static const fuse_custom_io io = [] {
@@ -148,8 +172,14 @@ ssize_t FuseChannel::Read(void* buf, size_t len) {
       if (h.opcode == FUSE_INIT && !adopted() && init_request_.empty()) {
         init_request_.assign(static_cast<const char*>(buf), static_cast<size_t>(n));
         init_unique_ = h.unique;
+        if (options_.passthrough && OffersPassthrough(init_request_)) {
+          passthrough_.store(true);
+        } else {
+          ClearPassthroughOffer(&init_request_);  // what a successor must believe
+        }
       }
-      if (h.opcode == FUSE_READ && crash_after_reads_ > 0) {
+      // OPEN too: with passthrough, reads of local files never reach the daemon.
+      if ((h.opcode == FUSE_READ || h.opcode == FUSE_OPEN) && crash_after_reads_ > 0) {
         crash = ++reads_ == static_cast<uint64_t>(crash_after_reads_);
       }
     }
@@ -160,7 +190,7 @@ ssize_t FuseChannel::Read(void* buf, size_t len) {
                {{"name", options_.name}, {"opcode", h.opcode}, {"unique", h.unique}});
     }
     if (crash) {
-      LogWarn("test hook: killing the daemon after reading a FUSE read request",
+      LogWarn("test hook: killing the daemon after reading a FUSE read or open request",
               {{"name", options_.name}, {"unique", h.unique}});
       ::kill(::getpid(), SIGKILL);
       ::pause();
@@ -181,6 +211,41 @@ ssize_t FuseChannel::Writev(const struct iovec* iov, int count) {
     init_done_ = true;
     cv_.notify_all();
     return static_cast<ssize_t>(total);
+  }
+  // Passthrough rewrites (see the header): the INIT answer of a fresh mount and OPEN answers.
+  std::string init_buf;
+  fuse_open_out open_out;
+  struct iovec patched[2];
+  const int32_t backing = std::exchange(tl_open_backing, 0);
+  const bool is_init = !adopted() && h.unique != 0 && h.unique == init_unique_ && h.error == 0 &&
+                       passthrough_.load();
+  if (is_init && count >= 2) {
+    for (int i = 1; i < count; ++i) {
+      init_buf.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+    }
+    if (init_buf.size() >= kInitOutMinSize) {
+      uint32_t flags, flags2, depth = kPassthroughStackDepth;
+      std::memcpy(&flags, init_buf.data() + kInitOutFlags, 4);
+      std::memcpy(&flags2, init_buf.data() + kInitOutFlags2, 4);
+      flags |= static_cast<uint32_t>(kFuseInitExt);
+      flags2 |= static_cast<uint32_t>(kFusePassthrough >> 32);
+      std::memcpy(init_buf.data() + kInitOutFlags, &flags, 4);
+      std::memcpy(init_buf.data() + kInitOutFlags2, &flags2, 4);
+      std::memcpy(init_buf.data() + kInitOutMaxStackDepth, &depth, 4);
+      patched[0] = iov[0];
+      patched[1] = {init_buf.data(), init_buf.size()};
+      iov = patched;
+      count = 2;
+    } else {
+      passthrough_.store(false);  // libfuse answered too short a reply to carry the depth
+    }
+  } else if (backing > 0 && h.error == 0 && count == 2 && iov[1].iov_len == sizeof(open_out)) {
+    std::memcpy(&open_out, iov[1].iov_base, sizeof(open_out));
+    open_out.open_flags = (open_out.open_flags & ~kFopenKeepCache) | kFopenPassthrough;
+    std::memcpy(&open_out.padding, &backing, sizeof(backing));  // backing_id since 7.40
+    patched[0] = iov[0];
+    patched[1] = {&open_out, sizeof(open_out)};
+    iov = patched;
   }
   const ssize_t n = ::writev(fd_, iov, count);
   const int err = errno;

@@ -15,8 +15,14 @@
 //   - Graceful handover: Quiesce() stops handing out requests and waits until every request
 //     handed out has been answered; Close() then ends the session loop (reads fail with
 //     ENODEV) without unmounting, so a successor adopts a connection with nothing pending.
+//   - FUSE passthrough (fuse_passthrough_abi.h): when asked for and offered by the kernel, the
+//     answer to a fresh mount's INIT accepts it (libfuse 3.14 cannot), and an OPEN answer
+//     written by a thread that called ReplyNextOpenWithBacking carries FOPEN_PASSTHROUGH and
+//     the backing id. The saved INIT request keeps the kernel's FUSE_PASSTHROUGH bit only when
+//     passthrough was negotiated, so a successor knows it from the replay.
 //   - Test hook: with $LAZYPULL_TEST_CRASH_AFTER_FUSE_READS=N the process SIGKILLs itself
-//     right after reading its N-th FUSE_READ request of a channel, before answering it.
+//     right after reading its N-th FUSE_READ or FUSE_OPEN request of a channel, before
+//     answering it (OPEN: with passthrough, reads of local files never reach the daemon).
 //
 // The fd is made O_NONBLOCK (reads wait in poll(2) with a wake-up eventfd). It is not owned:
 // libfuse closes it (fuse_session_destroy). Thread-safe: libfuse's worker threads call Read
@@ -69,6 +75,9 @@ struct FuseChannelOptions {
   // kernel resent; optional. Lets a file system that serves many files on one connection (the
   // EROFS blob file system) count them per file.
   std::function<void(uint64_t nodeid)> on_resent;
+  // Accept FUSE passthrough at INIT when the kernel offers it (fresh mounts only; an adopted
+  // connection has what its first server negotiated).
+  bool passthrough = false;
 };
 
 class FuseChannel {
@@ -96,6 +105,15 @@ class FuseChannel {
   // Whether FUSE_NOTIFY_RESEND was sent.
   bool sent_resend() const { return sent_resend_.load(); }
 
+  // Whether the connection negotiated FUSE passthrough. Known once the INIT request (the
+  // kernel's or the replay) was read, i.e. before libfuse's init callback runs.
+  bool passthrough() const { return passthrough_.load(); }
+  // The /dev/fuse fd (for the backing-file ioctls); not owned.
+  int fd() const { return fd_; }
+  // The next OPEN answer this thread writes (it must be the one to its current request)
+  // opens the file in passthrough mode on backing file `backing_id` (> 0).
+  static void ReplyNextOpenWithBacking(int32_t backing_id);
+
   // Stops handing out requests and waits up to `timeout` until every request handed out was
   // answered. True when none is left unanswered.
   bool Quiesce(std::chrono::milliseconds timeout);
@@ -122,9 +140,10 @@ class FuseChannel {
   bool closed_ = false;
   uint64_t in_flight_ = 0;  // requests handed out that need an answer and got none yet
   int in_window_ = 0;       // threads between their check of parked_ and the end of a read
-  uint64_t reads_ = 0;      // FUSE_READ requests read (test hook)
+  uint64_t reads_ = 0;      // FUSE_READ and FUSE_OPEN requests read (test hook)
   const std::shared_ptr<std::atomic<uint64_t>> resent_ = std::make_shared<std::atomic<uint64_t>>(0);
   std::atomic<bool> sent_resend_{false};
+  std::atomic<bool> passthrough_{false};
 };
 
 }  // namespace lazypull::mount

@@ -79,9 +79,12 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   // No OPEN/RELEASE round trips either: the kernel then opens every file with FOPEN_KEEP_CACHE
   // (what OnOpen answers) and file handle 0, so nothing per open lives here. Opens for writing
   // never get this far: the mount is read-only (MS_RDONLY), the VFS answers EROFS itself.
-  if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) {
+  // With passthrough, OPEN comes back: it is where a file gets its backing file.
+  const bool passthrough =
+      ctx->passthrough != nullptr && ctx->channel != nullptr && ctx->channel->passthrough();
+  if ((conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) && !passthrough) {
     conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
-    ctx->no_open = true;
+    ctx->no_open.store(true);
   }
   if (ctx->options.zero_copy && (conn->capable & FUSE_CAP_SPLICE_WRITE)) {
     conn->want |= FUSE_CAP_SPLICE_WRITE;
@@ -145,6 +148,15 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     fi->keep_cache = 1;  // immutable: page cache survives opens
     fi->noflush = 1;
+    if (PassthroughFiles* p = Ctx(req).passthrough;
+        p != nullptr && (attr->mode & S_IFMT) == S_IFREG) {
+      PassthroughFiles::Decision d = p->Open(ino);
+      fi->fh = d.fh;
+      if (d.passthrough) {
+        fi->keep_cache = 0;  // the kernel refuses it beside FOPEN_PASSTHROUGH
+        FuseChannel::ReplyNextOpenWithBacking(d.backing_id);
+      }
+    }
     fuse_reply_open(req, fi);
   });
 }
@@ -200,7 +212,12 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   });
 }
 
-void OnRelease(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, "release", [&] {
+    if (PassthroughFiles* p = Ctx(req).passthrough; p != nullptr) p->Release(ino, fi->fh);
+    fuse_reply_err(req, 0);
+  });
+}
 
 void OnOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, "opendir", [&] {

@@ -13,8 +13,11 @@
 // failed read (the LayerReader logs layer, file and chunk).
 // Kernel caching (the layer is immutable): entries and attributes for attr_timeout, negative
 // entries too, always READDIRPLUS, page cache kept across opens, symlinks cached, no
-// OPEN/RELEASE/OPENDIR/RELEASEDIR round trips (file handles are always 0: nothing per open
-// lives here), getxattr answered by the kernel for layers without xattrs.
+// OPENDIR/RELEASEDIR round trips, getxattr answered by the kernel for layers without xattrs.
+// OPEN/RELEASE: none (file handles 0) unless the connection negotiated FUSE passthrough and
+// the context has a PassthroughFiles: then every open asks it whether the file opens in
+// passthrough mode (reads and mmap go straight to a local backing file in the kernel) or
+// cached mode (as without OPEN), and RELEASE tells it when a file is closed.
 // No exception ever leaves a callback. Thread-safe: the callbacks only read immutable state
 // and the thread-safe LayerReader.
 #ifndef LAZYPULL_MOUNT_FUSE_FUSE_LAYER_FS_H_
@@ -25,10 +28,12 @@
 #endif
 #include <fuse3/fuse_lowlevel.h>
 
+#include <atomic>
 #include <memory>
 
 #include "fetcher/layer_reader/layer_reader.h"
 #include "mount/fuse/fuse_channel.h"
+#include "mount/fuse/passthrough_files.h"
 #include "mount/mount_config.h"
 
 namespace lazypull::mount {
@@ -37,10 +42,13 @@ namespace lazypull::mount {
 struct FuseLayerFsContext : FuseSessionUserdata {
   std::shared_ptr<LayerReader> reader;
   FuseOptions options;
+  // Null, or set before the session starts: opens may use FUSE passthrough (see above).
+  PassthroughFiles* passthrough = nullptr;
   // Set by the INIT callback (before any other callback runs) when the kernel can skip
-  // OPENDIR/RELEASEDIR, and OPEN/RELEASE.
+  // OPENDIR/RELEASEDIR, and OPEN/RELEASE; no_open also later, when passthrough turns out
+  // unusable (the next OPEN is answered ENOSYS).
   bool no_opendir = false;
-  bool no_open = false;
+  std::atomic<bool> no_open{false};
 };
 
 // The callback table; pass a FuseLayerFsContext* as the session's userdata.

@@ -88,6 +88,7 @@ absl::Status FuseSession::Begin(const fuse_lowlevel_ops& ops, FuseSessionUserdat
     fd = fuse_session_fd(session_);
     FuseChannelOptions co;
     co.name = options_.name;
+    co.passthrough = options_.passthrough;
     channel_ = std::make_unique<FuseChannel>(fd, std::move(co));
   }
   userdata->channel = channel_.get();

@@ -57,6 +57,8 @@ struct FuseSessionOptions {
   std::optional<HeldConnection> adopt;
   // See FuseChannelOptions::on_resent.
   std::function<void(uint64_t nodeid)> on_resent;
+  // Accept FUSE passthrough at INIT when the kernel offers it (FuseChannelOptions).
+  bool passthrough = false;
 };
 
 class FuseSession {

@@ -82,6 +82,8 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
   if (o.mount.erofs.dir.empty()) o.mount.erofs.dir = o.root + "/erofs";
   // Issue 20: with a FUSE holder, FUSE mounts outlive this daemon and the next one adopts them.
   if (o.mount.fuse.holder_socket.empty()) o.mount.fuse.holder_socket = o.root + "/fuse-holder.sock";
+  if (o.mount.fuse.passthrough_dir.empty())
+    o.mount.fuse.passthrough_dir = o.root + "/fuse-passthrough";
   absl::StatusOr<std::unique_ptr<mount::FuseHolderClient>> holder =
       mount::FuseHolderClient::Connect(o.mount.fuse.holder_socket);
   std::set<std::string> held;

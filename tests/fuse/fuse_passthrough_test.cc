@@ -1,0 +1,284 @@
+// FUSE passthrough of fully local files (issue 22), on this machine's kernel (6.9+ with
+// CONFIG_FUSE_PASSTHROUGH; root): a real eStargz layer mounted with the FUSE backend, reads
+// checked byte for byte, and which requests still reach the daemon (an FsOpObserver).
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "fetcher/cache/chunk_cache.h"
+#include "fetcher/convert/blob_sink.h"
+#include "fetcher/convert/estargz_writer.h"
+#include "fetcher/format/estargz_reader.h"
+#include "fetcher/layer_reader/layer_reader.h"
+#include "fetcher/tar/tar_scanner.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "mount/backend.h"
+#include "tests/fuse/file_test_util.h"
+#include "tests/harness/subprocess.h"
+#include "tests/harness/test_env.h"
+
+namespace lazypull {
+namespace {
+
+namespace fs = std::filesystem;
+using ::lazypull::testing::RunCommand;
+using ::lazypull::testing::TempDir;
+using ::lazypull::testing::WaitUntil;
+
+class OpCounter : public mount::FsOpObserver {
+ public:
+  void OnOp(std::string_view, std::string_view op, std::chrono::nanoseconds) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++counts_[std::string(op)];
+  }
+  std::map<std::string, int> Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::exchange(counts_, {});
+  }
+  std::map<std::string, int> Peek() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return counts_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, int> counts_;
+};
+
+// What this process's fds point at, sorted ("pipe:[...]" and the like included).
+std::multiset<std::string> OpenFds() {
+  std::multiset<std::string> out;
+  for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    out.insert(fs::read_symlink(e.path(), ec).string());
+  }
+  return out;
+}
+
+// The whole file through one fd (pread until EOF).
+std::string ReadFd(int fd) {
+  std::string out;
+  char buf[1 << 16];
+  for (off_t off = 0;;) {
+    ssize_t n = pread(fd, buf, sizeof(buf), off);
+    EXPECT_GE(n, 0) << strerror(errno);
+    if (n <= 0) break;
+    out.append(buf, n);
+    off += n;
+  }
+  return out;
+}
+
+class FusePassthroughTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string src = tmp_.Sub("src");
+    fs::create_directories(src + "/dir");
+    for (int i = 0; i < 8; ++i) {
+      testing::MustWrite(src + "/dir/f" + std::to_string(i), testing::RandomBytes(5000 + i, i));
+    }
+    // 3 MiB + 17 bytes in 256 KiB chunks: many chunks, a short last one.
+    testing::MustWrite(src + "/big.bin", testing::RandomBytes((3 << 20) + 17, 99));
+    testing::MustWrite(src + "/empty", "");
+    const std::string tar_path = tmp_.Sub("layer.tar");
+    auto r = RunCommand(
+        {"tar", "--format=pax", "--numeric-owner", "--sort=name", "-C", src, "-cf", tar_path, "."});
+    ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->output : r.status().ToString());
+    auto tar = NewFileBlobReader(tar_path);
+    ASSERT_TRUE(tar.ok()) << tar.status();
+    auto tar_index = tar::ScanTar(**tar);
+    ASSERT_TRUE(tar_index.ok()) << tar_index.status();
+    auto sink = convert::NewFileBlobSink(tmp_.Sub("layer.estargz"));
+    ASSERT_TRUE(sink.ok()) << sink.status();
+    convert::EstargzOptions options;
+    options.chunk_size = 256 << 10;
+    auto written = convert::WriteEstargz(**tar, *tar_index, options, **sink);
+    ASSERT_TRUE(written.ok()) << written.status();
+    auto blob = NewFileBlobReader(tmp_.Sub("layer.estargz"));
+    ASSERT_TRUE(blob.ok()) << blob.status();
+    blob_ = std::move(*blob);
+    auto index = format::ReadEstargzIndex(*blob_, written->toc_digest);
+    ASSERT_TRUE(index.ok()) << index.status();
+    index_ = std::make_shared<const format::LayerIndex>(std::move(*index));
+    CacheConfig cc;
+    cc.dir = tmp_.Sub("cache");
+    auto cache = ChunkCache::Open(cc);
+    ASSERT_TRUE(cache.ok()) << cache.status();
+    cache_ = std::move(*cache);
+    fs::create_directories(mnt_);
+  }
+
+  void TearDown() override { layer_.reset(); }
+
+  void Mount(bool passthrough) {
+    LayerReaderOptions ro;
+    ro.prefetch = false;
+    ro.background_fetch = false;
+    ro.readahead_bytes = 0;  // a read fetches only what it reads: other files stay remote
+    ro.readahead_window = 0;
+    ro.directory_batch.small_file = 0;
+    auto reader = LayerReader::Create("sha256:passthrough", index_, blob_, cache_.get(), ro);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    mount::MountConfig config;
+    config.backend = mount::BackendKind::kFuse;
+    config.fuse.op_observer = counter_;
+    config.fuse.passthrough = passthrough;
+    config.fuse.passthrough_dir = tmp_.Sub("pt");
+    auto backend = mount::NewLayerMountBackend(config);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    auto mounted = (*backend)->Mount({.layer_id = "sha256:passthrough",
+                                      .reader = std::move(*reader),
+                                      .target_dir = mnt_,
+                                      .backend = "",
+                                      .origin = {}});
+    ASSERT_TRUE(mounted.ok()) << mounted.status();
+    layer_ = std::move(*mounted);
+  }
+
+  // Requests counted since the last call, once a STATFS barrier was answered (see
+  // fuse_kernel_cache_test).
+  std::map<std::string, int> Settle() {
+    struct statvfs sv;
+    EXPECT_EQ(statvfs(mnt_.c_str(), &sv), 0);
+    EXPECT_TRUE(WaitUntil([&] { return counter_->Peek()["statfs"] >= 1; }));
+    std::map<std::string, int> c = counter_->Take();
+    c.erase("statfs");
+    return c;
+  }
+
+  std::string Src(const std::string& rel) { return *testing::ReadAll(tmp_.Sub("src/" + rel)); }
+  int OpenRo(const std::string& rel) {
+    int fd = open((mnt_ + "/" + rel).c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(fd, 0) << rel << ": " << strerror(errno);
+    return fd;
+  }
+
+  TempDir tmp_{"lazypull-fuse-passthrough"};
+  const std::string mnt_ = tmp_.Sub("mnt");
+  std::shared_ptr<BlobReader> blob_;
+  std::shared_ptr<const format::LayerIndex> index_;
+  std::shared_ptr<OpCounter> counter_ = std::make_shared<OpCounter>();
+  std::unique_ptr<ChunkCache> cache_;
+  std::unique_ptr<mount::MountedLayer> layer_;
+};
+
+// A file opened before it is local stays on the daemon's read path (also for opens while
+// that one is open: the kernel allows one io mode per inode); once all are closed, the next
+// open is a passthrough one: exact bytes through read and mmap, and no READ reaches the
+// daemon.
+TEST_F(FusePassthroughTest, FileThatBecomesLocalOpensInPassthrough) {
+  Mount(true);
+  ASSERT_EQ(layer_->Status().passthrough, "on");
+  const std::string want = Src("big.bin");
+  int first = OpenRo("big.bin");
+  ASSERT_EQ(ReadFd(first), want);  // fetches every chunk: now local and verified
+  int second = OpenRo("big.bin");  // must join the cached mode of `first`
+  ASSERT_EQ(ReadFd(second), want);
+  EXPECT_EQ(layer_->Status().passthrough_opens, 0u);
+  EXPECT_EQ(layer_->Status().cached_opens, 2u);
+  close(first);
+  close(second);
+  Settle();
+
+  int third = OpenRo("big.bin");
+  ASSERT_GE(third, 0);
+  EXPECT_EQ(layer_->Status().passthrough_opens, 1u);
+  EXPECT_EQ(layer_->Status().backing_files, 1u);
+  EXPECT_EQ(ReadFd(third), want);
+  int fourth = OpenRo("big.bin");  // joins the passthrough mode
+  void* map = mmap(nullptr, want.size(), PROT_READ, MAP_PRIVATE, fourth, 0);
+  ASSERT_NE(map, MAP_FAILED) << strerror(errno);
+  EXPECT_EQ(std::string(static_cast<const char*>(map), want.size()), want);
+  munmap(map, want.size());
+  std::map<std::string, int> ops = Settle();
+  EXPECT_EQ(ops.count("read"), 0u);
+  EXPECT_EQ(ops["open"], 2);
+  close(third);
+  close(fourth);
+  // The backing id lives while the inode has open files.
+  EXPECT_TRUE(WaitUntil([&] { return layer_->Status().backing_files == 0; }));
+  EXPECT_EQ(layer_->Status().passthrough_opens, 2u);
+}
+
+// A file stored as one chunk is backed by its chunk-cache file: exact bytes, no READ; empty
+// files and files not yet local stay cached.
+TEST_F(FusePassthroughTest, SingleChunkFilesAndNotLocalFiles) {
+  Mount(true);
+  ASSERT_EQ(layer_->Status().passthrough, "on");
+  ASSERT_EQ(*testing::ReadAll(mnt_ + "/dir/f1"), Src("dir/f1"));  // cached: fetches it
+  ASSERT_EQ(*testing::ReadAll(mnt_ + "/empty"), "");
+  EXPECT_EQ(layer_->Status().passthrough_opens, 0u);
+  Settle();
+  EXPECT_EQ(*testing::ReadAll(mnt_ + "/dir/f1"), Src("dir/f1"));
+  EXPECT_EQ(*testing::ReadAll(mnt_ + "/dir/f2"), Src("dir/f2"));  // not local: cached
+  std::map<std::string, int> ops = Settle();
+  EXPECT_EQ(layer_->Status().passthrough_opens, 1u);
+  EXPECT_GE(ops["read"], 1);  // f2's read only
+  int fd = OpenRo("dir/f1");
+  EXPECT_EQ(ReadFd(fd), Src("dir/f1"));
+  close(fd);
+  EXPECT_EQ(Settle().count("read"), 0u);
+}
+
+// `fuse_passthrough = false`: no OPEN round trips beyond the first (ENOSYS), reads through
+// the daemon, exact bytes.
+TEST_F(FusePassthroughTest, DisabledByConfig) {
+  Mount(false);
+  EXPECT_EQ(layer_->Status().passthrough, "off");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(*testing::ReadAll(mnt_ + "/big.bin"), Src("big.bin"));
+    EXPECT_EQ(*testing::ReadAll(mnt_ + "/dir/f3"), Src("dir/f3"));
+  }
+  std::map<std::string, int> ops = Settle();
+  EXPECT_EQ(ops["open"], 1);
+  EXPECT_EQ(layer_->Status().passthrough_opens, 0u);
+}
+
+// Many opens and closes leave no fd behind in this process, no backing file registered, and
+// unmounting removes the mount's passthrough state.
+TEST_F(FusePassthroughTest, NoLeaks) {
+  Mount(true);
+  for (const char* f : {"big.bin", "dir/f4", "dir/f5"}) {
+    ASSERT_EQ(*testing::ReadAll(mnt_ + "/" + f), Src(f));  // make them local
+  }
+  Settle();
+  const std::multiset<std::string> before = OpenFds();
+  for (int round = 0; round < 20; ++round) {
+    for (const char* f : {"big.bin", "dir/f4", "dir/f5"}) {
+      ASSERT_EQ(*testing::ReadAll(mnt_ + "/" + f), Src(f));
+    }
+  }
+  Settle();
+  EXPECT_EQ(layer_->Status().passthrough_opens, 60u);
+  EXPECT_TRUE(WaitUntil([&] { return layer_->Status().backing_files == 0; }));
+  // Chunk-cache files stay open in the cache's own bounded fd cache (ChunkCacheStats::open_fds);
+  // nothing else may be left open.
+  std::multiset<std::string> after = OpenFds();
+  size_t chunk_fds = 0;
+  for (auto it = after.begin(); it != after.end();) {
+    if (it->find("/cache/chunks/") != std::string::npos) {
+      ++chunk_fds;
+      it = after.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  EXPECT_EQ(chunk_fds, cache_->stats().open_fds);
+  EXPECT_THAT(after, ::testing::ContainerEq(before));
+  ASSERT_TRUE(fs::exists(tmp_.Sub("pt")));
+  ASSERT_TRUE(layer_->Unmount().ok());
+  EXPECT_TRUE(fs::is_empty(tmp_.Sub("pt")));
+}
+
+}  // namespace
+}  // namespace lazypull
