@@ -101,9 +101,12 @@ class MetricsE2eTest : public ::testing::TestWithParam<std::string> {
     SnapshotterOptions options;
     options.metrics_address = address;
     options.log_level = "info";
+    // Without FUSE passthrough: a re-read of a local file is then served by the daemon from
+    // its chunk cache, which the metrics below count (passthrough: fuse_passthrough_test).
     options.config_toml = absl::StrCat(
         "[mount]\nbackend = \"", GetParam(), "\"\nprefetch = false\nbackground_fetch = false\n",
-        "fetch_timeout = \"5s\"\n[registry]\nmax_retries = 1\n", "initial_backoff_ms = 50\n");
+        "fuse_passthrough = false\nfetch_timeout = \"5s\"\n[registry]\nmax_retries = 1\n",
+        "initial_backoff_ms = 50\n");
     auto d = SnapshotterProcess::Start(tmp_.path(), options);
     EXPECT_TRUE(d.ok()) << d.status();
     if (!d.ok()) return "";
