@@ -56,6 +56,11 @@ inline int FuseFds(pid_t pid) {
 
 class HandoverTest : public RemoteDaemonTest {
  protected:
+  // The daemon's [mount] keys beyond the backend.
+  virtual std::string MountConfig() const {
+    return "background_fetch = false\ngraduation = false\n";
+  }
+
   void SetUp() override {
     RemoteDaemonTest::SetUp();
     if (HasFatalFailure()) return;
@@ -71,9 +76,7 @@ class HandoverTest : public RemoteDaemonTest {
     // The daemon finds the holder at start. Readers read every byte, which would graduate
     // EROFS layers to local copies: they must stay lazy here.
     ASSERT_TRUE(
-        WriteFile(tmp_.path() + "/config.toml",
-                  DaemonConfig(GetParam(), "background_fetch = false\ngraduation = false\n"))
-            .ok());
+        WriteFile(tmp_.path() + "/config.toml", DaemonConfig(GetParam(), MountConfig())).ok());
     ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
     client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
   }
