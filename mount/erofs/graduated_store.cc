@@ -165,6 +165,24 @@ absl::StatusOr<uint64_t> VerifyChunks(const format::LayerIndex& index,
   return checked;
 }
 
+// The EROFS image of a layer's tar copy (files at `payloads`, the tar `data_bytes` long) in
+// `tmp`, naming the tar where it will be published (`final_dir`); `payloads` then go to
+// `payloads_out`.
+absl::Status WriteTarImage(const format::LayerIndex& index, std::vector<uint64_t> payloads,
+                           uint64_t data_bytes, const std::string& tmp,
+                           const std::string& final_dir, std::vector<uint64_t>& payloads_out) {
+  absl::StatusOr<DeviceLayout> device = PlanTarLayout(index, payloads, data_bytes);
+  if (!device.ok()) return device.status();
+  ImageOptions image_options;
+  image_options.device_tag = final_dir + "/" + kTar;
+  if (absl::Status s = WriteErofsImage(index, *device, image_options, tmp + "/" + kImage);
+      !s.ok()) {
+    return s;
+  }
+  payloads_out = std::move(payloads);
+  return absl::OkStatus();
+}
+
 // The original tar of a zstd:chunked layer rebuilt from its local chunks, checked against the
 // diff_id and every chunk digest, with its image.
 absl::Status WriteTarCopy(LayerReader& reader, BlobReader& blob, const Digest& diff_id,
@@ -195,16 +213,7 @@ absl::Status WriteTarCopy(LayerReader& reader, BlobReader& blob, const Digest& d
   absl::StatusOr<uint64_t> verified = VerifyChunks(index, *payloads, **tar_reader, cancel);
   if (!verified.ok()) return verified.status();
   stats.chunks_verified = *verified;
-  absl::StatusOr<DeviceLayout> device = PlanTarLayout(index, *payloads, stats.data_bytes);
-  if (!device.ok()) return device.status();
-  ImageOptions image_options;
-  image_options.device_tag = final_dir + "/" + kTar;
-  if (absl::Status s = WriteErofsImage(index, *device, image_options, tmp + "/" + kImage);
-      !s.ok()) {
-    return s;
-  }
-  payloads_out = std::move(*payloads);
-  return absl::OkStatus();
+  return WriteTarImage(index, std::move(*payloads), stats.data_bytes, tmp, final_dir, payloads_out);
 }
 
 // The original tar of a SOCI layer inflated from its verified spans (soci_tar.h), accepted only
@@ -251,16 +260,7 @@ absl::Status WriteSociTarCopy(const format::LayerIndex& index, const LayerOrigin
                                              (*ztoc_payloads)[ino - 1]));
     }
   }
-  absl::StatusOr<DeviceLayout> device = PlanTarLayout(index, *payloads, stats.data_bytes);
-  if (!device.ok()) return device.status();
-  ImageOptions image_options;
-  image_options.device_tag = final_dir + "/" + kTar;
-  if (absl::Status s = WriteErofsImage(index, *device, image_options, tmp + "/" + kImage);
-      !s.ok()) {
-    return s;
-  }
-  payloads_out = std::move(*payloads);
-  return absl::OkStatus();
+  return WriteTarImage(index, std::move(*payloads), stats.data_bytes, tmp, final_dir, payloads_out);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Helpers of the layer mount tests (tests/fuse): deterministic file contents, writing a source
-// tree, and reading a mounted file strictly (any read error, EIO included, is an error).
+// tree, reading a mounted file strictly (any read error, EIO included, is an error), and
+// counting the requests a mount serves.
 #ifndef LAZYPULL_TESTS_FUSE_FILE_TEST_UTIL_H_
 #define LAZYPULL_TESTS_FUSE_FILE_TEST_UTIL_H_
 
@@ -9,13 +10,19 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <random>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "gtest/gtest.h"
+#include "mount/op_observer.h"
 #include "tests/harness/test_env.h"
 
 namespace lazypull::testing {
@@ -56,6 +63,28 @@ inline absl::StatusOr<std::string> ReadAll(const std::string& path) {
   close(fd);
   return out;
 }
+
+// Counts the requests a mount serves, per op name. Thread-safe.
+class OpCounter : public mount::FsOpObserver {
+ public:
+  void OnOp(std::string_view, std::string_view op, std::chrono::nanoseconds) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++counts_[std::string(op)];
+  }
+  // The counts since the last Take, and starts again from zero.
+  std::map<std::string, int> Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::exchange(counts_, {});
+  }
+  std::map<std::string, int> Peek() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return counts_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, int> counts_;
+};
 
 }  // namespace lazypull::testing
 

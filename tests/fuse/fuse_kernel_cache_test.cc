@@ -29,6 +29,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mount/backend.h"
+#include "tests/fuse/file_test_util.h"
 #include "tests/harness/subprocess.h"
 #include "tests/harness/test_env.h"
 
@@ -36,6 +37,8 @@ namespace lazypull {
 namespace {
 
 namespace fs = std::filesystem;
+using ::lazypull::testing::OpCounter;
+using ::lazypull::testing::RandomBytes;
 using ::lazypull::testing::ReadFile;
 using ::lazypull::testing::RunCommand;
 using ::lazypull::testing::TempDir;
@@ -43,37 +46,6 @@ using ::lazypull::testing::WaitUntil;
 using ::lazypull::testing::WriteFile;
 using ::testing::Contains;
 using ::testing::IsEmpty;
-
-// Counts requests per op name.
-class OpCounter : public mount::FsOpObserver {
- public:
-  void OnOp(std::string_view, std::string_view op, std::chrono::nanoseconds) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++counts_[std::string(op)];
-  }
-  std::map<std::string, int> Take() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return std::exchange(counts_, {});
-  }
-  std::map<std::string, int> Peek() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return counts_;
-  }
-
- private:
-  std::mutex mu_;
-  std::map<std::string, int> counts_;
-};
-
-std::string RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(s.data() + i, &v, std::min<size_t>(8, n - i));
-  }
-  return s;
-}
 
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

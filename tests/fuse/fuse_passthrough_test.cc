@@ -31,29 +31,10 @@ namespace lazypull {
 namespace {
 
 namespace fs = std::filesystem;
+using ::lazypull::testing::OpCounter;
 using ::lazypull::testing::RunCommand;
 using ::lazypull::testing::TempDir;
 using ::lazypull::testing::WaitUntil;
-
-class OpCounter : public mount::FsOpObserver {
- public:
-  void OnOp(std::string_view, std::string_view op, std::chrono::nanoseconds) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++counts_[std::string(op)];
-  }
-  std::map<std::string, int> Take() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return std::exchange(counts_, {});
-  }
-  std::map<std::string, int> Peek() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return counts_;
-  }
-
- private:
-  std::mutex mu_;
-  std::map<std::string, int> counts_;
-};
 
 // What this process's fds point at, sorted ("pipe:[...]" and the like included).
 std::multiset<std::string> OpenFds() {
@@ -218,6 +199,11 @@ TEST_F(FusePassthroughTest, SingleChunkFilesAndNotLocalFiles) {
   ASSERT_EQ(*testing::ReadAll(mnt_ + "/dir/f1"), Src("dir/f1"));  // cached: fetches it
   ASSERT_EQ(*testing::ReadAll(mnt_ + "/empty"), "");
   EXPECT_EQ(layer_->Status().passthrough_opens, 0u);
+  // The fetched chunk is stored off the read path: f1 is local once it is.
+  const format::Chunk& f1_chunk = index_->Chunks(*index_->LookupPath("dir/f1")).front();
+  const Digest f1_digest = Digest::FromRaw(std::string_view(
+      reinterpret_cast<const char*>(f1_chunk.digest.data()), f1_chunk.digest.size()));
+  ASSERT_TRUE(WaitUntil([&] { return cache_->Contains(f1_digest); }));
   Settle();
   EXPECT_EQ(*testing::ReadAll(mnt_ + "/dir/f1"), Src("dir/f1"));
   EXPECT_EQ(*testing::ReadAll(mnt_ + "/dir/f2"), Src("dir/f2"));  // not local: cached
