@@ -21,14 +21,11 @@
 #include <vector>
 
 #include "fetcher/cache/chunk_cache.h"
-#include "fetcher/convert/blob_sink.h"
-#include "fetcher/convert/estargz_writer.h"
-#include "fetcher/format/estargz_reader.h"
 #include "fetcher/layer_reader/layer_reader.h"
-#include "fetcher/tar/tar_scanner.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mount/backend.h"
+#include "tests/fuse/estargz_test_layer.h"
 #include "tests/fuse/file_test_util.h"
 #include "tests/harness/subprocess.h"
 #include "tests/harness/test_env.h"
@@ -37,6 +34,7 @@ namespace lazypull {
 namespace {
 
 namespace fs = std::filesystem;
+using ::lazypull::testing::BuildEstargzTestLayer;
 using ::lazypull::testing::OpCounter;
 using ::lazypull::testing::RandomBytes;
 using ::lazypull::testing::ReadFile;
@@ -92,25 +90,8 @@ class FuseKernelCacheTest : public ::testing::Test {
     ASSERT_TRUE(WriteFile(src + "/dir/sub/deep", "deep\n").ok());
     ASSERT_TRUE(WriteFile(src + "/big.bin", RandomBytes(3 << 20, 99)).ok());
     ASSERT_EQ(symlink("dir/f1", (src + "/link").c_str()), 0);
-    const std::string tar_path = tmp_.Sub("layer.tar");
-    auto r = RunCommand(
-        {"tar", "--format=pax", "--numeric-owner", "--sort=name", "-C", src, "-cf", tar_path, "."});
-    ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->output : r.status().ToString());
-    auto tar = NewFileBlobReader(tar_path);
-    ASSERT_TRUE(tar.ok()) << tar.status();
-    auto tar_index = tar::ScanTar(**tar);
-    ASSERT_TRUE(tar_index.ok()) << tar_index.status();
-    auto sink = convert::NewFileBlobSink(tmp_.Sub("layer.estargz"));
-    ASSERT_TRUE(sink.ok()) << sink.status();
-    convert::EstargzOptions options;
-    options.chunk_size = 256 << 10;
-    auto written = convert::WriteEstargz(**tar, *tar_index, options, **sink);
-    ASSERT_TRUE(written.ok()) << written.status();
-    auto blob = NewFileBlobReader(tmp_.Sub("layer.estargz"));
-    ASSERT_TRUE(blob.ok()) << blob.status();
-    std::shared_ptr<BlobReader> shared_blob = std::move(*blob);
-    auto index = format::ReadEstargzIndex(*shared_blob, written->toc_digest);
-    ASSERT_TRUE(index.ok()) << index.status();
+    auto layer = BuildEstargzTestLayer(src, tmp_.path(), 256 << 10);
+    ASSERT_TRUE(layer.ok()) << layer.status();
     CacheConfig cc;
     cc.dir = tmp_.Sub("cache");
     auto cache = ChunkCache::Open(cc);
@@ -119,9 +100,8 @@ class FuseKernelCacheTest : public ::testing::Test {
     LayerReaderOptions ro;
     ro.prefetch = false;
     ro.background_fetch = false;
-    auto reader = LayerReader::Create("sha256:kernelcache",
-                                      std::make_shared<const format::LayerIndex>(std::move(*index)),
-                                      shared_blob, cache_.get(), ro);
+    auto reader =
+        LayerReader::Create("sha256:kernelcache", layer->index, layer->blob, cache_.get(), ro);
     ASSERT_TRUE(reader.ok()) << reader.status();
     mount::MountConfig config;
     config.backend = mount::BackendKind::kFuse;

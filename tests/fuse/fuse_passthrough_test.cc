@@ -15,14 +15,11 @@
 #include <string>
 
 #include "fetcher/cache/chunk_cache.h"
-#include "fetcher/convert/blob_sink.h"
-#include "fetcher/convert/estargz_writer.h"
-#include "fetcher/format/estargz_reader.h"
 #include "fetcher/layer_reader/layer_reader.h"
-#include "fetcher/tar/tar_scanner.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mount/backend.h"
+#include "tests/fuse/estargz_test_layer.h"
 #include "tests/fuse/file_test_util.h"
 #include "tests/harness/subprocess.h"
 #include "tests/harness/test_env.h"
@@ -71,26 +68,10 @@ class FusePassthroughTest : public ::testing::Test {
     // 3 MiB + 17 bytes in 256 KiB chunks: many chunks, a short last one.
     testing::MustWrite(src + "/big.bin", testing::RandomBytes((3 << 20) + 17, 99));
     testing::MustWrite(src + "/empty", "");
-    const std::string tar_path = tmp_.Sub("layer.tar");
-    auto r = RunCommand(
-        {"tar", "--format=pax", "--numeric-owner", "--sort=name", "-C", src, "-cf", tar_path, "."});
-    ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->output : r.status().ToString());
-    auto tar = NewFileBlobReader(tar_path);
-    ASSERT_TRUE(tar.ok()) << tar.status();
-    auto tar_index = tar::ScanTar(**tar);
-    ASSERT_TRUE(tar_index.ok()) << tar_index.status();
-    auto sink = convert::NewFileBlobSink(tmp_.Sub("layer.estargz"));
-    ASSERT_TRUE(sink.ok()) << sink.status();
-    convert::EstargzOptions options;
-    options.chunk_size = 256 << 10;
-    auto written = convert::WriteEstargz(**tar, *tar_index, options, **sink);
-    ASSERT_TRUE(written.ok()) << written.status();
-    auto blob = NewFileBlobReader(tmp_.Sub("layer.estargz"));
-    ASSERT_TRUE(blob.ok()) << blob.status();
-    blob_ = std::move(*blob);
-    auto index = format::ReadEstargzIndex(*blob_, written->toc_digest);
-    ASSERT_TRUE(index.ok()) << index.status();
-    index_ = std::make_shared<const format::LayerIndex>(std::move(*index));
+    auto layer = testing::BuildEstargzTestLayer(src, tmp_.path(), 256 << 10);
+    ASSERT_TRUE(layer.ok()) << layer.status();
+    blob_ = layer->blob;
+    index_ = layer->index;
     CacheConfig cc;
     cc.dir = tmp_.Sub("cache");
     auto cache = ChunkCache::Open(cc);
