@@ -472,6 +472,14 @@ absl::StatusOr<size_t> LayerReader::ReadChunks(Ino ino, uint64_t offset, char* b
   std::vector<ChunkRef> next_window;
   uint64_t hits = 0, misses = 0, waits = 0;
   const bool track_readahead = readahead_outstanding_.load(std::memory_order_relaxed) > 0;
+  // A chunk read from local bytes: counted, and its use moves the readahead window on.
+  auto local_hit = [&](const Chunk& c) {
+    ++hits;
+    if (!track_readahead) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<ChunkRef> more = NoteReadaheadUseLocked(KeyOf(c));
+    next_window.insert(next_window.end(), more.begin(), more.end());
+  };
   for (const Chunk& c : index_->ChunksInRange(ino, offset, length)) {
     uint64_t begin = std::max(offset, c.file_offset);
     uint64_t end = std::min(offset + length, c.file_offset + c.length);
@@ -488,23 +496,13 @@ absl::StatusOr<size_t> LayerReader::ReadChunks(Ino ino, uint64_t offset, char* b
     for (int attempt = 0; attempt < 2; ++attempt) {
       if (c.compression == ChunkCompression::kGzipSpan) {
         if (ReadSpanLocal(c, ino, chunk_off, dst, n)) {
-          ++hits;
-          if (track_readahead) {
-            std::lock_guard<std::mutex> lock(mu_);
-            std::vector<ChunkRef> more = NoteReadaheadUseLocked(KeyOf(c));
-            next_window.insert(next_window.end(), more.begin(), more.end());
-          }
+          local_hit(c);
           break;
         }
       } else if (c.has_digest) {
         absl::StatusOr<size_t> got = cache_->Read(c.digest_value(), chunk_off, dst, n);
         if (got.ok() && *got == n) {
-          ++hits;
-          if (track_readahead) {
-            std::lock_guard<std::mutex> lock(mu_);
-            std::vector<ChunkRef> more = NoteReadaheadUseLocked(KeyOf(c));
-            next_window.insert(next_window.end(), more.begin(), more.end());
-          }
+          local_hit(c);
           break;
         }
         if (!got.ok() && got.status().code() == absl::StatusCode::kDataLoss) {

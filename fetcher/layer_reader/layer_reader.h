@@ -339,6 +339,9 @@ class LayerReader : private ChunkCache::EvictionListener {
   // (BlobReader::ReportCorruption, e.g. a registry mirror), fetches the chunk once more and
   // returns true (its flight stays pending); false when the failure stands.
   bool RefetchElsewhere(const ChunkRef& ref);
+  // `ref`'s bytes (a chunk, or a SOCI span: `what`) failed verification with `cause`: logs and
+  // counts it, then fetches elsewhere (RefetchElsewhere) or fails the flight with DataLoss.
+  void RejectUnverified(const ChunkRef& ref, std::string_view what, const absl::Status& cause);
   // Completes the flight of a chunk spooled to a file (verified, then adopted if it fits).
   void FinishSpool(const ChunkRef& ref, ChunkSpool& spool);
   // PublishFlight then RetireFlight.

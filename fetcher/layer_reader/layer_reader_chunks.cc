@@ -31,18 +31,7 @@ void LayerReader::FinishChunk(const ChunkRef& ref, std::string_view compressed) 
   absl::Status st = data.status();
   if (st.ok() && c.has_digest) st = c.digest_value().Verify(*data);
   if (!st.ok()) {
-    st = absl::DataLossError(
-        fmt::format("layer {}: chunk at blob offset {} (+{}) failed verification: {}", layer_id_,
-                    c.compressed_offset, c.compressed_length, std::string(st.message())));
-    LogError("layer chunk rejected", {{"layer", layer_id_},
-                                      {"chunk_offset", c.compressed_offset},
-                                      {"chunk_length", c.compressed_length},
-                                      {"error", st.ToString()}});
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++stats_.verify_errors;
-    }
-    if (!RefetchElsewhere(ref)) CompleteFlight(c, ref.flight, st, {}, false);
+    RejectUnverified(ref, "chunk", st);
     return;
   }
   auto bytes = std::make_shared<const std::string>(std::move(*data));
@@ -113,23 +102,29 @@ void LayerReader::FinishSpool(const ChunkRef& ref, ChunkSpool& spool) {
   RetireFlight(c, ref.flight, stored);
 }
 
+void LayerReader::RejectUnverified(const ChunkRef& ref, std::string_view what,
+                                   const absl::Status& cause) {
+  const Chunk& c = *ref.chunk;
+  const absl::Status st = absl::DataLossError(
+      fmt::format("layer {}: {} at blob offset {} (+{}) failed verification: {}", layer_id_, what,
+                  c.compressed_offset, c.compressed_length, std::string(cause.message())));
+  LogError(fmt::format("layer {} rejected", what), {{"layer", layer_id_},
+                                                    {"chunk_offset", c.compressed_offset},
+                                                    {"chunk_length", c.compressed_length},
+                                                    {"error", st.ToString()}});
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.verify_errors;
+  }
+  if (!RefetchElsewhere(ref)) CompleteFlight(c, ref.flight, st, {}, false);
+}
+
 void LayerReader::FinishSpan(const ChunkRef& ref, std::string_view compressed) {
   const Chunk& c = *ref.chunk;
   // The compressed span is checked against its digest before a byte of it is inflated.
   absl::StatusOr<std::string> span = format::DecodeSpan(c, compressed, index_->span_decoder());
   if (!span.ok()) {
-    absl::Status st = absl::DataLossError(fmt::format(
-        "layer {}: span at blob offset {} (+{}) failed verification: {}", layer_id_,
-        c.compressed_offset, c.compressed_length, std::string(span.status().message())));
-    LogError("layer span rejected", {{"layer", layer_id_},
-                                     {"chunk_offset", c.compressed_offset},
-                                     {"chunk_length", c.compressed_length},
-                                     {"error", st.ToString()}});
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++stats_.verify_errors;
-    }
-    if (!RefetchElsewhere(ref)) CompleteFlight(c, ref.flight, st, {}, false);
+    RejectUnverified(ref, "span", span.status());
     return;
   }
   {
