@@ -131,8 +131,9 @@ void RemoteLayerManager::CollectMetrics(metrics::FamilySet& out) {
               {{"backend", backend}}, n);
   }
   out.Counter("lazypull_fuse_adoptions_total",
-              "FUSE mounts this daemon took over from its predecessor through the FUSE holder "
-              "instead of mounting them afresh.",
+              "FUSE connections this daemon took over from its predecessor through the FUSE "
+              "holder instead of mounting them afresh: per-layer FUSE mounts and, on the EROFS "
+              "backend, the blob file system under the lazy EROFS mounts.",
               {}, handover.adoptions);
   out.Counter("lazypull_fuse_resent_requests_total",
               "FUSE requests a dead predecessor had read but not answered, resent by the kernel "
