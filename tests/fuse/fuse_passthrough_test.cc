@@ -16,10 +16,12 @@
 
 #include "fetcher/cache/chunk_cache.h"
 #include "fetcher/layer_reader/layer_reader.h"
+#include "fmt/format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mount/backend.h"
 #include "mount/fuse/passthrough_dirs.h"
+#include "mount/fuse/passthrough_files.h"
 #include "tests/fuse/estargz_test_layer.h"
 #include "tests/fuse/file_test_util.h"
 #include "tests/harness/subprocess.h"
@@ -83,7 +85,7 @@ class FusePassthroughTest : public ::testing::Test {
 
   void TearDown() override { layer_.reset(); }
 
-  void Mount(bool passthrough) {
+  std::unique_ptr<LayerReader> MakeReader() {
     LayerReaderOptions ro;
     ro.prefetch = false;
     ro.background_fetch = false;
@@ -91,7 +93,13 @@ class FusePassthroughTest : public ::testing::Test {
     ro.readahead_window = 0;
     ro.directory_batch.small_file = 0;
     auto reader = LayerReader::Create("sha256:passthrough", index_, blob_, cache_.get(), ro);
-    ASSERT_TRUE(reader.ok()) << reader.status();
+    EXPECT_TRUE(reader.ok()) << reader.status();
+    return reader.ok() ? std::move(*reader) : nullptr;
+  }
+
+  void Mount(bool passthrough) {
+    std::unique_ptr<LayerReader> reader = MakeReader();
+    ASSERT_NE(reader, nullptr);
     mount::MountConfig config;
     config.backend = mount::BackendKind::kFuse;
     config.fuse.op_observer = counter_;
@@ -100,7 +108,7 @@ class FusePassthroughTest : public ::testing::Test {
     auto backend = mount::NewLayerMountBackend(config);
     ASSERT_TRUE(backend.ok()) << backend.status();
     auto mounted = (*backend)->Mount({.layer_id = "sha256:passthrough",
-                                      .reader = std::move(*reader),
+                                      .reader = std::move(reader),
                                       .target_dir = mnt_,
                                       .backend = "",
                                       .origin = {}});
@@ -282,6 +290,36 @@ TEST_F(FusePassthroughTest, SweepKeepsLiveMountsStateOnly) {
   EXPECT_EQ(mount::SweepPassthroughDirs(root, {mnt_}), 0u);
   EXPECT_EQ(mount::SweepPassthroughDirs(tmp_.Sub("no-such-dir"), {}), 0u);
   EXPECT_EQ(*testing::ReadAll(mnt_ + "/dir/f1"), Src("dir/f1"));  // still serving
+}
+
+// A successor adopting a mount keeps the copy of a file its predecessor left open in
+// passthrough mode (the kernel may read it through the inherited backing id for good) and
+// charges it to the budget; it deletes the other copies and unfinished ones, which it has not
+// verified. Its end (a handover) releases the charge and leaves the files.
+TEST_F(FusePassthroughTest, AdoptedStateKeepsInheritedCopiesOnly) {
+  const format::Ino big = *index_->LookupPath("big.bin");
+  const format::Ino f1 = *index_->LookupPath("dir/f1");
+  const std::string dir = tmp_.Sub("pt/adopted");
+  fs::create_directories(dir + "/files");
+  const std::string want = Src("big.bin");
+  testing::MustWrite(fmt::format("{}/files/{}", dir, big), want);
+  testing::MustWrite(fmt::format("{}/files/{}", dir, f1), Src("dir/f1"));
+  testing::MustWrite(fmt::format("{}/files/{}.tmp", dir, f1), "partial");
+  testing::MustWrite(dir + "/ledger", fmt::format("P {} 7\nP {} 8\nE {}\n", big, f1, f1));
+  std::unique_ptr<LayerReader> reader = MakeReader();
+  ASSERT_NE(reader, nullptr);
+  {
+    auto p = mount::PassthroughFiles::Create(reader.get(), dir, /*adopted=*/true, "adopted");
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ((*p)->Stats().copies, 1u);
+    EXPECT_EQ((*p)->Stats().copy_bytes, want.size());
+    EXPECT_EQ(cache_->stats().external_bytes, want.size());
+    EXPECT_EQ(*testing::ReadAll(fmt::format("{}/files/{}", dir, big)), want);
+    EXPECT_FALSE(fs::exists(fmt::format("{}/files/{}", dir, f1)));
+    EXPECT_FALSE(fs::exists(fmt::format("{}/files/{}.tmp", dir, f1)));
+  }
+  EXPECT_EQ(cache_->stats().external_bytes, 0u);
+  EXPECT_TRUE(fs::exists(fmt::format("{}/files/{}", dir, big)));
 }
 
 // A file stored as one chunk is backed by its chunk-cache file: exact bytes, no READ; empty
