@@ -166,6 +166,9 @@ nlohmann::json LayerMountStatus::ToJson() const {
     j["passthrough_opens"] = passthrough_opens;
     j["cached_opens"] = cached_opens;
     j["backing_files"] = backing_files;
+    j["passthrough_copies"] = passthrough_copies;
+    j["passthrough_copy_bytes"] = passthrough_copy_bytes;
+    j["deferred_opens"] = deferred_opens;
   }
   return j;
 }

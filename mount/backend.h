@@ -100,10 +100,17 @@ struct LayerMountStatus {
   uint64_t passthrough_opens = 0;
   uint64_t cached_opens = 0;
   uint64_t backing_files = 0;  // backing files registered now (one per inode with open files)
+  // Copies of multi-chunk files backing passthrough opens (charged to the chunk cache's
+  // budget), their bytes, and opens answered in cached mode while their file's copy was
+  // being assembled in the background.
+  uint64_t passthrough_copies = 0;
+  uint64_t passthrough_copy_bytes = 0;
+  uint64_t deferred_opens = 0;
   LayerReaderStats reader;
   // {"layer": ..., "backend": ..., "target": ..., "mounted": ..., "bytes_fetched": ...,
   //  "graduated": ..., "attach": ... (EROFS), "adopted": ..., "resent_requests": ...,
-  //  "passthrough", "passthrough_opens", "cached_opens", "backing_files" (FUSE),
+  //  "passthrough", "passthrough_opens", "cached_opens", "backing_files",
+  //  "passthrough_copies", "passthrough_copy_bytes", "deferred_opens" (FUSE),
   //  "fetched_percent": ..., "cache_hits": ..., ...}
   //  (the reader's fields flattened in).
   nlohmann::json ToJson() const;

@@ -7,20 +7,10 @@
 #include <vector>
 
 #include "base/logging.h"
+#include "fetcher/cache/chunk_cache_entry.h"
 #include "fmt/format.h"
 
 namespace lazypull {
-
-struct ChunkCache::Entry {
-  std::string hex;
-  uint64_t id = 0;  // distinguishes a re-stored chunk from the entry a reader looked up
-  uint64_t size = 0;
-  int64_t stamp = 0;  // LRU stamp as last persisted in the file's mtime
-  bool verified = false;
-  LruList::iterator lru_it;
-  std::shared_ptr<const OpenChunk> fd;  // set iff the entry is in fd_lru_
-  LruList::iterator fd_it;
-};
 
 namespace {
 
@@ -170,6 +160,7 @@ ChunkCacheStats ChunkCache::stats() const {
   s.bytes_stored = bytes_stored_;
   s.open_fds = fd_lru_.size();
   s.external_bytes = external_bytes_;
+  s.external_accounts = external_.size();
   return s;
 }
 
@@ -182,16 +173,6 @@ void ChunkCache::Remove(const Digest& digest) {
     id = it->second.id;
   }
   DropIfSame(digest.hex(), id, /*corrupt=*/false);
-}
-
-void ChunkCache::SetExternalBytes(uint64_t bytes) {
-  FdList closing;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    external_bytes_ = bytes;
-    EvictLocked(nullptr, &closing);
-  }
-  NotifyRemoved();
 }
 
 void ChunkCache::EraseLocked(Entry* entry, FdList* closing) {
@@ -228,23 +209,6 @@ void ChunkCache::NotifyRemoved() {
     absl::StatusOr<Digest> d = Digest::Parse("sha256:" + hex);
     if (!d.ok()) continue;
     for (EvictionListener* l : listeners_) l->OnChunkRemoved(*d);
-  }
-}
-
-void ChunkCache::EvictLocked(const Entry* keep, FdList* closing) {
-  while (bytes_stored_ + external_bytes_ > config_.max_bytes && !lru_.empty()) {
-    Entry* victim = lru_.back();
-    if (victim == keep) break;  // keep is the newest, at the front: nothing older is left
-    // Unlinked under the lock so a concurrent re-store of the same digest cannot race with
-    // it. Readers holding the fd keep reading the unlinked inode safely.
-    std::string path = PathOf(victim->hex);
-    absl::Status s = fs_->Remove(path);
-    if (!s.ok() && !absl::IsNotFound(s)) {
-      LogWarn("chunk cache: cannot remove evicted chunk",
-              {{"path", path}, {"error", s.ToString()}});
-    }
-    EraseLocked(victim, closing);
-    ++counters_.evictions;
   }
 }
 
@@ -494,20 +458,6 @@ absl::Status ChunkCache::Store(const std::string& hex, std::string_view data) {
   bytes_stored_ += e.size;
   counters_.bytes_written += e.size;
   EvictLocked(&e, &closing);
-  return absl::OkStatus();
-}
-
-TempChunk::~TempChunk() {
-  if (adopted_ || path_.empty()) return;
-  absl::Status s = fs_->Remove(path_);
-  if (!s.ok() && !absl::IsNotFound(s)) {
-    LogWarn("chunk cache: cannot remove temp file", {{"path", path_}, {"error", s.ToString()}});
-  }
-}
-
-absl::Status TempChunk::Append(std::string_view data) {
-  if (absl::Status s = fs_->WriteAll(write_fd_.get(), data, path_); !s.ok()) return s;
-  size_ += data.size();
   return absl::OkStatus();
 }
 

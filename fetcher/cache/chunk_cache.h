@@ -30,8 +30,11 @@
 //     deliberate act, outside the threat model (as for containerd's content store).
 //
 // Budget: max_bytes covers everything lazypull keeps on disk for lazy layers. Besides chunks,
-// the owner registers bytes it keeps elsewhere (graduated layer copies, SetExternalBytes), and
-// chunks are evicted so that chunk bytes + external bytes stay <= max_bytes.
+// owners register bytes they keep elsewhere in keyed external accounts (graduated layer
+// copies; one account per FUSE passthrough copy, mount/fuse/passthrough_files.h), and chunks
+// are evicted so that chunk bytes + the sum of the accounts stay <= max_bytes. A copy made
+// from chunks makes those chunks redundant while it lives: MakeColdest puts them first in
+// line for eviction, so the budget sheds the duplicate bytes before any other chunk.
 //
 // LRU: total bytes stay <= max_bytes by evicting least recently used chunks. Order survives
 // restarts via each file's mtime (set to a strictly increasing stamp when stored, refreshed
@@ -63,22 +66,24 @@
 #include "base/unique_fd.h"
 #include "fetcher/cache/cache_config.h"
 #include "fetcher/cache/cache_fs.h"
+#include "fetcher/cache/temp_chunk.h"
 #include "lazypull/digest.h"
 
 namespace lazypull {
 
 // Counters since Open() (entries/bytes_stored/open_fds are current values).
 struct ChunkCacheStats {
-  uint64_t hits = 0;             // reads served from disk
-  uint64_t misses = 0;           // reads that found no stored chunk
-  uint64_t entries = 0;          // chunks stored now
-  uint64_t bytes_stored = 0;     // bytes of the chunks stored now
-  uint64_t bytes_written = 0;    // bytes ever written into the cache by this process
-  uint64_t evictions = 0;        // chunks evicted by the size limit
-  uint64_t corrupt_removed = 0;  // files dropped because their bytes did not verify
-  uint64_t store_errors = 0;     // verified chunks that could not be stored (e.g. ENOSPC)
-  uint64_t open_fds = 0;         // chunk fds held by the fd cache now
-  uint64_t external_bytes = 0;   // bytes kept outside the cache that count against max_bytes
+  uint64_t hits = 0;               // reads served from disk
+  uint64_t misses = 0;             // reads that found no stored chunk
+  uint64_t entries = 0;            // chunks stored now
+  uint64_t bytes_stored = 0;       // bytes of the chunks stored now
+  uint64_t bytes_written = 0;      // bytes ever written into the cache by this process
+  uint64_t evictions = 0;          // chunks evicted by the size limit
+  uint64_t corrupt_removed = 0;    // files dropped because their bytes did not verify
+  uint64_t store_errors = 0;       // verified chunks that could not be stored (e.g. ENOSPC)
+  uint64_t open_fds = 0;           // chunk fds held by the fd cache now
+  uint64_t external_bytes = 0;     // bytes kept outside the cache that count against max_bytes
+  uint64_t external_accounts = 0;  // open external accounts (keys with bytes > 0)
 };
 
 // An open chunk file; its path is kept so a hit allocates nothing.
@@ -86,8 +91,6 @@ struct OpenChunkFile {
   UniqueFd fd;
   std::string path;
 };
-
-class TempChunk;
 
 class ChunkCache {
  public:
@@ -166,9 +169,24 @@ class ChunkCache {
   // are told as for an eviction. No-op if it is not stored. Readers holding its fd keep it.
   void Remove(const Digest& digest);
 
-  // Bytes kept on disk outside the cache that count against max_bytes (replaces the previous
-  // value); evicts chunks down to max_bytes - `bytes` at once (listeners are told).
-  void SetExternalBytes(uint64_t bytes);
+  // External account `key`: bytes kept on disk outside the cache that count against
+  // max_bytes. Replaces the account's previous value (0 closes it) and evicts chunks down to
+  // max_bytes - (sum of all accounts) at once (listeners are told). Accounts may exceed
+  // max_bytes together; then every chunk is evicted.
+  void SetExternalBytes(const std::string& key, uint64_t bytes);
+  // The owner's graduated layer copies: the account "".
+  void SetExternalBytes(uint64_t bytes) { SetExternalBytes(std::string(), bytes); }
+  // Sets account `key` to `bytes` only if all accounts then fit max_bytes (evicting chunks
+  // as needed, like SetExternalBytes). ResourceExhausted, account unchanged, otherwise: for
+  // copies that may be made only if they fit, before the caller writes them.
+  absl::Status ReserveExternalBytes(const std::string& key, uint64_t bytes);
+  // The bytes of account `key` (0 if closed).
+  uint64_t ExternalBytes(const std::string& key) const;
+
+  // Moves a stored chunk to the cold end of the LRU order (next to be evicted), e.g. once a
+  // copy holds its bytes. A later hit moves it back. In memory only: after a restart the
+  // order comes from the files' mtimes again. No-op if it is not stored.
+  void MakeColdest(const Digest& digest);
 
   // Whether the chunk is stored (not whether it would verify).
   bool Contains(const Digest& digest) const;
@@ -202,6 +220,7 @@ class ChunkCache {
   // so it is closed after the lock is released.
   void EraseLocked(Entry* entry, FdList* closing);
   void EvictLocked(const Entry* keep, FdList* closing);
+  void SetExternalLocked(const std::string& key, uint64_t bytes);
   void CacheFdLocked(Entry* entry, std::shared_ptr<const OpenChunk> file, FdList* closing);
   // Drops the entry for `hex` if it is still the one with `id` and deletes its file.
   void DropIfSame(const std::string& hex, uint64_t id, bool corrupt);
@@ -229,42 +248,11 @@ class ChunkCache {
   std::mutex listeners_mu_;
   std::vector<EvictionListener*> listeners_;
   uint64_t bytes_stored_ = 0;
-  uint64_t external_bytes_ = 0;
+  std::unordered_map<std::string, uint64_t> external_;  // account -> bytes (never 0)
+  uint64_t external_bytes_ = 0;                         // their sum
   uint64_t next_entry_id_ = 1;
   int64_t last_stamp_ = 0;
   ChunkCacheStats counters_;  // entries/bytes_stored/open_fds are filled in by stats()
-};
-
-// A chunk file being written in the cache's tmp/ (ChunkCache::CreateTempChunk). Its bytes are
-// the caller's to verify; readers get them only after that (a verified TempChunk may be read
-// through fd() while it lives, adopted or not). Destruction removes the file unless it was
-// adopted. Move-only; not thread-safe while appending, read-only use (fd()) is.
-class TempChunk {
- public:
-  ~TempChunk();
-  TempChunk(const TempChunk&) = delete;
-  TempChunk& operator=(const TempChunk&) = delete;
-
-  // Appends `data`. I/O errors keep their errno-derived code (ResourceExhausted on ENOSPC).
-  absl::Status Append(std::string_view data);
-  uint64_t size() const { return size_; }
-  int fd() const { return fd_.get(); }
-  bool adopted() const { return adopted_; }
-
- private:
-  friend class ChunkCache;
-  TempChunk(std::shared_ptr<CacheFs> fs, UniqueFd write_fd, UniqueFd read_fd, std::string path)
-      : fs_(std::move(fs)),
-        write_fd_(std::move(write_fd)),
-        fd_(std::move(read_fd)),
-        path_(std::move(path)) {}
-
-  std::shared_ptr<CacheFs> fs_;
-  UniqueFd write_fd_;
-  UniqueFd fd_;  // for reading
-  std::string path_;
-  uint64_t size_ = 0;
-  bool adopted_ = false;
 };
 
 }  // namespace lazypull

@@ -252,6 +252,8 @@ class LayerReader : private ChunkCache::EvictionListener {
 
   const std::string& layer_id() const { return layer_id_; }
   const format::LayerIndex& index() const { return *index_; }
+  // The chunk cache the reader stores into (outlives the reader).
+  ChunkCache* cache() const { return cache_; }
   LayerReaderStats Stats() const;
 
  private:

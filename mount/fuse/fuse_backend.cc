@@ -18,6 +18,7 @@
 #include "mount/fuse/fuse_layer_fs.h"
 #include "mount/fuse/fuse_session.h"
 #include "mount/fuse/holder_client.h"
+#include "mount/fuse/passthrough_dirs.h"
 #include "mount/fuse/passthrough_files.h"
 #include "mount/fuse/stale_mounts.h"
 
@@ -97,11 +98,8 @@ class FuseMountedLayer : public MountedLayer {
 
   const std::string& target() const override { return target_; }
 
-  // <passthrough_dir>/<hash of the target>: per connection, as the holder keys it.
   std::string PassthroughDir() const {
-    uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across processes
-    for (unsigned char c : target_) h = (h ^ c) * 1099511628211ull;
-    return fmt::format("{}/{:016x}", ctx_.options.passthrough_dir, h);
+    return PassthroughStateDir(ctx_.options.passthrough_dir, target_);
   }
 
   // After the session started: passthrough is "on" once the kernel negotiated it and a probe
@@ -177,6 +175,9 @@ class FuseMountedLayer : public MountedLayer {
       s.passthrough_opens = p.passthrough_opens;
       s.cached_opens = p.cached_opens;
       s.backing_files = p.backing_files;
+      s.passthrough_copies = p.copies;
+      s.passthrough_copy_bytes = p.copy_bytes;
+      s.deferred_opens = p.deferred_opens;
     }
     s.reader = ctx_.reader->Stats();
     return s;

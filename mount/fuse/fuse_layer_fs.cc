@@ -195,9 +195,29 @@ bool ReplyFromCacheFiles(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
   return true;
 }
 
+// Replies from the file's passthrough copy when it has one (a cached open of a file whose copy
+// was made since): the copy is its source of truth, and its chunks may have been evicted.
+bool ReplyFromCopy(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
+  PassthroughFiles* p = Ctx(req).passthrough;
+  if (p == nullptr) return false;
+  std::shared_ptr<const UniqueFd> copy = p->CopyFd(ino);
+  if (copy == nullptr) return false;
+  auto attr = Index(req).GetAttr(ino);
+  if (!attr) return false;
+  const uint64_t end = std::min<uint64_t>(attr->size, static_cast<uint64_t>(off) + size);
+  if (static_cast<uint64_t>(off) >= end) return (void)fuse_reply_buf(req, nullptr, 0), true;
+  fuse_bufvec vec = FUSE_BUFVEC_INIT(end - static_cast<uint64_t>(off));
+  vec.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  vec.buf[0].fd = copy->get();
+  vec.buf[0].pos = off;
+  fuse_reply_data(req, &vec, FUSE_BUF_SPLICE_MOVE);
+  return true;
+}
+
 void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   Guard(req, "read", [&] {
     if (off < 0) return (void)fuse_reply_err(req, EINVAL);
+    if (ReplyFromCopy(req, ino, size, off)) return;
     if (Ctx(req).options.zero_copy && ReplyFromCacheFiles(req, ino, size, off)) return;
     // One buffer per FUSE worker thread, reused: a fresh max_read-sized allocation per read
     // would cost an mmap and a page fault per 4 KiB.

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <vector>
@@ -51,7 +52,10 @@ absl::Status CopyRange(int in, uint64_t in_off, int out, uint64_t out_off, uint6
 PassthroughFiles::PassthroughFiles(LayerReader* reader, std::string dir, std::string name)
     : reader_(reader), dir_(std::move(dir)), name_(std::move(name)), nonce_(NewNonce()) {}
 
-PassthroughFiles::~PassthroughFiles() = default;
+PassthroughFiles::~PassthroughFiles() {
+  StopCopier();
+  ReleaseCharges(/*drop_copies=*/true);
+}
 
 absl::StatusOr<std::unique_ptr<PassthroughFiles>> PassthroughFiles::Create(LayerReader* reader,
                                                                            std::string dir,
@@ -68,6 +72,7 @@ absl::StatusOr<std::unique_ptr<PassthroughFiles>> PassthroughFiles::Create(Layer
   ::chmod(p->dir_.c_str(), 0700);
   if (adopted) {
     if (absl::Status s = p->LoadLedger(); !s.ok()) return s;
+    p->AdoptCopies();
   }
   const std::string ledger = p->dir_ + "/ledger";
   p->ledger_.Reset(::open(ledger.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
@@ -114,6 +119,34 @@ absl::Status PassthroughFiles::LoadLedger() {
   return absl::OkStatus();
 }
 
+void PassthroughFiles::AdoptCopies() {
+  std::error_code ec;
+  size_t kept = 0, removed = 0;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir_ + "/files", ec)) {
+    const std::string name = e.path().filename().string();
+    format::Ino ino = 0;
+    const bool numeric = !name.empty() && name.find_first_not_of("0123456789") == std::string::npos;
+    if (numeric) ino = std::stoull(name);
+    Node* node = numeric ? FindNode(ino) : nullptr;
+    std::error_code rec;
+    if (node != nullptr && node->inherited_passthrough) {
+      // The kernel may read it through the inherited backing id for as long as it likes.
+      const uint64_t bytes = CopyBytes(ino);
+      reader_->cache()->SetExternalBytes(CopyPath(ino), bytes);
+      std::lock_guard<std::mutex> nl(node->mu);
+      node->charged = true;
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.copies;
+      stats_.copy_bytes += bytes;
+      ++kept;
+    } else if (fs::remove(e.path(), rec); !rec) {
+      ++removed;  // not verified in this process; assembled again when needed
+    }
+  }
+  LogInfo("FUSE passthrough: copies of the previous daemon",
+          {{"name", name_}, {"kept", kept}, {"removed", removed}});
+}
+
 void PassthroughFiles::Append(const std::string& line) {
   std::lock_guard<std::mutex> lock(ledger_mu_);
   if (::write(ledger_.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
@@ -143,7 +176,40 @@ PassthroughFiles::Node& PassthroughFiles::NodeOf(format::Ino ino) {
   return *n;
 }
 
+PassthroughFiles::Node* PassthroughFiles::FindNode(format::Ino ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = nodes_.find(ino);
+  return it == nodes_.end() ? nullptr : it->second.get();
+}
+
+std::string PassthroughFiles::CopyPath(format::Ino ino) const {
+  return fmt::format("{}/files/{}", dir_, ino);
+}
+
+uint64_t PassthroughFiles::CopyBytes(format::Ino ino) const {
+  uint64_t bytes = 0;
+  for (const format::Chunk& c : reader_->index().Chunks(ino)) {
+    if (c.compression != format::ChunkCompression::kZeros) bytes += c.length;
+  }
+  return bytes;
+}
+
 UniqueFd PassthroughFiles::BackingFd(format::Ino ino, Node& node) {
+  auto defer = [&] {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.deferred_opens;
+  };
+  switch (node.copy) {
+    case Node::Copy::kReady:
+      return UniqueFd(::fcntl(node.copy_fd->get(), F_DUPFD_CLOEXEC, 0));
+    case Node::Copy::kQueued:
+      defer();
+      return UniqueFd();
+    case Node::Copy::kFailed:
+      return UniqueFd();
+    case Node::Copy::kNone:
+      break;
+  }
   std::optional<format::InodeAttr> attr = reader_->index().GetAttr(ino);
   if (!attr || (attr->mode & S_IFMT) != S_IFREG || attr->size == 0) return UniqueFd();
   std::vector<LayerReader::Span> spans;
@@ -155,37 +221,162 @@ UniqueFd PassthroughFiles::BackingFd(format::Ino ino, Node& node) {
     // The chunk-cache file is the file.
     return UniqueFd(::fcntl(spans[0].file->fd(), F_DUPFD_CLOEXEC, 0));
   }
-  const std::string path = fmt::format("{}/files/{}", dir_, ino);
-  if (!node.assembled) {
-    const std::string tmp = path + ".tmp";
-    UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0400));
-    absl::Status s = out.valid() ? absl::OkStatus()
-                                 : absl::InternalError(fmt::format("{}: {}", tmp, strerror(errno)));
-    uint64_t pos = 0;
-    for (const LayerReader::Span& span : spans) {
-      if (!s.ok()) break;
-      if (span.file.has_value())
-        s = CopyRange(span.file->fd(), span.offset, out.get(), pos, span.length);
-      pos += span.length;
-    }
-    if (s.ok() && ::ftruncate(out.get(), static_cast<off_t>(attr->size)) != 0) {
-      s = absl::InternalError(fmt::format("ftruncate {}: {}", tmp, strerror(errno)));
-    }
-    if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-      s = absl::InternalError(fmt::format("rename {}: {}", tmp, strerror(errno)));
-    }
-    if (!s.ok()) {
-      ::unlink(tmp.c_str());
-      LogWarn("FUSE passthrough: assembling a backing file failed; the file stays cached",
-              {{"name", name_}, {"ino", ino}, {"error", s.ToString()}});
-      return UniqueFd();
-    }
-    node.assembled = true;
-    std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.assembled_files;
-    stats_.assembled_bytes += attr->size;
+  // A copy is needed: made off this open's path, which goes on in cached mode.
+  if (Enqueue(ino)) {
+    node.copy = Node::Copy::kQueued;
+    defer();
   }
-  return UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  return UniqueFd();
+}
+
+absl::Status PassthroughFiles::WriteCopy(format::Ino ino,
+                                         const std::vector<LayerReader::Span>& spans,
+                                         uint64_t size) {
+  const std::string path = CopyPath(ino);
+  const std::string tmp = path + ".tmp";
+  UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0400));
+  absl::Status s = out.valid() ? absl::OkStatus()
+                               : absl::InternalError(fmt::format("{}: {}", tmp, strerror(errno)));
+  uint64_t pos = 0;
+  for (const LayerReader::Span& span : spans) {
+    if (!s.ok()) break;
+    if (stop_.load()) s = absl::CancelledError("the mount is going away");
+    if (s.ok() && span.file.has_value())
+      s = CopyRange(span.file->fd(), span.offset, out.get(), pos, span.length);
+    pos += span.length;
+  }
+  if (s.ok() && ::ftruncate(out.get(), static_cast<off_t>(size)) != 0) {
+    s = absl::InternalError(fmt::format("ftruncate {}: {}", tmp, strerror(errno)));
+  }
+  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    s = absl::InternalError(fmt::format("rename {}: {}", tmp, strerror(errno)));
+  }
+  if (!s.ok()) ::unlink(tmp.c_str());
+  return s;
+}
+
+void PassthroughFiles::Assemble(format::Ino ino) {
+  Node& node = NodeOf(ino);
+  auto give_up = [&](Node::Copy state) {
+    std::lock_guard<std::mutex> lock(node.mu);
+    node.copy = state;
+  };
+  std::optional<format::InodeAttr> attr = reader_->index().GetAttr(ino);
+  std::vector<LayerReader::Span> spans;
+  if (!attr || !reader_->LocalFileSpans(ino, &spans)) return give_up(Node::Copy::kNone);
+  uint64_t total = 0, bytes = 0;
+  for (const LayerReader::Span& s : spans) {
+    total += s.length;
+    if (s.file.has_value()) bytes += s.length;
+  }
+  if (total != attr->size) return give_up(Node::Copy::kNone);
+  ChunkCache* cache = reader_->cache();
+  // The copy replaces these chunks: they go first when its charge needs room (the handles in
+  // `spans` keep evicted ones readable until the copy is written).
+  for (const format::Chunk& c : reader_->index().Chunks(ino)) {
+    if (c.has_digest && c.compression != format::ChunkCompression::kZeros)
+      cache->MakeColdest(c.digest_value());
+  }
+  const std::string key = CopyPath(ino);
+  absl::Status s = cache->ReserveExternalBytes(key, bytes);
+  if (s.ok()) {
+    s = WriteCopy(ino, spans, attr->size);
+    if (!s.ok()) cache->SetExternalBytes(key, 0);
+  }
+  UniqueFd fd;
+  if (s.ok()) {
+    fd.Reset(::open(key.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) {
+      s = absl::InternalError(fmt::format("{}: {}", key, strerror(errno)));
+      ::unlink(key.c_str());
+      cache->SetExternalBytes(key, 0);
+    }
+  }
+  if (!s.ok()) {
+    if (!absl::IsCancelled(s)) {
+      LogWarn("FUSE passthrough: no copy of the file; it stays cached",
+              {{"name", name_}, {"ino", ino}, {"bytes", bytes}, {"error", s.ToString()}});
+    }
+    return give_up(absl::IsCancelled(s) ? Node::Copy::kNone : Node::Copy::kFailed);
+  }
+  {
+    std::lock_guard<std::mutex> lock(node.mu);
+    node.copy = Node::Copy::kReady;
+    node.copy_fd = std::make_shared<const UniqueFd>(std::move(fd));
+    node.charged = true;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  ++stats_.assembled_files;
+  ++stats_.copies;
+  stats_.copy_bytes += bytes;
+}
+
+bool PassthroughFiles::Enqueue(format::Ino ino) {
+  std::lock_guard<std::mutex> lock(copier_mu_);
+  if (stop_.load()) return false;
+  queue_.push_back(ino);
+  if (!copier_.joinable()) copier_ = std::thread([this] { CopierLoop(); });
+  copier_cv_.notify_all();
+  return true;
+}
+
+void PassthroughFiles::CopierLoop() {
+  for (;;) {
+    format::Ino ino;
+    {
+      std::unique_lock<std::mutex> lock(copier_mu_);
+      copying_ = false;
+      copier_cv_.notify_all();
+      copier_cv_.wait(lock, [&] { return stop_.load() || !queue_.empty(); });
+      if (stop_.load()) return;
+      ino = queue_.front();
+      queue_.pop_front();
+      copying_ = true;
+    }
+    Assemble(ino);
+  }
+}
+
+void PassthroughFiles::WaitCopier() {
+  std::unique_lock<std::mutex> lock(copier_mu_);
+  copier_cv_.wait(lock, [&] { return stop_.load() || (!copying_ && queue_.empty()); });
+}
+
+void PassthroughFiles::StopCopier() {
+  {
+    std::lock_guard<std::mutex> lock(copier_mu_);
+    stop_.store(true);
+    queue_.clear();
+    copier_cv_.notify_all();
+  }
+  if (copier_.joinable()) copier_.join();
+}
+
+std::shared_ptr<const UniqueFd> PassthroughFiles::CopyFd(format::Ino ino) {
+  Node* node = FindNode(ino);
+  if (node == nullptr) return nullptr;
+  std::lock_guard<std::mutex> lock(node->mu);
+  return node->copy == Node::Copy::kReady ? node->copy_fd : nullptr;
+}
+
+void PassthroughFiles::ReleaseCharges(bool drop_copies) {
+  std::vector<std::pair<format::Ino, Node*>> nodes;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [ino, node] : nodes_) nodes.emplace_back(ino, node.get());
+  }
+  for (auto& [ino, node] : nodes) {
+    std::lock_guard<std::mutex> l(node->mu);
+    if (node->charged) reader_->cache()->SetExternalBytes(CopyPath(ino), 0);
+    node->charged = false;
+    if (drop_copies) {
+      node->copy = Node::Copy::kNone;
+      node->copy_fd.reset();
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.copies = 0;
+  stats_.copy_bytes = 0;
 }
 
 PassthroughFiles::Decision PassthroughFiles::Open(format::Ino ino) {
@@ -261,6 +452,7 @@ PassthroughStats PassthroughFiles::Stats() const {
 
 void PassthroughFiles::RemoveAll() {
   enabled_.store(false);
+  StopCopier();
   std::vector<Node*> nodes;  // never erased from the map, so the pointers stay valid
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -279,6 +471,7 @@ void PassthroughFiles::RemoveAll() {
   ledger_.Reset();
   std::error_code ec;
   fs::remove_all(dir_, ec);
+  ReleaseCharges(/*drop_copies=*/true);
 }
 
 }  // namespace lazypull::mount

@@ -23,6 +23,7 @@
 #include "fetcher/format/zstd_chunked_reader.h"
 #include "fetcher/layer_reader/layer_reader.h"
 #include "mount/fuse/holder_client.h"
+#include "mount/fuse/passthrough_dirs.h"
 #include "mount/fuse/stale_mounts.h"
 #include "server/remote/index_ranges.h"
 #include "server/remote/remote_metrics.h"
@@ -123,6 +124,9 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
   } else if (!detached->empty()) {
     LogInfo("detached stale FUSE mounts", {{"count", detached->size()}});
   }
+  // Their passthrough state too (copies count against nobody's budget once their mount is
+  // gone); the mounts the holder keeps are adopted with theirs.
+  mount::SweepPassthroughDirs(o.mount.fuse.passthrough_dir, held);
   m->status_thread_ = std::thread([raw = m.get()] { raw->StatusLoop(); });
   if (o.metrics != nullptr) {
     m->metrics_source_ = o.metrics->AddSource(

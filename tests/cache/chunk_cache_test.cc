@@ -378,6 +378,50 @@ TEST(ChunkCacheTest, ExternalBytesCountAgainstTheBudgetAndRemoveDropsAChunk) {
   cache->RemoveListener(&removed);
 }
 
+// Keyed external accounts add up (the graduated account "" beside per-copy ones); a
+// reservation evicts to make room but is refused, account unchanged, when the accounts alone
+// would exceed the budget; closing an account gives its room back; a chunk made coldest is the
+// next one evicted, whatever its age.
+TEST(ChunkCacheTest, KeyedExternalAccountsReservationsAndColdestFirst) {
+  TempDir tmp;
+  auto cache = MustOpen(Config(tmp.path(), 4000));
+  std::vector<std::string> chunks;
+  std::vector<Digest> ds;
+  for (uint32_t i = 0; i < 4; ++i) {
+    chunks.push_back(PatternBytes(1000, 700 + i));
+    ds.push_back(Digest::Of(chunks.back()));
+    ASSERT_TRUE(cache->Put(ds[i], chunks[i]).ok());
+  }
+  cache->MakeColdest(ds[3]);  // the newest chunk, now first in line
+  cache->SetExternalBytes(500);
+  ASSERT_TRUE(cache->ReserveExternalBytes("copy-a", 400).ok());  // 4000 + 900: one chunk goes
+  EXPECT_FALSE(cache->Contains(ds[3]));
+  EXPECT_TRUE(cache->Contains(ds[0]));
+  EXPECT_EQ(cache->stats().external_bytes, 900u);
+  EXPECT_EQ(cache->stats().external_accounts, 2u);
+  EXPECT_EQ(cache->stats().bytes_stored, 3000u);
+  EXPECT_EQ(cache->ExternalBytes("copy-a"), 400u);
+
+  // 500 + 400 + 3200 > 4000 even with no chunk left: refused, nothing evicted.
+  absl::Status s = cache->ReserveExternalBytes("copy-b", 3200);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_EQ(cache->ExternalBytes("copy-b"), 0u);
+  EXPECT_EQ(cache->stats().bytes_stored, 3000u);
+  // Re-reserving an account replaces its bytes: 500 + 3500 fits with every chunk gone.
+  ASSERT_TRUE(cache->ReserveExternalBytes("copy-a", 3500).ok());
+  EXPECT_EQ(cache->stats().bytes_stored, 0u);
+  EXPECT_EQ(cache->stats().external_bytes, 4000u);
+  cache->SetExternalBytes("copy-a", 0);  // the copy is deleted
+  EXPECT_EQ(cache->stats().external_bytes, 500u);
+  EXPECT_EQ(cache->stats().external_accounts, 1u);
+  for (uint32_t i = 0; i < 3; ++i) ASSERT_TRUE(cache->Put(ds[i], chunks[i]).ok());
+  EXPECT_EQ(cache->stats().bytes_stored, 3000u);
+  cache->MakeColdest(Digest::Of("never stored"));  // no-op
+  cache->SetExternalBytes(0);
+  EXPECT_EQ(cache->stats().external_bytes, 0u);
+  EXPECT_EQ(cache->stats().external_accounts, 0u);
+}
+
 TEST(ChunkCacheTest, RestartKeepsEntriesAndLruOrder) {
   TempDir tmp;
   std::vector<std::string> chunks;
