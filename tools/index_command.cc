@@ -6,6 +6,7 @@
 // digest, the zTOCs, the SOCI index manifest, and an image index bundling both. v1 leaves the
 // image alone and pushes the zTOCs and the SOCI index into SRC's repository as a referrer of
 // its manifest (the referrers tag schema where the registry has no referrers API).
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -32,6 +33,7 @@ namespace {
 
 struct IndexCreateFlags {
   std::string span_size = "4MiB";
+  std::string large_file_spans;  // "" = half the span size
   std::string min_layer_size = "10MiB";
   bool v1 = false;
   bool plain_http = false;
@@ -74,6 +76,15 @@ absl::Status RunIndexCreate(const IndexCreateFlags& f) {
     return absl::InvalidArgumentError("--min-layer-size: " + min.status().ToString());
   }
   options.span_size = *span;
+  if (f.large_file_spans.empty()) {
+    options.large_file_spans = std::max<uint64_t>(1, *span / 2);
+  } else if (f.large_file_spans != "0") {
+    auto large = ParseByteSize(f.large_file_spans);
+    if (!large.ok()) {
+      return absl::InvalidArgumentError("--large-file-spans: " + large.status().ToString());
+    }
+    options.large_file_spans = *large;
+  }
   options.min_layer_size = min.ok() ? *min : 0;
   options.version = f.v1 ? soci::SociIndexVersion::kV1 : soci::SociIndexVersion::kV2;
   if (!f.platform.empty()) {
@@ -137,6 +148,10 @@ void RegisterIndexCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--span-size", flags->span_size,
                   "Uncompressed bytes between zTOC checkpoints (e.g. 4MiB)")
       ->capture_default_str();
+  cmd->add_option("--large-file-spans", flags->large_file_spans,
+                  "Files at least this large get zTOC checkpoints where they start and end, so "
+                  "small files around them are fetched without their bytes (default: half the "
+                  "span size; 0: soci's own checkpoints exactly)");
   cmd->add_option("--min-layer-size", flags->min_layer_size,
                   "Layers smaller than this (compressed) get no zTOC and are pulled normally")
       ->capture_default_str();

@@ -172,6 +172,9 @@ def variants_for(args, refs):
     v["soci"] = ("soci", "", "ctr-remote")
     # The same with 1 MiB spans (`index create --span-size 1MiB`, not its default).
     v["soci-1m"] = ("soci-1m", "", "ctr-remote")
+    # The same with soci's own checkpoints exactly (`--large-file-spans 0`: small files share
+    # spans with the large files next to them).
+    v["soci-exact"] = ("soci-exact", "", "ctr-remote")
     v["estargz-nobg"] = ("estargz", "[mount]\nbackground_fetch = false\n", "ctr-remote")
     v["estargz-fuse"] = ("estargz", "[mount]\nbackend = \"fuse\"\n", "ctr-remote")
     # Before issue 18's ELF-aware prefetch and directory batches (for the trace in README).
@@ -354,7 +357,8 @@ def chart(rows, path):
     import matplotlib.pyplot as plt
     links = sorted({r["link"] for r in rows})
     # One order and one colour per variant in every panel.
-    order = ["full", "stargz", "estargz", "zstdchunked", "soci", "soci-1m", "estargz-rpull",
+    order = ["full", "stargz", "estargz", "zstdchunked", "soci", "soci-1m", "soci-exact",
+             "estargz-rpull",
              "zstdchunked-rpull",
              "estargz-nobg", "estargz-fuse", "estargz-noelf", "estargz-opt", "zstdchunked-opt"]
     all_variants = sorted({r["variant"] for r in rows},

@@ -253,7 +253,7 @@ def push_images(work, net, app, layout, rebuild, optimize, lazypull_cli):
         if optimize and "estargz-opt" not in refs:
             push_optimized(host, app, refs, lazypull_cli)
             json.dump(refs, open(marker, "w"))
-        if "soci" not in refs or "soci-1m" not in refs:
+        if refs.get("soci_layout") != SOCI_LAYOUT:
             push_soci(work, host, app, refs, lazypull_cli)
             json.dump(refs, open(marker, "w"))
         return refs
@@ -293,18 +293,27 @@ def push_images(work, net, app, layout, rebuild, optimize, lazypull_cli):
     return refs
 
 
+# What `index create`'s defaults make; images pushed by an older one are indexed again (2:
+# checkpoints around large files, --large-file-spans).
+SOCI_LAYOUT = 2
+
+
 def push_soci(work, host, app, refs, lazypull_cli):
     """The gzip image, untouched, plus its SOCI index: `lazypull index create` with its default
-    settings (span size, minimum layer size) writes the SOCI-enabled image (v2) `soci`; with
-    1 MiB spans (not the default: 4x the checkpoints, a quarter of the bytes per span) `soci-1m`.
-    Each report (one line per layer: zTOC digest, size, spans) goes to <work>/<name>-<app>.log."""
-    for name, flags in (("soci", []), ("soci-1m", ["--span-size", "1MiB"])):
-        dst = f"bench/{app}:{name}"
+    settings (span size, minimum layer size, checkpoints around large files) writes the
+    SOCI-enabled image (v2) `soci`; with 1 MiB spans (not the default: 4x the checkpoints, a
+    quarter of the bytes per span) `soci-1m`; with soci's own checkpoints exactly (no
+    checkpoints around large files: `--large-file-spans 0`) `soci-exact`. Each report (one line
+    per layer: zTOC digest, size, spans) goes to <work>/<name>-<app>.log."""
+    for name, flags in (("soci", []), ("soci-1m", ["--span-size", "1MiB"]),
+                        ("soci-exact", ["--large-file-spans", "0"])):
+        dst = f"bench/{app}:{name}-l{SOCI_LAYOUT}"
         r = run([lazypull_cli, "index", "create", "--plain-http"] + flags +
                 [f"{host}/{refs['gzip']}", f"{host}/{dst}"], capture=True)
         with open(f"{work}/{name}-{app}.log", "w") as f:
             f.write(r.stdout + r.stderr)
         refs[name] = dst
+    refs["soci_layout"] = SOCI_LAYOUT
 
 
 def push_optimized(host, app, refs, lazypull_cli):

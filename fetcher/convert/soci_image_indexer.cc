@@ -177,6 +177,7 @@ class Indexer {
       if (!reader.ok()) return reader.status();
       soci::ZtocBuildOptions zopts;
       zopts.span_size = options_.span_size;
+      zopts.large_file_spans = options_.large_file_spans;
       zopts.build_tool_identifier = options_.build_tool_identifier;
       auto ztoc = soci::BuildZtoc(**reader, zopts);
       if (!ztoc.ok()) {

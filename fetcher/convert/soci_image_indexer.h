@@ -42,6 +42,8 @@ namespace lazypull::convert {
 
 struct SociIndexOptions {
   uint64_t span_size = soci::kDefaultSpanSize;
+  // soci::ZtocBuildOptions::large_file_spans (0: soci's checkpoints exactly).
+  uint64_t large_file_spans = 0;
   uint64_t min_layer_size = soci::kDefaultMinLayerSize;
   soci::SociIndexVersion version = soci::SociIndexVersion::kV2;
   std::string build_tool_identifier = "lazypull index create";

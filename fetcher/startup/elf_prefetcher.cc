@@ -293,12 +293,15 @@ void ElfPrefetcher::Work(size_t slot) {
       queue_.pop_front();
       ++running_;
     }
+    std::optional<BackgroundScheduler::ForegroundActivity> hold;
+    if (options_.background != nullptr) hold.emplace(options_.background->BeginForeground());
     // A walk must never take the daemon down: every failure is a log line.
     try {
       RunWalk(job, slot);
     } catch (const std::exception& e) {
       LogError("ELF prefetch failed", {{"layer", job.layer_id}, {"error", e.what()}});
     }
+    hold.reset();  // before the walk counts as ended (WaitIdle)
     {
       std::lock_guard<std::mutex> lock(mu_);
       --running_;

@@ -68,6 +68,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "fetcher/elf/dependency_walk.h"
 #include "fetcher/format/layer_index.h"
+#include "fetcher/layer_reader/background_scheduler.h"
 #include "fetcher/layer_reader/file_start_observer.h"
 #include "fetcher/layer_reader/layer_reader.h"
 #include "fetcher/startup/python_import_walk.h"
@@ -102,6 +103,12 @@ struct ElfPrefetchOptions {
   uint64_t embedded_bytes = 4 << 20;
   uint64_t embedded_scan_bytes = 16 << 20;
   size_t max_remembered = 1 << 16;
+  // The node's background fetch (null = none): every walk, from its start to its end, counts
+  // as on-demand activity there (BackgroundScheduler::BeginForeground), so no background
+  // request starts between a walk's rounds while the walk parses what it fetched. A program's
+  // start is what the walks fetch; a background request that starts in such a gap (a whole SOCI
+  // span: up to megabytes) would take the link from the walk's next round.
+  std::shared_ptr<BackgroundScheduler> background;
   elf::WalkOptions walk;
   PythonWalkOptions python;
 };

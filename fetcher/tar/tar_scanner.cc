@@ -391,6 +391,7 @@ absl::StatusOr<TarIndex> ScanTarStream(TarSource& tar, const ScanOptions& option
                                              e.name, pos, e.payload_size));
     }
     const uint64_t payload_end = data_off + e.payload_size;
+    tar.OnPayload(data_off, e.payload_size);
     auto present = tar.Available(payload_end);
     if (!present.ok()) return present.status();
     if (*present != payload_end) {

@@ -46,6 +46,10 @@ class TarSource {
   virtual absl::StatusOr<std::string> Read(uint64_t offset, uint64_t length) = 0;
   // min(stream size, end): whether, or where before `end`, the stream ends.
   virtual absl::StatusOr<uint64_t> Available(uint64_t end) = 0;
+  // Told, once its header has been read and before its payload is skipped, where an entry's
+  // payload lies: [offset, offset + size) (size 0 for header-only entries). For sources that
+  // act on the tar's layout while producing it (e.g. checkpoints at file boundaries).
+  virtual void OnPayload(uint64_t offset, uint64_t size) {}
 };
 
 // ScanTar over a forward-only source, with the same errors. The stream's size is unknown to

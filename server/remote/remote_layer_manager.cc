@@ -20,6 +20,7 @@
 #include "base/unique_fd.h"
 #include "fetcher/format/estargz_reader.h"
 #include "fetcher/format/format_detector.h"
+#include "fetcher/format/soci/soci_layer_open.h"
 #include "fetcher/format/zstd_chunked_reader.h"
 #include "fetcher/layer_reader/layer_reader.h"
 #include "mount/fuse/holder_client.h"
@@ -111,8 +112,10 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
   m->scheduler_ = std::make_shared<BackgroundScheduler>(o.mount.reader.background_policy);
   o.mount.reader.scheduler = m->scheduler_;
   if (o.mount.elf_prefetch) {
+    startup::ElfPrefetchOptions elf_options;
+    elf_options.background = m->scheduler_;
     m->elf_prefetcher_ = std::make_shared<startup::ElfPrefetcher>(
-        startup::ElfPrefetchOptions{},
+        std::move(elf_options),
         [raw = m.get()](const std::string& layer_id) { return raw->LayerStack(layer_id); });
   }
 
@@ -379,6 +382,30 @@ void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const Res
   if (!ref.ok()) return;
   absl::StatusOr<registry::ResolvedImage> image = ResolveImage(*ref, /*allow_cached=*/true);
   if (!image.ok()) return;
+  // The layers to preload, each with its zTOC when a SOCI index serves it (a plain gzip
+  // layer says nothing lazy itself; discovery answers are cached per manifest, so after this
+  // Prepare's own Resolve this asks the registry nothing). Decided before mu_ is taken:
+  // AttachZtoc takes it.
+  registry::Reference pinned = *ref;
+  pinned.tag.clear();
+  pinned.digest = image->manifest_descriptor.digest;
+  std::vector<ResolvedLayer> candidates;
+  for (const oci::Descriptor& other : image->manifest.layers) {
+    if (other.digest == layer.layer.digest) continue;
+    if (!source.image_layers.empty() &&
+        std::find(source.image_layers.begin(), source.image_layers.end(), other.digest) ==
+            source.image_layers.end()) {
+      continue;
+    }
+    ResolvedLayer candidate{.image_ref = layer.image_ref, .layer = other, .soci_note = ""};
+    if (!AnnotatedLazy(other)) {
+      AttachZtoc(pinned, image->manifest_descriptor.digest, &candidate);
+      absl::StatusOr<std::optional<oci::Descriptor>> ztoc =
+          soci::ZtocFromAnnotations(candidate.layer.annotations);
+      if (!ztoc.ok() || !ztoc->has_value()) continue;
+    }
+    candidates.push_back(std::move(candidate));
+  }
   const auto now = std::chrono::steady_clock::now();
   std::vector<Preload> finished;  // destroyed after the lock is released
   std::lock_guard<std::mutex> lock(mu_);
@@ -401,13 +428,8 @@ void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const Res
     finished.push_back(std::move(*it));
     it = retired_preloads_.erase(it);
   }
-  for (const oci::Descriptor& other : image->manifest.layers) {
-    if (other.digest == layer.layer.digest || !AnnotatedLazy(other)) continue;
-    if (!source.image_layers.empty() &&
-        std::find(source.image_layers.begin(), source.image_layers.end(), other.digest) ==
-            source.image_layers.end()) {
-      continue;
-    }
+  for (ResolvedLayer& candidate : candidates) {
+    const oci::Descriptor& other = candidate.layer;
     const std::string key = PreloadKey(layer.image_ref, other.digest);
     if (preloads_.count(key) > 0) continue;
     bool mounted = false;
@@ -416,21 +438,22 @@ void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const Res
                             entry.source.image_ref == layer.image_ref);
     }
     if (mounted) continue;
-    registry::Reference pinned = *ref;
     std::shared_future<absl::StatusOr<std::shared_ptr<const format::LayerIndex>>> future =
-        std::async(
-            std::launch::async,
-            [this, pinned, other]() -> absl::StatusOr<std::shared_ptr<const format::LayerIndex>> {
-              return RunGuarded(
-                  "layer index preload", {{"layer", other.digest.ToString()}},
-                  [&]() -> absl::StatusOr<std::shared_ptr<const format::LayerIndex>> {
-                    std::shared_ptr<BlobReader> blob = client_->OpenBlob(pinned, other);
-                    absl::StatusOr<format::LayerIndex> index =
-                        OpenLayerIndexKeepingBytes(blob, other, IndexBytesDir());
-                    if (!index.ok()) return index.status();
-                    return std::make_shared<const format::LayerIndex>(std::move(*index));
-                  });
-            })
+        std::async(std::launch::async,
+                   [this, pinned, candidate = std::move(candidate)]()
+                       -> absl::StatusOr<std::shared_ptr<const format::LayerIndex>> {
+                     const oci::Descriptor& other = candidate.layer;
+                     return RunGuarded(
+                         "layer index preload", {{"layer", other.digest.ToString()}},
+                         [&]() -> absl::StatusOr<std::shared_ptr<const format::LayerIndex>> {
+                           if (auto soci = OpenSociIndex(candidate)) return std::move(*soci);
+                           std::shared_ptr<BlobReader> blob = client_->OpenBlob(pinned, other);
+                           absl::StatusOr<format::LayerIndex> index =
+                               OpenLayerIndexKeepingBytes(blob, other, IndexBytesDir());
+                           if (!index.ok()) return index.status();
+                           return std::make_shared<const format::LayerIndex>(std::move(*index));
+                         });
+                   })
             .share();
     preloads_[key] = Preload{std::move(future), now};
   }

@@ -176,7 +176,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   absl::StatusOr<registry::ResolvedImage> ResolveImage(const registry::Reference& ref,
                                                        bool allow_cached);
   // Starts opening, in parallel, the indexes of the other lazy layers of `layer`'s image that
-  // `source` names (all of the manifest's when it names none), so their Prepares only mount.
+  // `source` names (all of the manifest's when it names none), so their Prepares only mount:
+  // eStargz / zstd:chunked layers (their annotations say so) and gzip layers the image's SOCI
+  // index has a zTOC for (the zTOC is fetched and verified now).
   void PreloadImageLayers(const LayerSource& source, const ResolvedLayer& layer);
   // The layer's index: a preloaded one when there is one, else opened now (from the bytes an
   // earlier open kept under IndexBytesDir() when there are, so a restart needs no registry).

@@ -224,6 +224,70 @@ TEST_F(SociZtocTest, MultiMemberGzip) {
   EXPECT_TRUE(all == tar.substr(0, all.size()));
 }
 
+// ZtocBuildOptions::large_file_spans: a file at least that large gets checkpoints at the first
+// block boundaries at or after its start and its end, so the small files before and after it
+// have spans of their own, but for the rest of a deflate block (each at least
+// CheckpointingInflater::kMinRequestedSpan: a.txt is 90000 bytes); every span
+// still verifies and inflates, and every file reads back exactly. Off (0), a span larger than
+// the layer has checkpoint 0 only, as soci makes it.
+TEST_F(SociZtocTest, LargeFilesGetSpansOfTheirOwn) {
+  TempDir dir("lazypull-soci-large");
+  auto made = RunShell(fmt::format(
+      "set -e; cd {0}; mkdir src; head -c 90000 /dev/urandom > src/a.txt; "
+      "head -c 700000 /dev/urandom > src/big.bin; head -c 30000 /dev/urandom > src/z.txt; "
+      "head -c 100000 /dev/urandom > src/zz.bin; "
+      "tar --sort=name --format=gnu -C src -cf layer.tar a.txt big.bin z.txt zz.bin",
+      dir.path()));
+  ASSERT_TRUE(made.ok() && made->exit_code == 0) << (made.ok() ? made->output : "");
+  auto tar = ReadFile(dir.path() + "/layer.tar");
+  ASSERT_TRUE(tar.ok());
+  auto gz = codec::GzipCompress(*tar, 6);
+  ASSERT_TRUE(gz.ok());
+  auto blob = NewStringBlobReader(*gz);
+  ZtocBuildOptions options;
+  options.span_size = 4 << 20;
+  auto plain = BuildZtoc(*blob, options);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->span_count(), 1u);
+
+  options.large_file_spans = 256 << 10;  // big.bin only: zz.bin and the others are smaller
+  auto ztoc = BuildZtoc(*NewStringBlobReader(*gz), options);
+  ASSERT_TRUE(ztoc.ok()) << ztoc.status();
+  ASSERT_EQ(ztoc->span_count(), 3u);
+  const ZtocFile* big = nullptr;
+  for (const ZtocFile& f : ztoc->files) {
+    if (f.name == "big.bin") big = &f;
+  }
+  ASSERT_NE(big, nullptr);
+  const uint64_t start = ztoc->checkpoints.at(1).uncompressed_offset;
+  const uint64_t end = ztoc->checkpoints.at(2).uncompressed_offset;
+  EXPECT_GE(start, big->uncompressed_offset);
+  EXPECT_LT(start, big->uncompressed_offset + big->uncompressed_size);
+  EXPECT_GE(end, big->uncompressed_offset + big->uncompressed_size);
+  EXPECT_LT(end, ztoc->uncompressed_archive_size);
+  std::string all;
+  for (size_t i = 0; i < ztoc->span_count(); ++i) {
+    auto span = ReadSpan(*ztoc, *gz, i);
+    ASSERT_TRUE(span.ok()) << "span " << i << ": " << span.status();
+    all += *span;
+  }
+  EXPECT_EQ(all.size(), ztoc->uncompressed_archive_size);
+  EXPECT_TRUE(all == tar->substr(0, all.size()));
+  for (const ZtocFile& f : ztoc->files) {
+    auto want = ReadFile(dir.path() + "/src/" + f.name);
+    ASSERT_TRUE(want.ok()) << f.name;
+    auto got = ReadUncompressed(*ztoc, *gz, f.uncompressed_offset, f.uncompressed_size);
+    ASSERT_TRUE(got.ok()) << f.name << ": " << got.status();
+    EXPECT_TRUE(*got == *want) << f.name;
+  }
+  // The zTOC stays what the public schema and our parser read.
+  auto bytes = SerializeZtoc(*ztoc);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto back = ParseZtoc(*bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->span_count(), 3u);
+}
+
 TEST_F(SociZtocTest, FlatcDecodesOurZtocWithTheSchema) {
   auto ztoc = Build(layer_->gzip, 1 << 20);
   ASSERT_TRUE(ztoc.ok()) << ztoc.status();

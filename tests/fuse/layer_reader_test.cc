@@ -328,6 +328,9 @@ TEST(BackgroundSchedulerTest, PausesForOnDemandWorkAndPacesToTheBudget) {
   std::atomic<bool> stop{false};
   std::vector<BackgroundScheduler::WaitReason> told;
   std::mutex mu;
+  // On-demand work first (it outranks concurrency as the reason to wait): begun after the
+  // thread, the thread could meet the concurrency limit first.
+  auto fg = s.BeginForeground();
   std::thread t([&] {
     auto q = s.Acquire([&] { return stop.load(); },
                        [&](BackgroundScheduler::WaitReason r) {
@@ -336,7 +339,6 @@ TEST(BackgroundSchedulerTest, PausesForOnDemandWorkAndPacesToTheBudget) {
                        });
     EXPECT_FALSE(q.has_value());
   });
-  auto fg = s.BeginForeground();
   while (true) {
     std::lock_guard<std::mutex> lock(mu);
     if (!told.empty()) break;

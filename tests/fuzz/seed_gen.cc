@@ -203,6 +203,8 @@ int main(int argc, char** argv) {
       std::string span = std::string(1, '\x01') + static_cast<char>(len & 0xff) +
                          static_cast<char>(len >> 8) + gz.substr(r.offset, r.length);
       Write(out + "/zinfo_fuzzer", "span", span);
+      // The builder over the whole layer, with checkpoints around files of >= 1 KiB (2 blocks).
+      Write(out + "/zinfo_fuzzer", "build", std::string("\x21\x02\x00", 3) + gz);
     }
   }
 

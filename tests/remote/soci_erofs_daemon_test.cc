@@ -4,11 +4,13 @@
 // is exact; after the background fetch, every layer graduates to its ORIGINAL tar (checked against
 // the image config's diff_id), the mounts switch to the copies (mountinfo names them), and the
 // image reads exactly with no registry request after. An image whose config names a wrong diff_id
-// keeps its layer lazy, with one log line saying why. The fixture is remote_daemon_fixture.h.
+// keeps its layer lazy, with one log line saying why. The first Prepare fetches every layer's
+// zTOC (index preload), once. The fixture is remote_daemon_fixture.h.
 #include <sys/statfs.h>
 
 #include <filesystem>
 
+#include "fetcher/format/soci/soci_index_finder.h"
 #include "tests/remote/remote_daemon_fixture.h"
 
 namespace lazypull::testing {
@@ -136,6 +138,67 @@ TEST_P(SociErofsDaemonTest, LayersGraduateToTheirOriginalTars) {
   }
   ExpectImageTree(MountActive("graduated", targets.back()));
   EXPECT_EQ(proxy_->Requests().size(), before.size());
+}
+
+// GETs of the blob `digest_hex` that `requests` holds.
+size_t BlobGets(const std::vector<RecordedRequest>& requests, const std::string& digest_hex) {
+  size_t n = 0;
+  for (const RecordedRequest& r : requests) {
+    if (r.method == "GET" && absl::StrContains(r.target, "/blobs/sha256:" + digest_hex)) ++n;
+  }
+  return n;
+}
+
+// The first Prepare of a SOCI-indexed image opens every other layer's index too: a plain gzip
+// layer says nothing lazy itself, but the image's SOCI index names its zTOC, which is fetched
+// (and verified) then, in parallel, so the later Prepares only mount. Each zTOC is fetched
+// exactly once, and no layer blob is downloaded.
+TEST_P(SociErofsDaemonTest, FirstPrepareFetchesEveryLayersZtoc) {
+  PushedImage image = Image("soci");
+  const std::vector<oci::Descriptor>& layers = image.resolved.manifest.layers;
+  ASSERT_EQ(layers.size(), 4u);
+  registry::RegistryClient client(registry::RegistryConfig{}, registry::NewCurlTransport());
+  auto found = soci::FindSociIndex(client, image.resolved.reference,
+                                   image.resolved.manifest_descriptor.digest);
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_TRUE(found->has_value());
+  std::vector<std::string> ztocs;
+  for (const oci::Descriptor& layer : layers) {
+    const soci::ZtocRef* z = (*found)->index.Find(layer.digest);
+    ASSERT_NE(z, nullptr) << layer.digest.ToString();
+    ztocs.push_back(z->ztoc.digest.hex());
+  }
+  proxy_->ClearRequests();
+  grpc::Status s = client_->Prepare("z-extract-0", "", CriLabels(image, 0, "z-layer-0"));
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  ASSERT_TRUE(WaitUntil([&] {
+    const std::vector<RecordedRequest> seen = proxy_->Requests();
+    for (const std::string& z : ztocs) {
+      if (BlobGets(seen, z) == 0) return false;
+    }
+    return true;
+  })) << "not every zTOC was fetched after the first Prepare";
+  const std::vector<RecordedRequest> before = proxy_->Requests();
+  for (size_t l = 0; l < layers.size(); ++l) {
+    EXPECT_EQ(BlobGets(before, ztocs[l]), 1u) << "zTOC of layer " << l;
+  }
+  std::string parent = "z-layer-0";
+  for (size_t l = 1; l < layers.size(); ++l) {
+    const std::string target = absl::StrCat("z-layer-", l);
+    s = client_->Prepare(absl::StrCat("z-extract-", l), parent, CriLabels(image, l, target));
+    ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+    parent = target;
+  }
+  ASSERT_TRUE(WaitMountedLayers(4)) << Status().dump();
+  for (const auto& l : Status()["layers"]) EXPECT_EQ(l.value("format", ""), "soci") << l.dump();
+  const std::vector<RecordedRequest> after = proxy_->Requests();
+  for (size_t l = 0; l < layers.size(); ++l) {
+    EXPECT_EQ(BlobGets(after, ztocs[l]), 1u) << "zTOC of layer " << l << " fetched again";
+    bool unranged = false;
+    RangeBytes(after, layers[l].digest.hex(), &unranged);
+    EXPECT_FALSE(unranged) << layers[l].digest.ToString() << " was downloaded whole";
+  }
+  ExpectImageTree(MountActive("preloaded", parent));
 }
 
 // The image config names a diff_id its (SOCI-indexed) layer does not have: the layer is served

@@ -120,12 +120,14 @@ class SociCreateTest : public ::testing::Test {
     return b.ok() ? *b : "";
   }
 
-  // The zTOC a local BuildZtoc makes of the original layer blob.
-  std::string LocalZtoc(const std::string& layer_digest) {
+  // The zTOC a local BuildZtoc makes of the original layer blob; by default with the
+  // checkpoints around large files `index create` adds by default (half the span size).
+  std::string LocalZtoc(const std::string& layer_digest, uint64_t large_file_spans = kSpan / 2) {
     auto reader = NewFileBlobReader(BlobPath(env_->image.layout_dir, layer_digest));
     EXPECT_TRUE(reader.ok());
     ZtocBuildOptions o;
     o.span_size = kSpan;
+    o.large_file_spans = large_file_spans;
     o.build_tool_identifier = "lazypull index create";
     auto z = BuildZtoc(**reader, o);
     EXPECT_TRUE(z.ok()) << z.status();
@@ -378,6 +380,27 @@ TEST_F(SociCreateTest, DockerManifestSource) {
     EXPECT_EQ(r.layer_media_type, oci::kDockerLayerGzip);
     EXPECT_EQ(FetchBlob(src, r.ztoc), LocalZtoc(r.layer_digest.ToString()));
   }
+}
+
+// `--large-file-spans 0`: soci's own checkpoints exactly (what a local BuildZtoc without them
+// makes); the default's checkpoints around large files change at least one layer's zTOC.
+TEST_F(SociCreateTest, LargeFileSpansZeroKeepsSocisOwnCheckpoints) {
+  auto run = IndexCreate({"--plain-http", "--span-size", "256KiB", "--min-layer-size", "512KiB",
+                          "--large-file-spans", "0", Ref("team/app:v1"), Ref("team/app:v1-exact")});
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->exit_code, 0) << run->output;
+  auto found = FindSociIndex(*client_, ParsedRef("team/app:v1-exact"), std::nullopt);
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_TRUE(found->has_value());
+  ASSERT_EQ((*found)->index.ztocs.size(), 2u);
+  size_t differ = 0;
+  for (const ZtocRef& r : (*found)->index.ztocs) {
+    SCOPED_TRACE(r.layer_digest.ToString());
+    const std::string exact = LocalZtoc(r.layer_digest.ToString(), 0);
+    EXPECT_EQ(FetchBlob(ParsedRef("team/app:v1-exact"), r.ztoc), exact);
+    differ += exact != LocalZtoc(r.layer_digest.ToString()) ? 1 : 0;
+  }
+  EXPECT_GE(differ, 1u) << "no layer has a file of at least half the span size";
 }
 
 // A multi-platform source (an OCI index): the host's platform is indexed by default, another

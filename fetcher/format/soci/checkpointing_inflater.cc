@@ -119,12 +119,25 @@ absl::Status CheckpointingInflater::Step() {
     return absl::OkStatus();
   }
   // At a block boundary (128) that is not the end of the member's last block (64): soci's
-  // (zran's) rule — the first one, then the first after span_size more output bytes.
-  if ((z_.data_type & 128) && !(z_.data_type & 64) &&
-      (total_out_ == 0 || total_out_ - last_checkpoint_out_ > span_size_)) {
-    AddCheckpoint(static_cast<uint8_t>(z_.data_type & 7));
+  // (zran's) rule — the first one, then the first after span_size more output bytes — and the
+  // first at or past each requested offset.
+  if ((z_.data_type & 128) && !(z_.data_type & 64)) {
+    bool requested = false;
+    while (!requested_.empty() && requested_.front() <= total_out_) {
+      requested_.pop_front();
+      requested = true;
+    }
+    if (total_out_ == 0 || total_out_ - last_checkpoint_out_ > span_size_ ||
+        (requested && total_out_ - last_checkpoint_out_ >= kMinRequestedSpan)) {
+      AddCheckpoint(static_cast<uint8_t>(z_.data_type & 7));
+    }
   }
   return absl::OkStatus();
+}
+
+void CheckpointingInflater::RequestCheckpoint(uint64_t offset) {
+  if (!requested_.empty() && offset < requested_.back()) return;  // out of order: ignored
+  requested_.push_back(offset);
 }
 
 absl::StatusOr<size_t> CheckpointingInflater::Read(std::string& out, size_t max) {

@@ -5,6 +5,10 @@
 // bytes. Memory: one input buffer, one 32 KiB window, and 32 KiB per checkpoint — independent
 // of the layer size but for the checkpoints themselves.
 //
+// RequestCheckpoint adds checkpoints of the caller's choosing (e.g. where a large file starts
+// and ends, so small files do not share a span with its bytes): soci's readers find spans from
+// the checkpoints' offsets, so any set of them is a valid zTOC.
+//
 // Not thread-safe: one user.
 #ifndef LAZYPULL_FETCHER_FORMAT_SOCI_CHECKPOINTING_INFLATER_H_
 #define LAZYPULL_FETCHER_FORMAT_SOCI_CHECKPOINTING_INFLATER_H_
@@ -12,6 +16,7 @@
 #include <zlib.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +52,13 @@ class CheckpointingInflater {
   // Reads and discards up to the end of the stream, then returns the result. Call once.
   absl::StatusOr<Result> Finish();
 
+  // Asks for a checkpoint at the first deflate block boundary at or after uncompressed offset
+  // `offset` (the next one when the stream is already past it), unless the last checkpoint is
+  // less than kMinRequestedSpan before that boundary. Offsets must not decrease from one call
+  // to the next.
+  void RequestCheckpoint(uint64_t offset);
+  static constexpr uint64_t kMinRequestedSpan = 64 << 10;
+
   // Uncompressed bytes produced so far.
   uint64_t position() const { return total_out_; }
 
@@ -72,7 +84,8 @@ class CheckpointingInflater {
   uint64_t total_in_ = 0;    // compressed bytes consumed by inflate
   uint64_t total_out_ = 0;   // uncompressed bytes produced
   uint64_t last_checkpoint_out_ = 0;
-  char last_byte_ = 0;  // the byte before input_base_ (for a checkpoint's bits)
+  std::deque<uint64_t> requested_;  // RequestCheckpoint offsets not reached yet, ascending
+  char last_byte_ = 0;              // the byte before input_base_ (for a checkpoint's bits)
 
   std::string window_;        // circular, kWindowSize bytes
   size_t window_pos_ = 0;     // next write position in window_

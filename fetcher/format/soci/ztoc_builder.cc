@@ -15,7 +15,14 @@ namespace {
 // scanner asks for are discarded, so only headers and extension payloads are ever held.
 class InflatingTarSource : public tar::TarSource {
  public:
-  explicit InflatingTarSource(CheckpointingInflater& inflater) : inflater_(inflater) {}
+  InflatingTarSource(CheckpointingInflater& inflater, uint64_t large_file_spans)
+      : inflater_(inflater), large_file_spans_(large_file_spans) {}
+
+  void OnPayload(uint64_t offset, uint64_t size) override {
+    if (large_file_spans_ == 0 || size < large_file_spans_) return;
+    inflater_.RequestCheckpoint(offset);
+    inflater_.RequestCheckpoint(offset + size);
+  }
 
   absl::StatusOr<std::string> Read(uint64_t offset, uint64_t length) override {
     if (auto st = SkipTo(offset); !st.ok()) return st;
@@ -58,6 +65,7 @@ class InflatingTarSource : public tar::TarSource {
   }
 
   CheckpointingInflater& inflater_;
+  const uint64_t large_file_spans_;
   uint64_t base_ = 0;  // stream offset of buf_[0]
   std::string buf_;
 };
@@ -111,7 +119,7 @@ ZtocFile ToZtocFile(const tar::TarEntry& e, std::string_view type) {
 
 absl::StatusOr<Ztoc> BuildZtoc(BlobReader& layer, const ZtocBuildOptions& options) {
   CheckpointingInflater inflater(layer, options.span_size, options.read_size);
-  InflatingTarSource source(inflater);
+  InflatingTarSource source(inflater, options.large_file_spans);
   auto tar_index = tar::ScanTarStream(source, options.scan);
   if (!tar_index.ok()) return tar_index.status();
   auto inflated = inflater.Finish();

@@ -2,7 +2,8 @@
 // blob (memory independent of the layer size, but for the 32 KiB per checkpoint the zTOC
 // itself holds). The result is what soci-snapshotter's `soci create` would make of the same
 // blob: the same checkpoints (same rule, see CheckpointingInflater), span digests, one entry per
-// tar member in stream order with its payload offset. Differences, all invisible to readers:
+// tar member in stream order with its payload offset — unless `large_file_spans` is set, which
+// adds checkpoints around large files (below). Differences, all invisible to readers:
 // a PAX global header is skipped (soci refuses such layers), PAX records other than
 // SCHILY.xattr.* are not kept (soci keeps them all; readers use only the xattrs), and
 // mod_time is always written in UTC.
@@ -29,6 +30,12 @@ struct ZtocBuildOptions {
   // Uncompressed bytes between checkpoints (a checkpoint lands on the first deflate block
   // boundary past it).
   uint64_t span_size = kDefaultSpanSize;
+  // 0: soci's checkpoints exactly. Else files of at least this many bytes get checkpoints at
+  // the first block boundaries at or after their start and their end, so the small files
+  // around a large one do not share a span with its bytes: a read of a small file then moves
+  // the small files' span, not megabytes of the large file (a span is fetched and verified
+  // whole). Costs up to two checkpoints (32 KiB each in the zTOC) per such file.
+  uint64_t large_file_spans = 0;
   std::string build_tool_identifier = "lazypull";
   tar::ScanOptions scan;
   size_t read_size = 1 << 20;  // bytes per read of `layer`
