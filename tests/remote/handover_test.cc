@@ -155,10 +155,8 @@ TEST_P(HandoverTest, ReadersSurviveKillsCrashMidRequestAndUpgrade) {
   }
 }
 
-// "erofs-loop" (loop devices) passes too but is not run here: in one of two runs its 10 loop
-// devices were not released for 10 s after their mounts went (kept until the blob file system
-// was aborted at the daemon's stop); not understood yet.
-INSTANTIATE_TEST_SUITE_P(Backends, HandoverTest, ::testing::Values("fuse", "erofs"), ParamName);
+INSTANTIATE_TEST_SUITE_P(Backends, HandoverTest, ::testing::Values("fuse", "erofs", "erofs-loop"),
+                         ParamName);
 
 }  // namespace
 }  // namespace lazypull::testing
