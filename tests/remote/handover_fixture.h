@@ -165,6 +165,18 @@ class HandoverTest : public RemoteDaemonTest {
     }
     return out;
   }
+  // This daemon's bound loop devices, one "device backing-file (name)" per line (for failures).
+  std::string LoopDevicesText() const {
+    const std::string root = daemon_->root();
+    const std::string owner = mount::erofs::LoopOwnerTag(root + "/erofs");
+    std::string out = absl::StrCat(DaemonLoopDevices(root), " loop devices:\n");
+    for (const auto& d : mount::erofs::ListLoopDevices()) {
+      if (mount::erofs::IsOwnedLoopDevice(d, owner) || d.backing_file.rfind(root + "/", 0) == 0) {
+        absl::StrAppend(&out, d.path, " ", d.backing_file, " (", d.file_name, ")\n");
+      }
+    }
+    return out;
+  }
   // The FUSE holder keys the daemon keeps besides its layers' own: the EROFS blob file system.
   std::vector<std::string> SharedHeldKeys() const {
     if (GetParam() == "fuse") return {};
