@@ -53,7 +53,7 @@ TEST_P(HandoverGraduationTest, OldLazyMountOfAGraduatedLayerSurvivesRestarts) {
   ASSERT_TRUE(WaitGraduated(layers)) << Status().dump();
   ExpectReadersProgress("after graduation");
   const size_t loops = GetParam() == "erofs-loop" ? 4 * layers : 0;
-  EXPECT_EQ(DaemonLoopDevices(daemon_->root()), loops);
+  EXPECT_EQ(DaemonLoopDevices(daemon_->root()), loops) << LoopDevicesText();
 
   for (int i = 0; i < 3; ++i) {
     daemon_->Kill();
@@ -64,7 +64,7 @@ TEST_P(HandoverGraduationTest, OldLazyMountOfAGraduatedLayerSurvivesRestarts) {
     // The copies were mounted again; the previous mounts of the copies (unused) went, with
     // their loop devices.
     EXPECT_TRUE(WaitUntil([&] { return DaemonLoopDevices(daemon_->root()) == loops; }))
-        << DaemonLoopDevices(daemon_->root()) << " loop devices after kill " << i + 1;
+        << LoopDevicesText() << "after kill " << i + 1;
   }
   // The readers' old lazy mounts read through blob files no snapshot mounts any more: this
   // daemon served them from the local copies.
@@ -90,7 +90,7 @@ TEST_P(HandoverGraduationTest, OldLazyMountOfAGraduatedLayerSurvivesRestarts) {
   ASSERT_TRUE(WaitGraduated(layers)) << Status().dump();
   ExpectReadersProgress("after a graceful restart");
   EXPECT_TRUE(WaitUntil([&] { return DaemonLoopDevices(daemon_->root()) == loops; }))
-      << DaemonLoopDevices(daemon_->root()) << " loop devices after the graceful restart";
+      << LoopDevicesText() << "after the graceful restart";
 
   // New containers after the last restart are exact (local copies).
   ExpectImageTree(MountActive("after-ctr", small_chain.back()));
@@ -108,7 +108,7 @@ TEST_P(HandoverGraduationTest, OldLazyMountOfAGraduatedLayerSurvivesRestarts) {
   }
   EXPECT_EQ(LazyMounts(), 0u);
   EXPECT_TRUE(WaitUntil([&] { return DaemonLoopDevices(daemon_->root()) == 0; }))
-      << DaemonLoopDevices(daemon_->root()) << " loop devices left";
+      << LoopDevicesText() << "left at the end";
   auto holder = mount::FuseHolderClient::Connect(socket_);
   ASSERT_TRUE(holder.ok()) << holder.status();
   auto held = (*holder)->List();
