@@ -187,7 +187,8 @@ class ErofsBackend : public LayerMountBackend {
 
   // Called with the layer's last snapshot gone. A graduation of the layer in progress is
   // cancelled; one about to publish either published already (its copy is deleted here) or
-  // sees the cancellation under mu_ and discards its copy: no copy outlives the release.
+  // sees the cancellation under the graduation's lock and discards its copy: no copy outlives
+  // the release.
   void DropLocal(const std::string& layer_id) override { graduation_->Drop(layer_id); }
 
   void DropLocalExcept(const std::set<std::string>& keep) override {
@@ -238,7 +239,10 @@ class ErofsBackend : public LayerMountBackend {
     if (mount_id == 0) return;
     {
       std::lock_guard<std::mutex> lock(local_mu_);
-      local_mounts_.erase(mount_id);
+      auto it = local_mounts_.find(mount_id);
+      // Another mount of the snapshot (one that replaced this handle) still serves them.
+      if (it != local_mounts_.end() && --it->second.mounts > 0) return;
+      if (it != local_mounts_.end()) local_mounts_.erase(it);
     }
     std::lock_guard<std::mutex> lock(blobs_mu_);
     if (blobs_ == nullptr) return;
@@ -291,7 +295,9 @@ class ErofsBackend : public LayerMountBackend {
     if (mount_id == 0 || erofs::StableBlobIno(mount_id, 0) == 0) return;
     {
       std::lock_guard<std::mutex> lock(local_mu_);
-      local_mounts_[mount_id] = layer_id;
+      LocalMount& m = local_mounts_[mount_id];
+      m.layer_id = layer_id;
+      ++m.mounts;
     }
     bool held = false;
     {
@@ -322,7 +328,7 @@ class ErofsBackend : public LayerMountBackend {
       std::lock_guard<std::mutex> lock(local_mu_);
       auto it = local_mounts_.find(erofs::MountIdOfBlobIno(ino));
       if (it == local_mounts_.end()) return nullptr;
-      layer_id = it->second;
+      layer_id = it->second.layer_id;
     }
     std::optional<GraduatedLayer> local = store_.Find(layer_id);
     if (!local) return nullptr;
@@ -512,8 +518,12 @@ class ErofsBackend : public LayerMountBackend {
 
   // Mounts of local copies by mount id (their layer): a blob file of an old lazy mount of
   // theirs that the adopted blob file system still serves comes from the copy.
+  struct LocalMount {
+    std::string layer_id;
+    int mounts = 0;  // live handles (a re-mount of the snapshot replaces one after the fact)
+  };
   std::mutex local_mu_;
-  std::map<uint64_t, std::string> local_mounts_;
+  std::map<uint64_t, LocalMount> local_mounts_;
 };
 
 absl::Status ErofsMountedLayer::Unmount() {
