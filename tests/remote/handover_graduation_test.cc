@@ -122,6 +122,49 @@ TEST_P(HandoverGraduationTest, OldLazyMountOfAGraduatedLayerSurvivesRestarts) {
                                        small.resolved.manifest.layers[0].digest.hex()));
 }
 
+// The same with zstd:chunked layers, whose copies are the layers' original tars: the old lazy
+// mount's blob (blob layout) is read from the tar through a map of extents, not byte for byte.
+TEST_P(HandoverGraduationTest, OldLazyMountReadsATarCopyAfterRestarts) {
+  PushedImage zc = Image("zc");
+  std::vector<std::string> chain = PrepareLazyChain(zc, /*cri=*/true, "z");
+  const size_t layers = chain.size();
+  const std::string dir = MountActive("zc-ctr", chain.back());
+  std::vector<HandoverReader::File> files;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(images->rootfs)) {
+    if (!e.is_regular_file() || e.is_symlink()) continue;
+    auto content = ReadFile(e.path().string());
+    ASSERT_TRUE(content.ok());
+    files.push_back(
+        {dir + "/" + std::filesystem::relative(e.path(), images->rootfs).string(), *content});
+  }
+  readers_.push_back(std::make_unique<HandoverReader>(std::move(files)));
+  ExpectReadersProgress("before graduation");
+  ASSERT_TRUE(WaitGraduated(layers)) << Status().dump();
+  EXPECT_TRUE(absl::StrContains(daemon_->ReadLog(), "\"method\":\"tar\"")) << daemon_->ReadLog();
+  ExpectReadersProgress("after graduation");
+  for (int i = 0; i < 2; ++i) {
+    daemon_->Kill();
+    ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
+    client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
+    ExpectReadersProgress(absl::StrCat("after kill ", i + 1));
+  }
+  ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();  // graceful
+  client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
+  ExpectReadersProgress("after a graceful restart");
+  EXPECT_TRUE(absl::StrContains(daemon_->ReadLog(),
+                                "old lazy mount of a graduated layer served from its local copy"));
+  for (auto& r : readers_) r->Stop();
+  ExpectNoReadErrors("at the end");
+  readers_.clear();
+  mounts_.clear();
+  ASSERT_GRPC_OK(client_->Remove("zc-ctr"));
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) ASSERT_GRPC_OK(client_->Remove(*it));
+  EXPECT_TRUE(WaitUntil([&] { return DaemonLoopDevices(daemon_->root()) == 0; }))
+      << LoopDevicesText() << "left at the end";
+  std::error_code ec;
+  EXPECT_TRUE(std::filesystem::is_empty(SharedHeldKeys()[0], ec)) << ec.message();
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, HandoverGraduationTest, ::testing::Values("erofs", "erofs-loop"),
                          ParamName);
 
