@@ -56,10 +56,11 @@ class SelectingBackend : public LayerMountBackend {
 
   absl::StatusOr<std::unique_ptr<MountedLayer>> MountLocal(const std::string& layer_id,
                                                            const std::string& target_dir,
-                                                           std::string_view backend) override {
+                                                           std::string_view backend,
+                                                           uint64_t mount_id) override {
     absl::StatusOr<LayerMountBackend*> b = Pick(backend, layer_id);
     if (!b.ok()) return b.status();
-    return (*b)->MountLocal(layer_id, target_dir, backend);
+    return (*b)->MountLocal(layer_id, target_dir, backend, mount_id);
   }
 
   void DropLocal(const std::string& layer_id) override {

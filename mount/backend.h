@@ -10,7 +10,7 @@
 //
 // Typical use by the snapshotter:
 //   (a layer the backend already holds locally mounts without index or registry:
-//    backend->MountLocal(id, dir, ""))
+//    backend->MountLocal(id, dir, "", mount_id))
 //   auto backend = NewLayerMountBackend(config);              // once per daemon
 //   auto reader = LayerReader::Create(id, index, blob, cache, config.reader);
 //   auto mounted = (*backend)->Mount({id, std::move(*reader), dir});
@@ -143,11 +143,13 @@ class LayerMountBackend {
   // in the message. The returned handle must not outlive the backend.
   virtual absl::StatusOr<std::unique_ptr<MountedLayer>> Mount(const LayerMountRequest& request) = 0;
   // Mounts a layer that is fully local on this node (an EROFS-graduated layer) at `target_dir`
-  // with neither its index nor the registry. `backend` as in LayerMountRequest. NotFound when
-  // there is no local copy (the default).
+  // with neither its index nor the registry. `backend` and `mount_id` as in LayerMountRequest
+  // (EROFS: an old lazy mount of `mount_id` that outlived the layer's graduation keeps reading
+  // the local copy). NotFound when there is no local copy (the default).
   virtual absl::StatusOr<std::unique_ptr<MountedLayer>> MountLocal(const std::string& layer_id,
                                                                    const std::string& target_dir,
-                                                                   std::string_view backend) {
+                                                                   std::string_view backend,
+                                                                   uint64_t mount_id) {
     return absl::NotFoundError("no local copy of layer " + layer_id);
   }
   // Deletes the backend's local copy of `layer_id` (no snapshot uses the layer any more).

@@ -384,7 +384,7 @@ int Run(const Options& o) {
     const bool loop = mode.ends_with("-loop");
     if (mode.starts_with("erofs-graduated")) {
       auto& backend = loop ? *graduated_loop_backend : *graduated_backend;
-      auto l = backend->MountLocal(kLayerId, work + "/layer", "");
+      auto l = backend->MountLocal(kLayerId, work + "/layer", "", 0);
       if (!l.ok()) Die(l.status().ToString());
       m->layer = std::move(*l);
       lower = work + "/layer";

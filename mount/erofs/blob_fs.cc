@@ -325,13 +325,56 @@ std::shared_ptr<BlobFs::Entry> BlobFs::FindLocked(std::unique_lock<std::mutex>& 
   for (;;) {
     auto it = inodes_.find(ino);
     if (it != inodes_.end()) return it->second;
-    if (!settling_ || ino == FUSE_ROOT_ID) return nullptr;
+    if (ino == FUSE_ROOT_ID) return nullptr;
+    if (std::shared_ptr<Entry> e = ResolveLocked(lock, ino)) return e;
+    if (!settling_) return nullptr;
     if (added_.wait_until(lock, deadline) == std::cv_status::timeout) {
       LogWarn("a blob file of the previous daemon was not taken back in time",
               {{"ino", ino}, {"waited_ms", options_.adoption_wait.count()}});
       return nullptr;
     }
   }
+}
+
+std::shared_ptr<BlobFs::Entry> BlobFs::ResolveLocked(std::unique_lock<std::mutex>& lock,
+                                                     uint64_t ino) {
+  if (!adopted_ || !options_.resolve || ino <= FUSE_ROOT_ID || ino >= kVolatileInoBase) {
+    return nullptr;
+  }
+  lock.unlock();
+  std::shared_ptr<BlobSource> source = options_.resolve(ino);
+  lock.lock();
+  if (source == nullptr) return nullptr;
+  if (auto it = inodes_.find(ino); it != inodes_.end()) return it->second;  // added meanwhile
+  auto e = std::make_shared<Entry>();
+  e->size = source->size();
+  e->source = std::move(source);
+  e->registered = false;
+  e->opens = 1;  // the old mount's
+  if (auto it = resent_early_.find(ino); it != resent_early_.end()) {
+    e->resent->store(it->second);
+    resent_early_.erase(it);
+  }
+  inodes_[ino] = e;
+  return e;
+}
+
+void BlobFs::Wake() {
+  std::lock_guard<std::mutex> lock(mu_);
+  added_.notify_all();
+}
+
+size_t BlobFs::Revoke(uint64_t first, uint64_t last) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<uint64_t> cut;
+  for (auto it = inodes_.lower_bound(first); it != inodes_.end() && it->first <= last; ++it) {
+    if (!it->second->registered && it->second->source != nullptr) cut.push_back(it->first);
+  }
+  for (uint64_t ino : cut) {
+    inodes_[ino]->source.reset();
+    MaybeEraseLocked(ino);
+  }
+  return cut.size();
 }
 
 void BlobFs::Remove(const std::string& name) {

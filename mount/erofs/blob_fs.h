@@ -28,6 +28,12 @@
 // adoption_wait); after, it fails (ENOENT, so EIO in EROFS). Detach() hands the connection to
 // a successor (graceful upgrade).
 //
+// A file of the previous daemon that nobody adds again because its mount has no registered
+// owner any more — a lazy EROFS mount that outlived its layer's graduation, still used by an
+// overlay — is served by the source BlobFsOptions::resolve gives for its inode number: such a
+// file is anonymous (no name), presumed open once (the old mount's), and goes when the kernel
+// releases it or Revoke cuts it off. Wake() lets waiting requests ask `resolve` again.
+//
 // Thread-safety: all methods are thread-safe; the FUSE callbacks run on the session's threads.
 #ifndef LAZYPULL_MOUNT_EROFS_BLOB_FS_H_
 #define LAZYPULL_MOUNT_EROFS_BLOB_FS_H_
@@ -36,6 +42,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -66,6 +73,10 @@ struct BlobFsOptions {
   FuseHolderClient* holder = nullptr;
   // How long a request for a not yet re-added file of an adopted connection waits.
   std::chrono::milliseconds adoption_wait{120000};
+  // The source of a stable inode number of an adopted connection that no Add claims (see
+  // above), or null if none (yet). Called without the file system's lock, on FUSE threads;
+  // must be thread-safe. Null = none.
+  std::function<std::shared_ptr<BlobSource>(uint64_t ino)> resolve;
 };
 
 // Inode numbers from here up are handed out by Add for files without a stable number.
@@ -130,6 +141,11 @@ class BlobFs : public FuseSessionUserdata {
   bool adopted() const { return adopted_; }
   // Requests for files not re-added by now fail instead of waiting (see above). Idempotent.
   void Settle();
+  // Requests waiting for a file of the adopted connection ask BlobFsOptions::resolve again.
+  void Wake();
+  // Files with an inode number in [first, last] that have no name any more (removed, or
+  // resolved) stop being served: their reads fail from now on. Returns how many.
+  size_t Revoke(uint64_t first, uint64_t last);
   // Graceful handover: stops serving after the requests in progress were answered and leaves
   // the mount to the holder for a successor (FuseSession::Detach); unmounts when the holder
   // does not keep it. Files may still be removed afterwards. Errors name the mount.
@@ -169,6 +185,9 @@ class BlobFs : public FuseSessionUserdata {
   void MaybeEraseLocked(uint64_t ino);
   // The entry of `ino`, waiting while an adopted connection settles. Caller holds `lock`.
   std::shared_ptr<Entry> FindLocked(std::unique_lock<std::mutex>& lock, uint64_t ino);
+  // The entry BlobFsOptions::resolve gives for `ino`, added, or null. Caller holds `lock`
+  // (released while resolving).
+  std::shared_ptr<Entry> ResolveLocked(std::unique_lock<std::mutex>& lock, uint64_t ino);
   void CountResent(uint64_t ino);
 
   const std::string dir_;

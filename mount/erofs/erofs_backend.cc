@@ -5,28 +5,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
-#include <chrono>
-#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <set>
-#include <thread>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
-#include "base/background_guard.h"
 #include "base/logging.h"
 #include "base/unique_fd.h"
 #include "fetcher/format/gzip_spans.h"
 #include "fmt/format.h"
 #include "mount/erofs/blob_fs.h"
+#include "mount/erofs/copy_blob_map.h"
 #include "mount/erofs/device_layout.h"
 #include "mount/erofs/graduated_store.h"
+#include "mount/erofs/graduation.h"
 #include "mount/erofs/image_writer.h"
 #include "mount/erofs/kernel_mount.h"
 #include "mount/erofs/layer_state.h"
@@ -44,9 +40,6 @@ using erofs::GraduatedLayer;
 using erofs::GraduatedStore;
 using erofs::KernelErofsMount;
 using erofs::LayerState;
-
-constexpr auto kRetryFailedGraduation = std::chrono::minutes(10);
-constexpr int kMaxGraduationAttempts = 2;
 
 // File-name-safe form of a layer id ("sha256:ab.." → "sha256-ab..").
 std::string SafeName(const std::string& id) {
@@ -96,21 +89,7 @@ class ErofsMountedLayer : public MountedLayer {
   }
   const std::string& target() const override { return state_->target; }
   void StartBackground() override;
-  absl::Status Unmount() override {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    if (state_->kmount == nullptr) return absl::OkStatus();
-    // Blob reads blocked on a stalled registry must not hold the unmount: cancel them.
-    if (state_->reader != nullptr) state_->reader->Stop();
-    absl::Status s = state_->kmount->Unmount();
-    state_->kmount.reset();
-    if (state_->blob_file != nullptr) state_->last_resent = state_->blob_file->resent_requests();
-    state_->blob_file.reset();
-    state_->source.reset();
-    if (state_->reader != nullptr) state_->last_stats = state_->reader->Stats();
-    state_->reader.reset();
-    LogInfo("lazy layer unmounted", {{"layer", state_->layer_id}, {"target", state_->target}});
-    return s;
-  }
+  absl::Status Unmount() override;
   LayerMountStatus Status() const override {
     std::lock_guard<std::mutex> lock(state_->mu);
     LayerMountStatus s;
@@ -143,7 +122,9 @@ class ErofsBackend : public LayerMountBackend {
         support_(support),
         attach_{.loop = support.attach == ErofsAttach::kLoop,
                 .loop_owner = erofs::LoopOwnerTag(erofs.dir)},
-        store_(erofs.dir + "/graduated", support.small_blocks) {
+        store_(erofs.dir + "/graduated", support.small_blocks),
+        graduation_(std::make_unique<erofs::Graduation>(&store_, support, attach_,
+                                                        erofs.graduation_check)) {
     // Loop devices of a daemon that died are autoclear: they go with their mounts. Any left
     // bound anyway (a kernel or tool that cleared the flag) go now, or with their mount.
     if (size_t stale = erofs::DetachStaleLoopDevices(attach_.loop_owner); stale > 0) {
@@ -152,13 +133,7 @@ class ErofsBackend : public LayerMountBackend {
   }
 
   ~ErofsBackend() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
-      job_cancel_ = true;  // a graduation in progress gives up instead of delaying shutdown
-    }
-    cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
+    graduation_.reset();  // cancels a graduation in progress; its switches touch blob files
     // Lazy mounts still alive (detached, in use) lose their data path now, as FUSE mounts do.
     std::lock_guard<std::mutex> lock(blobs_mu_);
     blobs_.reset();
@@ -192,7 +167,7 @@ class ErofsBackend : public LayerMountBackend {
     if (absl::Status s = DetachOldMount(request.target_dir); !s.ok()) return s;
     if (options_.graduation) {
       absl::StatusOr<std::unique_ptr<MountedLayer>> local =
-          MountGraduated(request.layer_id, request.target_dir, &request);
+          MountGraduated(request.layer_id, request.target_dir, request.mount_id, &request);
       if (local.ok() || local.status().code() != absl::StatusCode::kNotFound) return local;
     }
     return MountLazy(request, erofs::StableBlobIno(request.mount_id, epoch));
@@ -200,34 +175,25 @@ class ErofsBackend : public LayerMountBackend {
 
   absl::StatusOr<std::unique_ptr<MountedLayer>> MountLocal(const std::string& layer_id,
                                                            const std::string& target_dir,
-                                                           std::string_view) override {
+                                                           std::string_view,
+                                                           uint64_t mount_id) override {
     if (!options_.graduation) return absl::NotFoundError("graduation is off");
     // Without a local copy the caller mounts the layer lazily: a lazy mount of a previous
     // daemon at the target must stay for Mount to take back.
     if (!store_.Find(layer_id)) return absl::NotFoundError("layer " + layer_id + " is not local");
     if (absl::Status s = DetachOldMount(target_dir); !s.ok()) return s;
-    return MountGraduated(layer_id, target_dir, nullptr);
+    return MountGraduated(layer_id, target_dir, mount_id, nullptr);
   }
 
   // Called with the layer's last snapshot gone. A graduation of the layer in progress is
   // cancelled; one about to publish either published already (its copy is deleted here) or
-  // sees the cancellation under mu_ and discards its copy: no copy outlives the release.
-  void DropLocal(const std::string& layer_id) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (graduating_ == layer_id) job_cancel_ = true;
-    release_pending_.erase(layer_id);
-    if (absl::Status s = store_.Remove(layer_id); !s.ok()) {
-      LogWarn("cannot delete a graduated layer", {{"layer", layer_id}, {"error", s.ToString()}});
-    }
-  }
+  // sees the cancellation under the graduation's lock and discards its copy: no copy outlives
+  // the release.
+  void DropLocal(const std::string& layer_id) override { graduation_->Drop(layer_id); }
 
   void DropLocalExcept(const std::set<std::string>& keep) override {
-    std::vector<std::string> removed;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!graduating_.empty() && keep.count(graduating_) == 0) job_cancel_ = true;
-      removed = store_.RemoveAllBut(options_.graduation ? keep : std::set<std::string>());
-    }
+    std::vector<std::string> removed =
+        graduation_->DropAllBut(options_.graduation ? keep : std::set<std::string>());
     if (!removed.empty()) {
       LogInfo("deleted graduated layers no snapshot uses",
               {{"count", removed.size()}, {"dirs", removed}});
@@ -263,16 +229,36 @@ class ErofsBackend : public LayerMountBackend {
 
   // Registers a lazy layer whose background fetch runs, for the graduation thread.
   void Watch(std::shared_ptr<LayerState> state) {
-    if (!options_.graduation) return;
-    std::lock_guard<std::mutex> lock(mu_);
-    watched_.push_back(state);
-    if (!thread_.joinable()) thread_ = std::thread([this] { GraduationLoop(); });
+    if (options_.graduation) graduation_->Watch(std::move(state));
+  }
+
+  // A mount of `mount_id` goes (its snapshot is removed, or it is replaced): blob files of its
+  // old lazy mounts that outlived a graduation are not served any more, and no later request
+  // resolves them (see ResolveOldBlob).
+  void ForgetMount(uint64_t mount_id) {
+    if (mount_id == 0) return;
+    {
+      std::lock_guard<std::mutex> lock(local_mu_);
+      auto it = local_mounts_.find(mount_id);
+      // Another mount of the snapshot (one that replaced this handle) still serves them.
+      if (it != local_mounts_.end() && --it->second.mounts > 0) return;
+      if (it != local_mounts_.end()) local_mounts_.erase(it);
+    }
+    std::lock_guard<std::mutex> lock(blobs_mu_);
+    if (blobs_ == nullptr) return;
+    const uint64_t first = erofs::StableBlobIno(mount_id, 0);
+    if (first == 0) return;
+    if (size_t n = blobs_->Revoke(first, first | 0xff); n > 0) {
+      LogInfo("released old lazy blobs of a graduated layer",
+              {{"mount_id", mount_id}, {"files", n}});
+    }
   }
 
  private:
   // Mounts the local copy of `layer_id` if there is one (NotFound otherwise).
   absl::StatusOr<std::unique_ptr<MountedLayer>> MountGraduated(const std::string& layer_id,
                                                                const std::string& target,
+                                                               uint64_t mount_id,
                                                                const LayerMountRequest* request) {
     std::optional<GraduatedLayer> local = store_.Find(layer_id);
     if (!local) return absl::NotFoundError("layer " + layer_id + " has not graduated");
@@ -286,6 +272,7 @@ class ErofsBackend : public LayerMountBackend {
     auto state = std::make_shared<LayerState>();
     state->layer_id = layer_id;
     state->target = target;
+    state->mount_id = mount_id;
     state->kmount = std::move(*m);
     state->graduated = true;
     state->graduation = "done";
@@ -296,7 +283,70 @@ class ErofsBackend : public LayerMountBackend {
                                    {"backend", "erofs"},
                                    {"attach", attach_name()},
                                    {"graduated", true}});
+    ServeOldBlobs(mount_id, layer_id);
     return std::unique_ptr<MountedLayer>(new ErofsMountedLayer(this, std::move(state)));
+  }
+
+  // Issue 20: a lazy mount of `mount_id` that outlived its layer's graduation (an overlay of a
+  // container started before it keeps it) reads a blob file of the blob file system. When a
+  // FUSE holder kept that file system for this daemon, it is adopted now, also with no lazy
+  // layer left, and the old blob is served from the local copy from now on (ResolveOldBlob).
+  void ServeOldBlobs(uint64_t mount_id, const std::string& layer_id) {
+    if (mount_id == 0 || erofs::StableBlobIno(mount_id, 0) == 0) return;
+    {
+      std::lock_guard<std::mutex> lock(local_mu_);
+      LocalMount& m = local_mounts_[mount_id];
+      m.layer_id = layer_id;
+      ++m.mounts;
+    }
+    bool held = false;
+    {
+      std::lock_guard<std::mutex> lock(blobs_mu_);
+      if (blobs_ != nullptr) {
+        blobs_->Wake();  // requests waiting for that blob ask again
+        return;
+      }
+      held = fuse_.holder != nullptr && !blobs_handed_over_ &&
+             fuse_.holder->Get(options_.dir + "/blobs").ok();
+    }
+    if (!held) return;
+    absl::StatusOr<BlobFs*> blobs = Blobs();
+    if (!blobs.ok()) {
+      LogWarn("cannot adopt the blob file system; old lazy mounts of graduated layers fail",
+              {{"dir", options_.dir + "/blobs"}, {"error", blobs.status().ToString()}});
+    }
+  }
+
+  // The source of blob file `ino` of the adopted blob file system when it belongs to an old lazy
+  // mount of a layer mounted from its local copy now: the copy's data file read through the
+  // copy's blob map. Its inode number names the mount (StableBlobIno), so the answer depends on
+  // nothing but the snapshot and the copy. Null otherwise (the file is someone else's, or the
+  // copy has no map: an older copy).
+  std::shared_ptr<erofs::BlobSource> ResolveOldBlob(uint64_t ino) {
+    std::string layer_id;
+    {
+      std::lock_guard<std::mutex> lock(local_mu_);
+      auto it = local_mounts_.find(erofs::MountIdOfBlobIno(ino));
+      if (it == local_mounts_.end()) return nullptr;
+      layer_id = it->second.layer_id;
+    }
+    std::optional<GraduatedLayer> local = store_.Find(layer_id);
+    if (!local) return nullptr;
+    absl::StatusOr<erofs::CopyBlobMap> map = erofs::ReadCopyBlobMap(local->dir);
+    if (!map.ok()) {
+      LogWarn("an old lazy mount of a graduated layer cannot read its local copy",
+              {{"layer", layer_id}, {"ino", ino}, {"error", map.status().ToString()}});
+      return nullptr;
+    }
+    UniqueFd data(::open(local->data.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!data.valid()) {
+      LogWarn("an old lazy mount of a graduated layer cannot read its local copy",
+              {{"layer", layer_id}, {"file", local->data}, {"error", strerror(errno)}});
+      return nullptr;
+    }
+    LogInfo("old lazy mount of a graduated layer served from its local copy",
+            {{"layer", layer_id}, {"ino", ino}, {"blob_bytes", map->blob_size}});
+    return std::make_shared<erofs::CopyBlobSource>(layer_id, std::move(data), std::move(*map));
   }
 
   absl::StatusOr<BlobFs*> Blobs() {
@@ -323,6 +373,7 @@ class ErofsBackend : public LayerMountBackend {
       o.unmount_timeout = fuse_.unmount_timeout;
       o.op_observer = fuse_.op_observer;
       o.holder = fuse_.holder.get();
+      o.resolve = [this](uint64_t ino) { return ResolveOldBlob(ino); };
       absl::StatusOr<std::unique_ptr<BlobFs>> fs = BlobFs::Mount(options_.dir + "/blobs", o);
       if (!fs.ok()) return fs.status();
       blobs_ = std::move(*fs);
@@ -378,7 +429,9 @@ class ErofsBackend : public LayerMountBackend {
     auto state = std::make_shared<LayerState>();
     state->layer_id = request.layer_id;
     state->target = request.target_dir;
+    state->mount_id = request.mount_id;
     state->origin = request.origin;
+    state->fingerprint = old.fingerprint;
     state->kmount = KernelErofsMount::Adopt(request.target_dir);
     state->blob_file = std::move(file);
     state->source = std::move(source);
@@ -393,11 +446,7 @@ class ErofsBackend : public LayerMountBackend {
                                    {"backend", "erofs"},
                                    {"attach", state->attach},
                                    {"blob", state->blob_file->path()}});
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      std::erase_if(lazy_, [](const std::weak_ptr<LayerState>& w) { return w.expired(); });
-      lazy_.push_back(state);
-    }
+    graduation_->AddLazy(state);
     return std::unique_ptr<MountedLayer>(new ErofsMountedLayer(this, std::move(state)));
   }
 
@@ -434,7 +483,9 @@ class ErofsBackend : public LayerMountBackend {
     auto state = std::make_shared<LayerState>();
     state->layer_id = request.layer_id;
     state->target = request.target_dir;
+    state->mount_id = request.mount_id;
     state->origin = request.origin;
+    state->fingerprint = fingerprint;
     state->kmount = std::move(*m);
     state->blob_file = std::move(file);
     state->source = std::move(source);
@@ -449,309 +500,8 @@ class ErofsBackend : public LayerMountBackend {
                                    {"blob", state->blob_file->path()},
                                    {"blob_bytes", shared_layout->size},
                                    {"layout", tar_layout ? "tar" : "blob"}});
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      std::erase_if(lazy_, [](const std::weak_ptr<LayerState>& w) { return w.expired(); });
-      lazy_.push_back(state);
-    }
+    graduation_->AddLazy(state);
     return std::unique_ptr<MountedLayer>(new ErofsMountedLayer(this, std::move(state)));
-  }
-
-  void GraduationLoop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (!stopping_) {
-      cv_.wait_for(lock, options_.graduation_check);
-      if (stopping_) break;
-      std::vector<std::shared_ptr<LayerState>> live;
-      for (auto it = watched_.begin(); it != watched_.end();) {
-        std::shared_ptr<LayerState> s = it->lock();
-        bool gone = s == nullptr;
-        if (!gone) {
-          std::lock_guard<std::mutex> state_lock(s->mu);
-          gone = s->kmount == nullptr || s->graduated || s->reads_local;
-        }
-        if (gone) {
-          it = watched_.erase(it);
-        } else {
-          live.push_back(std::move(s));
-          ++it;
-        }
-      }
-      lock.unlock();
-      // Nothing thrown below may end this thread (std::terminate would take every lazy mount
-      // of the node with it): a failure is a log line and the next check goes on.
-      RunGuarded("graduation check", {}, [&] { GraduateReady(live); });
-      lock.lock();
-    }
-  }
-
-  // Graduates (one at a time) the layers with a fully local mount, switches every lazy mount
-  // of a graduated layer to its local copy, then releases the chunks the copies now hold.
-  void GraduateReady(const std::vector<std::shared_ptr<LayerState>>& live) {
-    std::map<std::string, std::vector<std::shared_ptr<LayerState>>> by_layer;
-    for (const auto& s : live) by_layer[s->layer_id].push_back(s);
-    for (auto& [layer_id, states] : by_layer) {
-      if (!store_.Find(layer_id)) {
-        std::shared_ptr<LayerState> ready;
-        for (const auto& s : states) {
-          if (s->origin.valid() && s->FullyLocal()) ready = s;
-        }
-        if (ready == nullptr) continue;
-        Graduate(layer_id, ready, states);
-        if (job_cancel_) return;
-      }
-      std::optional<GraduatedLayer> local = store_.Find(layer_id);
-      if (!local) continue;
-      std::vector<uint64_t> payloads;
-      if (auto it = payloads_.find(layer_id); it != payloads_.end()) payloads = it->second;
-      for (const auto& s : states) {
-        if (support_.mount_beneath) {
-          Switch(*s, *local, payloads);
-        } else {
-          ReadFromCopy(*s, *local, payloads);
-        }
-      }
-    }
-    ReleaseGraduatedChunks();
-  }
-
-  // One graduation job: builds the copy, publishes it unless the layer was released meanwhile,
-  // records a failure (persisted; a layer that failed kMaxGraduationAttempts times is not
-  // tried again, also after a restart).
-  void Graduate(const std::string& layer_id, const std::shared_ptr<LayerState>& ready,
-                const std::vector<std::shared_ptr<LayerState>>& states) {
-    auto set_all = [&](const std::string& g) {
-      for (const auto& s : states) s->SetGraduation(g);
-    };
-    const int failures = store_.Failures(layer_id);
-    if (failures >= kMaxGraduationAttempts) {
-      set_all("failed");
-      if (given_up_.insert(layer_id).second) {
-        LogWarn("layer graduation failed before; it stays lazy and is not retried",
-                {{"layer", layer_id}, {"attempts", failures}});
-      }
-      return;
-    }
-    auto failed = failed_.find(layer_id);
-    if (failed != failed_.end() &&
-        std::chrono::steady_clock::now() - failed->second < kRetryFailedGraduation) {
-      return;
-    }
-    std::shared_ptr<LayerReader> reader;
-    LayerOrigin origin;
-    {
-      std::lock_guard<std::mutex> lock(ready->mu);
-      reader = ready->reader;
-      origin = ready->origin;
-    }
-    if (reader == nullptr) return;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_ || !ready->Lazy()) return;  // shutting down, or released meanwhile
-      graduating_ = layer_id;
-      job_cancel_ = false;
-    }
-    set_all("running");
-    LogInfo("graduating layer", {{"layer", layer_id}});
-    absl::StatusOr<std::unique_ptr<GraduatedStore::PendingCopy>> built =
-        RunGuarded("graduation", {{"layer", layer_id}},
-                   [&]() -> absl::StatusOr<std::unique_ptr<GraduatedStore::PendingCopy>> {
-                     if (absl::Status s = CheckBudget(reader->index(), origin); !s.ok()) return s;
-                     return store_.Build(layer_id, *reader, origin, job_cancel_);
-                   });
-    absl::Status published = built.status();
-    bool cancelled = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      cancelled = job_cancel_;
-      if (published.ok()) {
-        published =
-            cancelled ? absl::CancelledError("the layer was released") : store_.Publish(**built);
-      }
-      graduating_.clear();
-    }
-    erofs::GraduationStats g;
-    std::vector<uint64_t> tar_payloads;
-    if (built.ok()) {
-      g = (*built)->stats();
-      tar_payloads = (*built)->tar_payloads();
-      built->reset();  // an unpublished copy is deleted here
-    }
-    if (!published.ok()) {
-      if (cancelled || published.code() == absl::StatusCode::kCancelled) {
-        set_all("pending");
-        LogInfo("layer graduation cancelled", {{"layer", layer_id}});
-        return;
-      }
-      const int attempts = published.code() == absl::StatusCode::kResourceExhausted
-                               ? kMaxGraduationAttempts
-                               : failures + 1;
-      if (absl::Status s = store_.SetFailures(layer_id, attempts); !s.ok()) {
-        LogWarn("cannot record a failed graduation",
-                {{"layer", layer_id}, {"error", s.ToString()}});
-      }
-      failed_[layer_id] = std::chrono::steady_clock::now();
-      set_all("failed");
-      LogWarn("layer graduation failed; it stays lazy",
-              {{"layer", layer_id},
-               {"error", published.ToString()},
-               {"attempts", attempts},
-               {"retried", attempts < kMaxGraduationAttempts}});
-      return;
-    }
-    LogInfo("layer graduated", {{"layer", layer_id},
-                                {"method", g.method},
-                                {"data_bytes", g.data_bytes},
-                                {"disk_bytes", g.disk_bytes},
-                                {"fetched_bytes", g.fetched_bytes},
-                                {"chunks_verified", g.chunks_verified},
-                                {"seconds", g.seconds}});
-    payloads_[layer_id] = std::move(tar_payloads);
-    origin.cache->SetExternalBytes(store_.DiskBytes());
-    std::lock_guard<std::mutex> lock(mu_);
-    release_pending_[layer_id] = PendingRelease{reader, origin.cache};
-  }
-
-  // The copy of a layer must fit the cache budget by itself (its chunks are released after).
-  static absl::Status CheckBudget(const format::LayerIndex& index, const LayerOrigin& origin) {
-    uint64_t data = 0;
-    for (format::Ino ino = 1; ino <= index.inode_count(); ++ino) {
-      for (const format::Chunk& c : index.Chunks(ino)) {
-        if (c.compression != format::ChunkCompression::kZeros) data += c.length;
-      }
-    }
-    const uint64_t budget = origin.cache->config().max_bytes;
-    if (data > budget) {
-      return absl::ResourceExhaustedError(
-          fmt::format("the layer's {} data bytes exceed the cache budget (cache.max_bytes = {})",
-                      data, budget));
-    }
-    return absl::OkStatus();
-  }
-
-  // Releases from the chunk cache the chunks of graduated layers whose lazy mounts have all
-  // switched (they read the copy now), except chunks another lazy layer of this backend uses.
-  // Layers mounted by another backend of the daemon are not seen: a chunk they share may be
-  // fetched again.
-  void ReleaseGraduatedChunks() {
-    std::map<std::string, PendingRelease> ready;
-    absl::flat_hash_set<std::string> in_use;  // hex digests other lazy layers read
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (release_pending_.empty()) return;
-      std::set<std::string> still_lazy;
-      for (const auto& w : lazy_) {
-        std::shared_ptr<LayerState> s = w.lock();
-        if (s == nullptr) continue;
-        std::lock_guard<std::mutex> state_lock(s->mu);
-        if (!s->ReadsChunks() || s->reader == nullptr) continue;
-        still_lazy.insert(s->layer_id);
-        if (release_pending_.count(s->layer_id) > 0) continue;
-        const format::LayerIndex& index = s->reader->index();
-        for (format::Ino ino = 1; ino <= index.inode_count(); ++ino) {
-          for (const format::Chunk& c : index.Chunks(ino)) {
-            if (c.has_digest) in_use.insert(c.digest_value().hex());
-          }
-        }
-      }
-      for (auto it = release_pending_.begin(); it != release_pending_.end();) {
-        if (still_lazy.count(it->first) > 0) {
-          ++it;
-          continue;
-        }
-        ready.insert(*it);
-        it = release_pending_.erase(it);
-      }
-    }
-    for (const auto& [layer_id, p] : ready) {
-      const format::LayerIndex& index = p.reader->index();
-      uint64_t chunks = 0, bytes = 0;
-      for (format::Ino ino = 1; ino <= index.inode_count(); ++ino) {
-        for (const format::Chunk& c : index.Chunks(ino)) {
-          if (!c.has_digest || c.compression == format::ChunkCompression::kZeros) continue;
-          const Digest d = c.digest_value();
-          if (in_use.count(d.hex()) > 0 || !p.cache->Contains(d)) continue;
-          p.cache->Remove(d);
-          ++chunks;
-          bytes += c.length;
-        }
-      }
-      LogInfo("released a graduated layer's chunks from the cache",
-              {{"layer", layer_id}, {"chunks", chunks}, {"bytes", bytes}});
-    }
-  }
-
-  // How a lazy mount's blob file reads the local copy `local` (LazyBlobSource::UseLocalCopy):
-  // empty = the same layout as its blob; payload offsets of a tar copy; nullopt = it cannot (a
-  // tar copy built by an earlier process has no payload map here, unless the lazy blob is the
-  // tar itself; a blob copy of a tar-layout blob), so it keeps reading chunks. Caller holds s.mu.
-  static std::optional<std::vector<uint64_t>> LocalCopyMap(const LayerState& s,
-                                                           const GraduatedLayer& local,
-                                                           const std::vector<uint64_t>& payloads) {
-    if (local.method == "tar") {
-      if (s.tar_layout) return std::vector<uint64_t>();
-      if (payloads.empty()) return std::nullopt;
-      return payloads;
-    }
-    if (s.tar_layout) return std::nullopt;
-    return std::vector<uint64_t>();
-  }
-
-  // Replaces a lazy mount by the local copy in place.
-  void Switch(LayerState& s, const GraduatedLayer& local, const std::vector<uint64_t>& payloads) {
-    std::lock_guard<std::mutex> lock(s.mu);
-    if (s.graduated || s.kmount == nullptr || s.switch_refused) return;
-    absl::StatusOr<std::unique_ptr<KernelErofsMount>> m =
-        KernelErofsMount::MountBeneath(local.image, local.data, s.target, attach_);
-    if (!m.ok()) {
-      s.switch_refused = m.status().code() == absl::StatusCode::kInternal;
-      LogWarn("cannot switch a layer to its local copy; it stays lazy",
-              {{"layer", s.layer_id}, {"target", s.target}, {"error", m.status().ToString()}});
-      return;
-    }
-    s.kmount->Release();  // detached by MountBeneath; its users keep it
-    s.kmount = std::move(*m);
-    s.last_stats = s.reader->Stats();
-    // The detached lazy mount keeps its blob file (and the reader it holds) until the kernel
-    // releases it; its reads now come from the local copy, since the chunks are released.
-    std::optional<std::vector<uint64_t>> map = LocalCopyMap(s, local, payloads);
-    if (s.source != nullptr && map) {
-      auto fd = std::make_shared<UniqueFd>(::open(local.data.c_str(), O_RDONLY | O_CLOEXEC));
-      if (fd->valid()) s.source->UseLocalCopy(std::move(fd), std::move(*map));
-    }
-    s.blob_file.reset();
-    s.source.reset();
-    s.reader.reset();
-    s.graduated = true;
-    s.graduation = "done";
-    LogInfo("layer now served from its local copy",
-            {{"layer", s.layer_id}, {"target", s.target}, {"backend", "erofs"}});
-  }
-
-  // Without MOVE_MOUNT_BENEATH (before Linux 6.5) a lazy mount cannot be replaced in place: it
-  // stays lazy (EROFS over its blob file) until unmounted, but its blob file reads the local
-  // copy from now on, so the layer's chunks can leave the cache. New mounts of the layer mount
-  // the copy itself.
-  void ReadFromCopy(LayerState& s, const GraduatedLayer& local,
-                    const std::vector<uint64_t>& payloads) {
-    std::lock_guard<std::mutex> lock(s.mu);
-    if (!s.ReadsChunks() || s.source == nullptr) return;
-    // A tar copy built by an earlier process has no payload map here: keep reading chunks.
-    std::optional<std::vector<uint64_t>> map = LocalCopyMap(s, local, payloads);
-    if (!map) return;
-    auto fd = std::make_shared<UniqueFd>(::open(local.data.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd->valid()) {
-      LogWarn("cannot open a graduated layer's copy; the mount keeps reading chunks",
-              {{"layer", s.layer_id}, {"file", local.data}, {"error", strerror(errno)}});
-      return;
-    }
-    s.source->UseLocalCopy(std::move(fd), std::move(*map));
-    s.reads_local = true;
-    s.graduation = "done";
-    LogInfo("layer graduated; this mount stays lazy and reads the local copy",
-            {{"layer", s.layer_id},
-             {"target", s.target},
-             {"reason", "no MOVE_MOUNT_BENEATH: new mounts of the layer use the local copy"}});
   }
 
   const ErofsOptions options_;
@@ -764,24 +514,40 @@ class ErofsBackend : public LayerMountBackend {
   std::unique_ptr<BlobFs> blobs_;
   bool blobs_handed_over_ = false;  // guarded by blobs_mu_
 
-  std::mutex mu_;  // guards the members below, and a publish against DropLocal
-  std::condition_variable cv_;
-  std::vector<std::weak_ptr<LayerState>> watched_;
-  std::vector<std::weak_ptr<LayerState>> lazy_;  // every lazy mount (chunk release)
-  bool stopping_ = false;
-  std::thread thread_;
-  std::string graduating_;               // the layer a graduation job builds now, or ""
-  std::atomic<bool> job_cancel_{false};  // set under mu_: the job's layer released, or stopping
-  struct PendingRelease {
-    std::shared_ptr<LayerReader> reader;  // keeps the index
-    ChunkCache* cache = nullptr;
+  std::unique_ptr<erofs::Graduation> graduation_;  // reset first in the destructor
+
+  // Mounts of local copies by mount id (their layer): a blob file of an old lazy mount of
+  // theirs that the adopted blob file system still serves comes from the copy.
+  struct LocalMount {
+    std::string layer_id;
+    int mounts = 0;  // live handles (a re-mount of the snapshot replaces one after the fact)
   };
-  std::map<std::string, PendingRelease> release_pending_;  // by layer id
-  // Graduation thread only:
-  std::map<std::string, std::chrono::steady_clock::time_point> failed_;  // last failure
-  std::set<std::string> given_up_;                                       // logged once
-  std::map<std::string, std::vector<uint64_t>> payloads_;  // tar copies built by this process
+  std::mutex local_mu_;
+  std::map<uint64_t, LocalMount> local_mounts_;
 };
+
+absl::Status ErofsMountedLayer::Unmount() {
+  uint64_t forget = 0;
+  absl::Status s;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (state_->kmount == nullptr) return absl::OkStatus();
+    // Blob reads blocked on a stalled registry must not hold the unmount: cancel them.
+    if (state_->reader != nullptr) state_->reader->Stop();
+    s = state_->kmount->Unmount();
+    state_->kmount.reset();
+    if (state_->blob_file != nullptr) state_->last_resent = state_->blob_file->resent_requests();
+    state_->blob_file.reset();
+    state_->source.reset();
+    if (state_->reader != nullptr) state_->last_stats = state_->reader->Stats();
+    state_->reader.reset();
+    forget = state_->mount_id;
+    LogInfo("lazy layer unmounted", {{"layer", state_->layer_id}, {"target", state_->target}});
+  }
+  // Old lazy mounts of the snapshot (outlived a graduation) go with it.
+  backend_->ForgetMount(forget);
+  return s;
+}
 
 absl::Status ErofsMountedLayer::HandOver() {
   // The blob file system was left to the holder first (HandOverShared): the kernel mount stays

@@ -9,17 +9,18 @@
 // uncompressed tar instead (512-byte blocks, each file at its tar offset from the zTOC), when
 // the kernel mounts 512-byte blocks: its graduated copy is then that very tar.
 //
-// Graduation: a backend thread checks the lazily mounted layers every
-// ErofsOptions::graduation_check; once a layer's reader reports every chunk local and the
-// request carried a LayerOrigin, it builds the layer's local copy from those local chunks
-// (graduated_store.h: the lazy blob layout, or a zstd:chunked or SOCI layer's original tar
-// verified against the diff_id), one layer at a time, then replaces each of that layer's lazy
-// mounts in place (KernelErofsMount::MountBeneath): containers started from then on get EROFS over
-// a local file with no FUSE in the path; overlays already built on the lazy mount keep it (and its
-// blob file, which now reads the local copy) until they are gone. Then the layer's chunks are
-// released from the chunk cache (except chunks another lazy layer of this backend uses) and the
-// copies' disk bytes are registered against the cache's max_bytes. New mounts of a graduated layer,
-// and MountLocal after a restart, mount the local copy directly.
+// Graduation (graduation.h): a fully fetched layer gets a local copy and its lazy mounts are
+// replaced in place by EROFS over that copy; overlays already built on a lazy mount keep it, and
+// its blob file reads the copy. New mounts of a graduated layer, and MountLocal after a restart,
+// mount the local copy directly.
+//
+// Restarts (issue 20): a FUSE holder keeps the blob file system, so lazy mounts outlive the
+// daemon; Mount takes back the one at its target (lazy_mount_identity.h). An old lazy mount that
+// outlived its layer's graduation is no snapshot's mount any more, but its blob file keeps being
+// served: the restarted daemon adopts the blob file system when it mounts the snapshot's copy
+// (also with no lazy layer left) and answers that blob's inode number — which names the
+// snapshot — from the local copy through the copy's blob map (copy_blob_map.h). It is released
+// with the snapshot (Unmount), whose copy goes with the layer's last snapshot.
 //
 // Kernels (ErofsSupport, found by the probe): images reach the kernel file-backed (Linux 6.12+)
 // or through loop devices (5.16+; two per mount, owned by the mount, autoclear, so none
@@ -30,12 +31,8 @@
 // leave the cache), and only new mounts of the layer mount the copy (status: graduation
 // "done", graduated false).
 //
-// Failures: a graduation job never takes the thread down (an exception is a logged, failed
-// job). A failed layer stays lazy and is retried once after 10 minutes; after two failures
-// (counted on disk) it is never tried again, also after a restart. A layer whose data alone
-// exceeds the cache budget is not graduated. DropLocal (the layer's last snapshot is gone)
-// cancels the layer's graduation: the job re-checks under the backend's lock before publishing,
-// so no copy outlives the release. Destruction cancels a graduation in progress.
+// DropLocal (the layer's last snapshot is gone) deletes the copy and cancels the layer's
+// graduation. Destruction cancels a graduation in progress.
 //
 // Thread-safety: all methods are thread-safe. Handles must not outlive the backend.
 #ifndef LAZYPULL_MOUNT_EROFS_EROFS_BACKEND_H_

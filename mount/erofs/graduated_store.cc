@@ -402,6 +402,13 @@ absl::StatusOr<std::unique_ptr<GraduatedStore::PendingCopy>> GraduatedStore::Bui
   return copy;
 }
 
+absl::Status GraduatedStore::PendingCopy::AddFile(const std::string& name,
+                                                  std::string_view content) {
+  absl::Status s = WriteSmallFile(tmp_ + "/" + name, std::string(content));
+  if (s.ok()) SyncDir(tmp_);
+  return s;
+}
+
 absl::Status GraduatedStore::Publish(PendingCopy& copy) {
   const std::string final_dir = LayerDir(copy.layer_id_);
   std::error_code ec;

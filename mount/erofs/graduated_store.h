@@ -22,6 +22,7 @@
 //                it is inflated; accepted only if it hashes to the diff_id and every file sits
 //                at the tar offset its zTOC gives (where the lazy mount read it from).
 //   info.json    what was verified: layer, method, diff_id (tar), sizes, time.
+//   (the caller adds lazy-blob.map, copy_blob_map.h, with PendingCopy::AddFile)
 //
 // Method: "tar" for a zstd:chunked layer whose origin gives the blob and diff_id and whose
 // holes add up to at most kMaxTarHoleBytes (the diff_id check hashes every byte, holes
@@ -51,6 +52,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -92,6 +94,8 @@ class GraduatedStore {
     // Method "tar": where regular file `ino`'s bytes start in the tar (by ino - 1). Empty for
     // "blob" (the lazy blob layout itself).
     const std::vector<uint64_t>& tar_payloads() const { return tar_payloads_; }
+    // Adds file `name` (0400) with `content` to the copy, published with it.
+    absl::Status AddFile(const std::string& name, std::string_view content);
 
    private:
     friend class GraduatedStore;

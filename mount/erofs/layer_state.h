@@ -24,6 +24,8 @@ struct LayerState {
   std::mutex mu;
   std::string layer_id;
   std::string target;
+  // LayerMountRequest::mount_id (0 = none): names the mount's blob files (StableBlobIno).
+  uint64_t mount_id = 0;
   LayerOrigin origin;
   std::unique_ptr<KernelErofsMount> kmount;
   std::unique_ptr<BlobFs::File> blob_file;  // lazy only
@@ -35,6 +37,7 @@ struct LayerState {
   bool switch_refused = false;  // a switch left a mount beneath: never again on this target
   bool reads_local = false;     // stays lazy, but its blob file reads the local copy
   bool tar_layout = false;      // the lazy blob is the layer's tar (SOCI): so is a "tar" copy
+  std::string fingerprint;      // LayoutFingerprint of the lazy blob's layout (lazy only)
   std::string graduation;       // LayerMountStatus::graduation
   std::string attach;           // "file" or "loop"
   bool adopted = false;         // taken back from a previous daemon (issue 20)

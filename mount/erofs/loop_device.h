@@ -9,7 +9,12 @@
 // itself) get buffered I/O. The kernel detaches an autoclear device at the last close of the
 // device: the mount that holds it, or this handle when nothing mounted it. So a loop device
 // lives exactly as long as its mount, also when the daemon dies (kill -9 closes this handle's
-// fd; the mount holds the device until it is unmounted).
+// fd; the mount holds the device until it is unmounted). "Its mount" includes every copy: a
+// mount namespace created while the mount exists (unshare(CLONE_NEWNS), `ip netns exec`, a
+// container runtime) holds a private copy on a host whose mounts are private, which the
+// daemon's unmount does not reach, so the device stays bound until that namespace unmounts
+// the copy or exits (checked on kernel 6.18; the "loop devices outlived their mounts" seen in
+// handover tests on a shared machine: another process's `ip netns exec` had started then).
 //
 // Ownership: lo_file_name is "lazypull:<owner>:<file base name>" (64 bytes at most), where
 // <owner> (LoopOwnerTag) names the state directory of the daemon that attached it, so

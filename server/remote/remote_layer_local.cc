@@ -53,7 +53,7 @@ absl::Status RemoteLayerManager::MountLocalLayer(int64_t snapshot_id, const Reso
                                                  const std::string& backend) {
   const std::string layer_id = layer.layer.digest.ToString();
   absl::StatusOr<std::unique_ptr<mount::MountedLayer>> mounted =
-      backend_->MountLocal(layer_id, fs_dir, backend);
+      backend_->MountLocal(layer_id, fs_dir, backend, static_cast<uint64_t>(snapshot_id));
   if (!mounted.ok()) return mounted.status();
   std::unique_ptr<mount::MountedLayer> replaced;
   {

@@ -336,13 +336,13 @@ TEST_P(ErofsBackendTest, GraduatesFromLocalChunksAndNeedsNothingElse) {
   auto fresh = mount::NewLayerMountBackend(config_);
   ASSERT_TRUE(fresh.ok());
   std::filesystem::create_directories(tmp_.Sub("after-restart"));
-  auto local_mount = (*fresh)->MountLocal(reader->layer_id(), tmp_.Sub("after-restart"), "");
+  auto local_mount = (*fresh)->MountLocal(reader->layer_id(), tmp_.Sub("after-restart"), "", 0);
   ASSERT_TRUE(local_mount.ok()) << local_mount.status();
   EXPECT_TRUE((*local_mount)->Status().graduated);
   diffs = CompareMountWithIndex(tmp_.Sub("after-restart"), layer_);
   EXPECT_TRUE(diffs.empty()) << absl::StrJoin(diffs, "\n");
   EXPECT_EQ((*fresh)
-                ->MountLocal("sha256:" + std::string(64, 'c'), tmp_.Sub("after-restart"), "")
+                ->MountLocal("sha256:" + std::string(64, 'c'), tmp_.Sub("after-restart"), "", 0)
                 .status()
                 .code(),
             absl::StatusCode::kNotFound);

@@ -1,7 +1,9 @@
 // Graduation without mounts (no root): the sparse sink writes holes without buffers, the tar
 // rebuilder streams a 100 GiB "zeros" chunk in bounded memory and rebuilds the exact tar
 // around it, the graduated store keeps copies root-only, counts failures across instances and
-// deletes copies no snapshot uses, and a job that throws becomes a failed job.
+// deletes copies no snapshot uses, a job that throws becomes a failed job, and a lazy blob is
+// read back exactly from a copy through its CopyBlobMap (which rejects malformed text).
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +16,7 @@
 #include "fetcher/cache/chunk_cache.h"
 #include "fetcher/layer_reader/layer_reader.h"
 #include "gtest/gtest.h"
+#include "mount/erofs/copy_blob_map.h"
 #include "mount/erofs/graduated_store.h"
 #include "mount/erofs/sparse_file_sink.h"
 #include "mount/erofs/tar_rebuilder.h"
@@ -233,6 +236,72 @@ TEST(RunGuarded, AThrowingJobIsAFailedJob) {
   });
   EXPECT_TRUE(ran);
   EXPECT_EQ(*RunGuarded("fine", {}, []() -> absl::StatusOr<int> { return 7; }), 7);
+}
+
+// A blob-layout lazy blob mapped into a tar copy: every blob byte reads back as the file bytes
+// at their tar payloads, bytes in no extent as zeros; the map survives its text form, and a
+// blob copy of a blob-layout blob is one extent over the whole blob.
+TEST(CopyBlobMap, ReadsTheLazyBlobFromATarCopy) {
+  TempDir dir;
+  // Two files: ino 1 "abcdefgh" at blob offset 0 (padded to 16), ino 2 "XYZ" at 16.
+  mount::erofs::BlobLayout lazy;
+  lazy.size = 32;
+  lazy.extents = {{.offset = 0, .length = 8, .ino = 1, .file_offset = 0},
+                  {.offset = 16, .length = 3, .ino = 2, .file_offset = 0}};
+  // The tar copy: ino 1 at 512, ino 2 at 1536.
+  std::string tar(2048, '\0');
+  tar.replace(512, 8, "abcdefgh");
+  tar.replace(1536, 3, "XYZ");
+  const std::string path = dir.path() + "/layer.tar";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << tar;
+  }
+  std::optional<mount::erofs::CopyBlobMap> map = mount::erofs::MapLazyBlobToCopy(
+      lazy, "0123456789abcdef", /*lazy_is_tar=*/false, "tar", {512, 1536});
+  ASSERT_TRUE(map.has_value());
+  absl::StatusOr<mount::erofs::CopyBlobMap> parsed =
+      mount::erofs::ParseCopyBlobMap(mount::erofs::SerializeCopyBlobMap(*map));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->fingerprint, "0123456789abcdef");
+  mount::erofs::CopyBlobSource source("sha256:x", UniqueFd(::open(path.c_str(), O_RDONLY)),
+                                      std::move(*parsed));
+  EXPECT_EQ(source.size(), 32u);
+  std::string expected(32, '\0');
+  expected.replace(0, 8, "abcdefgh");
+  expected.replace(16, 3, "XYZ");
+  for (uint64_t off = 0; off < 32; ++off) {
+    std::string buf(64, '?');
+    absl::StatusOr<size_t> n = source.ReadAt(off, buf.data(), buf.size());
+    ASSERT_TRUE(n.ok()) << n.status();
+    ASSERT_EQ(*n, 32 - off);
+    EXPECT_EQ(buf.substr(0, *n), expected.substr(off)) << "at " << off;
+  }
+  EXPECT_EQ(*source.ReadAt(32, nullptr, 10), 0u);
+
+  std::optional<mount::erofs::CopyBlobMap> same =
+      mount::erofs::MapLazyBlobToCopy(lazy, "0123456789abcdef", false, "blob", {});
+  ASSERT_TRUE(same.has_value());
+  ASSERT_EQ(same->extents.size(), 1u);
+  EXPECT_EQ(same->extents[0].length, 32u);
+  // A blob copy cannot serve a tar-layout blob; a tar copy needs payloads.
+  EXPECT_FALSE(mount::erofs::MapLazyBlobToCopy(lazy, "0123456789abcdef", true, "blob", {}));
+  EXPECT_FALSE(mount::erofs::MapLazyBlobToCopy(lazy, "0123456789abcdef", false, "tar", {}));
+}
+
+TEST(CopyBlobMap, MalformedTextIsRejected) {
+  const std::string head = "lazypull-copy-blob-map v1\n0123456789abcdef 100 ";
+  for (const std::string& bad : {
+           std::string("nonsense\n"),
+           head + "1\n",                             // one extent announced, none given
+           head + "1\n0 0 0\n",                      // empty extent
+           head + "1\n90 20 0\n",                    // past the blob
+           head + "2\n10 10 0\n15 10 0\n",           // overlapping
+           head + "1\n0 10 18446744073709551615\n",  // data offset overflows
+       }) {
+    absl::StatusOr<mount::erofs::CopyBlobMap> map = mount::erofs::ParseCopyBlobMap(bad);
+    EXPECT_EQ(map.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
 }
 
 }  // namespace

@@ -9,9 +9,11 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -162,6 +164,43 @@ class HandoverTest : public RemoteDaemonTest {
     for (const auto& m : *mounts) {
       struct stat st;
       if (m.fstype == LazyFsType() && ::stat(m.path.c_str(), &st) == 0) out[m.path] = st.st_dev;
+    }
+    return out;
+  }
+  // Processes of other mount namespaces with a mount of `device` (" held by pid P (cmd) ..."):
+  // a namespace created (unshare, `ip netns exec`, a container) while the daemon's mount existed
+  // keeps a private copy of it, and so its loop devices, until that namespace lets go.
+  static std::string MountNamespacesHolding(const std::string& device) {
+    std::string out;
+    std::error_code ec;
+    const auto self = std::filesystem::read_symlink("/proc/self/ns/mnt", ec);
+    std::set<std::string> seen;
+    for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+      const std::string pid = e.path().filename().string();
+      if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::error_code ec2;
+      const auto ns = std::filesystem::read_symlink(e.path() / "ns/mnt", ec2);
+      if (ec2 || ns == self || !seen.insert(ns.string()).second) continue;
+      absl::StatusOr<std::string> info = ReadFile(e.path().string() + "/mountinfo");
+      if (!info.ok() || !absl::StrContains(*info, " " + device + " ")) continue;
+      absl::StatusOr<std::string> cmd = ReadFile(e.path().string() + "/cmdline");
+      std::string c = cmd.ok() ? *cmd : "";
+      std::replace(c.begin(), c.end(), '\0', ' ');
+      absl::StrAppend(&out, " held by pid ", pid, " (", c.substr(0, 80), ")");
+    }
+    return out;
+  }
+
+  // This daemon's bound loop devices, one "device backing-file (name)" per line (for failures).
+  std::string LoopDevicesText() const {
+    const std::string root = daemon_->root();
+    const std::string owner = mount::erofs::LoopOwnerTag(root + "/erofs");
+    std::string out = absl::StrCat(DaemonLoopDevices(root), " loop devices:\n");
+    for (const auto& d : mount::erofs::ListLoopDevices()) {
+      if (mount::erofs::IsOwnedLoopDevice(d, owner) || d.backing_file.rfind(root + "/", 0) == 0) {
+        absl::StrAppend(&out, d.path, " ", d.backing_file, " (", d.file_name, ")",
+                        MountNamespacesHolding(d.path), "\n");
+      }
     }
     return out;
   }
