@@ -63,6 +63,33 @@ bool MirrorRoutes::RangesAllowed(std::string_view mirror, std::string_view blob,
     std::string key = std::string(mirror) + '\n' + std::string(scope);
     auto pending = first_requests_.find(key);
     if (pending == first_requests_.end() || now - pending->second >= options_.first_request_wait) {
+      if (options_.first_request_gather.count() > 0) {
+        // Gather with the reads of the scope's other blobs arriving now; the smallest digest
+        // goes first (the same on every node).
+        auto g = gathers_.find(key);
+        if (g == gathers_.end() || now - g->second.since >= options_.first_request_wait) {
+          if (gathers_.size() >= std::max<size_t>(options_.max_blobs, 2)) gathers_.clear();
+          g = gathers_.insert_or_assign(key, Gather{now, {}}).first;
+        }
+        g->second.blobs.emplace(blob);
+        const bool gathering = now - g->second.since < options_.first_request_gather;
+        if (!gathering && *g->second.blobs.begin() != blob &&
+            now - g->second.since >= options_.first_request_gather + kFirstAnswerWait) {
+          gathers_.erase(g);  // the chosen read never went out: this one goes around
+          NoteAroundLocked(mirror, scope, now);
+          return false;
+        }
+        if (gathering || *g->second.blobs.begin() != blob) {
+          const Clock::time_point before = Clock::now();
+          lock.unlock();
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));
+          lock.lock();
+          now += Clock::now() - before;
+          found = FindLocked(mirror, blob);
+          continue;
+        }
+        gathers_.erase(g);
+      }
       if (first_requests_.size() >= std::max<size_t>(options_.max_blobs, 2)) {
         first_requests_.clear();
       }

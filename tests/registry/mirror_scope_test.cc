@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "fetcher/oci/media_types.h"
 #include "fetcher/registry/mirror_routes.h"
@@ -27,7 +28,8 @@ TEST(MirrorScopeTest, FirstRequestAndColdScopeKeepUnaskedBlobsAway) {
   MirrorRoutes routes({.first_retry = milliseconds(1000),
                        .max_retry = milliseconds(4000),
                        .scope_cold_wait = milliseconds(10000),
-                       .first_request_wait = milliseconds(5000)});
+                       .first_request_wait = milliseconds(5000),
+                       .first_request_gather = milliseconds(0)});
   const auto t0 = MirrorRoutes::Clock::now();
   const auto at = [&](int ms) { return t0 + milliseconds(ms); };
   bool first = false;
@@ -135,6 +137,28 @@ TEST(MirrorScopeTest, ProbesWaitForTheScopesStart) {
   EXPECT_FALSE(eager.RangesAllowed("m", "sha256:b", at(100), "reg/r"));
   EXPECT_EQ(eager.FillingUntil("m", "sha256:b", at(200), "reg/r"), std::nullopt);
   EXPECT_TRUE(eager.RangesAllowed("m", "sha256:a", at(1000), "reg/r"));
+}
+
+// Reads of a scope's blobs arriving together gather; the smallest digest becomes the first
+// request whichever arrived first, so every node asks a cold cache for the same blob.
+TEST(MirrorScopeTest, FirstRequestIsTheSmallestDigestOfTheReadsArrivingTogether) {
+  MirrorRoutes routes({.scope_cold_wait = milliseconds(60000),
+                       .first_request_wait = std::chrono::minutes(1),
+                       .first_request_gather = milliseconds(2000)});
+  const auto t0 = MirrorRoutes::Clock::now();
+  bool first_b = false;
+  std::thread b(
+      [&] { EXPECT_FALSE(routes.RangesAllowed("m", "sha256:b", t0, "reg/r", &first_b)); });
+  std::this_thread::sleep_for(milliseconds(100));  // b gathers (its window is 2 s)
+  bool first_a = false;
+  // a arrives at the end of b's window: the smallest digest goes out.
+  EXPECT_TRUE(routes.RangesAllowed("m", "sha256:a", t0 + milliseconds(2000), "reg/r", &first_a));
+  EXPECT_TRUE(first_a);
+  // Refused: b goes around (the scope is cold).
+  routes.MarkNoRanges("m", "sha256:a", t0 + milliseconds(2000), "reg/r");
+  routes.EndFirstRequest("m", "reg/r");
+  b.join();
+  EXPECT_FALSE(first_b);
 }
 
 // A FakeTransport that runs `before` (once) when the next request is sent, before answering
