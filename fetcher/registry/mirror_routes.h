@@ -138,10 +138,13 @@ class MirrorRoutes {
   // false for a blob never answered by `mirror` while its `scope` is cold (the mirror refused
   // ranges of another blob of it within scope_cold_wait), and at a retry time while the
   // scope's reads go around the mirror (its start: the probe waits, see the file comment).
-  // While `scope`'s first request to `mirror` waits for its answer, blocks up to 300 ms from
-  // its start for it, then false for blobs never answered; when it makes that first request (a blob
-  // never answered, the scope neither cold nor waiting), *first_request (if given) is set true and
-  // the caller must call EndFirstRequest once the answer (or an error) is in.
+  // A read that would be `scope`'s first request first gathers with the scope's reads arriving
+  // within first_request_gather and goes out only if its blob is the smallest digest among
+  // them (blocking meanwhile). While `scope`'s first request to `mirror` waits for its answer,
+  // blocks up to 300 ms from its start for it, then false for blobs never answered; when it makes
+  // that first request (a blob never answered, the scope neither cold nor waiting), *first_request
+  // (if given) is set true and the caller must call EndFirstRequest once the answer (or an error)
+  // is in.
   bool RangesAllowed(std::string_view mirror, std::string_view blob, Clock::time_point now,
                      std::string_view scope = {}, bool* first_request = nullptr);
   // The first request RangesAllowed let out for `scope` has its answer (reported as usual with
