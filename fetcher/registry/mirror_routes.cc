@@ -56,10 +56,40 @@ bool MirrorRoutes::RangesAllowed(std::string_view mirror, std::string_view blob,
   Mark* found = FindLocked(mirror, blob);
   while (found == nullptr) {
     if (scope.empty()) return true;
-    if (ScopeColdLocked(mirror, scope, now)) return false;
+    if (ScopeColdLocked(mirror, scope, now)) {
+      NoteAroundLocked(mirror, scope, now);
+      return false;
+    }
     std::string key = std::string(mirror) + '\n' + std::string(scope);
     auto pending = first_requests_.find(key);
     if (pending == first_requests_.end() || now - pending->second >= options_.first_request_wait) {
+      if (options_.first_request_gather.count() > 0) {
+        // Gather with the reads of the scope's other blobs arriving now; the smallest digest
+        // goes first (the same on every node).
+        auto g = gathers_.find(key);
+        if (g == gathers_.end() || now - g->second.since >= options_.first_request_wait) {
+          if (gathers_.size() >= std::max<size_t>(options_.max_blobs, 2)) gathers_.clear();
+          g = gathers_.insert_or_assign(key, Gather{now, {}}).first;
+        }
+        g->second.blobs.emplace(blob);
+        const bool gathering = now - g->second.since < options_.first_request_gather;
+        if (!gathering && *g->second.blobs.begin() != blob &&
+            now - g->second.since >= options_.first_request_gather + kFirstAnswerWait) {
+          gathers_.erase(g);  // the chosen read never went out: this one goes around
+          NoteAroundLocked(mirror, scope, now);
+          return false;
+        }
+        if (gathering || *g->second.blobs.begin() != blob) {
+          const Clock::time_point before = Clock::now();
+          lock.unlock();
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));
+          lock.lock();
+          now += Clock::now() - before;
+          found = FindLocked(mirror, blob);
+          continue;
+        }
+        gathers_.erase(g);
+      }
       if (first_requests_.size() >= std::max<size_t>(options_.max_blobs, 2)) {
         first_requests_.clear();
       }
@@ -69,7 +99,10 @@ bool MirrorRoutes::RangesAllowed(std::string_view mirror, std::string_view blob,
     }
     // Another read's first request is out: wait for its answer (polled; the mark it leaves
     // decides) until kFirstAnswerWait after it went out, then the next host.
-    if (now - pending->second >= kFirstAnswerWait) return false;
+    if (now - pending->second >= kFirstAnswerWait) {
+      NoteAroundLocked(mirror, scope, now);
+      return false;
+    }
     const Clock::time_point before = Clock::now();
     lock.unlock();
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -80,7 +113,13 @@ bool MirrorRoutes::RangesAllowed(std::string_view mirror, std::string_view blob,
   Mark& mark = *found;
   if (mark.bad_bytes) return false;
   if (mark.refusals == 0) return true;
-  if (now < mark.retry_at || now < mark.bulk_waits_until) return false;
+  // A program's read probes only at a retry time no bulk reader waits for, and not during
+  // the scope's start (a refused probe's round trips through the cache on its path).
+  if (now < mark.retry_at || now < mark.bulk_waits_until ||
+      (!scope.empty() && StartQuietAtLocked(mirror, scope, now))) {
+    if (!scope.empty()) NoteAroundLocked(mirror, scope, now);
+    return false;
+  }
   mark.retry_at = now + mark.interval;  // this caller probes; the others wait for its answer
   return true;
 }
@@ -91,23 +130,59 @@ void MirrorRoutes::EndFirstRequest(std::string_view mirror, std::string_view sco
   if (it != first_requests_.end()) first_requests_.erase(it);
 }
 
+void MirrorRoutes::NoteAroundLocked(std::string_view mirror, std::string_view scope,
+                                    Clock::time_point now) {
+  if (options_.start_quiet.count() <= 0) return;
+  std::string key = std::string(mirror) + '\n' + std::string(scope);
+  auto it = bursts_.find(key);
+  if (it == bursts_.end()) {
+    if (bursts_.size() >= std::max<size_t>(options_.max_blobs, 2)) {
+      std::erase_if(bursts_,
+                    [&](const auto& kv) { return now - kv.second.last >= options_.start_quiet; });
+      if (bursts_.size() >= std::max<size_t>(options_.max_blobs, 2)) bursts_.clear();
+    }
+    bursts_.emplace(std::move(key), Burst{now, now});
+    return;
+  }
+  Burst& burst = it->second;
+  if (now - burst.last >= options_.start_quiet) burst.first = now;  // a new burst
+  burst.last = std::max(burst.last, now);
+}
+
+std::optional<MirrorRoutes::Clock::time_point> MirrorRoutes::StartQuietAtLocked(
+    std::string_view mirror, std::string_view scope, Clock::time_point now) const {
+  if (scope.empty() || options_.start_quiet.count() <= 0) return std::nullopt;
+  auto it = bursts_.find(std::string(mirror) + '\n' + std::string(scope));
+  if (it == bursts_.end()) return std::nullopt;
+  const Clock::time_point at =
+      std::min(it->second.last + options_.start_quiet, it->second.first + options_.start_defer_max);
+  if (now >= at) return std::nullopt;
+  return at;
+}
+
 std::optional<MirrorRoutes::Clock::time_point> MirrorRoutes::FillingUntil(std::string_view mirror,
                                                                           std::string_view blob,
-                                                                          Clock::time_point now) {
+                                                                          Clock::time_point now,
+                                                                          std::string_view scope) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto b = blobs_.find(blob);
-  if (b == blobs_.end()) return std::nullopt;
-  auto m = b->second.marks.find(mirror);
-  if (m == b->second.marks.end()) return std::nullopt;
-  Mark& mark = m->second;
+  const std::optional<Clock::time_point> quiet_at = StartQuietAtLocked(mirror, scope, now);
+  Mark* found = FindLocked(mirror, blob);
+  if (found == nullptr) {
+    // Never asked while the scope is cold: the bulk reader's probe will be the mirror's first
+    // request for the blob (TakeBulkProbe), sent once the scope's start is over.
+    if (quiet_at && ScopeColdLocked(mirror, scope, now)) return quiet_at;
+    return std::nullopt;
+  }
+  Mark& mark = *found;
   if (mark.bad_bytes || mark.refusals == 0 || now - mark.first_refusal >= options_.fill_wait) {
     return std::nullopt;
   }
-  // The bulk reader comes back at the retry time to probe; if it does not (stopped, done),
-  // other readers probe again one interval later.
-  mark.bulk_waits_until = mark.retry_at + mark.interval;
-  if (now >= mark.retry_at) return std::nullopt;
-  return mark.retry_at;
+  const Clock::time_point due = quiet_at ? std::max(mark.retry_at, *quiet_at) : mark.retry_at;
+  // The bulk reader comes back then to probe; if it does not (stopped, done), other readers
+  // probe again one interval later.
+  mark.bulk_waits_until = due + mark.interval;
+  if (now >= due) return std::nullopt;
+  return due;
 }
 
 bool MirrorRoutes::TakeBulkProbe(std::string_view mirror, std::string_view blob,

@@ -51,6 +51,27 @@
 // for it up to 300 ms after it went out, then go to the next host: a cold cache gets one request
 // per node during the start instead of one per layer; a warm one answers within the wait.
 //
+// Probes wait for the start to end. Every request that reaches a cold distribution proxy for
+// a blob it has not stored starts a copy of the WHOLE blob from its upstream, unpaced, and
+// every refused request costs the cache's own round trips to its upstream before its answer;
+// a probe sent while a container starts (a background fetch's probe of a layer not asked yet,
+// a program's read at a retry time) puts one more whole-layer copy, or one more refused round
+// trip, on the link the start's reads from the upstream need (measured with 4 nodes: a 52 MB
+// copy started by a background probe 5 s into a 10 s start). So while the reads of a cold scope
+// go around the mirror (its start), the scope's probes wait: bulk readers are told to wait
+// (FillingUntil) and programs' reads keep going around until no read of the scope went around
+// the mirror for `start_quiet`; a scope read around without pause is probed at most
+// `start_defer_max` after the first read of the burst. Nothing changes for a warm mirror (its
+// reads never go around).
+//
+// One first request for the whole fleet. A Prepare opens its layer and, at once, preloads the
+// image's other layers, so which blob a node asks a mirror first is a race between threads;
+// nodes that pick different blobs make a cold cache copy several layers at once during the
+// start (measured: both layers of a 2-layer image, 153 MB, started 30 ms apart). So the reads
+// of a scope's blobs arriving within `first_request_gather` of the first of them gather, and
+// the smallest digest among them becomes the first request: every node starting the image
+// picks the same blob, and the cache copies one layer during the start.
+//
 // A mirror that served bytes of a blob that then failed verification (ReportBadBytes) is
 // excluded for that blob for good (ranges and whole reads): a chunk digest mismatch means the
 // mirror holds different bytes under that digest, which waiting will not fix.
@@ -69,6 +90,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -88,9 +110,18 @@ struct MirrorRoutesOptions {
   std::chrono::milliseconds scope_cold_wait{60000};
   // Longest a scope's first request to a mirror keeps the scope's other blobs away.
   std::chrono::milliseconds first_request_wait{30000};
+  // How long reads of a scope's blobs arriving together gather before one of them, the
+  // smallest digest, becomes the scope's first request (see the file comment). 0: none.
+  std::chrono::milliseconds first_request_gather{50};
   size_t max_blobs = 4096;
   // Byte spans remembered per blob (which mirror delivered bytes of which span), newest first.
   size_t spans_per_blob = 64;
+  // The start's quiet: the mirror's probes of a cold scope's blobs (a bulk reader's, or a
+  // program's read at a retry time) wait until no range read of the scope went around the
+  // mirror for this long (see the file comment), for at most `start_defer_max` from the
+  // first read of such a burst. Zero turns the wait off.
+  std::chrono::milliseconds start_quiet{3000};
+  std::chrono::milliseconds start_defer_max{30000};
 };
 
 class MirrorRoutes {
@@ -105,11 +136,15 @@ class MirrorRoutes {
   // one interval on (see the file comment) — unless a bulk reader waits for the mirror
   // (FillingUntil): the probe is then its own (TakeBulkProbe) and this returns false. Also
   // false for a blob never answered by `mirror` while its `scope` is cold (the mirror refused
-  // ranges of another blob of it within scope_cold_wait).
-  // While `scope`'s first request to `mirror` waits for its answer, blocks up to 300 ms from
-  // its start for it, then false for blobs never answered; when it makes that first request (a blob
-  // never answered, the scope neither cold nor waiting), *first_request (if given) is set true and
-  // the caller must call EndFirstRequest once the answer (or an error) is in.
+  // ranges of another blob of it within scope_cold_wait), and at a retry time while the
+  // scope's reads go around the mirror (its start: the probe waits, see the file comment).
+  // A read that would be `scope`'s first request first gathers with the scope's reads arriving
+  // within first_request_gather and goes out only if its blob is the smallest digest among
+  // them (blocking meanwhile). While `scope`'s first request to `mirror` waits for its answer,
+  // blocks up to 300 ms from its start for it, then false for blobs never answered; when it makes
+  // that first request (a blob never answered, the scope neither cold nor waiting), *first_request
+  // (if given) is set true and the caller must call EndFirstRequest once the answer (or an error)
+  // is in.
   bool RangesAllowed(std::string_view mirror, std::string_view blob, Clock::time_point now,
                      std::string_view scope = {}, bool* first_request = nullptr);
   // The first request RangesAllowed let out for `scope` has its answer (reported as usual with
@@ -123,8 +158,11 @@ class MirrorRoutes {
   // Does not move the retry time.
   // Records that a bulk reader waits for the mirror: until one interval after that retry time,
   // RangesAllowed leaves the probe to it (TakeBulkProbe).
+  // With `scope`: also while the scope's reads go around the mirror (its start, see the file
+  // comment), the time it will have been quiet for start_quiet, for a blob refused or never
+  // answered while the scope is cold.
   std::optional<Clock::time_point> FillingUntil(std::string_view mirror, std::string_view blob,
-                                                Clock::time_point now);
+                                                Clock::time_point now, std::string_view scope = {});
   // For a bulk reader that FillingUntil let go (nullopt): whether it should probe `mirror` for
   // ranges of `blob` now: a no-ranges mark within fill_wait whose retry time has come, or a
   // blob never answered by `mirror` while its `scope` is cold (the bulk reader's probe is then
@@ -183,6 +221,13 @@ class MirrorRoutes {
   // The mark of (`mirror`, `blob`); nullptr when `mirror` never answered `blob` and no first
   // probe is pending. Caller holds mu_.
   Mark* FindLocked(std::string_view mirror, std::string_view blob);
+  // A range read of `scope` goes around `mirror` at `now` (its start). Caller holds mu_.
+  void NoteAroundLocked(std::string_view mirror, std::string_view scope, Clock::time_point now);
+  // Until when probes of `scope` at `mirror` wait for its start to be over (see the file
+  // comment); nullopt when they need not wait at `now`. Caller holds mu_.
+  std::optional<Clock::time_point> StartQuietAtLocked(std::string_view mirror,
+                                                      std::string_view scope,
+                                                      Clock::time_point now) const;
 
   const MirrorRoutesOptions options_;
   mutable std::mutex mu_;
@@ -192,6 +237,19 @@ class MirrorRoutes {
   // Scopes whose first request to a mirror waits for its answer, since when; same keys. An
   // entry older than first_request_wait is ignored (a caller that never ended it).
   std::map<std::string, Clock::time_point, std::less<>> first_requests_;
+  // Blobs whose reads gather to become a scope's first request, since when; same keys.
+  struct Gather {
+    Clock::time_point since;
+    std::set<std::string, std::less<>> blobs;
+  };
+  std::map<std::string, Gather, std::less<>> gathers_;
+  // Reads of a scope going around a mirror, by the same keys: the first and the last read of
+  // the current burst (reads less than start_quiet apart); at most max_blobs entries.
+  struct Burst {
+    Clock::time_point first;
+    Clock::time_point last;
+  };
+  std::map<std::string, Burst, std::less<>> bursts_;
   uint64_t clock_ = 0;  // touch counter, for pruning
 };
 

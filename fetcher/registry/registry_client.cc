@@ -113,6 +113,16 @@ std::string ContentTypeOf(const HttpResponse& r) {
 }
 }  // namespace internal
 
+namespace {
+
+MirrorRoutesOptions RoutesOptions(const RegistryConfig& config) {
+  MirrorRoutesOptions options;
+  options.start_quiet = config.mirror_start_quiet;
+  return options;
+}
+
+}  // namespace
+
 RegistryClient::RegistryClient(RegistryConfig config, std::unique_ptr<HttpTransport> transport)
     : config_(std::move(config)),
       transport_(std::move(transport)),
@@ -120,7 +130,7 @@ RegistryClient::RegistryClient(RegistryConfig config, std::unique_ptr<HttpTransp
       authorizer_(
           std::make_unique<Authorizer>(transport_.get(), &credentials_, config_.request_timeout)),
       limiter_(std::make_unique<HostLimiter>(config_.max_concurrency_per_host)),
-      routes_(std::make_unique<MirrorRoutes>()) {}
+      routes_(std::make_unique<MirrorRoutes>(RoutesOptions(config_))) {}
 
 RegistryClient::~RegistryClient() = default;
 
@@ -238,7 +248,8 @@ std::optional<std::chrono::steady_clock::time_point> RegistryClient::MirrorReady
   for (size_t i = 0; i + 1 < hosts->size(); ++i) {
     const RegistryHost& host = (*hosts)[i];
     if (!host.mirror || !routes_->Trusted(host.host, blob)) continue;
-    if (std::optional<Clock::time_point> until = routes_->FillingUntil(host.host, blob, now)) {
+    if (std::optional<Clock::time_point> until =
+            routes_->FillingUntil(host.host, blob, now, scope)) {
       return until;
     }
     // The retry time has come, or the mirror was never asked for this blob while it fills
@@ -260,7 +271,7 @@ std::optional<std::chrono::steady_clock::time_point> RegistryClient::MirrorReady
              {"repository", ref.repository},
              {"digest", blob},
              {"retry_in_ms", retry.count()}});
-    return routes_->FillingUntil(host.host, blob, Clock::now());
+    return routes_->FillingUntil(host.host, blob, Clock::now(), scope);
   }
   return std::nullopt;
 }

@@ -81,6 +81,9 @@ struct RegistryConfig {
   std::shared_ptr<const CredentialProvider> credential_provider;
   // Not from TOML: told about every HTTP exchange (the daemon's metrics). Null = none.
   std::shared_ptr<RequestObserver> observer;
+  // Not from TOML: how long a mirror's probes of a cold repository wait for its reads to pause
+  // (MirrorRoutesOptions::start_quiet; 0 = no wait). Tests set it.
+  std::chrono::milliseconds mirror_start_quiet{3000};
 };
 
 // Parses the `[registry]` table (pass the table itself, not the document root). Unknown keys,

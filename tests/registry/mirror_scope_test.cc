@@ -3,12 +3,14 @@
 // transport with a hosts.toml that names a mirror before the registry. Once the cache refused
 // ranges of one blob of a repository, the other blobs of it this node has not asked yet are
 // read from the registry at once, and the cache's first request for them is the background
-// fetch's probe; a warm cache gets every request.
+// fetch's probe, sent once the repository's reads paused (its start is over); a warm cache
+// gets every request.
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "fetcher/oci/media_types.h"
 #include "fetcher/registry/mirror_routes.h"
@@ -26,7 +28,8 @@ TEST(MirrorScopeTest, FirstRequestAndColdScopeKeepUnaskedBlobsAway) {
   MirrorRoutes routes({.first_retry = milliseconds(1000),
                        .max_retry = milliseconds(4000),
                        .scope_cold_wait = milliseconds(10000),
-                       .first_request_wait = milliseconds(5000)});
+                       .first_request_wait = milliseconds(5000),
+                       .first_request_gather = milliseconds(0)});
   const auto t0 = MirrorRoutes::Clock::now();
   const auto at = [&](int ms) { return t0 + milliseconds(ms); };
   bool first = false;
@@ -89,6 +92,75 @@ TEST(MirrorScopeTest, FirstRequestAndColdScopeKeepUnaskedBlobsAway) {
   EXPECT_TRUE(routes.RangesAllowed("m", "sha256:g", at(16006), "reg/r"));
 }
 
+// While a cold scope's reads go around the mirror (a container starting), the mirror is not
+// probed: bulk readers wait until the reads paused for start_quiet (at most start_defer_max
+// after the burst's first read), and a program's read at a retry time goes around too.
+TEST(MirrorScopeTest, ProbesWaitForTheScopesStart) {
+  MirrorRoutes routes({.first_retry = milliseconds(1000),
+                       .max_retry = milliseconds(4000),
+                       .scope_cold_wait = milliseconds(60000),
+                       .first_request_wait = milliseconds(5000),
+                       .start_quiet = milliseconds(3000),
+                       .start_defer_max = milliseconds(10000)});
+  const auto t0 = MirrorRoutes::Clock::now();
+  const auto at = [&](int ms) { return t0 + milliseconds(ms); };
+  EXPECT_EQ(routes.MarkNoRanges("m", "sha256:a", t0, "reg/r"), milliseconds(1000));
+  EXPECT_FALSE(routes.RangesAllowed("m", "sha256:b", at(100), "reg/r"));  // around: the start
+  // b never asked, a refused (retry at 1000): both wait for 3 s without a read around.
+  EXPECT_EQ(routes.FillingUntil("m", "sha256:b", at(200), "reg/r"), at(3100));
+  EXPECT_EQ(routes.FillingUntil("m", "sha256:a", at(200), "reg/r"), at(3100));
+  EXPECT_EQ(routes.FillingUntil("m", "sha256:b", at(200)), std::nullopt);  // no scope: as before
+  EXPECT_EQ(routes.FillingUntil("m", "sha256:b", at(200), "reg/other"), std::nullopt);
+  // A program's read of a after its retry time: the bulk reader's turn (until 3100 + 1000), and
+  // the read extends the start.
+  EXPECT_FALSE(routes.RangesAllowed("m", "sha256:a", at(1500), "reg/r"));
+  EXPECT_EQ(routes.FillingUntil("m", "sha256:a", at(1600), "reg/r"), at(4500));
+  // c, refused with no bulk reader waiting: a program's read at its retry time does not probe
+  // during the start, the first read after 3 s of quiet does.
+  EXPECT_EQ(routes.MarkNoRanges("m", "sha256:c", at(1600), "reg/r"), milliseconds(1000));
+  EXPECT_FALSE(routes.RangesAllowed("m", "sha256:c", at(2700), "reg/r"));
+  EXPECT_FALSE(routes.RangesAllowed("m", "sha256:c", at(5699), "reg/r"));
+  EXPECT_TRUE(routes.RangesAllowed("m", "sha256:c", at(8699), "reg/r"));
+  // Past the start the bulk reader probes at once (b: its first request, taken once).
+  EXPECT_EQ(routes.FillingUntil("m", "sha256:b", at(8700), "reg/r"), std::nullopt);
+  EXPECT_TRUE(routes.TakeBulkProbe("m", "sha256:b", at(8700), "reg/r"));
+  // Reads around without a 3 s pause defer probes at most 10 s from the burst's first read.
+  for (int ms = 12000; ms <= 21000; ms += 1000) {
+    EXPECT_FALSE(routes.RangesAllowed("m", "sha256:d", at(ms), "reg/r"));
+  }
+  EXPECT_EQ(routes.FillingUntil("m", "sha256:d", at(21500), "reg/r"), at(22000));
+  EXPECT_EQ(routes.FillingUntil("m", "sha256:d", at(22000), "reg/r"), std::nullopt);
+
+  // start_quiet 0: no wait.
+  MirrorRoutes eager({.start_quiet = milliseconds(0)});
+  EXPECT_EQ(eager.MarkNoRanges("m", "sha256:a", t0, "reg/r"), milliseconds(1000));
+  EXPECT_FALSE(eager.RangesAllowed("m", "sha256:b", at(100), "reg/r"));
+  EXPECT_EQ(eager.FillingUntil("m", "sha256:b", at(200), "reg/r"), std::nullopt);
+  EXPECT_TRUE(eager.RangesAllowed("m", "sha256:a", at(1000), "reg/r"));
+}
+
+// Reads of a scope's blobs arriving together gather; the smallest digest becomes the first
+// request whichever arrived first, so every node asks a cold cache for the same blob.
+TEST(MirrorScopeTest, FirstRequestIsTheSmallestDigestOfTheReadsArrivingTogether) {
+  MirrorRoutes routes({.scope_cold_wait = milliseconds(60000),
+                       .first_request_wait = std::chrono::minutes(1),
+                       .first_request_gather = milliseconds(2000)});
+  const auto t0 = MirrorRoutes::Clock::now();
+  bool first_b = false;
+  std::thread b(
+      [&] { EXPECT_FALSE(routes.RangesAllowed("m", "sha256:b", t0, "reg/r", &first_b)); });
+  std::this_thread::sleep_for(milliseconds(100));  // b gathers (its window is 2 s)
+  bool first_a = false;
+  // a arrives at the end of b's window: the smallest digest goes out.
+  EXPECT_TRUE(routes.RangesAllowed("m", "sha256:a", t0 + milliseconds(2000), "reg/r", &first_a));
+  EXPECT_TRUE(first_a);
+  // Refused: b goes around (the scope is cold).
+  routes.MarkNoRanges("m", "sha256:a", t0 + milliseconds(2000), "reg/r");
+  routes.EndFirstRequest("m", "reg/r");
+  b.join();
+  EXPECT_FALSE(first_b);
+}
+
 // A FakeTransport that runs `before` (once) when the next request is sent, before answering
 // it: what the client does while a request is out.
 class HookTransport : public FakeTransport {
@@ -123,10 +195,12 @@ class MirrorScopeClientTest : public ::testing::Test {
     NewClient();
   }
 
-  void NewClient() {
+  // `start_quiet`: RegistryConfig::mirror_start_quiet (0 = probes never wait for a start).
+  void NewClient(milliseconds start_quiet = milliseconds(0)) {
     RegistryConfig config;
     config.config_path = dir_.path();
     config.initial_backoff = milliseconds(1);
+    config.mirror_start_quiet = start_quiet;
     auto transport = std::make_unique<HookTransport>();
     fake_ = transport.get();
     client_ = std::make_unique<RegistryClient>(config, std::move(transport));
@@ -196,6 +270,29 @@ TEST_F(MirrorScopeClientTest, ColdCache) {
   ExpectRead(1, 30, 4);
   EXPECT_EQ(To("cache.test:5000", 1), 1);
   EXPECT_EQ(To("reg.test:5000", 1), 3);
+}
+
+// While the reads of a cold cache's repository go to the registry (a container starting),
+// the background fetch does not probe the cache: it is told to wait for the reads to pause.
+TEST_F(MirrorScopeClientTest, ColdCacheIsNotProbedDuringTheStart) {
+  NewClient(std::chrono::hours(1));
+  fake_->answers = {Whole(0), Part(0, 60, 10), Part(1, 0, 8)};
+  ExpectRead(0, 60, 10);
+  ExpectRead(1, 0, 8);
+  const size_t sent = fake_->requests.size();
+  const auto before = std::chrono::steady_clock::now();
+  for (int i = 0; i < 2; ++i) {
+    std::optional<std::chrono::steady_clock::time_point> ready =
+        client_->MirrorReadyAt(ref_, descs_[i]);
+    ASSERT_TRUE(ready.has_value());
+    EXPECT_GE(*ready, before + std::chrono::seconds(29));  // start_defer_max: 30 s
+  }
+  EXPECT_EQ(fake_->requests.size(), sent);
+  EXPECT_EQ(To("cache.test:5000", 0), 1);
+  EXPECT_EQ(To("cache.test:5000", 1), 0);
+  EXPECT_EQ(To("reg.test:5000", 0), 1);
+  EXPECT_EQ(To("reg.test:5000", 1), 1);
+  EXPECT_EQ(client_->stats().mirror_range_refusals, 1u);
 }
 
 // The layers of a container are opened at once: while the cache's answer to the first request
