@@ -112,8 +112,11 @@ class MirrorRoutingTest : public ::testing::Test {
                     .ok());
     auto transport = std::make_unique<CountingTransport>();
     counts_ = transport.get();
-    client_ =
-        std::make_unique<RegistryClient>(TestConfig(dir_.Sub("certs.d")), std::move(transport));
+    // The probe cycle itself is what these tests check; its wait for a start to be over (no
+    // read around the mirror for mirror_start_quiet) is mirror_scope_test's.
+    registry::RegistryConfig config = TestConfig(dir_.Sub("certs.d"));
+    config.mirror_start_quiet = std::chrono::milliseconds(0);
+    client_ = std::make_unique<RegistryClient>(config, std::move(transport));
     counts_->Watch(layer().digest.ToString());
   }
   const oci::Descriptor& layer() const { return image_.layers[0]; }
