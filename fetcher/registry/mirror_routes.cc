@@ -54,6 +54,15 @@ bool MirrorRoutes::RangesAllowed(std::string_view mirror, std::string_view blob,
                                  bool* first_request) {
   std::unique_lock<std::mutex> lock(mu_);
   Mark* found = FindLocked(mirror, blob);
+  // Polled: another read's answer, or the gather, decides; mu_ is released meanwhile.
+  auto wait_and_look_again = [&] {
+    const Clock::time_point before = Clock::now();
+    lock.unlock();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    lock.lock();
+    now += Clock::now() - before;
+    found = FindLocked(mirror, blob);
+  };
   while (found == nullptr) {
     if (scope.empty()) return true;
     if (ScopeColdLocked(mirror, scope, now)) {
@@ -80,12 +89,7 @@ bool MirrorRoutes::RangesAllowed(std::string_view mirror, std::string_view blob,
           return false;
         }
         if (gathering || *g->second.blobs.begin() != blob) {
-          const Clock::time_point before = Clock::now();
-          lock.unlock();
-          std::this_thread::sleep_for(std::chrono::milliseconds(2));
-          lock.lock();
-          now += Clock::now() - before;
-          found = FindLocked(mirror, blob);
+          wait_and_look_again();
           continue;
         }
         gathers_.erase(g);
@@ -103,12 +107,7 @@ bool MirrorRoutes::RangesAllowed(std::string_view mirror, std::string_view blob,
       NoteAroundLocked(mirror, scope, now);
       return false;
     }
-    const Clock::time_point before = Clock::now();
-    lock.unlock();
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    lock.lock();
-    now += Clock::now() - before;
-    found = FindLocked(mirror, blob);
+    wait_and_look_again();
   }
   Mark& mark = *found;
   if (mark.bad_bytes) return false;

@@ -309,7 +309,9 @@ TEST_F(SociZtocTest, FlatcDecodesOurZtocWithTheSchema) {
   EXPECT_EQ(j["uncompressed_archive_size"].get<uint64_t>(), ztoc->uncompressed_archive_size);
   const auto& info = j["compression_info"];
   // Gzip is the default value: absent from the buffer, hence from the JSON, or named.
-  if (info.contains("compression_algorithm")) EXPECT_EQ(info["compression_algorithm"], "Gzip");
+  if (info.contains("compression_algorithm")) {
+    EXPECT_EQ(info["compression_algorithm"], "Gzip");
+  }
   EXPECT_EQ(info["max_span_id"].get<int64_t>() + 1, static_cast<int64_t>(ztoc->span_count()));
   ASSERT_EQ(info["span_digests"].size(), ztoc->span_count());
   EXPECT_EQ(info["span_digests"][0], ztoc->span_digests[0].ToString());

@@ -293,17 +293,27 @@ size_t CompareWithSource(const std::string& src, const std::string& mnt, bool na
       EXPECT_EQ(sa.st_mtim.tv_sec + (sa.st_mtim.tv_nsec >= 500000000 ? 1 : 0), sb.st_mtim.tv_sec);
       EXPECT_EQ(sb.st_mtim.tv_nsec, 0);
     }
-    if (!S_ISDIR(sa.st_mode)) EXPECT_EQ(sa.st_nlink, sb.st_nlink);
+    if (!S_ISDIR(sa.st_mode)) {
+      EXPECT_EQ(sa.st_nlink, sb.st_nlink);
+    }
     if (S_ISREG(sa.st_mode)) {
       EXPECT_EQ(sa.st_size, sb.st_size);
       auto want = ReadFile(a);
       auto got = ReadAll(b);
       EXPECT_TRUE(got.ok()) << got.status();
-      if (got.ok()) EXPECT_TRUE(*want == *got) << "content differs";
+      if (got.ok()) {
+        EXPECT_TRUE(*want == *got) << "content differs";
+      }
     }
-    if (S_ISLNK(sa.st_mode)) EXPECT_EQ(fs::read_symlink(a), fs::read_symlink(b));
-    if (S_ISCHR(sa.st_mode)) EXPECT_EQ(sa.st_rdev, sb.st_rdev);
-    if (rel != "opq") EXPECT_EQ(Xattrs(a), Xattrs(b));
+    if (S_ISLNK(sa.st_mode)) {
+      EXPECT_EQ(fs::read_symlink(a), fs::read_symlink(b));
+    }
+    if (S_ISCHR(sa.st_mode)) {
+      EXPECT_EQ(sa.st_rdev, sb.st_rdev);
+    }
+    if (rel != "opq") {
+      EXPECT_EQ(Xattrs(a), Xattrs(b));
+    }
     ++compared;
   }
   return compared;

@@ -210,6 +210,37 @@ class HandoverTest : public RemoteDaemonTest {
     return {daemon_->root() + "/erofs/blobs"};
   }
 
+  // Stops the readers, removes the containers `active_keys` and then each chain top-down, and
+  // checks nothing is left: no lazy layer mount, no loop device, the holder keeps only
+  // SharedHeldKeys() (one fd each in it and in the daemon), and the blob file system (if any)
+  // holds no blob file.
+  void RemoveAllExpectNothingLeft(const std::vector<std::string>& active_keys,
+                                  const std::vector<const std::vector<std::string>*>& chains) {
+    readers_.clear();
+    mounts_.clear();
+    for (const std::string& key : active_keys) ASSERT_GRPC_OK(client_->Remove(key));
+    for (const auto* chain : chains) {
+      for (auto it = chain->rbegin(); it != chain->rend(); ++it) {
+        ASSERT_GRPC_OK(client_->Remove(*it));
+      }
+    }
+    EXPECT_EQ(LazyMounts(), 0u);
+    EXPECT_TRUE(WaitUntil([&] { return DaemonLoopDevices(daemon_->root()) == 0; }))
+        << LoopDevicesText() << "left at the end";
+    auto holder = mount::FuseHolderClient::Connect(socket_);
+    ASSERT_TRUE(holder.ok()) << holder.status();
+    auto held = (*holder)->List();
+    ASSERT_TRUE(held.ok()) << held.status();
+    EXPECT_EQ(*held, SharedHeldKeys()) << absl::StrJoin(*held, " ");
+    const int shared = static_cast<int>(SharedHeldKeys().size());
+    EXPECT_EQ(FuseFds(holder_.pid()), shared);
+    EXPECT_EQ(FuseFds(daemon_->pid()), shared);
+    if (shared > 0) {
+      std::error_code ec;
+      EXPECT_TRUE(std::filesystem::is_empty(SharedHeldKeys()[0], ec)) << ec.message();
+    }
+  }
+
   std::string socket_;
   Subprocess holder_;
   std::vector<std::unique_ptr<HandoverReader>> readers_;

@@ -99,25 +99,7 @@ TEST_P(HandoverGraduationTest, OldLazyMountOfAGraduatedLayerSurvivesRestarts) {
 
   // Remove everything: the old lazy mounts go with the overlays, their blobs with the
   // snapshots; no loop device, layer mount or held fd is left.
-  readers_.clear();
-  mounts_.clear();
-  for (const char* key : {"small-ctr", "big-ctr", "after-ctr"})
-    ASSERT_GRPC_OK(client_->Remove(key));
-  for (const auto* chain : {&small_chain, &big_chain}) {
-    for (auto it = chain->rbegin(); it != chain->rend(); ++it) ASSERT_GRPC_OK(client_->Remove(*it));
-  }
-  EXPECT_EQ(LazyMounts(), 0u);
-  EXPECT_TRUE(WaitUntil([&] { return DaemonLoopDevices(daemon_->root()) == 0; }))
-      << LoopDevicesText() << "left at the end";
-  auto holder = mount::FuseHolderClient::Connect(socket_);
-  ASSERT_TRUE(holder.ok()) << holder.status();
-  auto held = (*holder)->List();
-  ASSERT_TRUE(held.ok()) << held.status();
-  EXPECT_EQ(*held, SharedHeldKeys()) << absl::StrJoin(*held, " ");
-  EXPECT_EQ(FuseFds(holder_.pid()), 1);
-  EXPECT_EQ(FuseFds(daemon_->pid()), 1);
-  std::error_code ec;
-  EXPECT_TRUE(std::filesystem::is_empty(SharedHeldKeys()[0], ec)) << ec.message();
+  RemoveAllExpectNothingLeft({"small-ctr", "big-ctr", "after-ctr"}, {&small_chain, &big_chain});
   EXPECT_FALSE(std::filesystem::exists(daemon_->root() + "/erofs/graduated/sha256-" +
                                        small.resolved.manifest.layers[0].digest.hex()));
 }
@@ -155,14 +137,7 @@ TEST_P(HandoverGraduationTest, OldLazyMountReadsATarCopyAfterRestarts) {
                                 "old lazy mount of a graduated layer served from its local copy"));
   for (auto& r : readers_) r->Stop();
   ExpectNoReadErrors("at the end");
-  readers_.clear();
-  mounts_.clear();
-  ASSERT_GRPC_OK(client_->Remove("zc-ctr"));
-  for (auto it = chain.rbegin(); it != chain.rend(); ++it) ASSERT_GRPC_OK(client_->Remove(*it));
-  EXPECT_TRUE(WaitUntil([&] { return DaemonLoopDevices(daemon_->root()) == 0; }))
-      << LoopDevicesText() << "left at the end";
-  std::error_code ec;
-  EXPECT_TRUE(std::filesystem::is_empty(SharedHeldKeys()[0], ec)) << ec.message();
+  RemoveAllExpectNothingLeft({"zc-ctr"}, {&chain});
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, HandoverGraduationTest, ::testing::Values("erofs", "erofs-loop"),
