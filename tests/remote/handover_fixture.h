@@ -210,6 +210,26 @@ class HandoverTest : public RemoteDaemonTest {
     return {daemon_->root() + "/erofs/blobs"};
   }
 
+  // The two images ("esgz", "big-esgz") prepared as lazy chains, a container on each
+  // ("small-ctr", "big-ctr") and StartReaders through them.
+  struct TwoImageReaders {
+    PushedImage small;
+    PushedImage big;
+    std::vector<std::string> small_chain;
+    std::vector<std::string> big_chain;
+    size_t layers = 0;  // of both chains
+  };
+  void StartTwoImageReaders(TwoImageReaders* out) {
+    out->small = Image("esgz");
+    out->big = Image("big-esgz");
+    out->small_chain = PrepareLazyChain(out->small, /*cri=*/false, "s");
+    out->big_chain = PrepareLazyChain(out->big, /*cri=*/false, "b");
+    out->layers = out->small_chain.size() + out->big_chain.size();
+    const std::string small_dir = MountActive("small-ctr", out->small_chain.back());
+    const std::string big_dir = MountActive("big-ctr", out->big_chain.back());
+    ASSERT_NO_FATAL_FAILURE(StartReaders(small_dir, big_dir));
+  }
+
   // Stops the readers, removes the containers `active_keys` and then each chain top-down, and
   // checks nothing is left: no lazy layer mount, no loop device, the holder keeps only
   // SharedHeldKeys() (one fd each in it and in the daemon), and the blob file system (if any)

@@ -36,15 +36,12 @@ class HandoverGraduationTest : public HandoverTest {
 };
 
 TEST_P(HandoverGraduationTest, OldLazyMountOfAGraduatedLayerSurvivesRestarts) {
-  PushedImage small = Image("esgz");
-  PushedImage big = Image("big-esgz");
-  std::vector<std::string> small_chain = PrepareLazyChain(small, /*cri=*/false, "s");
-  std::vector<std::string> big_chain = PrepareLazyChain(big, /*cri=*/false, "b");
-  const size_t layers = small_chain.size() + big_chain.size();
   // The overlays hold the lazy EROFS mounts (and so their blob files) from here on.
-  std::string small_dir = MountActive("small-ctr", small_chain.back());
-  std::string big_dir = MountActive("big-ctr", big_chain.back());
-  ASSERT_NO_FATAL_FAILURE(StartReaders(small_dir, big_dir));
+  TwoImageReaders run;
+  ASSERT_NO_FATAL_FAILURE(StartTwoImageReaders(&run));
+  const std::vector<std::string>& small_chain = run.small_chain;
+  const std::vector<std::string>& big_chain = run.big_chain;
+  const size_t layers = run.layers;
   ExpectReadersProgress("before graduation");
 
   // Every layer graduates; the targets now show the local copies, the overlays keep the old
@@ -101,7 +98,7 @@ TEST_P(HandoverGraduationTest, OldLazyMountOfAGraduatedLayerSurvivesRestarts) {
   // snapshots; no loop device, layer mount or held fd is left.
   RemoveAllExpectNothingLeft({"small-ctr", "big-ctr", "after-ctr"}, {&small_chain, &big_chain});
   EXPECT_FALSE(std::filesystem::exists(daemon_->root() + "/erofs/graduated/sha256-" +
-                                       small.resolved.manifest.layers[0].digest.hex()));
+                                       run.small.resolved.manifest.layers[0].digest.hex()));
 }
 
 // The same with zstd:chunked layers, whose copies are the layers' original tars: the old lazy

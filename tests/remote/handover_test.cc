@@ -23,14 +23,11 @@ namespace lazypull::testing {
 namespace {
 
 TEST_P(HandoverTest, ReadersSurviveKillsCrashMidRequestAndUpgrade) {
-  PushedImage small = Image("esgz");
-  PushedImage big = Image("big-esgz");
-  std::vector<std::string> small_chain = PrepareLazyChain(small, /*cri=*/false, "s");
-  std::vector<std::string> big_chain = PrepareLazyChain(big, /*cri=*/false, "b");
-  const size_t layers = small_chain.size() + big_chain.size();
-  std::string small_dir = MountActive("small-ctr", small_chain.back());
-  std::string big_dir = MountActive("big-ctr", big_chain.back());
-  ASSERT_NO_FATAL_FAILURE(StartReaders(small_dir, big_dir));
+  TwoImageReaders run;
+  ASSERT_NO_FATAL_FAILURE(StartTwoImageReaders(&run));
+  const std::vector<std::string>& small_chain = run.small_chain;
+  const std::vector<std::string>& big_chain = run.big_chain;
+  const size_t layers = run.layers;
   ExpectReadersProgress("before any restart");
   const std::map<std::string, dev_t> first_mounts = LazyMountDevs();
   EXPECT_EQ(first_mounts.size(), layers);
@@ -101,7 +98,7 @@ TEST_P(HandoverTest, ReadersSurviveKillsCrashMidRequestAndUpgrade) {
                            std::chrono::seconds(30));
   ASSERT_TRUE(status.ok());
   EXPECT_TRUE(absl::StrContains(status->output, " ADOPTED ")) << status->output;
-  for (const PushedImage* image : {&small, &big}) {
+  for (const PushedImage* image : {&run.small, &run.big}) {
     for (const oci::Descriptor& layer : image->resolved.manifest.layers) {
       std::vector<std::string> row =
           StatusTableRow(status->output, layer.digest.hex().substr(0, 12));
