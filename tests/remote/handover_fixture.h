@@ -8,6 +8,7 @@
 
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -228,6 +229,21 @@ class HandoverTest : public RemoteDaemonTest {
     const std::string small_dir = MountActive("small-ctr", out->small_chain.back());
     const std::string big_dir = MountActive("big-ctr", out->big_chain.back());
     ASSERT_NO_FATAL_FAILURE(StartReaders(small_dir, big_dir));
+  }
+
+  // Kills the daemon, starts one that dies (SIGKILL, by a test hook) right after reading a FUSE
+  // request and before answering it, then starts a normal one: the readers must go on.
+  void KillBetweenReadAndReply() {
+    daemon_->options().env["LAZYPULL_TEST_CRASH_AFTER_FUSE_READS"] = "1";
+    daemon_->Kill();
+    daemon_->Restart().IgnoreError();  // may die before its socket is ready
+    absl::StatusOr<int> exit = daemon_->WaitForExit(std::chrono::seconds(120));
+    ASSERT_TRUE(exit.ok()) << exit.status();
+    ASSERT_TRUE(WIFSIGNALED(*exit) && WTERMSIG(*exit) == SIGKILL) << *exit;
+    daemon_->options().env.clear();
+    ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
+    client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
+    ExpectReadersProgress("after a kill between read and reply");
   }
 
   // Stops the readers, removes the containers `active_keys` and then each chain top-down, and

@@ -70,16 +70,7 @@ TEST_P(HandoverGraduationTest, OldLazyMountOfAGraduatedLayerSurvivesRestarts) {
       << daemon_->ReadLog();
 
   // Killed between reading a request and answering it: the next daemon gets it resent.
-  daemon_->options().env["LAZYPULL_TEST_CRASH_AFTER_FUSE_READS"] = "1";
-  daemon_->Kill();
-  daemon_->Restart().IgnoreError();  // may die before its socket is ready
-  absl::StatusOr<int> exit = daemon_->WaitForExit(std::chrono::seconds(120));
-  ASSERT_TRUE(exit.ok()) << exit.status();
-  ASSERT_TRUE(WIFSIGNALED(*exit) && WTERMSIG(*exit) == SIGKILL) << *exit;
-  daemon_->options().env.clear();
-  ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
-  client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
-  ExpectReadersProgress("after a kill between read and reply");
+  ASSERT_NO_FATAL_FAILURE(KillBetweenReadAndReply());
 
   // Upgrade: SIGTERM (finish in flight, hand over), then start.
   ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();

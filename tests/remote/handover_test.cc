@@ -49,16 +49,7 @@ TEST_P(HandoverTest, ReadersSurviveKillsCrashMidRequestAndUpgrade) {
   EXPECT_EQ(DaemonLoopDevices(daemon_->root()), loops) << "adoption attaches no loop device";
 
   // Killed between reading a request and answering it: the next daemon gets it resent.
-  daemon_->options().env["LAZYPULL_TEST_CRASH_AFTER_FUSE_READS"] = "1";
-  daemon_->Kill();
-  daemon_->Restart().IgnoreError();  // may die before its socket is ready
-  absl::StatusOr<int> exit = daemon_->WaitForExit(std::chrono::seconds(120));
-  ASSERT_TRUE(exit.ok()) << exit.status();
-  ASSERT_TRUE(WIFSIGNALED(*exit) && WTERMSIG(*exit) == SIGKILL) << *exit;
-  daemon_->options().env.clear();
-  ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->ReadLog();
-  client_ = std::make_unique<SnapshotClient>(daemon_->grpc_target());
-  ExpectReadersProgress("after a kill between read and reply");
+  ASSERT_NO_FATAL_FAILURE(KillBetweenReadAndReply());
   ExpectAllAdopted(layers);
   // The request the killed daemon had read reached this one again (bit 63 of its unique).
   EXPECT_TRUE(WaitUntil([&] { return ExpectAllAdopted(layers) >= 1; }))
