@@ -70,6 +70,21 @@ void FlipByteInFile(const std::string& path, size_t offset) {
   f.put(static_cast<char>(c ^ 0x01));
 }
 
+// `count` distinct chunks (chunk i: size + i * size_step bytes of PatternBytes(seed + i)) and
+// their digests, same index.
+struct TestChunks {
+  std::vector<std::string> bytes;
+  std::vector<Digest> digests;
+};
+TestChunks MakeChunks(uint32_t count, size_t size, uint32_t seed, size_t size_step = 0) {
+  TestChunks out;
+  for (uint32_t i = 0; i < count; ++i) {
+    out.bytes.push_back(PatternBytes(size + i * size_step, seed + i));
+    out.digests.push_back(Digest::Of(out.bytes.back()));
+  }
+  return out;
+}
+
 TEST(ChunkCacheTest, PutThenReadReturnsExactBytesAndSubRanges) {
   TempDir tmp;
   auto cache = MustOpen(Config(tmp.path()));
@@ -301,12 +316,7 @@ TEST(ChunkCacheTest, KillBeforeRenameLeavesNoVisibleChunk) { CrashWhileStoring("
 TEST(ChunkCacheTest, EvictionRespectsLimitAndLruOrder) {
   TempDir tmp;
   auto cache = MustOpen(Config(tmp.path(), 4000));
-  std::vector<std::string> chunks;
-  std::vector<Digest> ds;
-  for (uint32_t i = 0; i < 6; ++i) {
-    chunks.push_back(PatternBytes(1000, 100 + i));
-    ds.push_back(Digest::Of(chunks.back()));
-  }
+  auto [chunks, ds] = MakeChunks(6, 1000, 100);
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(cache->Put(ds[i], chunks[i]).ok());
   EXPECT_EQ(cache->stats().bytes_stored, 4000u);
   // Touch 0 and 1: now 2 is the least recently used, then 3.
@@ -347,13 +357,8 @@ TEST(ChunkCacheTest, ExternalBytesCountAgainstTheBudgetAndRemoveDropsAChunk) {
   TempDir tmp;
   auto cache = MustOpen(Config(tmp.path(), 4000));
   cache->AddListener(&removed);
-  std::vector<std::string> chunks;
-  std::vector<Digest> ds;
-  for (uint32_t i = 0; i < 4; ++i) {
-    chunks.push_back(PatternBytes(1000, 300 + i));
-    ds.push_back(Digest::Of(chunks.back()));
-    ASSERT_TRUE(cache->Put(ds[i], chunks[i]).ok());
-  }
+  auto [chunks, ds] = MakeChunks(4, 1000, 300);
+  for (size_t i = 0; i < ds.size(); ++i) ASSERT_TRUE(cache->Put(ds[i], chunks[i]).ok());
   cache->SetExternalBytes(1500);  // 4000 + 1500 > 4000: the two oldest chunks go
   EXPECT_FALSE(cache->Contains(ds[0]));
   EXPECT_FALSE(cache->Contains(ds[1]));
@@ -385,13 +390,8 @@ TEST(ChunkCacheTest, ExternalBytesCountAgainstTheBudgetAndRemoveDropsAChunk) {
 TEST(ChunkCacheTest, KeyedExternalAccountsReservationsAndColdestFirst) {
   TempDir tmp;
   auto cache = MustOpen(Config(tmp.path(), 4000));
-  std::vector<std::string> chunks;
-  std::vector<Digest> ds;
-  for (uint32_t i = 0; i < 4; ++i) {
-    chunks.push_back(PatternBytes(1000, 700 + i));
-    ds.push_back(Digest::Of(chunks.back()));
-    ASSERT_TRUE(cache->Put(ds[i], chunks[i]).ok());
-  }
+  auto [chunks, ds] = MakeChunks(4, 1000, 700);
+  for (size_t i = 0; i < ds.size(); ++i) ASSERT_TRUE(cache->Put(ds[i], chunks[i]).ok());
   cache->MakeColdest(ds[3]);  // the newest chunk, now first in line
   cache->SetExternalBytes(500);
   ASSERT_TRUE(cache->ReserveExternalBytes("copy-a", 400).ok());  // 4000 + 900: one chunk goes
@@ -424,12 +424,7 @@ TEST(ChunkCacheTest, KeyedExternalAccountsReservationsAndColdestFirst) {
 
 TEST(ChunkCacheTest, RestartKeepsEntriesAndLruOrder) {
   TempDir tmp;
-  std::vector<std::string> chunks;
-  std::vector<Digest> ds;
-  for (uint32_t i = 0; i < 4; ++i) {
-    chunks.push_back(PatternBytes(1000 + i, 300 + i));
-    ds.push_back(Digest::Of(chunks.back()));
-  }
+  auto [chunks, ds] = MakeChunks(4, 1000, 300, 1);
   {
     auto cache = MustOpen(Config(tmp.path(), 1000000));
     for (int i = 0; i < 3; ++i) ASSERT_TRUE(cache->Put(ds[i], chunks[i]).ok());
@@ -463,12 +458,7 @@ TEST(ChunkCacheTest, RestartKeepsEntriesAndLruOrder) {
 
 TEST(ChunkCacheTest, RestartRebuildsLruOrderFromAccessNotInsertion) {
   TempDir tmp;
-  std::vector<std::string> chunks;
-  std::vector<Digest> ds;
-  for (uint32_t i = 0; i < 4; ++i) {
-    chunks.push_back(PatternBytes(1000, 400 + i));
-    ds.push_back(Digest::Of(chunks.back()));
-  }
+  auto [chunks, ds] = MakeChunks(4, 1000, 400);
   {
     auto cache = MustOpen(Config(tmp.path(), 3000));
     for (int i = 0; i < 3; ++i) ASSERT_TRUE(cache->Put(ds[i], chunks[i]).ok());
