@@ -15,6 +15,11 @@ import tempfile
 import time
 
 REGISTRY_PORT = 5001  # inside the namespace, loopback only
+# How long tbf lets a packet queue before dropping it: the shaped link's buffer. 400 ms is
+# shared/e2e-notes.md's set-up (a deep, bloated buffer: one bulk flow delays every other
+# request by up to 400 ms); LAZYPULL_BENCH_TBF_LATENCY (e.g. 50ms) models a shallow one.
+TBF_LATENCY = os.environ.get("LAZYPULL_BENCH_TBF_LATENCY", "400ms")
+
 LINKS = {
     # name: (proxy port, one-way delay ms, tbf rate or None)
     "shaped": (5000, 10, "100mbit"),
@@ -132,7 +137,7 @@ class Network:
             run(prefix + ["tc", "qdisc", "del", "dev", dev, "root"], check=False, capture=True)
             if rate:
                 run(prefix + ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
-                              "burst", "256kb", "latency", "400ms"])
+                              "burst", "256kb", "latency", TBF_LATENCY])
 
     def rx_bytes(self):
         return int(open(f"/sys/class/net/{self.host_if}/statistics/rx_bytes").read())

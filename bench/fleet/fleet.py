@@ -42,8 +42,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from benchlib import (APPS, Network, build_layout, build_rootfs, drop_caches, log,  # noqa: E402
-                      push_images, run, stop_proc)
+from benchlib import (APPS, TBF_LATENCY, Network, build_layout, build_rootfs,  # noqa: E402
+                      drop_caches, log, push_images, run, stop_proc)
 from fleet_node import (CACHE_PORT, Cache, Node, registry_log_summary,  # noqa: E402
                         request_timeline, write_hosts)
 
@@ -309,7 +309,8 @@ def main():
     summarize(rows, size)
     with open(f"{args.out}/results.json", "w") as f:
         json.dump({"image": ref, "image_bytes": size, "layer_bytes": layer_sizes,
-                   "nodes": args.nodes, "rows": rows}, f, indent=1)
+                   "nodes": args.nodes, "tbf_latency": TBF_LATENCY, "rows": rows},
+                  f, indent=1)
     chart(rows, size, f"{args.out}/fleet.png")
 
 
