@@ -400,8 +400,11 @@ int Run(const Options& o) {
       m->reader = std::move(*reader);
       auto& backend =
           mode == "fuse" ? *fuse_backend : (loop ? *erofs_loop_backend : *erofs_backend);
-      auto l = backend->Mount(
-          {.layer_id = kLayerId, .reader = m->reader, .target_dir = work + "/layer"});
+      mount::LayerMountRequest request;
+      request.layer_id = kLayerId;
+      request.reader = m->reader;
+      request.target_dir = work + "/layer";
+      auto l = backend->Mount(request);
       if (!l.ok()) Die(l.status().ToString());
       m->layer = std::move(*l);
       lower = work + "/layer";

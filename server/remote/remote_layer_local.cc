@@ -63,7 +63,8 @@ absl::Status RemoteLayerManager::MountLocalLayer(int64_t snapshot_id, const Reso
     entry = MountedEntry{.source = layer,
                          .format = FormatOfLayer(layer.layer),
                          .mounted = std::move(*mounted),
-                         .parent_ids = parent_ids};
+                         .parent_ids = parent_ids,
+                         .reader = {}};  // a local copy has no lazy reader
     unavailable_.erase(snapshot_id);
   }
   if (replaced != nullptr) replaced->Unmount().IgnoreError();
