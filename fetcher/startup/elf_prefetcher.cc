@@ -312,7 +312,14 @@ void ElfPrefetcher::Work(size_t slot) {
 }
 
 void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
-  std::vector<std::shared_ptr<LayerReader>> stack = stack_(job.layer_id);
+  // A hint may block (the image config, other layers' indexes) and may bring its own stack.
+  StartHint hint;
+  if (job.kind == JobKind::kHint) {
+    hint = job.hint();
+    if (hint.executables.empty() && hint.files.empty()) return;
+  }
+  std::vector<std::shared_ptr<LayerReader>> stack =
+      hint.stack.empty() ? stack_(job.layer_id) : std::move(hint.stack);
   auto self = std::find_if(stack.begin(), stack.end(),
                            [&](const auto& r) { return r->layer_id() == job.layer_id; });
   if (self == stack.end()) return;
@@ -327,10 +334,7 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
     return;
   }
   std::string executable;
-  StartHint hint;
   if (job.kind == JobKind::kHint) {
-    hint = job.hint();
-    if (hint.executables.empty() && hint.files.empty()) return;
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.start_hints;
@@ -493,13 +497,20 @@ size_t ElfPrefetcher::FetchSegments(LayerReader& reader, format::Ino ino, uint64
                                     std::string_view head, uint64_t& budget) const {
   absl::StatusOr<elf::ElfInfo> info = elf::ParseElf(head, size);
   if (!info.ok() || !info->have_program_headers) return 0;
+  // What the walk reads next (PT_DYNAMIC, near the end of a library) goes first, in a request
+  // of its own: in blob order behind megabytes of segments, it would hold the walk's next
+  // round (the library's DT_NEEDED) until the whole file has arrived, and with it every
+  // library below this one.
+  std::vector<LayerReader::FileExtent> next;
+  for (const ByteRange& range : info->missing) next.push_back({ino, range.offset, range.length});
+  size_t fetched = reader.FetchAhead(next);
   std::vector<LayerReader::FileExtent> extents;
   for (const ByteRange& range : info->LoadRanges(options_.max_lazy_data_segment)) {
     if (range.length > budget) break;
     budget -= range.length;
     extents.push_back({ino, range.offset, range.length});
   }
-  return reader.FetchAhead(extents);
+  return fetched + reader.FetchAhead(extents);
 }
 
 void ElfPrefetcher::RunPythonWalk(const Job& job,

@@ -18,8 +18,10 @@
 // containerd) are simply absent: a library found only there is not prefetched (nor needed:
 // it is local).
 //
-// A start can also be announced before any read (PrefetchStart): when an image's top layer is
-// pulled (with background fetch on) or a container's rootfs is prepared on an image's layers,
+// A start can also be announced before any read (PrefetchStart): when an image is pulled (with
+// background fetch on: as soon as every layer has a reader, the hint's own stack of preloaded
+// readers when the top layer is not mounted yet) or a container's rootfs is prepared on an
+// image's layers,
 // the image config names the program the container will run
 // (Entrypoint + Cmd, found on the config's PATH), so its walk — and the few files the runtime reads
 // at creation, /etc/passwd and /etc/group — can run while containerd and runc still set up the
@@ -143,6 +145,10 @@ struct StartHint {
   std::vector<std::string> files;
   std::vector<std::string> args;  // the program's arguments (argv[1:])
   std::string working_dir = "/";
+  // The LayerReaders of the image, top first, the hinted layer among them, when the hint
+  // comes before they are all mounted (e.g. from preloads at a pull's first layer); empty =
+  // the LayerStackFn's stack of the hinted layer.
+  std::vector<std::shared_ptr<LayerReader>> stack;
 };
 
 // The LayerReaders of the image stack that holds layer `layer_id`, top first; empty when

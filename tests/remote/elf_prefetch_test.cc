@@ -369,6 +369,50 @@ TEST_P(ElfPrefetchTest, WithBackgroundFetchThePullStartsTheImagesProgram) {
   EXPECT_EQ(st["elf_prefetch"].value("walks_started", 0), 1) << st["elf_prefetch"].dump();
 }
 
+// With background fetch on, the program is walked as soon as every layer of the image has a
+// reader: at the first layer's Prepare, through the other layers' preloaded readers, before
+// containerd prepares the top layer. The top layer's mount then adopts the reader the walk
+// fetched through (its counters hold the walk's chunks), and nothing walks the program again.
+TEST_P(ElfPrefetchTest, WithBackgroundFetchTheFirstLayersPrepareStartsTheImagesProgram) {
+  StartDaemon("", /*background=*/true);
+  auto pushed = ResolvePushed(image->registry->host() + "/esgz-cmd:v1");
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  ASSERT_EQ(pushed->resolved.manifest.layers.size(), 2u);
+  grpc::Status s = client_->Prepare("extract-0", "", StargzLabels(*pushed, 0, "layer-0"));
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
+                        std::chrono::seconds(60)))
+      << Status().dump(2);
+  nlohmann::json st = FreshStatus();
+  // Only the base layer is mounted, yet the walk found every object of both layers.
+  EXPECT_EQ(st.value("layers", nlohmann::json::array()).size(), 1u) << st.dump(2);
+  EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
+  EXPECT_EQ(st["elf_prefetch"].value("last_executable", ""), kBinary);
+  EXPECT_EQ(st["elf_prefetch"].value("last_objects", 0u), image->objects);
+
+  s = client_->Prepare("extract-1", "layer-0", StargzLabels(*pushed, 1, "layer-1"));
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  st = FreshStatus();
+  const std::string top = pushed->resolved.manifest.layers[1].digest.ToString();
+  size_t tops = 0;
+  for (const auto& l : st.value("layers", nlohmann::json::array())) {
+    if (l.value("digest", "") != top) continue;
+    ++tops;
+    // The walk's chunks, fetched before this mount through the reader it adopted.
+    EXPECT_GT(l.value("ahead_chunks", 0ull), 0u) << l.dump();
+    EXPECT_EQ(l.value("demand_fetches", 1ull), 0u) << l.dump();
+  }
+  EXPECT_EQ(tops, 1u) << st.dump(2);
+
+  const std::string rootfs = MountImage("esgz-cmd");
+  ASSERT_FALSE(rootfs.empty());
+  EXPECT_EQ(Exec(rootfs), image->host_version);
+  st = FreshStatus();
+  EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
+  EXPECT_EQ(st["elf_prefetch"].value("walks_started", 0), 1) << st["elf_prefetch"].dump();
+  EXPECT_EQ(LayerSum(st, "demand_fetches"), 0u) << st.dump(2);
+}
+
 // Python: this machine's python3.11 with its libraries (base layer) and the part of its
 // standard library a `python3 -c "import json; ..."` start reads from, plus packages it does
 // not (top layer), so that only the import walks can explain what gets fetched.
