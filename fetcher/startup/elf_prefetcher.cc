@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <span>
 #include <utility>
 
 #include "base/logging.h"
@@ -435,7 +436,19 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
       }
       rest[r].push_back({loc->ino, 0, loc->size});
     }
-    for (auto& [r, extents] : first) chunks_ahead += r->FetchAhead(extents);
+    // What the round reads, one request per file: a round waits for all of it, and a large
+    // library's segments stream alongside (FetchSegments) on a connection of their own, with
+    // which one multi-range request would share the link half and half.
+    for (auto& [r, extents] : first) {
+      std::stable_sort(extents.begin(), extents.end(),
+                       [](const auto& a, const auto& b) { return a.ino < b.ino; });
+      for (size_t b = 0; b < extents.size();) {
+        size_t e = b;
+        while (e < extents.size() && extents[e].ino == extents[b].ino) ++e;
+        chunks_ahead += r->FetchAhead(std::span(extents).subspan(b, e - b));
+        b = e;
+      }
+    }
     for (auto& [r, extents] : rest) chunks_ahead += r->FetchAhead(extents);
     for (size_t i = 0; i < requests.size(); ++i) {
       if (!where[i]) continue;
