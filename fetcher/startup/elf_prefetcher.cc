@@ -237,7 +237,8 @@ void ElfPrefetcher::OnFileStart(const std::string& layer_id, format::Ino ino,
   cv_.notify_one();
 }
 
-void ElfPrefetcher::QueuePythonStart(const std::string& layer_id, PythonWalkStart start) {
+void ElfPrefetcher::QueuePythonStart(const std::string& layer_id, PythonWalkStart start,
+                                     std::vector<std::shared_ptr<LayerReader>> stack) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
@@ -251,6 +252,7 @@ void ElfPrefetcher::QueuePythonStart(const std::string& layer_id, PythonWalkStar
     job.kind = JobKind::kPythonStart;
     job.layer_id = layer_id;
     job.python = std::move(start);
+    job.stack = std::move(stack);
     queue_.push_front(std::move(job));
   }
   cv_.notify_one();
@@ -319,8 +321,9 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
     hint = job.hint();
     if (hint.executables.empty() && hint.files.empty()) return;
   }
-  std::vector<std::shared_ptr<LayerReader>> stack =
-      hint.stack.empty() ? stack_(job.layer_id) : std::move(hint.stack);
+  std::vector<std::shared_ptr<LayerReader>> stack = !hint.stack.empty()  ? std::move(hint.stack)
+                                                    : !job.stack.empty() ? job.stack
+                                                                         : stack_(job.layer_id);
   auto self = std::find_if(stack.begin(), stack.end(),
                            [&](const auto& r) { return r->layer_id() == job.layer_id; });
   if (self == stack.end()) return;
@@ -387,7 +390,7 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
     start.interpreter = executable;
     start.argv = hint.args;
     start.working_dir = hint.working_dir;
-    QueuePythonStart(job.layer_id, std::move(start));
+    QueuePythonStart(job.layer_id, std::move(start), stack);
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

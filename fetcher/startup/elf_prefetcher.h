@@ -194,6 +194,9 @@ class ElfPrefetcher final : public FileStartObserver {
     bool pyc = false;                 // kFile: ... or a .pyc magic (neither: not copied)
     std::function<StartHint()> hint;  // kHint
     PythonWalkStart python;           // kPythonStart
+    // kPythonStart: the stack of the walk that queued it (a hint's own stack, before the
+    // image's top layer is mounted); empty = stack_(layer_id).
+    std::vector<std::shared_ptr<LayerReader>> stack;
   };
   // Thread `slot` of threads_.
   void Work(size_t slot);
@@ -207,7 +210,8 @@ class ElfPrefetcher final : public FileStartObserver {
                      PythonWalkStart start);
   // Queues, ahead of the others, the Python start walk of `start.interpreter` in the stack of
   // `layer_id`, once per interpreter and layer.
-  void QueuePythonStart(const std::string& layer_id, PythonWalkStart start);
+  void QueuePythonStart(const std::string& layer_id, PythonWalkStart start,
+                        std::vector<std::shared_ptr<LayerReader>> stack);
   // Remembers (layer_id, ino) as walked or read by a walk; false if it was already.
   bool RememberLocked(const std::string& layer_id, format::Ino ino);
   bool Remember(const std::string& layer_id, format::Ino ino);
