@@ -269,8 +269,13 @@ TEST_P(ElfPrefetchTest, FirstReadOfAnExecutableFetchesItsInterpreterAndLibraries
     ASSERT_EQ(::read(fd, head, sizeof(head)), static_cast<ssize_t>(sizeof(head)));
     ::close(fd);
   }
-  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
-                        std::chrono::seconds(60)))
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Status()
+                   .value("elf_prefetch", nlohmann::json::object())
+                   .value("walks_finished", 0) >= 1;
+      },
+      std::chrono::seconds(60)))
       << Status().dump(2);
   // The walk ends when it knows every file; the files' bodies may still be arriving. Then
   // every chunk of both layers is local: the layers hold only what the loader opens.
@@ -314,8 +319,13 @@ TEST_P(ElfPrefetchTest, ColdExecWithThePrefetch) {
   std::string rootfs = MountImage();
   ASSERT_FALSE(rootfs.empty());
   EXPECT_EQ(Exec(rootfs), image->host_version);
-  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
-                        std::chrono::seconds(60)));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Status()
+                   .value("elf_prefetch", nlohmann::json::object())
+                   .value("walks_finished", 0) >= 1;
+      },
+      std::chrono::seconds(60)));
   nlohmann::json st = FreshStatus();
   const uint64_t with = LayerSum(st, "demand_fetches");
   std::cerr << "serial depth with ELF prefetch: " << with << "\n" << st["elf_prefetch"].dump();
@@ -330,8 +340,13 @@ TEST_P(ElfPrefetchTest, ImageCommandIsFetchedBeforeTheContainerStarts) {
   StartDaemon("");
   const std::string rootfs = MountImage("esgz-cmd");
   ASSERT_FALSE(rootfs.empty());
-  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
-                        std::chrono::seconds(60)))
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Status()
+                   .value("elf_prefetch", nlohmann::json::object())
+                   .value("walks_finished", 0) >= 1;
+      },
+      std::chrono::seconds(60)))
       << Status().dump(2);
   EXPECT_TRUE(WaitUntil([&] { return AllLayersLocal(); }, std::chrono::seconds(60)))
       << Status().dump(2);
@@ -354,8 +369,13 @@ TEST_P(ElfPrefetchTest, ImageCommandIsFetchedBeforeTheContainerStarts) {
 TEST_P(ElfPrefetchTest, WithBackgroundFetchThePullStartsTheImagesProgram) {
   StartDaemon("", /*background=*/true);
   ASSERT_FALSE(PullImage("esgz-cmd").empty());
-  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
-                        std::chrono::seconds(60)))
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Status()
+                   .value("elf_prefetch", nlohmann::json::object())
+                   .value("walks_finished", 0) >= 1;
+      },
+      std::chrono::seconds(60)))
       << Status().dump(2);
   nlohmann::json st = FreshStatus();
   EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
@@ -380,8 +400,13 @@ TEST_P(ElfPrefetchTest, WithBackgroundFetchTheFirstLayersPrepareStartsTheImagesP
   ASSERT_EQ(pushed->resolved.manifest.layers.size(), 2u);
   grpc::Status s = client_->Prepare("extract-0", "", StargzLabels(*pushed, 0, "layer-0"));
   ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
-  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
-                        std::chrono::seconds(60)))
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Status()
+                   .value("elf_prefetch", nlohmann::json::object())
+                   .value("walks_finished", 0) >= 1;
+      },
+      std::chrono::seconds(60)))
       << Status().dump(2);
   nlohmann::json st = FreshStatus();
   // Only the base layer is mounted, yet the walk found every object of both layers.
@@ -492,6 +517,31 @@ TEST_P(PythonPrefetchTest, ImportsOfTheImagesCommandAreFetchedBeforeItStarts) {
   // collections, keyword, reprlib, copyreg, _json, locale data: more than 20 files.
   EXPECT_GE(e.value("python_files", 0), 20) << e.dump();
   EXPECT_EQ(LayerSum(st, "demand_fetches"), 0u) << st.dump(2);
+  EXPECT_EQ(ExecPython(rootfs), image->host_version);
+  st = FreshStatus();
+  EXPECT_EQ(LayerSum(st, "demand_fetches"), 0u) << st.dump(2);
+}
+
+// With background fetch on, the first layer's Prepare starts the walks through the top layer's
+// preloaded reader: the interpreter's Python start walk uses the same stack as its ELF walk,
+// so the imports (all in the top layer, not mounted yet) are fetched before the top layer's
+// Prepare.
+TEST_P(PythonPrefetchTest, WithBackgroundFetchTheFirstLayersPrepareWalksTheImports) {
+  StartDaemon("", /*background=*/true);
+  auto pushed = ResolvePushed(image->registry->host() + "/esgz-cmd:v1");
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  ASSERT_EQ(pushed->resolved.manifest.layers.size(), 2u);
+  grpc::Status s = client_->Prepare("extract-0", "", StargzLabels(*pushed, 0, "layer-0"));
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  ASSERT_TRUE(WaitUntil([&] { return PythonWalksDone(); }, std::chrono::seconds(60)))
+      << Status().dump(2);
+  nlohmann::json st = FreshStatus();
+  EXPECT_EQ(st.value("layers", nlohmann::json::array()).size(), 1u) << st.dump(2);
+  const nlohmann::json& e = st["elf_prefetch"];
+  EXPECT_EQ(e.value("python_problems", 1), 0) << e.dump();
+  EXPECT_GE(e.value("python_files", 0), 20) << e.dump();
+  const std::string rootfs = MountImage("esgz-cmd");
+  ASSERT_FALSE(rootfs.empty());
   EXPECT_EQ(ExecPython(rootfs), image->host_version);
   st = FreshStatus();
   EXPECT_EQ(LayerSum(st, "demand_fetches"), 0u) << st.dump(2);
