@@ -273,6 +273,8 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // beyond kMaxStartHinted.
   static constexpr size_t kMaxStartHinted = 4096;
   absl::flat_hash_set<std::string> start_hinted_;
+  // Top layers an early start hint (from a lower layer's Prepare) is waiting for.
+  absl::flat_hash_set<std::string> early_hints_;
   // SOCI discovery answers by manifest digest (a digest's index never changes, but a SOCI index
   // may be pushed after the image: entries expire after manifest_cache). Guarded by mu_.
   struct CachedZtocs {

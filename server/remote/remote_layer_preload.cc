@@ -5,6 +5,7 @@
 #include <future>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "base/background_guard.h"
 #include "base/logging.h"
@@ -17,6 +18,10 @@
 
 namespace lazypull::remote {
 namespace {
+
+// Longest a start walk waits for another layer's preload before leaving the walk to the top
+// layer's mount (a preload normally takes one round trip, the index's tail, and its parse).
+constexpr std::chrono::seconds kEarlyStackWait{5};
 
 std::string PreloadKey(const std::string& pinned_ref, const Digest& layer) {
   return pinned_ref + " " + layer.ToString();
@@ -73,8 +78,10 @@ std::vector<std::shared_ptr<LayerReader>> RemoteLayerManager::EarlyImageStack(
       if (reader == nullptr && it != preloads_.end()) preload = it->second.layer;
     }
     // Waits for the preload (its index is being opened: the tail fetch and the parse), on a
-    // prefetcher thread, outside mu_.
-    if (reader == nullptr && preload) {
+    // prefetcher thread, outside mu_; not for a stalled registry: that holds a prefetcher
+    // thread, and the top layer's mount walks the program anyway.
+    if (reader == nullptr && preload &&
+        preload->wait_for(kEarlyStackWait) == std::future_status::ready) {
       const absl::StatusOr<PreloadedLayer>& preloaded = preload->get();
       if (preloaded.ok()) reader = preloaded->reader;
     }
@@ -111,7 +118,14 @@ void RemoteLayerManager::PrefetchImageStart(const ResolvedLayer& layer) {
               })) {
             return {};
           }
+          // One early hint per image at a time (each lower layer's Prepare queues one).
+          if (early && !early_hints_.insert(top.digest.ToString()).second) return {};
         }
+        absl::Cleanup done = [&] {
+          if (!early) return;
+          std::lock_guard<std::mutex> lock(mu_);
+          early_hints_.erase(top.digest.ToString());
+        };
         // The config's round trip overlaps the wait for the other layers' indexes.
         absl::StatusOr<oci::ImageConfig> config = client_->FetchConfig(*ref, image->manifest);
         if (!config.ok()) {
