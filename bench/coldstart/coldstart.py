@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
@@ -112,12 +113,24 @@ class Trial:
         cleanup_dir(self.dir)
 
 
+def sample_link(net, samples, stop):
+    while not stop.is_set():
+        samples.append((time.time(), net.rx_bytes()))
+        time.sleep(0.01)
+
+
 def time_run(trial, pull_cmd, run_cmd, net):
     """Runs the pull then the container; returns (seconds to first output, link bytes before
     first output, output line, pull seconds)."""
     drop_caches()
+    # --keep: the link's bytes every 10 ms and the run's moments, in wall-clock time to line
+    # up with the daemons' logs (link.jsonl in the kept trial's dir).
+    samples, stop = [], threading.Event()
+    sampler = threading.Thread(target=sample_link, args=(net, samples, stop), daemon=True)
+    if trial.args.keep:
+        sampler.start()
     rx0 = net.rx_bytes()
-    t0 = time.monotonic()
+    t0, w0 = time.monotonic(), time.time()
     r = subprocess.run(pull_cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"pull failed: {' '.join(pull_cmd)}\n{r.stdout}{r.stderr}")
@@ -127,6 +140,14 @@ def time_run(trial, pull_cmd, run_cmd, net):
     line = p.stdout.readline()
     t1 = time.monotonic()
     rx1 = net.rx_bytes()
+    if trial.args.keep:
+        stop.set()
+        sampler.join()
+        with open(f"{trial.dir}/link.jsonl", "w") as f:
+            f.write(json.dumps({"pull_start": w0, "pull_end": w0 + t_pull,
+                                "first_output": w0 + (t1 - t0)}) + "\n")
+            for t, b in samples:
+                f.write(json.dumps({"t": t, "rx": b}) + "\n")
     rest, err = p.communicate(timeout=300)
     if p.returncode != 0 or not line:
         raise RuntimeError(f"run failed ({p.returncode}): {' '.join(run_cmd)}\n{line}{rest}{err}")

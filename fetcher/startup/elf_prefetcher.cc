@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <span>
 #include <utility>
 
 #include "base/logging.h"
@@ -236,7 +237,8 @@ void ElfPrefetcher::OnFileStart(const std::string& layer_id, format::Ino ino,
   cv_.notify_one();
 }
 
-void ElfPrefetcher::QueuePythonStart(const std::string& layer_id, PythonWalkStart start) {
+void ElfPrefetcher::QueuePythonStart(const std::string& layer_id, PythonWalkStart start,
+                                     std::vector<std::shared_ptr<LayerReader>> stack) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
@@ -250,6 +252,7 @@ void ElfPrefetcher::QueuePythonStart(const std::string& layer_id, PythonWalkStar
     job.kind = JobKind::kPythonStart;
     job.layer_id = layer_id;
     job.python = std::move(start);
+    job.stack = std::move(stack);
     queue_.push_front(std::move(job));
   }
   cv_.notify_one();
@@ -312,7 +315,15 @@ void ElfPrefetcher::Work(size_t slot) {
 }
 
 void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
-  std::vector<std::shared_ptr<LayerReader>> stack = stack_(job.layer_id);
+  // A hint may block (the image config, other layers' indexes) and may bring its own stack.
+  StartHint hint;
+  if (job.kind == JobKind::kHint) {
+    hint = job.hint();
+    if (hint.executables.empty() && hint.files.empty()) return;
+  }
+  std::vector<std::shared_ptr<LayerReader>> stack = !hint.stack.empty()  ? std::move(hint.stack)
+                                                    : !job.stack.empty() ? job.stack
+                                                                         : stack_(job.layer_id);
   auto self = std::find_if(stack.begin(), stack.end(),
                            [&](const auto& r) { return r->layer_id() == job.layer_id; });
   if (self == stack.end()) return;
@@ -327,10 +338,7 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
     return;
   }
   std::string executable;
-  StartHint hint;
   if (job.kind == JobKind::kHint) {
-    hint = job.hint();
-    if (hint.executables.empty() && hint.files.empty()) return;
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.start_hints;
@@ -382,7 +390,7 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
     start.interpreter = executable;
     start.argv = hint.args;
     start.working_dir = hint.working_dir;
-    QueuePythonStart(job.layer_id, std::move(start));
+    QueuePythonStart(job.layer_id, std::move(start), stack);
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -431,7 +439,19 @@ void ElfPrefetcher::RunWalk(const Job& job, size_t slot) {
       }
       rest[r].push_back({loc->ino, 0, loc->size});
     }
-    for (auto& [r, extents] : first) chunks_ahead += r->FetchAhead(extents);
+    // What the round reads, one request per file: a round waits for all of it, and a large
+    // library's segments stream alongside (FetchSegments) on a connection of their own, with
+    // which one multi-range request would share the link half and half.
+    for (auto& [r, extents] : first) {
+      std::stable_sort(extents.begin(), extents.end(),
+                       [](const auto& a, const auto& b) { return a.ino < b.ino; });
+      for (size_t b = 0; b < extents.size();) {
+        size_t e = b;
+        while (e < extents.size() && extents[e].ino == extents[b].ino) ++e;
+        chunks_ahead += r->FetchAhead(std::span(extents).subspan(b, e - b));
+        b = e;
+      }
+    }
     for (auto& [r, extents] : rest) chunks_ahead += r->FetchAhead(extents);
     for (size_t i = 0; i < requests.size(); ++i) {
       if (!where[i]) continue;
@@ -493,13 +513,20 @@ size_t ElfPrefetcher::FetchSegments(LayerReader& reader, format::Ino ino, uint64
                                     std::string_view head, uint64_t& budget) const {
   absl::StatusOr<elf::ElfInfo> info = elf::ParseElf(head, size);
   if (!info.ok() || !info->have_program_headers) return 0;
+  // What the walk reads next (PT_DYNAMIC, near the end of a library) goes first, in a request
+  // of its own: in blob order behind megabytes of segments, it would hold the walk's next
+  // round (the library's DT_NEEDED) until the whole file has arrived, and with it every
+  // library below this one.
+  std::vector<LayerReader::FileExtent> next;
+  for (const ByteRange& range : info->missing) next.push_back({ino, range.offset, range.length});
+  size_t fetched = reader.FetchAhead(next);
   std::vector<LayerReader::FileExtent> extents;
   for (const ByteRange& range : info->LoadRanges(options_.max_lazy_data_segment)) {
     if (range.length > budget) break;
     budget -= range.length;
     extents.push_back({ino, range.offset, range.length});
   }
-  return reader.FetchAhead(extents);
+  return fetched + reader.FetchAhead(extents);
 }
 
 void ElfPrefetcher::RunPythonWalk(const Job& job,

@@ -18,8 +18,10 @@
 // containerd) are simply absent: a library found only there is not prefetched (nor needed:
 // it is local).
 //
-// A start can also be announced before any read (PrefetchStart): when an image's top layer is
-// pulled (with background fetch on) or a container's rootfs is prepared on an image's layers,
+// A start can also be announced before any read (PrefetchStart): when an image is pulled (with
+// background fetch on: as soon as every layer has a reader, the hint's own stack of preloaded
+// readers when the top layer is not mounted yet) or a container's rootfs is prepared on an
+// image's layers,
 // the image config names the program the container will run
 // (Entrypoint + Cmd, found on the config's PATH), so its walk — and the few files the runtime reads
 // at creation, /etc/passwd and /etc/group — can run while containerd and runc still set up the
@@ -143,6 +145,10 @@ struct StartHint {
   std::vector<std::string> files;
   std::vector<std::string> args;  // the program's arguments (argv[1:])
   std::string working_dir = "/";
+  // The LayerReaders of the image, top first, the hinted layer among them, when the hint
+  // comes before they are all mounted (e.g. from preloads at a pull's first layer); empty =
+  // the LayerStackFn's stack of the hinted layer.
+  std::vector<std::shared_ptr<LayerReader>> stack;
 };
 
 // The LayerReaders of the image stack that holds layer `layer_id`, top first; empty when
@@ -188,6 +194,9 @@ class ElfPrefetcher final : public FileStartObserver {
     bool pyc = false;                 // kFile: ... or a .pyc magic (neither: not copied)
     std::function<StartHint()> hint;  // kHint
     PythonWalkStart python;           // kPythonStart
+    // kPythonStart: the stack of the walk that queued it (a hint's own stack, before the
+    // image's top layer is mounted); empty = stack_(layer_id).
+    std::vector<std::shared_ptr<LayerReader>> stack;
   };
   // Thread `slot` of threads_.
   void Work(size_t slot);
@@ -201,7 +210,8 @@ class ElfPrefetcher final : public FileStartObserver {
                      PythonWalkStart start);
   // Queues, ahead of the others, the Python start walk of `start.interpreter` in the stack of
   // `layer_id`, once per interpreter and layer.
-  void QueuePythonStart(const std::string& layer_id, PythonWalkStart start);
+  void QueuePythonStart(const std::string& layer_id, PythonWalkStart start,
+                        std::vector<std::shared_ptr<LayerReader>> stack);
   // Remembers (layer_id, ino) as walked or read by a walk; false if it was already.
   bool RememberLocked(const std::string& layer_id, format::Ino ino);
   bool Remember(const std::string& layer_id, format::Ino ino);

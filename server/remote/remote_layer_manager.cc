@@ -157,47 +157,6 @@ RemoteLayerManager::~RemoteLayerManager() {
   WriteStatusFile().IgnoreError();
 }
 
-void RemoteLayerManager::ContainerPrepared(const std::vector<int64_t>& parent_ids) {
-  if (parent_ids.empty() || elf_prefetcher_ == nullptr) return;
-  ResolvedLayer top;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = mounted_.find(parent_ids.front());
-    if (it == mounted_.end() || it->second.reader.expired()) return;  // not lazy
-    top = it->second.source;
-  }
-  PrefetchImageStart(top);
-}
-
-void RemoteLayerManager::PrefetchImageStart(const ResolvedLayer& layer) {
-  if (elf_prefetcher_ == nullptr) return;
-  // Runs on a prefetcher thread: the config is one more registry round trip, off the Prepare.
-  elf_prefetcher_->PrefetchStart(
-      layer.layer.digest.ToString(), [this, layer]() -> startup::StartHint {
-        absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
-        if (!ref.ok()) return {};
-        absl::StatusOr<registry::ResolvedImage> image = ResolveImage(*ref, /*allow_cached=*/true);
-        // Only the image's top layer: then every layer below it is prepared.
-        if (!image.ok() || image->manifest.layers.empty() ||
-            image->manifest.layers.back().digest != layer.layer.digest) {
-          return {};
-        }
-        {
-          // Once per top layer: at its pull and again when a container is prepared on it.
-          std::lock_guard<std::mutex> lock(mu_);
-          if (start_hinted_.size() >= kMaxStartHinted) start_hinted_.clear();
-          if (!start_hinted_.insert(layer.layer.digest.ToString()).second) return {};
-        }
-        absl::StatusOr<oci::ImageConfig> config = client_->FetchConfig(*ref, image->manifest);
-        if (!config.ok()) {
-          LogDebug("no start prefetch: image config",
-                   {{"ref", layer.image_ref}, {"error", config.status().ToString()}});
-          return {};
-        }
-        return StartHintFromConfig(*config);
-      });
-}
-
 std::vector<std::shared_ptr<LayerReader>> RemoteLayerManager::LayerStack(
     const std::string& layer_id) const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -356,137 +315,6 @@ std::string BackendLabel(const Labels& labels) {
 
 }  // namespace
 
-namespace {
-
-std::string PreloadKey(const std::string& pinned_ref, const Digest& layer) {
-  return pinned_ref + " " + layer.ToString();
-}
-
-// Whether the descriptor alone says the layer has a lazy index (preloading the others would
-// only waste a tail fetch).
-bool AnnotatedLazy(const oci::Descriptor& d) {
-  static constexpr std::string_view kKeys[] = {format::kEstargzTocDigestAnnotation,
-                                               format::kZstdChunkedManifestPositionKey,
-                                               format::kLegacyZstdChunkedManifestPositionKey};
-  for (std::string_view k : kKeys) {
-    if (d.annotations.count(std::string(k)) > 0) return true;
-  }
-  return false;
-}
-
-}  // namespace
-
-void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const ResolvedLayer& layer) {
-  if (!options_.remote.preload_layers) return;
-  absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
-  if (!ref.ok()) return;
-  absl::StatusOr<registry::ResolvedImage> image = ResolveImage(*ref, /*allow_cached=*/true);
-  if (!image.ok()) return;
-  // The layers to preload, each with its zTOC when a SOCI index serves it (a plain gzip
-  // layer says nothing lazy itself; discovery answers are cached per manifest, so after this
-  // Prepare's own Resolve this asks the registry nothing). Decided before mu_ is taken:
-  // AttachZtoc takes it.
-  registry::Reference pinned = *ref;
-  pinned.tag.clear();
-  pinned.digest = image->manifest_descriptor.digest;
-  std::vector<ResolvedLayer> candidates;
-  for (const oci::Descriptor& other : image->manifest.layers) {
-    if (other.digest == layer.layer.digest) continue;
-    if (!source.image_layers.empty() &&
-        std::find(source.image_layers.begin(), source.image_layers.end(), other.digest) ==
-            source.image_layers.end()) {
-      continue;
-    }
-    ResolvedLayer candidate{.image_ref = layer.image_ref, .layer = other, .soci_note = ""};
-    if (!AnnotatedLazy(other)) {
-      AttachZtoc(pinned, image->manifest_descriptor.digest, &candidate);
-      absl::StatusOr<std::optional<oci::Descriptor>> ztoc =
-          soci::ZtocFromAnnotations(candidate.layer.annotations);
-      if (!ztoc.ok() || !ztoc->has_value()) continue;
-    }
-    candidates.push_back(std::move(candidate));
-  }
-  const auto now = std::chrono::steady_clock::now();
-  std::vector<Preload> finished;  // destroyed after the lock is released
-  std::lock_guard<std::mutex> lock(mu_);
-  // Indexes unused for preload_lifetime belong to an abandoned pull. Destroying a future of
-  // std::async waits for its task, which a stalled registry can hold for minutes: only
-  // finished ones are let go here, the others wait in retired_preloads_.
-  for (auto it = preloads_.begin(); it != preloads_.end();) {
-    if (now - it->second.started <= options_.remote.preload_lifetime) {
-      ++it;
-      continue;
-    }
-    retired_preloads_.push_back(std::move(it->second));
-    it = preloads_.erase(it);
-  }
-  for (auto it = retired_preloads_.begin(); it != retired_preloads_.end();) {
-    if (it->index.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
-      ++it;
-      continue;
-    }
-    finished.push_back(std::move(*it));
-    it = retired_preloads_.erase(it);
-  }
-  for (ResolvedLayer& candidate : candidates) {
-    const oci::Descriptor& other = candidate.layer;
-    const std::string key = PreloadKey(layer.image_ref, other.digest);
-    if (preloads_.count(key) > 0) continue;
-    bool mounted = false;
-    for (const auto& [id, entry] : mounted_) {
-      mounted = mounted || (entry.source.layer.digest == other.digest &&
-                            entry.source.image_ref == layer.image_ref);
-    }
-    if (mounted) continue;
-    std::shared_future<absl::StatusOr<std::shared_ptr<const format::LayerIndex>>> future =
-        std::async(std::launch::async,
-                   [this, pinned, candidate = std::move(candidate)]()
-                       -> absl::StatusOr<std::shared_ptr<const format::LayerIndex>> {
-                     const oci::Descriptor& other = candidate.layer;
-                     return RunGuarded(
-                         "layer index preload", {{"layer", other.digest.ToString()}},
-                         [&]() -> absl::StatusOr<std::shared_ptr<const format::LayerIndex>> {
-                           if (auto soci = OpenSociIndex(candidate)) return std::move(*soci);
-                           std::shared_ptr<BlobReader> blob = client_->OpenBlob(pinned, other);
-                           absl::StatusOr<format::LayerIndex> index =
-                               OpenLayerIndexKeepingBytes(blob, other, IndexBytesDir());
-                           if (!index.ok()) return index.status();
-                           return std::make_shared<const format::LayerIndex>(std::move(*index));
-                         });
-                   })
-            .share();
-    preloads_[key] = Preload{std::move(future), now};
-  }
-}
-
-absl::StatusOr<std::shared_ptr<const format::LayerIndex>> RemoteLayerManager::LayerIndexFor(
-    const ResolvedLayer& layer, const std::shared_ptr<BlobReader>& blob) {
-  std::optional<Preload> preload;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = preloads_.find(PreloadKey(layer.image_ref, layer.layer.digest));
-    if (it != preloads_.end()) {
-      preload = std::move(it->second);
-      preloads_.erase(it);
-    }
-  }
-  if (preload) {
-    const absl::StatusOr<std::shared_ptr<const format::LayerIndex>>& index = preload->index.get();
-    if (index.ok()) return *index;
-    LogInfo("preloaded layer index failed; opening it again",
-            {{"layer", layer.layer.digest.ToString()}, {"error", index.status().ToString()}});
-  }
-  if (auto soci = OpenSociIndex(layer)) return std::move(*soci);
-  absl::StatusOr<format::LayerIndex> index =
-      OpenLayerIndexKeepingBytes(blob, layer.layer, IndexBytesDir());
-  if (!index.ok() && !layer.soci_note.empty()) {
-    return absl::Status(index.status().code(), absl::StrCat(index.status().message(),
-                                                            "; no SOCI zTOC: ", layer.soci_note));
-  }
-  if (!index.ok()) return index.status();
-  return std::make_shared<const format::LayerIndex>(std::move(*index));
-}
-
 absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedLayer& layer,
                                             const std::vector<int64_t>& parent_ids,
                                             const std::string& fs_dir, const std::string& backend) {
@@ -499,17 +327,17 @@ absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedL
   absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
   if (!ref.ok()) return ref.status();
   std::shared_ptr<BlobReader> blob = client_->OpenBlob(*ref, layer.layer);
-  absl::StatusOr<std::shared_ptr<const format::LayerIndex>> index = LayerIndexFor(layer, blob);
-  if (!index.ok()) return index.status();
-  const std::string format(format::LayerFormatName((*index)->format()));
+  absl::StatusOr<PreloadedLayer> opened = OpenLayerFor(layer, blob);
+  if (!opened.ok()) return opened.status();
+  const std::string format(format::LayerFormatName(opened->index->format()));
   const std::string layer_id = layer.layer.digest.ToString();
-  LayerReaderOptions reader_options = options_.mount.reader;
-  reader_options.fetch_source = ref->host;  // a stalled registry holds only its share of threads
-  reader_options.file_start_observer = elf_prefetcher_;
-  absl::StatusOr<std::unique_ptr<LayerReader>> created =
-      LayerReader::Create(layer_id, *index, blob, *cache, std::move(reader_options));
-  if (!created.ok()) return created.status();
-  std::shared_ptr<LayerReader> reader = std::move(*created);
+  std::shared_ptr<LayerReader> reader = std::move(opened->reader);
+  if (reader == nullptr) {
+    absl::StatusOr<std::unique_ptr<LayerReader>> created =
+        LayerReader::Create(layer_id, opened->index, blob, *cache, ReaderOptions(ref->host));
+    if (!created.ok()) return created.status();
+    reader = std::move(*created);
+  }
   absl::StatusOr<std::unique_ptr<mount::MountedLayer>> mounted =
       backend_->Mount({.layer_id = layer_id,
                        .reader = reader,
@@ -529,6 +357,7 @@ absl::Status RemoteLayerManager::MountLayer(int64_t snapshot_id, const ResolvedL
                          .mounted = std::move(*mounted),
                          .parent_ids = parent_ids,
                          .reader = reader};
+    ForgetPreloadLocked(layer);
     unavailable_.erase(snapshot_id);
   }
   if (replaced != nullptr) replaced->Unmount().IgnoreError();

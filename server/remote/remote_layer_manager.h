@@ -180,10 +180,27 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // eStargz / zstd:chunked layers (their annotations say so) and gzip layers the image's SOCI
   // index has a zTOC for (the zTOC is fetched and verified now).
   void PreloadImageLayers(const LayerSource& source, const ResolvedLayer& layer);
-  // The layer's index: a preloaded one when there is one, else opened now (from the bytes an
-  // earlier open kept under IndexBytesDir() when there are, so a restart needs no registry).
-  absl::StatusOr<std::shared_ptr<const format::LayerIndex>> LayerIndexFor(
-      const ResolvedLayer& layer, const std::shared_ptr<BlobReader>& blob);
+  // A layer's index and, when it was preloaded, the LayerReader made on it (which its mount
+  // adopts: a start walk may already fetch through it). Value type.
+  struct PreloadedLayer {
+    std::shared_ptr<const format::LayerIndex> index;
+    std::shared_ptr<LayerReader> reader;  // null: the mount makes one
+  };
+  // The layer's index (and reader): a preloaded one when there is one (taken: a later call
+  // opens the index again), else opened now (from the bytes an earlier open kept under
+  // IndexBytesDir() when there are, so a restart needs no registry) with no reader.
+  absl::StatusOr<PreloadedLayer> OpenLayerFor(const ResolvedLayer& layer,
+                                              const std::shared_ptr<BlobReader>& blob);
+  // Drops the preload of `layer` that its Prepare took (its mount is now recorded). Caller
+  // holds mu_.
+  void ForgetPreloadLocked(const ResolvedLayer& layer);
+  // The options of the readers of layers from registry `host`.
+  LayerReaderOptions ReaderOptions(const std::string& host) const;
+  // The readers of every layer of `image` (`layer`'s image), top first, from their mounts or,
+  // waiting for them, their preloads; empty when a layer has neither. Blocks: call it on a
+  // prefetcher thread, never holding mu_.
+  std::vector<std::shared_ptr<LayerReader>> EarlyImageStack(const ResolvedLayer& layer,
+                                                            const registry::ResolvedImage& image);
   // <root>/index-bytes: per layer digest, the blob bytes its index was parsed from.
   std::string IndexBytesDir() const { return options_.root + "/index-bytes"; }
   // Opens, indexes and mounts `layer` at fs_dir and records it under snapshot_id. `backend`:
@@ -195,9 +212,10 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // The ElfPrefetcher's LayerStackFn: the readers of the newest mounted snapshot chain that
   // holds layer `layer_id`, top first (lazy layers only).
   std::vector<std::shared_ptr<LayerReader>> LayerStack(const std::string& layer_id) const;
-  // When `layer` is its image's top layer: the walk of the program its containers start
-  // (image config), while the image is pulled or the container created
-  // (ElfPrefetcher::PrefetchStart); once per top layer.
+  // The walk of the program the containers of `layer`'s image start (image config), while
+  // the image is pulled or the container created (ElfPrefetcher::PrefetchStart); once per top
+  // layer. From the top layer's mount, or from a lower layer's as soon as every layer of the
+  // image has a reader (EarlyImageStack: the others' preloads).
   void PrefetchImageStart(const ResolvedLayer& layer);
   // EROFS backend: mounts the backend's local copy of `layer` (NotFound if none).
   absl::Status MountLocalLayer(int64_t snapshot_id, const ResolvedLayer& layer,
@@ -255,6 +273,8 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // beyond kMaxStartHinted.
   static constexpr size_t kMaxStartHinted = 4096;
   absl::flat_hash_set<std::string> start_hinted_;
+  // Top layers an early start hint (from a lower layer's Prepare) is waiting for.
+  absl::flat_hash_set<std::string> early_hints_;
   // SOCI discovery answers by manifest digest (a digest's index never changes, but a SOCI index
   // may be pushed after the image: entries expire after manifest_cache). Guarded by mu_.
   struct CachedZtocs {
@@ -265,8 +285,9 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // Indexes being opened ahead of their Prepare, by pinned image ref + " " + layer digest.
   // Declared after client_: destroyed (waiting for their tasks) before it.
   struct Preload {
-    std::shared_future<absl::StatusOr<std::shared_ptr<const format::LayerIndex>>> index;
+    std::shared_future<absl::StatusOr<PreloadedLayer>> layer;
     std::chrono::steady_clock::time_point started;
+    bool taken = false;  // by the layer's Prepare (OpenLayerFor), until its mount is recorded
   };
   std::map<std::string, Preload> preloads_;
   // Preloads dropped unused whose task may still run (a stalled registry): never waited for

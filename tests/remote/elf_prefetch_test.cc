@@ -269,8 +269,13 @@ TEST_P(ElfPrefetchTest, FirstReadOfAnExecutableFetchesItsInterpreterAndLibraries
     ASSERT_EQ(::read(fd, head, sizeof(head)), static_cast<ssize_t>(sizeof(head)));
     ::close(fd);
   }
-  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
-                        std::chrono::seconds(60)))
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Status()
+                   .value("elf_prefetch", nlohmann::json::object())
+                   .value("walks_finished", 0) >= 1;
+      },
+      std::chrono::seconds(60)))
       << Status().dump(2);
   // The walk ends when it knows every file; the files' bodies may still be arriving. Then
   // every chunk of both layers is local: the layers hold only what the loader opens.
@@ -314,8 +319,13 @@ TEST_P(ElfPrefetchTest, ColdExecWithThePrefetch) {
   std::string rootfs = MountImage();
   ASSERT_FALSE(rootfs.empty());
   EXPECT_EQ(Exec(rootfs), image->host_version);
-  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
-                        std::chrono::seconds(60)));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Status()
+                   .value("elf_prefetch", nlohmann::json::object())
+                   .value("walks_finished", 0) >= 1;
+      },
+      std::chrono::seconds(60)));
   nlohmann::json st = FreshStatus();
   const uint64_t with = LayerSum(st, "demand_fetches");
   std::cerr << "serial depth with ELF prefetch: " << with << "\n" << st["elf_prefetch"].dump();
@@ -330,8 +340,13 @@ TEST_P(ElfPrefetchTest, ImageCommandIsFetchedBeforeTheContainerStarts) {
   StartDaemon("");
   const std::string rootfs = MountImage("esgz-cmd");
   ASSERT_FALSE(rootfs.empty());
-  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
-                        std::chrono::seconds(60)))
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Status()
+                   .value("elf_prefetch", nlohmann::json::object())
+                   .value("walks_finished", 0) >= 1;
+      },
+      std::chrono::seconds(60)))
       << Status().dump(2);
   EXPECT_TRUE(WaitUntil([&] { return AllLayersLocal(); }, std::chrono::seconds(60)))
       << Status().dump(2);
@@ -354,8 +369,13 @@ TEST_P(ElfPrefetchTest, ImageCommandIsFetchedBeforeTheContainerStarts) {
 TEST_P(ElfPrefetchTest, WithBackgroundFetchThePullStartsTheImagesProgram) {
   StartDaemon("", /*background=*/true);
   ASSERT_FALSE(PullImage("esgz-cmd").empty());
-  ASSERT_TRUE(WaitUntil([&] { return Status()["elf_prefetch"].value("walks_finished", 0) >= 1; },
-                        std::chrono::seconds(60)))
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Status()
+                   .value("elf_prefetch", nlohmann::json::object())
+                   .value("walks_finished", 0) >= 1;
+      },
+      std::chrono::seconds(60)))
       << Status().dump(2);
   nlohmann::json st = FreshStatus();
   EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
@@ -367,6 +387,55 @@ TEST_P(ElfPrefetchTest, WithBackgroundFetchThePullStartsTheImagesProgram) {
   st = FreshStatus();
   EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
   EXPECT_EQ(st["elf_prefetch"].value("walks_started", 0), 1) << st["elf_prefetch"].dump();
+}
+
+// With background fetch on, the program is walked as soon as every layer of the image has a
+// reader: at the first layer's Prepare, through the other layers' preloaded readers, before
+// containerd prepares the top layer. The top layer's mount then adopts the reader the walk
+// fetched through (its counters hold the walk's chunks), and nothing walks the program again.
+TEST_P(ElfPrefetchTest, WithBackgroundFetchTheFirstLayersPrepareStartsTheImagesProgram) {
+  StartDaemon("", /*background=*/true);
+  auto pushed = ResolvePushed(image->registry->host() + "/esgz-cmd:v1");
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  ASSERT_EQ(pushed->resolved.manifest.layers.size(), 2u);
+  grpc::Status s = client_->Prepare("extract-0", "", StargzLabels(*pushed, 0, "layer-0"));
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Status()
+                   .value("elf_prefetch", nlohmann::json::object())
+                   .value("walks_finished", 0) >= 1;
+      },
+      std::chrono::seconds(60)))
+      << Status().dump(2);
+  nlohmann::json st = FreshStatus();
+  // Only the base layer is mounted, yet the walk found every object of both layers.
+  EXPECT_EQ(st.value("layers", nlohmann::json::array()).size(), 1u) << st.dump(2);
+  EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
+  EXPECT_EQ(st["elf_prefetch"].value("last_executable", ""), kBinary);
+  EXPECT_EQ(st["elf_prefetch"].value("last_objects", 0u), image->objects);
+
+  s = client_->Prepare("extract-1", "layer-0", StargzLabels(*pushed, 1, "layer-1"));
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  st = FreshStatus();
+  const std::string top = pushed->resolved.manifest.layers[1].digest.ToString();
+  size_t tops = 0;
+  for (const auto& l : st.value("layers", nlohmann::json::array())) {
+    if (l.value("digest", "") != top) continue;
+    ++tops;
+    // The walk's chunks, fetched before this mount through the reader it adopted.
+    EXPECT_GT(l.value("ahead_chunks", 0ull), 0u) << l.dump();
+    EXPECT_EQ(l.value("demand_fetches", 1ull), 0u) << l.dump();
+  }
+  EXPECT_EQ(tops, 1u) << st.dump(2);
+
+  const std::string rootfs = MountImage("esgz-cmd");
+  ASSERT_FALSE(rootfs.empty());
+  EXPECT_EQ(Exec(rootfs), image->host_version);
+  st = FreshStatus();
+  EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
+  EXPECT_EQ(st["elf_prefetch"].value("walks_started", 0), 1) << st["elf_prefetch"].dump();
+  EXPECT_EQ(LayerSum(st, "demand_fetches"), 0u) << st.dump(2);
 }
 
 // Python: this machine's python3.11 with its libraries (base layer) and the part of its
@@ -448,6 +517,31 @@ TEST_P(PythonPrefetchTest, ImportsOfTheImagesCommandAreFetchedBeforeItStarts) {
   // collections, keyword, reprlib, copyreg, _json, locale data: more than 20 files.
   EXPECT_GE(e.value("python_files", 0), 20) << e.dump();
   EXPECT_EQ(LayerSum(st, "demand_fetches"), 0u) << st.dump(2);
+  EXPECT_EQ(ExecPython(rootfs), image->host_version);
+  st = FreshStatus();
+  EXPECT_EQ(LayerSum(st, "demand_fetches"), 0u) << st.dump(2);
+}
+
+// With background fetch on, the first layer's Prepare starts the walks through the top layer's
+// preloaded reader: the interpreter's Python start walk uses the same stack as its ELF walk,
+// so the imports (all in the top layer, not mounted yet) are fetched before the top layer's
+// Prepare.
+TEST_P(PythonPrefetchTest, WithBackgroundFetchTheFirstLayersPrepareWalksTheImports) {
+  StartDaemon("", /*background=*/true);
+  auto pushed = ResolvePushed(image->registry->host() + "/esgz-cmd:v1");
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  ASSERT_EQ(pushed->resolved.manifest.layers.size(), 2u);
+  grpc::Status s = client_->Prepare("extract-0", "", StargzLabels(*pushed, 0, "layer-0"));
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  ASSERT_TRUE(WaitUntil([&] { return PythonWalksDone(); }, std::chrono::seconds(60)))
+      << Status().dump(2);
+  nlohmann::json st = FreshStatus();
+  EXPECT_EQ(st.value("layers", nlohmann::json::array()).size(), 1u) << st.dump(2);
+  const nlohmann::json& e = st["elf_prefetch"];
+  EXPECT_EQ(e.value("python_problems", 1), 0) << e.dump();
+  EXPECT_GE(e.value("python_files", 0), 20) << e.dump();
+  const std::string rootfs = MountImage("esgz-cmd");
+  ASSERT_FALSE(rootfs.empty());
   EXPECT_EQ(ExecPython(rootfs), image->host_version);
   st = FreshStatus();
   EXPECT_EQ(LayerSum(st, "demand_fetches"), 0u) << st.dump(2);
