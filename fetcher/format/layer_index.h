@@ -92,6 +92,9 @@ class SpanDecoder {
   // layer.
   virtual absl::StatusOr<std::string> Inflate(const Chunk& chunk,
                                               std::string_view compressed) const = 0;
+  // Hint: `chunk`'s span is about to be fetched, so whatever else Inflate will need for it
+  // (a fine index's window) can be fetched alongside. Must not block. Default: nothing.
+  virtual void WillFetch(const Chunk& /*chunk*/) const {}
 };
 
 // Per-inode flags.

@@ -186,6 +186,15 @@ void LayerReader::SubmitFetch(std::vector<ChunkRef> chunks, FetchKind kind,
                               std::optional<BackgroundScheduler::Permit> permit) {
   if (chunks.empty()) return;
   const bool background = kind == FetchKind::kBackground;
+  if (const format::SpanDecoder* decoder = index_->span_decoder();
+      decoder != nullptr && !background) {
+    // A fine SOCI index fetches each span's window separately: start that now, so it overlaps
+    // the span's own transfer instead of following it (background fetches find them on the
+    // way, with the windows' readahead).
+    for (const ChunkRef& ref : chunks) {
+      if (ref.chunk->compression == ChunkCompression::kGzipSpan) decoder->WillFetch(*ref.chunk);
+    }
+  }
   std::vector<Group> groups = MergeIntoGroups(std::move(chunks));
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "fetcher/format/gzip_spans.h"
+#include "fetcher/format/soci/fine_windows.h"
 #include "fetcher/format/soci/span_inflater.h"
 #include "fetcher/format/soci/span_slices.h"
 #include "fmt/format.h"
@@ -23,7 +24,8 @@ using format::ChunkCompression;
 // Inflates the spans of one zTOC, and describes them (for EROFS layouts and graduation).
 class ZtocSpanDecoder : public format::SpanDecoder, public format::GzipSpans {
  public:
-  explicit ZtocSpanDecoder(std::shared_ptr<const Ztoc> ztoc) : ztoc_(std::move(ztoc)) {
+  ZtocSpanDecoder(std::shared_ptr<const Ztoc> ztoc, std::shared_ptr<const SpanWindows> windows)
+      : ztoc_(std::move(ztoc)), windows_(std::move(windows)) {
     by_offset_.reserve(ztoc_->span_count());
     for (size_t i = 0; i < ztoc_->span_count(); ++i) {
       by_offset_.emplace_back(ztoc_->SpanCompressedRange(i).offset, i);
@@ -40,14 +42,30 @@ class ZtocSpanDecoder : public format::SpanDecoder, public format::GzipSpans {
                                                     chunk.compressed_length));
     }
     const uint64_t length = ztoc_->SpanUncompressedRange(*span).length;
-    absl::StatusOr<std::string> bytes =
-        InflateSpan(ztoc_->checkpoints.at(*span), compressed, length,
-                    {.expect_block_end = *span + 1 < ztoc_->span_count()});
+    Checkpoint checkpoint = ztoc_->checkpoints.at(*span);
+    std::shared_ptr<const std::string> window;
+    if (windows_ != nullptr) {
+      // Verified against its sha256 before it is returned.
+      absl::StatusOr<std::shared_ptr<const std::string>> w = windows_->Window(*span);
+      if (!w.ok()) {
+        return absl::Status(w.status().code(),
+                            fmt::format("span {}: {}", *span, std::string(w.status().message())));
+      }
+      window = *std::move(w);
+      checkpoint.window = *window;
+    }
+    absl::StatusOr<std::string> bytes = InflateSpan(
+        checkpoint, compressed, length, {.expect_block_end = *span + 1 < ztoc_->span_count()});
     if (!bytes.ok()) {
       return absl::Status(bytes.status().code(),
                           fmt::format("span {}: {}", *span, std::string(bytes.status().message())));
     }
     return bytes;
+  }
+
+  void WillFetch(const Chunk& chunk) const override {
+    if (windows_ == nullptr) return;
+    if (std::optional<size_t> span = SpanOf(chunk)) windows_->Warm(*span);
   }
 
   size_t span_count() const override { return ztoc_->span_count(); }
@@ -77,6 +95,7 @@ class ZtocSpanDecoder : public format::SpanDecoder, public format::GzipSpans {
   }
 
   const std::shared_ptr<const Ztoc> ztoc_;
+  const std::shared_ptr<const SpanWindows> windows_;    // null: the zTOC holds the windows
   std::vector<std::pair<uint64_t, size_t>> by_offset_;  // (compressed start, span), sorted
 };
 
@@ -99,10 +118,11 @@ format::EntryMeta MetaOf(const ZtocFile& f) {
 
 absl::StatusOr<format::LayerIndex> BuildSociLayerIndex(std::shared_ptr<const Ztoc> ztoc,
                                                        const Digest& ztoc_digest,
-                                                       const format::IndexBuildOptions& options) {
+                                                       const format::IndexBuildOptions& options,
+                                                       std::shared_ptr<const SpanWindows> windows) {
   if (ztoc == nullptr) return absl::InvalidArgumentError("BuildSociLayerIndex: no zTOC");
   format::LayerIndexBuilder builder(format::LayerFormat::kSoci, options);
-  builder.SetSpanDecoder(std::make_shared<const ZtocSpanDecoder>(ztoc));
+  builder.SetSpanDecoder(std::make_shared<const ZtocSpanDecoder>(ztoc, std::move(windows)));
   for (const ZtocFile& f : ztoc->files) {
     const format::EntryMeta meta = MetaOf(f);
     absl::Status st;

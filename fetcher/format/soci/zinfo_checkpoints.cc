@@ -147,6 +147,11 @@ Checkpoint ZinfoCheckpoints::at(size_t i) const {
   return c;
 }
 
+void ZinfoCheckpoints::DropWindows() {
+  for (Entry& e : entries_) e.window_offset = -1;
+  std::string().swap(blob_);
+}
+
 size_t ZinfoCheckpoints::IndexForUncompressedOffset(uint64_t offset) const {
   auto it = std::upper_bound(entries_.begin(), entries_.end(), offset,
                              [](uint64_t v, const Entry& e) { return v < e.out; });

@@ -72,6 +72,10 @@ class ZinfoCheckpoints {
   const std::string& blob() const { return blob_; }
   // Index of the last checkpoint whose uncompressed offset is <= `offset` (0 if none).
   size_t IndexForUncompressedOffset(uint64_t offset) const;
+  // Frees the blob: every window reads as zeros afterwards and blob() is empty. For a fine
+  // zTOC (fine_index.h), whose windows are zeroed and live in a separate blob: keeps its
+  // 32 KiB per checkpoint out of memory.
+  void DropWindows();
 
  private:
   struct Entry {

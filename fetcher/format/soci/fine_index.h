@@ -1,0 +1,115 @@
+// The lazypull "fine index" of a gzip layer: a second zTOC, next to soci's own, with checkpoints
+// every ~256 KiB of uncompressed data instead of every 4 MiB, so a read fetches and verifies
+// ~128 KiB spans rather than multi-megabyte ones. soci's format holds a raw 32 KiB window per
+// checkpoint inside the zTOC, which at this density would make the zTOC bigger than what it
+// saves; so the windows move out:
+//
+//  - fine blob (kFineZtocMediaType): zstd of a framed record, fetched whole at mount and
+//    verified by its digest:
+//        "LPFINEZ1"            8 bytes magic
+//        u32 version (1)       little-endian, like every integer here
+//        u32 window count      = the zTOC's checkpoint count
+//        u64 zTOC length
+//        per checkpoint: u64 offset, u32 length (in the windows blob), 32 bytes sha256 of the
+//                        UNCOMPRESSED window
+//        the zTOC: soci's FlatBuffers schema, every checkpoint window zeroed (zstd shrinks
+//                  them to nothing); its span_digests are the fine spans' sha256.
+//  - windows blob (kFineWindowsMediaType): each checkpoint's 32 KiB window, each compressed on
+//    its own (one zstd frame), concatenated in checkpoint order; read by range on demand and
+//    checked against the table's sha256 after decompression, before any inflate uses it.
+//
+// Readers find both through annotations on the zTOC descriptor of the SOCI index manifest
+// (trusted as far as the index is: it is verified by its digest); both blobs are also listed
+// as layers of that manifest WITHOUT com.amazon.soci.image-layer-digest, so registry GC keeps
+// them and soci's readers (which map layers to zTOCs by mediaType application/octet-stream)
+// ignore them.
+//
+// Thread-safe (pure functions).
+#ifndef LAZYPULL_FETCHER_FORMAT_SOCI_FINE_INDEX_H_
+#define LAZYPULL_FETCHER_FORMAT_SOCI_FINE_INDEX_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "fetcher/format/soci/ztoc_builder.h"
+
+namespace lazypull::soci {
+
+inline constexpr std::string_view kFineZtocMediaType =
+    "application/vnd.lazypull.soci.fine-ztoc.v1+zstd";
+inline constexpr std::string_view kFineWindowsMediaType =
+    "application/vnd.lazypull.soci.fine-windows.v1";
+// On the zTOC descriptor of a SOCI index manifest (and copied to the layer descriptor the
+// daemon persists).
+inline constexpr std::string_view kAnnotationFineZtocDigest = "dev.lazypull.soci.fine-ztoc.digest";
+inline constexpr std::string_view kAnnotationFineZtocSize = "dev.lazypull.soci.fine-ztoc.size";
+inline constexpr std::string_view kAnnotationFineWindowsDigest =
+    "dev.lazypull.soci.fine-windows.digest";
+inline constexpr std::string_view kAnnotationFineWindowsSize =
+    "dev.lazypull.soci.fine-windows.size";
+
+// Uncompressed bytes between fine checkpoints. 256 KiB of tar is ~100-130 KiB of gzip for the
+// usual 2-2.5x of binaries and text: a read wastes at most about one such span at each end, a
+// checkpoint costs ~12 bytes of offsets plus a ~8-12 KiB compressed window fetched only with
+// its span (under 10 % on top of it), and a 1 GiB layer stays at 4096 checkpoints. Smaller
+// spans approach the deflate block size (often 16-64 KiB of output), below which checkpoints
+// cannot go anyway, while the window share of each fetch grows.
+inline constexpr uint64_t kDefaultFineSpanSize = 256ull << 10;
+
+inline constexpr char kFineMagic[] = "LPFINEZ1";  // 8 bytes, no terminator written
+inline constexpr uint32_t kFineVersion = 1;
+inline constexpr size_t kFineHeaderSize = 8 + 4 + 4 + 8;
+inline constexpr size_t kFineWindowRecordSize = 8 + 4 + 32;
+// A zstd frame of 32 KiB is at most ~32.8 KiB; anything larger is not a window.
+inline constexpr uint32_t kMaxFineWindowBytes = 64u << 10;
+
+struct FineWindow {
+  uint64_t offset = 0;               // in the windows blob
+  uint32_t length = 0;               // compressed bytes
+  std::array<uint8_t, 32> sha256{};  // of the uncompressed 32 KiB window
+};
+
+// The decoded fine blob.
+struct FineFrame {
+  std::string ztoc;  // soci FlatBuffers bytes (untrusted until ParseZtoc)
+  std::vector<FineWindow> windows;
+};
+
+struct FineLimits {
+  uint64_t max_ztoc_bytes = 512ull << 20;  // decompressed fine blob cap
+  uint64_t max_windows = 1u << 16;
+};
+
+// The framed record (before zstd). InvalidArgument if a window length exceeds the cap.
+absl::StatusOr<std::string> SerializeFineFrame(const FineFrame& frame);
+
+// Parses a framed record (after zstd) of untrusted bytes: magic, version, a window count
+// within `limits`, every window length in (0, kMaxFineWindowBytes], window ranges not
+// overlapping and in order, the zTOC length exactly the rest. Does not parse the zTOC, nor
+// check the windows against the windows blob's size (OpenFineSociLayerIndex does). Errors:
+// InvalidArgument naming the problem ("fine index: ..."), ResourceExhausted over a limit.
+absl::StatusOr<FineFrame> ParseFineFrame(std::string_view bytes, const FineLimits& limits = {});
+
+// zstd-decompresses (capped at limits.max_ztoc_bytes plus the table) and parses a fine blob.
+// DataLoss for bad zstd data, else ParseFineFrame's errors.
+absl::StatusOr<FineFrame> DecodeFineBlob(std::string_view blob, const FineLimits& limits = {});
+
+// The two blobs of a layer's fine index.
+struct FineIndexBlobs {
+  std::string fine;     // zstd'd framed record
+  std::string windows;  // concatenated zstd frames
+  size_t spans = 0;
+};
+
+// Builds the fine index of a gzip layer (a second pass over `layer`): BuildZtoc with
+// `options` (span_size = the fine span size), windows moved out and zeroed. BuildZtoc's
+// errors.
+absl::StatusOr<FineIndexBlobs> BuildFineIndex(BlobReader& layer, const ZtocBuildOptions& options);
+
+}  // namespace lazypull::soci
+
+#endif  // LAZYPULL_FETCHER_FORMAT_SOCI_FINE_INDEX_H_

@@ -1,0 +1,84 @@
+// SpanWindows: where a SOCI span decoder gets the 32 KiB window of a checkpoint when the zTOC
+// does not hold it (a fine index, fine_index.h). FineWindows reads them from the windows blob
+// by range on demand: each window is decompressed and checked against its sha256 from the
+// (verified) fine blob BEFORE it is handed out, so an inflate never starts from an unverified
+// dictionary.
+//
+// Fetching: a miss reads the run of following windows too (up to kReadaheadWindows, one range
+// request), since reads go forward through a file and each span needs its own window; Warm()
+// starts such a fetch in the background so it overlaps the span's own transfer. Recent
+// windows stay in a small LRU; concurrent requests for one window share one fetch (single
+// flight). A failed fetch is not remembered: the next request tries again.
+//
+// Thread-safe. The BlobReader must be thread-safe (every one of lazypull's is).
+#ifndef LAZYPULL_FETCHER_FORMAT_SOCI_FINE_WINDOWS_H_
+#define LAZYPULL_FETCHER_FORMAT_SOCI_FINE_WINDOWS_H_
+
+#include <cstddef>
+#include <future>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "fetcher/format/soci/fine_index.h"
+#include "lazypull/blob_reader.h"
+
+namespace lazypull::soci {
+
+class SpanWindows {
+ public:
+  virtual ~SpanWindows() = default;
+  // The verified window of checkpoint `i`. Errors: DataLoss when the stored window does not
+  // decompress or match its sha256; the reader's errors (e.g. Unavailable) with context;
+  // InvalidArgument for `i` out of range. Blocking.
+  virtual absl::StatusOr<std::shared_ptr<const std::string>> Window(size_t i) const = 0;
+  // Hint that checkpoint `i`'s span is being fetched: may start fetching its window. Never
+  // blocks on the network.
+  virtual void Warm(size_t i) const = 0;
+};
+
+class FineWindows : public SpanWindows {
+ public:
+  static constexpr size_t kReadaheadWindows = 8;
+  static constexpr size_t kCachedWindows = 128;  // 4 MiB
+
+  // `blob` is the windows blob; `table` comes from the verified fine blob and was checked to
+  // lie inside blob->Size(). The destructor waits for background fetches Warm started.
+  FineWindows(std::shared_ptr<BlobReader> blob, std::vector<FineWindow> table);
+  ~FineWindows() override;
+  FineWindows(const FineWindows&) = delete;
+  FineWindows& operator=(const FineWindows&) = delete;
+
+  absl::StatusOr<std::shared_ptr<const std::string>> Window(size_t i) const override;
+  void Warm(size_t i) const override;
+
+  // Windows fetched from the blob so far (for tests and status).
+  size_t fetched() const;
+
+ private:
+  using Result = absl::StatusOr<std::shared_ptr<const std::string>>;
+  // Claims window `i` and its uncached, unclaimed followers; returns the first index past the
+  // claimed run (== i when `i` is cached or claimed already). Requires mu_.
+  size_t ClaimRun(size_t i) const;
+  // Fetches and publishes the claimed run [begin, end).
+  void FetchRun(size_t begin, size_t end) const;
+  void Publish(size_t i, Result r) const;
+
+  const std::shared_ptr<BlobReader> blob_;
+  const std::vector<FineWindow> table_;
+
+  mutable std::mutex mu_;
+  mutable std::map<size_t, std::shared_ptr<const std::string>> cached_;
+  mutable std::list<size_t> lru_;  // front = most recent
+  mutable std::map<size_t, std::pair<std::promise<Result>, std::shared_future<Result>>> flights_;
+  mutable std::vector<std::future<void>> warmers_;  // background fetches; joined on destruction
+  mutable size_t fetched_ = 0;
+};
+
+}  // namespace lazypull::soci
+
+#endif  // LAZYPULL_FETCHER_FORMAT_SOCI_FINE_WINDOWS_H_
