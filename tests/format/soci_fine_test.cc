@@ -114,7 +114,7 @@ FineIndexBlobs* SociFineTest::blobs_ = nullptr;
 TEST_F(SociFineTest, RoundTripChecksEverySpanAndWindow) {
   auto frame = DecodeFineBlob(blobs_->fine);
   ASSERT_TRUE(frame.ok()) << frame.status();
-  auto ztoc = ParseZtoc(frame->ztoc);
+  auto ztoc = ParseZtoc(frame->ztoc, {.windowless_checkpoints = true});
   ASSERT_TRUE(ztoc.ok()) << ztoc.status();
   ASSERT_EQ(frame->windows.size(), ztoc->span_count());
   EXPECT_EQ(ztoc->span_count(), blobs_->spans);
@@ -154,7 +154,7 @@ TEST_F(SociFineTest, FilesReadThroughTheFineIndexEqualTheSourceFiles) {
   EXPECT_EQ(index->toc_digest(), Digest::Of(blobs_->fine));
   auto frame = DecodeFineBlob(blobs_->fine);
   ASSERT_TRUE(frame.ok());
-  auto ztoc = ParseZtoc(frame->ztoc);
+  auto ztoc = ParseZtoc(frame->ztoc, {.windowless_checkpoints = true});
   ASSERT_TRUE(ztoc.ok());
   size_t regular = 0;
   for (const ZtocFile& f : ztoc->files) {
@@ -197,7 +197,7 @@ TEST_F(SociFineTest, WindowsAreFetchedWithReadaheadAndCached) {
 TEST_F(SociFineTest, FlippedWindowByteFailsThatSpanOnly) {
   auto frame = DecodeFineBlob(blobs_->fine);
   ASSERT_TRUE(frame.ok());
-  auto ztoc = ParseZtoc(frame->ztoc);
+  auto ztoc = ParseZtoc(frame->ztoc, {.windowless_checkpoints = true});
   ASSERT_TRUE(ztoc.ok());
   // A span past the first whose window is not all zeros.
   const size_t bad = ztoc->span_count() / 2;

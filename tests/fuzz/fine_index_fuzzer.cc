@@ -2,13 +2,15 @@
 // zstd, comes from registries; its digest is checked first, but the parser must hold on its
 // own). A frame it accepts has every window non-empty, within the cap, in order and not
 // overlapping, and serializes back to exactly the same bytes. The same bytes also go through
-// DecodeFineBlob (zstd first), capped.
+// DecodeFineBlob (zstd first), capped, and an accepted frame's zTOC through ParseZtoc with
+// windowless checkpoints.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
 #include "fetcher/format/soci/fine_index.h"
+#include "fetcher/format/soci/ztoc_parser.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace lazypull::soci;
@@ -28,5 +30,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   auto back = SerializeFineFrame(*frame);
   if (!back.ok() || *back != bytes) abort();
+  // The zTOC inside, as the daemon parses it (windowless checkpoints).
+  ZtocLimits zlimits;
+  zlimits.max_ztoc_bytes = 1 << 20;
+  zlimits.max_files = 1 << 12;
+  zlimits.windowless_checkpoints = true;
+  auto z = ParseZtoc(frame->ztoc, zlimits);
+  if (!z.ok()) return 0;
+  if (z->span_digests.size() != z->span_count() || z->span_count() == 0) abort();
+  for (size_t i = 0; i < z->span_count(); ++i) {
+    if (z->checkpoints.at(i).window.size() != kWindowSize) abort();
+    if (z->SpanCompressedRange(i).offset >= z->compressed_archive_size) abort();
+  }
   return 0;
 }

@@ -302,7 +302,7 @@ TEST_F(SociCreateTest, V2SociEnabledImageInRegistry) {
     EXPECT_TRUE(listed.count((*fine)->windows.digest));
     auto frame = DecodeFineBlob(FetchBlob(repo, (*fine)->fine));
     ASSERT_TRUE(frame.ok()) << frame.status();
-    auto fz = ParseZtoc(frame->ztoc);
+    auto fz = ParseZtoc(frame->ztoc, {.windowless_checkpoints = true});
     ASSERT_TRUE(fz.ok()) << fz.status();
     EXPECT_EQ(frame->windows.size(), fz->span_count());
     EXPECT_EQ(FetchBlob(repo, (*fine)->windows).size(), static_cast<size_t>((*fine)->windows.size));

@@ -112,7 +112,6 @@ absl::StatusOr<FineIndexBlobs> BuildFineIndex(BlobReader& layer, const ZtocBuild
   const size_t n = ztoc->checkpoints.size();
   frame.windows.reserve(n);
   zeroed.reserve(n);
-  const std::string zeros(kWindowSize, '\0');
   for (size_t i = 0; i < n; ++i) {
     const Checkpoint cp = ztoc->checkpoints.at(i);
     absl::StatusOr<std::string> z = codec::ZstdCompress(cp.window, 3);
@@ -127,12 +126,14 @@ absl::StatusOr<FineIndexBlobs> BuildFineIndex(BlobReader& layer, const ZtocBuild
     zeroed.push_back({.compressed_offset = cp.compressed_offset,
                       .uncompressed_offset = cp.uncompressed_offset,
                       .bits = cp.bits,
-                      .window = zeros});
+                      .window = {}});
   }
-  absl::StatusOr<std::string> blob = ZinfoCheckpoints::SerializeV2(options.span_size, zeroed);
+  absl::StatusOr<std::string> blob =
+      ZinfoCheckpoints::SerializeWindowless(options.span_size, zeroed);
   if (!blob.ok()) return blob.status();
   zeroed.clear();
-  absl::StatusOr<ZinfoCheckpoints> checkpoints = ZinfoCheckpoints::Parse(*std::move(blob), n);
+  absl::StatusOr<ZinfoCheckpoints> checkpoints =
+      ZinfoCheckpoints::ParseWindowless(*std::move(blob), n);
   if (!checkpoints.ok()) return checkpoints.status();
   ztoc->checkpoints = std::move(*checkpoints);
   absl::StatusOr<std::string> bytes = SerializeZtoc(*ztoc);
@@ -140,8 +141,8 @@ absl::StatusOr<FineIndexBlobs> BuildFineIndex(BlobReader& layer, const ZtocBuild
   frame.ztoc = std::move(*bytes);
   absl::StatusOr<std::string> framed = SerializeFineFrame(frame);
   if (!framed.ok()) return framed.status();
-  // Level 9: the blob is written once and fetched at every mount (zeroed windows vanish at
-  // any level; the file table gains a little over the default).
+  // Level 9: the blob is written once and fetched at every mount (the file table gains a
+  // little over the default level).
   absl::StatusOr<std::string> fine = codec::ZstdCompress(*framed, 9);
   if (!fine.ok()) return fine.status();
   out.fine = std::move(*fine);

@@ -2,7 +2,7 @@
 // every ~256 KiB of uncompressed data instead of every 4 MiB, so a read fetches and verifies
 // ~128 KiB spans rather than multi-megabyte ones. soci's format holds a raw 32 KiB window per
 // checkpoint inside the zTOC, which at this density would make the zTOC bigger than what it
-// saves; so the windows move out:
+// saves; so the windows move out, and each is fetched only with its span:
 //
 //  - fine blob (kFineZtocMediaType): zstd of a framed record, fetched whole at mount and
 //    verified by its digest:
@@ -12,8 +12,12 @@
 //        u64 zTOC length
 //        per checkpoint: u64 offset, u32 length (in the windows blob), 32 bytes sha256 of the
 //                        UNCOMPRESSED window
-//        the zTOC: soci's FlatBuffers schema, every checkpoint window zeroed (zstd shrinks
-//                  them to nothing); its span_digests are the fine spans' sha256.
+//        the zTOC: soci's FlatBuffers schema (flatc --json decodes it), its span_digests
+//                  the fine spans' sha256, its checkpoints blob lazypull's WINDOWLESS zinfo
+//                  (offsets and bits only: ZinfoCheckpoints::ParseWindowless). Zeroed 32 KiB
+//                  windows would vanish under zstd too, but not in memory: decompressing and
+//                  copying them cost ~0.4 s per layer at mount on the benchmark machine
+//                  (23 MiB of zeros for python's 742 checkpoints), on the cold start's path.
 //  - windows blob (kFineWindowsMediaType): each checkpoint's 32 KiB window, each compressed on
 //    its own (one zstd frame), concatenated in checkpoint order; read by range on demand and
 //    checked against the table's sha256 after decompression, before any inflate uses it.
@@ -106,7 +110,7 @@ struct FineIndexBlobs {
 };
 
 // Builds the fine index of a gzip layer (a second pass over `layer`): BuildZtoc with
-// `options` (span_size = the fine span size), windows moved out and zeroed. BuildZtoc's
+// `options` (span_size = the fine span size), windows moved out. BuildZtoc's
 // errors.
 absl::StatusOr<FineIndexBlobs> BuildFineIndex(BlobReader& layer, const ZtocBuildOptions& options);
 

@@ -164,7 +164,9 @@ absl::StatusOr<format::LayerIndex> OpenFineSociLayerIndex(BlobReader& fine_blob,
   absl::StatusOr<FineFrame> frame = DecodeFineBlob(*bytes, fine_limits);
   if (!frame.ok()) return fail(frame.status());
   bytes->clear();
-  absl::StatusOr<Ztoc> parsed = ParseZtoc(frame->ztoc, limits);
+  ZtocLimits ztoc_limits = limits;
+  ztoc_limits.windowless_checkpoints = true;
+  absl::StatusOr<Ztoc> parsed = ParseZtoc(frame->ztoc, ztoc_limits);
   if (!parsed.ok()) return fail(parsed.status());
   std::string().swap(frame->ztoc);
   if (parsed->compressed_archive_size != layer_size) {
@@ -188,8 +190,6 @@ absl::StatusOr<format::LayerIndex> OpenFineSociLayerIndex(BlobReader& fine_blob,
     return fail(absl::InvalidArgumentError(
         fmt::format("windows end past the {}-byte windows blob", windows_size)));
   }
-  // The windows are zeroed in the zTOC: keep none of them in memory.
-  parsed->checkpoints.DropWindows();
   auto windows =
       std::make_shared<const FineWindows>(std::move(windows_blob), std::move(frame->windows));
   absl::StatusOr<format::LayerIndex> index = BuildSociLayerIndex(
