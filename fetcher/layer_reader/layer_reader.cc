@@ -191,9 +191,11 @@ void LayerReader::SubmitFetch(std::vector<ChunkRef> chunks, FetchKind kind,
     // A fine SOCI index fetches each span's window separately: start that now, so it overlaps
     // the span's own transfer instead of following it (background fetches find them on the
     // way, with the windows' readahead).
+    std::vector<const Chunk*> spans;
     for (const ChunkRef& ref : chunks) {
-      if (ref.chunk->compression == ChunkCompression::kGzipSpan) decoder->WillFetch(*ref.chunk);
+      if (ref.chunk->compression == ChunkCompression::kGzipSpan) spans.push_back(ref.chunk);
     }
+    if (!spans.empty()) decoder->WillFetch(spans);
   }
   std::vector<Group> groups = MergeIntoGroups(std::move(chunks));
   {

@@ -35,7 +35,7 @@ using ::testing::HasSubstr;
 
 constexpr uint64_t kFineSpan = 64 << 10;
 
-// Counts the reads that reach it (to see the windows' readahead and cache at work).
+// Counts the requests that reach it (to see the windows' readahead and cache at work).
 class CountingReader : public BlobReader {
  public:
   explicit CountingReader(std::string data) : inner_(NewStringBlobReader(std::move(data))) {}
@@ -43,6 +43,10 @@ class CountingReader : public BlobReader {
   absl::StatusOr<std::string> ReadAt(uint64_t offset, uint64_t length) override {
     ++reads;
     return inner_->ReadAt(offset, length);
+  }
+  absl::Status StreamRanges(std::span<const ByteRange> ranges, const Sink& sink) override {
+    ++reads;  // one request, however many ranges
+    return inner_->StreamRanges(ranges, sink);
   }
   std::atomic<int> reads{0};
 
@@ -184,12 +188,17 @@ TEST_F(SociFineTest, WindowsAreFetchedWithReadaheadAndCached) {
     EXPECT_EQ((*w)->size(), kWindowSize);
   }
   EXPECT_EQ(reader->reads.load(), 1);  // one range request for the run
-  windows.Warm(FineWindows::kReadaheadWindows);
-  auto w = windows.Window(FineWindows::kReadaheadWindows);
-  ASSERT_TRUE(w.ok()) << w.status();
+  // Warm fetches exactly the windows named, in one request.
+  const size_t a = FineWindows::kReadaheadWindows, b = a + 2;
+  windows.Warm({b, a, 0});
+  for (size_t i : {a, b}) {
+    auto w = windows.Window(i);
+    ASSERT_TRUE(w.ok()) << w.status();
+  }
   EXPECT_EQ(reader->reads.load(), 2);
-  ASSERT_TRUE(windows.Window(0).ok());
+  ASSERT_TRUE(windows.Window(0).ok());  // cached
   EXPECT_EQ(reader->reads.load(), 2);
+  EXPECT_EQ(windows.fetched(), FineWindows::kReadaheadWindows + 2);
   EXPECT_EQ(windows.Window(frame->windows.size()).status().code(),
             absl::StatusCode::kInvalidArgument);
 }

@@ -1,10 +1,13 @@
 #include "fetcher/format/soci/fine_windows.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <system_error>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "base/logging.h"
 #include "fetcher/codec/zstd.h"
 #include "fmt/format.h"
 #include "lazypull/digest.h"
@@ -28,15 +31,19 @@ size_t FineWindows::fetched() const {
   return fetched_;
 }
 
+void FineWindows::Claim(size_t i) const {
+  std::promise<Result> p;
+  std::shared_future<Result> f = p.get_future().share();
+  flights_.emplace(i, std::make_pair(std::move(p), std::move(f)));
+}
+
 size_t FineWindows::ClaimRun(size_t i) const {
   size_t end = i;
   while (end < table_.size() && end - i < kReadaheadWindows && !cached_.count(end) &&
          !flights_.count(end)) {
-    // Only a contiguous run of the blob is one range request.
+    // Only a contiguous run of the blob is one range.
     if (end > i && table_[end].offset != table_[end - 1].offset + table_[end - 1].length) break;
-    std::promise<Result> p;
-    std::shared_future<Result> f = p.get_future().share();
-    flights_.emplace(end, std::make_pair(std::move(p), std::move(f)));
+    Claim(end);
     ++end;
   }
   return end;
@@ -59,29 +66,65 @@ void FineWindows::Publish(size_t i, Result r) const {
   }
 }
 
-void FineWindows::FetchRun(size_t begin, size_t end) const {
-  const uint64_t from = table_[begin].offset;
-  const uint64_t to = table_[end - 1].offset + table_[end - 1].length;
-  absl::StatusOr<std::string> bytes = blob_->ReadAt(from, to - from);
-  if (bytes.ok() && bytes->size() != to - from) {
-    bytes = absl::DataLossError(fmt::format("got {} bytes", bytes->size()));
+void FineWindows::Fetch(const std::vector<size_t>& claimed) const {
+  // One range per run of windows adjacent in the blob.
+  std::vector<ByteRange> ranges;
+  for (size_t i : claimed) {
+    const FineWindow& w = table_[i];
+    if (!ranges.empty() && ranges.back().end() == w.offset) {
+      ranges.back().length += w.length;
+    } else {
+      ranges.push_back({w.offset, w.length});
+    }
+  }
+  std::vector<std::string> got(ranges.size());
+  for (size_t r = 0; r < ranges.size(); ++r) got[r].resize(ranges[r].length);
+  const auto start = std::chrono::steady_clock::now();
+  // Ranges arrive in order within a range; different ranges write different buffers.
+  absl::Status st =
+      blob_->StreamRanges(ranges, [&](uint64_t offset, std::string_view data) -> absl::Status {
+        auto it = std::upper_bound(ranges.begin(), ranges.end(), offset,
+                                   [](uint64_t off, const ByteRange& r) { return off < r.offset; });
+        if (it == ranges.begin()) return absl::DataLossError("bytes outside the asked ranges");
+        const size_t r = static_cast<size_t>(it - ranges.begin()) - 1;
+        if (offset + data.size() > ranges[r].end()) {
+          return absl::DataLossError("bytes outside the asked ranges");
+        }
+        std::memcpy(got[r].data() + (offset - ranges[r].offset), data.data(), data.size());
+        return absl::OkStatus();
+      });
+  uint64_t total = 0;
+  for (const ByteRange& r : ranges) total += r.length;
+  if (GetLogLevel() == LogLevel::kDebug) {
+    LogDebug(
+        "fine index windows fetch",
+        {{"first", claimed.front()},
+         {"windows", claimed.size()},
+         {"ranges", ranges.size()},
+         {"bytes", total},
+         {"ms", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                    .count()},
+         {"ok", st.ok()}});
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    fetched_ += end - begin;
+    fetched_ += claimed.size();
   }
-  for (size_t i = begin; i < end; ++i) {
-    if (!bytes.ok()) {
-      Publish(i, absl::Status(bytes.status().code(),
-                              fmt::format("fine index window {} (windows blob [{}, +{})): {}", i,
-                                          from, to - from, std::string(bytes.status().message()))));
+  size_t r = 0;
+  for (size_t i : claimed) {
+    const FineWindow& w = table_[i];
+    if (!st.ok()) {
+      Publish(i, absl::Status(st.code(),
+                              fmt::format("fine index window {} (windows blob [{}, "
+                                          "+{})): {}",
+                                          i, w.offset, w.length, std::string(st.message()))));
       continue;
     }
-    const FineWindow& w = table_[i];
+    while (ranges[r].end() <= w.offset) ++r;
     codec::ZstdDecompressOptions zopts;
     zopts.max_output = kWindowSize;
-    absl::StatusOr<std::string> window =
-        codec::ZstdDecompress(std::string_view(*bytes).substr(w.offset - from, w.length), zopts);
+    absl::StatusOr<std::string> window = codec::ZstdDecompress(
+        std::string_view(got[r]).substr(w.offset - ranges[r].offset, w.length), zopts);
     if (!window.ok() || window->size() != kWindowSize) {
       Publish(i, absl::DataLossError(fmt::format(
                      "fine index window {} does not decompress to {} bytes: {}", i, kWindowSize,
@@ -120,22 +163,42 @@ absl::StatusOr<std::shared_ptr<const std::string>> FineWindows::Window(size_t i)
       wait = flights_.at(i).second;
     }
   }
-  if (end > i) FetchRun(i, end);
+  if (end > i) {
+    std::vector<size_t> claimed;
+    for (size_t k = i; k < end; ++k) claimed.push_back(k);
+    Fetch(claimed);
+  }
   return wait.get();
 }
 
-void FineWindows::Warm(size_t i) const {
-  if (i >= table_.size()) return;
+void FineWindows::Warm(const std::vector<size_t>& checkpoints) const {
   std::lock_guard<std::mutex> lock(mu_);
-  if (cached_.count(i) || flights_.count(i)) return;
-  const size_t end = ClaimRun(i);
+  std::vector<size_t> claimed;
+  for (size_t i : checkpoints) {
+    if (i >= table_.size() || cached_.count(i) || flights_.count(i)) continue;
+    Claim(i);
+    claimed.push_back(i);
+  }
+  if (claimed.empty()) return;
+  std::sort(claimed.begin(), claimed.end());
   warmers_.erase(std::remove_if(warmers_.begin(), warmers_.end(),
                                 [](const std::future<void>& f) {
                                   return f.wait_for(std::chrono::seconds(0)) ==
                                          std::future_status::ready;
                                 }),
                  warmers_.end());
-  warmers_.push_back(std::async(std::launch::async, [this, i, end] { FetchRun(i, end); }));
+  try {
+    warmers_.push_back(std::async(std::launch::async, [this, claimed] { Fetch(claimed); }));
+  } catch (const std::system_error& e) {
+    // No thread for it: release the claims (their waiters get Unavailable; the next request
+    // fetches again).
+    for (size_t k : claimed) {
+      auto it = flights_.find(k);
+      it->second.first.set_value(absl::UnavailableError(
+          fmt::format("fine index window {}: no thread to fetch it: {}", k, e.what())));
+      flights_.erase(it);
+    }
+  }
 }
 
 }  // namespace lazypull::soci

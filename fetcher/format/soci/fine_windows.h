@@ -4,9 +4,11 @@
 // (verified) fine blob BEFORE it is handed out, so an inflate never starts from an unverified
 // dictionary.
 //
-// Fetching: a miss reads the run of following windows too (up to kReadaheadWindows, one range
-// request), since reads go forward through a file and each span needs its own window; Warm()
-// starts such a fetch in the background so it overlaps the span's own transfer. Recent
+// Fetching: Warm() fetches exactly the windows of the spans a layer fetch is about to move, in
+// the background and in one (multi-range) request, so they overlap the spans' own transfer.
+// A miss without a warm (a background fetch, a cached span re-inflated) reads the run of
+// following windows too (up to kReadaheadWindows, one range request), since such reads go
+// forward through the layer. Recent
 // windows stay in a small LRU; concurrent requests for one window share one fetch (single
 // flight). A failed fetch is not remembered: the next request tries again.
 //
@@ -36,9 +38,9 @@ class SpanWindows {
   // decompress or match its sha256; the reader's errors (e.g. Unavailable) with context;
   // InvalidArgument for `i` out of range. Blocking.
   virtual absl::StatusOr<std::shared_ptr<const std::string>> Window(size_t i) const = 0;
-  // Hint that checkpoint `i`'s span is being fetched: may start fetching its window. Never
-  // blocks on the network.
-  virtual void Warm(size_t i) const = 0;
+  // Hint that the spans of these checkpoints are being fetched: may start fetching their
+  // windows (only these). Never blocks on the network.
+  virtual void Warm(const std::vector<size_t>& checkpoints) const = 0;
 };
 
 class FineWindows : public SpanWindows {
@@ -54,18 +56,20 @@ class FineWindows : public SpanWindows {
   FineWindows& operator=(const FineWindows&) = delete;
 
   absl::StatusOr<std::shared_ptr<const std::string>> Window(size_t i) const override;
-  void Warm(size_t i) const override;
+  void Warm(const std::vector<size_t>& checkpoints) const override;
 
   // Windows fetched from the blob so far (for tests and status).
   size_t fetched() const;
 
  private:
   using Result = absl::StatusOr<std::shared_ptr<const std::string>>;
-  // Claims window `i` and its uncached, unclaimed followers; returns the first index past the
-  // claimed run (== i when `i` is cached or claimed already). Requires mu_.
+  // Claims window `i` (neither cached nor claimed) for this thread to fetch. Requires mu_.
+  void Claim(size_t i) const;
+  // Claims window `i` and its uncached, unclaimed followers that lie next to it in the blob;
+  // returns the first index past the claimed run. Requires mu_; `i` must be unclaimed.
   size_t ClaimRun(size_t i) const;
-  // Fetches and publishes the claimed run [begin, end).
-  void FetchRun(size_t begin, size_t end) const;
+  // Fetches the claimed windows (ascending) in one request and publishes each.
+  void Fetch(const std::vector<size_t>& claimed) const;
   void Publish(size_t i, Result r) const;
 
   const std::shared_ptr<BlobReader> blob_;

@@ -63,9 +63,13 @@ class ZtocSpanDecoder : public format::SpanDecoder, public format::GzipSpans {
     return bytes;
   }
 
-  void WillFetch(const Chunk& chunk) const override {
+  void WillFetch(std::span<const Chunk* const> chunks) const override {
     if (windows_ == nullptr) return;
-    if (std::optional<size_t> span = SpanOf(chunk)) windows_->Warm(*span);
+    std::vector<size_t> spans;
+    for (const Chunk* c : chunks) {
+      if (std::optional<size_t> span = SpanOf(*c)) spans.push_back(*span);
+    }
+    windows_->Warm(spans);
   }
 
   size_t span_count() const override { return ztoc_->span_count(); }
