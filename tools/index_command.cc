@@ -36,7 +36,7 @@ struct IndexCreateFlags {
   std::string large_file_spans;  // "" = half the span size
   std::string min_layer_size = "10MiB";
   bool fine_index = true;
-  std::string fine_span_size = "256KiB";
+  std::string fine_span_size = "128KiB";  // soci::kDefaultFineSpanSize
   bool v1 = false;
   bool plain_http = false;
   std::string platform;

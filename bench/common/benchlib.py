@@ -296,7 +296,7 @@ def push_images(work, net, app, layout, rebuild, optimize, lazypull_cli):
 # What `index create`'s defaults make; images pushed by an older one are indexed again (2:
 # checkpoints around large files, --large-file-spans; 4: lazypull's fine index next to each
 # zTOC, --fine-index).
-SOCI_LAYOUT = 4
+SOCI_LAYOUT = 5
 
 
 def push_soci(work, host, app, refs, lazypull_cli):

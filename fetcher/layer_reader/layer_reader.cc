@@ -188,9 +188,9 @@ void LayerReader::SubmitFetch(std::vector<ChunkRef> chunks, FetchKind kind,
   const bool background = kind == FetchKind::kBackground;
   if (const format::SpanDecoder* decoder = index_->span_decoder();
       decoder != nullptr && !background) {
-    // A fine SOCI index fetches each span's window separately: start that now, so it overlaps
-    // the span's own transfer instead of following it (background fetches find them on the
-    // way, with the windows' readahead).
+    // A fine SOCI index fetches span windows separately: start that now, so it overlaps the
+    // spans' own transfer instead of following it (a background fetch, which nobody waits
+    // for, gets them as it inflates: one window per run of spans).
     std::vector<const Chunk*> spans;
     for (const ChunkRef& ref : chunks) {
       if (ref.chunk->compression == ChunkCompression::kGzipSpan) spans.push_back(ref.chunk);

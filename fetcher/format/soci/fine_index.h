@@ -1,6 +1,6 @@
 // The lazypull "fine index" of a gzip layer: a second zTOC, next to soci's own, with checkpoints
-// every ~256 KiB of uncompressed data instead of every 4 MiB, so a read fetches and verifies
-// ~128 KiB spans rather than multi-megabyte ones. soci's format holds a raw 32 KiB window per
+// every ~128 KiB of uncompressed data instead of every 4 MiB, so a read fetches and verifies
+// ~50-65 KiB spans rather than multi-megabyte ones. soci's format holds a raw 32 KiB window per
 // checkpoint inside the zTOC, which at this density would make the zTOC bigger than what it
 // saves; so the windows move out, and each is fetched only with its span:
 //
@@ -56,13 +56,17 @@ inline constexpr std::string_view kAnnotationFineWindowsDigest =
 inline constexpr std::string_view kAnnotationFineWindowsSize =
     "dev.lazypull.soci.fine-windows.size";
 
-// Uncompressed bytes between fine checkpoints. 256 KiB of tar is ~100-130 KiB of gzip for the
-// usual 2-2.5x of binaries and text: a read wastes at most about one such span at each end, a
-// checkpoint costs ~12 bytes of offsets plus a ~8-12 KiB compressed window fetched only with
-// its span (under 10 % on top of it), and a 1 GiB layer stays at 4096 checkpoints. Smaller
-// spans approach the deflate block size (often 16-64 KiB of output), below which checkpoints
-// cannot go anyway, while the window share of each fetch grows.
-inline constexpr uint64_t kDefaultFineSpanSize = 256ull << 10;
+// Uncompressed bytes between fine checkpoints. 128 KiB of tar is ~50-65 KiB of gzip for the
+// usual 2-2.5x of binaries and text: a read wastes at most about one such span at each end,
+// and a small file costs one span plus one window (~14 KiB compressed) instead of a 4 MiB
+// span. A run of spans needs one window fetched (the others are the previous span's output:
+// FineWindows::Offer), so smaller spans cost little on large reads; the fine blob grows by
+// ~130 bytes per checkpoint (offsets, table entry, digest): 0.54 MiB for python's two layers.
+// Below this, spans approach the deflate block size (often 16-64 KiB of output), under which
+// checkpoints cannot go anyway. Measured on python's cold start (bench/coldstart, shaped
+// link): 256 KiB spans moved 9.2 MiB before the first output (before windows were derived
+// with Offer), 128 KiB 7.7 MiB (with it); eStargz 5.7 MiB.
+inline constexpr uint64_t kDefaultFineSpanSize = 128ull << 10;
 
 inline constexpr char kFineMagic[] = "LPFINEZ1";  // 8 bytes, no terminator written
 inline constexpr uint32_t kFineVersion = 1;

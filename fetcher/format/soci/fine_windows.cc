@@ -171,16 +171,35 @@ absl::StatusOr<std::shared_ptr<const std::string>> FineWindows::Window(size_t i)
   return wait.get();
 }
 
+void FineWindows::Offer(size_t i, std::string window) const {
+  if (i >= table_.size() || window.size() != kWindowSize) return;
+  const std::string sha = Digest::Of(window).Raw();
+  if (sha.size() != table_[i].sha256.size() ||
+      std::memcmp(sha.data(), table_[i].sha256.data(), sha.size()) != 0) {
+    return;  // not what the index says: let a fetch decide
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cached_.count(i)) return;
+  }
+  Publish(i, std::make_shared<const std::string>(std::move(window)));
+}
+
 void FineWindows::Warm(const std::vector<size_t>& checkpoints) const {
+  std::vector<size_t> sorted = checkpoints;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<size_t> claimed;
-  for (size_t i : checkpoints) {
+  for (size_t n = 0; n < sorted.size(); ++n) {
+    const size_t i = sorted[n];
+    // The predecessor's span comes with it: its inflate offers this window.
+    if (n > 0 && sorted[n - 1] + 1 == i) continue;
     if (i >= table_.size() || cached_.count(i) || flights_.count(i)) continue;
     Claim(i);
     claimed.push_back(i);
   }
   if (claimed.empty()) return;
-  std::sort(claimed.begin(), claimed.end());
   warmers_.erase(std::remove_if(warmers_.begin(), warmers_.end(),
                                 [](const std::future<void>& f) {
                                   return f.wait_for(std::chrono::seconds(0)) ==

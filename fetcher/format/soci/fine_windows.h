@@ -4,11 +4,10 @@
 // (verified) fine blob BEFORE it is handed out, so an inflate never starts from an unverified
 // dictionary.
 //
-// Fetching: Warm() fetches exactly the windows of the spans a layer fetch is about to move, in
-// the background and in one (multi-range) request, so they overlap the spans' own transfer.
-// A miss without a warm (a background fetch, a cached span re-inflated) reads the run of
-// following windows too (up to kReadaheadWindows, one range request), since such reads go
-// forward through the layer. Recent
+// Fetching: Warm() fetches exactly the windows of the spans a layer fetch is about to move
+// (but for a span whose predecessor is fetched with it: its window is the predecessor's
+// output, see Offer), in the background and in one multi-range request, so they overlap the
+// spans' own transfer. A miss without a warm fetches the window on its own. Recent
 // windows stay in a small LRU; concurrent requests for one window share one fetch (single
 // flight). A failed fetch is not remembered: the next request tries again.
 //
@@ -41,11 +40,16 @@ class SpanWindows {
   // Hint that the spans of these checkpoints are being fetched: may start fetching their
   // windows (only these). Never blocks on the network.
   virtual void Warm(const std::vector<size_t>& checkpoints) const = 0;
+  // The window of checkpoint `i` as derived from the inflated span before it (its last 32 KiB
+  // of output, behind the window it was inflated from): kept when it matches the window's
+  // sha256, so a run of spans needs only its first window fetched. Never blocks.
+  virtual void Offer(size_t i, std::string window) const = 0;
 };
 
 class FineWindows : public SpanWindows {
  public:
-  static constexpr size_t kReadaheadWindows = 8;
+  // Windows following a miss fetched with it. 1: Offer() derives a span's successor window.
+  static constexpr size_t kReadaheadWindows = 1;
   static constexpr size_t kCachedWindows = 128;  // 4 MiB
 
   // `blob` is the windows blob; `table` comes from the verified fine blob and was checked to
@@ -57,6 +61,7 @@ class FineWindows : public SpanWindows {
 
   absl::StatusOr<std::shared_ptr<const std::string>> Window(size_t i) const override;
   void Warm(const std::vector<size_t>& checkpoints) const override;
+  void Offer(size_t i, std::string window) const override;
 
   // Windows fetched from the blob so far (for tests and status).
   size_t fetched() const;

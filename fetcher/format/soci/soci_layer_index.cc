@@ -60,6 +60,18 @@ class ZtocSpanDecoder : public format::SpanDecoder, public format::GzipSpans {
       return absl::Status(bytes.status().code(),
                           fmt::format("span {}: {}", *span, std::string(bytes.status().message())));
     }
+    if (windows_ != nullptr && *span + 1 < ztoc_->span_count()) {
+      // The next checkpoint's window is the 32 KiB of output before it: this span's tail,
+      // behind this span's own window when the span is shorter.
+      std::string next;
+      if (bytes->size() >= kWindowSize) {
+        next.assign(*bytes, bytes->size() - kWindowSize, kWindowSize);
+      } else {
+        next.assign(checkpoint.window.substr(bytes->size()));
+        next.append(*bytes);
+      }
+      windows_->Offer(*span + 1, std::move(next));
+    }
     return bytes;
   }
 
