@@ -294,8 +294,8 @@ def push_images(work, net, app, layout, rebuild, optimize, lazypull_cli):
 
 
 # What `index create`'s defaults make; images pushed by an older one are indexed again (2:
-# checkpoints around large files, --large-file-spans; 4: lazypull's fine index next to each
-# zTOC, --fine-index).
+# checkpoints around large files, --large-file-spans; 5: lazypull's fine index next to each
+# zTOC, --fine-index, 128 KiB fine spans).
 SOCI_LAYOUT = 5
 
 
