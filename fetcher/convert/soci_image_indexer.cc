@@ -213,17 +213,28 @@ class Indexer {
     zopts.span_size = options_.fine_span_size;
     zopts.large_file_spans = options_.large_file_spans;
     zopts.build_tool_identifier = options_.build_tool_identifier;
-    auto fine = soci::BuildFineIndex(**reader, zopts);
+    const std::string windows_path = path + ".windows";
+    struct Remove {
+      std::string path;
+      ~Remove() {
+        std::error_code ec;
+        fs::remove(path, ec);
+      }
+    } remove{windows_path};
+    auto fine = soci::BuildFineIndex(**reader, zopts, windows_path);
     if (!fine.ok()) {
       return absl::Status(fine.status().code(),
                           fmt::format("layer {}: fine index: {}", layer.digest.ToString(),
                                       format::Msg(fine.status())));
     }
     out.fine_ztoc = DescriptorOf(soci::kFineZtocMediaType, fine->fine);
-    out.fine_windows = DescriptorOf(soci::kFineWindowsMediaType, fine->windows);
+    out.fine_windows = oci::Descriptor();
+    out.fine_windows->media_type = std::string(soci::kFineWindowsMediaType);
+    out.fine_windows->digest = fine->windows_digest;
+    out.fine_windows->size = static_cast<int64_t>(fine->windows_size);
     out.fine_spans = fine->spans;
     if (auto st = dst_.PutBlob(*out.fine_ztoc, fine->fine); !st.ok()) return st;
-    if (auto st = dst_.PutBlob(*out.fine_windows, fine->windows); !st.ok()) return st;
+    if (auto st = dst_.PutBlobFile(*out.fine_windows, windows_path); !st.ok()) return st;
     auto& a = out.ztoc->annotations;
     a[std::string(soci::kAnnotationFineZtocDigest)] = out.fine_ztoc->digest.ToString();
     a[std::string(soci::kAnnotationFineZtocSize)] = std::to_string(out.fine_ztoc->size);

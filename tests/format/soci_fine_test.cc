@@ -62,11 +62,17 @@ class SociFineTest : public ::testing::Test {
     ASSERT_TRUE(layer.ok()) << layer.status();
     layer_ = new testing::SampleLayer(*std::move(layer));
     auto blob = NewStringBlobReader(layer_->gzip);
-    auto built = BuildFineIndex(*blob, Options());
+    auto built = BuildFineIndex(*blob, Options(), dir_->Sub("windows"));
     ASSERT_TRUE(built.ok()) << built.status();
     blobs_ = new FineIndexBlobs(*std::move(built));
+    auto windows = ReadFile(dir_->Sub("windows"));
+    ASSERT_TRUE(windows.ok()) << windows.status();
+    windows_ = new std::string(*std::move(windows));
+    ASSERT_EQ(windows_->size(), blobs_->windows_size);
+    ASSERT_EQ(Digest::Of(*windows_), blobs_->windows_digest);
   }
   static void TearDownTestSuite() {
+    delete windows_;
     delete blobs_;
     delete layer_;
     delete dir_;
@@ -110,10 +116,12 @@ class SociFineTest : public ::testing::Test {
   static TempDir* dir_;
   static testing::SampleLayer* layer_;
   static FineIndexBlobs* blobs_;
+  static std::string* windows_;  // the windows blob
 };
 TempDir* SociFineTest::dir_ = nullptr;
 testing::SampleLayer* SociFineTest::layer_ = nullptr;
 FineIndexBlobs* SociFineTest::blobs_ = nullptr;
+std::string* SociFineTest::windows_ = nullptr;
 
 TEST_F(SociFineTest, RoundTripChecksEverySpanAndWindow) {
   auto frame = DecodeFineBlob(blobs_->fine);
@@ -141,13 +149,12 @@ TEST_F(SociFineTest, RoundTripChecksEverySpanAndWindow) {
     const FineWindow& w = frame->windows[i];
     EXPECT_EQ(w.offset, next) << i;
     next = w.offset + w.length;
-    auto window =
-        codec::ZstdDecompress(std::string_view(blobs_->windows).substr(w.offset, w.length));
+    auto window = codec::ZstdDecompress(std::string_view(*windows_).substr(w.offset, w.length));
     ASSERT_TRUE(window.ok()) << i << ": " << window.status();
     EXPECT_EQ(*window, real->checkpoints.at(i).window) << i;
     EXPECT_EQ(Digest::Of(*window).Raw(), std::string(w.sha256.begin(), w.sha256.end())) << i;
   }
-  EXPECT_EQ(next, blobs_->windows.size());
+  EXPECT_EQ(next, windows_->size());
   // A checkpoint's window is the 32 KiB of output before it (what FineWindows::Offer gets).
   for (size_t i = 0; i + 1 < real->span_count(); ++i) {
     auto span = testing::ReadSpan(*real, layer_->gzip, i);
@@ -161,9 +168,9 @@ TEST_F(SociFineTest, RoundTripChecksEverySpanAndWindow) {
 }
 
 TEST_F(SociFineTest, FilesReadThroughTheFineIndexEqualTheSourceFiles) {
-  auto counting = std::make_shared<CountingReader>(blobs_->windows);
+  auto counting = std::make_shared<CountingReader>(*windows_);
   auto fine_blob = NewStringBlobReader(blobs_->fine);
-  auto index = OpenFineSociLayerIndex(*fine_blob, counting, Ref(blobs_->fine, blobs_->windows),
+  auto index = OpenFineSociLayerIndex(*fine_blob, counting, Ref(blobs_->fine, *windows_),
                                       layer_->gzip.size());
   ASSERT_TRUE(index.ok()) << index.status();
   EXPECT_EQ(index->toc_digest(), Digest::Of(blobs_->fine));
@@ -196,11 +203,11 @@ TEST_F(SociFineTest, WindowsAreWarmedOfferedAndCached) {
   auto frame = DecodeFineBlob(blobs_->fine);
   ASSERT_TRUE(frame.ok());
   ASSERT_GT(frame->windows.size(), 8u);
-  auto reader = std::make_shared<CountingReader>(blobs_->windows);
+  auto reader = std::make_shared<CountingReader>(*windows_);
   FineWindows windows(reader, frame->windows);
   auto real = [&](size_t i) {
     const FineWindow& w = frame->windows[i];
-    return *codec::ZstdDecompress(std::string_view(blobs_->windows).substr(w.offset, w.length));
+    return *codec::ZstdDecompress(std::string_view(*windows_).substr(w.offset, w.length));
   };
   auto w0 = windows.Window(0);
   ASSERT_TRUE(w0.ok()) << w0.status();
@@ -236,11 +243,11 @@ TEST_F(SociFineTest, FlippedWindowByteFailsThatSpanOnly) {
   auto ztoc = ParseZtoc(frame->ztoc, {.windowless_checkpoints = true});
   ASSERT_TRUE(ztoc.ok());
   const size_t bad = ztoc->span_count() / 2;
-  std::string windows = blobs_->windows;
+  std::string windows = *windows_;
   windows[frame->windows[bad].offset + frame->windows[bad].length / 2] ^= 0x01;
   // The windows blob's digest is not checked as a whole (it is read by range); each window's
   // sha256 is: the descriptor names the good blob's digest and the same size.
-  auto index = Open(blobs_->fine, windows, Ref(blobs_->fine, blobs_->windows));
+  auto index = Open(blobs_->fine, windows, Ref(blobs_->fine, *windows_));
   ASSERT_TRUE(index.ok()) << index.status();
   const uint64_t bad_offset = ztoc->SpanCompressedRange(bad).offset;
   const uint64_t before_offset = ztoc->SpanCompressedRange(bad - 1).offset;
@@ -284,7 +291,7 @@ TEST_F(SociFineTest, FlippedWindowByteFailsThatSpanOnly) {
 }
 
 TEST_F(SociFineTest, FlippedSpanByteIsDataLoss) {
-  auto index = Open(blobs_->fine, blobs_->windows, Ref(blobs_->fine, blobs_->windows));
+  auto index = Open(blobs_->fine, *windows_, Ref(blobs_->fine, *windows_));
   ASSERT_TRUE(index.ok()) << index.status();
   std::string gzip = layer_->gzip;
   size_t checked = 0;
@@ -301,18 +308,18 @@ TEST_F(SociFineTest, FlippedSpanByteIsDataLoss) {
 }
 
 TEST_F(SociFineTest, FlippedFineBlobIsRefused) {
-  const FineRef ref = Ref(blobs_->fine, blobs_->windows);
+  const FineRef ref = Ref(blobs_->fine, *windows_);
   std::string fine = blobs_->fine;
   fine[fine.size() / 2] ^= 0x01;
-  auto index = Open(fine, blobs_->windows, ref);
+  auto index = Open(fine, *windows_, ref);
   EXPECT_EQ(index.status().code(), absl::StatusCode::kDataLoss) << index.status();
   EXPECT_THAT(std::string(index.status().message()), HasSubstr("does not match its digest"));
   // A windows blob of another size than its descriptor.
-  index = Open(blobs_->fine, blobs_->windows + "x", ref);
+  index = Open(blobs_->fine, *windows_ + "x", ref);
   EXPECT_EQ(index.status().code(), absl::StatusCode::kDataLoss) << index.status();
   // The fine blob of another layer size.
   auto fine_blob = NewStringBlobReader(blobs_->fine);
-  index = OpenFineSociLayerIndex(*fine_blob, NewStringBlobReader(blobs_->windows), ref,
+  index = OpenFineSociLayerIndex(*fine_blob, NewStringBlobReader(*windows_), ref,
                                  layer_->gzip.size() + 1);
   EXPECT_EQ(index.status().code(), absl::StatusCode::kDataLoss) << index.status();
 }
@@ -355,7 +362,7 @@ TEST_F(SociFineTest, IndexManifestListsTheFineBlobsAndAnnotationsTravel) {
   r.ztoc.size = 4;
   r.layer_digest = Digest::Of("layer");
   r.layer_media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
-  const FineRef fine = Ref(blobs_->fine, blobs_->windows);
+  const FineRef fine = Ref(blobs_->fine, *windows_);
   r.ztoc.annotations[std::string(kAnnotationFineZtocDigest)] = fine.fine.digest.ToString();
   r.ztoc.annotations[std::string(kAnnotationFineZtocSize)] = std::to_string(fine.fine.size);
   r.ztoc.annotations[std::string(kAnnotationFineWindowsDigest)] = fine.windows.digest.ToString();

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -208,7 +209,9 @@ int main(int argc, char** argv) {
       Write(out + "/zinfo_fuzzer", "build", std::string("\x21\x02\x00", 3) + gz);
       // lazypull's fine index of the same layer: the framed record inside its zstd blob, and
       // the blob itself (DecodeFineBlob).
-      auto fine = lazypull::soci::BuildFineIndex(*blob, {.span_size = 1000});
+      auto fine =
+          lazypull::soci::BuildFineIndex(*blob, {.span_size = 1000}, out + "/fine_windows.tmp");
+      std::remove((out + "/fine_windows.tmp").c_str());
       if (fine.ok()) {
         Write(out + "/fine_index_fuzzer", "frame",
               *lazypull::codec::ZstdDecompress(fine->fine, {.max_output = 64 << 20}));

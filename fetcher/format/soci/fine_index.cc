@@ -1,6 +1,8 @@
 #include "fetcher/format/soci/fine_index.h"
 
+#include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -103,39 +105,50 @@ absl::StatusOr<FineFrame> DecodeFineBlob(std::string_view blob, const FineLimits
   return ParseFineFrame(*framed, limits);
 }
 
-absl::StatusOr<FineIndexBlobs> BuildFineIndex(BlobReader& layer, const ZtocBuildOptions& options) {
-  absl::StatusOr<Ztoc> ztoc = BuildZtoc(layer, options);
-  if (!ztoc.ok()) return ztoc.status();
+absl::StatusOr<FineIndexBlobs> BuildFineIndex(BlobReader& layer, const ZtocBuildOptions& options,
+                                              const std::string& windows_path) {
   FineIndexBlobs out;
   FineFrame frame;
-  std::vector<OwnedCheckpoint> zeroed;
-  const size_t n = ztoc->checkpoints.size();
-  frame.windows.reserve(n);
-  zeroed.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    const Checkpoint cp = ztoc->checkpoints.at(i);
-    absl::StatusOr<std::string> z = codec::ZstdCompress(cp.window, 3);
-    if (!z.ok()) return z.status();
+  absl::Status window_error;
+  std::ofstream file(windows_path, std::ios::binary | std::ios::trunc);
+  if (!file) {
+    return absl::InternalError(
+        fmt::format("fine index: cannot create {}: {}", windows_path, std::strerror(errno)));
+  }
+  Sha256 sha_of_blob;
+  // Each window is compressed and written as the builder finds it.
+  ZtocBuildOptions fine_options = options;
+  fine_options.window_sink = [&](size_t i, std::string_view window) {
+    if (!window_error.ok()) return;
+    absl::StatusOr<std::string> z = codec::ZstdCompress(window, 3);
+    if (!z.ok() || i != frame.windows.size()) {
+      window_error = z.ok() ? absl::InternalError("fine index: windows out of order") : z.status();
+      return;
+    }
     FineWindow w;
-    w.offset = out.windows.size();
+    w.offset = out.windows_size;
     w.length = static_cast<uint32_t>(z->size());
-    const std::string sha = Digest::Of(cp.window).Raw();
+    const std::string sha = Digest::Of(window).Raw();
     std::memcpy(w.sha256.data(), sha.data(), w.sha256.size());
     frame.windows.push_back(w);
-    out.windows.append(*z);
-    zeroed.push_back({.compressed_offset = cp.compressed_offset,
-                      .uncompressed_offset = cp.uncompressed_offset,
-                      .bits = cp.bits,
-                      .window = {}});
+    file.write(z->data(), static_cast<std::streamsize>(z->size()));
+    sha_of_blob.Update(*z);
+    out.windows_size += z->size();
+  };
+  absl::StatusOr<Ztoc> ztoc = BuildZtoc(layer, fine_options);
+  if (!ztoc.ok()) return ztoc.status();
+  if (!window_error.ok()) return window_error;
+  file.close();
+  if (!file) {
+    return absl::InternalError(
+        fmt::format("fine index: writing {}: {}", windows_path, std::strerror(errno)));
   }
-  absl::StatusOr<std::string> blob =
-      ZinfoCheckpoints::SerializeWindowless(options.span_size, zeroed);
-  if (!blob.ok()) return blob.status();
-  zeroed.clear();
-  absl::StatusOr<ZinfoCheckpoints> checkpoints =
-      ZinfoCheckpoints::ParseWindowless(*std::move(blob), n);
-  if (!checkpoints.ok()) return checkpoints.status();
-  ztoc->checkpoints = std::move(*checkpoints);
+  out.windows_digest = sha_of_blob.Finish();
+  const size_t n = ztoc->checkpoints.size();
+  if (frame.windows.size() != n) {
+    return absl::InternalError(
+        fmt::format("fine index: {} windows for {} checkpoints", frame.windows.size(), n));
+  }
   absl::StatusOr<std::string> bytes = SerializeZtoc(*ztoc);
   if (!bytes.ok()) return bytes.status();
   frame.ztoc = std::move(*bytes);

@@ -40,6 +40,7 @@
 
 #include "absl/status/statusor.h"
 #include "fetcher/format/soci/ztoc_builder.h"
+#include "lazypull/digest.h"
 
 namespace lazypull::soci {
 
@@ -108,15 +109,20 @@ absl::StatusOr<FineFrame> DecodeFineBlob(std::string_view blob, const FineLimits
 
 // The two blobs of a layer's fine index.
 struct FineIndexBlobs {
-  std::string fine;     // zstd'd framed record
-  std::string windows;  // concatenated zstd frames
+  std::string fine;  // zstd'd framed record
+  // The windows blob (concatenated zstd frames), written to the caller's file.
+  Digest windows_digest;
+  uint64_t windows_size = 0;
   size_t spans = 0;
 };
 
 // Builds the fine index of a gzip layer (a second pass over `layer`): BuildZtoc with
-// `options` (span_size = the fine span size), windows moved out. BuildZtoc's
-// errors.
-absl::StatusOr<FineIndexBlobs> BuildFineIndex(BlobReader& layer, const ZtocBuildOptions& options);
+// `options` (span_size = the fine span size), each window compressed as it is found and
+// appended to a new file at `windows_path` (memory does not grow with the layer: a 1 GiB layer
+// of incompressible data has 256 MiB of windows). BuildZtoc's errors; Internal when the file
+// cannot be written.
+absl::StatusOr<FineIndexBlobs> BuildFineIndex(BlobReader& layer, const ZtocBuildOptions& options,
+                                              const std::string& windows_path);
 
 }  // namespace lazypull::soci
 
