@@ -35,6 +35,8 @@ struct IndexCreateFlags {
   std::string span_size = "4MiB";
   std::string large_file_spans;  // "" = half the span size
   std::string min_layer_size = "10MiB";
+  bool fine_index = true;
+  std::string fine_span_size = "128KiB";  // soci::kDefaultFineSpanSize
   bool v1 = false;
   bool plain_http = false;
   std::string platform;
@@ -86,6 +88,12 @@ absl::Status RunIndexCreate(const IndexCreateFlags& f) {
     options.large_file_spans = *large;
   }
   options.min_layer_size = min.ok() ? *min : 0;
+  options.fine_index = f.fine_index;
+  auto fine_span = ParseByteSize(f.fine_span_size);
+  if (!fine_span.ok() || *fine_span == 0) {
+    return absl::InvalidArgumentError("--fine-span-size: must be a positive size");
+  }
+  options.fine_span_size = *fine_span;
   options.version = f.v1 ? soci::SociIndexVersion::kV1 : soci::SociIndexVersion::kV2;
   if (!f.platform.empty()) {
     auto p = oci::ParsePlatform(f.platform);
@@ -117,6 +125,12 @@ absl::Status RunIndexCreate(const IndexCreateFlags& f) {
           fprintf(stderr, "layer %s (%s): zTOC %s (%s, %zu spans, %zu files)\n",
                   l.layer.digest.ToString().c_str(), Human(l.layer.size).c_str(),
                   l.ztoc->digest.ToString().c_str(), Human(l.ztoc->size).c_str(), l.spans, l.files);
+          if (l.fine_ztoc && l.fine_windows) {
+            fprintf(stderr, "  fine index %s (%s) + windows %s (%s), %zu spans\n",
+                    l.fine_ztoc->digest.ToString().c_str(), Human(l.fine_ztoc->size).c_str(),
+                    l.fine_windows->digest.ToString().c_str(), Human(l.fine_windows->size).c_str(),
+                    l.fine_spans);
+          }
         } else {
           fprintf(stderr, "layer %s (%s): no zTOC, %s\n", l.layer.digest.ToString().c_str(),
                   Human(l.layer.size).c_str(), l.skipped.c_str());
@@ -154,6 +168,13 @@ void RegisterIndexCommand(CLI::App& app, int* exit_code) {
                   "span size; 0: soci's own checkpoints exactly)");
   cmd->add_option("--min-layer-size", flags->min_layer_size,
                   "Layers smaller than this (compressed) get no zTOC and are pulled normally")
+      ->capture_default_str();
+  cmd->add_flag("--fine-index,!--no-fine-index", flags->fine_index,
+                "Also write lazypull's fine index per layer (small spans, windows in their own "
+                "blob; soci's readers ignore it): --fine-index=false to leave it out")
+      ->capture_default_str();
+  cmd->add_option("--fine-span-size", flags->fine_span_size,
+                  "Uncompressed bytes between the fine index's checkpoints")
       ->capture_default_str();
   cmd->add_flag("--v1", flags->v1,
                 "Push a SOCI v1 index as a referrer of SRC instead (the daemon reads v1 only "

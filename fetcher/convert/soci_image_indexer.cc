@@ -81,6 +81,8 @@ class Indexer {
       }
       auto done = IndexLayer(layer);
       if (!done.ok()) return done.status();
+      if (done->fine_ztoc) index.extra_blobs.push_back(*done->fine_ztoc);
+      if (done->fine_windows) index.extra_blobs.push_back(*done->fine_windows);
       if (done->ztoc) {
         soci::ZtocRef r;
         r.ztoc = *done->ztoc;
@@ -191,12 +193,54 @@ class Indexer {
       out.spans = ztoc->span_count();
       out.files = ztoc->files.size();
       if (auto st = dst_.PutBlob(*out.ztoc, *bytes); !st.ok()) return st;
+      if (options_.fine_index) {
+        if (auto st = AddFineIndex(path, layer, out); !st.ok()) return st;
+      }
     }
     // The layer itself, byte for byte (a no-op when dst already has it).
     if (options_.version == soci::SociIndexVersion::kV2) {
       if (auto st = dst_.PutBlobFile(layer, path); !st.ok()) return st;
     }
     return out;
+  }
+
+  // Builds and stores the layer's fine index; names it on out.ztoc.
+  absl::Status AddFineIndex(const std::string& path, const oci::Descriptor& layer,
+                            SociIndexedLayer& out) {
+    auto reader = NewFileBlobReader(path);
+    if (!reader.ok()) return reader.status();
+    soci::ZtocBuildOptions zopts;
+    zopts.span_size = options_.fine_span_size;
+    zopts.large_file_spans = options_.large_file_spans;
+    zopts.build_tool_identifier = options_.build_tool_identifier;
+    const std::string windows_path = path + ".windows";
+    struct Remove {
+      std::string path;
+      ~Remove() {
+        std::error_code ec;
+        fs::remove(path, ec);
+      }
+    } remove{windows_path};
+    auto fine = soci::BuildFineIndex(**reader, zopts, windows_path);
+    if (!fine.ok()) {
+      return absl::Status(fine.status().code(),
+                          fmt::format("layer {}: fine index: {}", layer.digest.ToString(),
+                                      format::Msg(fine.status())));
+    }
+    out.fine_ztoc = DescriptorOf(soci::kFineZtocMediaType, fine->fine);
+    out.fine_windows = oci::Descriptor();
+    out.fine_windows->media_type = std::string(soci::kFineWindowsMediaType);
+    out.fine_windows->digest = fine->windows_digest;
+    out.fine_windows->size = static_cast<int64_t>(fine->windows_size);
+    out.fine_spans = fine->spans;
+    if (auto st = dst_.PutBlob(*out.fine_ztoc, fine->fine); !st.ok()) return st;
+    if (auto st = dst_.PutBlobFile(*out.fine_windows, windows_path); !st.ok()) return st;
+    auto& a = out.ztoc->annotations;
+    a[std::string(soci::kAnnotationFineZtocDigest)] = out.fine_ztoc->digest.ToString();
+    a[std::string(soci::kAnnotationFineZtocSize)] = std::to_string(out.fine_ztoc->size);
+    a[std::string(soci::kAnnotationFineWindowsDigest)] = out.fine_windows->digest.ToString();
+    a[std::string(soci::kAnnotationFineWindowsSize)] = std::to_string(out.fine_windows->size);
+    return absl::OkStatus();
   }
 
   absl::Status CopyConfig() {
@@ -274,6 +318,9 @@ absl::StatusOr<SociIndexResult> CreateSociIndex(ImageStore& src, ImageStore& dst
   }
   if (options.span_size == 0) {
     return absl::InvalidArgumentError("soci index create: span size must be positive");
+  }
+  if (options.fine_index && options.fine_span_size == 0) {
+    return absl::InvalidArgumentError("soci index create: fine span size must be positive");
   }
   Indexer indexer(src, dst, options, on_layer);
   auto result = indexer.Run();

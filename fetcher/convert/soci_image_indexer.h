@@ -6,7 +6,9 @@
 // a layer from a registry is downloaded to a verified scratch file, then read front to back).
 // The SOCI index manifest lists the zTOCs (mediaType application/octet-stream, annotated with
 // the layer's digest, media type and span size), its config is the empty JSON object "{}"
-// with the version's media type, and it carries com.amazon.soci.build-tool-identifier.
+// with the version's media type, and it carries com.amazon.soci.build-tool-identifier. With
+// fine_index, each zTOC descriptor also names the layer's fine index blobs
+// (dev.lazypull.soci.fine-*), which follow the zTOCs as layers of the manifest.
 //
 // v2 (SOCI-enabled image) written to `dst`: the image manifest, as an OCI manifest (a Docker
 // one is converted as soci does: manifest and config media types only), annotated
@@ -33,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "fetcher/convert/image_store.h"
+#include "fetcher/format/soci/fine_index.h"
 #include "fetcher/format/soci/soci_index.h"
 #include "fetcher/format/soci/ztoc_builder.h"
 #include "fetcher/oci/descriptor.h"
@@ -45,6 +48,11 @@ struct SociIndexOptions {
   // soci::ZtocBuildOptions::large_file_spans (0: soci's checkpoints exactly).
   uint64_t large_file_spans = 0;
   uint64_t min_layer_size = soci::kDefaultMinLayerSize;
+  // Also write lazypull's fine index per zTOC (fine_index.h; a second pass over each layer):
+  // checkpoints every `fine_span_size` uncompressed bytes (plus the large-file rule), windows
+  // in their own blob. soci's readers ignore it; lazypull's daemon prefers it.
+  bool fine_index = true;
+  uint64_t fine_span_size = soci::kDefaultFineSpanSize;
   soci::SociIndexVersion version = soci::SociIndexVersion::kV2;
   std::string build_tool_identifier = "lazypull index create";
   // The platform indexed in a multi-platform source (default: the host's).
@@ -55,8 +63,11 @@ struct SociIndexOptions {
 
 struct SociIndexedLayer {
   oci::Descriptor layer;
-  std::optional<oci::Descriptor> ztoc;  // unset: no zTOC (see skipped)
-  std::string skipped;                  // why not, e.g. "smaller than min-layer-size"
+  std::optional<oci::Descriptor> ztoc;          // unset: no zTOC (see skipped)
+  std::optional<oci::Descriptor> fine_ztoc;     // with fine_index
+  std::optional<oci::Descriptor> fine_windows;  // with fine_index
+  size_t fine_spans = 0;
+  std::string skipped;  // why not, e.g. "smaller than min-layer-size"
   size_t spans = 0;
   size_t files = 0;
 };

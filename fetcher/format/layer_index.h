@@ -92,6 +92,10 @@ class SpanDecoder {
   // layer.
   virtual absl::StatusOr<std::string> Inflate(const Chunk& chunk,
                                               std::string_view compressed) const = 0;
+  // Hint: the spans of these chunks (of this layer) are about to be fetched, so whatever else
+  // Inflate will need for them (a fine index's windows) can be fetched alongside. Must not
+  // block. Default: nothing.
+  virtual void WillFetch(std::span<const Chunk* const> /*chunks*/) const {}
 };
 
 // Per-inode flags.

@@ -186,6 +186,17 @@ void LayerReader::SubmitFetch(std::vector<ChunkRef> chunks, FetchKind kind,
                               std::optional<BackgroundScheduler::Permit> permit) {
   if (chunks.empty()) return;
   const bool background = kind == FetchKind::kBackground;
+  if (const format::SpanDecoder* decoder = index_->span_decoder();
+      decoder != nullptr && !background) {
+    // A fine SOCI index fetches span windows separately: start that now, so it overlaps the
+    // spans' own transfer instead of following it (a background fetch, which nobody waits
+    // for, gets them as it inflates: one window per run of spans).
+    std::vector<const Chunk*> spans;
+    for (const ChunkRef& ref : chunks) {
+      if (ref.chunk->compression == ChunkCompression::kGzipSpan) spans.push_back(ref.chunk);
+    }
+    if (!spans.empty()) decoder->WillFetch(spans);
+  }
   std::vector<Group> groups = MergeIntoGroups(std::move(chunks));
   {
     std::lock_guard<std::mutex> lock(mu_);

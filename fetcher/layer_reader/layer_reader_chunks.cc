@@ -123,6 +123,20 @@ void LayerReader::FinishSpan(const ChunkRef& ref, std::string_view compressed) {
   const Chunk& c = *ref.chunk;
   // The compressed span is checked against its digest before a byte of it is inflated.
   absl::StatusOr<std::string> span = format::DecodeSpan(c, compressed, index_->span_decoder());
+  if (!span.ok() && span.status().code() != absl::StatusCode::kDataLoss &&
+      span.status().code() != absl::StatusCode::kInvalidArgument) {
+    // Not the span's bytes but what inflating it needs from elsewhere (a fine index's window:
+    // e.g. Unavailable): fail this read with that error, not as a verification failure.
+    const absl::Status st(
+        span.status().code(),
+        fmt::format("layer {}: span at blob offset {} (+{}): {}", layer_id_, c.compressed_offset,
+                    c.compressed_length, std::string(span.status().message())));
+    LogWarn(
+        "layer span not inflated",
+        {{"layer", layer_id_}, {"chunk_offset", c.compressed_offset}, {"error", st.ToString()}});
+    CompleteFlight(c, ref.flight, st, {}, false);
+    return;
+  }
   if (!span.ok()) {
     RejectUnverified(ref, "span", span.status());
     return;

@@ -59,6 +59,28 @@ RemoteLayerManager::OpenSociIndex(const ResolvedLayer& layer) {
   if (!ztoc->has_value()) return std::nullopt;
   absl::StatusOr<registry::Reference> ref = registry::ParseReference(layer.image_ref);
   if (!ref.ok()) return ref.status();
+  // lazypull's fine index (fine_index.h), when `index create` wrote one: ~128 KiB spans.
+  // Unusable (missing, corrupt, refused): one warning, then the zTOC as for any soci index.
+  absl::StatusOr<std::optional<soci::FineRef>> fine =
+      soci::FineFromAnnotations(layer.layer.annotations);
+  if (fine.ok() && fine->has_value()) {
+    std::unique_ptr<BlobReader> fine_blob = client_->OpenBlob(*ref, (*fine)->fine);
+    std::shared_ptr<BlobReader> windows = client_->OpenBlob(*ref, (*fine)->windows);
+    absl::StatusOr<format::LayerIndex> index = soci::OpenFineSociLayerIndex(
+        *fine_blob, std::move(windows), **fine, static_cast<uint64_t>(layer.layer.size));
+    if (index.ok()) {
+      LogInfo("SOCI layer opened through its fine index",
+              {{"layer", layer.layer.digest.ToString()},
+               {"fine_index", (*fine)->fine.digest.ToString()},
+               {"chunks", std::to_string(index->chunk_count())}});
+      return std::make_shared<const format::LayerIndex>(std::move(*index));
+    }
+    fine = index.status();
+  }
+  if (!fine.ok()) {
+    LogWarn("SOCI fine index unusable; serving the layer through its zTOC",
+            {{"layer", layer.layer.digest.ToString()}, {"error", fine.status().ToString()}});
+  }
   // The zTOC is a blob of the image's repository (a layer of the SOCI index manifest).
   std::unique_ptr<BlobReader> blob = client_->OpenBlob(*ref, **ztoc);
   absl::StatusOr<format::LayerIndex> index =

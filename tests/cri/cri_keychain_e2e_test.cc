@@ -25,6 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "fetcher/format/soci/soci_index_finder.h"
+#include "fetcher/format/soci/soci_layer_open.h"
 #include "fetcher/registry/http_transport.h"
 #include "fetcher/registry/registry_client.h"
 #include "nlohmann/json.hpp"
@@ -272,14 +273,21 @@ class CriKeychainE2eTest : public ::testing::Test {
     auto found = soci::FindSociIndex(client, *ref, std::nullopt);
     EXPECT_TRUE(found.ok() && found->has_value()) << name << ": no SOCI index found";
     if (!found.ok() || !found->has_value()) return out;
-    for (const soci::ZtocRef& z : (*found)->index.ztocs) out.emplace(z.layer_digest, z.ztoc);
+    for (const soci::ZtocRef& z : (*found)->index.ztocs) {
+      // `index create` writes a fine index by default: the daemon fetches it, not the zTOC.
+      std::map<std::string, std::string> annotations;
+      soci::AddZtocAnnotations(z.ztoc, annotations);
+      auto fine = soci::FineFromAnnotations(annotations);
+      EXPECT_TRUE(fine.ok() && fine->has_value()) << z.ztoc.digest.ToString() << ": no fine index";
+      out.emplace(z.layer_digest, fine.ok() && fine->has_value() ? (*fine)->fine : z.ztoc);
+    }
     return out;
   }
 
   // PullImage through lazypull with the image pull secret, then checks laziness, runs the pod's
   // container through containerd's CRI and checks its output. `format` is the lazy format every
-  // layer must be served in (status.json). For "soci" the layer's index is its zTOC, a blob of
-  // its own: PullImage must have fetched it and none of the layer.
+  // layer must be served in (status.json). For "soci" the layer's index is its fine index (next
+  // to its zTOC), a blob of its own: PullImage must have fetched it and none of the layer.
   void PullLazilyAndRun(const std::string& name, const std::string& format) {
     const std::string ref = PrivateRef(name);
     std::string image_ref;

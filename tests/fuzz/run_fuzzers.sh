@@ -10,7 +10,7 @@ out=$2
 secs=${LAZYPULL_FUZZ_SECONDS:-25}
 targets="estargz_fuzzer zstd_chunked_fuzzer toc_json_fuzzer codec_fuzzer erofs_writer_fuzzer
   tar_fuzzer oci_fuzzer byteranges_fuzzer elf_fuzzer ld_so_cache_fuzzer elf_walk_fuzzer
-  ztoc_fuzzer zinfo_fuzzer pyc_fuzzer"
+  ztoc_fuzzer zinfo_fuzzer fine_index_fuzzer pyc_fuzzer"
 
 launcher=()
 if command -v ccache >/dev/null; then

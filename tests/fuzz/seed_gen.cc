@@ -7,12 +7,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include "fetcher/codec/gzip.h"
 #include "fetcher/codec/zstd.h"
+#include "fetcher/format/soci/fine_index.h"
 #include "fetcher/format/soci/soci_index.h"
 #include "fetcher/format/soci/ztoc_builder.h"
 #include "fetcher/format/soci/ztoc_serializer.h"
@@ -205,6 +207,16 @@ int main(int argc, char** argv) {
       Write(out + "/zinfo_fuzzer", "span", span);
       // The builder over the whole layer, with checkpoints around files of >= 1 KiB (2 blocks).
       Write(out + "/zinfo_fuzzer", "build", std::string("\x21\x02\x00", 3) + gz);
+      // lazypull's fine index of the same layer: the framed record inside its zstd blob, and
+      // the blob itself (DecodeFineBlob).
+      auto fine =
+          lazypull::soci::BuildFineIndex(*blob, {.span_size = 1000}, out + "/fine_windows.tmp");
+      std::remove((out + "/fine_windows.tmp").c_str());
+      if (fine.ok()) {
+        Write(out + "/fine_index_fuzzer", "frame",
+              *lazypull::codec::ZstdDecompress(fine->fine, {.max_output = 64 << 20}));
+        Write(out + "/fine_index_fuzzer", "blob", fine->fine);
+      }
     }
   }
 

@@ -10,6 +10,7 @@
 
 #include <filesystem>
 
+#include "fetcher/format/soci/fine_index.h"
 #include "fetcher/format/soci/soci_index_finder.h"
 #include "tests/remote/remote_daemon_fixture.h"
 
@@ -89,6 +90,13 @@ TEST_P(SociErofsDaemonTest, LayersGraduateToTheirOriginalTars) {
     EXPECT_NE(MountSource(target).find(daemon_->root() + "/erofs/images/"), std::string::npos)
         << MountSource(target);
   }
+  // Every layer is served through the fine index `index create` wrote by default.
+  for (const oci::Descriptor& layer : layers) {
+    EXPECT_GE(LogLines(daemon_->ReadLog(),
+                       {"SOCI layer opened through its fine index", layer.digest.ToString()}),
+              1u)
+        << daemon_->ReadLog();
+  }
   ExpectImageTree(MountActive("lazy", targets.back()));
   mounts_.clear();
 
@@ -110,8 +118,13 @@ TEST_P(SociErofsDaemonTest, LayersGraduateToTheirOriginalTars) {
       << Status().dump();
   const std::string log = daemon_->ReadLog();
   ASSERT_EQ(diff_ids.size(), layers.size());
+  EXPECT_EQ(LogLines(log, {"fine index unusable"}), 0u) << log;
   for (size_t i = 0; i < layers.size(); ++i) {
     SCOPED_TRACE(layers[i].digest.ToString());
+    // Re-opened after the restart from the persisted annotations, the same way.
+    EXPECT_GE(
+        LogLines(log, {"SOCI layer opened through its fine index", layers[i].digest.ToString()}),
+        1u);
     EXPECT_EQ(LogLines(log, {"layer graduated", layers[i].digest.ToString(), "\"method\":\"tar\""}),
               1u);
     auto info = ReadFile(CopyDir(layers[i].digest) + "/info.json");
@@ -166,7 +179,10 @@ TEST_P(SociErofsDaemonTest, FirstPrepareFetchesEveryLayersZtoc) {
   for (const oci::Descriptor& layer : layers) {
     const soci::ZtocRef* z = (*found)->index.Find(layer.digest);
     ASSERT_NE(z, nullptr) << layer.digest.ToString();
-    ztocs.push_back(z->ztoc.digest.hex());
+    // `index create` wrote a fine index (its default), which the daemon fetches instead.
+    const std::string fine = z->ztoc.Annotation(std::string(soci::kAnnotationFineZtocDigest));
+    ASSERT_FALSE(fine.empty()) << layer.digest.ToString();
+    ztocs.push_back(Digest::Parse(fine)->hex());
   }
   proxy_->ClearRequests();
   grpc::Status s = client_->Prepare("z-extract-0", "", CriLabels(image, 0, "z-layer-0"));
@@ -177,7 +193,7 @@ TEST_P(SociErofsDaemonTest, FirstPrepareFetchesEveryLayersZtoc) {
       if (BlobGets(seen, z) == 0) return false;
     }
     return true;
-  })) << "not every zTOC was fetched after the first Prepare";
+  })) << "not every (fine) zTOC was fetched after the first Prepare";
   const std::vector<RecordedRequest> before = proxy_->Requests();
   for (size_t l = 0; l < layers.size(); ++l) {
     EXPECT_EQ(BlobGets(before, ztocs[l]), 1u) << "zTOC of layer " << l;

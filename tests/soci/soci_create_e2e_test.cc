@@ -16,8 +16,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "fetcher/format/soci/fine_index.h"
 #include "fetcher/format/soci/soci_index.h"
 #include "fetcher/format/soci/soci_index_finder.h"
+#include "fetcher/format/soci/soci_layer_open.h"
 #include "fetcher/format/soci/ztoc_builder.h"
 #include "fetcher/format/soci/ztoc_parser.h"
 #include "fetcher/format/soci/ztoc_serializer.h"
@@ -283,6 +285,34 @@ TEST_F(SociCreateTest, V2SociEnabledImageInRegistry) {
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->version, SociIndexVersion::kV2);
   auto ztocs = CheckZtocs(repo, *parsed);
+  // lazypull's fine index (on by default): named on each zTOC descriptor, its two blobs listed
+  // after the zTOCs without a layer-digest annotation (soci's readers skip them), both in the
+  // registry and decodable.
+  ASSERT_EQ(raw["layers"].size(), 3 * parsed->ztocs.size());
+  EXPECT_EQ(parsed->extra_blobs.size(), 2 * parsed->ztocs.size());
+  for (const ZtocRef& r : parsed->ztocs) {
+    std::map<std::string, std::string> annotations;
+    AddZtocAnnotations(r.ztoc, annotations);
+    auto fine = FineFromAnnotations(annotations);
+    ASSERT_TRUE(fine.ok()) << fine.status();
+    ASSERT_TRUE(fine->has_value());
+    std::set<Digest> listed;
+    for (const oci::Descriptor& d : parsed->extra_blobs) listed.insert(d.digest);
+    EXPECT_TRUE(listed.count((*fine)->fine.digest));
+    EXPECT_TRUE(listed.count((*fine)->windows.digest));
+    auto frame = DecodeFineBlob(FetchBlob(repo, (*fine)->fine));
+    ASSERT_TRUE(frame.ok()) << frame.status();
+    auto fz = ParseZtoc(frame->ztoc, {.windowless_checkpoints = true});
+    ASSERT_TRUE(fz.ok()) << fz.status();
+    EXPECT_EQ(frame->windows.size(), fz->span_count());
+    EXPECT_EQ(FetchBlob(repo, (*fine)->windows).size(), static_cast<size_t>((*fine)->windows.size));
+  }
+  for (const auto& l : raw["layers"]) {
+    if (l["mediaType"] != kZtocMediaType) {
+      EXPECT_FALSE(l.contains("annotations") &&
+                   l["annotations"].contains(std::string(kAnnotationLayerDigest)));
+    }
+  }
 
   // The finder: by tag (stargz labels) and by manifest digest (CRI labels).
   for (std::optional<Digest> md : {std::optional<Digest>(), std::optional<Digest>(image.digest)}) {
@@ -574,8 +604,9 @@ TEST_F(SociCreateTest, OciLayoutDestinationAndErrors) {
 // layers mounted lazily, the small one pulled), then `ctr run` sees the image's tree. With
 // ctr-remote (containerd's client.Pull, as CRI) the SOCI index manifest is not even fetched.
 TEST_F(SociCreateTest, ContainerdPullsTheImageManifest) {
+  // --fine-index=false: a plain soci index (no fine annotations) through the daemon's zTOC path.
   auto run = IndexCreate({"--plain-http", "--span-size", "256KiB", "--min-layer-size", "512KiB",
-                          Ref("team/app:v1"), Ref("team/app:ctr")});
+                          "--fine-index=false", Ref("team/app:v1"), Ref("team/app:ctr")});
   ASSERT_TRUE(run.ok()) << run.status();
   ASSERT_EQ(run->exit_code, 0) << run->output;
   auto top = client_->FetchManifest(ParsedRef("team/app:ctr"));
@@ -628,6 +659,9 @@ TEST_F(SociCreateTest, ContainerdPullsTheImageManifest) {
     ASSERT_TRUE(out.ok()) << out.status();
     EXPECT_EQ(*out, "indexed\n3145728\nhard\nlink\nrandom.bin\ntext.txt\n");
   }
+  EXPECT_EQ(index->manifests.size(), 2u);
+  EXPECT_FALSE(absl::StrContains((*snapshotter)->ReadLog(), "fine index"))
+      << (*snapshotter)->ReadLog();
   EXPECT_EQ((*cd)->Stop(), absl::OkStatus());
   EXPECT_EQ((*snapshotter)->Stop(), absl::OkStatus());
 }
@@ -639,8 +673,9 @@ TEST_F(SociCreateTest, ContainerdPullsTheImageManifest) {
 // image falls back to a normal pull: one log line per layer saying why, the same tree.
 TEST_F(SociCreateTest, V1IndexPulledThroughTheDaemon) {
   ASSERT_TRUE(env_->reg->PushOciLayout(env_->image.layout_dir, "v1", "team/v1d:v1").ok());
+  // The fine index (default on) in 64 KiB spans: the daemon serves the layers through it.
   auto run = IndexCreate({"--plain-http", "--v1", "--span-size", "256KiB", "--min-layer-size",
-                          "512KiB", Ref("team/v1d:v1")});
+                          "512KiB", "--fine-span-size", "64KiB", Ref("team/v1d:v1")});
   ASSERT_TRUE(run.ok()) << run.status();
   ASSERT_EQ(run->exit_code, 0) << run->output;
   EXPECT_NE(run->output.find("tag schema"), std::string::npos) << run->output;
@@ -709,6 +744,18 @@ TEST_F(SociCreateTest, V1IndexPulledThroughTheDaemon) {
                                "c-" + ns + tag, "/bin/sh", "-c", script});
       ASSERT_TRUE(out.ok()) << out.status();
       EXPECT_EQ(*out, reference) << ns;
+    }
+    // Both indexed layers opened through the fine index (with v1 on), none falling back.
+    size_t fine_opens = 0;
+    std::istringstream log((*snapshotter)->ReadLog());
+    for (std::string line; std::getline(log, line);) {
+      fine_opens += absl::StrContains(line, "SOCI layer opened through its fine index");
+      EXPECT_FALSE(absl::StrContains(line, "fine index unusable")) << line;
+    }
+    if (v1) {
+      EXPECT_GE(fine_opens, 2u) << (*snapshotter)->ReadLog();
+    } else {
+      EXPECT_EQ(fine_opens, 0u);
     }
     auto status =
         RunCommand({BinaryDir() + "/bin/lazypull", "status", "--root", (*snapshotter)->root()},

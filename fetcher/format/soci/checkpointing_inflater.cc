@@ -75,6 +75,10 @@ void CheckpointingInflater::AddCheckpoint(uint8_t bits) {
   c.window.reserve(kWindowSize);
   c.window.append(window_, window_pos_, std::string::npos);
   c.window.append(window_, 0, window_pos_);
+  if (window_sink_) {
+    window_sink_(result_.checkpoints.size(), c.window);
+    std::string().swap(c.window);
+  }
   result_.checkpoints.push_back(std::move(c));
   last_checkpoint_out_ = total_out_;
 }

@@ -17,8 +17,10 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -59,6 +61,13 @@ class CheckpointingInflater {
   void RequestCheckpoint(uint64_t offset);
   static constexpr uint64_t kMinRequestedSpan = 64 << 10;
 
+  // Hands each checkpoint's window to `sink` (checkpoint index, window) as the checkpoint is
+  // found, instead of keeping it: Result::checkpoints then have empty windows, and memory
+  // stays independent of the number of checkpoints. Call before the first Read.
+  void set_window_sink(std::function<void(size_t, std::string_view)> sink) {
+    window_sink_ = std::move(sink);
+  }
+
   // Uncompressed bytes produced so far.
   uint64_t position() const { return total_out_; }
 
@@ -92,6 +101,7 @@ class CheckpointingInflater {
   size_t pending_begin_ = 0;  // produced but not yet handed out: window_[begin, end)
   size_t pending_end_ = 0;
 
+  std::function<void(size_t, std::string_view)> window_sink_;
   std::unique_ptr<Sha256> span_hash_;  // the current span's; null before checkpoint 0
   uint64_t hashed_to_ = 0;             // blob offset up to which span_hash_ has bytes
   Result result_;

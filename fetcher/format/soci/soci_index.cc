@@ -4,6 +4,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
+#include "fetcher/format/soci/fine_index.h"
 #include "fetcher/format/status_util.h"
 #include "fetcher/oci/media_types.h"
 #include "fmt/format.h"
@@ -51,6 +52,10 @@ absl::StatusOr<SociIndex> ParseSociIndex(std::string_view bytes, uint64_t max_zt
   for (size_t i = 0; i < m->layers.size(); ++i) {
     const oci::Descriptor& d = m->layers[i];
     if (d.media_type == kSociPrefetchMediaType) continue;
+    if (d.media_type == kFineZtocMediaType || d.media_type == kFineWindowsMediaType) {
+      index.extra_blobs.push_back(d);
+      continue;
+    }
     if (d.media_type != kZtocMediaType) {
       return Invalid(
           fmt::format("layers[{}] has media type {} (want {})", i, d.media_type, kZtocMediaType));
@@ -102,6 +107,7 @@ oci::Manifest MakeSociIndexManifest(const SociIndex& index) {
     if (r.disable_xattrs) d.annotations[std::string(kAnnotationDisableXattrs)] = "true";
     m.layers.push_back(std::move(d));
   }
+  for (const oci::Descriptor& d : index.extra_blobs) m.layers.push_back(d);
   if (index.version == SociIndexVersion::kV1) m.subject = index.subject;
   if (!index.build_tool_identifier.empty()) {
     m.annotations[std::string(kAnnotationBuildTool)] = index.build_tool_identifier;

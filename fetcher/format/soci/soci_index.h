@@ -59,6 +59,9 @@ struct SociIndex {
   std::vector<ZtocRef> ztocs;              // in manifest order
   std::optional<oci::Descriptor> subject;  // v1: the image manifest
   std::string build_tool_identifier;
+  // lazypull's fine-index blobs (fine_index.h), listed as layers after the zTOCs so registry
+  // GC keeps them; the zTOC descriptors' annotations say which belongs to which layer.
+  std::vector<oci::Descriptor> extra_blobs;
 
   // The zTOC of `layer`, or nullptr (the layer is not indexed: pulled normally).
   const ZtocRef* Find(const Digest& layer) const;
@@ -67,12 +70,13 @@ struct SociIndex {
 // Parses and validates a SOCI index manifest: an OCI manifest whose config mediaType is the v1
 // or v2 type; every zTOC layer with a valid image-layer-digest annotation (no layer twice),
 // a positive size at most `max_ztoc_size`, and a numeric span size when annotated. Prefetch
-// artifacts are skipped. Errors: InvalidArgument naming the field ("soci index: ...").
+// artifacts are skipped; lazypull's fine-index blobs go to extra_blobs. Errors: InvalidArgument
+// naming the field ("soci index: ...").
 absl::StatusOr<SociIndex> ParseSociIndex(std::string_view bytes,
                                          uint64_t max_ztoc_size = 512ull << 20);
 
 // The manifest `soci create` / `soci convert` would write for these zTOCs (config = the empty
-// JSON object with the version's mediaType; subject for v1 only). Serialize with
+// JSON object with the version's mediaType; subject for v1 only), then extra_blobs. Serialize with
 // oci::SerializeManifest.
 oci::Manifest MakeSociIndexManifest(const SociIndex& index);
 

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "fetcher/format/gzip_spans.h"
+#include "fetcher/format/soci/fine_windows.h"
 #include "fetcher/format/soci/span_inflater.h"
 #include "fetcher/format/soci/span_slices.h"
 #include "fmt/format.h"
@@ -23,7 +24,8 @@ using format::ChunkCompression;
 // Inflates the spans of one zTOC, and describes them (for EROFS layouts and graduation).
 class ZtocSpanDecoder : public format::SpanDecoder, public format::GzipSpans {
  public:
-  explicit ZtocSpanDecoder(std::shared_ptr<const Ztoc> ztoc) : ztoc_(std::move(ztoc)) {
+  ZtocSpanDecoder(std::shared_ptr<const Ztoc> ztoc, std::shared_ptr<const SpanWindows> windows)
+      : ztoc_(std::move(ztoc)), windows_(std::move(windows)) {
     by_offset_.reserve(ztoc_->span_count());
     for (size_t i = 0; i < ztoc_->span_count(); ++i) {
       by_offset_.emplace_back(ztoc_->SpanCompressedRange(i).offset, i);
@@ -40,14 +42,46 @@ class ZtocSpanDecoder : public format::SpanDecoder, public format::GzipSpans {
                                                     chunk.compressed_length));
     }
     const uint64_t length = ztoc_->SpanUncompressedRange(*span).length;
-    absl::StatusOr<std::string> bytes =
-        InflateSpan(ztoc_->checkpoints.at(*span), compressed, length,
-                    {.expect_block_end = *span + 1 < ztoc_->span_count()});
+    Checkpoint checkpoint = ztoc_->checkpoints.at(*span);
+    std::shared_ptr<const std::string> window;
+    if (windows_ != nullptr) {
+      // Verified against its sha256 before it is returned.
+      absl::StatusOr<std::shared_ptr<const std::string>> w = windows_->Window(*span);
+      if (!w.ok()) {
+        return absl::Status(w.status().code(),
+                            fmt::format("span {}: {}", *span, std::string(w.status().message())));
+      }
+      window = *std::move(w);
+      checkpoint.window = *window;
+    }
+    absl::StatusOr<std::string> bytes = InflateSpan(
+        checkpoint, compressed, length, {.expect_block_end = *span + 1 < ztoc_->span_count()});
     if (!bytes.ok()) {
       return absl::Status(bytes.status().code(),
                           fmt::format("span {}: {}", *span, std::string(bytes.status().message())));
     }
+    if (windows_ != nullptr && *span + 1 < ztoc_->span_count()) {
+      // The next checkpoint's window is the 32 KiB of output before it: this span's tail,
+      // behind this span's own window when the span is shorter.
+      std::string next;
+      if (bytes->size() >= kWindowSize) {
+        next.assign(*bytes, bytes->size() - kWindowSize, kWindowSize);
+      } else {
+        next.assign(checkpoint.window.substr(bytes->size()));
+        next.append(*bytes);
+      }
+      windows_->Offer(*span + 1, std::move(next));
+    }
     return bytes;
+  }
+
+  void WillFetch(std::span<const Chunk* const> chunks) const override {
+    if (windows_ == nullptr) return;
+    std::vector<size_t> spans;
+    for (const Chunk* c : chunks) {
+      if (std::optional<size_t> span = SpanOf(*c)) spans.push_back(*span);
+    }
+    windows_->Warm(spans);
   }
 
   size_t span_count() const override { return ztoc_->span_count(); }
@@ -77,6 +111,7 @@ class ZtocSpanDecoder : public format::SpanDecoder, public format::GzipSpans {
   }
 
   const std::shared_ptr<const Ztoc> ztoc_;
+  const std::shared_ptr<const SpanWindows> windows_;    // null: the zTOC holds the windows
   std::vector<std::pair<uint64_t, size_t>> by_offset_;  // (compressed start, span), sorted
 };
 
@@ -99,10 +134,11 @@ format::EntryMeta MetaOf(const ZtocFile& f) {
 
 absl::StatusOr<format::LayerIndex> BuildSociLayerIndex(std::shared_ptr<const Ztoc> ztoc,
                                                        const Digest& ztoc_digest,
-                                                       const format::IndexBuildOptions& options) {
+                                                       const format::IndexBuildOptions& options,
+                                                       std::shared_ptr<const SpanWindows> windows) {
   if (ztoc == nullptr) return absl::InvalidArgumentError("BuildSociLayerIndex: no zTOC");
   format::LayerIndexBuilder builder(format::LayerFormat::kSoci, options);
-  builder.SetSpanDecoder(std::make_shared<const ZtocSpanDecoder>(ztoc));
+  builder.SetSpanDecoder(std::make_shared<const ZtocSpanDecoder>(ztoc, std::move(windows)));
   for (const ZtocFile& f : ztoc->files) {
     const format::EntryMeta meta = MetaOf(f);
     absl::Status st;

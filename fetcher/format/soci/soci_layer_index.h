@@ -23,12 +23,18 @@
 
 namespace lazypull::soci {
 
+class SpanWindows;
+
 // `ztoc` comes from ParseZtoc (or BuildZtoc) and `ztoc_digest` is the digest it was verified
 // against (LayerIndex::toc_digest()). The index's blob is the compressed layer
-// (compressed_archive_size bytes). InvalidArgument (from the builder) for a tree it refuses.
+// (compressed_archive_size bytes). With `windows` (a fine index: fine_windows.h), the
+// checkpoints' windows come from it, not from the zTOC (whose windows are zeroed); a window
+// it cannot give fails that span's inflate with its error. InvalidArgument (from the
+// builder) for a tree it refuses.
 absl::StatusOr<format::LayerIndex> BuildSociLayerIndex(
     std::shared_ptr<const Ztoc> ztoc, const Digest& ztoc_digest,
-    const format::IndexBuildOptions& options = {});
+    const format::IndexBuildOptions& options = {},
+    std::shared_ptr<const SpanWindows> windows = nullptr);
 
 }  // namespace lazypull::soci
 

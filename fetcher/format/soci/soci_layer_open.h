@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -26,13 +27,26 @@ namespace lazypull::soci {
 inline constexpr char kZtocDigestAnnotation[] = "dev.lazypull.soci.ztoc-digest";
 inline constexpr char kZtocSizeAnnotation[] = "dev.lazypull.soci.ztoc-size";
 
-// Records `ztoc` (digest and size) in `annotations`.
+// Records `ztoc` (digest and size) in `annotations`, and its fine index (fine_index.h) when
+// the zTOC descriptor's own annotations name one.
 void AddZtocAnnotations(const oci::Descriptor& ztoc,
                         std::map<std::string, std::string>& annotations);
 
 // The zTOC recorded in `annotations`: nullopt when there is none, InvalidArgument when the
 // annotations are malformed (bad digest, size not a positive integer).
 absl::StatusOr<std::optional<oci::Descriptor>> ZtocFromAnnotations(
+    const std::map<std::string, std::string>& annotations);
+
+// A layer's fine index: the fine zTOC blob and the windows blob.
+struct FineRef {
+  oci::Descriptor fine;
+  oci::Descriptor windows;
+};
+
+// The fine index recorded in `annotations` (the dev.lazypull.soci.fine-* names of
+// fine_index.h): nullopt when there is none, InvalidArgument when they are malformed or
+// incomplete.
+absl::StatusOr<std::optional<FineRef>> FineFromAnnotations(
     const std::map<std::string, std::string>& annotations);
 
 // Reads `ztoc` (its exact size, at most limits.max_ztoc_bytes) from `ztoc_blob`, checks it
@@ -45,6 +59,18 @@ absl::StatusOr<format::LayerIndex> OpenSociLayerIndex(BlobReader& ztoc_blob,
                                                       const oci::Descriptor& ztoc,
                                                       uint64_t layer_size,
                                                       const ZtocLimits& limits = {});
+
+// Opens the layer through its fine index: reads the fine blob whole (at most
+// limits.max_ztoc_bytes), checks its digest, decodes it (DecodeFineBlob, capped), parses its
+// zTOC (ParseZtoc, untrusted) and checks one window per checkpoint, every window inside
+// `windows_blob` (which must have ref.windows.size bytes) and the zTOC's blob size; the index
+// then fetches each span's window from `windows_blob` (FineWindows), verified before use. Its
+// toc_digest() is the fine blob's digest. Errors as OpenSociLayerIndex's (prefixed "fine
+// index <digest>: "), plus DecodeFineBlob's.
+absl::StatusOr<format::LayerIndex> OpenFineSociLayerIndex(BlobReader& fine_blob,
+                                                          std::shared_ptr<BlobReader> windows_blob,
+                                                          const FineRef& ref, uint64_t layer_size,
+                                                          const ZtocLimits& limits = {});
 
 }  // namespace lazypull::soci
 

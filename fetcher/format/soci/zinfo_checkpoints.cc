@@ -31,6 +31,17 @@ const std::string& ZeroWindow() {
 }  // namespace
 
 absl::StatusOr<ZinfoCheckpoints> ZinfoCheckpoints::Parse(std::string blob, size_t max_checkpoints) {
+  return ParseRecords(std::move(blob), max_checkpoints, /*windowless=*/false);
+}
+
+absl::StatusOr<ZinfoCheckpoints> ZinfoCheckpoints::ParseWindowless(std::string blob,
+                                                                   size_t max_checkpoints) {
+  return ParseRecords(std::move(blob), max_checkpoints, /*windowless=*/true);
+}
+
+absl::StatusOr<ZinfoCheckpoints> ZinfoCheckpoints::ParseRecords(std::string blob,
+                                                                size_t max_checkpoints,
+                                                                bool windowless) {
   if (blob.size() < kZinfoHeaderSize) {
     return absl::InvalidArgumentError(
         fmt::format("zinfo checkpoints: {} bytes, shorter than the {}-byte header", blob.size(),
@@ -53,7 +64,14 @@ absl::StatusOr<ZinfoCheckpoints> ZinfoCheckpoints::Parse(std::string blob, size_
   const uint64_t body = blob.size() - kZinfoHeaderSize;
   ZinfoCheckpoints z;
   size_t first_record = 0;
-  if (body == static_cast<uint64_t>(count) * kCheckpointRecordSize) {
+  const size_t record = windowless ? kWindowlessRecordSize : kCheckpointRecordSize;
+  if (windowless) {
+    if (body != static_cast<uint64_t>(count) * kWindowlessRecordSize) {
+      return absl::InvalidArgumentError(fmt::format(
+          "zinfo checkpoints: {} bytes do not hold {} windowless checkpoints", blob.size(), count));
+    }
+    z.version_ = ZinfoVersion::kV2;
+  } else if (body == static_cast<uint64_t>(count) * kCheckpointRecordSize) {
     z.version_ = ZinfoVersion::kV2;
   } else if (body == static_cast<uint64_t>(count - 1) * kCheckpointRecordSize) {
     z.version_ = ZinfoVersion::kV1;
@@ -79,9 +97,9 @@ absl::StatusOr<ZinfoCheckpoints> ZinfoCheckpoints::Parse(std::string blob, size_
     e.in = static_cast<uint64_t>(in);
     e.out = static_cast<uint64_t>(out);
     e.bits = static_cast<uint8_t>(blob[off + 16]);
-    e.window_offset = static_cast<int64_t>(off + 17);
+    e.window_offset = windowless ? -1 : static_cast<int64_t>(off + 17);
     z.entries_.push_back(e);
-    off += kCheckpointRecordSize;
+    off += record;
   }
   for (size_t i = 0; i < z.entries_.size(); ++i) {
     const Entry& e = z.entries_[i];
@@ -109,6 +127,24 @@ absl::StatusOr<ZinfoCheckpoints> ZinfoCheckpoints::Parse(std::string blob, size_
   }
   z.blob_ = std::move(blob);
   return z;
+}
+
+absl::StatusOr<std::string> ZinfoCheckpoints::SerializeWindowless(
+    uint64_t span_size, const std::vector<OwnedCheckpoint>& checkpoints) {
+  if (checkpoints.empty() || checkpoints.size() > INT32_MAX) {
+    return absl::InvalidArgumentError(
+        fmt::format("zinfo: cannot serialize {} checkpoints", checkpoints.size()));
+  }
+  std::string out;
+  out.reserve(kZinfoHeaderSize + checkpoints.size() * kWindowlessRecordSize);
+  StoreLe(out, checkpoints.size(), 4);
+  StoreLe(out, span_size, 8);
+  for (const OwnedCheckpoint& c : checkpoints) {
+    StoreLe(out, c.compressed_offset, 8);
+    StoreLe(out, c.uncompressed_offset, 8);
+    out.push_back(static_cast<char>(c.bits));
+  }
+  return out;
 }
 
 absl::StatusOr<std::string> ZinfoCheckpoints::SerializeV2(

@@ -25,6 +25,11 @@ inline constexpr size_t kCheckpointRecordSize = 8 + 8 + 1 + kWindowSize;
 // int32 checkpoint count, int64 span size.
 inline constexpr size_t kZinfoHeaderSize = 4 + 8;
 
+// lazypull's windowless blob (the fine index's zTOC, fine_index.h; never read by soci): the same
+// header, then per checkpoint only {int64 compressed offset, int64 uncompressed offset, uint8
+// bits}; every window reads as zeros (the real ones live in the fine index's windows blob).
+inline constexpr size_t kWindowlessRecordSize = 8 + 8 + 1;
+
 // v1 blobs omit checkpoint 0 (implied: compressed offset 10, bits 0, zero window); v2 blobs
 // hold every checkpoint. The blob does not name its version: its length does.
 enum class ZinfoVersion { kV1 = 1, kV2 = 2 };
@@ -58,6 +63,13 @@ class ZinfoCheckpoints {
   // naming the first inconsistency (length that matches neither version, bad offsets).
   static absl::StatusOr<ZinfoCheckpoints> Parse(std::string blob, size_t max_checkpoints);
 
+  // Parses a windowless blob (see kWindowlessRecordSize) with Parse's checks; every window
+  // reads as zeros. version() is kV2.
+  static absl::StatusOr<ZinfoCheckpoints> ParseWindowless(std::string blob, size_t max_checkpoints);
+  // Serializes the offsets and bits of `checkpoints` as a windowless blob (windows ignored).
+  static absl::StatusOr<std::string> SerializeWindowless(
+      uint64_t span_size, const std::vector<OwnedCheckpoint>& checkpoints);
+
   // Serializes `checkpoints` (in order, as the builder found them) as a v2 blob.
   // InvalidArgument if a window is not kWindowSize bytes or there are none.
   static absl::StatusOr<std::string> SerializeV2(uint64_t span_size,
@@ -74,6 +86,9 @@ class ZinfoCheckpoints {
   size_t IndexForUncompressedOffset(uint64_t offset) const;
 
  private:
+  static absl::StatusOr<ZinfoCheckpoints> ParseRecords(std::string blob, size_t max_checkpoints,
+                                                       bool windowless);
+
   struct Entry {
     uint64_t in = 0;
     uint64_t out = 0;

@@ -119,6 +119,7 @@ ZtocFile ToZtocFile(const tar::TarEntry& e, std::string_view type) {
 
 absl::StatusOr<Ztoc> BuildZtoc(BlobReader& layer, const ZtocBuildOptions& options) {
   CheckpointingInflater inflater(layer, options.span_size, options.read_size);
+  if (options.window_sink) inflater.set_window_sink(options.window_sink);
   InflatingTarSource source(inflater, options.large_file_spans);
   auto tar_index = tar::ScanTarStream(source, options.scan);
   if (!tar_index.ok()) return tar_index.status();
@@ -137,9 +138,13 @@ absl::StatusOr<Ztoc> BuildZtoc(BlobReader& layer, const ZtocBuildOptions& option
     if (!type) continue;
     z.files.push_back(ToZtocFile(e, *type));
   }
-  auto blob = ZinfoCheckpoints::SerializeV2(options.span_size, inflated->checkpoints);
+  const bool windowless = static_cast<bool>(options.window_sink);
+  auto blob = windowless
+                  ? ZinfoCheckpoints::SerializeWindowless(options.span_size, inflated->checkpoints)
+                  : ZinfoCheckpoints::SerializeV2(options.span_size, inflated->checkpoints);
   if (!blob.ok()) return blob.status();
-  auto checkpoints = ZinfoCheckpoints::Parse(*std::move(blob), SIZE_MAX);
+  auto checkpoints = windowless ? ZinfoCheckpoints::ParseWindowless(*std::move(blob), SIZE_MAX)
+                                : ZinfoCheckpoints::Parse(*std::move(blob), SIZE_MAX);
   if (!checkpoints.ok()) {
     return absl::InternalError(fmt::format("ztoc builder: own checkpoints invalid: {}",
                                            format::Msg(checkpoints.status())));

@@ -13,7 +13,9 @@
 #define LAZYPULL_FETCHER_FORMAT_SOCI_ZTOC_BUILDER_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "fetcher/format/soci/ztoc.h"
@@ -39,6 +41,11 @@ struct ZtocBuildOptions {
   std::string build_tool_identifier = "lazypull";
   tar::ScanOptions scan;
   size_t read_size = 1 << 20;  // bytes per read of `layer`
+  // When set, each checkpoint's window goes to it (checkpoint index, 32 KiB window) as the
+  // checkpoint is found, and the zTOC gets lazypull's windowless checkpoints
+  // (ZinfoCheckpoints::ParseWindowless: a fine index's, fine_index.h): memory stays
+  // independent of the number of checkpoints.
+  std::function<void(size_t, std::string_view)> window_sink;
 };
 
 // Errors: DataLoss for a corrupt or truncated gzip stream or tar (messages name the offset),

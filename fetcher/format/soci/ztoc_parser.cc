@@ -146,9 +146,10 @@ absl::StatusOr<Ztoc> ParseZtoc(std::string_view bytes, const ZtocLimits& limits)
   // Checkpoints and spans.
   const auto* blob = info->checkpoints();
   if (blob == nullptr) return Invalid("no checkpoints");
-  auto checkpoints = ZinfoCheckpoints::Parse(
-      std::string(reinterpret_cast<const char*>(blob->data()), blob->size()),
-      limits.max_checkpoints);
+  std::string raw(reinterpret_cast<const char*>(blob->data()), blob->size());
+  auto checkpoints = limits.windowless_checkpoints
+                         ? ZinfoCheckpoints::ParseWindowless(std::move(raw), limits.max_checkpoints)
+                         : ZinfoCheckpoints::Parse(std::move(raw), limits.max_checkpoints);
   if (!checkpoints.ok()) {
     return Invalid(fmt::format("bad checkpoints: {}", format::Msg(checkpoints.status())));
   }

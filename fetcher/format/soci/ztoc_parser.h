@@ -30,6 +30,9 @@ struct ZtocLimits {
   // One span's compressed or uncompressed length (soci's default span is 4 MiB of
   // uncompressed data, ending at the next deflate block boundary).
   uint64_t max_span_bytes = 256ull << 20;
+  // The checkpoints blob is lazypull's windowless one (a fine index's zTOC: see
+  // ZinfoCheckpoints::ParseWindowless), not soci's.
+  bool windowless_checkpoints = false;
 };
 
 absl::StatusOr<Ztoc> ParseZtoc(std::string_view bytes, const ZtocLimits& limits = {});
