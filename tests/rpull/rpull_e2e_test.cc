@@ -223,9 +223,12 @@ TEST_P(RpullLazyTest, EveryLayerLazyAndTheContainerSeesTheSourceTree) {
       absl::StrContains(lines.back(), absl::StrCat(layers.size(), " lazy, 0 downloaded (0 B)")))
       << lines.back();
 
-  // Every layer is a mounted remote layer; what it fetched before any container ran is at most
-  // TOC-sized (the 1 MiB random file of layer 2 was not read). Background fetch may start on
-  // its own schedule, so it is subtracted.
+  // Every layer is a mounted remote layer and no read of a container fetched anything yet
+  // (demand_fetches 0). With background fetch on (the default) the pull itself walks the
+  // program the image config names (issue 18: /bin/sh, i.e. busybox in layer 1), so layer 1
+  // may hold those bytes; every other layer fetched at most TOC-sized (the 1 MiB and 3 MiB
+  // random files of layer 2 were not read). Background fetch may start on its own schedule,
+  // so it is subtracted.
   nlohmann::json status;
   ASSERT_TRUE(WaitUntil(
       [&] {
@@ -237,15 +240,19 @@ TEST_P(RpullLazyTest, EveryLayerLazyAndTheContainerSeesTheSourceTree) {
       },
       std::chrono::seconds(10)))
       << pulled->output << status.dump(1);
-  for (const auto& l : layers) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto& l = layers[i];
     nlohmann::json s = StatusLayer(status, l.digest);
+    EXPECT_EQ(s.value("demand_fetches", uint64_t{1}), 0u) << s.dump();
     EXPECT_EQ(s.value("ref", ""),
               absl::StrCat(pushed->resolved.reference.Name(), "@",
                            pushed->resolved.manifest_descriptor.digest.ToString()))
         << s.dump();
     const uint64_t foreground =
         s.value("bytes_fetched", uint64_t{0}) - s.value("background_bytes", uint64_t{0});
-    EXPECT_LT(foreground, 64u << 10) << "layer " << l.digest.ToString() << ": " << s.dump();
+    if (i != 0) {
+      EXPECT_LT(foreground, 64u << 10) << "layer " << l.digest.ToString() << ": " << s.dump();
+    }
     if (GetParam() == "soci:v1") EXPECT_EQ(s.value("format", ""), "soci") << s.dump();
   }
   EXPECT_EQ(ImageNames(ns), std::vector<std::string>{ref});
