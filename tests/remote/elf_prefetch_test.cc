@@ -225,6 +225,16 @@ class ElfPrefetchTest : public ::testing::TestWithParam<std::string> {
     for (const auto& l : st.value("layers", nlohmann::json::array())) sum += l.value(key, 0ull);
     return sum;
   }
+  // Whether a walk finished within 60 s (elf_prefetch.walks_finished >= 1 in status.json).
+  bool WaitForFinishedWalk() {
+    return WaitUntil(
+        [&] {
+          return Status()
+                     .value("elf_prefetch", nlohmann::json::object())
+                     .value("walks_finished", 0) >= 1;
+        },
+        std::chrono::seconds(60));
+  }
   // A status.json written after everything before this call (the writer runs every 100 ms).
   nlohmann::json FreshStatus() {
     const std::string before = Status().value("updated", "");
@@ -269,14 +279,7 @@ TEST_P(ElfPrefetchTest, FirstReadOfAnExecutableFetchesItsInterpreterAndLibraries
     ASSERT_EQ(::read(fd, head, sizeof(head)), static_cast<ssize_t>(sizeof(head)));
     ::close(fd);
   }
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return Status()
-                   .value("elf_prefetch", nlohmann::json::object())
-                   .value("walks_finished", 0) >= 1;
-      },
-      std::chrono::seconds(60)))
-      << Status().dump(2);
+  ASSERT_TRUE(WaitForFinishedWalk()) << Status().dump(2);
   // The walk ends when it knows every file; the files' bodies may still be arriving. Then
   // every chunk of both layers is local: the layers hold only what the loader opens.
   EXPECT_TRUE(WaitUntil([&] { return AllLayersLocal(); }, std::chrono::seconds(60)))
@@ -319,13 +322,7 @@ TEST_P(ElfPrefetchTest, ColdExecWithThePrefetch) {
   std::string rootfs = MountImage();
   ASSERT_FALSE(rootfs.empty());
   EXPECT_EQ(Exec(rootfs), image->host_version);
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return Status()
-                   .value("elf_prefetch", nlohmann::json::object())
-                   .value("walks_finished", 0) >= 1;
-      },
-      std::chrono::seconds(60)));
+  ASSERT_TRUE(WaitForFinishedWalk()) << Status().dump(2);
   nlohmann::json st = FreshStatus();
   const uint64_t with = LayerSum(st, "demand_fetches");
   std::cerr << "serial depth with ELF prefetch: " << with << "\n" << st["elf_prefetch"].dump();
@@ -340,14 +337,7 @@ TEST_P(ElfPrefetchTest, ImageCommandIsFetchedBeforeTheContainerStarts) {
   StartDaemon("");
   const std::string rootfs = MountImage("esgz-cmd");
   ASSERT_FALSE(rootfs.empty());
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return Status()
-                   .value("elf_prefetch", nlohmann::json::object())
-                   .value("walks_finished", 0) >= 1;
-      },
-      std::chrono::seconds(60)))
-      << Status().dump(2);
+  ASSERT_TRUE(WaitForFinishedWalk()) << Status().dump(2);
   EXPECT_TRUE(WaitUntil([&] { return AllLayersLocal(); }, std::chrono::seconds(60)))
       << Status().dump(2);
   nlohmann::json st = FreshStatus();
@@ -369,14 +359,7 @@ TEST_P(ElfPrefetchTest, ImageCommandIsFetchedBeforeTheContainerStarts) {
 TEST_P(ElfPrefetchTest, WithBackgroundFetchThePullStartsTheImagesProgram) {
   StartDaemon("", /*background=*/true);
   ASSERT_FALSE(PullImage("esgz-cmd").empty());
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return Status()
-                   .value("elf_prefetch", nlohmann::json::object())
-                   .value("walks_finished", 0) >= 1;
-      },
-      std::chrono::seconds(60)))
-      << Status().dump(2);
+  ASSERT_TRUE(WaitForFinishedWalk()) << Status().dump(2);
   nlohmann::json st = FreshStatus();
   EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
   EXPECT_EQ(st["elf_prefetch"].value("last_executable", ""), kBinary);
@@ -400,14 +383,7 @@ TEST_P(ElfPrefetchTest, WithBackgroundFetchTheFirstLayersPrepareStartsTheImagesP
   ASSERT_EQ(pushed->resolved.manifest.layers.size(), 2u);
   grpc::Status s = client_->Prepare("extract-0", "", StargzLabels(*pushed, 0, "layer-0"));
   ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return Status()
-                   .value("elf_prefetch", nlohmann::json::object())
-                   .value("walks_finished", 0) >= 1;
-      },
-      std::chrono::seconds(60)))
-      << Status().dump(2);
+  ASSERT_TRUE(WaitForFinishedWalk()) << Status().dump(2);
   nlohmann::json st = FreshStatus();
   // Only the base layer is mounted, yet the walk found every object of both layers.
   EXPECT_EQ(st.value("layers", nlohmann::json::array()).size(), 1u) << st.dump(2);
