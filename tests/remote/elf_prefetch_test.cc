@@ -225,6 +225,17 @@ class ElfPrefetchTest : public ::testing::TestWithParam<std::string> {
     for (const auto& l : st.value("layers", nlohmann::json::array())) sum += l.value(key, 0ull);
     return sum;
   }
+  // Prepares esgz-cmd's base layer (of two) as ctr-remote's pull does, and nothing else: the
+  // top layer is only preloaded. Sets `*out` to the image as pushed. Fatal failure if the layer
+  // is not remote.
+  void PrepareOnlyTheBaseLayer(PushedImage* out) {
+    auto pushed = ResolvePushed(image->registry->host() + "/esgz-cmd:v1");
+    ASSERT_TRUE(pushed.ok()) << pushed.status();
+    ASSERT_EQ(pushed->resolved.manifest.layers.size(), 2u);
+    *out = *pushed;
+    grpc::Status s = client_->Prepare("extract-0", "", StargzLabels(*pushed, 0, "layer-0"));
+    ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  }
   // Whether a walk finished within 60 s (elf_prefetch.walks_finished >= 1 in status.json).
   bool WaitForFinishedWalk() {
     return WaitUntil(
@@ -378,11 +389,9 @@ TEST_P(ElfPrefetchTest, WithBackgroundFetchThePullStartsTheImagesProgram) {
 // fetched through (its counters hold the walk's chunks), and nothing walks the program again.
 TEST_P(ElfPrefetchTest, WithBackgroundFetchTheFirstLayersPrepareStartsTheImagesProgram) {
   StartDaemon("", /*background=*/true);
-  auto pushed = ResolvePushed(image->registry->host() + "/esgz-cmd:v1");
-  ASSERT_TRUE(pushed.ok()) << pushed.status();
-  ASSERT_EQ(pushed->resolved.manifest.layers.size(), 2u);
-  grpc::Status s = client_->Prepare("extract-0", "", StargzLabels(*pushed, 0, "layer-0"));
-  ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  PushedImage pushed;
+  PrepareOnlyTheBaseLayer(&pushed);
+  if (HasFatalFailure()) return;
   ASSERT_TRUE(WaitForFinishedWalk()) << Status().dump(2);
   nlohmann::json st = FreshStatus();
   // Only the base layer is mounted, yet the walk found every object of both layers.
@@ -391,10 +400,10 @@ TEST_P(ElfPrefetchTest, WithBackgroundFetchTheFirstLayersPrepareStartsTheImagesP
   EXPECT_EQ(st["elf_prefetch"].value("last_executable", ""), kBinary);
   EXPECT_EQ(st["elf_prefetch"].value("last_objects", 0u), image->objects);
 
-  s = client_->Prepare("extract-1", "layer-0", StargzLabels(*pushed, 1, "layer-1"));
+  grpc::Status s = client_->Prepare("extract-1", "layer-0", StargzLabels(pushed, 1, "layer-1"));
   ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
   st = FreshStatus();
-  const std::string top = pushed->resolved.manifest.layers[1].digest.ToString();
+  const std::string top = pushed.resolved.manifest.layers[1].digest.ToString();
   size_t tops = 0;
   for (const auto& l : st.value("layers", nlohmann::json::array())) {
     if (l.value("digest", "") != top) continue;
@@ -504,11 +513,9 @@ TEST_P(PythonPrefetchTest, ImportsOfTheImagesCommandAreFetchedBeforeItStarts) {
 // Prepare.
 TEST_P(PythonPrefetchTest, WithBackgroundFetchTheFirstLayersPrepareWalksTheImports) {
   StartDaemon("", /*background=*/true);
-  auto pushed = ResolvePushed(image->registry->host() + "/esgz-cmd:v1");
-  ASSERT_TRUE(pushed.ok()) << pushed.status();
-  ASSERT_EQ(pushed->resolved.manifest.layers.size(), 2u);
-  grpc::Status s = client_->Prepare("extract-0", "", StargzLabels(*pushed, 0, "layer-0"));
-  ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  PushedImage pushed;
+  PrepareOnlyTheBaseLayer(&pushed);
+  if (HasFatalFailure()) return;
   ASSERT_TRUE(WaitUntil([&] { return PythonWalksDone(); }, std::chrono::seconds(60)))
       << Status().dump(2);
   nlohmann::json st = FreshStatus();
