@@ -237,6 +237,37 @@ TEST_F(SociFineTest, WindowsAreWarmedOfferedAndCached) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Windows pushed out of the 128-entry LRU come back from the compressed copies without a
+// fetch: a span inflated on arrival and touched again much later must not wait for the blob.
+TEST_F(SociFineTest, WindowsOutsideTheLruComeBackWithoutAFetch) {
+  const size_t n = FineWindows::kCachedWindows * 2 + 3;
+  std::vector<std::string> contents;
+  std::vector<FineWindow> table;
+  std::string blob;
+  for (size_t i = 0; i < n; ++i) {
+    std::string w(kWindowSize, static_cast<char>('a' + i % 26));
+    std::memcpy(w.data(), &i, sizeof(i));
+    auto z = codec::ZstdCompress(w);
+    ASSERT_TRUE(z.ok());
+    FineWindow entry{.offset = blob.size(), .length = static_cast<uint32_t>(z->size())};
+    const std::string sha = Digest::Of(w).Raw();
+    std::memcpy(entry.sha256.data(), sha.data(), sha.size());
+    table.push_back(entry);
+    blob += *z;
+    contents.push_back(std::move(w));
+  }
+  auto reader = std::make_shared<CountingReader>(blob);
+  FineWindows windows(reader, table);
+  for (size_t i = 0; i < n; ++i) windows.Offer(i, contents[i]);
+  for (size_t i = 0; i < n; ++i) {
+    auto w = windows.Window(i);
+    ASSERT_TRUE(w.ok()) << w.status();
+    EXPECT_EQ(**w, contents[i]) << i;
+  }
+  EXPECT_EQ(reader->reads.load(), 0);
+  EXPECT_EQ(windows.fetched(), 0u);
+}
+
 TEST_F(SociFineTest, FlippedWindowByteFailsThatSpanOnly) {
   auto frame = DecodeFineBlob(blobs_->fine);
   ASSERT_TRUE(frame.ok());
