@@ -177,11 +177,7 @@ class Indexer {
     } else {
       auto reader = NewFileBlobReader(path);
       if (!reader.ok()) return reader.status();
-      soci::ZtocBuildOptions zopts;
-      zopts.span_size = options_.span_size;
-      zopts.large_file_spans = options_.large_file_spans;
-      zopts.build_tool_identifier = options_.build_tool_identifier;
-      auto ztoc = soci::BuildZtoc(**reader, zopts);
+      auto ztoc = soci::BuildZtoc(**reader, ZtocOptions(options_.span_size));
       if (!ztoc.ok()) {
         return absl::Status(
             ztoc.status().code(),
@@ -204,15 +200,22 @@ class Indexer {
     return out;
   }
 
+  // The zTOC builder's options for checkpoints every `span_size` (soci's zTOC or the fine
+  // index: they differ only there).
+  soci::ZtocBuildOptions ZtocOptions(uint64_t span_size) const {
+    soci::ZtocBuildOptions zopts;
+    zopts.span_size = span_size;
+    zopts.large_file_spans = options_.large_file_spans;
+    zopts.build_tool_identifier = options_.build_tool_identifier;
+    return zopts;
+  }
+
   // Builds and stores the layer's fine index; names it on out.ztoc.
   absl::Status AddFineIndex(const std::string& path, const oci::Descriptor& layer,
                             SociIndexedLayer& out) {
     auto reader = NewFileBlobReader(path);
     if (!reader.ok()) return reader.status();
-    soci::ZtocBuildOptions zopts;
-    zopts.span_size = options_.fine_span_size;
-    zopts.large_file_spans = options_.large_file_spans;
-    zopts.build_tool_identifier = options_.build_tool_identifier;
+    const soci::ZtocBuildOptions zopts = ZtocOptions(options_.fine_span_size);
     const std::string windows_path = path + ".windows";
     struct Remove {
       std::string path;

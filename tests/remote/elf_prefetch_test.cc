@@ -236,6 +236,17 @@ class ElfPrefetchTest : public ::testing::TestWithParam<std::string> {
     grpc::Status s = client_->Prepare("extract-0", "", StargzLabels(*pushed, 0, "layer-0"));
     ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
   }
+  // One start hint, whose walk found kBinary and all of its objects.
+  void ExpectTheHintWalkedTheBinary(const nlohmann::json& st) {
+    EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
+    EXPECT_EQ(st["elf_prefetch"].value("last_executable", ""), kBinary);
+    EXPECT_EQ(st["elf_prefetch"].value("last_objects", 0u), image->objects);
+  }
+  // One start hint and one walk in all (the container's Prepare did not walk again).
+  void ExpectOneHintAndOneWalk(const nlohmann::json& st) {
+    EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
+    EXPECT_EQ(st["elf_prefetch"].value("walks_started", 0), 1) << st["elf_prefetch"].dump();
+  }
   // Whether a walk finished within 60 s (elf_prefetch.walks_finished >= 1 in status.json).
   bool WaitForFinishedWalk() {
     return WaitUntil(
@@ -372,15 +383,12 @@ TEST_P(ElfPrefetchTest, WithBackgroundFetchThePullStartsTheImagesProgram) {
   ASSERT_FALSE(PullImage("esgz-cmd").empty());
   ASSERT_TRUE(WaitForFinishedWalk()) << Status().dump(2);
   nlohmann::json st = FreshStatus();
-  EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
-  EXPECT_EQ(st["elf_prefetch"].value("last_executable", ""), kBinary);
-  EXPECT_EQ(st["elf_prefetch"].value("last_objects", 0u), image->objects);
+  ExpectTheHintWalkedTheBinary(st);
   const std::string rootfs = MountImage("esgz-cmd");
   ASSERT_FALSE(rootfs.empty());
   EXPECT_EQ(Exec(rootfs), image->host_version);
   st = FreshStatus();
-  EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
-  EXPECT_EQ(st["elf_prefetch"].value("walks_started", 0), 1) << st["elf_prefetch"].dump();
+  ExpectOneHintAndOneWalk(st);
 }
 
 // With background fetch on, the program is walked as soon as every layer of the image has a
@@ -396,9 +404,7 @@ TEST_P(ElfPrefetchTest, WithBackgroundFetchTheFirstLayersPrepareStartsTheImagesP
   nlohmann::json st = FreshStatus();
   // Only the base layer is mounted, yet the walk found every object of both layers.
   EXPECT_EQ(st.value("layers", nlohmann::json::array()).size(), 1u) << st.dump(2);
-  EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
-  EXPECT_EQ(st["elf_prefetch"].value("last_executable", ""), kBinary);
-  EXPECT_EQ(st["elf_prefetch"].value("last_objects", 0u), image->objects);
+  ExpectTheHintWalkedTheBinary(st);
 
   grpc::Status s = client_->Prepare("extract-1", "layer-0", StargzLabels(pushed, 1, "layer-1"));
   ASSERT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
@@ -418,8 +424,7 @@ TEST_P(ElfPrefetchTest, WithBackgroundFetchTheFirstLayersPrepareStartsTheImagesP
   ASSERT_FALSE(rootfs.empty());
   EXPECT_EQ(Exec(rootfs), image->host_version);
   st = FreshStatus();
-  EXPECT_EQ(st["elf_prefetch"].value("start_hints", 0), 1) << st["elf_prefetch"].dump();
-  EXPECT_EQ(st["elf_prefetch"].value("walks_started", 0), 1) << st["elf_prefetch"].dump();
+  ExpectOneHintAndOneWalk(st);
   EXPECT_EQ(LayerSum(st, "demand_fetches"), 0u) << st.dump(2);
 }
 
