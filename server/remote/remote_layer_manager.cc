@@ -155,6 +155,8 @@ RemoteLayerManager::~RemoteLayerManager() {
   // Its walks hold readers of the layers just unmounted: Stop ends their waits.
   if (elf_prefetcher_ != nullptr) elf_prefetcher_->Stop();
   WriteStatusFile().IgnoreError();
+  // Its prefetches use client_, destroyed before options_: waited for here.
+  options_.soci_discovery.reset();
 }
 
 std::vector<std::shared_ptr<LayerReader>> RemoteLayerManager::LayerStack(
@@ -259,7 +261,16 @@ absl::StatusOr<registry::ResolvedImage> RemoteLayerManager::ResolveImage(
       return it->second.image;
     }
   }
-  absl::StatusOr<registry::ResolvedImage> image = client_->Resolve(ref);
+  // The image index's entry for the manifest names a v2 SOCI index: discovery starts fetching
+  // it now, in parallel with the manifest, rather than one round trip after it.
+  std::function<void(const oci::Descriptor&)> on_index_entry;
+  if (options_.soci_discovery != nullptr) {
+    on_index_entry = [this, &ref](const oci::Descriptor& entry) {
+      options_.soci_discovery->SawIndexEntry(*client_, ref, entry);
+    };
+  }
+  absl::StatusOr<registry::ResolvedImage> image =
+      client_->Resolve(ref, std::nullopt, on_index_entry);
   if (!image.ok()) return image.status();
   std::lock_guard<std::mutex> lock(mu_);
   if (images_.size() > 256) images_.clear();  // bound; entries are cheap to refetch
@@ -284,7 +295,7 @@ absl::StatusOr<ResolvedLayer> RemoteLayerManager::Resolve(const LayerSource& sou
       resolved.layer = layer;
       // The manifest is authoritative; labels only fill what it lacks.
       for (const auto& [k, v] : source.label_annotations) resolved.layer.annotations.emplace(k, v);
-      resolved.soci_note = AttachZtoc(pinned, image->manifest_descriptor.digest, &resolved);
+      resolved.soci_note = AttachZtoc(pinned, *image, &resolved);
       return resolved;
     }
     if (!ref->digest.empty()) break;  // a digest's manifest cannot change

@@ -13,7 +13,9 @@
 namespace lazypull::remote {
 
 std::string RemoteLayerManager::AttachZtoc(const registry::Reference& pinned,
-                                           const Digest& manifest_digest, ResolvedLayer* resolved) {
+                                           const registry::ResolvedImage& image,
+                                           ResolvedLayer* resolved) {
+  const Digest& manifest_digest = image.manifest_descriptor.digest;
   oci::Descriptor& layer = resolved->layer;
   if (!options_.soci_discovery ||
       oci::LayerCompressionOf(layer.media_type) != oci::LayerCompression::kGzip ||
@@ -32,7 +34,8 @@ std::string RemoteLayerManager::AttachZtoc(const registry::Reference& pinned,
     }
   }
   if (!cached) {
-    ztocs = options_.soci_discovery(*client_, pinned, manifest_digest);
+    // The manifest in hand (verified by its digest when it was resolved): no round trip.
+    ztocs = options_.soci_discovery->Find(*client_, pinned, manifest_digest, image.manifest);
     std::lock_guard<std::mutex> lock(mu_);
     if (ztocs_.size() > 256) ztocs_.clear();  // bound; answers are cheap to ask again
     ztocs_[manifest_digest] = CachedZtocs{ztocs, now};

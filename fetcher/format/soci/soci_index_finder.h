@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "fetcher/format/soci/soci_index.h"
+#include "fetcher/format/soci/soci_index_prefetch.h"
 #include "fetcher/oci/descriptor.h"
 #include "fetcher/oci/manifest.h"
 #include "fetcher/oci/platform.h"
@@ -39,6 +40,9 @@ struct SociFinderOptions {
   // Per-zTOC size cap applied when parsing the index (ParseSociIndex). The index manifest
   // itself is capped at 4 MiB by RegistryClient::FetchManifest.
   uint64_t max_ztoc_size = 512ull << 20;
+  // Where a v2 SOCI index manifest is looked for first: a fetch started while the image
+  // manifest was still being fetched (soci_index_prefetch.h). Null: fetched when needed.
+  SociIndexPrefetch* prefetch = nullptr;
 };
 
 struct FoundSociIndex {
