@@ -1,5 +1,6 @@
 // RemoteLayerManager: SOCI layers — attaching the zTOC that discovery names to a resolved gzip
 // layer, and opening a layer's index through it.
+#include <chrono>
 #include <string>
 #include <utility>
 
@@ -67,6 +68,7 @@ RemoteLayerManager::OpenSociIndex(const ResolvedLayer& layer) {
   absl::StatusOr<std::optional<soci::FineRef>> fine =
       soci::FineFromAnnotations(layer.layer.annotations);
   if (fine.ok() && fine->has_value()) {
+    const auto start = std::chrono::steady_clock::now();
     std::unique_ptr<BlobReader> fine_blob = client_->OpenBlob(*ref, (*fine)->fine);
     std::shared_ptr<BlobReader> windows = client_->OpenBlob(*ref, (*fine)->windows);
     absl::StatusOr<format::LayerIndex> index = soci::OpenFineSociLayerIndex(
@@ -75,7 +77,10 @@ RemoteLayerManager::OpenSociIndex(const ResolvedLayer& layer) {
       LogInfo("SOCI layer opened through its fine index",
               {{"layer", layer.layer.digest.ToString()},
                {"fine_index", (*fine)->fine.digest.ToString()},
-               {"chunks", std::to_string(index->chunk_count())}});
+               {"chunks", std::to_string(index->chunk_count())},
+               {"ms",
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                    .count()}});
       return std::make_shared<const format::LayerIndex>(std::move(*index));
     }
     fine = index.status();
