@@ -4,8 +4,9 @@
 //
 // Discovery, in soci-snapshotter's order:
 //  - v2 ("SOCI-enabled image"): the image manifest carries `com.amazon.soci.index-digest`; the
-//    SOCI index manifest is fetched by that digest. Trust chain: the manifest is verified by
-//    its digest (from containerd, or the registry's for a tag), the index by the digest the
+//    SOCI index manifest is fetched by that digest (or taken from a fetch started earlier from
+//    the image index's entry: SociFinderOptions::prefetch). Trust chain: the manifest is verified
+//    by its digest (from containerd, or the registry's for a tag), the index by the digest the
 //    manifest names, each zTOC later by the digest the index names.
 //  - v1 (only with `v1`): the first referrer of the image manifest with artifactType
 //    application/vnd.amazon.soci.index.v1+json, through the OCI referrers API or the
