@@ -109,8 +109,13 @@ class RegistryClient {
 
   // Resolves `ref` to the image manifest for `platform` (default: HostPlatform()), following
   // an index / manifest list. NotFound when the index has no matching platform.
-  absl::StatusOr<ResolvedImage> Resolve(const Reference& ref,
-                                        std::optional<oci::Platform> platform = std::nullopt);
+  // `on_index_entry` (may be empty) is called, when `ref` names an index, with the index's
+  // descriptor of the chosen manifest (its annotations included) just before that manifest is
+  // fetched, so a caller can start fetches the entry names in parallel (SOCI discovery). It
+  // must not block.
+  absl::StatusOr<ResolvedImage> Resolve(
+      const Reference& ref, std::optional<oci::Platform> platform = std::nullopt,
+      const std::function<void(const oci::Descriptor&)>& on_index_entry = {});
 
   // GET a whole blob into memory, verified against desc.digest and desc.size. ResourceExhausted
   // if desc.size > max_bytes.

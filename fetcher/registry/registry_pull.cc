@@ -58,8 +58,9 @@ absl::StatusOr<FetchedManifest> RegistryClient::FetchManifest(const Reference& r
   return m;
 }
 
-absl::StatusOr<ResolvedImage> RegistryClient::Resolve(const Reference& ref,
-                                                      std::optional<oci::Platform> platform) {
+absl::StatusOr<ResolvedImage> RegistryClient::Resolve(
+    const Reference& ref, std::optional<oci::Platform> platform,
+    const std::function<void(const oci::Descriptor&)>& on_index_entry) {
   auto top = FetchManifest(ref);
   if (!top.ok()) return top.status();
   ResolvedImage out;
@@ -76,6 +77,7 @@ absl::StatusOr<ResolvedImage> RegistryClient::Resolve(const Reference& ref,
           fmt::format("{}: {}", ref.ToString(), std::string(chosen.status().message())));
     }
     out.index_descriptor = top->descriptor;
+    if (on_index_entry) on_index_entry(*chosen);
     Reference by_digest = ref;
     by_digest.digest = chosen->digest;
     auto m = FetchManifest(by_digest);

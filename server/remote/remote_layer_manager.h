@@ -91,7 +91,7 @@ class RemoteLayerManager final : public RemoteLayerHandler {
     std::shared_ptr<metrics::Metrics> metrics;
     // Which zTOC belongs to which layer (SOCI indexes): a gzip layer with no lazy format of its
     // own is served through its zTOC when this names one. Null = no SOCI.
-    SociDiscovery soci_discovery;
+    std::unique_ptr<SociDiscovery> soci_discovery;
     // Whether soci_discovery looks for v1 indexes (`[soci] v1`): named in the fallback reason
     // of a layer no index covers.
     bool soci_v1 = false;
@@ -148,7 +148,7 @@ class RemoteLayerManager final : public RemoteLayerHandler {
   // remote_layer_soci.cc. For a gzip layer without a lazy format of its own: records the zTOC
   // that SOCI discovery names for it in resolved->layer's annotations. Discovery errors are
   // returned as a note for the fallback log line ("" when none).
-  std::string AttachZtoc(const registry::Reference& pinned, const Digest& manifest_digest,
+  std::string AttachZtoc(const registry::Reference& pinned, const registry::ResolvedImage& image,
                          ResolvedLayer* resolved);
   // The layer's index through its recorded zTOC, or nullopt when none is recorded.
   std::optional<absl::StatusOr<std::shared_ptr<const format::LayerIndex>>> OpenSociIndex(

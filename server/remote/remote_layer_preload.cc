@@ -174,7 +174,7 @@ void RemoteLayerManager::PreloadImageLayers(const LayerSource& source, const Res
     }
     ResolvedLayer candidate{.image_ref = layer.image_ref, .layer = other, .soci_note = ""};
     if (!AnnotatedLazy(other)) {
-      AttachZtoc(pinned, image->manifest_descriptor.digest, &candidate);
+      AttachZtoc(pinned, *image, &candidate);
       absl::StatusOr<std::optional<oci::Descriptor>> ztoc =
           soci::ZtocFromAnnotations(candidate.layer.annotations);
       if (!ztoc.ok() || !ztoc->has_value()) continue;

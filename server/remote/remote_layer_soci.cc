@@ -1,5 +1,6 @@
 // RemoteLayerManager: SOCI layers — attaching the zTOC that discovery names to a resolved gzip
 // layer, and opening a layer's index through it.
+#include <chrono>
 #include <string>
 #include <utility>
 
@@ -13,7 +14,9 @@
 namespace lazypull::remote {
 
 std::string RemoteLayerManager::AttachZtoc(const registry::Reference& pinned,
-                                           const Digest& manifest_digest, ResolvedLayer* resolved) {
+                                           const registry::ResolvedImage& image,
+                                           ResolvedLayer* resolved) {
+  const Digest& manifest_digest = image.manifest_descriptor.digest;
   oci::Descriptor& layer = resolved->layer;
   if (!options_.soci_discovery ||
       oci::LayerCompressionOf(layer.media_type) != oci::LayerCompression::kGzip ||
@@ -32,7 +35,8 @@ std::string RemoteLayerManager::AttachZtoc(const registry::Reference& pinned,
     }
   }
   if (!cached) {
-    ztocs = options_.soci_discovery(*client_, pinned, manifest_digest);
+    // The manifest in hand (verified by its digest when it was resolved): no round trip.
+    ztocs = options_.soci_discovery->Find(*client_, pinned, manifest_digest, image.manifest);
     std::lock_guard<std::mutex> lock(mu_);
     if (ztocs_.size() > 256) ztocs_.clear();  // bound; answers are cheap to ask again
     ztocs_[manifest_digest] = CachedZtocs{ztocs, now};
@@ -64,6 +68,7 @@ RemoteLayerManager::OpenSociIndex(const ResolvedLayer& layer) {
   absl::StatusOr<std::optional<soci::FineRef>> fine =
       soci::FineFromAnnotations(layer.layer.annotations);
   if (fine.ok() && fine->has_value()) {
+    const auto start = std::chrono::steady_clock::now();
     std::unique_ptr<BlobReader> fine_blob = client_->OpenBlob(*ref, (*fine)->fine);
     std::shared_ptr<BlobReader> windows = client_->OpenBlob(*ref, (*fine)->windows);
     absl::StatusOr<format::LayerIndex> index = soci::OpenFineSociLayerIndex(
@@ -72,7 +77,10 @@ RemoteLayerManager::OpenSociIndex(const ResolvedLayer& layer) {
       LogInfo("SOCI layer opened through its fine index",
               {{"layer", layer.layer.digest.ToString()},
                {"fine_index", (*fine)->fine.digest.ToString()},
-               {"chunks", std::to_string(index->chunk_count())}});
+               {"chunks", std::to_string(index->chunk_count())},
+               {"ms",
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                    .count()}});
       return std::make_shared<const format::LayerIndex>(std::move(*index));
     }
     fine = index.status();

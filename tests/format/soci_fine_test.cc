@@ -237,6 +237,38 @@ TEST_F(SociFineTest, WindowsAreWarmedOfferedAndCached) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// The layer's first span starts the stream: no back-reference reaches before it, so it is
+// inflated without its window, and a fetch of it warms none.
+TEST_F(SociFineTest, TheFirstSpanNeedsNoWindow) {
+  auto frame = DecodeFineBlob(blobs_->fine);
+  ASSERT_TRUE(frame.ok());
+  auto ztoc = ParseZtoc(frame->ztoc, {.windowless_checkpoints = true});
+  ASSERT_TRUE(ztoc.ok());
+  ASSERT_EQ(ztoc->checkpoints.at(0).uncompressed_offset, 0u);
+  auto counting = std::make_shared<CountingReader>(*windows_);
+  {
+    auto fine_blob = NewStringBlobReader(blobs_->fine);
+    auto index = OpenFineSociLayerIndex(*fine_blob, counting, Ref(blobs_->fine, *windows_),
+                                        layer_->gzip.size());
+    ASSERT_TRUE(index.ok()) << index.status();
+    const ByteRange first = ztoc->SpanCompressedRange(0);
+    std::vector<const format::Chunk*> chunks;
+    for (format::Ino ino = 1; ino <= index->inode_count(); ++ino) {
+      for (const format::Chunk& c : index->Chunks(ino)) {
+        if (c.compressed_offset == first.offset) chunks.push_back(&c);
+      }
+    }
+    ASSERT_FALSE(chunks.empty());
+    index->span_decoder()->WillFetch(chunks);
+    auto span = format::DecodeSpan(
+        *chunks.front(), std::string_view(layer_->gzip).substr(first.offset, first.length),
+        index->span_decoder());
+    ASSERT_TRUE(span.ok()) << span.status();
+    EXPECT_TRUE(*span == layer_->tar.substr(0, ztoc->SpanUncompressedRange(0).length));
+  }  // the index waits for any window fetch it started
+  EXPECT_EQ(counting->reads.load(), 0);
+}
+
 // Windows pushed out of the 128-entry LRU come back from the compressed copies without a
 // fetch: a span inflated on arrival and touched again much later must not wait for the blob.
 TEST_F(SociFineTest, WindowsOutsideTheLruComeBackWithoutAFetch) {

@@ -2,7 +2,8 @@
 // on 127.0.0.1, which has no referrers API: v2 SOCI-enabled images found by tag (the stargz
 // labels' case, no manifest digest) and by manifest digest (CRI's), v1 indexes through the
 // referrers tag schema only when v1 is on, and the exact status codes for a missing, malformed,
-// mismatched or corrupted index. The documents are laid out the way soci-snapshotter's
+// mismatched or corrupted index, with and without the index prefetched from the image index's
+// entry (SociIndexPrefetch). The documents are laid out the way soci-snapshotter's
 // `soci convert` (v2) and `soci create` + push (v1) write them.
 #include <gtest/gtest.h>
 
@@ -10,6 +11,7 @@
 
 #include "fetcher/format/soci/soci_index.h"
 #include "fetcher/format/soci/soci_index_finder.h"
+#include "fetcher/format/soci/soci_index_prefetch.h"
 #include "fetcher/oci/index.h"
 #include "fetcher/oci/manifest.h"
 #include "fetcher/oci/media_types.h"
@@ -50,7 +52,8 @@ class SociFinderTest : public ::testing::Test {
 
   // A SOCI index manifest for `img` with a zTOC (opaque bytes here: the finder never reads
   // them) for its first layer, pushed by digest.
-  oci::Descriptor PushIndex(const PushedImage& img, SociIndexVersion version) {
+  oci::Descriptor PushIndex(const PushedImage& img, SociIndexVersion version,
+                            const std::string& tool = "lazypull test") {
     std::string ztoc_bytes = RandomBytes(777, 3);
     ZtocRef z;
     z.ztoc.media_type = std::string(kZtocMediaType);
@@ -64,7 +67,7 @@ class SociFinderTest : public ::testing::Test {
     SociIndex index;
     index.version = version;
     index.ztocs.push_back(z);
-    index.build_tool_identifier = "lazypull test";
+    index.build_tool_identifier = tool;
     if (version == SociIndexVersion::kV1) index.subject = img.manifest;
     return PushManifestBytes(img.ref, oci::SerializeManifest(MakeSociIndexManifest(index)));
   }
@@ -133,6 +136,20 @@ class SociFinderTest : public ::testing::Test {
     SociFinderOptions options;
     options.v1 = v1;
     return FindSociIndex(*client_, Ref(reg_->host() + "/" + ref), manifest, options);
+  }
+
+  // What the daemon does for a tag: Resolve, prefetching the SOCI index the image index's
+  // entry names, then discovery from the resolved manifest through that prefetch.
+  absl::StatusOr<std::optional<FoundSociIndex>> FindPrefetched(const std::string& ref,
+                                                               SociIndexPrefetch& prefetch) {
+    Reference r = Ref(reg_->host() + "/" + ref);
+    auto resolved = client_->Resolve(
+        r, std::nullopt, [&](const oci::Descriptor& entry) { prefetch.Start(*client_, r, entry); });
+    if (!resolved.ok()) return resolved.status();
+    SociFinderOptions options;
+    options.prefetch = &prefetch;
+    return FindSociIndexOfManifest(*client_, r, resolved->manifest_descriptor.digest,
+                                   resolved->manifest, options);
   }
 
   TempDir dir_{"lazypull-soci-finder"};
@@ -292,6 +309,122 @@ TEST_F(SociFinderTest, BadIndexesGetExactCodes) {
   }
   auto corrupt = Find("team/bad:corrupt", std::nullopt, false);
   EXPECT_EQ(corrupt.status().code(), absl::StatusCode::kDataLoss) << corrupt.status();
+}
+
+TEST_F(SociFinderTest, PrefetchedIndexGivesTheSameAnswerWithoutItsOwnRoundTrip) {
+  PushedImage img = Push("team/pre");
+  oci::Descriptor soci = PushIndex(img, SociIndexVersion::kV2);
+  oci::Descriptor image = EnableV2(img, soci, "v1-soci", soci.digest.ToString());
+
+  SociIndexPrefetch prefetch;
+  const uint64_t before = client_->stats().requests;
+  auto found = FindPrefetched("team/pre:v1-soci", prefetch);
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ(prefetch.started(), 1u);
+  // The image index, the image manifest and the SOCI index: nothing after the manifest.
+  EXPECT_EQ(client_->stats().requests - before, 3u);
+  auto plain = Find("team/pre:v1-soci", std::nullopt, false);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_TRUE(plain->has_value());
+  const FoundSociIndex& a = **found;
+  const FoundSociIndex& b = **plain;
+  EXPECT_EQ(a.descriptor.digest, b.descriptor.digest);
+  EXPECT_EQ(a.descriptor.size, b.descriptor.size);
+  EXPECT_EQ(a.image_manifest_digest, image.digest);
+  ASSERT_EQ(a.index.ztocs.size(), 1u);
+  EXPECT_EQ(a.index.ztocs[0].ztoc.digest, b.index.ztocs[0].ztoc.digest);
+  EXPECT_EQ(a.index.ztocs[0].layer_digest, img.layers[0].digest);
+
+  // Taken: a second discovery fetches the index itself (and prefetches it again).
+  const uint64_t again = client_->stats().requests;
+  auto second = FindPrefetched("team/pre:v1-soci", prefetch);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(prefetch.started(), 2u);
+  EXPECT_EQ(client_->stats().requests - again, 3u);
+}
+
+TEST_F(SociFinderTest, PrefetchKeepsExactCodesForMissingAndCorruptIndexes) {
+  PushedImage img = Push("team/prebad");
+  oci::Descriptor soci = PushIndex(img, SociIndexVersion::kV2);
+
+  // Absent: NotFound, as without a prefetch; the failed prefetch is not the answer (the index
+  // is asked for again).
+  std::string absent = Digest::Of("no such index").ToString();
+  EnableV2(img, soci, "absent", absent);
+  {
+    SociIndexPrefetch prefetch;
+    const uint64_t before = client_->stats().requests;
+    auto missing = FindPrefetched("team/prebad:absent", prefetch);
+    EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
+    EXPECT_NE(missing.status().message().find(absent), std::string::npos) << missing.status();
+    EXPECT_EQ(prefetch.started(), 1u);
+    EXPECT_GE(client_->stats().requests - before, 4u);
+    EXPECT_EQ(Find("team/prebad:absent", std::nullopt, false).status().code(),
+              absl::StatusCode::kNotFound);
+  }
+
+  // A malformed digest in the entry starts nothing; the manifest's annotation decides.
+  EnableV2(img, soci, "baddigest", "sha256:xyz");
+  {
+    SociIndexPrefetch prefetch;
+    auto bad = FindPrefetched("team/prebad:baddigest", prefetch);
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+    EXPECT_EQ(prefetch.started(), 0u);
+  }
+
+  // A v1 index where the v2 annotation points: InvalidArgument, prefetched or not.
+  oci::Descriptor v1 = PushIndex(img, SociIndexVersion::kV1);
+  EnableV2(img, v1, "wrongversion", v1.digest.ToString());
+  {
+    SociIndexPrefetch prefetch;
+    auto wrong = FindPrefetched("team/prebad:wrongversion", prefetch);
+    EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument) << wrong.status();
+    EXPECT_EQ(prefetch.started(), 1u);
+  }
+
+  // Bytes that do not match their digest: DataLoss, prefetched or not.
+  oci::Descriptor good = PushIndex(img, SociIndexVersion::kV2);
+  EnableV2(img, good, "corrupt", good.digest.ToString());
+  std::string data = reg_->storage_dir() + "/docker/registry/v2/blobs/sha256/" +
+                     good.digest.hex().substr(0, 2) + "/" + good.digest.hex() + "/data";
+  {
+    std::fstream f(data, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good()) << data;
+    f.seekp(10);
+    f.put('#');
+  }
+  {
+    SociIndexPrefetch prefetch;
+    auto corrupt = FindPrefetched("team/prebad:corrupt", prefetch);
+    EXPECT_EQ(corrupt.status().code(), absl::StatusCode::kDataLoss) << corrupt.status();
+    EXPECT_EQ(prefetch.started(), 1u);
+  }
+}
+
+TEST_F(SociFinderTest, PrefetchOfAnotherIndexThanTheManifestNamesIsNotUsed) {
+  // The image index's entry names one SOCI index, the (verified) manifest another: discovery
+  // follows the manifest, and the prefetch of the entry's index serves nothing.
+  PushedImage img = Push("team/premix");
+  oci::Descriptor named = PushIndex(img, SociIndexVersion::kV2);
+  oci::Descriptor decoy = PushIndex(img, SociIndexVersion::kV2, "another tool");
+  ASSERT_NE(named.digest, decoy.digest);
+  oci::Descriptor image = EnableV2(img, named, "mixed", named.digest.ToString());
+  image.annotations[std::string(kAnnotationIndexDigest)] = decoy.digest.ToString();
+  oci::Index index;
+  index.media_type = std::string(oci::kOciIndex);
+  index.manifests = {image};
+  Reference tagged = img.ref;
+  tagged.tag = "mixed";
+  ASSERT_TRUE(client_->PushManifest(tagged, index.media_type, oci::SerializeIndex(index)).ok());
+
+  SociIndexPrefetch prefetch;
+  auto found = FindPrefetched("team/premix:mixed", prefetch);
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ(prefetch.started(), 1u);
+  EXPECT_EQ((*found)->descriptor.digest, named.digest);
+  EXPECT_EQ((*found)->image_manifest_digest, image.digest);
 }
 
 }  // namespace

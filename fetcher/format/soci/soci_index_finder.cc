@@ -70,7 +70,9 @@ absl::StatusOr<FoundSociIndex> FetchIndex(registry::RegistryClient& client,
   registry::Reference ref = image;
   ref.tag.clear();
   ref.digest = digest;
-  auto fetched = client.FetchManifest(ref);
+  auto fetched = want == SociIndexVersion::kV2 && options.prefetch != nullptr
+                     ? options.prefetch->Fetch(client, ref)
+                     : client.FetchManifest(ref);
   if (!fetched.ok()) {
     return absl::Status(fetched.status().code(),
                         fmt::format("soci index {} of image manifest {}: {}", digest.ToString(),

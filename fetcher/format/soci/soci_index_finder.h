@@ -4,8 +4,9 @@
 //
 // Discovery, in soci-snapshotter's order:
 //  - v2 ("SOCI-enabled image"): the image manifest carries `com.amazon.soci.index-digest`; the
-//    SOCI index manifest is fetched by that digest. Trust chain: the manifest is verified by
-//    its digest (from containerd, or the registry's for a tag), the index by the digest the
+//    SOCI index manifest is fetched by that digest (or taken from a fetch started earlier from
+//    the image index's entry: SociFinderOptions::prefetch). Trust chain: the manifest is verified
+//    by its digest (from containerd, or the registry's for a tag), the index by the digest the
 //    manifest names, each zTOC later by the digest the index names.
 //  - v1 (only with `v1`): the first referrer of the image manifest with artifactType
 //    application/vnd.amazon.soci.index.v1+json, through the OCI referrers API or the
@@ -22,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "fetcher/format/soci/soci_index.h"
+#include "fetcher/format/soci/soci_index_prefetch.h"
 #include "fetcher/oci/descriptor.h"
 #include "fetcher/oci/manifest.h"
 #include "fetcher/oci/platform.h"
@@ -39,6 +41,9 @@ struct SociFinderOptions {
   // Per-zTOC size cap applied when parsing the index (ParseSociIndex). The index manifest
   // itself is capped at 4 MiB by RegistryClient::FetchManifest.
   uint64_t max_ztoc_size = 512ull << 20;
+  // Where a v2 SOCI index manifest is looked for first: a fetch started while the image
+  // manifest was still being fetched (soci_index_prefetch.h). Null: fetched when needed.
+  SociIndexPrefetch* prefetch = nullptr;
 };
 
 struct FoundSociIndex {

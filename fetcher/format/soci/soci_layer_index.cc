@@ -21,6 +21,12 @@ namespace {
 using format::Chunk;
 using format::ChunkCompression;
 
+// The window of a checkpoint at the stream's start.
+std::string_view ZeroWindow() {
+  static const std::string* const kZeros = new std::string(kWindowSize, '\0');
+  return *kZeros;
+}
+
 // Inflates the spans of one zTOC, and describes them (for EROFS layouts and graduation).
 class ZtocSpanDecoder : public format::SpanDecoder, public format::GzipSpans {
  public:
@@ -44,7 +50,12 @@ class ZtocSpanDecoder : public format::SpanDecoder, public format::GzipSpans {
     const uint64_t length = ztoc_->SpanUncompressedRange(*span).length;
     Checkpoint checkpoint = ztoc_->checkpoints.at(*span);
     std::shared_ptr<const std::string> window;
-    if (windows_ != nullptr) {
+    if (windows_ != nullptr && checkpoint.uncompressed_offset == 0) {
+      // The stream's start: nothing precedes it for a back-reference to reach, so the window
+      // is the builder's empty one (zeros) and needs no round trip (a layer's first span holds
+      // /etc, which every container start reads).
+      checkpoint.window = ZeroWindow();
+    } else if (windows_ != nullptr) {
       // Verified against its sha256 before it is returned.
       absl::StatusOr<std::shared_ptr<const std::string>> w = windows_->Window(*span);
       if (!w.ok()) {
@@ -79,9 +90,10 @@ class ZtocSpanDecoder : public format::SpanDecoder, public format::GzipSpans {
     if (windows_ == nullptr) return;
     std::vector<size_t> spans;
     for (const Chunk* c : chunks) {
-      if (std::optional<size_t> span = SpanOf(*c)) spans.push_back(*span);
+      std::optional<size_t> span = SpanOf(*c);
+      if (span && ztoc_->checkpoints.at(*span).uncompressed_offset != 0) spans.push_back(*span);
     }
-    windows_->Warm(spans);
+    if (!spans.empty()) windows_->Warm(spans);
   }
 
   size_t span_count() const override { return ztoc_->span_count(); }
