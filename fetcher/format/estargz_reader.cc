@@ -109,11 +109,8 @@ class EstargzIndexer {
     if (e.type == "chunk") return OnChunk(e);
     if (auto st = Flush(); !st.ok()) return st;
     if (e.offset > 0 && e.inner_offset == 0) member_starts_.push_back(e.offset);
-    auto parts = LayerIndexBuilder::SplitPath(e.name);
-    if (!parts.ok()) return parts.status();
-    if (parts->size() == 1 &&
-        ((*parts)[0] == kPrefetchLandmark || (*parts)[0] == kNoPrefetchLandmark)) {
-      if ((*parts)[0] == kPrefetchLandmark) {
+    if (std::string_view landmark = Landmark(e.name); !landmark.empty()) {
+      if (landmark == kPrefetchLandmark) {
         if (static_cast<uint64_t>(e.offset) > toc_offset_) {
           return Bad(fmt::format("prefetch landmark offset {} is past the TOC offset {}", e.offset,
                                  toc_offset_));
@@ -129,10 +126,10 @@ class EstargzIndexer {
     if (e.type != "reg") return AddNonRegular(builder_, e, *meta);
 
     pending_ = true;
-    path_ = std::move(e.name);
+    path_.assign(e.name);
     meta_ = std::move(*meta);
     size_ = static_cast<uint64_t>(e.size);
-    file_digest_ = std::move(e.digest);
+    file_digest_.assign(e.digest);
     chunks_.clear();
     if (size_ > 0) return AddChunk(e);
     return absl::OkStatus();

@@ -37,7 +37,10 @@ std::string JoinPath(const std::vector<std::string_view>& parts) {
 }  // namespace
 
 LayerIndexBuilder::LayerIndexBuilder(LayerFormat format, IndexBuildOptions options)
-    : format_(format), options_(std::move(options)) {
+    : format_(format),
+      options_(std::move(options)),
+      children_(0, ChildHash{&index_.strings_}, ChildEq{&index_.strings_}),
+      interned_(0, ArenaHash{&index_.strings_}, ArenaEq{&index_.strings_}) {
   // Compactness is a requirement (200,000 files under 64 MB): keep these from growing.
   static_assert(sizeof(Node) == 72);
   static_assert(sizeof(Chunk) == 80);
@@ -47,11 +50,18 @@ LayerIndexBuilder::LayerIndexBuilder(LayerFormat format, IndexBuildOptions optio
   root.parent = kRootIno;
   index_.inodes_.push_back(root);
   implicit_.push_back(true);
-  by_path_.emplace("", kRootIno);
 }
 
 absl::StatusOr<std::vector<std::string_view>> LayerIndexBuilder::SplitPath(std::string_view path) {
   std::vector<std::string_view> parts;
+  if (auto st = SplitPathInto(path, &parts); !st.ok()) return st;
+  return parts;
+}
+
+absl::Status LayerIndexBuilder::SplitPathInto(std::string_view path,
+                                              std::vector<std::string_view>* out) {
+  std::vector<std::string_view>& parts = *out;
+  parts.clear();
   if (!path.empty() && path[0] == '/') return Invalid(path, "absolute path");
   if (path.find('\0') != std::string_view::npos) return Invalid(path, "NUL byte in path");
   while (!path.empty()) {
@@ -63,12 +73,28 @@ absl::StatusOr<std::vector<std::string_view>> LayerIndexBuilder::SplitPath(std::
     if (part.size() > 255) return Invalid(part, "path component longer than 255 bytes");
     parts.push_back(part);
   }
-  return parts;
+  return absl::OkStatus();
+}
+
+std::optional<Ino> LayerIndexBuilder::FindChild(Ino parent, std::string_view name) const {
+  auto it = children_.find(ChildProbe{parent, name});
+  if (it == children_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<Ino> LayerIndexBuilder::Resolve(const std::vector<std::string_view>& parts) const {
+  Ino cur = kRootIno;
+  for (std::string_view part : parts) {
+    std::optional<Ino> next = FindChild(cur, part);
+    if (!next) return std::nullopt;
+    cur = *next;
+  }
+  return cur;
 }
 
 absl::StatusOr<LayerIndex::StrRef> LayerIndexBuilder::Intern(std::string_view s) {
-  auto it = interned_.find(absl::string_view(s.data(), s.size()));
-  if (it != interned_.end()) return it->second;
+  auto it = interned_.find(s);
+  if (it != interned_.end()) return *it;
   std::string& arena = index_.strings_;
   if (arena.size() + s.size() > UINT32_MAX) {
     return absl::InvalidArgumentError("layer index: string table exceeds 4 GiB");
@@ -76,7 +102,7 @@ absl::StatusOr<LayerIndex::StrRef> LayerIndexBuilder::Intern(std::string_view s)
   StrRef ref{static_cast<uint32_t>(arena.size()), static_cast<uint32_t>(s.size())};
   arena.append(s);
   // Only short strings are worth deduplicating (names, xattr names, common values).
-  if (s.size() <= 256) interned_.emplace(std::string(s), ref);
+  if (s.size() <= 256) interned_.insert(ref);
   return ref;
 }
 
@@ -91,16 +117,25 @@ absl::Status LayerIndexBuilder::CountEntry(std::string_view path) {
 absl::StatusOr<Ino> LayerIndexBuilder::EnsureDir(std::string_view full,
                                                  const std::vector<std::string_view>& parts,
                                                  size_t n) {
-  // TOCs list a directory's files together: remember the last parent resolved.
-  std::string joined;
-  for (size_t i = 0; i < n; ++i) {
-    if (i > 0) joined.push_back('/');
-    joined.append(parts[i]);
+  // TOCs list a directory's files together: remember the last parent resolved (compared
+  // without building the joined path).
+  if (last_dir_ino_ != 0) {
+    size_t pos = 0;
+    bool same = true;
+    for (size_t i = 0; i < n && same; ++i) {
+      if (i > 0) same = pos < last_dir_key_.size() && last_dir_key_[pos++] == '/';
+      same = same && last_dir_key_.compare(pos, parts[i].size(), parts[i]) == 0;
+      pos += parts[i].size();
+    }
+    if (same && pos == last_dir_key_.size()) return last_dir_ino_;
   }
-  if (last_dir_ino_ != 0 && joined == last_dir_key_) return last_dir_ino_;
   auto resolved = EnsureDirSlow(full, parts, n);
   if (resolved.ok()) {
-    last_dir_key_ = std::move(joined);
+    last_dir_key_.clear();
+    for (size_t i = 0; i < n; ++i) {
+      if (i > 0) last_dir_key_.push_back('/');
+      last_dir_key_.append(parts[i]);
+    }
     last_dir_ino_ = *resolved;
   }
   return resolved;
@@ -110,15 +145,12 @@ absl::StatusOr<Ino> LayerIndexBuilder::EnsureDirSlow(std::string_view full,
                                                      const std::vector<std::string_view>& parts,
                                                      size_t n) {
   Ino cur = kRootIno;
-  std::string key;
   for (size_t i = 0; i < n; ++i) {
-    if (i > 0) key.push_back('/');
-    key.append(parts[i]);
-    auto it = by_path_.find(key);
-    if (it != by_path_.end()) {
-      cur = it->second;
+    if (std::optional<Ino> found = FindChild(cur, parts[i])) {
+      cur = *found;
       if (!S_ISDIR(index_.inodes_[cur - 1].mode)) {
-        return Invalid(full, fmt::format("parent \"{}\" is not a directory", key));
+        std::vector<std::string_view> prefix(parts.begin(), parts.begin() + i + 1);
+        return Invalid(full, fmt::format("parent \"{}\" is not a directory", JoinPath(prefix)));
       }
       continue;
     }
@@ -133,7 +165,7 @@ absl::StatusOr<Ino> LayerIndexBuilder::EnsureDirSlow(std::string_view full,
     implicit_.push_back(true);
     Ino ino = static_cast<Ino>(index_.inodes_.size());
     tmp_dirents_.push_back({cur, *name, ino});
-    by_path_.emplace(key, ino);
+    children_.emplace(ChildKey{cur, *name}, ino);
     cur = ino;
   }
   return cur;
@@ -173,11 +205,10 @@ absl::Status LayerIndexBuilder::AddXattrs(
 absl::StatusOr<Ino> LayerIndexBuilder::AddNode(std::string_view path, uint32_t mode,
                                                const EntryMeta& meta, bool allow_dir_update) {
   if (auto st = CountEntry(path); !st.ok()) return st;
-  auto parts = SplitPath(path);
-  if (!parts.ok()) return parts.status();
+  if (auto st = SplitPathInto(path, &parts_); !st.ok()) return st;
   EntryMeta translated_meta;
   const EntryMeta* m = &meta;
-  std::vector<std::string_view>& p = *parts;
+  std::vector<std::string_view>& p = parts_;
   uint8_t flags = 0;
   std::string whiteout_name;
   if (!p.empty() && p.back().starts_with(kWhiteoutPrefix)) {
@@ -219,11 +250,9 @@ absl::StatusOr<Ino> LayerIndexBuilder::AddNode(std::string_view path, uint32_t m
   }
   auto parent = EnsureDir(path, p, p.size() - 1);
   if (!parent.ok()) return parent.status();
-  std::string key = JoinPath(p);
   Ino ino;
-  auto existing = by_path_.find(key);
-  if (existing != by_path_.end()) {
-    ino = existing->second;
+  if (std::optional<Ino> existing = FindChild(*parent, p.back())) {
+    ino = *existing;
     Node& old = index_.inodes_[ino - 1];
     if (!(S_ISDIR(mode) && S_ISDIR(old.mode) && implicit_[ino - 1])) {
       return Invalid(path, "duplicate name in the layer");
@@ -239,7 +268,7 @@ absl::StatusOr<Ino> LayerIndexBuilder::AddNode(std::string_view path, uint32_t m
     implicit_.push_back(false);
     ino = static_cast<Ino>(index_.inodes_.size());
     tmp_dirents_.push_back({*parent, *name, ino});
-    by_path_.emplace(std::move(key), ino);
+    children_.emplace(ChildKey{*parent, *name}, ino);
   }
   Node& node = index_.inodes_[ino - 1];
   node.mode = mode | (flags & kWhiteout ? 0 : (m->permissions & 07777));
@@ -369,11 +398,11 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
   for (const PendingLink& link : links_) {
     auto target_parts = SplitPath(link.target);
     if (!target_parts.ok()) return Invalid(link.path, Msg(target_parts.status()));
-    auto it = by_path_.find(JoinPath(*target_parts));
-    if (it == by_path_.end() || target_parts->empty()) {
+    std::optional<Ino> found = target_parts->empty() ? std::nullopt : Resolve(*target_parts);
+    if (!found) {
       return Invalid(link.path, fmt::format("hardlink to missing target \"{}\"", link.target));
     }
-    Ino target = it->second;
+    Ino target = *found;
     if (S_ISDIR(index_.inodes_[target - 1].mode)) {
       return Invalid(link.path, fmt::format("hardlink to directory \"{}\"", link.target));
     }
@@ -385,15 +414,17 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
     }
     auto parent = EnsureDir(link.path, *parts, parts->size() - 1);
     if (!parent.ok()) return parent.status();
-    std::string key = JoinPath(*parts);
-    if (by_path_.contains(key)) return Invalid(link.path, "duplicate name in the layer");
+    if (FindChild(*parent, parts->back())) {
+      return Invalid(link.path, "duplicate name in the layer");
+    }
     auto name = Intern(parts->back());
     if (!name.ok()) return name.status();
     tmp_dirents_.push_back({*parent, *name, target});
-    by_path_.emplace(std::move(key), target);
+    children_.emplace(ChildKey{*parent, *name}, target);
   }
-  by_path_ = {};
-  interned_ = {};
+  // Release the build-time maps early (the opaque xattrs below still intern).
+  children_ = decltype(children_)(0, ChildHash{&index_.strings_}, ChildEq{&index_.strings_});
+  interned_ = decltype(interned_)(0, ArenaHash{&index_.strings_}, ArenaEq{&index_.strings_});
   links_ = {};
 
   // Opaque directories get their overlay xattrs.

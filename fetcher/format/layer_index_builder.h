@@ -13,12 +13,15 @@
 #define LAZYPULL_FETCHER_FORMAT_LAYER_INDEX_BUILDER_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "fetcher/format/layer_index.h"
@@ -99,11 +102,67 @@ class LayerIndexBuilder {
   using Node = LayerIndex::Node;
   using StrRef = LayerIndex::StrRef;
 
+  // Sets keyed by strings already in the index's string table (no copies), probed by
+  // string_view: the table grows while they are in use, so they hold offsets, not views.
+  struct ArenaHash {
+    using is_transparent = void;
+    const std::string* arena = nullptr;
+    size_t operator()(std::string_view s) const { return absl::HashOf(s); }
+    size_t operator()(StrRef r) const { return (*this)(View(r)); }
+    std::string_view View(StrRef r) const {
+      return std::string_view(*arena).substr(r.offset, r.length);
+    }
+  };
+  struct ArenaEq {
+    using is_transparent = void;
+    const std::string* arena = nullptr;
+    std::string_view View(StrRef r) const { return ArenaHash{arena}.View(r); }
+    std::string_view View(std::string_view s) const { return s; }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return View(a) == View(b);
+    }
+  };
+  // A directory entry: (parent inode, name) -> inode.
+  struct ChildKey {
+    Ino parent = 0;
+    StrRef name;
+  };
+  struct ChildProbe {
+    Ino parent = 0;
+    std::string_view name;
+  };
+  struct ChildHash {
+    using is_transparent = void;
+    const std::string* arena = nullptr;
+    size_t operator()(const ChildProbe& p) const { return absl::HashOf(p.parent, p.name); }
+    size_t operator()(const ChildKey& k) const {
+      return (*this)(ChildProbe{k.parent, ArenaHash{arena}.View(k.name)});
+    }
+  };
+  struct ChildEq {
+    using is_transparent = void;
+    const std::string* arena = nullptr;
+    ChildProbe Probe(const ChildProbe& p) const { return p; }
+    ChildProbe Probe(const ChildKey& k) const {
+      return ChildProbe{k.parent, ArenaHash{arena}.View(k.name)};
+    }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      ChildProbe x = Probe(a), y = Probe(b);
+      return x.parent == y.parent && x.name == y.name;
+    }
+  };
+
+  static absl::Status SplitPathInto(std::string_view path, std::vector<std::string_view>* parts);
   absl::StatusOr<StrRef> Intern(std::string_view s);
   absl::StatusOr<Ino> EnsureDir(std::string_view dir_path,
                                 const std::vector<std::string_view>& parts, size_t n);
   absl::StatusOr<Ino> EnsureDirSlow(std::string_view dir_path,
                                     const std::vector<std::string_view>& parts, size_t n);
+  // The inode named by `parts` (nullopt if missing); the root for no parts.
+  std::optional<Ino> Resolve(const std::vector<std::string_view>& parts) const;
+  std::optional<Ino> FindChild(Ino parent, std::string_view name) const;
   // Creates the node for `path` (whiteouts translated). Returns 0 (and OK) for entries that
   // are dropped (opaque markers, aufs metadata).
   absl::StatusOr<Ino> AddNode(std::string_view path, uint32_t mode, const EntryMeta& meta,
@@ -117,8 +176,9 @@ class LayerIndexBuilder {
   LayerIndex index_;
   uint64_t entries_ = 0;
   std::vector<bool> implicit_;  // per inode: created as a parent, no own entry yet
-  absl::flat_hash_map<std::string, Ino> by_path_;
-  absl::flat_hash_map<std::string, StrRef> interned_;
+  absl::flat_hash_map<ChildKey, Ino, ChildHash, ChildEq> children_;
+  absl::flat_hash_set<StrRef, ArenaHash, ArenaEq> interned_;
+  std::vector<std::string_view> parts_;  // scratch for AddNode
   struct TmpDirent {
     Ino parent;
     StrRef name;

@@ -64,13 +64,12 @@ class ZstdChunkedIndexer {
     if (e.type == "chunk") return OnChunk(e);
     if (auto st = Flush(); !st.ok()) return st;
     // stargz-snapshotter's zstd:chunked carries an eStargz TOC, landmarks included.
-    auto parts = LayerIndexBuilder::SplitPath(e.name);
-    if (!parts.ok()) return parts.status();
-    if (parts->size() == 1 && (*parts)[0] == kPrefetchLandmark) {
+    std::string_view landmark = Landmark(e.name);
+    if (landmark == kPrefetchLandmark) {
       prefetch_end_ = static_cast<uint64_t>(e.offset);
       return absl::OkStatus();
     }
-    if (parts->size() == 1 && (*parts)[0] == kNoPrefetchLandmark) {
+    if (landmark == kNoPrefetchLandmark) {
       builder_.SetNoPrefetchLandmark();
       return absl::OkStatus();
     }
@@ -78,7 +77,7 @@ class ZstdChunkedIndexer {
     if (!meta.ok()) return meta.status();
     if (e.type != "reg") return AddNonRegular(builder_, e, *meta);
     pending_ = true;
-    path_ = std::move(e.name);
+    path_.assign(e.name);
     meta_ = std::move(*meta);
     size_ = static_cast<uint64_t>(e.size);
     end_offset_ = static_cast<uint64_t>(e.end_offset);
@@ -86,7 +85,7 @@ class ZstdChunkedIndexer {
     if (size_ == 0) return absl::OkStatus();
     if (e.chunk_size == 0 && e.chunk_digest.empty()) {
       // Unchunked file: one frame [offset, endOffset), verified by the file digest.
-      e.chunk_digest = std::move(e.digest);
+      e.chunk_digest = e.digest;
     }
     return AddChunk(e);
   }
