@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "absl/status/status.h"
+#include "base/prefault.h"
 #include "fmt/format.h"
 
 namespace lazypull::codec {
@@ -54,7 +55,10 @@ std::optional<std::string> GunzipOneMember(std::string_view compressed, uint64_t
   std::unique_ptr<libdeflate_decompressor, decltype(&libdeflate_free_decompressor)> d(
       libdeflate_alloc_decompressor(), &libdeflate_free_decompressor);
   if (d == nullptr) return std::nullopt;
-  std::string out(isize, '\0');
+  std::string out;
+  out.reserve(isize);
+  PrefaultForWrite(out.data(), isize);
+  out.resize(isize);
   size_t in_used = 0;
   size_t out_used = 0;
   if (libdeflate_gzip_decompress_ex(d.get(), compressed.data(), compressed.size(), out.data(),

@@ -105,6 +105,9 @@ class EstargzIndexer {
   EstargzIndexer(uint64_t toc_offset, const IndexBuildOptions& options)
       : toc_offset_(toc_offset), options_(options), builder_(LayerFormat::kEstargz, options) {}
 
+  // The smallest entries a TOC writer emits take ~100 bytes of JSON; typical ones 300.
+  void ReserveForToc(size_t json_bytes) { builder_.ReserveEntries(json_bytes / 64); }
+
   absl::Status OnEntry(TocEntry& e) {
     if (e.type == "chunk") return OnChunk(e);
     if (auto st = Flush(); !st.ok()) return st;
@@ -254,6 +257,7 @@ absl::StatusOr<LayerIndex> BuildEstargzIndex(std::string_view toc_json, uint64_t
                                              uint64_t blob_size, const Digest& toc_digest,
                                              const IndexBuildOptions& options) {
   EstargzIndexer indexer(toc_offset, options);
+  indexer.ReserveForToc(toc_json.size());
   TocHeader header;
   absl::Status st =
       ParseTocJson(toc_json, &header, [&indexer](TocEntry& e) { return indexer.OnEntry(e); });

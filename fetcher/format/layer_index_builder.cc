@@ -52,6 +52,13 @@ LayerIndexBuilder::LayerIndexBuilder(LayerFormat format, IndexBuildOptions optio
   implicit_.push_back(true);
 }
 
+void LayerIndexBuilder::ReserveEntries(uint64_t n) {
+  n = std::min<uint64_t>(n, options_.max_entries);
+  index_.inodes_.reserve(n + 1);
+  index_.chunks_.reserve(n);
+  tmp_dirents_.reserve(n);
+}
+
 absl::StatusOr<std::vector<std::string_view>> LayerIndexBuilder::SplitPath(std::string_view path) {
   std::vector<std::string_view> parts;
   if (auto st = SplitPathInto(path, &parts); !st.ok()) return st;
@@ -324,7 +331,7 @@ absl::Status LayerIndexBuilder::AddRegular(std::string_view path, const EntryMet
   if (index_.chunks_.size() + chunks.size() > UINT32_MAX) return Invalid(path, "too many chunks");
   node.begin = static_cast<uint32_t>(index_.chunks_.size());
   node.count = static_cast<uint32_t>(chunks.size());
-  index_.chunks_.insert(index_.chunks_.end(), chunks.begin(), chunks.end());
+  index_.chunks_.append(chunks.data(), chunks.size());
   index_.total_file_bytes_ += size;
   return absl::OkStatus();
 }
@@ -467,7 +474,7 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
     }
     index_.dirents_.push_back({d.name, d.ino});
   }
-  tmp_dirents_ = {};
+  tmp_dirents_ = PodVector<TmpDirent>();
   index_.inodes_[0].nlink = std::max<uint32_t>(index_.inodes_[0].nlink, 2);
 
   // Chunk ranges: inside the data area, and members/frames never partially overlapping. One
@@ -560,7 +567,8 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
   index_.prefetch_range_ = prefetch_range_;
   index_.no_prefetch_landmark_ = no_prefetch_landmark_;
   index_.strings_.shrink_to_fit();
-  index_.inodes_.shrink_to_fit();
+  index_.inodes_.shrink_to_fit();  // in place: realloc to a smaller size never moves
+  index_.dirents_.shrink_to_fit();
   index_.chunks_.shrink_to_fit();
   index_.xattrs_.shrink_to_fit();
   return std::move(index_);

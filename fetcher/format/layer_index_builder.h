@@ -72,6 +72,12 @@ class LayerIndexBuilder {
   // Resolved at Finish, so the target may be any earlier or later entry.
   absl::Status AddHardlink(std::string_view path, std::string_view target);
 
+  // Capacity hint: about this many entries are coming (capped at options.max_entries).
+  // Reserved address space is only touched as it fills, and Finish gives back the rest in
+  // place, so an overestimate costs nothing resident; it saves regrowing (and first-touching)
+  // the inode and chunk arrays several times over.
+  void ReserveEntries(uint64_t n);
+
   void SetPrefetchRange(ByteRange range) { prefetch_range_ = range; }
   // Required (at Finish) when any chunk is kGzipSpan.
   void SetSpanDecoder(std::shared_ptr<const SpanDecoder> decoder) {
@@ -184,7 +190,7 @@ class LayerIndexBuilder {
     StrRef name;
     Ino ino;
   };
-  std::vector<TmpDirent> tmp_dirents_;
+  PodVector<TmpDirent> tmp_dirents_;
   std::vector<PendingLink> links_;
   std::string last_dir_key_;  // cache of the last EnsureDir result
   Ino last_dir_ino_ = 0;

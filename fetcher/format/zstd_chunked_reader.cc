@@ -59,6 +59,9 @@ class ZstdChunkedIndexer {
   explicit ZstdChunkedIndexer(const IndexBuildOptions& options)
       : builder_(LayerFormat::kZstdChunked, options) {}
 
+  // The smallest entries a TOC writer emits take ~100 bytes of JSON; typical ones 300.
+  void ReserveForToc(size_t json_bytes) { builder_.ReserveEntries(json_bytes / 64); }
+
   absl::Status OnEntry(TocEntry& e) {
     if (e.offset > 0 && e.inner_offset == 0) member_starts_.push_back(e.offset);
     if (e.type == "chunk") return OnChunk(e);
@@ -284,6 +287,7 @@ absl::StatusOr<LayerIndex> BuildZstdChunkedIndex(std::string_view manifest_json,
                                                  uint64_t blob_size, const Digest& checksum,
                                                  const IndexBuildOptions& options) {
   ZstdChunkedIndexer indexer(options);
+  indexer.ReserveForToc(manifest_json.size());
   TocHeader header;
   absl::Status st =
       ParseTocJson(manifest_json, &header, [&indexer](TocEntry& e) { return indexer.OnEntry(e); });
