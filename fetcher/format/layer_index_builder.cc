@@ -39,6 +39,7 @@ std::string JoinPath(const std::vector<std::string_view>& parts) {
 LayerIndexBuilder::LayerIndexBuilder(LayerFormat format, IndexBuildOptions options)
     : format_(format),
       options_(std::move(options)),
+      node_children_(0, NodeChildHash{&index_}, NodeChildEq{&index_}),
       children_(0, ChildHash{&index_.strings_}, ChildEq{&index_.strings_}),
       interned_(0, ArenaHash{&index_.strings_}, ArenaEq{&index_.strings_}) {
   // Compactness is a requirement (200,000 files under 64 MB): keep these from growing.
@@ -84,7 +85,10 @@ absl::Status LayerIndexBuilder::SplitPathInto(std::string_view path,
 }
 
 std::optional<Ino> LayerIndexBuilder::FindChild(Ino parent, std::string_view name) const {
-  auto it = children_.find(ChildProbe{parent, name});
+  const ChildProbe probe{parent, name};
+  if (auto it = node_children_.find(probe); it != node_children_.end()) return *it;
+  if (children_.empty()) return std::nullopt;
+  auto it = children_.find(probe);
   if (it == children_.end()) return std::nullopt;
   return it->second;
 }
@@ -172,7 +176,7 @@ absl::StatusOr<Ino> LayerIndexBuilder::EnsureDirSlow(std::string_view full,
     implicit_.push_back(true);
     Ino ino = static_cast<Ino>(index_.inodes_.size());
     tmp_dirents_.push_back({cur, *name, ino});
-    children_.emplace(ChildKey{cur, *name}, ino);
+    node_children_.insert(ino);
     cur = ino;
   }
   return cur;
@@ -275,7 +279,7 @@ absl::StatusOr<Ino> LayerIndexBuilder::AddNode(std::string_view path, uint32_t m
     implicit_.push_back(false);
     ino = static_cast<Ino>(index_.inodes_.size());
     tmp_dirents_.push_back({*parent, *name, ino});
-    children_.emplace(ChildKey{*parent, *name}, ino);
+    node_children_.insert(ino);
   }
   Node& node = index_.inodes_[ino - 1];
   node.mode = mode | (flags & kWhiteout ? 0 : (m->permissions & 07777));
@@ -430,6 +434,7 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
     children_.emplace(ChildKey{*parent, *name}, target);
   }
   // Release the build-time maps early (the opaque xattrs below still intern).
+  node_children_ = decltype(node_children_)(0, NodeChildHash{&index_}, NodeChildEq{&index_});
   children_ = decltype(children_)(0, ChildHash{&index_.strings_}, ChildEq{&index_.strings_});
   interned_ = decltype(interned_)(0, ArenaHash{&index_.strings_}, ArenaEq{&index_.strings_});
   links_ = {};
@@ -484,7 +489,16 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   ranges.reserve(index_.chunks_.size());
   std::vector<std::pair<uint64_t, uint64_t>> spans;
-  absl::flat_hash_map<std::string_view, uint64_t> digest_lengths;
+  // Chunk indices keyed by their digest (4 bytes a slot instead of a 24-byte copy).
+  const PodVector<Chunk>& all = index_.chunks_;
+  auto digest_of = [&all](uint32_t i) {
+    return absl::string_view(reinterpret_cast<const char*>(all[i].digest.data()),
+                             all[i].digest.size());
+  };
+  auto hash = [&digest_of](uint32_t i) { return absl::HashOf(digest_of(i)); };
+  auto eq = [&digest_of](uint32_t a, uint32_t b) { return digest_of(a) == digest_of(b); };
+  absl::flat_hash_set<uint32_t, decltype(hash), decltype(eq)> digest_lengths(0, hash, eq);
+  if (options_.check_digest_lengths) digest_lengths.reserve(all.size());
   for (Ino ino = 1; ino <= index_.inodes_.size(); ++ino) {
     const Node& n = index_.inodes_[ino - 1];
     if (!S_ISREG(n.mode)) continue;
@@ -492,14 +506,13 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
       const Chunk& c = index_.chunks_[n.begin + i];
       if (c.compression == ChunkCompression::kZeros) continue;  // never fetched nor cached
       if (c.has_digest && options_.check_digest_lengths) {
-        std::string_view key(reinterpret_cast<const char*>(c.digest.data()), c.digest.size());
-        auto [it, inserted] = digest_lengths.emplace(key, c.digest_length());
-        if (!inserted && it->second != c.digest_length()) {
+        auto [it, inserted] = digest_lengths.insert(n.begin + i);
+        if (!inserted && all[*it].digest_length() != c.digest_length()) {
           return absl::InvalidArgumentError(
               fmt::format("layer entry \"{}\": chunk at file offset {} has digest {} with length "
                           "{}, but another chunk has the same digest with length {}",
                           index_.Path(ino), c.file_offset, c.digest_value().ToString(),
-                          c.digest_length(), it->second));
+                          c.digest_length(), all[*it].digest_length()));
         }
       }
       if (c.compression == ChunkCompression::kGzipSpan && index_.span_decoder_ == nullptr) {

@@ -113,7 +113,9 @@ class LayerIndexBuilder {
   struct ArenaHash {
     using is_transparent = void;
     const std::string* arena = nullptr;
-    size_t operator()(std::string_view s) const { return absl::HashOf(s); }
+    size_t operator()(std::string_view s) const {
+      return absl::HashOf(absl::string_view(s.data(), s.size()));
+    }
     size_t operator()(StrRef r) const { return (*this)(View(r)); }
     std::string_view View(StrRef r) const {
       return std::string_view(*arena).substr(r.offset, r.length);
@@ -141,9 +143,38 @@ class LayerIndexBuilder {
   struct ChildHash {
     using is_transparent = void;
     const std::string* arena = nullptr;
-    size_t operator()(const ChildProbe& p) const { return absl::HashOf(p.parent, p.name); }
+    size_t operator()(const ChildProbe& p) const {
+      return absl::HashOf(p.parent, absl::string_view(p.name.data(), p.name.size()));
+    }
     size_t operator()(const ChildKey& k) const {
       return (*this)(ChildProbe{k.parent, ArenaHash{arena}.View(k.name)});
+    }
+  };
+  // The children index proper: a set of inodes keyed by the (parent, name) stored in each
+  // node, 4 bytes a slot. Hardlink names (whose node holds another name) go to `children_`.
+  struct NodeChildHash {
+    using is_transparent = void;
+    const LayerIndex* index = nullptr;
+    size_t operator()(const ChildProbe& p) const {
+      return absl::HashOf(p.parent, absl::string_view(p.name.data(), p.name.size()));
+    }
+    size_t operator()(Ino ino) const {
+      const Node& n = index->inodes_[ino - 1];
+      return (*this)(ChildProbe{n.parent, index->Str(n.name)});
+    }
+  };
+  struct NodeChildEq {
+    using is_transparent = void;
+    const LayerIndex* index = nullptr;
+    ChildProbe Probe(const ChildProbe& p) const { return p; }
+    ChildProbe Probe(Ino ino) const {
+      const Node& n = index->inodes_[ino - 1];
+      return ChildProbe{n.parent, index->Str(n.name)};
+    }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      ChildProbe x = Probe(a), y = Probe(b);
+      return x.parent == y.parent && x.name == y.name;
     }
   };
   struct ChildEq {
@@ -182,7 +213,8 @@ class LayerIndexBuilder {
   LayerIndex index_;
   uint64_t entries_ = 0;
   std::vector<bool> implicit_;  // per inode: created as a parent, no own entry yet
-  absl::flat_hash_map<ChildKey, Ino, ChildHash, ChildEq> children_;
+  absl::flat_hash_set<Ino, NodeChildHash, NodeChildEq> node_children_;
+  absl::flat_hash_map<ChildKey, Ino, ChildHash, ChildEq> children_;  // hardlink names
   absl::flat_hash_set<StrRef, ArenaHash, ArenaEq> interned_;
   std::vector<std::string_view> parts_;  // scratch for AddNode
   struct TmpDirent {
