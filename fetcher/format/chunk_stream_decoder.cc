@@ -44,8 +44,8 @@ absl::Status ChunkStreamDecoder::Feed(std::string_view compressed,
 
 absl::Status ChunkStreamDecoder::Finish() {
   if (produced_ != chunk_.length) {
-    return Error(
-        fmt::format("stream holds {} bytes of the chunk, need {}", produced_, chunk_.length));
+    return Error(fmt::format("stream holds {} bytes of the chunk, need {}", produced_,
+                             chunk_.length));
   }
   Digest got = hash_.Finish();
   if (chunk_.has_digest && got != chunk_.digest_value()) {
