@@ -1,5 +1,7 @@
 #include "fetcher/format/toc_json.h"
 
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -414,6 +416,7 @@ class TocParser {
   // RFC 8259 number. Integers that fit uint64 (or, negative, int64) are integers, like
   // nlohmann's; everything else (fraction, exponent, overflow) is a float. "-0" is 0.
   bool ParseNumber(Number* n) {
+    const char* start = p_;
     bool negative = false;
     if (*p_ == '-') {
       negative = true;
@@ -450,6 +453,11 @@ class TocParser {
     constexpr uint64_t kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
     if (is_float || (negative && mag > kMax + 1)) {
       n->kind = NumKind::kFloat;
+      // Like nlohmann: a float that overflows a double is an error (rare: no TOC field is a
+      // float, so the conversion costs nothing in practice).
+      if (std::isinf(std::strtod(std::string(start, p_).c_str(), nullptr))) {
+        return Syntax("number overflow");
+      }
     } else if (negative && mag != 0) {
       n->kind = NumKind::kNegative;
     } else if (mag > kMax) {
