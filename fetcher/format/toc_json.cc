@@ -178,7 +178,8 @@ class TocParser {
     }
     if (!ParseTopObject()) return false;
     SkipWs();
-    if (p_ != end_) return Syntax("content after the TOC object");
+    // A NUL byte ends the input, as it did for nlohmann's lexer (a writer's padding).
+    if (p_ != end_ && *p_ != '\0') return Syntax("content after the TOC object");
     if (header_->version != 0 && header_->version != 1) {
       status_ = absl::InvalidArgumentError(
           fmt::format("unsupported TOC version {} (want 1)", header_->version));

@@ -16,6 +16,8 @@
 namespace lazypull::format {
 namespace {
 
+using namespace std::string_literals;
+
 using testing::RefTocEntry;
 using testing::RefTocHeader;
 
@@ -125,6 +127,11 @@ TEST(TocJsonTest, EdgeCasesAgreeWithTheReference) {
       "{\"version\":1,}",
       "{\"version\":1} x",
       "{\"version\":1}\n\t\r ",
+      "{\"version\":1}\0garbage"s,
+      "{\"version\":1} \0"s,
+      "\0{\"version\":1}"s,
+      "{\"version\":1,\0}"s,
+      "{\"version\":\0}"s,
       "\xef\xbb\xbf{\"version\":1}",
       "\xef\xbb{\"version\":1}",
       "{\"version\":2}",
@@ -275,7 +282,7 @@ TEST(TocJsonTest, TruncationsAndMutationsOfARealTocAgree) {
   ASSERT_GT(json.size(), 500u);
   ExpectSame(json);
   for (size_t n = 0; n < json.size(); ++n) ExpectSame(std::string_view(json).substr(0, n));
-  const std::string replacements = std::string("\"\\{}[],:0-.eE \x01\x80\xc3\xff", 19) + "atn";
+  const std::string replacements = "\"\\{}[],:0-.eE \x01\x80\xc3\xff"s + "atn";
   for (size_t i = 0; i < json.size(); i += 3) {
     for (char r : replacements) {
       std::string m = json;
