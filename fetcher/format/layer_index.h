@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "fetcher/format/pod_vector.h"
 #include "lazypull/blob_reader.h"
 #include "lazypull/digest.h"
 
@@ -234,10 +235,10 @@ class LayerIndex {
   bool no_prefetch_landmark_ = false;
 
   std::string strings_;  // interned names, link targets, xattr names and values
-  std::vector<Node> inodes_;
-  std::vector<Dirent> dirents_;
-  std::vector<Chunk> chunks_;
-  std::vector<XattrRef> xattrs_;
+  PodVector<Node> inodes_;
+  PodVector<Dirent> dirents_;
+  PodVector<Chunk> chunks_;
+  PodVector<XattrRef> xattrs_;
   std::shared_ptr<const SpanDecoder> span_decoder_;
 };
 

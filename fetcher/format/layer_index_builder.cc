@@ -37,7 +37,11 @@ std::string JoinPath(const std::vector<std::string_view>& parts) {
 }  // namespace
 
 LayerIndexBuilder::LayerIndexBuilder(LayerFormat format, IndexBuildOptions options)
-    : format_(format), options_(std::move(options)) {
+    : format_(format),
+      options_(std::move(options)),
+      node_children_(0, NodeChildHash{&index_}, NodeChildEq{&index_}),
+      children_(0, ChildHash{&index_.strings_}, ChildEq{&index_.strings_}),
+      interned_(0, ArenaHash{&index_.strings_}, ArenaEq{&index_.strings_}) {
   // Compactness is a requirement (200,000 files under 64 MB): keep these from growing.
   static_assert(sizeof(Node) == 72);
   static_assert(sizeof(Chunk) == 80);
@@ -47,11 +51,25 @@ LayerIndexBuilder::LayerIndexBuilder(LayerFormat format, IndexBuildOptions optio
   root.parent = kRootIno;
   index_.inodes_.push_back(root);
   implicit_.push_back(true);
-  by_path_.emplace("", kRootIno);
+}
+
+void LayerIndexBuilder::ReserveEntries(uint64_t n) {
+  n = std::min<uint64_t>(n, options_.max_entries);
+  index_.inodes_.reserve(n + 1);
+  index_.chunks_.reserve(n);
+  tmp_dirents_.reserve(n);
 }
 
 absl::StatusOr<std::vector<std::string_view>> LayerIndexBuilder::SplitPath(std::string_view path) {
   std::vector<std::string_view> parts;
+  if (auto st = SplitPathInto(path, &parts); !st.ok()) return st;
+  return parts;
+}
+
+absl::Status LayerIndexBuilder::SplitPathInto(std::string_view path,
+                                              std::vector<std::string_view>* out) {
+  std::vector<std::string_view>& parts = *out;
+  parts.clear();
   if (!path.empty() && path[0] == '/') return Invalid(path, "absolute path");
   if (path.find('\0') != std::string_view::npos) return Invalid(path, "NUL byte in path");
   while (!path.empty()) {
@@ -63,12 +81,31 @@ absl::StatusOr<std::vector<std::string_view>> LayerIndexBuilder::SplitPath(std::
     if (part.size() > 255) return Invalid(part, "path component longer than 255 bytes");
     parts.push_back(part);
   }
-  return parts;
+  return absl::OkStatus();
+}
+
+std::optional<Ino> LayerIndexBuilder::FindChild(Ino parent, std::string_view name) const {
+  const ChildProbe probe{parent, name};
+  if (auto it = node_children_.find(probe); it != node_children_.end()) return *it;
+  if (children_.empty()) return std::nullopt;
+  auto it = children_.find(probe);
+  if (it == children_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<Ino> LayerIndexBuilder::Resolve(const std::vector<std::string_view>& parts) const {
+  Ino cur = kRootIno;
+  for (std::string_view part : parts) {
+    std::optional<Ino> next = FindChild(cur, part);
+    if (!next) return std::nullopt;
+    cur = *next;
+  }
+  return cur;
 }
 
 absl::StatusOr<LayerIndex::StrRef> LayerIndexBuilder::Intern(std::string_view s) {
-  auto it = interned_.find(absl::string_view(s.data(), s.size()));
-  if (it != interned_.end()) return it->second;
+  auto it = interned_.find(s);
+  if (it != interned_.end()) return *it;
   std::string& arena = index_.strings_;
   if (arena.size() + s.size() > UINT32_MAX) {
     return absl::InvalidArgumentError("layer index: string table exceeds 4 GiB");
@@ -76,7 +113,7 @@ absl::StatusOr<LayerIndex::StrRef> LayerIndexBuilder::Intern(std::string_view s)
   StrRef ref{static_cast<uint32_t>(arena.size()), static_cast<uint32_t>(s.size())};
   arena.append(s);
   // Only short strings are worth deduplicating (names, xattr names, common values).
-  if (s.size() <= 256) interned_.emplace(std::string(s), ref);
+  if (s.size() <= 256) interned_.insert(ref);
   return ref;
 }
 
@@ -91,16 +128,25 @@ absl::Status LayerIndexBuilder::CountEntry(std::string_view path) {
 absl::StatusOr<Ino> LayerIndexBuilder::EnsureDir(std::string_view full,
                                                  const std::vector<std::string_view>& parts,
                                                  size_t n) {
-  // TOCs list a directory's files together: remember the last parent resolved.
-  std::string joined;
-  for (size_t i = 0; i < n; ++i) {
-    if (i > 0) joined.push_back('/');
-    joined.append(parts[i]);
+  // TOCs list a directory's files together: remember the last parent resolved (compared
+  // without building the joined path).
+  if (last_dir_ino_ != 0) {
+    size_t pos = 0;
+    bool same = true;
+    for (size_t i = 0; i < n && same; ++i) {
+      if (i > 0) same = pos < last_dir_key_.size() && last_dir_key_[pos++] == '/';
+      same = same && last_dir_key_.compare(pos, parts[i].size(), parts[i]) == 0;
+      pos += parts[i].size();
+    }
+    if (same && pos == last_dir_key_.size()) return last_dir_ino_;
   }
-  if (last_dir_ino_ != 0 && joined == last_dir_key_) return last_dir_ino_;
   auto resolved = EnsureDirSlow(full, parts, n);
   if (resolved.ok()) {
-    last_dir_key_ = std::move(joined);
+    last_dir_key_.clear();
+    for (size_t i = 0; i < n; ++i) {
+      if (i > 0) last_dir_key_.push_back('/');
+      last_dir_key_.append(parts[i]);
+    }
     last_dir_ino_ = *resolved;
   }
   return resolved;
@@ -110,15 +156,12 @@ absl::StatusOr<Ino> LayerIndexBuilder::EnsureDirSlow(std::string_view full,
                                                      const std::vector<std::string_view>& parts,
                                                      size_t n) {
   Ino cur = kRootIno;
-  std::string key;
   for (size_t i = 0; i < n; ++i) {
-    if (i > 0) key.push_back('/');
-    key.append(parts[i]);
-    auto it = by_path_.find(key);
-    if (it != by_path_.end()) {
-      cur = it->second;
+    if (std::optional<Ino> found = FindChild(cur, parts[i])) {
+      cur = *found;
       if (!S_ISDIR(index_.inodes_[cur - 1].mode)) {
-        return Invalid(full, fmt::format("parent \"{}\" is not a directory", key));
+        std::vector<std::string_view> prefix(parts.begin(), parts.begin() + i + 1);
+        return Invalid(full, fmt::format("parent \"{}\" is not a directory", JoinPath(prefix)));
       }
       continue;
     }
@@ -133,7 +176,7 @@ absl::StatusOr<Ino> LayerIndexBuilder::EnsureDirSlow(std::string_view full,
     implicit_.push_back(true);
     Ino ino = static_cast<Ino>(index_.inodes_.size());
     tmp_dirents_.push_back({cur, *name, ino});
-    by_path_.emplace(key, ino);
+    node_children_.insert(ino);
     cur = ino;
   }
   return cur;
@@ -173,11 +216,10 @@ absl::Status LayerIndexBuilder::AddXattrs(
 absl::StatusOr<Ino> LayerIndexBuilder::AddNode(std::string_view path, uint32_t mode,
                                                const EntryMeta& meta, bool allow_dir_update) {
   if (auto st = CountEntry(path); !st.ok()) return st;
-  auto parts = SplitPath(path);
-  if (!parts.ok()) return parts.status();
+  if (auto st = SplitPathInto(path, &parts_); !st.ok()) return st;
   EntryMeta translated_meta;
   const EntryMeta* m = &meta;
-  std::vector<std::string_view>& p = *parts;
+  std::vector<std::string_view>& p = parts_;
   uint8_t flags = 0;
   std::string whiteout_name;
   if (!p.empty() && p.back().starts_with(kWhiteoutPrefix)) {
@@ -219,11 +261,9 @@ absl::StatusOr<Ino> LayerIndexBuilder::AddNode(std::string_view path, uint32_t m
   }
   auto parent = EnsureDir(path, p, p.size() - 1);
   if (!parent.ok()) return parent.status();
-  std::string key = JoinPath(p);
   Ino ino;
-  auto existing = by_path_.find(key);
-  if (existing != by_path_.end()) {
-    ino = existing->second;
+  if (std::optional<Ino> existing = FindChild(*parent, p.back())) {
+    ino = *existing;
     Node& old = index_.inodes_[ino - 1];
     if (!(S_ISDIR(mode) && S_ISDIR(old.mode) && implicit_[ino - 1])) {
       return Invalid(path, "duplicate name in the layer");
@@ -239,7 +279,7 @@ absl::StatusOr<Ino> LayerIndexBuilder::AddNode(std::string_view path, uint32_t m
     implicit_.push_back(false);
     ino = static_cast<Ino>(index_.inodes_.size());
     tmp_dirents_.push_back({*parent, *name, ino});
-    by_path_.emplace(std::move(key), ino);
+    node_children_.insert(ino);
   }
   Node& node = index_.inodes_[ino - 1];
   node.mode = mode | (flags & kWhiteout ? 0 : (m->permissions & 07777));
@@ -295,7 +335,7 @@ absl::Status LayerIndexBuilder::AddRegular(std::string_view path, const EntryMet
   if (index_.chunks_.size() + chunks.size() > UINT32_MAX) return Invalid(path, "too many chunks");
   node.begin = static_cast<uint32_t>(index_.chunks_.size());
   node.count = static_cast<uint32_t>(chunks.size());
-  index_.chunks_.insert(index_.chunks_.end(), chunks.begin(), chunks.end());
+  index_.chunks_.append(chunks.data(), chunks.size());
   index_.total_file_bytes_ += size;
   return absl::OkStatus();
 }
@@ -369,11 +409,11 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
   for (const PendingLink& link : links_) {
     auto target_parts = SplitPath(link.target);
     if (!target_parts.ok()) return Invalid(link.path, Msg(target_parts.status()));
-    auto it = by_path_.find(JoinPath(*target_parts));
-    if (it == by_path_.end() || target_parts->empty()) {
+    std::optional<Ino> found = target_parts->empty() ? std::nullopt : Resolve(*target_parts);
+    if (!found) {
       return Invalid(link.path, fmt::format("hardlink to missing target \"{}\"", link.target));
     }
-    Ino target = it->second;
+    Ino target = *found;
     if (S_ISDIR(index_.inodes_[target - 1].mode)) {
       return Invalid(link.path, fmt::format("hardlink to directory \"{}\"", link.target));
     }
@@ -385,15 +425,18 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
     }
     auto parent = EnsureDir(link.path, *parts, parts->size() - 1);
     if (!parent.ok()) return parent.status();
-    std::string key = JoinPath(*parts);
-    if (by_path_.contains(key)) return Invalid(link.path, "duplicate name in the layer");
+    if (FindChild(*parent, parts->back())) {
+      return Invalid(link.path, "duplicate name in the layer");
+    }
     auto name = Intern(parts->back());
     if (!name.ok()) return name.status();
     tmp_dirents_.push_back({*parent, *name, target});
-    by_path_.emplace(std::move(key), target);
+    children_.emplace(ChildKey{*parent, *name}, target);
   }
-  by_path_ = {};
-  interned_ = {};
+  // Release the build-time maps early (the opaque xattrs below still intern).
+  node_children_ = decltype(node_children_)(0, NodeChildHash{&index_}, NodeChildEq{&index_});
+  children_ = decltype(children_)(0, ChildHash{&index_.strings_}, ChildEq{&index_.strings_});
+  interned_ = decltype(interned_)(0, ArenaHash{&index_.strings_}, ArenaEq{&index_.strings_});
   links_ = {};
 
   // Opaque directories get their overlay xattrs.
@@ -436,7 +479,7 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
     }
     index_.dirents_.push_back({d.name, d.ino});
   }
-  tmp_dirents_ = {};
+  tmp_dirents_ = PodVector<TmpDirent>();
   index_.inodes_[0].nlink = std::max<uint32_t>(index_.inodes_[0].nlink, 2);
 
   // Chunk ranges: inside the data area, and members/frames never partially overlapping. One
@@ -446,7 +489,16 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   ranges.reserve(index_.chunks_.size());
   std::vector<std::pair<uint64_t, uint64_t>> spans;
-  absl::flat_hash_map<std::string_view, uint64_t> digest_lengths;
+  // Chunk indices keyed by their digest (4 bytes a slot instead of a 24-byte copy).
+  const PodVector<Chunk>& all = index_.chunks_;
+  auto digest_of = [&all](uint32_t i) {
+    return absl::string_view(reinterpret_cast<const char*>(all[i].digest.data()),
+                             all[i].digest.size());
+  };
+  auto hash = [&digest_of](uint32_t i) { return absl::HashOf(digest_of(i)); };
+  auto eq = [&digest_of](uint32_t a, uint32_t b) { return digest_of(a) == digest_of(b); };
+  absl::flat_hash_set<uint32_t, decltype(hash), decltype(eq)> digest_lengths(0, hash, eq);
+  if (options_.check_digest_lengths) digest_lengths.reserve(all.size());
   for (Ino ino = 1; ino <= index_.inodes_.size(); ++ino) {
     const Node& n = index_.inodes_[ino - 1];
     if (!S_ISREG(n.mode)) continue;
@@ -454,14 +506,13 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
       const Chunk& c = index_.chunks_[n.begin + i];
       if (c.compression == ChunkCompression::kZeros) continue;  // never fetched nor cached
       if (c.has_digest && options_.check_digest_lengths) {
-        std::string_view key(reinterpret_cast<const char*>(c.digest.data()), c.digest.size());
-        auto [it, inserted] = digest_lengths.emplace(key, c.digest_length());
-        if (!inserted && it->second != c.digest_length()) {
+        auto [it, inserted] = digest_lengths.insert(n.begin + i);
+        if (!inserted && all[*it].digest_length() != c.digest_length()) {
           return absl::InvalidArgumentError(
               fmt::format("layer entry \"{}\": chunk at file offset {} has digest {} with length "
                           "{}, but another chunk has the same digest with length {}",
                           index_.Path(ino), c.file_offset, c.digest_value().ToString(),
-                          c.digest_length(), it->second));
+                          c.digest_length(), all[*it].digest_length()));
         }
       }
       if (c.compression == ChunkCompression::kGzipSpan && index_.span_decoder_ == nullptr) {
@@ -529,7 +580,8 @@ absl::StatusOr<LayerIndex> LayerIndexBuilder::Finish(const Digest& toc_digest, u
   index_.prefetch_range_ = prefetch_range_;
   index_.no_prefetch_landmark_ = no_prefetch_landmark_;
   index_.strings_.shrink_to_fit();
-  index_.inodes_.shrink_to_fit();
+  index_.inodes_.shrink_to_fit();  // in place: realloc to a smaller size never moves
+  index_.dirents_.shrink_to_fit();
   index_.chunks_.shrink_to_fit();
   index_.xattrs_.shrink_to_fit();
   return std::move(index_);

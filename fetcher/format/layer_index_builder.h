@@ -13,12 +13,15 @@
 #define LAZYPULL_FETCHER_FORMAT_LAYER_INDEX_BUILDER_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "fetcher/format/layer_index.h"
@@ -69,6 +72,12 @@ class LayerIndexBuilder {
   // Resolved at Finish, so the target may be any earlier or later entry.
   absl::Status AddHardlink(std::string_view path, std::string_view target);
 
+  // Capacity hint: about this many entries are coming (capped at options.max_entries).
+  // Reserved address space is only touched as it fills, and Finish gives back the rest in
+  // place, so an overestimate costs nothing resident; it saves regrowing (and first-touching)
+  // the inode and chunk arrays several times over.
+  void ReserveEntries(uint64_t n);
+
   void SetPrefetchRange(ByteRange range) { prefetch_range_ = range; }
   // Required (at Finish) when any chunk is kGzipSpan.
   void SetSpanDecoder(std::shared_ptr<const SpanDecoder> decoder) {
@@ -99,11 +108,98 @@ class LayerIndexBuilder {
   using Node = LayerIndex::Node;
   using StrRef = LayerIndex::StrRef;
 
+  // Sets keyed by strings already in the index's string table (no copies), probed by
+  // string_view: the table grows while they are in use, so they hold offsets, not views.
+  struct ArenaHash {
+    using is_transparent = void;
+    const std::string* arena = nullptr;
+    size_t operator()(std::string_view s) const {
+      return absl::HashOf(absl::string_view(s.data(), s.size()));
+    }
+    size_t operator()(StrRef r) const { return (*this)(View(r)); }
+    std::string_view View(StrRef r) const {
+      return std::string_view(*arena).substr(r.offset, r.length);
+    }
+  };
+  struct ArenaEq {
+    using is_transparent = void;
+    const std::string* arena = nullptr;
+    std::string_view View(StrRef r) const { return ArenaHash{arena}.View(r); }
+    std::string_view View(std::string_view s) const { return s; }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return View(a) == View(b);
+    }
+  };
+  // A directory entry: (parent inode, name) -> inode.
+  struct ChildKey {
+    Ino parent = 0;
+    StrRef name;
+  };
+  struct ChildProbe {
+    Ino parent = 0;
+    std::string_view name;
+  };
+  struct ChildHash {
+    using is_transparent = void;
+    const std::string* arena = nullptr;
+    size_t operator()(const ChildProbe& p) const {
+      return absl::HashOf(p.parent, absl::string_view(p.name.data(), p.name.size()));
+    }
+    size_t operator()(const ChildKey& k) const {
+      return (*this)(ChildProbe{k.parent, ArenaHash{arena}.View(k.name)});
+    }
+  };
+  // The children index proper: a set of inodes keyed by the (parent, name) stored in each
+  // node, 4 bytes a slot. Hardlink names (whose node holds another name) go to `children_`.
+  struct NodeChildHash {
+    using is_transparent = void;
+    const LayerIndex* index = nullptr;
+    size_t operator()(const ChildProbe& p) const {
+      return absl::HashOf(p.parent, absl::string_view(p.name.data(), p.name.size()));
+    }
+    size_t operator()(Ino ino) const {
+      const Node& n = index->inodes_[ino - 1];
+      return (*this)(ChildProbe{n.parent, index->Str(n.name)});
+    }
+  };
+  struct NodeChildEq {
+    using is_transparent = void;
+    const LayerIndex* index = nullptr;
+    ChildProbe Probe(const ChildProbe& p) const { return p; }
+    ChildProbe Probe(Ino ino) const {
+      const Node& n = index->inodes_[ino - 1];
+      return ChildProbe{n.parent, index->Str(n.name)};
+    }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      ChildProbe x = Probe(a), y = Probe(b);
+      return x.parent == y.parent && x.name == y.name;
+    }
+  };
+  struct ChildEq {
+    using is_transparent = void;
+    const std::string* arena = nullptr;
+    ChildProbe Probe(const ChildProbe& p) const { return p; }
+    ChildProbe Probe(const ChildKey& k) const {
+      return ChildProbe{k.parent, ArenaHash{arena}.View(k.name)};
+    }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      ChildProbe x = Probe(a), y = Probe(b);
+      return x.parent == y.parent && x.name == y.name;
+    }
+  };
+
+  static absl::Status SplitPathInto(std::string_view path, std::vector<std::string_view>* parts);
   absl::StatusOr<StrRef> Intern(std::string_view s);
   absl::StatusOr<Ino> EnsureDir(std::string_view dir_path,
                                 const std::vector<std::string_view>& parts, size_t n);
   absl::StatusOr<Ino> EnsureDirSlow(std::string_view dir_path,
                                     const std::vector<std::string_view>& parts, size_t n);
+  // The inode named by `parts` (nullopt if missing); the root for no parts.
+  std::optional<Ino> Resolve(const std::vector<std::string_view>& parts) const;
+  std::optional<Ino> FindChild(Ino parent, std::string_view name) const;
   // Creates the node for `path` (whiteouts translated). Returns 0 (and OK) for entries that
   // are dropped (opaque markers, aufs metadata).
   absl::StatusOr<Ino> AddNode(std::string_view path, uint32_t mode, const EntryMeta& meta,
@@ -117,14 +213,16 @@ class LayerIndexBuilder {
   LayerIndex index_;
   uint64_t entries_ = 0;
   std::vector<bool> implicit_;  // per inode: created as a parent, no own entry yet
-  absl::flat_hash_map<std::string, Ino> by_path_;
-  absl::flat_hash_map<std::string, StrRef> interned_;
+  absl::flat_hash_set<Ino, NodeChildHash, NodeChildEq> node_children_;
+  absl::flat_hash_map<ChildKey, Ino, ChildHash, ChildEq> children_;  // hardlink names
+  absl::flat_hash_set<StrRef, ArenaHash, ArenaEq> interned_;
+  std::vector<std::string_view> parts_;  // scratch for AddNode
   struct TmpDirent {
     Ino parent;
     StrRef name;
     Ino ino;
   };
-  std::vector<TmpDirent> tmp_dirents_;
+  PodVector<TmpDirent> tmp_dirents_;
   std::vector<PendingLink> links_;
   std::string last_dir_key_;  // cache of the last EnsureDir result
   Ino last_dir_ino_ = 0;

@@ -24,6 +24,11 @@ absl::Status ParseRfc3339(std::string_view text, int64_t* sec, uint32_t* nsec);
 absl::Status ParseSha256(std::string_view text, std::string_view what,
                          std::array<uint8_t, 32>* out);
 
+// The landmark (kPrefetchLandmark or kNoPrefetchLandmark) that TOC path `name` names once
+// normalized ("./.prefetch.landmark" too), or "" for every other path, invalid ones included
+// (the builder rejects those).
+std::string_view Landmark(std::string_view name);
+
 // Adds every non-regular, non-chunk entry type (dir, symlink, hardlink, char, block, fifo) to
 // the builder. InvalidArgument for an unknown type.
 absl::Status AddNonRegular(LayerIndexBuilder& builder, const TocEntry& e, const EntryMeta& meta);

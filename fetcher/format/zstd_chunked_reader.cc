@@ -59,18 +59,20 @@ class ZstdChunkedIndexer {
   explicit ZstdChunkedIndexer(const IndexBuildOptions& options)
       : builder_(LayerFormat::kZstdChunked, options) {}
 
+  // The smallest entries a TOC writer emits take ~100 bytes of JSON; typical ones 300.
+  void ReserveForToc(size_t json_bytes) { builder_.ReserveEntries(json_bytes / 64); }
+
   absl::Status OnEntry(TocEntry& e) {
     if (e.offset > 0 && e.inner_offset == 0) member_starts_.push_back(e.offset);
     if (e.type == "chunk") return OnChunk(e);
     if (auto st = Flush(); !st.ok()) return st;
     // stargz-snapshotter's zstd:chunked carries an eStargz TOC, landmarks included.
-    auto parts = LayerIndexBuilder::SplitPath(e.name);
-    if (!parts.ok()) return parts.status();
-    if (parts->size() == 1 && (*parts)[0] == kPrefetchLandmark) {
+    std::string_view landmark = Landmark(e.name);
+    if (landmark == kPrefetchLandmark) {
       prefetch_end_ = static_cast<uint64_t>(e.offset);
       return absl::OkStatus();
     }
-    if (parts->size() == 1 && (*parts)[0] == kNoPrefetchLandmark) {
+    if (landmark == kNoPrefetchLandmark) {
       builder_.SetNoPrefetchLandmark();
       return absl::OkStatus();
     }
@@ -78,7 +80,7 @@ class ZstdChunkedIndexer {
     if (!meta.ok()) return meta.status();
     if (e.type != "reg") return AddNonRegular(builder_, e, *meta);
     pending_ = true;
-    path_ = std::move(e.name);
+    path_.assign(e.name);
     meta_ = std::move(*meta);
     size_ = static_cast<uint64_t>(e.size);
     end_offset_ = static_cast<uint64_t>(e.end_offset);
@@ -86,7 +88,7 @@ class ZstdChunkedIndexer {
     if (size_ == 0) return absl::OkStatus();
     if (e.chunk_size == 0 && e.chunk_digest.empty()) {
       // Unchunked file: one frame [offset, endOffset), verified by the file digest.
-      e.chunk_digest = std::move(e.digest);
+      e.chunk_digest = e.digest;
     }
     return AddChunk(e);
   }
@@ -285,6 +287,7 @@ absl::StatusOr<LayerIndex> BuildZstdChunkedIndex(std::string_view manifest_json,
                                                  uint64_t blob_size, const Digest& checksum,
                                                  const IndexBuildOptions& options) {
   ZstdChunkedIndexer indexer(options);
+  indexer.ReserveForToc(manifest_json.size());
   TocHeader header;
   absl::Status st =
       ParseTocJson(manifest_json, &header, [&indexer](TocEntry& e) { return indexer.OnEntry(e); });
