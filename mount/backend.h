@@ -65,8 +65,8 @@ struct LayerMountRequest {
   std::string target_dir;
   // Backend for this layer: "" = the configured one; "fuse" or "erofs" (e.g. from the
   // containerd.io/snapshot/lazypull.backend label).
-  std::string backend;
-  LayerOrigin origin;
+  std::string backend{};
+  LayerOrigin origin{};
   // A number naming this mount across daemon restarts, unique among the daemon's mounts and
   // never reused (the snapshot id); 0 = none. With it, the EROFS backend takes back the lazy
   // mount a previous daemon left at target_dir instead of mounting again (issue 20).

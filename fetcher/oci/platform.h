@@ -16,9 +16,9 @@ namespace lazypull::oci {
 struct Platform {
   std::string os;            // "linux"
   std::string architecture;  // "amd64", "arm64", ...
-  std::string variant;       // "v7", "v8" or empty
-  std::string os_version;
-  std::vector<std::string> os_features;
+  std::string variant{};     // "v7", "v8" or empty
+  std::string os_version{};
+  std::vector<std::string> os_features{};
 
   // "linux/arm64/v8" (variant omitted when empty).
   std::string ToString() const;

@@ -142,13 +142,13 @@ struct ElfPrefetchStats {
 // is a regular file in the image wins) and small files to fetch whole.
 struct StartHint {
   std::vector<std::string> executables;
-  std::vector<std::string> files;
-  std::vector<std::string> args;  // the program's arguments (argv[1:])
+  std::vector<std::string> files{};
+  std::vector<std::string> args{};  // the program's arguments (argv[1:])
   std::string working_dir = "/";
   // The LayerReaders of the image, top first, the hinted layer among them, when the hint
   // comes before they are all mounted (e.g. from preloads at a pull's first layer); empty =
   // the LayerStackFn's stack of the hinted layer.
-  std::vector<std::shared_ptr<LayerReader>> stack;
+  std::vector<std::shared_ptr<LayerReader>> stack{};
 };
 
 // The LayerReaders of the image stack that holds layer `layer_id`, top first; empty when

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
 namespace lazypull::remote {
@@ -41,7 +42,7 @@ startup::StartHint StartHintFromConfig(const oci::ImageConfig& config) {
   if (dir.empty() || dir.front() != '/') dir = "/";
   hint.working_dir = dir;
   if (absl::StrContains(name, '/')) {
-    hint.executables.push_back(name.front() == '/' ? name : dir + "/" + name);
+    hint.executables.push_back(name.front() == '/' ? name : absl::StrCat(dir, "/", name));
     return hint;
   }
   std::string path = kDefaultPath;

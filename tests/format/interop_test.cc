@@ -148,7 +148,9 @@ void CompareTree(const LayerIndex& index, BlobReader& blob, const std::string& r
       ASSERT_TRUE(bytes.ok()) << bytes.status();
       EXPECT_TRUE(*bytes == ReadWhole(root + "/" + rel)) << "content differs";
     }
-    if (S_ISLNK(e.st.st_mode)) EXPECT_EQ(index.SymlinkTarget(*ino), e.link);
+    if (S_ISLNK(e.st.st_mode)) {
+      EXPECT_EQ(index.SymlinkTarget(*ino), e.link);
+    }
     if (S_ISCHR(e.st.st_mode) || S_ISBLK(e.st.st_mode)) {
       EXPECT_EQ(a->dev_major, major(e.st.st_rdev));
       EXPECT_EQ(a->dev_minor, minor(e.st.st_rdev));

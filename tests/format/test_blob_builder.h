@@ -17,19 +17,19 @@
 namespace lazypull::format::testing {
 
 struct TestEntry {
-  std::string name;  // as written in the tar / TOC
-  char type = '0';   // tar typeflag: '0' reg, '1' hardlink, '2' symlink, '3' char, '4' block,
-                     // '5' dir, '6' fifo
-  std::string data;  // regular file content
-  std::string link;  // symlink/hardlink target
+  std::string name;    // as written in the tar / TOC
+  char type = '0';     // tar typeflag: '0' reg, '1' hardlink, '2' symlink, '3' char, '4' block,
+                       // '5' dir, '6' fifo
+  std::string data{};  // regular file content
+  std::string link{};  // symlink/hardlink target
   uint32_t mode = 0644;
   uint32_t uid = 0;
   uint32_t gid = 0;
   int64_t mtime = 1700000000;
-  std::string modtime;  // TOC modtime override (RFC 3339); default from mtime
+  std::string modtime{};  // TOC modtime override (RFC 3339); default from mtime
   uint32_t dev_major = 0;
   uint32_t dev_minor = 0;
-  std::vector<std::pair<std::string, std::string>> xattrs;
+  std::vector<std::pair<std::string, std::string>> xattrs{};
 };
 
 struct BuiltBlob {
@@ -47,14 +47,14 @@ struct EstargzBuildOptions {
   // `.no.prefetch.landmark` first instead).
   int prioritized = -1;
   // Lets a test corrupt the TOC JSON before it is written.
-  std::function<void(nlohmann::json&)> mutate_toc;
+  std::function<void(nlohmann::json&)> mutate_toc{};
 };
 BuiltBlob BuildEstargz(const std::vector<TestEntry>& entries, const EstargzBuildOptions& o = {});
 
 struct ZstdChunkedBuildOptions {
   uint64_t chunk_size = 64 << 10;
   bool legacy = false;  // skopeo 1.9 layout: 40-byte footer, io.containers.* annotations
-  std::function<void(nlohmann::json&)> mutate_toc;
+  std::function<void(nlohmann::json&)> mutate_toc{};
 };
 BuiltBlob BuildZstdChunked(const std::vector<TestEntry>& entries,
                            const ZstdChunkedBuildOptions& o = {});

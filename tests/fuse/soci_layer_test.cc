@@ -169,8 +169,12 @@ void CompareWithSource(const std::string& src, const std::string& mnt, bool erof
     EXPECT_EQ(sa.st_gid, sb.st_gid);
     EXPECT_EQ(sa.st_mtim.tv_sec, sb.st_mtim.tv_sec);
     // EROFS compact inodes keep whole seconds only when every mtime fits the image base.
-    if (!erofs) EXPECT_EQ(sa.st_mtim.tv_nsec, sb.st_mtim.tv_nsec);
-    if (!S_ISDIR(sa.st_mode)) EXPECT_EQ(sa.st_nlink, sb.st_nlink);
+    if (!erofs) {
+      EXPECT_EQ(sa.st_mtim.tv_nsec, sb.st_mtim.tv_nsec);
+    }
+    if (!S_ISDIR(sa.st_mode)) {
+      EXPECT_EQ(sa.st_nlink, sb.st_nlink);
+    }
     if (S_ISREG(sa.st_mode)) {
       EXPECT_EQ(sa.st_size, sb.st_size);
       auto want = ReadFile(a);
@@ -178,10 +182,16 @@ void CompareWithSource(const std::string& src, const std::string& mnt, bool erof
       ASSERT_TRUE(want.ok() && got.ok()) << got.status();
       EXPECT_TRUE(*want == *got) << "contents differ";
     }
-    if (S_ISLNK(sa.st_mode)) EXPECT_EQ(fs::read_symlink(a), fs::read_symlink(b));
-    if (S_ISCHR(sa.st_mode) || S_ISBLK(sa.st_mode)) EXPECT_EQ(sa.st_rdev, sb.st_rdev);
+    if (S_ISLNK(sa.st_mode)) {
+      EXPECT_EQ(fs::read_symlink(a), fs::read_symlink(b));
+    }
+    if (S_ISCHR(sa.st_mode) || S_ISBLK(sa.st_mode)) {
+      EXPECT_EQ(sa.st_rdev, sb.st_rdev);
+    }
     // The opaque directory's overlay xattrs are checked below.
-    if (!S_ISLNK(sa.st_mode) && rel != "opq") EXPECT_EQ(Xattrs(a), Xattrs(b));
+    if (!S_ISLNK(sa.st_mode) && rel != "opq") {
+      EXPECT_EQ(Xattrs(a), Xattrs(b));
+    }
     ++compared;
   }
   EXPECT_GT(compared, 50u);

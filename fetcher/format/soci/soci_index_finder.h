@@ -37,7 +37,7 @@ struct SociFinderOptions {
   // Also look for v1 indexes through referrers (the daemon's `[soci] v1`).
   bool v1 = false;
   // The platform whose manifest a tag naming an image index resolves to (default: the host's).
-  std::optional<oci::Platform> platform;
+  std::optional<oci::Platform> platform{};
   // Per-zTOC size cap applied when parsing the index (ParseSociIndex). The index manifest
   // itself is capped at 4 MiB by RegistryClient::FetchManifest.
   uint64_t max_ztoc_size = 512ull << 20;

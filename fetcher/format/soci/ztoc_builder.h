@@ -39,13 +39,13 @@ struct ZtocBuildOptions {
   // whole). Costs up to two checkpoints (32 KiB each in the zTOC) per such file.
   uint64_t large_file_spans = 0;
   std::string build_tool_identifier = "lazypull";
-  tar::ScanOptions scan;
+  tar::ScanOptions scan{};
   size_t read_size = 1 << 20;  // bytes per read of `layer`
   // When set, each checkpoint's window goes to it (checkpoint index, 32 KiB window) as the
   // checkpoint is found, and the zTOC gets lazypull's windowless checkpoints
   // (ZinfoCheckpoints::ParseWindowless: a fine index's, fine_index.h): memory stays
   // independent of the number of checkpoints.
-  std::function<void(size_t, std::string_view)> window_sink;
+  std::function<void(size_t, std::string_view)> window_sink{};
 };
 
 // Errors: DataLoss for a corrupt or truncated gzip stream or tar (messages name the offset),
