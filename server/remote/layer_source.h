@@ -67,7 +67,7 @@ struct ResolvedLayer {
   oci::Descriptor layer;  // media type, digest, size, merged annotations
   // Why the layer has no SOCI zTOC when discovery failed (for the fallback log line). Not
   // persisted.
-  std::string soci_note;
+  std::string soci_note{};
 };
 
 // The labels that persist `layer` in a committed snapshot (kSourceRefLabel, kSourceLayerLabel).

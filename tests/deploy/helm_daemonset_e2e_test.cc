@@ -141,7 +141,9 @@ class HelmDaemonSetE2eTest : public ::testing::Test {
   }
   void SetUp() override { ASSERT_TRUE(env->status.ok()) << env->status; }
   void TearDown() override {
-    if (containerd_ != nullptr) EXPECT_EQ(containerd_->Stop(), absl::OkStatus());
+    if (containerd_ != nullptr) {
+      EXPECT_EQ(containerd_->Stop(), absl::OkStatus());
+    }
     if (pod_ != nullptr) {
       if (HasFailure()) std::cerr << "--- pod log ---\n" << pod_->ReadLog();
       EXPECT_TRUE(pod_->Stop().ok()) << pod_->ReadLog();

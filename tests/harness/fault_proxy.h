@@ -41,13 +41,13 @@ enum class FaultKind {
 
 struct FaultRule {
   FaultKind kind = FaultKind::kStatus;
-  std::string method;         // "" = any
-  std::string path_contains;  // "" = any
+  std::string method{};         // "" = any
+  std::string path_contains{};  // "" = any
   int status = 503;
-  std::string retry_after;  // kStatus: value of Retry-After, "" = none
+  std::string retry_after{};  // kStatus: value of Retry-After, "" = none
   int redirect_port = 0;
   // kRedirect: replaces the target's query string (e.g. a pre-signed URL's signature).
-  std::string redirect_query;
+  std::string redirect_query{};
   int64_t corrupt_offset = -1;
   int times = 1;  // matching requests to affect; -1 = all
 };

@@ -216,7 +216,9 @@ TEST_P(RpullLazyTest, EveryLayerLazyAndTheContainerSeesTheSourceTree) {
         lines[i + 1], absl::StrCat("layer ", i + 1, "/", layers.size(),
                                    " sha256:", layers[i].digest.hex().substr(0, 12), " lazy (")))
         << lines[i + 1];
-    if (GetParam() == "soci:v1") EXPECT_TRUE(absl::StrContains(lines[i + 1], " lazy (soci) "));
+    if (GetParam() == "soci:v1") {
+      EXPECT_TRUE(absl::StrContains(lines[i + 1], " lazy (soci) "));
+    }
   }
   EXPECT_TRUE(absl::StartsWith(lines.back(), ref + ": pulled in ")) << lines.back();
   EXPECT_TRUE(
@@ -253,7 +255,9 @@ TEST_P(RpullLazyTest, EveryLayerLazyAndTheContainerSeesTheSourceTree) {
     if (i != 0) {
       EXPECT_LT(foreground, 64u << 10) << "layer " << l.digest.ToString() << ": " << s.dump();
     }
-    if (GetParam() == "soci:v1") EXPECT_EQ(s.value("format", ""), "soci") << s.dump();
+    if (GetParam() == "soci:v1") {
+      EXPECT_EQ(s.value("format", ""), "soci") << s.dump();
+    }
   }
   EXPECT_EQ(ImageNames(ns), std::vector<std::string>{ref});
   ExpectContainerTreeEqualsSource(ns, ref);
