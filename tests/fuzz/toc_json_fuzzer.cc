@@ -19,21 +19,10 @@ namespace {
 using lazypull::format::TocEntry;
 using lazypull::format::testing::RefTocEntry;
 
-std::string Flat(const TocEntry& e) {
-  std::string s;
-  for (std::string_view f : {e.name, e.type, e.link_name, e.modtime, e.user_name, e.group_name,
-                             e.digest, e.chunk_digest, e.chunk_type}) {
-    s.append(f).push_back('\0');
-  }
-  for (int64_t n : {e.mode, e.size, e.uid, e.gid, e.dev_major, e.dev_minor, e.offset, e.end_offset,
-                    e.inner_offset, e.chunk_offset, e.chunk_size}) {
-    s += std::to_string(n) + ",";
-  }
-  for (const auto& [k, v] : e.xattrs) s += k + "=" + v + ";";
-  return s;
-}
-
-std::string Flat(const RefTocEntry& e) {
+// One string per entry, so the two parsers' outputs compare whole (`Entry`: the new parser's
+// TocEntry, whose strings are views, or the reference's RefTocEntry, whose strings are owned).
+template <typename Entry>
+std::string Flat(const Entry& e) {
   std::string s;
   for (std::string_view f :
        {std::string_view(e.name), std::string_view(e.type), std::string_view(e.link_name),
