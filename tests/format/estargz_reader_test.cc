@@ -15,39 +15,10 @@ namespace {
 using testing::BuildEstargz;
 using testing::BuiltBlob;
 using testing::EstargzBuildOptions;
+using testing::Pattern;
 using testing::ReadFileBytes;
+using testing::SampleLayerEntries;
 using testing::TestEntry;
-
-std::string Pattern(size_t n, uint32_t seed) {
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; ++i) {
-    seed = seed * 1103515245 + 12345;
-    s[i] = static_cast<char>(seed >> 16);
-  }
-  return s;
-}
-
-std::vector<TestEntry> SampleEntries() {
-  std::vector<TestEntry> e;
-  e.push_back({.name = "./", .type = '5', .mode = 0755});
-  e.push_back({.name = "./etc/", .type = '5', .mode = 0755});
-  e.push_back({.name = "./etc/hosts",
-               .type = '0',
-               .data = "127.0.0.1 localhost\n",
-               .uid = 7,
-               .gid = 8,
-               .xattrs = {{"user.note", "hi"}}});
-  e.push_back({.name = "./bin/big", .type = '0', .data = Pattern(300000, 1), .mode = 0755});
-  e.push_back({.name = "./bin/empty", .type = '0'});
-  e.push_back({.name = "./bin/link", .type = '1', .link = "./bin/big"});
-  e.push_back({.name = "./bin/sh", .type = '2', .link = "busybox", .mode = 0777});
-  e.push_back({.name = "./dev/null", .type = '3', .mode = 0666, .dev_major = 1, .dev_minor = 3});
-  e.push_back({.name = "./dev/fifo", .type = '6'});
-  e.push_back({.name = "./old/.wh.removed", .type = '0'});
-  e.push_back({.name = "./opq/.wh..wh..opq", .type = '0'});
-  e.push_back({.name = "./zzz name with spaces ü", .type = '0', .data = "x"});
-  return e;
-}
 
 absl::StatusOr<LayerIndex> Read(const BuiltBlob& b, FormatReadOptions o = {}) {
   auto reader = NewStringBlobReader(b.blob);
@@ -55,7 +26,7 @@ absl::StatusOr<LayerIndex> Read(const BuiltBlob& b, FormatReadOptions o = {}) {
 }
 
 TEST(EstargzReaderTest, ReadsEveryEntryAndServesVerifiedBytes) {
-  BuiltBlob b = BuildEstargz(SampleEntries(), {.chunk_size = 100000, .prioritized = 3});
+  BuiltBlob b = BuildEstargz(SampleLayerEntries(), {.chunk_size = 100000, .prioritized = 3});
   // A valid tar.gz for clients that know nothing of lazy pulling.
   auto tar = codec::Gunzip(b.blob, {.max_output = 1 << 24});
   ASSERT_TRUE(tar.ok()) << tar.status();
@@ -99,7 +70,7 @@ TEST(EstargzReaderTest, ReadsEveryEntryAndServesVerifiedBytes) {
 }
 
 TEST(EstargzReaderTest, NoPrefetchLandmarkAndLegacyFooter) {
-  BuiltBlob b = BuildEstargz(SampleEntries(), {.legacy_footer = true});
+  BuiltBlob b = BuildEstargz(SampleLayerEntries(), {.legacy_footer = true});
   auto tail = b.blob.substr(b.blob.size() - 47);
   auto footer = ParseEstargzFooter(tail, b.blob.size());
   ASSERT_TRUE(footer.ok()) << footer.status();
@@ -140,7 +111,7 @@ TEST(EstargzReaderTest, InnerOffsetChunksShareAMember) {
 }
 
 TEST(EstargzReaderTest, CorruptChunkIsDataLoss) {
-  BuiltBlob b = BuildEstargz(SampleEntries());
+  BuiltBlob b = BuildEstargz(SampleLayerEntries());
   auto index = Read(b);
   ASSERT_TRUE(index.ok());
   const Chunk& c = index->Chunks(*index->LookupPath("bin/big"))[0];
@@ -158,7 +129,7 @@ TEST(EstargzReaderTest, CorruptChunkIsDataLoss) {
 }
 
 TEST(EstargzReaderTest, TocDigestChecked) {
-  BuiltBlob b = BuildEstargz(SampleEntries());
+  BuiltBlob b = BuildEstargz(SampleLayerEntries());
   auto reader = NewStringBlobReader(b.blob);
   auto wrong = ReadEstargzIndex(*reader, Digest::Of("other"));
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kDataLoss);
@@ -170,7 +141,7 @@ TEST(EstargzReaderTest, TocDigestChecked) {
 }
 
 TEST(EstargzReaderTest, BadFootersAreClearErrors) {
-  BuiltBlob b = BuildEstargz(SampleEntries());
+  BuiltBlob b = BuildEstargz(SampleLayerEntries());
   // Truncated blob / footer.
   for (size_t cut : {size_t{1}, size_t{10}, size_t{51}}) {
     auto r = NewStringBlobReader(b.blob.substr(0, b.blob.size() - cut));
@@ -201,7 +172,8 @@ TEST(EstargzReaderTest, BadFootersAreClearErrors) {
 TEST(EstargzReaderTest, BadTocsAreClearErrors) {
   auto expect_invalid = [](std::function<void(nlohmann::json&)> mutate, const char* what,
                            uint64_t chunk_size = 4 << 20) {
-    BuiltBlob b = BuildEstargz(SampleEntries(), {.chunk_size = chunk_size, .mutate_toc = mutate});
+    BuiltBlob b =
+        BuildEstargz(SampleLayerEntries(), {.chunk_size = chunk_size, .mutate_toc = mutate});
     auto st = Read(b).status();
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << what << ": " << st;
   };
@@ -248,7 +220,7 @@ TEST(EstargzReaderTest, BadTocsAreClearErrors) {
 }
 
 TEST(EstargzReaderTest, TocNotJsonAndTocBomb) {
-  BuiltBlob b = BuildEstargz(SampleEntries());
+  BuiltBlob b = BuildEstargz(SampleLayerEntries());
   auto st = BuildEstargzIndex("{\"version\":1,\"entries\":[{", 10, 100, Digest(), {}).status();
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("JSON"), std::string::npos) << st;
@@ -262,7 +234,7 @@ TEST(EstargzReaderTest, TocNotJsonAndTocBomb) {
 }
 
 TEST(FormatDetectorTest, ChoosesReader) {
-  BuiltBlob b = BuildEstargz(SampleEntries());
+  BuiltBlob b = BuildEstargz(SampleLayerEntries());
   auto reader = NewStringBlobReader(b.blob);
   const std::string gz = "application/vnd.oci.image.layer.v1.tar+gzip";
   EXPECT_EQ(*DetectLayerFormat(gz, b.annotations, nullptr), LayerFormat::kEstargz);
@@ -291,7 +263,7 @@ class CountingBlobReader : public BlobReader {
 };
 
 TEST(FormatDetectorTest, FooterAndTocInOneRequestWhenTheTailHoldsThem) {
-  BuiltBlob b = BuildEstargz(SampleEntries());
+  BuiltBlob b = BuildEstargz(SampleLayerEntries());
   const std::string gz = "application/vnd.oci.image.layer.v1.tar+gzip";
   CountingBlobReader reader(b.blob);
   auto index = OpenLayerIndex(reader, gz, b.annotations);

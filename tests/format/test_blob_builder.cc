@@ -112,6 +112,37 @@ std::string TarHeader(const TestEntry& e, uint64_t size) {
   return out + Block(e.name, e.type, size, e);
 }
 
+std::string Pattern(size_t n, uint32_t seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) {
+    seed = seed * 1103515245 + 12345;
+    s[i] = static_cast<char>(seed >> 16);
+  }
+  return s;
+}
+
+std::vector<TestEntry> SampleLayerEntries() {
+  std::vector<TestEntry> e;
+  e.push_back({.name = "./", .type = '5', .mode = 0755});
+  e.push_back({.name = "./etc/", .type = '5', .mode = 0755});
+  e.push_back({.name = "./etc/hosts",
+               .type = '0',
+               .data = "127.0.0.1 localhost\n",
+               .uid = 7,
+               .gid = 8,
+               .xattrs = {{"user.note", "hi"}}});
+  e.push_back({.name = "./bin/big", .type = '0', .data = Pattern(300000, 1), .mode = 0755});
+  e.push_back({.name = "./bin/empty", .type = '0'});
+  e.push_back({.name = "./bin/link", .type = '1', .link = "./bin/big"});
+  e.push_back({.name = "./bin/sh", .type = '2', .link = "busybox", .mode = 0777});
+  e.push_back({.name = "./dev/null", .type = '3', .mode = 0666, .dev_major = 1, .dev_minor = 3});
+  e.push_back({.name = "./dev/fifo", .type = '6'});
+  e.push_back({.name = "./old/.wh.removed", .type = '0'});
+  e.push_back({.name = "./opq/.wh..wh..opq", .type = '0'});
+  e.push_back({.name = "./zzz name with spaces ü", .type = '0', .data = "x"});
+  return e;
+}
+
 BuiltBlob BuildEstargz(const std::vector<TestEntry>& input, const EstargzBuildOptions& o) {
   std::vector<TestEntry> entries;
   TestEntry landmark;

@@ -40,6 +40,13 @@ struct BuiltBlob {
   std::string tar;  // the uncompressed tar stream the blob decompresses to
 };
 
+// `n` pseudo-random bytes from `seed` (incompressible file content, reproducible).
+std::string Pattern(size_t n, uint32_t seed);
+// A small layer with one entry of every kind the formats carry: directories, a file with
+// owner and xattrs, a 300,000-byte file (several chunks), an empty file, a hardlink, a symlink,
+// a character device, a FIFO, a whiteout, an opaque-directory marker and a non-ASCII name.
+std::vector<TestEntry> SampleLayerEntries();
+
 struct EstargzBuildOptions {
   uint64_t chunk_size = 4 << 20;
   bool legacy_footer = false;

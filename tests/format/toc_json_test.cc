@@ -256,22 +256,10 @@ TEST(TocJsonTest, EdgeCasesAgreeWithTheReference) {
   }
 }
 
+// The shared sample layer, plus a name the TOC must escape.
 std::vector<testing::TestEntry> SampleEntries() {
-  std::vector<testing::TestEntry> e;
-  e.push_back({.name = "./", .type = '5', .mode = 0755});
-  e.push_back({.name = "./etc/", .type = '5', .mode = 0755});
-  e.push_back({.name = "./etc/hosts",
-               .type = '0',
-               .data = "127.0.0.1 localhost\n",
-               .uid = 7,
-               .gid = 8,
-               .xattrs = {{"user.note", "hi"}}});
-  e.push_back({.name = "./bin/big", .type = '0', .data = std::string(300000, 'x'), .mode = 0755});
-  e.push_back({.name = "./bin/link", .type = '1', .link = "./bin/big"});
-  e.push_back({.name = "./bin/sh", .type = '2', .link = "busybox", .mode = 0777});
-  e.push_back({.name = "./dev/null", .type = '3', .mode = 0666, .dev_major = 1, .dev_minor = 3});
-  e.push_back({.name = "./old/.wh.removed", .type = '0'});
-  e.push_back({.name = "./zzz name with spaces \xc3\xbc \"q\"", .type = '0', .data = "x"});
+  std::vector<testing::TestEntry> e = testing::SampleLayerEntries();
+  e.push_back({.name = "./zzz \"q\" \\ tab\t", .type = '0', .data = "x"});
   return e;
 }
 
