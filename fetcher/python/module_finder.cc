@@ -24,6 +24,27 @@ constexpr std::string_view kMultiarch = "s390x-linux-gnu";
 constexpr std::string_view kMultiarch = "";
 #endif
 
+// The standard library modules CPython freezes into the interpreter since 3.11: those its
+// startup imports with and without site, and runpy's for -m (3.11's
+// `_imp._frozen_module_names()` without the test modules). A version that froze fewer would
+// only cost prefetch misses: the interpreter reads such a file and the read fetches it.
+constexpr std::string_view kFrozenStdlib[] = {"abc",
+                                              "codecs",
+                                              "io",
+                                              "_collections_abc",
+                                              "_sitebuiltins",
+                                              "genericpath",
+                                              "ntpath",
+                                              "posixpath",
+                                              "os",
+                                              "os.path",
+                                              "site",
+                                              "stat",
+                                              "importlib.util",
+                                              "importlib.machinery",
+                                              "runpy",
+                                              "zipimport"};
+
 std::string Join(std::string_view dir, std::string_view name) {
   if (dir.empty() || dir.back() != '/') return fmt::format("{}/{}", dir, name);
   return fmt::format("{}{}", dir, name);
@@ -79,7 +100,7 @@ std::optional<ModuleFinder> ModuleFinder::ForVersion(const elf::FileTree& tree, 
   }
   prefixes.emplace_back("/usr/local");
   prefixes.emplace_back("/usr");
-  ModuleFinder probe(tree, "", "", {});
+  ModuleFinder probe(tree, "", "", {}, false);
   for (const std::string& prefix : prefixes) {
     std::string stdlib = fmt::format("{}/lib/{}", prefix, version);
     if (!probe.IsDir(stdlib)) continue;
@@ -93,7 +114,7 @@ std::optional<ModuleFinder> ModuleFinder::ForVersion(const elf::FileTree& tree, 
       if (probe.IsDir(dir)) path.push_back(std::move(dir));
     }
     return ModuleFinder(tree, std::move(stdlib), fmt::format("cpython-{}{}", major, minor),
-                        std::move(path));
+                        std::move(path), major == 3 && minor >= 11);
   }
   return std::nullopt;
 }
@@ -121,8 +142,33 @@ std::vector<std::string> ModuleFinder::SiteDirs() const {
   return out;
 }
 
+ModuleFinder ModuleFinder::WithoutFrozenModules() const {
+  ModuleFinder f = *this;
+  f.frozen_modules_ = false;
+  return f;
+}
+
+bool ModuleFinder::IsFrozen(std::string_view dir, std::string_view name) const {
+  if (!frozen_modules_) return false;
+  // Frozen modules are the standard library's: their dotted name is their path below it.
+  std::string_view rest = dir;
+  if (!rest.starts_with(stdlib_)) return false;
+  rest.remove_prefix(stdlib_.size());
+  if (!rest.empty() && rest.front() != '/') return false;
+  std::string dotted;
+  for (std::string_view part : SplitView(rest, '/')) {
+    if (part.empty()) continue;
+    dotted.append(part).push_back('.');
+  }
+  dotted.append(name);
+  return std::find(std::begin(kFrozenStdlib), std::end(kFrozenStdlib), dotted) !=
+         std::end(kFrozenStdlib);
+}
+
 std::optional<ModuleFile> ModuleFinder::FindIn(std::string_view dir, std::string_view name) const {
   if (!ValidComponent(name)) return std::nullopt;
+  // The frozen importer comes before the path finder: no file is read.
+  if (IsFrozen(dir, name)) return ModuleFile{ModuleFile::Kind::kFrozen, "", ""};
   std::string resolved;
   const std::string pkg = Join(dir, name);
   bool namespace_dir = false;

@@ -11,6 +11,12 @@
 // cached __pycache__/<name>.<cache_tag>.pyc when present: that is what the interpreter reads,
 // the source is only stat()ed), a sourceless <name>.pyc.
 //
+// CPython >= 3.11 runs the standard library modules of its own startup (os, site, codecs,
+// io, abc, stat, posixpath, ...) from copies frozen into the interpreter, ahead of the path
+// finder, and reads none of their files (unless started with -X frozen_modules=off): those
+// names resolve to a kFrozen ModuleFile with no path, so a walk neither fetches them nor
+// follows their imports (which are other frozen or built-in modules).
+//
 // Thread-safety: immutable after construction; the tree must outlive the finder and be
 // thread-safe itself for concurrent use.
 #ifndef LAZYPULL_FETCHER_PYTHON_MODULE_FINDER_H_
@@ -27,9 +33,10 @@ namespace lazypull::python {
 
 // The file an import reads, and for a package the directory its submodules live in.
 struct ModuleFile {
-  enum class Kind { kBytecode, kSource, kExtension, kNamespace };
+  enum class Kind { kBytecode, kSource, kExtension, kNamespace, kFrozen };
   Kind kind = Kind::kBytecode;
-  std::string path;         // absolute, symlink-free; empty for a namespace package
+  std::string path;         // absolute, symlink-free; empty for a namespace package and a
+                            // frozen module
   std::string package_dir;  // non-empty for a package
   bool operator==(const ModuleFile&) const = default;
 };
@@ -45,6 +52,11 @@ class ModuleFinder {
   // The finder for the interpreter that wrote `pyc_path` ("<dir>/__pycache__/<module>.
   // cpython-311.pyc"; the version comes from the cache tag), or nullopt.
   static std::optional<ModuleFinder> ForPyc(const elf::FileTree& tree, std::string_view pyc_path);
+
+  // This finder with the interpreter's frozen modules off (`-X frozen_modules=off`): they
+  // are found as files like any other module.
+  ModuleFinder WithoutFrozenModules() const;
+  bool frozen_modules() const { return frozen_modules_; }
 
   // Module `name` (one component, no dots) in directory `dir`, or nullopt.
   std::optional<ModuleFile> FindIn(std::string_view dir, std::string_view name) const;
@@ -65,18 +77,22 @@ class ModuleFinder {
 
  private:
   ModuleFinder(const elf::FileTree& tree, std::string stdlib, std::string cache_tag,
-               std::vector<std::string> search_path)
+               std::vector<std::string> search_path, bool frozen_modules)
       : tree_(&tree),
         stdlib_(std::move(stdlib)),
         cache_tag_(std::move(cache_tag)),
-        search_path_(std::move(search_path)) {}
+        search_path_(std::move(search_path)),
+        frozen_modules_(frozen_modules) {}
   bool IsFile(const std::string& path, std::string* resolved) const;
   bool IsDir(const std::string& path) const;
+  // Whether module `name` in `dir` is one the interpreter runs frozen.
+  bool IsFrozen(std::string_view dir, std::string_view name) const;
 
   const elf::FileTree* tree_;
   std::string stdlib_;     // "/usr/lib/python3.11"
   std::string cache_tag_;  // "cpython-311"
   std::vector<std::string> search_path_;
+  bool frozen_modules_ = false;  // CPython >= 3.11 with its frozen standard modules on
 };
 
 // The multiarch tuple of the machine lazypull runs on ("x86_64-linux-gnu"; empty if unknown),

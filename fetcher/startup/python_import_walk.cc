@@ -111,7 +111,8 @@ class Walk {
   }
 
   const ModuleFinder* Keep(ModuleFinder f) {
-    auto [it, fresh] = finders_.try_emplace(f.stdlib() + "\n" + f.cache_tag(), std::move(f));
+    auto [it, fresh] = finders_.try_emplace(
+        fmt::format("{}\n{}\n{}", f.stdlib(), f.cache_tag(), f.frozen_modules()), std::move(f));
     return &it->second;
   }
 
@@ -145,7 +146,7 @@ class Walk {
 
   void AddModules(const std::vector<ModuleFile>& modules, const ModuleFinder* finder) {
     for (const ModuleFile& m : modules) {
-      if (m.path.empty()) continue;  // a namespace package has no file
+      if (m.path.empty()) continue;  // a namespace package or a frozen module: no file
       Add(m.path, m.kind == ModuleFile::Kind::kBytecode ? Kind::kPyc : Kind::kPlain, finder,
           ImportBase(m));
     }
@@ -159,6 +160,7 @@ class Walk {
     std::optional<ModuleFinder> found =
         ModuleFinder::ForVersion(tree_, version->first, version->second, interpreter);
     if (!found) return;
+    if (FrozenModulesOff(start.argv)) found = found->WithoutFrozenModules();
     const ModuleFinder* finder = Keep(*std::move(found));
     // The C library's data the interpreter's initialization reads (setlocale under the
     // coerced C.UTF-8 locale, the codeset's gconv cache, tzset).
@@ -187,6 +189,29 @@ class Walk {
       }
     }
     AddCommandLine(start, *finder);
+  }
+
+  // Whether the interpreter's options turn its frozen modules off (`-X frozen_modules=off`,
+  // before the program's own arguments).
+  static bool FrozenModulesOff(const std::vector<std::string>& argv) {
+    for (size_t i = 0; i < argv.size(); ++i) {
+      const std::string& a = argv[i];
+      if (a == "-X" && i + 1 < argv.size()) {
+        if (argv[++i] == "frozen_modules=off") return true;
+        continue;
+      }
+      if (a == "-Xfrozen_modules=off") return true;
+      if (a == "-W" || a == "--check-hash-based-pycs") {
+        ++i;
+        continue;
+      }
+      // -c, -m, a script or "-": the rest are the program's.
+      if (!a.starts_with("-") || a == "-" || a == "--" || a.starts_with("-c") ||
+          a.starts_with("-m")) {
+        return false;
+      }
+    }
+    return false;
   }
 
   // What the interpreter's arguments name: `-c CODE` (its imports), `-m MODULE` (the module,

@@ -68,6 +68,16 @@ class PythonImportWalkTest : public ::testing::Test {
          {"app/main.py", "import helper\nimport json\nfrom collections import abc\n"},
          {"app/helper.py", "import keyword\n"},
          {lib_ + "/collections/abc.py", "\n"},
+         // Modules CPython >= 3.11 runs frozen (and one package around a frozen submodule).
+         {lib_ + "/os.py", "import abc\nimport stat\nimport posixpath\n"},
+         {lib_ + "/abc.py", "\n"},
+         {lib_ + "/stat.py", "\n"},
+         {lib_ + "/posixpath.py", "import genericpath\n"},
+         {lib_ + "/genericpath.py", "\n"},
+         {lib_ + "/site.py", "import os\nimport _sitebuiltins\n"},
+         {lib_ + "/_sitebuiltins.py", "\n"},
+         {lib_ + "/importlib/__init__.py", "\n"},
+         {lib_ + "/importlib/util.py", "import keyword\n"},
          {"usr/lib/locale/C.utf8/LC_CTYPE", "ctype"},
          {"usr/share/zoneinfo/Etc/UTC", "TZif"}});
     ASSERT_TRUE(testing::RunCommand({"mkdir", "-p", root_.path() + "/etc"}).ok());
@@ -211,6 +221,53 @@ TEST_F(PythonImportWalkTest, CommandLineCodeModuleAndScript) {
             (std::set<std::string>{Pyc("app", "helper"), Pyc(lib_ + "/json", "__init__"),
                                    Pyc(lib_ + "/collections", "__init__"),
                                    Pyc(lib_ + "/collections", "abc")}));
+}
+
+// CPython >= 3.11 runs os, site, stat, posixpath, ... frozen into the interpreter and reads
+// none of their files: the walk fetches none of them, unless -X frozen_modules=off.
+TEST_F(PythonImportWalkTest, FrozenStandardModulesAreNotFetched) {
+  ASSERT_GE(py_.cache_tag, "cpython-311") << "the build machine's python3 freezes its stdlib";
+  std::optional<python::ModuleFinder> finder =
+      python::ModuleFinder::ForPyc(*tree_, Pyc(lib_ + "/json", "__init__"));
+  ASSERT_TRUE(finder.has_value());
+  using Kind = python::ModuleFile::Kind;
+  const python::ModuleFile frozen{Kind::kFrozen, "", ""};
+  EXPECT_THAT(finder->FindAbsolute("os"), ElementsAre(frozen));
+  EXPECT_THAT(finder->FindAbsolute("os.path"), ElementsAre(frozen));
+  EXPECT_THAT(finder->FindAbsolute("importlib.util"),
+              ElementsAre(python::ModuleFile{Kind::kBytecode, Pyc(lib_ + "/importlib", "__init__"),
+                                             "/" + lib_ + "/importlib"},
+                          frozen));
+  EXPECT_THAT(finder->WithoutFrozenModules().FindAbsolute("os"),
+              ElementsAre(python::ModuleFile{Kind::kBytecode, Pyc(lib_, "os"), ""}));
+
+  auto all = [&] {
+    std::set<std::string> out;
+    for (const auto& round : rounds_) out.insert(round.begin(), round.end());
+    return out;
+  };
+  const std::string py = "/usr/bin/python" + py_.version;
+  const std::vector<std::string> frozen_files = {
+      Pyc(lib_, "os"),           Pyc(lib_, "abc"),  Pyc(lib_, "stat"),
+      Pyc(lib_, "posixpath"),    Pyc(lib_, "site"), Pyc(lib_, "genericpath"),
+      Pyc(lib_, "_sitebuiltins")};
+  PythonWalkResult r = Walk({.interpreter = py, .argv = {"-c", "import os, importlib.util"}});
+  EXPECT_TRUE(r.problems.empty()) << r.problems.front();
+  std::set<std::string> files = all();
+  EXPECT_TRUE(files.count(Pyc(lib_ + "/importlib", "__init__")));
+  EXPECT_TRUE(files.count(Pyc(lib_ + "/encodings", "__init__")));
+  for (const std::string& f : frozen_files) EXPECT_FALSE(files.count(f)) << f;
+  // importlib.util's own imports are not followed either: it is never read.
+  EXPECT_FALSE(files.count(Pyc(lib_, "keyword")));
+
+  Walk({.interpreter = py, .argv = {"-X", "frozen_modules=off", "-c", "import os"}});
+  files = all();
+  for (const std::string& f : frozen_files) EXPECT_TRUE(files.count(f)) << f;
+  Walk({.interpreter = py, .argv = {"-Xfrozen_modules=off", "-c", "import os"}});
+  EXPECT_TRUE(all().count(Pyc(lib_, "os")));
+  // After -c, "-X frozen_modules=off" is the program's argv, not the interpreter's option.
+  Walk({.interpreter = py, .argv = {"-c", "import os", "-X", "frozen_modules=off"}});
+  EXPECT_FALSE(all().count(Pyc(lib_, "os")));
 }
 
 TEST(SourceImportsTest, StatementsOnLinesAndAfterSemicolons) {
