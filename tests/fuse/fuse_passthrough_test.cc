@@ -117,7 +117,9 @@ class FusePassthroughTest : public ::testing::Test {
   }
 
   // Requests counted since the last call, once a STATFS barrier was answered (see
-  // fuse_kernel_cache_test).
+  // fuse_kernel_cache_test). The daemon counts a request after replying to it, so a request
+  // that just returned to this process may still be uncounted: a test that needs it counted
+  // waits for it first.
   std::map<std::string, int> Settle() {
     struct statvfs sv;
     EXPECT_EQ(statvfs(mnt_.c_str(), &sv), 0);
@@ -203,6 +205,8 @@ TEST_F(FusePassthroughTest, FileThatBecomesLocalOpensInPassthrough) {
   ASSERT_NE(map, MAP_FAILED) << strerror(errno);
   EXPECT_EQ(std::string(static_cast<const char*>(map), want.size()), want);
   munmap(map, want.size());
+  // Ops are counted after their reply: wait for both OPENs before taking the counts.
+  EXPECT_TRUE(WaitUntil([&] { return counter_->Peek()["open"] >= 2; }));
   std::map<std::string, int> ops = Settle();
   EXPECT_EQ(ops.count("read"), 0u);
   EXPECT_EQ(ops["open"], 2);
@@ -338,9 +342,11 @@ TEST_F(FusePassthroughTest, SingleChunkFilesAndNotLocalFiles) {
   Settle();
   EXPECT_EQ(*testing::ReadAll(mnt_ + "/dir/f1"), Src("dir/f1"));
   EXPECT_EQ(*testing::ReadAll(mnt_ + "/dir/f2"), Src("dir/f2"));  // not local: cached
-  std::map<std::string, int> ops = Settle();
+  // f2's read only. The daemon counts an op after replying to it, so the READ that answered
+  // ReadAll may be counted after Settle's statfs: wait for it rather than race it.
+  EXPECT_TRUE(WaitUntil([&] { return counter_->Peek()["read"] >= 1; }));
+  Settle();
   EXPECT_EQ(layer_->Status().passthrough_opens, 1u);
-  EXPECT_GE(ops["read"], 1);  // f2's read only
   int fd = OpenRo("dir/f1");
   EXPECT_EQ(ReadFd(fd), Src("dir/f1"));
   close(fd);
@@ -356,6 +362,7 @@ TEST_F(FusePassthroughTest, DisabledByConfig) {
     EXPECT_EQ(*testing::ReadAll(mnt_ + "/big.bin"), Src("big.bin"));
     EXPECT_EQ(*testing::ReadAll(mnt_ + "/dir/f3"), Src("dir/f3"));
   }
+  EXPECT_TRUE(WaitUntil([&] { return counter_->Peek()["open"] >= 1; }));  // counted after reply
   std::map<std::string, int> ops = Settle();
   EXPECT_EQ(ops["open"], 1);
   EXPECT_EQ(layer_->Status().passthrough_opens, 0u);
