@@ -160,7 +160,11 @@ class Walk {
     std::optional<ModuleFinder> found =
         ModuleFinder::ForVersion(tree_, version->first, version->second, interpreter);
     if (!found) return;
-    if (FrozenModulesOff(start.argv)) found = found->WithoutFrozenModules();
+    const CommandLine cl = ParseCommandLine(start.argv);
+    if (std::find(cl.x_options.begin(), cl.x_options.end(), "frozen_modules=off") !=
+        cl.x_options.end()) {
+      found = found->WithoutFrozenModules();
+    }
     const ModuleFinder* finder = Keep(*std::move(found));
     // The C library's data the interpreter's initialization reads (setlocale under the
     // coerced C.UTF-8 locale, the codeset's gconv cache, tzset).
@@ -188,61 +192,71 @@ class Walk {
         if (name.ends_with(".pth")) Add(dir + "/" + name, Kind::kPth, finder, dir);
       }
     }
-    AddCommandLine(start, *finder);
+    AddCommandLine(start, cl, *finder);
   }
 
-  // Whether the interpreter's options turn its frozen modules off (`-X frozen_modules=off`,
-  // before the program's own arguments).
-  static bool FrozenModulesOff(const std::vector<std::string>& argv) {
+  // The interpreter's own command line: its -X options, and what it runs (the first of -c,
+  // -m, a script or "-"; the arguments after it are the program's).
+  struct CommandLine {
+    enum class Runs { kNothing, kCode, kModule, kScript };
+    std::vector<std::string> x_options;  // "-X frozen_modules=off" -> "frozen_modules=off"
+    Runs runs = Runs::kNothing;
+    std::string what;  // the code, the module or the script's path as given
+  };
+
+  static CommandLine ParseCommandLine(const std::vector<std::string>& argv) {
+    CommandLine cl;
     for (size_t i = 0; i < argv.size(); ++i) {
       const std::string& a = argv[i];
-      if (a == "-X" && i + 1 < argv.size()) {
-        if (argv[++i] == "frozen_modules=off") return true;
+      const bool next = i + 1 < argv.size();
+      for (auto [flag, runs] : {std::pair{"-c", CommandLine::Runs::kCode},
+                                std::pair{"-m", CommandLine::Runs::kModule}}) {
+        if (!a.starts_with(flag)) continue;
+        if (a.size() == 2 && !next) return cl;
+        cl.runs = runs;
+        cl.what = a.size() > 2 ? a.substr(2) : argv[i + 1];
+        return cl;
+      }
+      if (a.starts_with("-X")) {
+        if (a.size() > 2) {
+          cl.x_options.push_back(a.substr(2));
+        } else if (next) {
+          cl.x_options.push_back(argv[++i]);
+        }
         continue;
       }
-      if (a == "-Xfrozen_modules=off") return true;
       if (a == "-W" || a == "--check-hash-based-pycs") {
-        ++i;
+        ++i;  // the option's value
         continue;
       }
-      // -c, -m, a script or "-": the rest are the program's.
-      if (!a.starts_with("-") || a == "-" || a == "--" || a.starts_with("-c") ||
-          a.starts_with("-m")) {
-        return false;
-      }
+      if (a == "-" || a == "--") return cl;
+      if (a.starts_with("-")) continue;
+      cl.runs = CommandLine::Runs::kScript;
+      cl.what = a;
+      return cl;
     }
-    return false;
+    return cl;
   }
 
   // What the interpreter's arguments name: `-c CODE` (its imports), `-m MODULE` (the module,
   // and a package's __main__), or a script (fetched, its imports followed).
-  void AddCommandLine(const PythonWalkStart& start, const ModuleFinder& finder) {
-    const std::vector<std::string>& argv = start.argv;
-    for (size_t i = 0; i < argv.size(); ++i) {
-      const std::string& a = argv[i];
-      const bool next = i + 1 < argv.size();
-      if (a == "-c" || (a.starts_with("-c") && a.size() > 2)) {
-        if (a.size() == 2 && !next) return;
-        FollowImports(python::SourceImports(a.size() > 2 ? a.substr(2) : argv[i + 1]), finder, "",
-                      Reading::kAbsolute);
+  void AddCommandLine(const PythonWalkStart& start, const CommandLine& cl,
+                      const ModuleFinder& finder) {
+    switch (cl.runs) {
+      case CommandLine::Runs::kNothing:
+        return;
+      case CommandLine::Runs::kCode:
+        FollowImports(python::SourceImports(cl.what), finder, "", Reading::kAbsolute);
+        return;
+      case CommandLine::Runs::kModule:
+        FollowImports({{cl.what, {}}, {cl.what + ".__main__", {}}}, finder, "", Reading::kAbsolute);
+        return;
+      case CommandLine::Runs::kScript: {
+        std::string script = cl.what.starts_with("/") ? cl.what : start.working_dir + "/" + cl.what;
+        std::string dir(Dirname(script));
+        Add(script, Kind::kScript, &finder, std::move(dir));
         return;
       }
-      if (a == "-m" || (a.starts_with("-m") && a.size() > 2)) {
-        if (a.size() == 2 && !next) return;
-        const std::string module = a.size() > 2 ? a.substr(2) : argv[i + 1];
-        FollowImports({{module, {}}, {module + ".__main__", {}}}, finder, "", Reading::kAbsolute);
-        return;
-      }
-      if (a == "-W" || a == "-X" || a == "--check-hash-based-pycs") {
-        ++i;  // the option's value
-        continue;
-      }
-      if (a == "-" || a == "--") return;
-      if (a.starts_with("-")) continue;
-      std::string script = a.starts_with("/") ? a : start.working_dir + "/" + a;
-      std::string dir(Dirname(script));
-      Add(script, Kind::kScript, &finder, std::move(dir));
-      return;
     }
   }
 
