@@ -140,6 +140,15 @@ class SociFinderTest : public ::testing::Test {
 
   // What the daemon does for a tag: Resolve, prefetching the SOCI index the image index's
   // entry names, then discovery from the resolved manifest through that prefetch.
+  // FindPrefetched with a prefetch of its own: the status code it gives, and how many
+  // prefetches it started.
+  void ExpectPrefetchedError(const std::string& ref, absl::StatusCode code, size_t started) {
+    SociIndexPrefetch prefetch;
+    auto got = FindPrefetched(ref, prefetch);
+    EXPECT_EQ(got.status().code(), code) << ref << ": " << got.status();
+    EXPECT_EQ(prefetch.started(), started) << ref;
+  }
+
   absl::StatusOr<std::optional<FoundSociIndex>> FindPrefetched(const std::string& ref,
                                                                SociIndexPrefetch& prefetch) {
     Reference r = Ref(reg_->host() + "/" + ref);
@@ -366,22 +375,12 @@ TEST_F(SociFinderTest, PrefetchKeepsExactCodesForMissingAndCorruptIndexes) {
 
   // A malformed digest in the entry starts nothing; the manifest's annotation decides.
   EnableV2(img, soci, "baddigest", "sha256:xyz");
-  {
-    SociIndexPrefetch prefetch;
-    auto bad = FindPrefetched("team/prebad:baddigest", prefetch);
-    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
-    EXPECT_EQ(prefetch.started(), 0u);
-  }
+  ExpectPrefetchedError("team/prebad:baddigest", absl::StatusCode::kInvalidArgument, 0);
 
   // A v1 index where the v2 annotation points: InvalidArgument, prefetched or not.
   oci::Descriptor v1 = PushIndex(img, SociIndexVersion::kV1);
   EnableV2(img, v1, "wrongversion", v1.digest.ToString());
-  {
-    SociIndexPrefetch prefetch;
-    auto wrong = FindPrefetched("team/prebad:wrongversion", prefetch);
-    EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument) << wrong.status();
-    EXPECT_EQ(prefetch.started(), 1u);
-  }
+  ExpectPrefetchedError("team/prebad:wrongversion", absl::StatusCode::kInvalidArgument, 1);
 
   // Bytes that do not match their digest: DataLoss, prefetched or not.
   oci::Descriptor good = PushIndex(img, SociIndexVersion::kV2);
@@ -394,12 +393,7 @@ TEST_F(SociFinderTest, PrefetchKeepsExactCodesForMissingAndCorruptIndexes) {
     f.seekp(10);
     f.put('#');
   }
-  {
-    SociIndexPrefetch prefetch;
-    auto corrupt = FindPrefetched("team/prebad:corrupt", prefetch);
-    EXPECT_EQ(corrupt.status().code(), absl::StatusCode::kDataLoss) << corrupt.status();
-    EXPECT_EQ(prefetch.started(), 1u);
-  }
+  ExpectPrefetchedError("team/prebad:corrupt", absl::StatusCode::kDataLoss, 1);
 }
 
 TEST_F(SociFinderTest, PrefetchOfAnotherIndexThanTheManifestNamesIsNotUsed) {
