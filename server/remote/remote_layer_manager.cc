@@ -631,6 +631,7 @@ nlohmann::json RemoteLayerManager::StatusJson() const {
 absl::Status RemoteLayerManager::WriteStatusFile() const {
   // A daemon that never saw a remote layer leaves its root as the plain snapshotter does.
   if (!status_active_) return absl::OkStatus();
+  std::lock_guard<std::mutex> lock(status_write_mu_);
   // Durable (a crash leaves the old or the new file); 0600: it names images.
   return WriteFileAtomically(options_.root + "/" + kStatusFileName, StatusJson().dump(2) + "\n",
                              0600);

@@ -297,6 +297,10 @@ class RemoteLayerManager final : public RemoteLayerHandler {
 
   std::mutex status_mu_;
   std::condition_variable status_cv_;
+  // Serializes status file writes, each taking its snapshot under it: without it the status
+  // thread's snapshot from before a restore could land after the restore's own write (its fsync
+  // is slow) and leave stale content until the next interval.
+  mutable std::mutex status_write_mu_;
   bool stopping_ = false;
   std::thread status_thread_;
   // Last: reset first in the destructor, so no scrape sees a half-destroyed manager.

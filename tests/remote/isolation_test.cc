@@ -44,7 +44,11 @@ total_timeout_ms = 120000
 low_speed_time_ms = 120000
 )";
 
-std::string FileContent(int i) { return RandomBytes(300 << 10, 100 + i); }
+// File `i` of image `image` (0 or 1).
+std::string FileContent(int i, int image = 0) {
+  return RandomBytes(300 << 10, 100 + 100 * image + i);
+}
+std::string EstargzRepo(int image) { return image == 0 ? "esgz" : "esgz-other"; }
 
 class IsolationTest : public ::testing::Test {
  protected:
@@ -52,17 +56,26 @@ class IsolationTest : public ::testing::Test {
     auto reg = RegistryProcess::Start(tmp_.Sub("reg"));
     ASSERT_TRUE(reg.ok()) << reg.status();
     registry_ = std::move(*reg);
-    ImageBuilder b(tmp_.Sub("image"));
-    LayerChanges files;
-    for (int i = 0; i < kFiles; ++i) {
-      files.files.push_back({.path = absl::StrCat("/data/f", i), .content = FileContent(i)});
-    }
-    b.AddLayer(LayerChanges::Busybox()).AddLayer(files);
-    auto built = b.Build("v1");
-    ASSERT_TRUE(built.ok()) << built.status();
     const std::string host = registry_->host();
-    ASSERT_TRUE(registry_->PushOciLayout(built->layout_dir, "v1", "src:v1").ok());
-    ASSERT_TRUE(LazypullConvert("estargz", host + "/src:v1", host + "/esgz:v1").ok());
+    // Two images with the same busybox layer and different files: the second one's reads fill
+    // the node's chunk cache with nothing the first one's stalled reads could be served from.
+    for (int image = 0; image < 2; ++image) {
+      ImageBuilder b(tmp_.Sub(absl::StrCat("image", image)));
+      LayerChanges files;
+      for (int i = 0; i < kFiles; ++i) {
+        files.files.push_back(
+            {.path = absl::StrCat("/data/f", i), .content = FileContent(i, image)});
+      }
+      b.AddLayer(LayerChanges::Busybox()).AddLayer(files);
+      auto built = b.Build("v1");
+      ASSERT_TRUE(built.ok()) << built.status();
+      const std::string src = absl::StrCat(host, "/src", image, ":v1");
+      ASSERT_TRUE(
+          registry_->PushOciLayout(built->layout_dir, "v1", absl::StrCat("src", image, ":v1"))
+              .ok());
+      ASSERT_TRUE(
+          LazypullConvert("estargz", src, absl::StrCat(host, "/", EstargzRepo(image), ":v1")).ok());
+    }
     for (auto* p : {&stalled_, &healthy_}) {
       auto proxy = FaultProxy::Start(registry_->port());
       ASSERT_TRUE(proxy.ok()) << proxy.status();
@@ -87,10 +100,10 @@ class IsolationTest : public ::testing::Test {
     }
   }
 
-  // Prepares the image's layers through `proxy` and mounts a container on them.
+  // Prepares image `image_index`'s layers through `proxy` and mounts a container on them.
   std::string MountImageVia(FaultProxy& proxy, const std::string& prefix,
-                            std::vector<std::string>* targets) {
-    auto image = ResolvePushed(proxy.host() + "/esgz:v1");
+                            std::vector<std::string>* targets, int image_index = 0) {
+    auto image = ResolvePushed(absl::StrCat(proxy.host(), "/", EstargzRepo(image_index), ":v1"));
     EXPECT_TRUE(image.ok()) << image.status();
     std::string parent;
     for (size_t i = 0; i < image->resolved.manifest.layers.size(); ++i) {
@@ -128,7 +141,7 @@ bool ReadsExactly(const std::string& path, const std::string& want) {
 TEST_F(IsolationTest, StalledRegistryDelaysNeitherOtherRegistriesNorCachedReads) {
   std::vector<std::string> stalled_targets, healthy_targets;
   const std::string a = MountImageVia(*stalled_, "a", &stalled_targets);
-  const std::string b = MountImageVia(*healthy_, "b", &healthy_targets);
+  const std::string b = MountImageVia(*healthy_, "b", &healthy_targets, 1);
   ASSERT_TRUE(ReadsExactly(a + "/data/f0", FileContent(0)));  // cached from now on
 
   FaultRule stall;
@@ -157,7 +170,7 @@ TEST_F(IsolationTest, StalledRegistryDelaysNeitherOtherRegistriesNorCachedReads)
   // The healthy registry's layer reads, and the stalled layer's cached file reads, while
   // every stalled read is still waiting.
   for (int i = 0; i < kFiles; ++i) {
-    EXPECT_TRUE(ReadsExactly(absl::StrCat(b, "/data/f", i), FileContent(i))) << i;
+    EXPECT_TRUE(ReadsExactly(absl::StrCat(b, "/data/f", i), FileContent(i, 1))) << i;
   }
   int fd = ::open((a + "/data/f0").c_str(), O_RDONLY);
   ASSERT_GE(fd, 0);
@@ -180,7 +193,7 @@ TEST_F(IsolationTest, StalledRegistryDelaysNeitherOtherRegistriesNorCachedReads)
   for (std::thread& t : readers) t.join();
   EXPECT_EQ(stalled_done.load(), kFiles - 1);
   // The healthy layer still serves.
-  EXPECT_TRUE(ReadsExactly(b + "/data/f3", FileContent(3)));
+  EXPECT_TRUE(ReadsExactly(b + "/data/f3", FileContent(3, 1)));
 }
 
 // Preloaded indexes that outlive preload_lifetime_ms are dropped by the next Prepare. One
