@@ -23,6 +23,7 @@ inline void PrefaultForWrite(void* data, size_t size) {
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) & ~(page - 1);
   const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + size) & ~(page - 1);
   if (end > begin) {
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): the page-aligned address inside `data`
     (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
   }
 #else

@@ -64,7 +64,8 @@ bool FastRfc3339(std::string_view t, int64_t* sec, uint32_t* nsec) {
     frac = static_cast<uint32_t>(f);
     for (size_t i = digits; i < 9; ++i) frac *= 10;
   }
-  *sec = DaysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
+  *sec = DaysFromCivil(year, month, day) * 86400 + int64_t{hour} * 3600 + int64_t{minute} * 60 +
+         second;
   *nsec = frac;
   return true;
 }

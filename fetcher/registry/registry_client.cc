@@ -25,7 +25,7 @@
 namespace lazypull::registry {
 
 using Clock = std::chrono::steady_clock;
-using namespace internal;  // NOLINT(build/namespaces): this module's own helpers
+using namespace internal;  // NOLINT: this module's own helpers
 
 // Caps in-flight requests per host (the daemon's many FUSE threads must not open hundreds of
 // connections to one registry).

@@ -114,7 +114,7 @@ class RegistryClient {
   // fetched, so a caller can start fetches the entry names in parallel (SOCI discovery). It
   // must not block.
   absl::StatusOr<ResolvedImage> Resolve(
-      const Reference& ref, std::optional<oci::Platform> platform = std::nullopt,
+      const Reference& ref, const std::optional<oci::Platform>& platform = std::nullopt,
       const std::function<void(const oci::Descriptor&)>& on_index_entry = {});
 
   // GET a whole blob into memory, verified against desc.digest and desc.size. ResourceExhausted

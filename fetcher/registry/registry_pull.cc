@@ -17,7 +17,7 @@
 
 namespace lazypull::registry {
 
-using namespace internal;  // NOLINT(build/namespaces): this module's own helpers
+using namespace internal;  // NOLINT: this module's own helpers
 
 // --- Pull side ---------------------------------------------------------------------------
 
@@ -59,7 +59,7 @@ absl::StatusOr<FetchedManifest> RegistryClient::FetchManifest(const Reference& r
 }
 
 absl::StatusOr<ResolvedImage> RegistryClient::Resolve(
-    const Reference& ref, std::optional<oci::Platform> platform,
+    const Reference& ref, const std::optional<oci::Platform>& platform,
     const std::function<void(const oci::Descriptor&)>& on_index_entry) {
   auto top = FetchManifest(ref);
   if (!top.ok()) return top.status();

@@ -110,14 +110,14 @@ class Walk {
     return Keep(*std::move(f));
   }
 
-  const ModuleFinder* Keep(ModuleFinder f) {
+  const ModuleFinder* Keep(ModuleFinder&& f) {
     auto [it, fresh] = finders_.try_emplace(
         fmt::format("{}\n{}\n{}", f.stdlib(), f.cache_tag(), f.frozen_modules()), std::move(f));
     return &it->second;
   }
 
-  void Truncate(std::string why) {
-    if (!result_.truncated) result_.problems.push_back("walk truncated: " + why);
+  void Truncate(std::string_view why) {
+    if (!result_.truncated) result_.problems.push_back(fmt::format("walk truncated: {}", why));
     result_.truncated = true;
   }
 
@@ -168,7 +168,7 @@ class Walk {
     const ModuleFinder* finder = Keep(*std::move(found));
     // The C library's data the interpreter's initialization reads (setlocale under the
     // coerced C.UTF-8 locale, the codeset's gconv cache, tzset).
-    for (std::string file :
+    for (const std::string& file :
          {std::string("/usr/lib/locale/C.utf8/LC_CTYPE"),
           std::string("/usr/lib/locale/C.UTF-8/LC_CTYPE"),
           fmt::format("/usr/lib/{}/gconv/gconv-modules.cache", python::HostMultiarch()),
@@ -189,7 +189,7 @@ class Walk {
       std::vector<std::string> names = list_dir_(dir);
       std::sort(names.begin(), names.end());
       for (const std::string& name : names) {
-        if (name.ends_with(".pth")) Add(dir + "/" + name, Kind::kPth, finder, dir);
+        if (name.ends_with(".pth")) Add(fmt::format("{}/{}", dir, name), Kind::kPth, finder, dir);
       }
     }
     AddCommandLine(start, cl, *finder);

@@ -262,7 +262,7 @@ absl::StatusOr<TarIndex> ScanTarStream(TarSource& tar, const ScanOptions& option
     std::string name = CString(block, kNameOff, kNameLen);
     if (ustar) {
       std::string prefix = CString(block, kPrefixOff, kPrefixLen);
-      if (!prefix.empty()) name = prefix + "/" + name;
+      if (!prefix.empty()) name = std::move(prefix.append("/").append(name));
     }
     e.name = long_name ? *long_name : name;
     e.linkname = long_link ? *long_link : CString(block, kLinkOff, kLinkLen);

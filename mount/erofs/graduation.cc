@@ -51,15 +51,15 @@ Graduation::~Graduation() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Graduation::AddLazy(std::shared_ptr<LayerState> state) {
+void Graduation::AddLazy(const std::shared_ptr<LayerState>& state) {
   std::lock_guard<std::mutex> lock(mu_);
   std::erase_if(lazy_, [](const std::weak_ptr<LayerState>& w) { return w.expired(); });
-  lazy_.push_back(std::move(state));
+  lazy_.push_back(state);
 }
 
-void Graduation::Watch(std::shared_ptr<LayerState> state) {
+void Graduation::Watch(const std::shared_ptr<LayerState>& state) {
   std::lock_guard<std::mutex> lock(mu_);
-  watched_.push_back(std::move(state));
+  watched_.push_back(state);
   if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
 }
 

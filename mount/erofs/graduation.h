@@ -57,9 +57,9 @@ class Graduation {
   Graduation& operator=(const Graduation&) = delete;
 
   // Registers a lazy mount: its chunks stay in the cache while it reads them.
-  void AddLazy(std::shared_ptr<LayerState> state);
+  void AddLazy(const std::shared_ptr<LayerState>& state);
   // Watches a lazy layer whose background fetch runs; starts the thread on first use.
-  void Watch(std::shared_ptr<LayerState> state);
+  void Watch(const std::shared_ptr<LayerState>& state);
   // Deletes the local copy of `layer_id`, cancelling its graduation in progress (see above).
   void Drop(const std::string& layer_id);
   // Deletes every copy of a layer not in `keep`, cancelling a graduation of one; returns the

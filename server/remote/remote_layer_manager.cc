@@ -86,8 +86,9 @@ absl::StatusOr<std::unique_ptr<RemoteLayerManager>> RemoteLayerManager::Create(O
   if (o.mount.erofs.dir.empty()) o.mount.erofs.dir = o.root + "/erofs";
   // Issue 20: with a FUSE holder, FUSE mounts outlive this daemon and the next one adopts them.
   if (o.mount.fuse.holder_socket.empty()) o.mount.fuse.holder_socket = o.root + "/fuse-holder.sock";
-  if (o.mount.fuse.passthrough_dir.empty())
+  if (o.mount.fuse.passthrough_dir.empty()) {
     o.mount.fuse.passthrough_dir = o.root + "/fuse-passthrough";
+  }
   absl::StatusOr<std::unique_ptr<mount::FuseHolderClient>> holder =
       mount::FuseHolderClient::Connect(o.mount.fuse.holder_socket);
   std::set<std::string> held;
@@ -453,9 +454,10 @@ absl::Status RemoteLayerManager::RestoreRemoteLayer(int64_t snapshot_id, const S
 void RemoteLayerManager::RestoreOne(const PendingRestore& pending) {
   absl::StatusOr<ResolvedLayer> layer = ResolvedLayerFromLabels(pending.labels);
   absl::Status s = layer.status();
-  if (s.ok())
+  if (s.ok()) {
     s = MountLayer(pending.snapshot_id, *layer, pending.parent_ids, pending.fs_dir,
                    BackendLabel(pending.labels));
+  }
   if (s.ok()) return;
   LogWarn(
       "cannot re-mount remote layer; its snapshots are unavailable",
@@ -471,8 +473,9 @@ absl::Status RemoteLayerManager::FinishRestore() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     pending.swap(pending_restores_);
-    for (const auto& [id, entry] : mounted_)
+    for (const auto& [id, entry] : mounted_) {
       used_layers.insert(entry.source.layer.digest.ToString());
+    }
   }
   // Local copies (and leftovers) of layers no snapshot in the metastore uses any more: their
   // snapshots were removed while no daemon ran, or a crash came between a release and the

@@ -154,7 +154,8 @@ void FineWindows::Fetch(const std::vector<size_t>& claimed) const {
       continue;
     }
     const std::string sha = Digest::Of(*window).Raw();
-    if (sha.size() != w.sha256.size() || std::memcmp(sha.data(), w.sha256.data(), sha.size())) {
+    if (sha.size() != w.sha256.size() ||
+        std::memcmp(sha.data(), w.sha256.data(), sha.size()) != 0) {
       Publish(
           i, absl::DataLossError(fmt::format("fine index window {} does not match its sha256", i)));
       continue;

@@ -144,7 +144,7 @@ format::EntryMeta MetaOf(const ZtocFile& f) {
 
 }  // namespace
 
-absl::StatusOr<format::LayerIndex> BuildSociLayerIndex(std::shared_ptr<const Ztoc> ztoc,
+absl::StatusOr<format::LayerIndex> BuildSociLayerIndex(const std::shared_ptr<const Ztoc>& ztoc,
                                                        const Digest& ztoc_digest,
                                                        const format::IndexBuildOptions& options,
                                                        std::shared_ptr<const SpanWindows> windows) {

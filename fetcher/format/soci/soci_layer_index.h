@@ -32,7 +32,7 @@ class SpanWindows;
 // it cannot give fails that span's inflate with its error. InvalidArgument (from the
 // builder) for a tree it refuses.
 absl::StatusOr<format::LayerIndex> BuildSociLayerIndex(
-    std::shared_ptr<const Ztoc> ztoc, const Digest& ztoc_digest,
+    const std::shared_ptr<const Ztoc>& ztoc, const Digest& ztoc_digest,
     const format::IndexBuildOptions& options = {},
     std::shared_ptr<const SpanWindows> windows = nullptr);
 

@@ -13,8 +13,9 @@ namespace {
 // htole*/le*toh); decode byte by byte so an unaligned blob is fine too.
 uint64_t LoadLe(std::string_view b, size_t off, size_t n) {
   uint64_t v = 0;
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < n; ++i) {
     v |= static_cast<uint64_t>(static_cast<uint8_t>(b[off + i])) << (8 * i);
+  }
   return v;
 }
 
